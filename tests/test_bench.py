@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.measure import stats
 from mlfootprint.measure.bench import bench, is_oom
 from mlfootprint.measure.energy import EnergyMeter, EnergyReading, SafeMeter

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli
 from mlfootprint.cli import main
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.report import Report
 from mlfootprint.report.compare import compare_reports, direction, parse_metrics, pareto_front, resolve_figure
 from mlfootprint.report.html import embedded_report

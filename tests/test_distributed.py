@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.measure.distributed import (
     RankLog,
     build_report,

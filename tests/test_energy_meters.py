@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.measure.energy import (
     EnergyMeter,
     EnergyReading,

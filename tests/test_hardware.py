@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlfootprint.datafiles import package_data_dir
-from mlfootprint.errors import UserError
+from mlfootprint.core.datafiles import package_data_dir
+from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import (
     PROVENANCES,
     Device,

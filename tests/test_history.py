@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlfootprint.cli import main
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.report import Report
 from mlfootprint.report.history import HISTORY_SCHEMA_VERSION, History, default_path, save_to_history
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mlfootprint.api import trace_workload
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.memory import Layout, estimate_memory, max_batch, memory_model
 from mlfootprint.memory.kvcache import kv_cache_bytes
 from mlfootprint.memory.states import (ParamInfo, StateLayout, model_states, optimizer_state_bytes,

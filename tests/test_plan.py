@@ -8,7 +8,7 @@ import pytest
 
 from mlfootprint.api import model_spec
 from mlfootprint.cli import main
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
 from mlfootprint.predict.api import trace_for_prediction
 from mlfootprint.predict.planner import enumerate_layouts, plan

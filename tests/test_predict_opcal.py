@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
 from mlfootprint.predict import opcal
 from mlfootprint.predict.efficiency import efficiency_for

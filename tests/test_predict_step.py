@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
 from mlfootprint.predict import comm
 from mlfootprint.predict.efficiency import efficiency_for, parse_overrides

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mlfootprint as mf
-from mlfootprint.errors import UserError
+from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
 from mlfootprint.measure.energy import EnergyMeter, EnergyReading
 from mlfootprint.measure.track import Tracker

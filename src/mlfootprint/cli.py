@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import UserError
+from .core.errors import UserError
 
 # Order is the order of `mlfootprint --help`.
 VERB_MODULES = (
@@ -43,32 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_output_options(p: argparse.ArgumentParser, formats: Sequence[str] = ("table", "json", "md", "latex", "csv", "html")) -> None:
-    """--format and -o, shared by every verb."""
-    p.add_argument("--format", choices=list(formats), default=None,
-                   help="output format (default: table on a terminal, json otherwise when -o ends in .json)")
-    p.add_argument("-o", "--output", metavar="FILE", default=None, help="write the output to FILE instead of stdout")
-
-
 def emit(report, args: argparse.Namespace) -> None:
+    from .commands.output import output_format, write_output
     from .report.render import render
 
-    from .commands.report import infer_format
-
-    infer_format(args)  # -o card.html → html, .json → json, .md → md, .tex → latex, .csv → csv
-    fmt = args.format or "table"
-    text = render(report, fmt, args)
+    text = render(report, output_format(args), args)
+    write_output(args, text)
     if getattr(args, "save", False):
         from .report.history import save_to_history
 
         entry = save_to_history(report, db=getattr(args, "db", None), label=getattr(args, "label", None))
         print(f"mlfootprint: saved to the history as entry {entry}", file=sys.stderr)
-    if getattr(args, "output", None):
-        from .report.schema import write_text_atomic
-
-        write_text_atomic(args.output, text if text.endswith("\n") else text + "\n")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
+        if getattr(args, "output", None) and args.output != "-":
+            from .core.files import check_writable
+
+            check_writable(args.output, force=bool(getattr(args, "force", False)))  # refuse before any work
         report = args.func(args)
         if report is not None:
             emit(report, args)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from .core.errors import UserError
 
 MODES = ("inference", "train", "generate")
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "fp8-mixed")
@@ -75,7 +75,7 @@ class Workload:
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT), ("attention", ATTENTION)):
             value = getattr(self, name)
             if value not in allowed:
-                from .errors import suggest
+                from .core.errors import suggest
 
                 raise UserError(f"unknown --{name} {value!r}; choose one of: {', '.join(allowed)}.{suggest(str(value), allowed)}")
         if self.zero not in (0, 1, 2, 3):

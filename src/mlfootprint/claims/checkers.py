@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .model import NOT_CHECKABLE, Claim, Outcome
 
 Checker = Callable[[Claim], Outcome]

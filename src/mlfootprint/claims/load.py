@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import load_file, package_data_dir, user_data_dirs
-from ..errors import UserError, suggest
+from ..core.datafiles import load_file, package_data_dir, user_data_dirs
+from ..core.errors import UserError, suggest
 from .model import VERDICTS, Claim
 
 _REQUIRED = ("id", "title", "source", "kind", "expected", "unit", "inputs")

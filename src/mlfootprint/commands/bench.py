@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import add_output_options
-from ..errors import UserError
+from .output import add_output_options
+from ..core.errors import UserError
 from .common import add_model_options, add_workload_options, workload_from
 
 

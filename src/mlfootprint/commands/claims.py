@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .output import add_output_options, output_format, write_output
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("claims", help="recompute well-known papers' efficiency claims and give a verdict for each")
@@ -11,20 +13,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exit 1 if a claim known to reproduce no longer does (a regression suite)")
     p.add_argument("--file", action="append", default=[], metavar="CLAIMS.toml", help="your own claims file (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="ID", help="check only this claim (repeatable)")
-    p.add_argument("--format", choices=["table", "json", "md", "html"], default=None)
-    p.add_argument("-o", "--output", metavar="FILE", default=None)
+    add_output_options(p, formats=("table", "json", "md", "html"))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace):
     from ..claims import as_rows, load_claims, regressions, run_claims
     from ..claims.render import to_html, to_markdown, to_text
-    from ..report.schema import Report, write_text_atomic
+    from ..report.schema import Report
 
     results = run_claims(load_claims(args.file), args.only)
     rows = as_rows(results)
-    fmt = args.format or ("json" if (args.output or "").endswith(".json") else "html" if (args.output or "").endswith(".html")
-                          else "md" if (args.output or "").endswith(".md") else "table")
+    fmt = output_format(args)
     if fmt == "json":
         rep = Report(verb="claims")
         rep.set_section("claims", {"rows": rows})
@@ -33,10 +33,7 @@ def run(args: argparse.Namespace):
         text = rep.to_json()
     else:
         text = {"table": to_text, "md": to_markdown, "html": to_html}[fmt](rows)
-    if args.output:
-        write_text_atomic(args.output, text)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    write_output(args, text)
     bad = regressions(results)
     if args.check and bad:
         print(f"mlfootprint: claims no longer reproduced: {', '.join(c.id for c in bad)}", file=sys.stderr)

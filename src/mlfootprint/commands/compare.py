@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import add_output_options
-from .report import infer_format
+from .output import add_output_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +42,5 @@ def run(args: argparse.Namespace):
     from ..report.schema import Report
 
     reports = [Report.load(f) for f in args.files]  # one-line UserError for a non-report or a newer schema
-    infer_format(args)
     return compare_reports(reports, args.files, metrics=args.metric, x=args.x, y=args.y,
                            maximize=args.maximize, minimize=args.minimize)

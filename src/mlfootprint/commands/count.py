@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import add_output_options
+from .output import add_output_options
 from .common import add_model_options, add_view_options, add_workload_options, workload_from
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import add_output_options
+from .output import add_output_options
 
 EPILOG = """\
 how it is computed:

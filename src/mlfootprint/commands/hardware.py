@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..cli import add_output_options
+from .output import add_output_options, output_format, write_output
 from ..hardware.catalog import DTYPES, SCHEMA, Device, get_device, load_devices
 
 _SHOWN_PEAKS = ("bf16", "fp16", "fp8")
@@ -58,14 +58,14 @@ def register(subparsers: Any) -> None:
 def cmd_list(args: argparse.Namespace) -> None:
     # Catalog order (the package file's order, then user files); the calibrated profile last.
     devices = sorted(load_devices().values(), key=lambda d: d.id == "this")
-    fmt = _format(args)
+    fmt = output_format(args)
     if fmt == "json":
-        _write(json.dumps({"schema": SCHEMA, "devices": [d.to_dict() for d in devices]}, indent=2), args)
+        write_output(args, json.dumps({"schema": SCHEMA, "devices": [d.to_dict() for d in devices]}, indent=2))
         return None
     header = ["ID", "Name", "Memory GiB", *(f"{d} TFLOP/s" for d in _SHOWN_PEAKS), "Mem TB/s", "TDP W", "$/h"]
     rows = [_list_row(d) for d in devices]
     if fmt == "md":
-        _write(_md_table(header, rows) + "\n" + _LIST_NOTE + "\n", args)
+        write_output(args, _md_table(header, rows) + "\n" + _LIST_NOTE + "\n")
         return None
     from rich.table import Table
 
@@ -128,12 +128,12 @@ def _cuda_available() -> bool:
 
 
 def _show(dev: Device, args: argparse.Namespace, saved_to: Any = None) -> None:
-    fmt = _format(args)
+    fmt = output_format(args)
     if fmt == "json":
         doc: dict[str, Any] = {"schema": SCHEMA, "device": dev.to_dict()}
         if getattr(args, "func", None) is cmd_calibrate:
             doc["saved_to"] = str(saved_to) if saved_to is not None else None
-        _write(json.dumps(doc, indent=2), args)
+        write_output(args, json.dumps(doc, indent=2))
         return
     header = ["Field", "Value", "Provenance", "Source", "Date"]
     rows = _show_rows(dev)
@@ -142,7 +142,7 @@ def _show(dev: Device, args: argparse.Namespace, saved_to: Any = None) -> None:
         md_rows = [[f, v, p, _md_source(s), d] for f, v, p, s, d in rows]
         text = f"## {dev.name} (`{dev.id}`)\n\n" + "\n".join(f"- {line}" for line in intro) + "\n\n"
         text += _md_table(header, md_rows) + "\n\nPeak FLOP/s are dense (no 2:4 sparsity).\n"
-        _write(text, args)
+        write_output(args, text)
         return
     from rich.table import Table
 
@@ -238,23 +238,6 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
 # --------------------------------------------------------------------------- output
 
 
-def _format(args: argparse.Namespace) -> str:
-    if args.format:
-        return args.format
-    out = getattr(args, "output", None) or ""
-    return "json" if out.endswith(".json") else "md" if out.endswith(".md") else "table"
-
-
-def _write(text: str, args: argparse.Namespace) -> None:
-    text = text if text.endswith("\n") else text + "\n"
-    if getattr(args, "output", None):
-        from ..report import write_text_atomic
-
-        write_text_atomic(args.output, text)
-    else:
-        sys.stdout.write(text)
-
-
 def _write_rich(renderable: Any, args: argparse.Namespace) -> None:
     from rich.console import Console
 
@@ -263,7 +246,7 @@ def _write_rich(renderable: Any, args: argparse.Namespace) -> None:
         return
     buf = io.StringIO()
     Console(file=buf, width=160, no_color=True, force_terminal=False, highlight=False).print(renderable)
-    _write(buf.getvalue(), args)
+    write_output(args, buf.getvalue())
 
 
 def _print_help(p: argparse.ArgumentParser) -> None:

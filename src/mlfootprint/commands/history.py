@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_output_options
+from .output import add_output_options, output_format, write_output
 from ..report import units
 from ..report.history import ENV_VAR, DiffRow, Entry, History, default_path
-from ..report.schema import Report, write_text_atomic
+from ..report.schema import Report
+
+HISTORY_SCHEMA = "mlfootprint.history/1"  # the JSON forms of list, add and diff (not reports)
 
 _LIST_COLUMNS = (
     # (attribute, header, formatter)
@@ -110,16 +111,17 @@ def run_add(args: argparse.Namespace) -> None:
         entry_id = hist.add(report, label=args.label)
         added.append({"file": path, "id": entry_id, "verb": report.verb,
                       "model": (report.get("model") or {}).get("name")})
-    fmt = _fmt(args)
+    fmt = output_format(args)
     if fmt == "json":
-        text = json.dumps({"db": str(hist.path), "added": added}, indent=2)
+        text = json.dumps({"schema": HISTORY_SCHEMA, "db": str(hist.path), "added": added}, indent=2)
     else:
         lines = []
         for item in added:
             what = f"{item['verb']} report" + (f" of {item['model']}" if item["model"] else "")
             lines.append(f"added {item['file']} ({what}) as entry {item['id']} to {hist.path}")
         text = "\n".join(("- " + line if fmt == "md" else line) for line in lines)
-    _write(args, text)
+        text = ("# mlfootprint history add\n\n" if fmt == "md" else "mlfootprint history add\n") + text
+    write_output(args, text)
     return None
 
 
@@ -139,9 +141,9 @@ def _load(path: str) -> Report:
 def run_list(args: argparse.Namespace) -> None:
     hist = History(args.db)
     entries = hist.list(model=args.model, verb=args.verb, since=args.since, label=args.label, limit=args.limit)
-    fmt = _fmt(args)
+    fmt = output_format(args)
     if fmt == "json":
-        text = json.dumps({"db": str(hist.path), "entries": [e.to_dict() for e in entries]}, indent=2)
+        text = json.dumps({"schema": HISTORY_SCHEMA, "db": str(hist.path), "entries": [e.to_dict() for e in entries]}, indent=2)
     else:
         headers, rows = _list_rows(entries)
         if fmt == "md":
@@ -149,10 +151,10 @@ def run_list(args: argparse.Namespace) -> None:
                 _md_table(headers, rows) if rows else "No entries.")
         else:
             if rows:
-                text = _rich_table(f"History: {hist.path}", headers, rows)
+                text = _rich_table(f"mlfootprint history: {hist.path}", headers, rows)
             else:
-                text = f"No history entries in {hist.path}" + (" match" if _filtered(args) else "") + "."
-    _write(args, text)
+                text = f"mlfootprint history: no entries in {hist.path}" + (" match" if _filtered(args) else "") + "."
+    write_output(args, text)
     return None
 
 
@@ -164,11 +166,11 @@ def run_diff(args: argparse.Namespace) -> None:
     hist = History(args.db)
     ea, eb = hist.entry(args.a), hist.entry(args.b)
     rows = hist.diff(args.a, args.b, changed_only=not args.all, include_text=True)
-    fmt = _fmt(args)
+    fmt = output_format(args)
     if fmt == "json":
-        text = json.dumps({"db": str(hist.path), "a": ea.to_dict(), "b": eb.to_dict(),
+        text = json.dumps({"schema": HISTORY_SCHEMA, "db": str(hist.path), "a": ea.to_dict(), "b": eb.to_dict(),
                            "rows": [r.to_dict() for r in rows]}, indent=2)
-        _write(args, text)
+        write_output(args, text)
         return None
     headers = ["figure", f"A (#{ea.id})", f"B (#{eb.id})", "change"]
     body = [[r.path, _value(r, r.a), _value(r, r.b), _change(r)] for r in rows]
@@ -180,29 +182,14 @@ def run_diff(args: argparse.Namespace) -> None:
         if body:
             text += "\n\n" + _md_table(headers, body)
     else:
-        text = "\n".join(intro)
+        text = "\n".join([f"mlfootprint history diff #{ea.id} → #{eb.id}"] + intro)
         if body:
             text += "\n" + _rich_table("Figures" + ("" if args.all else " that differ"), headers, body)
-    _write(args, text)
+    write_output(args, text)
     return None
 
 
 # -- formatting ----------------------------------------------------------------------
-def _fmt(args: argparse.Namespace) -> str:
-    if args.format:
-        return args.format
-    out = args.output or ""
-    return "json" if out.endswith(".json") else ("md" if out.endswith(".md") else "table")
-
-
-def _write(args: argparse.Namespace, text: str) -> None:
-    text = text if text.endswith("\n") else text + "\n"
-    if args.output:
-        write_text_atomic(args.output, text)
-    else:
-        sys.stdout.write(text)
-
-
 def _filtered(args: argparse.Namespace) -> bool:
     return any(getattr(args, k, None) is not None for k in ("model", "verb", "label", "since"))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..cli import add_output_options
-from ..errors import UserError
+from .output import add_output_options
+from ..core.errors import UserError
 from .common import add_model_options, add_workload_options, workload_from
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import add_output_options
+from .output import add_output_options
 from ..workload import PRECISIONS, RECOMPUTE
 
 

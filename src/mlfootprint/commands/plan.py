@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import add_output_options
+from .output import add_output_options, output_format
 from .common import add_model_options, add_workload_options, workload_from
 from .predict import add_prediction_options
 
@@ -26,6 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace):
     from ..predict.reports import plan
 
-    fmt = args.format or ("json" if args.output and args.output.endswith(".json") else "table")
+    fmt = output_format(args)
     return plan(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency,
                 top=args.top, table=fmt != "json")

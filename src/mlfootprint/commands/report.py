@@ -3,23 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import add_output_options
+from .output import add_output_options
 from .common import add_view_options
-
-# -o's extension picks the format when --format is not given.
-_BY_EXTENSION = {".json": "json", ".md": "md", ".markdown": "md", ".tex": "latex", ".csv": "csv",
-                 ".html": "html", ".htm": "html", ".txt": "table"}
-
-
-def infer_format(args: argparse.Namespace) -> None:
-    """Set args.format from -o's extension (out.html → html) when --format was not given."""
-    if getattr(args, "format", None) is None and getattr(args, "output", None):
-        out = str(args.output).lower()
-        for ext, fmt in _BY_EXTENSION.items():
-            if out.endswith(ext):
-                args.format = fmt
-                return
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -43,6 +28,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace):
     from ..report.schema import Report
 
-    report = Report.load(args.file)  # one-line UserError: not a report, newer schema, unreadable
-    infer_format(args)
-    return report
+    return Report.load(args.file)  # one-line UserError: not a report, newer schema, unreadable

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .data import FootprintData, GridRegion, Sourced, load_data
 from .embodied import amortized_embodied_g
 from .hardware import DeviceFacts, lookup_device

@@ -3,7 +3,7 @@
 The three data files in ``footprint/data/`` (``grid.toml``, ``facilities.toml``,
 ``embodied.toml``) are loaded, validated and merged with the user's own files
 (``grid*.toml``, ``facilities*.toml``, ``embodied*.toml`` in
-:func:`mlfootprint.datafiles.user_data_dirs` ``("footprint")``); a user entry
+:func:`mlfootprint.core.datafiles.user_data_dirs` ``("footprint")``); a user entry
 replaces the packaged entry of the same key. Every value carries its source
 and year; a file that breaks this is rejected with a one-line error.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import load_file, package_data_dir, user_data_dirs
-from ..errors import UserError, suggest
+from ..core.datafiles import load_file, package_data_dir, user_data_dirs
+from ..core.errors import UserError, suggest
 
 KINDS = ("grid", "facilities", "embodied")
 _TABLES = {"grid": "regions", "facilities": "facilities", "embodied": "devices"}

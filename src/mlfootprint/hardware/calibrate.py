@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import check_ours_to_overwrite
-from ..errors import UserError
+from ..core.datafiles import check_ours_to_overwrite
+from ..core.files import write_text
+from ..core.errors import UserError
 from .catalog import PROFILE_ID, Device, device_to_toml, load_devices_file, profile_path
 
 GENERATOR = "mlfootprint hardware calibrate"
@@ -163,8 +164,6 @@ def calibrate(device: str = "auto", progress: ProgressFn | None = None, budget_s
 
 def save_profile(device: Device, path: str | os.PathLike[str] | None = None) -> Path:
     """Write the profile as TOML (atomically); never overwrites a file it did not write."""
-    from ..report import write_text_atomic
-
     target = check_profile_target(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +177,7 @@ def save_profile(device: Device, path: str | os.PathLike[str] | None = None) -> 
         f"Calibration profile of this machine, written by `{GENERATOR}` on {_dt.date.today().isoformat()}.\n"
         "Figures are what this machine achieved, not datasheet peaks. Re-run the command to refresh."
     )
-    write_text_atomic(target, device_to_toml(device, generator=GENERATOR, header=header))
+    write_text(target, device_to_toml(device, generator=GENERATOR, header=header), force=True)  # ours: checked above
     return target
 
 

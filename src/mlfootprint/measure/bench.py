@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..report.schema import Report
 from ..workload import Workload
 from . import stats

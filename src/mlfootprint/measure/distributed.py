@@ -52,8 +52,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..report.schema import Report, write_text_atomic
+from ..core.errors import UserError
+from ..core.files import write_text
+from ..report.schema import Report
 from . import stats
 
 logger = logging.getLogger("mlfootprint.track")
@@ -574,5 +575,6 @@ def merge_rank_files(paths: Iterable[str | os.PathLike[str]], warmup: int | None
 
 
 def write_report(rep: Report, path: str | os.PathLike[str]) -> None:
-    write_text_atomic(path, rep.to_json() + "\n")
+    """Write a report to a path the user named (the safe-file rules: a regular file mlfootprint wrote, or new)."""
+    write_text(path, rep.to_json() + "\n")
 

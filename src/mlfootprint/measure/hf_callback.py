@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingExtraError
+from ..core.errors import MissingExtraError
 from .track import Tracker
 
 logger = logging.getLogger("mlfootprint.track")

@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .distributed import merge_rank_files, write_report
 
 

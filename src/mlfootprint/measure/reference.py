@@ -10,7 +10,7 @@ import logging
 import re
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 logger = logging.getLogger("mlfootprint.measure")
 

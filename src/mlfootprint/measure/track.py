@@ -42,7 +42,7 @@ that cannot be written is reported when tracking starts and again at the end
 (logged, and printed on stderr); the report stays in memory (``t.report``) and
 ``t.save(path)`` writes it elsewhere. Nothing raises out of ``step()`` or out
 of the ``with`` block's exit. Bad arguments (an unknown hardware id, a
-negative ``grad_accum``) raise :class:`~mlfootprint.errors.UserError` when the
+negative ``grad_accum``) raise :class:`~mlfootprint.core.errors.UserError` when the
 tracker is made, before any training.
 
 Under ``torch.distributed`` (``torchrun``) every rank tracks its own steps and
@@ -66,7 +66,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import distributed as dist_mod
 from .energy import EnergyMeter, MeterUnavailable, SafeMeter, auto_meter
 from .memory import CUDA_METHOD, RSS_METHOD, peak_rss_bytes

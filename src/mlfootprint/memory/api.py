@@ -65,7 +65,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..models.spec import ModelSpec
 from ..trace.records import Trace
 from ..workload import Workload

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..workload import OFFLOAD, OPTIMIZERS, PRECISIONS, RECOMPUTE, Workload
 
 

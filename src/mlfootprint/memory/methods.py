@@ -9,8 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from ..datafiles import load_file, package_data_dir, user_data_dirs
-from ..errors import UserError
+from ..core.datafiles import load_file, package_data_dir, user_data_dirs
+from ..core.errors import UserError
 
 
 @lru_cache(maxsize=1)

@@ -142,7 +142,7 @@ def memory_report(model: Any = None, workload: Workload | None = None, inputs: S
         extra["device_source"] = src
     if find_max_batch:
         if device_bytes is None:
-            from ..errors import UserError
+            from ..core.errors import UserError
 
             raise UserError("--max-batch needs a device memory size: give --device-memory 80GB or --hardware ID")
         probes: list[tuple[int, int, bool]] = []

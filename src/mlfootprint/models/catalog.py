@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import load_file, package_data_dir, user_data_dirs
-from ..errors import UserError, suggest
+from ..core.datafiles import load_file, package_data_dir, user_data_dirs
+from ..core.errors import UserError, suggest
 
 REQUIRED = ("name", "config", "source")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..workload import Workload
 from .inputs import InputSpec
 from .spec import BuiltModel, ModelSpec

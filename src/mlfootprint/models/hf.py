@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingExtraError, UserError
+from ..core.errors import MissingExtraError, UserError
 from ..workload import Workload
 from .spec import BuiltModel, ModelSpec, MoEInfo
 

@@ -5,8 +5,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..datafiles import load_file
-from ..errors import UserError
+from ..core.datafiles import load_file
+from ..core.errors import UserError
 from . import catalog
 from .facts import facts_from_config
 from .factory import load_callable, looks_like_callable_ref

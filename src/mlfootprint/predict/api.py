@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..hardware.catalog import Device, get_device
 from .efficiency import Efficiency, efficiency_for
 from .inference import decode_model, decode_token, generate_time

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import load_file, package_data_dir, user_data_dirs
-from ..errors import UserError, suggest
+from ..core.datafiles import load_file, package_data_dir, user_data_dirs
+from ..core.errors import UserError, suggest
 
 SCHEMA = "mlfootprint.efficiency/1"
 

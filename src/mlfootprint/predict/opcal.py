@@ -38,8 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import check_ours_to_overwrite, load_file, user_data_dirs
-from ..errors import UserError
+from ..core.datafiles import check_ours_to_overwrite, load_file, user_data_dirs
+from ..core.files import write_text
+from ..core.errors import UserError
 
 GENERATOR = "mlfootprint.predict.opcal"
 FILE_NAME = "this-ops.toml"
@@ -232,12 +233,10 @@ def to_toml(curves: dict[str, list[list[float]]], note: str = "") -> str:
 
 
 def save(curves: dict[str, list[list[float]]], path: str | Path | None = None, note: str = "") -> Path:
-    from ..report.schema import write_text_atomic
-
     target = Path(path) if path is not None else curves_path()
     check_ours_to_overwrite(target, GENERATOR)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(target, to_toml(curves, note))
+    write_text(target, to_toml(curves, note), force=True)  # ours: checked above
     return target
 
 

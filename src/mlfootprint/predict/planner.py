@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..hardware.catalog import Device
 from .efficiency import efficiency_for
 from .roofline import build_profile

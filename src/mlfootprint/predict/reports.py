@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..report.schema import Report
 from ..workload import RECOMPUTE, Workload
 
@@ -154,7 +154,7 @@ def mfu(model: Any = None, *, tokens_per_s: float | None = None, step_s: float |
     FLOPs per token from exactly one of: a MODEL (traced training step), ``params`` with ``layers``,
     ``heads``, ``head_dim`` and ``seq`` (PaLM appendix B: 6N + 12·L·H·Q·T), or ``flops_per_token``.
     """
-    from ..errors import suggest
+    from ..core.errors import suggest
     from ..hardware.catalog import dtype_for_precision
     from ..workload import PRECISIONS
     from .api import mfu_from_throughput, palm_flops_per_token, resolve_device

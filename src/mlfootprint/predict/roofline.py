@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .step import ModelShape, Parallel
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..memory.layout import Layout
 from . import comm
 from .efficiency import Efficiency

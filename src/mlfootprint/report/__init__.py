@@ -1,3 +1,3 @@
-from .schema import SCHEMA, Report, write_text_atomic
+from .schema import SCHEMA, Report
 
-__all__ = ["SCHEMA", "Report", "write_text_atomic"]
+__all__ = ["SCHEMA", "Report"]

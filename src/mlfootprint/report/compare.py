@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, suggest
+from ..core.errors import UserError, suggest
 from . import units
 from .layout import flat_figures, provenance_of
 from .schema import Report

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .schema import Report, _json_default
 
 HISTORY_SCHEMA_VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .schema import Report
 
 Renderer = Callable[[Report, argparse.Namespace | None], str]

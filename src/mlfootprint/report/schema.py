@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 SCHEMA = "mlfootprint.report/1"
 SCHEMA_VERSION = 1
@@ -116,24 +115,3 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write a file whole or not at all: a failed write never leaves a half file."""
-    p = Path(path)
-    directory = p.parent if str(p.parent) else Path(".")
-    if not directory.is_dir():
-        raise UserError(f"cannot write {p}: folder {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=directory)
-    except OSError as exc:
-        raise UserError(f"cannot write {p}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise UserError(f"cannot write {p}: {exc.strerror or exc}") from None

@@ -20,6 +20,8 @@ def render_table(report: Report, args: argparse.Namespace | None) -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=120, force_terminal=False, color_system=None, highlight=False)
     details = bool(getattr(args, "details", True)) if args is not None else True
+    name = (report.get("model") or {}).get("name")
+    console.print(f"mlfootprint {report.verb}" + (f": {name}" if name else ""))  # also marks a file as ours (-o)
     for block in blocks(report, depth=depth, show_ops=show_ops, macs=macs, details=details):
         table = Table(title=block.title, title_justify="left", show_lines=False, expand=False)
         for h in block.headers:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..models.spec import BuiltModel, ModelSpec
 from ..workload import Workload
 from .mode import RecordingMode

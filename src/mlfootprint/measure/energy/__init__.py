@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlfootprint.errors import UserError
+from ...core.errors import UserError
 
 from .base import (
     MEASURED,

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 
-from mlfootprint.errors import UserError
+from ...core.errors import UserError
 
 from .base import MODELED, Clock, EnergyMeter, EnergyReading, MeterError
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from mlfootprint.errors import UserError
+from ...core.errors import UserError
 
 from .base import MEASURED, BackgroundPolling, Clock, EnergyMeter, EnergyReading, MeterError, MeterUnavailable
 

@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from mlfootprint.errors import UserError
+from ...core.errors import UserError
 
 from .base import MEASURED, BackgroundPolling, Clock, EnergyMeter, EnergyReading, MeterError, MeterUnavailable
 

@@ -1,0 +1,48 @@
+"""Where a verb's answer goes: ``--format``, ``-o FILE`` and ``--force``, the same for every verb."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..core.files import write_text
+
+ALL_FORMATS = ("table", "json", "md", "latex", "csv", "html")
+
+# -o's extension picks the format when --format is not given.
+_BY_EXTENSION = {".json": "json", ".md": "md", ".markdown": "md", ".tex": "latex", ".csv": "csv",
+                 ".html": "html", ".htm": "html", ".txt": "table"}
+
+
+def add_output_options(p: argparse.ArgumentParser, formats: Sequence[str] = ALL_FORMATS) -> None:
+    """--format, -o and --force, shared by every verb."""
+    p.add_argument("--format", choices=list(formats), default=None,
+                   help="output format (default: from -o's extension, else table)")
+    p.add_argument("-o", "--output", metavar="FILE", default=None,
+                   help="write the output to FILE instead of stdout (a regular file; the extension picks the format)")
+    p.add_argument("--force", action="store_true",
+                   help="with -o: replace FILE even if mlfootprint did not write it")
+    p.set_defaults(output_formats=tuple(formats))
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """--format if given, else the one -o's extension names (when the verb has it), else table."""
+    fmt = getattr(args, "format", None)
+    if fmt:
+        return fmt
+    out = str(getattr(args, "output", None) or "").lower()
+    allowed = getattr(args, "output_formats", ALL_FORMATS)
+    for ext, by_ext in _BY_EXTENSION.items():
+        if out.endswith(ext) and by_ext in allowed:
+            return by_ext
+    return "table"
+
+
+def write_output(args: argparse.Namespace, text: str) -> None:
+    """Print ``text``, or write it to -o FILE by the safe-file rules (mlfootprint.core.files)."""
+    text = text if text.endswith("\n") else text + "\n"
+    output = getattr(args, "output", None)
+    if output and output != "-":
+        write_text(output, text, force=bool(getattr(args, "force", False)))
+    else:
+        sys.stdout.write(text)

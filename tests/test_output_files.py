@@ -1,0 +1,129 @@
+"""-o FILE: regular files only, symlinks followed, modes kept, foreign files refused, never a partial file.
+
+The command-line tests use `models list` (no trace, fast) so each case is about the file, not the model.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from mlfootprint.cli import main
+from mlfootprint.core.errors import UserError
+from mlfootprint.core.files import write_text
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_character_device_is_refused_and_left_alone(capsys):
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    code, err = run(["models", "list", "--format", "json", "-o", "/dev/null"], capsys)
+    assert code == 2
+    assert "character device" in err and err.count("\n") == 1
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # still the device, even when run as root
+    code, _ = run(["models", "list", "-o", "/dev/null", "--force"], capsys)
+    assert code == 2  # --force never turns a device into a regular file
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_fifo_and_folder_are_refused(tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, err = run(["models", "list", "-o", str(fifo)], capsys)
+    assert code == 2 and "FIFO" in err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    code, err = run(["models", "list", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "folder" in err
+
+
+def test_symlink_writes_its_target_and_stays_a_link(tmp_path, capsys):
+    target = tmp_path / "real.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    code, _ = run(["models", "list", "-o", str(link)], capsys)
+    assert code == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert '"schema": "mlfootprint.report/1"' in target.read_text()
+    # a link to a device is refused like the device itself
+    devlink = tmp_path / "null.json"
+    devlink.symlink_to("/dev/null")
+    code, err = run(["models", "list", "-o", str(devlink)], capsys)
+    assert code == 2 and "character device" in err and devlink.is_symlink()
+
+
+def test_existing_mode_is_kept_and_new_files_follow_the_umask(tmp_path, capsys):
+    kept = tmp_path / "kept.json"
+    kept.write_text('{"schema": "mlfootprint.report/1"}\n')
+    os.chmod(kept, 0o640)
+    assert run(["models", "list", "-o", str(kept)], capsys)[0] == 0
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o640
+    assert '"models"' in kept.read_text()
+    old = os.umask(0o022)
+    try:
+        assert run(["models", "list", "-o", str(tmp_path / "new.json")], capsys)[0] == 0
+        os.umask(0o077)
+        assert run(["models", "list", "-o", str(tmp_path / "private.json")], capsys)[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.json").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "private.json").st_mode) == 0o600
+
+
+def test_a_file_mlfootprint_did_not_write_needs_force(tmp_path, capsys):
+    notes = tmp_path / "notes.md"
+    notes.write_text("my thesis notes\n")
+    os.chmod(notes, 0o644)
+    code, err = run(["models", "list", "-o", str(notes)], capsys)
+    assert code == 2 and "--force" in err
+    assert notes.read_text() == "my thesis notes\n"
+    assert run(["models", "list", "-o", str(notes), "--force"], capsys)[0] == 0
+    assert notes.read_text().startswith("# mlfootprint models")
+    assert stat.S_IMODE(os.stat(notes).st_mode) == 0o644
+    # an empty file holds nothing to lose
+    empty = tmp_path / "empty.json"
+    empty.touch()
+    assert run(["models", "list", "-o", str(empty)], capsys)[0] == 0
+
+
+def test_refused_before_any_work_is_done(tmp_path, capsys, monkeypatch):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    import mlfootprint.commands.count as count_cmd
+
+    monkeypatch.setattr(count_cmd, "run", lambda args: pytest.fail("the verb ran before -o was checked"))
+    code, _ = run(["count", "gpt2", "-o", str(notes)], capsys)
+    assert code == 2 and notes.read_text() == "keep me\n"
+
+
+def test_a_failure_mid_write_leaves_the_old_file_and_no_partial_one(tmp_path, monkeypatch):
+    out = tmp_path / "card.json"
+    out.write_text('{"schema": "mlfootprint.report/1", "old": true}\n')
+    before = set(os.listdir(tmp_path))
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(UserError, match="No space left"):
+        write_text(out, '{"schema": "mlfootprint.report/1", "new": true}\n')
+    assert out.read_text() == '{"schema": "mlfootprint.report/1", "old": true}\n'
+    assert set(os.listdir(tmp_path)) == before  # the temporary file is gone too
+
+
+def test_every_format_can_be_rewritten_in_place(tmp_path, capsys):
+    # What mlfootprint writes, it recognizes as its own: the same command twice to the same file works.
+    for fmt in ("table", "json", "md", "latex", "csv", "html"):
+        out = tmp_path / f"models.{fmt}"
+        for _ in range(2):
+            code, err = run(["footprint", "--device-hours", "10", "--hardware", "a100-80gb", "--format", fmt,
+                             "-o", str(out)], capsys)
+            assert code == 0, (fmt, err)
+
+
+def test_missing_folder_is_a_clean_error(tmp_path, capsys):
+    code, err = run(["models", "list", "-o", str(tmp_path / "nope" / "x.json")], capsys)
+    assert code == 2 and "does not exist" in err
