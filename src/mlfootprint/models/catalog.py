@@ -27,6 +27,7 @@ def _files() -> list[Path]:
 @lru_cache(maxsize=1)
 def _load_all() -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
+    bundled = package_data_dir("models")
     for path in _files():
         data = load_file(path)
         if not isinstance(data, dict) or any(k not in data for k in REQUIRED):
@@ -35,6 +36,8 @@ def _load_all() -> dict[str, dict[str, Any]]:
             raise UserError(f"model file {path}: 'config' must be a Hugging Face config with a 'model_type'")
         entry = dict(data)
         entry["_file"] = str(path)
+        # where it came from, as a reader can find it: bundled files by their place in the package
+        entry["_origin"] = f"mlfootprint/models/data/{path.name}" if path.parent == bundled else str(path)
         entries[str(data["name"]).lower()] = entry
     return entries
 

@@ -44,7 +44,7 @@ def resolve(model: str | None, inputs: Sequence[str] = (), inputs_ref: str | Non
     entry = catalog.find(name)
     if entry is not None:
         cfg = entry["config"]
-        return ModelSpec(name=entry["name"], source="catalog", origin=entry["_file"], task=entry.get("task") or "causal-lm",
+        return ModelSpec(name=entry["name"], source="catalog", origin=entry["_origin"], task=entry.get("task") or "causal-lm",
                          hf_config=cfg, entry=entry, facts=facts_from_config(cfg))
     if _HUB_ID.match(name):
         from .hf import hub_config, task_for
