@@ -38,7 +38,7 @@ def in_process(model: str, seq: int, repeats: int) -> dict[str, float]:
 
     from mlfootprint.models import resolve
     from mlfootprint.trace.mode import RecordingMode
-    from mlfootprint.trace.run import build
+    from mlfootprint.models.build import build
     from mlfootprint.workload import Workload
 
     wl = Workload(mode="train", batch=1, seq=seq)

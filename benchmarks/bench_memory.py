@@ -26,23 +26,23 @@ ROOT = os.path.dirname(HERE)
 
 BARE_TRACE = """
 import sys, time
-from mlfootprint.api import trace_workload
+from mlfootprint.verbs.common import traced
 from mlfootprint.workload import Workload
 kw = eval(sys.argv[2])
-wl = Workload(**kw); wl.given = set(kw)
+wl = Workload(**kw)
 t = time.perf_counter()
-trace_workload(sys.argv[1], wl)
+traced(sys.argv[1], wl)
 print(f"trace_s={time.perf_counter() - t:.2f}")
 """
 
 PLANNER = """
 import sys, time
-from mlfootprint.api import trace_workload
-from mlfootprint.memory import memory_model, Layout
+from mlfootprint.verbs.common import traced
+from mlfootprint.analysis.memory import memory_model
+from mlfootprint.workload import Layout, Workload
 kw = eval(sys.argv[2])
-from mlfootprint.workload import Workload
-wl = Workload(**kw); wl.given = set(kw)
-spec, wl, tr, _ = trace_workload(sys.argv[1], wl)
+wl = Workload(**kw)
+spec, wl, tr = traced(sys.argv[1], wl)
 t = time.perf_counter()
 mm = memory_model(spec, wl, tr)
 t_model = time.perf_counter() - t

@@ -23,12 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="bf16-mixed")
     args = ap.parse_args(argv)
 
-    from mlfootprint.api import model_spec
+    from mlfootprint.verbs.common import resolve_model as model_spec
     from mlfootprint.models.hf import default_seq
-    from mlfootprint.predict.api import trace_for_prediction
-    from mlfootprint.predict.efficiency import efficiency_for
-    from mlfootprint.predict.api import resolve_device
-    from mlfootprint.predict.planner import plan
+    from tests.helpers import traced_for_prediction
+    from mlfootprint.analysis.predict.efficiency import efficiency_for
+    from mlfootprint.analysis.predict.api import resolve_device
+    from mlfootprint.analysis.predict.planner import plan
     from mlfootprint.workload import Workload
 
     dev = resolve_device(args.hardware)
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         seq = default_seq(spec)
         batch = math.ceil(math.ceil(tokens / seq) / args.devices) * args.devices
         wl = Workload(batch=batch, seq=seq, mode="train", precision=args.precision)
-        spec, wl, tr, _ = trace_for_prediction(spec, wl)
+        spec, wl, tr = traced_for_prediction(spec, wl)
         t1 = time.perf_counter()
         res = plan(spec, wl, tr, dev, args.devices)
         t2 = time.perf_counter()

@@ -4,9 +4,9 @@
 
 For each case (a transformer and a CNN, two sizes each, training and
 inference) it traces the workload, predicts one step with
-``mlfootprint.predict.api.predict_step`` on the calibrated profile ``this``
-measured in the same run by ``mlfootprint.hardware.calibrate`` and refined by
-the per-op-class calibration ``mlfootprint.predict.opcal``, then runs the same
+``mlfootprint.analysis.predict.api.predict_step`` on the calibrated profile ``this``
+measured in the same run by ``mlfootprint.measure.calibrate`` and refined by
+the per-op-class calibration ``mlfootprint.analysis.predict.opcal``, then runs the same
 model on real tensors and times it
 (the fastest of the timed steps after warm-up; with one torch thread, in CPU time of that thread, so that
 other processes sharing the machine do not count; wall-clock figures are printed too). It prints each case's error and the
@@ -106,7 +106,7 @@ def _init_real(module: nn.Module) -> None:
 
 def measure(spec, wl, min_time: float) -> float:
     from mlfootprint.trace.optim import make_optimizer
-    from mlfootprint.trace.run import build
+    from mlfootprint.models.build import build
 
     torch.manual_seed(0)
     built = build(spec, wl)
@@ -156,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
-    from mlfootprint.hardware.calibrate import calibrate, save_profile
-    from mlfootprint.predict import opcal
-    from mlfootprint.predict.api import predict_step, trace_for_prediction
-    from mlfootprint.predict.efficiency import efficiency_for
+    from mlfootprint.measure.calibrate import calibrate, save_profile
+    from mlfootprint.analysis.predict.api import predict_step
+    from mlfootprint.measure import opcal
+    from mlfootprint.trace.run import trace
+    from mlfootprint.verbs.common import resolve_model
+    from mlfootprint.analysis.predict.efficiency import efficiency_for
     from mlfootprint.workload import Workload
 
     torch.set_num_threads(args.threads)
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases(Path(tmp)):
             wl = Workload(batch=case["batch"], seq=case["seq"], mode=case["mode"])
-            spec, wl, tr, _ = trace_for_prediction(case["model"], wl, inputs=case["inputs"])
+            spec = resolve_model(case["model"], case["inputs"])
+            tr = trace(spec, wl, checkpoint_early_stop=False)
             p0 = predict_step(spec, wl, tr, device, efficiency=plain)
             p1 = predict_step(spec, wl, tr, device, efficiency=curved)
             cpu_min, wall_min, meas_median = measure(spec, wl, args.min_time)

@@ -15,7 +15,8 @@ import torch
 
 from mlfootprint.core.errors import UserError
 from mlfootprint.measure import stats
-from mlfootprint.measure.bench import bench, is_oom
+from mlfootprint.measure.bench import is_oom
+from mlfootprint.verbs.bench import bench
 from mlfootprint.measure.energy import EnergyMeter, EnergyReading, SafeMeter
 from mlfootprint.measure.memory import LIVE_TENSORS_METHOD, PROFILER_METHOD, LiveTensorMemory
 from mlfootprint.report.schema import Report
@@ -75,7 +76,7 @@ def oom_always() -> torch.nn.Module:
 @pytest.fixture
 def profile():
     """A calibrated profile 'this' for the CPU (in the test's own config folder), so predictions and MFU exist."""
-    from mlfootprint.hardware.calibrate import save_profile
+    from mlfootprint.measure.calibrate import save_profile
     from mlfootprint.hardware.catalog import Device
 
     src = {"source": "test profile", "date": "2025-01", "provenance": "measured"}
@@ -89,7 +90,6 @@ def profile():
 
 def _wl(**kw) -> Workload:
     wl = Workload(**kw)
-    wl.given = set(kw)
     return wl
 
 
@@ -105,8 +105,8 @@ def _check_measured(rep: Report, throughput_key: str, work_per_step: float) -> d
     assert m["step_s"] == m["latency_median_s"]
     # throughput = work per step / median latency
     assert m[throughput_key] == pytest.approx(work_per_step / m["latency_median_s"])
-    assert m["peak_memory_bytes"] > 0 and m["memory_method"] == PROFILER_METHOD  # the memory module's CPU method
-    for key in ("latency_median_s", "latency_p90_s", "latency_p99_s", "step_s", throughput_key, "peak_memory_bytes"):
+    assert m["peak_bytes"] > 0 and m["memory_method"] == PROFILER_METHOD  # the memory module's CPU method
+    for key in ("latency_median_s", "latency_p90_s", "latency_p99_s", "step_s", throughput_key, "peak_bytes"):
         assert rep.provenance[f"measured.{key}"] == "measured"
     return m
 
@@ -134,12 +134,12 @@ def test_bench_small_transformer_train(profile):
     assert m["mfu"] == pytest.approx(m["model_flops_per_step"] / (m["latency_median_s"] * PEAK_FP32))
     assert rep.provenance["measured.model_flops_per_step"] == "counted"
     assert rep.provenance["measured.peak_flop_per_s"] == "measured"  # a calibrated profile
-    # Predicted step time, throughput and MFU come from mlfootprint.predict on the same device profile.
-    for fig in ("step_s", "tokens_per_s", "mfu", "peak_memory_bytes"):
+    # Predicted step time, throughput and MFU come from mlfootprint.analysis.predict on the same device profile.
+    for fig in ("step_s", "tokens_per_s", "mfu", "peak_bytes"):
         _check_comparison(m, fig)
     assert m["vs_predicted"]["step_s"]["predicted"] is not None, m["vs_predicted"]["step_s"]
     # Peak memory is compared with the memory estimate of tensors only (its framework allowance left out).
-    mem = m["vs_predicted"]["peak_memory_bytes"]
+    mem = m["vs_predicted"]["peak_bytes"]
     assert mem["predicted"] is not None and "other_bytes=0" in mem["predicted_by"], mem
     assert rep.provenance["measured.vs_predicted.step_s.predicted"] == "modeled"
     # Energy: no RAPL here and the profile has no TDP, so the figure is missing and says why.
@@ -160,7 +160,7 @@ def test_bench_cnn_inference_and_train(profile):
     # head 2·16·10·4 = 1,280
     assert m["model_flops_per_step"] == 442_368 + 589_824 + 1_280
     assert m["mfu"] == pytest.approx(m["model_flops_per_step"] / (m["latency_median_s"] * PEAK_FP32))
-    for fig in ("step_s", "samples_per_s", "mfu", "peak_memory_bytes"):
+    for fig in ("step_s", "samples_per_s", "mfu", "peak_bytes"):
         _check_comparison(m, fig)
 
     rep = bench(ref, _wl(mode="train", optimizer="sgd"), inputs=["4x3x16x16"], repeats=3, warmup=1, progress=False)
@@ -171,10 +171,10 @@ def test_bench_cnn_inference_and_train(profile):
 def test_bench_without_the_memory_module_uses_live_tensor_storages(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "mlfootprint.memory.measured", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "mlfootprint.measure.peak", None)  # as if it were not installed
     rep = bench(f"{HERE}:small_cnn", _wl(mode="inference"), inputs=["2x3x8x8"], repeats=2, warmup=1, progress=False)
     m = rep.sections["measured"]
-    assert m["memory_method"] == LIVE_TENSORS_METHOD and m["peak_memory_bytes"] > 0
+    assert m["memory_method"] == LIVE_TENSORS_METHOD and m["peak_bytes"] > 0
 
 
 def test_bench_generate_counts_generated_tokens():

@@ -65,7 +65,7 @@ def test_reproduced_figures(results):
 def test_rows_link_to_sources(results):
     rows = as_rows(results)
     assert all(r["url"].startswith("https://") for r in rows.values())
-    from mlfootprint.claims.render import to_html, to_markdown
+    from mlfootprint.report.claims import to_html, to_markdown
 
     md = to_markdown(rows)
     assert "](https://arxiv.org/abs/2204.02311)" in md

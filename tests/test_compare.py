@@ -12,7 +12,8 @@ from conftest import run_cli
 from mlfootprint.cli import main
 from mlfootprint.core.errors import UserError
 from mlfootprint.report import Report
-from mlfootprint.report.compare import compare_reports, direction, parse_metrics, pareto_front, resolve_figure
+from mlfootprint.report.compare import direction, parse_metrics, pareto_front, resolve_figure
+from mlfootprint.verbs.compare import compare
 from mlfootprint.report.html import embedded_report
 from mlfootprint.report.render import render
 
@@ -103,8 +104,8 @@ def test_resolve_figure_suggests_the_closest():
 # -- the comparison report -----------------------------------------------------------------------
 
 def test_compare_with_a_user_metric():
-    rep = compare_reports(ALL, ["s.json", "m.json", "mo.json", "l.json"], metrics=ACC[1::2],
-                          x="footprint.co2e_g", y="acc")
+    rep = compare(ALL, labels=["s.json", "m.json", "mo.json", "l.json"], metrics=ACC[1::2],
+                  x="footprint.co2e_g", y="acc")
     data = rep.sections["compare"]
     assert [r["label"] for r in data["reports"]] == ["small", "mid", "mid_old", "large"]
     pareto = data["pareto"]
@@ -124,7 +125,7 @@ def test_compare_with_a_user_metric():
 
 
 def test_compare_default_axes_without_metrics():
-    rep = compare_reports([SMALL, LARGE], ["a.json", "b.json"])
+    rep = compare([SMALL, LARGE], labels=["a.json", "b.json"])
     pareto = rep.sections["compare"]["pareto"]
     # first two shared cost figures of the default list: footprint.co2e_g, then footprint.energy_j
     assert (pareto["x"], pareto["y"]) == ("footprint.co2e_g", "footprint.energy_j")
@@ -132,7 +133,7 @@ def test_compare_default_axes_without_metrics():
 
 
 def test_compare_renders_in_every_format(tmp_path):
-    rep = compare_reports(ALL, save(tmp_path), metrics=ACC[1::2], x="footprint.co2e_g", y="acc")
+    rep = compare(ALL, labels=save(tmp_path), metrics=ACC[1::2], x="footprint.co2e_g", y="acc")
     text = render(rep, "table")
     assert "dominated by mid" in text
     md = render(rep, "md")

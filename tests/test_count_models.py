@@ -128,9 +128,9 @@ def test_backward_attributed_to_the_module_that_ran_forward(config):
     # including siblings that share an input (q/k/v, gate/up) and blocks behind identity dropouts.
     from collections import Counter
 
-    from mlfootprint.api import trace_workload
+    from mlfootprint.verbs.common import traced
 
-    _, _, tr, _ = trace_workload(f"tests/data/configs/{config}", mf.Workload(mode="train", seq=16))
+    _, _, tr = traced(f"tests/data/configs/{config}", mf.Workload(mode="train", seq=16))
     fwd, bwd = Counter(), Counter()
     for r in tr.records:
         (fwd if r.phase == "forward" else bwd if r.phase == "backward" else Counter())[r.module] += r.model_flops

@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 
 from mlfootprint.core.errors import UserError
-from mlfootprint.measure.distributed import (
-    RankLog,
-    build_report,
-    global_figures,
-    merge_rank_files,
-    rank_file,
-    read_rank_file,
-)
+from mlfootprint.measure.distributed import RankLog, global_figures, rank_file, read_rank_file
+from mlfootprint.verbs.track import merge_rank_files
+from mlfootprint.verbs.track import track_report as build_report
 
 WORKER = textwrap.dedent('''
     import contextlib, os, sys
@@ -158,11 +153,11 @@ def test_merge_command(tmp_path):
     log = RankLog(rank_file(tmp_path / "r.json.ranks", 0))
     log.write({"kind": "final", "record": _rec(0, [1.0, 1.0], [3, 3], world=1)})
     out = tmp_path / "merged.json"
-    r = subprocess.run([sys.executable, "-m", "mlfootprint.measure.merge", str(tmp_path / "r.json"), "-o", str(out)],
+    r = subprocess.run([sys.executable, "-m", "mlfootprint", "report", str(tmp_path / "r.json"), "-o", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text())["measured"]["tokens"] == 6
-    r = subprocess.run([sys.executable, "-m", "mlfootprint.measure.merge", str(tmp_path / "nothing.json")],
+    r = subprocess.run([sys.executable, "-m", "mlfootprint", "report", str(tmp_path / "nothing.json")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("mlfootprint: error:")
     with pytest.raises(UserError):

@@ -13,7 +13,7 @@ import pytest
 
 from mlfootprint.core.datafiles import package_data_dir
 from mlfootprint.core.errors import UserError
-from mlfootprint.footprint import (
+from mlfootprint.analysis.footprint import (
     ModelCost,
     amortized_embodied_g,
     break_even,
@@ -21,10 +21,9 @@ from mlfootprint.footprint import (
     load_data,
     params_served_per_gram,
 )
-from mlfootprint.footprint import data as fdata
-from mlfootprint.report import Report
+from mlfootprint.analysis.footprint import data as fdata
 
-DATA = package_data_dir("footprint")
+DATA = package_data_dir("analysis.footprint")
 
 # The accelerators of the hardware catalog, which embodied.toml must cover.
 CATALOG_IDS = ("v100-32gb", "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s",
@@ -241,19 +240,19 @@ def test_defaults_are_assumed_and_listed():
 
 
 def test_section_roundtrip_into_report():
+    from mlfootprint.verbs.footprint import footprint
+
     r = compute_footprint(device_hours=100, power_w=500, pue=1.1, region="fr", price_per_hour=2.0)
-    section, prov, assumptions = r.to_section()
+    rep = footprint(device_hours=100, power_w=500, pue=1.1, region="fr", price_per_hour=2.0)
+    section = rep.sections["footprint"]
     for key in ("device_energy_j", "facility_energy_j", "co2e_g", "water_l", "cost_usd", "device_hours", "inputs"):
         assert key in section
     for name, used in section["inputs"].items():
         assert set(used) == {"value", "unit", "source"} and used["source"], name
-    rep = Report(verb="footprint")
-    rep.set_section("footprint", section, prov)
-    for a in assumptions:
-        rep.assume(a)
     out = json.loads(rep.to_json())
     assert out["footprint"]["co2e_g"] == pytest.approx(r.co2e_g)
     assert out["provenance"]["footprint.co2e_g"] == "modeled"
+    assert rep.assumptions == r.assumptions
 
 
 def test_user_file_overrides_and_adds(tmp_path, monkeypatch):

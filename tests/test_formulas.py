@@ -5,14 +5,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mlfootprint as mf
-from mlfootprint.api import model_spec
+from mlfootprint.verbs.common import resolve_model as model_spec
 from mlfootprint.trace.run import trace
 
 
 def traced(module, *inputs, mode="inference", fake=True):
     spec = model_spec(module, list(inputs))
-    spec.source = "factory"
-    tr, _ = trace(spec, mf.Workload(mode=mode), fake=fake)
+    tr = trace(spec, mf.Workload(mode=mode), fake=fake)
     return tr
 
 
@@ -205,9 +204,9 @@ def test_adafactor_is_traced_with_factored_state():
     opt.step()
     torch_state = sum(v.numel() for st in opt.state.values() for v in st.values()
                       if isinstance(v, torch.Tensor) and v.dim() > 0)
-    from mlfootprint.api import trace_workload
+    from mlfootprint.verbs.common import traced
 
-    _, _, tr, _ = trace_workload(net, mf.Workload(mode="train", optimizer="adafactor"), inputs=[torch.randn(3, 8)])
+    _, _, tr = traced(net, mf.Workload(mode="train", optimizer="adafactor"), inputs=[torch.randn(3, 8)])
     assert tr.optimizer_state_bytes == 4 * torch_state  # fp32
     assert torch_state == (16 + 8) + 16 + (4 + 16) + 4
 

@@ -287,14 +287,14 @@ def test_a_malformed_user_file_is_a_one_line_error_naming_it(isolated_user_dirs,
 def test_this_without_a_profile_says_how_to_make_one():
     with pytest.raises(UserError, match="run: mlfootprint hardware calibrate"):
         get_device("this")
-    from mlfootprint.hardware.calibrate import load_profile
+    from mlfootprint.measure.calibrate import load_profile
 
     with pytest.raises(UserError, match="run: mlfootprint hardware calibrate"):
         load_profile()
 
 
 def test_calibrate_measures_and_the_profile_round_trips(isolated_user_dirs):
-    from mlfootprint.hardware.calibrate import calibrate, load_profile, save_profile
+    from mlfootprint.measure.calibrate import calibrate, load_profile, save_profile
 
     steps = []
     dev = calibrate(budget_s=1.0, progress=lambda message, fraction: steps.append((message, fraction)))
@@ -324,7 +324,7 @@ def test_calibrate_measures_and_the_profile_round_trips(isolated_user_dirs):
 
 
 def test_save_profile_never_clobbers_a_file_it_did_not_write(isolated_user_dirs):
-    from mlfootprint.hardware.calibrate import save_profile
+    from mlfootprint.measure.calibrate import save_profile
 
     mine = _user_file(isolated_user_dirs, "this.toml", '[devices.this]\nbase = "l4"\nname = "hand-written"\n')
     before = mine.read_text()
@@ -336,7 +336,7 @@ def test_save_profile_never_clobbers_a_file_it_did_not_write(isolated_user_dirs)
 def test_calibrate_rejects_a_bad_budget_or_device():
     import torch
 
-    from mlfootprint.hardware.calibrate import calibrate
+    from mlfootprint.measure.calibrate import calibrate
 
     with pytest.raises(UserError, match="positive"):
         calibrate(budget_s=0)
@@ -371,8 +371,10 @@ def test_cli_list_json_and_show_md(tmp_path, capsys):
 
     assert main(["hardware", "list", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert {d["id"] for d in doc["devices"]} == EXPECTED_IDS
-    a100 = next(d for d in doc["devices"] if d["id"] == "a100-80gb")
+    assert doc["schema"] == "mlfootprint.report/1" and doc["verb"] == "hardware list"
+    devices = doc["catalog"]["devices"]
+    assert set(devices) == EXPECTED_IDS and doc["catalog"]["count"] == len(EXPECTED_IDS)
+    a100 = devices["a100-80gb"]
     assert a100["peak_flop_per_s"]["bf16"] == 312e12
 
     out = tmp_path / "a100.md"
@@ -399,8 +401,9 @@ def test_cli_calibrate_no_save_json(capsys, isolated_user_dirs):
     assert main(["hardware", "calibrate", "--budget-s", "0.5", "--no-save", "--format", "json"]) == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
-    assert doc["device"]["id"] == "this" and doc["saved_to"] is None
-    assert doc["device"]["peak_flop_per_s"]["fp32"] > 0
+    device = doc["catalog"]["devices"]["this"]
+    assert device["id"] == "this" and "saved_to" not in doc["catalog"]
+    assert device["peak_flop_per_s"]["fp32"] > 0
     assert "not saved" in captured.err
     assert not (isolated_user_dirs / "this.toml").exists()
 

@@ -283,14 +283,14 @@ def test_cli_add_list_show_diff(tmp_path, capsys):
     assert main(["history", "add", str(r1), "--label", "base", "--db", str(db)]) == 0
     assert "as entry 1" in capsys.readouterr().out
     assert main(["history", "add", str(r2), "--db", str(db), "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["added"][0]["id"] == 2
+    assert json.loads(capsys.readouterr().out)["history"]["added"][0]["id"] == 2
 
     assert main(["history", "list", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "gpt2" in out and "base" in out
     assert main(["history", "list", "--db", str(db), "--format", "json", "--label", "base"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [e["id"] for e in listed["entries"]] == [1]
+    assert [e["id"] for e in listed["history"]["entries"]] == [1]
     assert main(["history", "list", "--db", str(db), "--format", "md", "--limit", "1"]) == 0
     md = capsys.readouterr().out
     assert "| id |" in md and "| 2 |" in md and "| 1 |" not in md
@@ -302,7 +302,7 @@ def test_cli_add_list_show_diff(tmp_path, capsys):
     out_file = tmp_path / "diff.json"
     assert main(["history", "diff", "1", "2", "--db", str(db), "-o", str(out_file)]) == 0
     diff = json.loads(out_file.read_text())
-    rows = {r["path"]: r for r in diff["rows"]}
+    rows = {r["path"]: r for r in diff["history"]["rows"]}
     assert rows["flops.total"]["rel_change"] == pytest.approx(1.0)
     assert "params.total" not in rows  # unchanged figures only with --all
     assert main(["history", "diff", "1", "2", "--db", str(db), "--all"]) == 0

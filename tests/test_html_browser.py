@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mlfootprint.report.compare import compare_reports
+from mlfootprint.verbs.compare import compare
 from mlfootprint.report.render import render
 from test_render import full_report
 
@@ -238,7 +238,7 @@ def test_html_report_in_chromium(browser, tmp_path):
 def test_compare_page_in_chromium(browser, tmp_path):
     a, b = full_report(name="model A"), full_report(name=XSS)
     b.sections["footprint"]["co2e_g"] *= 0.5
-    rep = compare_reports([a, b], ["a.json", "b.json"], metrics=["acc=80", "acc=75"], x="footprint.co2e_g", y="acc")
+    rep = compare([a, b], labels=["a.json", "b.json"], metrics=["acc=80", "acc=75"], x="footprint.co2e_g", y="acc")
     page = tmp_path / "compare.html"
     page.write_text(render(rep, "html"), encoding="utf-8")
     tab = browser.open(page)

@@ -11,13 +11,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mlfootprint.api import trace_workload
+from mlfootprint.verbs.common import traced as trace_workload
 from mlfootprint.core.errors import UserError
-from mlfootprint.memory import Layout, estimate_memory, max_batch, memory_model
-from mlfootprint.memory.kvcache import kv_cache_bytes
-from mlfootprint.memory.states import (ParamInfo, StateLayout, model_states, optimizer_state_bytes,
+from mlfootprint.analysis.memory import estimate_memory, max_batch, memory_model
+from mlfootprint.workload import Layout
+from mlfootprint.analysis.count.params import parameter_stats
+from mlfootprint.analysis.memory.kvcache import kv_cache_bytes
+from mlfootprint.analysis.memory.states import (ParamInfo, StateLayout, model_states, optimizer_state_bytes,
                                        quantized_weight_bytes, zero_model_states)
-from mlfootprint.memory.timeline import C
+from mlfootprint.analysis.memory.timeline import C
 from mlfootprint.models import resolve
 from mlfootprint.workload import Workload
 
@@ -28,9 +30,7 @@ TINY_GPT2 = "tests/data/configs/tiny-gpt2"
 
 
 def wl(**kw) -> Workload:
-    w = Workload(**kw)
-    w.given = set(kw)
-    return w
+    return Workload(**kw)  # the keywords are the fields given
 
 
 _TRACES: dict = {}
@@ -39,7 +39,8 @@ _TRACES: dict = {}
 def traced(model: str, **kw):
     key = (model, tuple(sorted(kw.items())))
     if key not in _TRACES:
-        _TRACES[key] = trace_workload(model, wl(**kw))
+        spec, w, tr = trace_workload(model, wl(**kw))
+        _TRACES[key] = (spec, w, tr, vars(parameter_stats(tr)))
     return _TRACES[key]
 
 
@@ -369,7 +370,7 @@ def test_max_batch_searches_by_tracing() -> None:
     spec = resolve(TINY_LLAMA)
     peaks = {}
     for b in (6, 7):
-        s, wb, tr, _ = trace_workload(TINY_LLAMA, wl(batch=b, seq=32, mode="train", other_bytes=0))
+        s, wb, tr = trace_workload(TINY_LLAMA, wl(batch=b, seq=32, mode="train", other_bytes=0))
         peaks[b] = memory_model(s, wb, tr).per_device(Layout.from_workload(wb)).peak_bytes
     device = (peaks[6] + peaks[7]) // 2
     probes: list = []

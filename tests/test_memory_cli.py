@@ -87,6 +87,6 @@ def test_memory_table_shows_components_and_fits(capsys) -> None:
 @pytest.mark.parametrize("size,expected", [("80GB", 80 * 10**9), ("80GiB", 80 * 2**30), ("8e10", 8 * 10**10),
                                            ("1.5 gb", 1_500_000_000), ("1024", 1024)])
 def test_size_parsing(size: str, expected: int) -> None:
-    from mlfootprint.commands.memory import parse_size
+    from mlfootprint.core.units import parse_size
 
     assert parse_size(size, "--device-memory") == expected

@@ -1,6 +1,6 @@
 """Predicted peak memory against a real step on this CPU.
 
-How the measurement works (mlfootprint.memory.measured.measure_peak): CPU tensors
+How the measurement works (mlfootprint.measure.peak.measure_peak): CPU tensors
 have no allocator-statistics API, so each real step runs under torch.profiler
 with profile_memory=True, which reports every allocation and free made through
 PyTorch's CPU allocator (parameters, optimizer states, activations, kernel
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlfootprint.api import trace_workload
-from mlfootprint.memory import memory_model
-from mlfootprint.memory.measured import measure_peak
+from mlfootprint.verbs.common import traced
+from mlfootprint.analysis.memory import memory_model
+from mlfootprint.measure.peak import measure_peak
 from mlfootprint.models.spec import ModelSpec
 from mlfootprint.workload import Workload
 
@@ -118,7 +118,7 @@ def factory_spec(name: str, factory, inputs) -> ModelSpec:
 
 
 def predicted_peak(spec_or_name, wl: Workload) -> int:
-    spec, w, tr, _ = trace_workload(spec_or_name, wl)
+    spec, w, tr = traced(spec_or_name, wl)
     mm = memory_model(spec, w, tr)
     return mm.per_device(mm.layout(), other_bytes=0).peak_bytes
 
@@ -186,7 +186,6 @@ def _hf_forward(model, inputs):
 def test_tiny_llama_training_step(recompute: str) -> None:
     pytest.importorskip("transformers")
     wl = Workload(batch=8, seq=128, mode="train", recompute=recompute)
-    wl.given = {"batch", "seq", "mode", "recompute"}
     predicted = predicted_peak("tests/data/configs/tiny-llama", wl)
     measured = measured_train_peak(lambda: _tiny_llama(checkpointing=recompute == "full"),
                                    lambda: (torch.zeros(8, 128, dtype=torch.long),), forward=_hf_forward)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlfootprint.cli import main
-from mlfootprint.predict.api import mfu_from_throughput, palm_flops_per_token
+from mlfootprint.analysis.predict.api import mfu_from_throughput, palm_flops_per_token
 
 TINY_GPT2 = str(Path(__file__).parent / "data" / "configs" / "tiny-gpt2" / "config.json")
 PALM = ["--params", "540.35e9", "--layers", "118", "--heads", "48", "--head-dim", "256", "--seq", "2048"]
@@ -31,7 +31,7 @@ def test_palm_540b_cli():
                         "--hardware", "tpu-v4", "--devices", "6144", "--format", "json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    u = json.loads(r.stdout)["utilization"]
+    u = json.loads(r.stdout)["time"]
     assert u["model_flops_per_token"] == pytest.approx(6 * 540.35e9 + 12 * 118 * 48 * 256 * 2048)
     assert round(u["mfu"] * 100, 1) == 46.2
     assert u["peak_flop_per_s"] == 275e12
@@ -40,15 +40,15 @@ def test_palm_540b_cli():
 def test_formulas():
     assert palm_flops_per_token(540.35e9, 118, 48, 256, 2048) == pytest.approx(3.2777e12, rel=1e-4)
     r = mfu_from_throughput(1e9, 1e3, 2, 1e12, hardware_flops_per_token=1.5e9)
-    assert r["mfu"] == pytest.approx(1e12 / 2e12)  # 1e9 FLOP × 1e3 tok/s over 2 × 1e12
-    assert r["hfu"] == pytest.approx(0.75)
+    assert r.mfu == pytest.approx(1e12 / 2e12)  # 1e9 FLOP × 1e3 tok/s over 2 × 1e12
+    assert r.hfu == pytest.approx(0.75)
 
 
 def test_hfu_with_recomputation(capsys):
     code, rep = run([*PALM, "--tokens-per-s", "238.3e3", "--hardware", "tpu-v4", "--devices", "6144",
                      "--recompute", "full"], capsys)
     assert code == 0
-    u = rep["utilization"]
+    u = rep["time"]
     # full recomputation: one more forward, 2N + 4·L·H·Q·T per token
     extra = 2 * 540.35e9 + 4 * 118 * 48 * 256 * 2048
     assert u["hardware_flops_per_token"] == pytest.approx(u["model_flops_per_token"] + extra)
@@ -59,23 +59,23 @@ def test_step_time_form(capsys):
     # tokens/s = batch × seq / step time
     code, rep = run([*PALM, "--step-s", "9.9", "--batch", "1152", "--hardware", "tpu-v4", "--devices", "6144"], capsys)
     assert code == 0
-    assert rep["utilization"]["tokens_per_s"] == pytest.approx(1152 * 2048 / 9.9)
+    assert rep["time"]["tokens_per_s"] == pytest.approx(1152 * 2048 / 9.9)
 
 
 def test_traced_model_and_direct_flops(capsys):
-    from mlfootprint.api import trace_workload
-    from mlfootprint.count.flops import flop_summary
+    from mlfootprint.verbs.common import traced
+    from mlfootprint.analysis.count.flops import flop_summary
     from mlfootprint.workload import Workload
 
     code, rep = run([TINY_GPT2, "--seq", "64", "--tokens-per-s", "1e5", "--hardware", "h100-sxm"], capsys)
     assert code == 0
-    _, _, tr, _ = trace_workload(TINY_GPT2, Workload(batch=1, seq=64, mode="train", precision="bf16"))
-    per_token = flop_summary(tr)["model"] / tr.tokens
-    u = rep["utilization"]
+    _, _, tr = traced(TINY_GPT2, Workload(batch=1, seq=64, mode="train", precision="bf16"))
+    per_token = flop_summary(tr).model / tr.tokens
+    u = rep["time"]
     assert u["model_flops_per_token"] == pytest.approx(per_token)
     assert u["mfu"] == pytest.approx(per_token * 1e5 / 989.4e12)  # h100-sxm dense bf16
     code, rep = run(["--flops-per-token", "1e12", "--tokens-per-s", "100", "--peak-flops", "1e15"], capsys)
-    assert code == 0 and rep["utilization"]["mfu"] == pytest.approx(0.1)
+    assert code == 0 and rep["time"]["mfu"] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mlfootprint.api import model_spec
+from mlfootprint.verbs.common import resolve_model as model_spec
 from mlfootprint.cli import main
 from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
-from mlfootprint.predict.api import trace_for_prediction
-from mlfootprint.predict.planner import enumerate_layouts, plan
-from mlfootprint.predict.shape import model_shape
+from tests.helpers import traced_for_prediction as trace_for_prediction
+from mlfootprint.analysis.predict.planner import enumerate_layouts, plan
+from mlfootprint.analysis.predict.shape import model_shape
 from mlfootprint.workload import Workload
 
 TINY_LLAMA = str(Path(__file__).parent / "data" / "configs" / "tiny-llama" / "config.json")
@@ -24,7 +24,7 @@ def tiny():
 
 
 def test_enumeration_respects_heads_layers_nodes_and_batch(tiny):
-    spec, wl, tr, _ = tiny
+    spec, wl, tr = tiny
     heads, layers = spec.facts["heads"], spec.facts["layers"]
     dev = get_device("a100-80gb")  # 8 per node
     lays = enumerate_layouts(spec, wl, 16, dev, shape=model_shape(spec, wl, tr))
@@ -41,7 +41,7 @@ def test_enumeration_respects_heads_layers_nodes_and_batch(tiny):
 
 
 def test_ranking_and_memory_filter(tiny):
-    spec, wl, tr, _ = tiny
+    spec, wl, tr = tiny
     seen = []
 
     def fake_memory(par):  # only micro-batches of 1 and 2 "fit"
@@ -58,7 +58,7 @@ def test_ranking_and_memory_filter(tiny):
 
 
 def test_fixed_choices_and_bad_requests(tiny):
-    spec, wl, tr, _ = tiny
+    spec, wl, tr = tiny
     ok = lambda par: (1.0, True, None)  # noqa: E731
     res = plan(spec, wl, tr, "a100-80gb", 16, tp=2, recompute="full", memory_check=ok)
     assert all(c.par.tp == 2 and c.par.recompute == "full" for c in res.layouts)
@@ -82,9 +82,9 @@ def test_cli_bad_input(capsys):
 
 
 def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
-    """Acceptance: every proposed layout fits by issue 'Memory''s model (checked again here, independently)."""
-    from mlfootprint.memory.api import memory_model
-    from mlfootprint.memory.layout import Layout
+    """Acceptance: every proposed layout fits by the memory model (checked again here, independently)."""
+    from mlfootprint.analysis.memory.api import memory_model
+    from mlfootprint.workload import Layout
 
     out = tmp_path / "plan.json"
     assert main(["plan", "llama-2-70b", "--devices", "64", "--hardware", "a100-80gb", "--precision", "bf16-mixed",
@@ -95,7 +95,7 @@ def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
     assert p["best"] in p["explanation"]
     spec = model_spec("llama-2-70b")
     wl = Workload(batch=1024, seq=4096, mode="train", precision="bf16-mixed")
-    spec, wl, tr, _ = trace_for_prediction(spec, wl)
+    spec, wl, tr = trace_for_prediction(spec, wl)
     mm = memory_model(spec, wl, tr)
     capacity = get_device("a100-80gb").memory_bytes
     speeds = []

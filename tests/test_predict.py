@@ -1,7 +1,6 @@
 """`predict` and the `time` section on traced models: consistency, monotonicity, serving, bad input."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from mlfootprint.api import analyze
-from mlfootprint.count.flops import flop_summary
-from mlfootprint.predict.api import (devices_for_deadline, inference_latency, parse_duration, predict_step,
-                                     time_to_train, trace_for_prediction)
+from mlfootprint.analysis.count.flops import flop_summary
+from mlfootprint.analysis.count.params import parameter_stats
+from mlfootprint.analysis.predict.api import devices_for_deadline, inference_latency, predict_step, time_to_train
+from mlfootprint.core.units import parse_duration
+from tests.helpers import traced_for_prediction as trace_for_prediction
 from mlfootprint.workload import Workload
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
@@ -31,7 +32,8 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 
 
 def trace(model: str, **kw):
-    return trace_for_prediction(model, Workload(**kw))
+    spec, wl, tr = trace_for_prediction(model, Workload(**kw))
+    return spec, wl, tr, vars(parameter_stats(tr))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_step_is_consistent(gpt2_train):
     p = predict_step(spec, wl, tr, "a100-80gb")
     assert p.provenance == "modeled"
     assert sum(p.breakdown.values()) == pytest.approx(p.step_s)
-    assert p.model_flops == flop_summary(tr)["model"]
+    assert p.model_flops == flop_summary(tr).model
     assert p.mfu == pytest.approx(p.model_flops / (p.step_s * 1 * 312e12))  # a100 dense bf16 peak
     assert p.tokens_per_s == pytest.approx(16 * 1024 / p.step_s)
     assert p.samples_per_s == pytest.approx(16 / p.step_s)
@@ -88,14 +90,14 @@ def test_time_to_train_and_deadline(gpt2_train):
     spec, wl, tr, _ = gpt2_train
     p = predict_step(spec, wl, tr, "a100-80gb")
     t = time_to_train(p, 1e9, params=124_439_808)
-    assert t["train_steps"] == pytest.approx(1e9 / (16 * 1024))
-    assert t["train_s"] == pytest.approx(t["train_steps"] * p.step_s)
-    assert t["device_hours"] == pytest.approx(t["train_s"] / 3600)
-    assert t["train_flops_6nd"] == pytest.approx(6 * 124_439_808 * 1e9)
+    assert t.steps == pytest.approx(1e9 / (16 * 1024))
+    assert t.seconds == pytest.approx(t.steps * p.step_s)
+    assert t.device_hours == pytest.approx(t.seconds / 3600)
+    assert t.flops_6nd == pytest.approx(6 * 124_439_808 * 1e9)
     d = devices_for_deadline(p, 1e12, parse_duration("90d"), mfu=0.4)
     exact = p.model_flops / (16 * 1024) * 1e12 / (90 * 86400 * 312e12 * 0.4)
-    assert d["devices_for_deadline_exact"] == pytest.approx(exact)
-    assert d["devices_for_deadline"] == -(-exact // 1)
+    assert d.exact == pytest.approx(exact)
+    assert d.devices == -(-exact // 1)
     assert parse_duration("36h") == 36 * 3600 and parse_duration("2w") == 14 * 86400
 
 
@@ -108,23 +110,27 @@ def test_inference_prefill_and_decode():
     weights = params["total"] * 2
     kv = 1024 * 2 * 12 * 12 * 64 * 2
     fwd_ops = sum(1 for r in tr.records if r.phase == "forward")
-    assert s["decode_bound"] == "memory bandwidth"
-    assert s["decode_token_s"] == pytest.approx((weights + kv) / (2.039e12 * 0.8) + 5e-6 * fwd_ops, rel=1e-6)
-    assert s["decode_tokens_per_s"] == pytest.approx(1 / s["decode_token_s"])
-    assert s["prefill_s"] > s["decode_token_s"]
+    assert s.decode.bound == "memory bandwidth"
+    assert s.decode.token_s == pytest.approx((weights + kv) / (2.039e12 * 0.8) + 5e-6 * fwd_ops, rel=1e-6)
+    assert s.decode.tokens_per_s == pytest.approx(1 / s.decode.token_s)
+    assert s.prefill_s > s.decode.token_s
     wide = inference_latency(spec, wl, tr, "a100-80gb", batch=32)
-    assert wide["decode_token_s"] > s["decode_token_s"]  # more KV cache to read
-    assert wide["decode_tokens_per_s"] > 10 * s["decode_tokens_per_s"]  # weights shared across the batch
+    assert wide.decode.token_s > s.decode.token_s  # more KV cache to read
+    assert wide.decode.tokens_per_s > 10 * s.decode.tokens_per_s  # weights shared across the batch
     gen = inference_latency(spec, wl, tr, "a100-80gb", new_tokens=16)
-    assert gen["generate_s"] > s["prefill_s"] + 16 * s["decode_token_s"]  # the context grows
+    assert gen.generate.total_s > s.prefill_s + 16 * s.decode.token_s  # the context grows
 
 
 # --------------------------------------------------------------------------- the time section
 
 
 def test_time_section_only_with_hardware():
+    # without a device (only its memory size) there is no time, never a zero one
+    rep = analyze(TINY_GPT2, Workload(batch=2, seq=32, mode="train", device_memory=8 * 10**9))
+    assert "time" not in rep.sections and "footprint" not in rep.sections
+    # with neither, analyze assumes its default device, for the API as for the command line
     rep = analyze(TINY_GPT2, Workload(batch=2, seq=32, mode="train"))
-    assert "time" not in rep.sections
+    assert rep.sections["time"]["hardware"] == "a100-80gb" and rep.provenance["workload.hardware"] == "assumed"
     rep = analyze(TINY_GPT2, Workload(batch=2, seq=32, mode="train", hardware="h100-sxm", tokens=1e6))
     t = rep.sections["time"]
     for key in ("step_s", "tokens_per_s", "samples_per_s", "mfu", "hfu", "train_s", "device_hours", "train_flops"):
@@ -178,5 +184,5 @@ def test_default_batch_is_one_sample_per_replica():
     assert wl.dp == 8 and "batch" not in wl.given
     p = predict_step(spec, wl, tr, "a100-80gb")
     assert p.samples_per_step == 8 and p.tokens_per_step == 8 * 32
-    assert p.model_flops == pytest.approx(8 * flop_summary(tr)["model"])
+    assert p.model_flops == pytest.approx(8 * flop_summary(tr).model)
     assert p.assumptions[0].startswith("no --batch")

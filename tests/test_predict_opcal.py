@@ -8,9 +8,10 @@ import pytest
 
 from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
-from mlfootprint.predict import opcal
-from mlfootprint.predict.efficiency import efficiency_for
-from mlfootprint.predict.roofline import build_profile
+from mlfootprint.analysis.predict import opcurves
+from mlfootprint.measure import opcal
+from mlfootprint.analysis.predict.efficiency import efficiency_for
+from mlfootprint.analysis.predict.roofline import build_profile
 from mlfootprint.trace.records import OpRecord
 
 
@@ -42,13 +43,13 @@ CURVES = {
 
 
 def test_curve_is_log_log_and_flat_outside():
-    c = opcal.Curve([[1.0, 10.0], [100.0, 1000.0]])
+    c = opcurves.Curve([[1.0, 10.0], [100.0, 1000.0]])
     assert c(10.0) == pytest.approx(100.0)  # halfway in log x → halfway in log rate
     assert c(0.01) == pytest.approx(10.0) and c(1e6) == pytest.approx(1000.0)
 
 
 def test_kernel_kinds():
-    k = opcal.kernel_kind
+    k = opcurves.kernel_kind
     assert k("aten.mm.default", 1, 0) == "matmul"
     assert k("aten.convolution.default", 1, 0) == "conv"
     assert k("aten.convolution_backward.default", 1, 0) == "conv_backward"
@@ -91,7 +92,7 @@ def test_save_load_and_use(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFOOTPRINT_PREDICT_PATH", raising=False)
     path = opcal.save(CURVES, note="test")
     assert path == tmp_path / "mlfootprint" / "predict" / "this-ops.toml"
-    loaded = opcal.load()
+    loaded = opcurves.load()
     assert loaded["matmul"] == [[1.0, 1e9], [100.0, 1e11]]
     eff = efficiency_for(this_device())
     assert eff.curves == loaded
@@ -100,4 +101,4 @@ def test_save_load_and_use(tmp_path, monkeypatch):
     path.write_text("schema = 'mlfootprint.efficiency/1'\n")  # not ours any more
     with pytest.raises(UserError, match="refusing to overwrite"):
         opcal.save(CURVES)
-    assert math.isfinite(opcal.Curve(loaded["memory"])(5e4))
+    assert math.isfinite(opcurves.Curve(loaded["memory"])(5e4))

@@ -13,10 +13,11 @@ import pytest
 
 from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
-from mlfootprint.predict import comm
-from mlfootprint.predict.efficiency import efficiency_for, parse_overrides
-from mlfootprint.predict.roofline import PhaseProfile, Profile
-from mlfootprint.predict.step import ModelShape, Parallel, step_time
+from mlfootprint.analysis.predict import comm
+from mlfootprint.analysis.predict.efficiency import efficiency_for, parse_overrides
+from mlfootprint.analysis.predict.roofline import PhaseProfile, Profile
+from mlfootprint.analysis.predict.step import ModelShape, step_time
+from mlfootprint.workload import Layout
 
 A100 = get_device("a100-80gb")
 EXACT = {"network": 1.0, "collective_latency_intra_s": 0.0, "collective_latency_inter_s": 0.0,
@@ -42,7 +43,7 @@ SHAPE = ModelShape(batch=64, tokens_per_sample=2048, layers=4, hidden=1024, act_
                    weight_bytes=2e9, param_bytes=4e9, training=True)
 
 
-def run(par: Parallel, factors: dict | None = None, overhead: float = 0.0):
+def run(par: Layout, factors: dict | None = None, overhead: float = 0.0):
     return step_time(profile(overhead), SHAPE, par, A100, efficiency_for(A100, {**EXACT, **(factors or {})}))
 
 
@@ -87,7 +88,7 @@ def test_pipeline_and_tensor_parallel_counts():
 
 
 def test_data_parallel_inside_a_node():
-    st = run(Parallel(dp=8, micro_batch=8))
+    st = run(Layout(dp=8, micro_batch=8))
     # work (1 + 2) / 8; optimizer 0.1 (replicated without ZeRO); all-reduce 2·7/8·4e9 B at 300 GB/s
     assert st.communication["dp_s"] == pytest.approx(7e9 / 300e9)
     assert st.step_s == pytest.approx(3 / 8 + 0.1 + 7e9 / 300e9)
@@ -95,36 +96,36 @@ def test_data_parallel_inside_a_node():
 
 
 def test_data_parallel_across_nodes_uses_the_inter_node_link():
-    st = run(Parallel(dp=16, micro_batch=4))
+    st = run(Layout(dp=16, micro_batch=4))
     assert st.volumes["dp_bytes"] == pytest.approx(2 * 15 / 16 * 4e9)
     assert st.communication["dp_s"] == pytest.approx(7.5e9 / 25e9)
     assert st.step_s == pytest.approx(3 / 16 + 0.1 + 0.3)
 
 
 def test_zero3_and_zeropp():
-    z3 = run(Parallel(dp=16, micro_batch=4, zero=3))
+    z3 = run(Layout(dp=16, micro_batch=4, zero=3))
     assert z3.volumes["dp_bytes"] == pytest.approx(3 * 15 / 16 * 4e9)
     assert z3.phases["optimizer_s"] == pytest.approx(0.1 / 16)  # each rank updates its shard
-    zpp = run(Parallel(dp=16, micro_batch=4, zero=3, zeropp=True))
+    zpp = run(Layout(dp=16, micro_batch=4, zero=3, zeropp=True))
     inter, intra = 0.75 * 15 / 16 * 4e9, 7 / 8 * 4e9
     assert zpp.communication["dp_s"] == pytest.approx(inter / 25e9 + intra / 300e9)
     assert zpp.step_s < z3.step_s
 
 
 def test_tensor_parallel_all_reduces():
-    st = run(Parallel(dp=4, tp=2, micro_batch=16))
+    st = run(Layout(dp=4, tp=2, micro_batch=16))
     one = 2 * 1 / 2 * 16 * 2048 * 1024 * 2  # ring all-reduce of b·s·h bf16 elements over 2
     assert st.volumes["tp_bytes"] == pytest.approx(4 * 4 * one)  # 4 per layer × 4 layers × 1 micro-batch
     assert st.communication["tp_s"] == pytest.approx(16 * one / 300e9)
-    full = run(Parallel(dp=4, tp=2, micro_batch=16, recompute="full"))
+    full = run(Layout(dp=4, tp=2, micro_batch=16, recompute="full"))
     assert full.volumes["tp_bytes"] == pytest.approx(6 * 4 * one)
-    across = run(Parallel(dp=1, tp=16, micro_batch=64))  # a TP group larger than a node: inter-node link
+    across = run(Layout(dp=1, tp=16, micro_batch=64))  # a TP group larger than a node: inter-node link
     vol16 = 2 * 15 / 16 * 64 * 2048 * 1024 * 2
     assert across.communication["tp_s"] == pytest.approx(16 * vol16 / 25e9)
 
 
 def test_pipeline_bubble():
-    st = run(Parallel(dp=2, pp=4, micro_batch=1))  # 32 per replica → 32 micro-batches
+    st = run(Layout(dp=2, pp=4, micro_batch=1))  # 32 per replica → 32 micro-batches
     assert st.micro_batches == 32
     pipe = st.step_s - st.breakdown["bubble_s"] - st.phases["optimizer_s"] - st.communication["dp_exposed_s"]
     assert st.breakdown["bubble_s"] / (pipe + st.breakdown["bubble_s"]) == pytest.approx(3 / 35)
@@ -132,9 +133,9 @@ def test_pipeline_bubble():
 
 
 def test_recompute_adds_the_block_forward():
-    none = run(Parallel(dp=8, micro_batch=8))
-    full = run(Parallel(dp=8, micro_batch=8, recompute="full"))
-    sel = run(Parallel(dp=8, micro_batch=8, recompute="selective"))
+    none = run(Layout(dp=8, micro_batch=8))
+    full = run(Layout(dp=8, micro_batch=8, recompute="full"))
+    sel = run(Layout(dp=8, micro_batch=8, recompute="selective"))
     assert full.step_s - none.step_s == pytest.approx(0.9 / 8)
     assert full.hardware_extra_flops == 9 * 10**14
     assert sel.step_s - none.step_s == pytest.approx(0.2 / 8)
@@ -142,25 +143,25 @@ def test_recompute_adds_the_block_forward():
 
 
 def test_overlap_hides_gradient_sync_behind_backward():
-    st = run(Parallel(dp=16, micro_batch=4), {"overlap_dp": 0.5})
+    st = run(Layout(dp=16, micro_batch=4), {"overlap_dp": 0.5})
     # 0.3 s of all-reduce, half of it hideable, backward per device 2/16 = 0.125 s caps the hidden part
     assert st.communication["dp_exposed_s"] == pytest.approx(0.3 - 0.125)
 
 
 def test_per_op_overhead_counts_stage_ops_per_micro_batch():
-    st = run(Parallel(dp=2, pp=4, micro_batch=4), overhead=1e-5)  # 8 micro-batches of 300/4 ops; optimizer 50/4
+    st = run(Layout(dp=2, pp=4, micro_batch=4), overhead=1e-5)  # 8 micro-batches of 300/4 ops; optimizer 50/4
     assert st.breakdown["overhead_s"] == pytest.approx(1e-5 * (300 / 4 * 8 + 50 / 4))
 
 
 def test_monotone_in_devices():
-    steps = [run(Parallel(dp=d, micro_batch=64 // d)).step_s for d in (1, 2, 4, 8)]
+    steps = [run(Layout(dp=d, micro_batch=64 // d)).step_s for d in (1, 2, 4, 8)]
     assert steps == sorted(steps, reverse=True)
 
 
 def test_weight_streaming_floor():
     tiny = ModelShape(batch=64, tokens_per_sample=1, layers=4, hidden=1024, act_bytes=2, grad_bytes=4e9,
                       weight_bytes=2e12, param_bytes=4e12, training=True)
-    st = step_time(profile(), tiny, Parallel(dp=1, micro_batch=64), A100, efficiency_for(A100, EXACT))
+    st = step_time(profile(), tiny, Layout(dp=1, micro_batch=64), A100, efficiency_for(A100, EXACT))
     # 3 reads of the 2 TB of weights per micro-batch at 1 TB/s = 6 s > the 3 s of work; + 0.1 s optimizer
     assert st.step_s == pytest.approx(6.0 + 0.1)
     assert st.breakdown["memory_s"] == pytest.approx(3.0 + 0.1)

@@ -302,7 +302,7 @@ def test_report_has_the_schema_series_and_renders(tmp_path):
     m = rep.sections["measured"]
     assert [r["step"] for r in m["series"]] == [1, 2, 3]
     assert [r["t_s"] for r in m["series"]] == pytest.approx([0.1, 0.3, 0.6])
-    assert m["peak_memory_bytes"] > 0 and "resident set" in m["memory_method"]
+    assert m["peak_bytes"] > 0 and "resident set" in m["memory_method"]
     text = render_table(rep, None)
     assert "Measured" in text and "tokens_per_s" in text
 

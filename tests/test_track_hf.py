@@ -10,7 +10,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from mlfootprint.measure.hf_callback import MlfootprintCallback  # noqa: E402
+from mlfootprint.hf_callback import MlfootprintCallback  # noqa: E402
 
 
 def tiny_gpt2() -> torch.nn.Module:

@@ -1,26 +1,28 @@
-"""The `mlfootprint` command: verbs → API calls → renderers, no logic of its own.
+"""The ``mlfootprint`` command: parse the arguments, call the verb, render its Report. No logic of its own.
 
-Each verb lives in ``mlfootprint.commands.<verb>`` and exposes
-``register(subparsers)`` (adds its parser and sets ``func``). A verb's ``func``
-returns a :class:`Report` (rendered here with --format/-o) or ``None`` when it
-printed its own output. A :class:`UserError` becomes one line and exit 2.
+Each verb's arguments live in ``mlfootprint.commands.<verb>`` (``register(subparsers)`` adds its parser and
+sets ``func``). A verb's ``func`` returns a :class:`~mlfootprint.report.schema.Report`, which is rendered with
+``--format``/``-o`` (``None`` only for help and listings printed directly). A :class:`UserError` becomes
+one line and exit 2. A command may set ``args.after_emit`` (the report → an exit status) to decide the status
+once its answer is out (``claims --check``).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from .commands import (analyze, bench, claims, compare, count, footprint, hardware, history, memory, mfu, models,
+                       plan, predict, report)
+from .commands.output import emit
 from .core.errors import UserError
+from .core.files import check_writable
+from .core.version import __version__
 
 # Order is the order of `mlfootprint --help`.
-VERB_MODULES = (
-    "analyze", "count", "memory", "predict", "plan", "mfu", "bench", "footprint",
-    "models", "hardware", "report", "compare", "history", "claims",
-)
+COMMANDS = (analyze, count, memory, predict, plan, mfu, bench, footprint, models, hardware, report, compare,
+            history, claims)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,28 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mlfootprint", description="What a neural network costs to train and to serve.")
     parser.add_argument("--version", action="version", version=f"mlfootprint {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for name in VERB_MODULES:
-        try:
-            module = importlib.import_module(f"mlfootprint.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mlfootprint.commands.{name}":
-                continue  # verb not built yet
-            raise
-        module.register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
-
-
-def emit(report, args: argparse.Namespace) -> None:
-    from .commands.output import output_format, write_output
-    from .report.render import render
-
-    text = render(report, output_format(args), args)
-    write_output(args, text)
-    if getattr(args, "save", False):
-        from .report.history import save_to_history
-
-        entry = save_to_history(report, db=getattr(args, "db", None), label=getattr(args, "label", None))
-        print(f"mlfootprint: saved to the history as entry {entry}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,12 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         if getattr(args, "output", None) and args.output != "-":
-            from .core.files import check_writable
-
             check_writable(args.output, force=bool(getattr(args, "force", False)))  # refuse before any work
-        report = args.func(args)
-        if report is not None:
-            emit(report, args)
+        rep = args.func(args)
+        if rep is not None:
+            emit(rep, args)
+            after = getattr(args, "after_emit", None)
+            if after is not None:
+                return after(rep)
         return 0
     except UserError as exc:
         print(f"mlfootprint: error: {exc}", file=sys.stderr)

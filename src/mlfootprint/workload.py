@@ -1,47 +1,91 @@
-"""The Workload: what is run, how, and on how many devices.
+"""The Workload (what is run, how, on how many devices) and the Layout (how one step is spread over devices).
 
-Every field has a default; `given` records which ones the user set, so reports
-can mark the rest as assumed.
+Both are frozen and validated once, when they are made: every check of a degree, a stage or a choice lives
+here, and the API and the command line get the same one-line messages. A Workload records which fields the
+user gave (``given``); every other field is a default, marked ``assumed`` in reports.
+
+    import mlfootprint as mf
+    wl = mf.Workload(batch=8, seq=1024, mode="train", precision="bf16-mixed", hardware="a100-80gb")
+    wl.given                      # frozenset({'batch', 'seq', 'mode', 'precision', 'hardware'})
+    wl.with_changes(batch=16)     # a new Workload; batch joins ``given``
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-import torch
-
-from .core.errors import UserError
+from .core.errors import UserError, suggest
+from .core.precision import PRECISION_NAMES, Precision, precision
 
 MODES = ("inference", "train", "generate")
-PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "fp8-mixed")
+PRECISIONS = PRECISION_NAMES
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adafactor", "adam-8bit", "lion", "zo-sgd")
 RECOMPUTE = ("none", "selective", "full")
 OFFLOAD = ("none", "cpu", "nvme")
 QUANT = ("none", "int8", "int4", "fp8")
 ATTENTION = ("sdpa", "eager")
 
-# Storage dtype of the weights and the dtype of the math, per precision.
-_PARAM_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-                "bf16-mixed": torch.float32, "fp16-mixed": torch.float32, "fp8-mixed": torch.float32}
-_COMPUTE_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-                  "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16, "fp8-mixed": torch.bfloat16}
+# Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
+_MAX_COUNT = 1 << 40
 
 
-@dataclass
+def _check_choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"unknown --{option} {value!r}; choose one of: {', '.join(allowed)}.{suggest(str(value), allowed)}")
+
+
+def _check_positive(option: str, value: Any, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"--{option} must be a positive whole number, got {value!r}")
+    if value > _MAX_COUNT:
+        raise UserError(f"--{option} {value} is beyond any real workload (at most {_MAX_COUNT:,})")
+
+
+@dataclass(frozen=True, init=False)
 class Workload:
+    """What is run, how, and on how many devices; every field has a default.
+
+    Args (all keyword-only; those passed are recorded in ``given``):
+        batch: global batch, samples per optimizer step (default 1).
+        seq: sequence length; None takes the model's own (its context length, at most 4096).
+        mode: ``inference``, ``train`` or ``generate``.
+        precision: ``fp32``, ``bf16``, ``fp16``, ``bf16-mixed``, ``fp16-mixed`` or ``fp8-mixed``.
+        optimizer: ``sgd``, ``sgd-momentum``, ``adam``, ``adamw``, ``adafactor``, ``adam-8bit``, ``lion``, ``zo-sgd``.
+        attention: ``sdpa`` (fused) or ``eager`` for Hugging Face models.
+        gen_tokens: tokens generated per sequence in ``generate`` mode.
+        micro_batch: samples per device per forward/backward (default: the per-replica batch / grad_accum).
+        grad_accum: micro-batches accumulated per optimizer step.
+        recompute: activation recomputation, ``none``, ``selective`` or ``full``.
+        zero: ZeRO stage 0-3; zeropp: ZeRO++ communication (with stage 3).
+        offload: ``none``, ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
+        dp, tp, pp, ep: data, tensor, pipeline and expert parallel degrees.
+        lora_rank, lora_targets: LoRA adapters (rank; module-name parts to adapt).
+        quant: weight quantization, ``none``, ``int8``, ``int4`` or ``fp8``.
+        hardware: a device id of the hardware catalog; devices: how many.
+        tokens: tokens to train on (time to train).
+        device_memory: bytes of one device's memory, when no ``hardware`` gives it.
+        other_bytes: per-device framework overhead; None takes the memory model's default.
+        given: the fields the user set; by default exactly the keywords passed.
+
+    With ``devices`` and no ``dp``, the data-parallel degree is what is left: ``devices / (tp × pp)``.
+    """
+
     batch: int = 1
-    seq: int | None = None  # None: the model's own default (its context length, capped at 1024 for the trace)
+    seq: int | None = None
     mode: str = "inference"
     precision: str = "fp32"
     optimizer: str = "adamw"
     attention: str = "sdpa"
-    gen_tokens: int = 128  # tokens generated in --mode generate
+    gen_tokens: int = 128
     micro_batch: int | None = None
     grad_accum: int = 1
     recompute: str = "none"
     zero: int = 0
     offload: str = "none"
-    zeropp: bool = False  # ZeRO++ (quantized weight/gradient communication, hierarchical partitioning); needs zero 3
+    zeropp: bool = False
     dp: int = 1
     tp: int = 1
     pp: int = 1
@@ -52,70 +96,93 @@ class Workload:
     hardware: str | None = None
     devices: int | None = None
     tokens: float | None = None
-    device_memory: int | None = None  # bytes of one device's memory (--device-memory), when no --hardware gives it
-    other_bytes: int | None = None  # per-device framework overhead (--other-bytes); None: the memory model's default
-    given: set[str] = field(default_factory=set)
+    device_memory: int | None = None
+    other_bytes: int | None = None
+    given: frozenset[str] = field(default=frozenset(), compare=False)
 
-    def __post_init__(self) -> None:
-        self.validate()
-        if not self.given:
-            # Built in Python (not from the CLI): what differs from the defaults was given.
-            self.given = {f.name for f in fields(self) if f.name != "given" and getattr(self, f.name) != f.default}
+    def __init__(self, **kwargs: Any) -> None:
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise UserError(f"Workload has no field {unknown[0]!r}.{suggest(unknown[0], names)}")
+        given = kwargs.pop("given", None)
+        for f in fields(self):
+            if f.name == "given":
+                continue
+            value = kwargs.get(f.name, f.default if f.default is not MISSING else None)
+            object.__setattr__(self, f.name, value)
+        if isinstance(self.lora_targets, str):
+            object.__setattr__(self, "lora_targets", tuple(t for t in self.lora_targets.split(",") if t))
+        elif self.lora_targets is not None:
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        object.__setattr__(self, "given", frozenset(kwargs if given is None else given))
+        self._check()
+        if self.devices is not None and "dp" not in self.given:
+            object.__setattr__(self, "dp", self.devices // (self.tp * self.pp))
 
-    def validate(self) -> None:
-        def positive(name: str, value: Any) -> None:
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, got {value!r}")
-
-        for name in ("batch", "seq", "gen_tokens", "micro_batch", "grad_accum", "lora_rank", "devices", "tp", "pp", "ep"):
-            positive(name, getattr(self, name))
-        if not isinstance(self.dp, int) or self.dp < 1:
-            raise UserError(f"--dp must be a positive whole number, got {self.dp!r}")
+    def _check(self) -> None:
+        """Every check of a workload's own fields, in one place."""
+        for name in ("batch", "gen_tokens", "grad_accum", "tp", "pp", "ep", "dp"):
+            _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
+        for name in ("seq", "micro_batch", "lora_rank", "devices"):
+            _check_positive(name.replace("_", "-"), getattr(self, name))
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
-                              ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT), ("attention", ATTENTION)):
-            value = getattr(self, name)
-            if value not in allowed:
-                from .core.errors import suggest
-
-                raise UserError(f"unknown --{name} {value!r}; choose one of: {', '.join(allowed)}.{suggest(str(value), allowed)}")
-        if self.zero not in (0, 1, 2, 3):
+                              ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
+                              ("attention", ATTENTION)):
+            _check_choice(name, getattr(self, name), allowed)
+        if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
         if self.devices is not None:
-            # --devices N with --tp/--pp: the data-parallel degree is what is left (dp 1 reads as "not given").
             group = self.tp * self.pp
             if self.devices % group:
                 raise UserError(f"--devices {self.devices} is not divisible by --tp {self.tp} × --pp {self.pp} = {group}; "
                                 f"use a device count that is a multiple of {group}, or change --tp/--pp")
-            if self.dp == 1:
-                self.dp = self.devices // group
-            elif self.dp * group != self.devices:
+            if "dp" in self.given and self.dp * group != self.devices:
                 raise UserError(f"--dp {self.dp} × --tp {self.tp} × --pp {self.pp} = {self.dp * group} devices, but "
                                 f"--devices is {self.devices}; drop --dp (it follows from the others) or make them agree")
-        if self.tokens is not None and self.tokens <= 0:
-            raise UserError(f"--tokens must be positive, got {self.tokens!r}")
-        if self.device_memory is not None and (not isinstance(self.device_memory, int) or self.device_memory < 1):
+        for name in ("tokens",):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise UserError(f"--{name} must be a positive number, got {value!r}")
+        if self.device_memory is not None and (isinstance(self.device_memory, bool)
+                                               or not isinstance(self.device_memory, int) or self.device_memory < 1):
             raise UserError(f"--device-memory must be a positive size such as 80GB, got {self.device_memory!r}")
-        if self.other_bytes is not None and (not isinstance(self.other_bytes, int) or self.other_bytes < 0):
+        if self.other_bytes is not None and (isinstance(self.other_bytes, bool)
+                                             or not isinstance(self.other_bytes, int) or self.other_bytes < 0):
             raise UserError(f"--other-bytes must be zero or a positive size such as 1GB, got {self.other_bytes!r}")
 
+    # -- derived facts -------------------------------------------------------------------------
     @property
     def training(self) -> bool:
         return self.mode == "train"
 
     @property
-    def param_dtype(self) -> torch.dtype:
-        return _PARAM_DTYPE[self.precision]
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return _COMPUTE_DTYPE[self.precision]
+    def precision_info(self) -> Precision:
+        return precision(self.precision)
 
     @property
     def mixed(self) -> bool:
-        return self.precision.endswith("-mixed")
+        return self.precision_info.mixed
 
+    # -- new workloads from this one -----------------------------------------------------------
+    def with_changes(self, *, given: frozenset[str] | set[str] | None = None, **changes: Any) -> Workload:
+        """A copy with ``changes``; the changed fields join ``given`` unless ``given`` is passed."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "given"}
+        values.update(changes)
+        new_given = frozenset(given) if given is not None else self.given | set(changes)
+        if values.get("devices") is not None and "dp" not in new_given:
+            del values["dp"]  # it follows from devices / (tp × pp)
+        return Workload(**values, given=new_given)
+
+    def with_defaults(self, **defaults: Any) -> Workload:
+        """A copy where each of ``defaults`` replaces a field the user did not give (it stays not given)."""
+        changes = {k: v for k, v in defaults.items() if k not in self.given}
+        return self.with_changes(given=self.given, **changes) if changes else self
+
+    # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "given"}
         if out.get("lora_targets") is not None:
@@ -124,17 +191,113 @@ class Workload:
         return out
 
     @classmethod
-    def from_args(cls, args: Any) -> Workload:
-        """Build from argparse options; options left at None keep the defaults and are not 'given'."""
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name == "given":
-                continue
-            value = getattr(args, f.name, None)
-            if value is not None:
-                kwargs[f.name] = value
-        if isinstance(kwargs.get("lora_targets"), str):
-            kwargs["lora_targets"] = tuple(t for t in kwargs["lora_targets"].split(",") if t)
-        wl = cls(**kwargs)
-        wl.given = set(kwargs)
-        return wl
+    def from_options(cls, options: dict[str, Any]) -> Workload:
+        """From command-line options: those left at None keep the defaults and are not given."""
+        names = {f.name for f in fields(cls)} - {"given"}
+        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one step is spread over devices: the question the memory model and the step model answer.
+
+    ``micro_batch`` is the batch one device processes in one forward/backward; the global batch is
+    ``micro_batch × dp × grad_accum``. Validated when made.
+    """
+
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    zero: int = 0
+    offload: str = "none"
+    micro_batch: int = 1
+    recompute: str = "none"
+    precision: str = "fp32"
+    optimizer: str = "adamw"
+    grad_accum: int = 1  # micro-batches per step: bounds the micro-batches a pipeline stage holds at once
+    sequence_parallel: bool = False  # Megatron sequence parallelism: shards what TP replicates (norms, dropout)
+    zeropp: bool = False  # ZeRO++ quantized/hierarchical communication (with zero 3)
+
+    def __post_init__(self) -> None:
+        for name in ("dp", "tp", "pp", "ep", "micro_batch", "grad_accum"):
+            _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
+        if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
+            raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
+        for name, allowed in (("offload", OFFLOAD), ("recompute", RECOMPUTE), ("precision", PRECISIONS),
+                              ("optimizer", OPTIMIZERS)):
+            _check_choice(name, getattr(self, name), allowed)
+        if self.zeropp and self.zero != 3:
+            raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+
+    def replace(self, **changes: Any) -> Layout:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def devices(self) -> int:
+        return self.dp * self.tp * self.pp
+
+    def label(self) -> str:
+        s = f"tp={self.tp} pp={self.pp} dp={self.dp}"
+        if self.ep > 1:
+            s += f" ep={self.ep}"
+        s += f" zero={self.zero}{'++' if self.zeropp else ''} micro-batch={self.micro_batch} recompute={self.recompute}"
+        if self.offload != "none":
+            s += f" offload={self.offload}"
+        return s
+
+    @classmethod
+    def from_workload(cls, wl: Workload) -> Layout:
+        """The layout a workload describes; ``batch`` is the global batch when given (see :func:`micro_batch_of`)."""
+        return cls(dp=wl.dp, tp=wl.tp, pp=wl.pp, ep=wl.ep, zero=wl.zero, offload=wl.offload,
+                   micro_batch=micro_batch_of(wl), recompute=wl.recompute if wl.training else "none",
+                   precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum)
+
+
+def micro_batch_of(wl: Workload) -> int:
+    """Per-device micro-batch: ``micro_batch`` if given; else ``batch / (dp × grad_accum)`` (it must divide);
+    the default ``batch`` of 1 with dp × grad_accum > 1 reads as one sample per device."""
+    if wl.micro_batch:
+        return wl.micro_batch
+    split = wl.dp * wl.grad_accum
+    if split == 1:
+        return wl.batch
+    if "batch" not in wl.given and wl.batch == 1:
+        return 1
+    if wl.batch % split:
+        raise UserError(f"--batch {wl.batch} cannot be split over --dp {wl.dp} × --grad-accum {wl.grad_accum} = {split} "
+                        f"micro-batches; give a multiple of {split}, or --micro-batch")
+    return wl.batch // split
+
+
+def check_against_model(layout: Layout, facts: dict[str, Any], n_blocks: int | None = None,
+                        training: bool = True) -> None:
+    """Layout constraints that depend on the model: one line, the fix included."""
+    heads = facts.get("heads")
+    if layout.tp > 1 and heads and heads % layout.tp:
+        divisors = [d for d in range(1, heads + 1) if heads % d == 0]
+        raise UserError(f"--tp {layout.tp} does not divide the model's {heads} attention heads; "
+                        f"use one of: {', '.join(map(str, divisors[:12]))}")
+    layers = n_blocks or facts.get("layers")
+    if layout.pp > 1:
+        if not layers:
+            raise UserError(f"--pp {layout.pp} needs a model made of repeated blocks; this one has none to split into stages")
+        if layout.pp > layers:
+            raise UserError(f"--pp {layout.pp} exceeds the model's {layers} layers; use --pp {layers} or fewer")
+    experts = facts.get("experts")
+    if layout.ep > 1:
+        if not experts:
+            raise UserError(f"--ep {layout.ep} needs a mixture-of-experts model; this one has no experts")
+        if experts % layout.ep:
+            raise UserError(f"--ep {layout.ep} does not divide the model's {experts} experts")
+        if layout.dp % layout.ep:
+            raise UserError(f"--ep {layout.ep} must divide --dp {layout.dp} (expert-parallel groups are carved out of "
+                            "the data-parallel devices)")
+    if training and layout.offload != "none" and layout.zero == 0 and layout.optimizer != "zo-sgd":
+        raise UserError(f"--offload {layout.offload} needs ZeRO (--zero 1, 2 or 3): ZeRO-Offload moves the partitioned "
+                        "optimizer states; or use --optimizer zo-sgd (ZO2 streams the weights)")
+    if training and layout.offload == "nvme" and layout.zero not in (3,) and layout.optimizer != "zo-sgd":
+        raise UserError("--offload nvme needs --zero 3 (ZeRO-Infinity)")

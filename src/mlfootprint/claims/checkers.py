@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..analysis.count.estimate import train_flops_from_params
+from ..analysis.count.flops import FlopSummary, flop_summary
+from ..analysis.count.params import parameter_stats
+from ..analysis.footprint import compute_footprint
+from ..analysis.memory.api import estimate_memory
+from ..analysis.memory.states import ParamInfo, StateLayout, model_states
+from ..analysis.predict.api import mfu_from_throughput, palm_flops_per_token
+from ..analysis.predict.comm import dp_volume
 from ..core.errors import UserError
+from ..hardware.catalog import get_device
+from ..models import resolve
+from ..trace.run import trace
+from ..workload import Workload
 from .model import NOT_CHECKABLE, Claim, Outcome
 
 Checker = Callable[[Claim], Outcome]
@@ -27,6 +39,11 @@ def _need(claim: Claim, *keys: str) -> list[Any]:
     return [claim.inputs[k] for k in keys]
 
 
+def _train_flops(model: str, seq: int) -> FlopSummary:
+    """The traced training step of a catalog model at batch 1."""
+    return flop_summary(trace(resolve(model), Workload(mode="train", batch=1, seq=seq)))
+
+
 def not_checkable(claim: Claim, why: str) -> Outcome:
     return Outcome(None, NOT_CHECKABLE, why, list(claim.missing))
 
@@ -34,14 +51,11 @@ def not_checkable(claim: Claim, why: str) -> Outcome:
 @checker("train_flops")
 def train_flops(claim: Claim) -> Outcome:
     """Traced training FLOPs per token of a catalog model × tokens."""
-    from ..api import count
-    from ..workload import Workload
 
     model, tokens, seq = _need(claim, "model", "tokens", "seq")
-    rep = count(model, Workload(mode="train", batch=1, seq=int(seq)), ops=False)
-    f = rep.sections["flops"]
-    per_token_full = f["model"] / f["tokens"]
-    per_token_no_attn = (f["model"] - f["attention"]) / f["tokens"]
+    f = _train_flops(model, int(seq))
+    per_token_full = f.model / f.tokens
+    per_token_no_attn = (f.model - f.attention) / f.tokens
     convention = claim.inputs.get("convention", "full")
     per_token = per_token_no_attn if convention == "6ND" else per_token_full
     ours = per_token * tokens
@@ -54,7 +68,6 @@ def train_flops(claim: Claim) -> Outcome:
 
 @checker("train_flops_from_params")
 def train_flops_params(claim: Claim) -> Outcome:
-    from ..count.estimate import train_flops_from_params
 
     params, tokens = _need(claim, "params", "tokens")
     ours = train_flops_from_params(float(params), float(tokens))
@@ -63,7 +76,6 @@ def train_flops_params(claim: Claim) -> Outcome:
 
 @checker("mfu_from_achieved_flops")
 def mfu_from_achieved(claim: Claim) -> Outcome:
-    from ..hardware.catalog import get_device
 
     achieved, hardware, dtype = _need(claim, "achieved_flop_per_s", "hardware", "dtype")
     device = get_device(hardware)
@@ -73,7 +85,6 @@ def mfu_from_achieved(claim: Claim) -> Outcome:
 
 @checker("footprint_runs")
 def footprint_runs(claim: Claim) -> Outcome:
-    from ..footprint import compute_footprint
 
     runs, pue, intensity = _need(claim, "runs", "pue", "intensity_g_per_kwh")
     total_g = 0.0
@@ -86,11 +97,10 @@ def footprint_runs(claim: Claim) -> Outcome:
     return Outcome(total_g / 1e6, "", f"device-hours × power × PUE {pue} × {intensity} gCO2e/kWh: " + ", ".join(parts))
 
 
-# --- memory (issue "Memory": mlfootprint.memory) ------------------------------------------------
+# --- memory ---------------------------------------------------------------------------------------------
 
 def _states_bytes(params: float, inputs: dict[str, Any], dp: int, zero: int, offload: str = "none") -> dict[str, float]:
     """Per-device model states for a model known only by its parameter count (one flat tensor)."""
-    from ..memory.states import ParamInfo, StateLayout, model_states
 
     flat = [ParamInfo(name="params", shape=(int(params),), dtype="float32", trainable=True, group=0)]
     lay = StateLayout(precision=str(inputs.get("precision", "fp16-mixed")), optimizer=str(inputs.get("optimizer", "adam")),
@@ -105,7 +115,6 @@ def _states_bytes(params: float, inputs: dict[str, Any], dp: int, zero: int, off
 
 
 def _device(hardware: str) -> Any:
-    from ..hardware.catalog import get_device
 
     return get_device(hardware)
 
@@ -170,9 +179,6 @@ def devices_for_states(claim: Claim) -> Outcome:
 @checker("largest_fitting_family_model")
 def largest_family_model(claim: Claim) -> Outcome:
     """Trace each model of a family with the workload and keep the largest whose peak fits the device."""
-    from ..api import trace_workload
-    from ..memory.api import estimate_memory
-    from ..workload import Workload
 
     family, hardware = _need(claim, "family", "hardware")
     dev = _device(hardware)
@@ -181,23 +187,23 @@ def largest_family_model(claim: Claim) -> Outcome:
     best = None
     seen = []
     for name in family:  # smallest first; memory grows with the model, so stop at the first that does not fit
-        spec, w, tr, params = trace_workload(name, wl)
+        spec = resolve(name)
+        tr = trace(spec, wl)
         est = estimate_memory(spec, wl, tr, device_bytes=int(dev.memory_bytes))
         seen.append(f"{name} {est.peak_bytes / 1e9:.3g} GB")
         if not est.fits:
             break
-        best = (name, params["total"])
+        best = (name, parameter_stats(tr).total)
     if best is None:
         return Outcome(0, "", f"no model of the family fits {dev.name}: " + ", ".join(seen))
     return Outcome(float(best[1]), "", f"largest that fits {dev.name} ({dev.memory_bytes / 1e9:.3g} GB): {best[0]}; "
                    f"traced peaks: " + ", ".join(seen))
 
 
-# --- prediction (issue "Hardware & prediction": mlfootprint.predict) -----------------------------
+# --- prediction -----------------------------------------------------------------------------------------
 
 @checker("zeropp_volume_ratio")
 def zeropp_ratio(claim: Claim) -> Outcome:
-    from ..predict.comm import dp_volume
 
     params, dp = _need(claim, "params", "dp")
     grad_bytes = 2.0 * float(params)  # fp16/bf16 gradients
@@ -209,21 +215,18 @@ def zeropp_ratio(claim: Claim) -> Outcome:
 
 @checker("mfu_from_throughput")
 def mfu_throughput(claim: Claim) -> Outcome:
-    from ..predict.api import mfu_from_throughput, palm_flops_per_token
 
     tokens_per_s, devices, hardware, dtype = _need(claim, "tokens_per_s", "devices", "hardware", "dtype")
     peak = _device(hardware).peak_for(dtype)
     if "model" in claim.inputs:
-        from ..api import count
-        from ..workload import Workload
 
         seq = int(claim.inputs.get("seq", 2048))
-        f = count(claim.inputs["model"], Workload(mode="train", batch=1, seq=seq), ops=False).sections["flops"]
-        per_token = f["model"] / f["tokens"]
+        f = _train_flops(claim.inputs["model"], seq)
+        per_token = f.model / f.tokens
         how = f"traced {claim.inputs['model']} train step at seq {seq}: {per_token:.4g} model FLOPs/token"
     else:
         params, layers, heads, head_dim, seq = _need(claim, "params", "layers", "heads", "head_dim", "seq")
         per_token = palm_flops_per_token(float(params), int(layers), int(heads), int(head_dim), int(seq))
         how = f"6N + 12·L·H·Q·T = {per_token:.4g} model FLOPs/token"
     r = mfu_from_throughput(per_token, float(tokens_per_s), int(devices), peak)
-    return Outcome(r["mfu"], "", f"{how} × {tokens_per_s:.4g} tokens/s over {devices} × {peak / 1e12:.4g} TFLOP/s")
+    return Outcome(r.mfu, "", f"{how} × {tokens_per_s:.4g} tokens/s over {devices} × {peak / 1e12:.4g} TFLOP/s")

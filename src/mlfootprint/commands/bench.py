@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..verbs.bench import bench
 from .output import add_output_options
-from ..core.errors import UserError
 from .common import add_model_options, add_workload_options, workload_from
 
 
@@ -31,10 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..measure.bench import bench
-
-    if args.max_time is not None and not args.max_time > 0:
-        raise UserError(f"--max-time must be a positive number of seconds, got {args.max_time}")
     return bench(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref,
                  repeats=args.repeats, warmup=args.warmup, max_time_s=args.max_time, threshold=args.threshold,
                  device=args.device, energy=not args.no_energy, progress=False if args.no_progress else None)

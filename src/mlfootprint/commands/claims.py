@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .output import add_output_options, output_format, write_output
+from ..report.schema import Report
+from ..verbs.claims import claims, regressions
+from .output import add_output_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,25 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace):
-    from ..claims import as_rows, load_claims, regressions, run_claims
-    from ..claims.render import to_html, to_markdown, to_text
-    from ..report.schema import Report
+def run(args: argparse.Namespace) -> Report:
+    if args.check:
+        args.after_emit = _check
+    return claims(args.file, args.only)
 
-    results = run_claims(load_claims(args.file), args.only)
-    rows = as_rows(results)
-    fmt = output_format(args)
-    if fmt == "json":
-        rep = Report(verb="claims")
-        rep.set_section("claims", {"rows": rows})
-        for cid, r in rows.items():
-            rep.mark(f"claims.rows.{cid}.published", "published")
-        text = rep.to_json()
-    else:
-        text = {"table": to_text, "md": to_markdown, "html": to_html}[fmt](rows)
-    write_output(args, text)
-    bad = regressions(results)
-    if args.check and bad:
-        print(f"mlfootprint: claims no longer reproduced: {', '.join(c.id for c in bad)}", file=sys.stderr)
-        raise SystemExit(1)
-    return None
+
+def _check(report: Report) -> int:
+    bad = regressions(report)
+    if bad:
+        print(f"mlfootprint: claims no longer reproduced: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0

@@ -66,4 +66,5 @@ def add_view_options(p: argparse.ArgumentParser) -> None:
 
 
 def workload_from(args: argparse.Namespace) -> Workload:
-    return Workload.from_args(args)
+    """The workload the options describe; options left out keep the defaults and are not 'given'."""
+    return Workload.from_options(vars(args))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..verbs.compare import compare
 from .output import add_output_options
 
 
@@ -38,9 +39,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..report.compare import compare_reports
-    from ..report.schema import Report
-
-    reports = [Report.load(f) for f in args.files]  # one-line UserError for a non-report or a newer schema
-    return compare_reports(reports, args.files, metrics=args.metric, x=args.x, y=args.y,
-                           maximize=args.maximize, minimize=args.minimize)
+    return compare(args.files, metrics=args.metric, x=args.x, y=args.y, maximize=args.maximize,
+                   minimize=args.minimize)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..verbs.count import count
 from .output import add_output_options
 from .common import add_model_options, add_view_options, add_workload_options, workload_from
 
@@ -17,15 +18,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..api import count
-
-    wl = workload_from(args)
-    rep = count(args.model, wl, inputs=args.input, inputs_ref=args.inputs_ref)
-    if args.macs:
-        flops = rep.sections["flops"]
-        flops["macs_forward"] = flops["forward"] // 2
-        flops["macs_backward"] = flops["backward"] // 2
-        rep.mark("flops.macs_forward", "counted")
-        rep.mark("flops.macs_backward", "counted")
-        rep.assume("MACs shown on request: 1 MAC = 2 FLOPs of matrix-class work")
-    return rep
+    return count(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref, macs=args.macs)

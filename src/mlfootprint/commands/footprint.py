@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ..analysis.footprint import load_data
+from ..verbs.footprint import footprint
 from .output import add_output_options
 
 EPILOG = """\
@@ -91,59 +94,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..footprint import compute_footprint, load_data
-    from ..report import Report
-
-    data = load_data()
     if args.list_regions or args.list_facilities:
-        _print_lists(data, args)
+        _print_lists(load_data(), args)
         return None
-
-    energy_j = None
-    if args.energy_kwh is not None:
-        from ..footprint.compute import check_number
-
-        check_number("--energy-kwh", args.energy_kwh)
-        energy_j = args.energy_kwh * 3.6e6
-    result = compute_footprint(
-        hardware=args.hardware,
-        device_hours=args.device_hours,
-        devices=args.devices,
-        hours=args.hours,
-        power_w=args.power_w,
-        utilization=args.utilization,
-        energy_j=energy_j,
-        pue=args.pue,
-        facility=args.facility,
-        wue_l_per_kwh=args.wue,
-        region=args.region,
-        intensity_g_per_kwh=args.intensity,
-        water_l_per_kwh=args.water_intensity,
-        price_per_hour=args.price_per_hour,
-        price_per_kwh=args.price_per_kwh,
-        inferences=args.inferences,
-        energy_per_inference_j=args.energy_per_inference_j,
-        params=args.params,
-        lifespan_years=args.lifespan_years,
-        lifetime_utilization=args.lifetime_utilization,
-        embodied_kg=args.embodied_kg,
-        data=data,
-    )
-    section, provenance, assumptions = result.to_section()
-    report = Report(verb="footprint")
-    report.set_section("footprint", section, provenance)
-    for text in assumptions:
-        report.assume(text)
-    report.conventions["carbon"] = ("location-based grid averages unless --intensity is given; "
-                                    "co2e_g is the run, total_co2e_g adds serving and amortized embodied carbon")
-    report.conventions["water"] = ("consumption (evaporated), not withdrawal; "
-                                   "on-site per IT kWh, power plants per facility kWh")
-    return report
+    return footprint(
+        hardware=args.hardware, device_hours=args.device_hours, devices=args.devices, hours=args.hours,
+        power_w=args.power_w, utilization=args.utilization, energy_kwh=args.energy_kwh, pue=args.pue,
+        facility=args.facility, wue=args.wue, region=args.region, intensity=args.intensity,
+        water_intensity=args.water_intensity, price_per_hour=args.price_per_hour, price_per_kwh=args.price_per_kwh,
+        inferences=args.inferences, energy_per_inference_j=args.energy_per_inference_j, params=args.params,
+        lifespan_years=args.lifespan_years, lifetime_utilization=args.lifetime_utilization,
+        embodied_kg=args.embodied_kg)
 
 
 def _print_lists(data, args: argparse.Namespace) -> None:
-    import sys
-
     lines: list[str] = []
     if args.list_regions:
         for key in sorted(data.regions):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..verbs.mfu import mfu
 from .output import add_output_options
 from ..workload import PRECISIONS, RECOMPUTE
 
@@ -46,8 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..predict.reports import mfu
-
     return mfu(args.model, tokens_per_s=args.tokens_per_s, step_s=args.step_s, batch=args.batch, seq=args.seq,
                hardware=args.hardware, devices=args.devices, precision=args.precision, peak_flops=args.peak_flops,
                recompute=args.recompute, params=args.params, layers=args.layers, heads=args.heads,

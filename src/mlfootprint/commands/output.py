@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ..core.files import write_text
+from ..report.history import save_to_history
+from ..report.render import render
 
 ALL_FORMATS = ("table", "json", "md", "latex", "csv", "html")
 
@@ -46,3 +49,12 @@ def write_output(args: argparse.Namespace, text: str) -> None:
         write_text(output, text, force=bool(getattr(args, "force", False)))
     else:
         sys.stdout.write(text)
+
+
+def emit(report: Any, args: argparse.Namespace) -> None:
+    """Render a verb's Report in the format asked, write it (stdout or -o), and save it (--save)."""
+    text = render(report, output_format(args), args)
+    write_output(args, text)
+    if getattr(args, "save", False):
+        entry = save_to_history(report, db=getattr(args, "db", None), label=getattr(args, "label", None))
+        print(f"mlfootprint: saved to the history as entry {entry}", file=sys.stderr)

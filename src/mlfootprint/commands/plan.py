@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..verbs.plan import plan
 from .output import add_output_options, output_format
 from .common import add_model_options, add_workload_options, workload_from
 from .predict import add_prediction_options
@@ -24,8 +25,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..predict.reports import plan
-
-    fmt = output_format(args)
     return plan(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency,
-                top=args.top, table=fmt != "json")
+                top=args.top, table=output_format(args) != "json")

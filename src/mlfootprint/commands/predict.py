@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..verbs.predict import predict
 from .output import add_output_options
 from .common import add_model_options, add_view_options, add_workload_options, workload_from
 
@@ -41,21 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, depth=1)
 
 
-def workload_for_prediction(args: argparse.Namespace):
-    wl = workload_from(args)
-    if "mode" not in wl.given:
-        wl.mode = "train"  # predict's default: a training step (and time to train)
-        wl.validate()
-    return wl
-
-
 def run(args: argparse.Namespace):
-    from ..predict.reports import predict
-
-    wl = workload_for_prediction(args)
-    rep = predict(args.model, wl, args.input, args.inputs_ref, efficiency=args.efficiency, mfu=args.mfu,
-                  hfu=args.hfu, flops_per_device=args.flops_per_device, deadline=args.deadline,
-                  deadline_mfu=args.deadline_mfu)
-    if "mode" not in wl.given:
-        rep.assume("mode: train (predict's default; pass --mode inference or generate for serving)")
-    return rep
+    return predict(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency, mfu=args.mfu,
+                   hfu=args.hfu, flops_per_device=args.flops_per_device, deadline=args.deadline,
+                   deadline_mfu=args.deadline_mfu)

@@ -67,3 +67,55 @@ def check_ours_to_overwrite(target: Path, generator: str) -> None:
         raise UserError(f"refusing to overwrite {target}: it was not written by '{generator}'; "
                         "move it away or save elsewhere")
 
+
+
+class SourcedConstants:
+    """Modelling constants from a data file: ``[section] key = { value = ..., source = "...", date = "..." }``.
+
+    The package file comes first; files of the same layout in the user folders of ``user_kind`` (see
+    :func:`user_data_dirs`) override values key by key. Loaded once, on first use.
+    """
+
+    def __init__(self, subpackage: str, filename: str, user_kind: str) -> None:
+        self.subpackage = subpackage
+        self.filename = filename
+        self.user_kind = user_kind
+        self._tables: dict[str, dict[str, dict[str, Any]]] | None = None
+
+    def _load(self) -> dict[str, dict[str, dict[str, Any]]]:
+        if self._tables is not None:
+            return self._tables
+        files = [package_data_dir(self.subpackage) / self.filename]
+        for d in user_data_dirs(self.user_kind):
+            if d.is_dir():
+                files.extend(sorted(d.glob("*.toml")))
+        merged: dict[str, dict[str, dict[str, Any]]] = {}
+        for path in files:
+            data = load_file(path)
+            if not isinstance(data, dict):
+                raise UserError(f"data file {path} must be a TOML table of sections")
+            for section, entries in data.items():
+                if section == "schema" or not isinstance(entries, dict):
+                    continue
+                for key, entry in entries.items():
+                    if not isinstance(entry, dict) or "value" not in entry:
+                        raise UserError(f"data file {path}: [{section}].{key} must be an inline table with a 'value' "
+                                        "and its 'source'")
+                    merged.setdefault(section, {})[key] = dict(entry, _file=str(path))
+        self._tables = merged
+        return merged
+
+    def reload(self) -> None:
+        self._tables = None
+
+    def value(self, section: str, key: str) -> Any:
+        try:
+            return self._load()[section][key]["value"]
+        except KeyError:
+            raise UserError(f"data file {self.subpackage.replace('.', '/')}/data/{self.filename} has no "
+                            f"[{section}].{key}; reinstall mlfootprint or restore the file") from None
+
+    def source(self, section: str, key: str) -> str:
+        entry = self._load().get(section, {}).get(key, {})
+        date = f" ({entry['date']})" if entry.get("date") else ""
+        return f"{entry.get('source', '?')}{date}"

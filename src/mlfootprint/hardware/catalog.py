@@ -23,21 +23,13 @@ from typing import Any
 
 from ..core.datafiles import load_file, package_data_dir, user_data_dirs
 from ..core.errors import UserError, suggest
+from ..core.precision import precision as precision_row
 
 SCHEMA = "mlfootprint.hardware/1"
 
 #: Every dtype a device may list a peak for, in display order.
 DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 
-#: Workload precisions and the dtype whose peak applies to their matmuls.
-PRECISION_DTYPES: dict[str, str] = {
-    "fp32": "fp32",
-    "bf16": "bf16",
-    "fp16": "fp16",
-    "bf16-mixed": "bf16",
-    "fp16-mixed": "fp16",
-    "fp8-mixed": "fp8",
-}
 
 KINDS: tuple[str, ...] = ("gpu", "tpu", "accelerator", "cpu")
 PROVENANCES: tuple[str, ...] = ("published", "measured", "assumed", "modeled")
@@ -202,13 +194,7 @@ def normalize_dtype(dtype: str) -> str:
 
 def dtype_for_precision(precision: str) -> str:
     """The dtype whose peak applies to a workload precision (fp8-mixed → fp8, bf16-mixed → bf16, …)."""
-    p = str(precision).strip().lower()
-    if p not in PRECISION_DTYPES:
-        raise UserError(
-            f"unknown precision '{precision}'; known: {', '.join(PRECISION_DTYPES)}."
-            f"{suggest(p, PRECISION_DTYPES)}"
-        )
-    return PRECISION_DTYPES[p]
+    return precision_row(str(precision).strip().lower()).peak_dtype
 
 
 def normalize_id(device_id: str) -> str:
@@ -442,8 +428,14 @@ def _build_device(
         price_usd_per_hour=values.get("price_usd_per_hour"),
         per_op_overhead_s=values.get("per_op_overhead_s"),
         sources=sources,
-        origin=str(path),
+        origin=_origin(path),
     )
+
+
+def _origin(path: Path) -> str:
+    """A data file as a reader can find it: the bundled catalog by its place in the package."""
+    bundled = package_data_dir("hardware") / "devices.toml"
+    return "mlfootprint/hardware/data/devices.toml" if Path(path) == bundled else str(path)
 
 
 def _parse_value(

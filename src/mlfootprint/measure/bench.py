@@ -17,7 +17,7 @@ How it measures:
    ``repeats`` steps when given, or until ``max_time_s`` has passed;
 4. peak memory from the CUDA allocator during the timed steps, or on the CPU
    from one extra untimed step measured the way mlfootprint's memory module
-   does it (CPU allocator events from ``torch.profiler``: ``mlfootprint.memory.measured``),
+   does it (CPU allocator events from ``torch.profiler``: ``mlfootprint.measure.peak``),
    or, where that module is missing, under :class:`~mlfootprint.measure.memory.LiveTensorMemory`;
 5. energy of the timed steps from :func:`~mlfootprint.measure.energy.auto_meter`
    (measured, or modeled when only a TDP is known: labelled).
@@ -36,18 +36,20 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..core.errors import UserError
-from ..report.schema import Report
+from ..models.build import build
+from ..trace.optim import make_optimizer, zo_sgd_perturb
+from ..trace.transforms import prepare_model
 from ..workload import Workload
 from . import stats
 from .energy import MeterUnavailable, SafeMeter, auto_meter
 from .memory import CUDA_METHOD, LIVE_TENSORS_METHOD, PROFILER_METHOD, LiveTensorMemory, tensors_of
-from .reference import energy_reason, peak_flops, predictions, resolve_device
+from .reference import energy_reason, resolve_device
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_MAX_TIME_S = 30.0
@@ -138,9 +140,7 @@ def _effective_batch(spec: Any, wl: Workload) -> int:
 
 
 def _with_batch(wl: Workload, batch: int) -> Workload:
-    new = dataclasses.replace(wl, batch=batch)
-    new.given = set(wl.given) | {"batch"}
-    return new
+    return wl.with_changes(batch=batch)
 
 
 @dataclasses.dataclass
@@ -160,13 +160,10 @@ class _Run:
 def _autocast(wl: Workload, dev: torch.device):
     if not wl.mixed:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=wl.compute_dtype)
+    return torch.autocast(device_type=dev.type, dtype=getattr(torch, wl.precision_info.compute_dtype))
 
 
 def _build(spec: Any, wl: Workload, dev: torch.device, seed: int) -> _Run:
-    from ..trace.optim import make_optimizer, zo_sgd_perturb
-    from ..trace.run import _apply_lora, _apply_recompute, build
-
     notes: list[str] = []
     accum = wl.grad_accum if wl.training else 1
     micro_wl = wl
@@ -188,8 +185,7 @@ def _build(spec: Any, wl: Workload, dev: torch.device, seed: int) -> _Run:
         module = built.module
         if spec.source != "factory":
             _init_weights(module, seed)
-        _apply_lora(module, micro_wl, notes)
-        _apply_recompute(module, micro_wl, notes)
+        notes.extend(prepare_model(module, micro_wl))
         args, kwargs = built.make_inputs()
     module.train(wl.training)
     samples = _first_dim(args, kwargs) or micro_wl.batch
@@ -330,7 +326,7 @@ class _Progress:
 
 
 @dataclasses.dataclass
-class _Timings:
+class Timings:
     times: list[float]
     warmup: int
     stopped: str
@@ -348,7 +344,7 @@ class _Timings:
 
 def _measure_at(spec: Any, wl: Workload, dev: torch.device, *, repeats: int | None, warmup: int,
                 max_time_s: float | None, threshold: float, min_repeats: int, seed: int, meter_factory: Callable[[], Any] | None,
-                progress: _Progress, clock: Callable[[], float]) -> _Timings:
+                progress: _Progress, clock: Callable[[], float]) -> Timings:
     try:
         run = _build(spec, wl, dev, seed)
     except Exception as exc:
@@ -415,7 +411,7 @@ def _measure_at(spec: Any, wl: Workload, dev: torch.device, *, repeats: int | No
             peak = int(torch.cuda.max_memory_allocated(dev))
             reserved = int(torch.cuda.max_memory_reserved(dev))
             method = CUDA_METHOD
-        done = _Timings(times, warmup, stopped, run.tokens, run.token_unit, batch, run.samples, None, "", reserved,
+        done = Timings(times, warmup, stopped, run.tokens, run.token_unit, batch, run.samples, None, "", reserved,
                         reading, energy_why, run.notes)
         if dev.type == "cuda":
             done.peak_memory_bytes, done.memory_method = peak, method
@@ -448,7 +444,7 @@ def _memory_module_method() -> Callable[..., Any] | None:
     built and warmed up inside the profiled region), when that module is installed; None otherwise (then bench
     follows live tensor storages with LiveTensorMemory on the model it timed)."""
     try:
-        from ..memory.measured import measure_peak
+        from .peak import measure_peak
     except ImportError:
         return None
     return measure_peak
@@ -459,22 +455,28 @@ def _oom_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
-# --------------------------------------------------------------------------- the report
+# --------------------------------------------------------------------------- the run
 
 
-def bench(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (), inputs_ref: str | None = None,
-          *, repeats: int | None = None, warmup: int = DEFAULT_WARMUP, max_time_s: float | None = None,
-          threshold: float = DEFAULT_THRESHOLD, min_repeats: int = DEFAULT_MIN_REPEATS, device: str | None = "auto",
-          energy: bool = True, progress: bool | None = None, seed: int = 0,
-          clock: Callable[[], float] = time.perf_counter, meter_factory: Callable[[], Any] | None = None) -> Report:
-    """Run the workload for real on this machine and report measured figures next to predicted ones."""
-    from ..api import _base_report, add_count_sections, model_spec
+@dataclasses.dataclass
+class BenchRun:
+    """What one bench measured: the workload that ran, its timings, and how the device was chosen."""
 
-    wl = workload or Workload()
+    workload: Workload  # the workload that ran (its batch halved after out-of-memory errors, if any)
+    device: torch.device
+    timings: Timings
+    requested_batch: int
+    failures: list[tuple[int, str]]  # (batch, error) of the runs that ran out of memory
+    hardware: Any  # the catalog Device for the peak and the predictions, or None
+    hardware_why: str  # how it was chosen, or why there is none
+    hardware_notes: list[str]
+
+
+def check_options(wl: Workload, repeats: int | None, warmup: int, max_time_s: float | None, threshold: float) -> None:
     check_workload(wl)
-    if repeats is not None and (not isinstance(repeats, int) or repeats < 1):
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
         raise UserError(f"--repeats must be a positive whole number, got {repeats!r}")
-    if not isinstance(warmup, int) or warmup < 0:
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise UserError(f"--warmup must be a whole number >= 0, got {warmup!r}")
     if wl.training and warmup < 1:
         raise UserError("--warmup must be at least 1 in --mode train: the first step creates the optimizer state")
@@ -482,21 +484,22 @@ def bench(model: Any = None, workload: Workload | None = None, inputs: Sequence[
         raise UserError(f"--max-time must be a positive number of seconds, got {max_time_s!r}")
     if not 0 < threshold < 1:
         raise UserError(f"--threshold must be a fraction between 0 and 1 (e.g. 0.05 for ±5%), got {threshold!r}")
-    dev = torch_device(device)
-    spec = model_spec(model, inputs, inputs_ref)
-    if spec.source == "module":
-        spec.source = "factory"
-        given = [t for t in inputs if isinstance(t, torch.Tensor)]
-        if given:  # run on the caller's own values (the trace copies them into fake tensors)
-            spec.inputs_factory = lambda: tuple(t.clone() for t in given)
-    hw, hw_why, hw_notes = resolve_device(wl.hardware, dev)
 
+
+def run_bench(spec: Any, wl: Workload, *, repeats: int | None = None, warmup: int = DEFAULT_WARMUP,
+              max_time_s: float | None = None, threshold: float = DEFAULT_THRESHOLD,
+              min_repeats: int = DEFAULT_MIN_REPEATS, device: str | None = "auto", energy: bool = True,
+              progress: bool | None = None, seed: int = 0, clock: Callable[[], float] = time.perf_counter,
+              meter_factory: Callable[[], Any] | None = None) -> BenchRun:
+    """Run the workload for real on this machine, halving the batch after an out-of-memory error."""
+    check_options(wl, repeats, warmup, max_time_s, threshold)
+    dev = torch_device(device)
+    hw, hw_why, hw_notes = resolve_device(wl.hardware, dev)
     if meter_factory is None and energy:
         tdp = getattr(hw, "tdp_w", None) if hw is not None and (hw.kind == "cpu") == (dev.type == "cpu") else None
         meter_factory = lambda: SafeMeter(auto_meter(dev, fallback_tdp_w=tdp))  # noqa: E731
     elif not energy:
         meter_factory = None
-
     requested = _effective_batch(spec, wl)
     batch = requested
     failures: list[tuple[int, str]] = []
@@ -526,175 +529,13 @@ def bench(model: Any = None, workload: Workload | None = None, inputs: Sequence[
                                 "runs with these inputs and this workload (--mode, --precision, --input)") from None
     finally:
         bar.close()
-
-    wl_run = wl_b
-    rep = _base_report("bench", spec, wl_run)
-    rep.conventions["error_fraction"] = ERROR_CONVENTION
-    for note in hw_notes:
-        rep.assume(note)
-    # The trace of the workload that ran: FLOPs for MFU, and the prediction's input.
-    tr = None
-    trace_why = ""
-    try:
-        from ..api import trace_workload
-
-        _, _, tr, params = trace_workload(spec, wl_run)
-        add_count_sections(rep, tr, params, wl_run, ops=False)
-    except UserError as exc:
-        trace_why = f"the model could not be traced: {exc}"
-        rep.assume(f"no FLOP count: {trace_why}")
-    measured = _measured_section(rep, spec, wl_run, dev, timings, tr, trace_why, hw, hw_why, requested, failures)
-    rep.set_section("measured", measured)
-    _mark(rep, measured, timings)
-    return rep
+    return BenchRun(wl_b, dev, timings, requested, failures, hw, hw_why, hw_notes)
 
 
-def _device_label(dev: torch.device) -> str:
+def device_label(dev: torch.device) -> str:
     if dev.type == "cuda":
         try:
             return f"{dev} ({torch.cuda.get_device_name(dev)})"
         except Exception:  # noqa: BLE001
             return str(dev)
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def _measured_section(rep: Report, spec: Any, wl: Workload, dev: torch.device, tm: _Timings, tr: Any, trace_why: str,
-                      hw: Any, hw_why: str, requested: int, failures: list[tuple[int, str]]) -> dict[str, Any]:
-    from ..count.flops import flop_summary
-
-    m: dict[str, Any] = {"device": _device_label(dev), "mode": wl.mode, "batch": tm.batch}
-    if spec.source != "factory" and spec.task != "image-classification":
-        from ..models.hf import default_seq
-
-        m["seq"] = wl.seq or default_seq(spec)
-    unit = tm.token_unit
-    unit_key = "tokens" if "token" in unit else "samples"
-    m["token_unit"] = unit
-    m[f"{unit_key}_per_step"] = tm.tokens
-    m["warmup_runs"] = tm.warmup
-    m["runs"] = len(tm.times)
-    m["stopped_because"] = tm.stopped
-    m.update(stats.summarize(tm.times, "latency"))
-    median = statistics.median(tm.times)
-    m["step_s"] = median
-    m[f"{unit_key}_per_s"] = tm.tokens / median if median > 0 else None
-    if unit_key == "tokens" and median > 0:
-        m["samples_per_s"] = tm.samples / median
-    unavailable: dict[str, str] = {}
-
-    # MFU / HFU: counted FLOPs of the step over (median time × this device's peak).
-    if tr is not None and wl.mode == "generate":
-        unavailable["mfu"] = ("generate: MFU is not computed for decoding (the trace covers the prompt's forward "
-                              "pass, not the token-by-token decode)")
-    elif tr is not None:
-        fs = flop_summary(tr, causal_default=bool(tr.meta.get("causal")))
-        # The trace is one pass over the workload's batch; a step may be grad-accum micro-batches that add up
-        # to a little less (batch not divisible): scale by the work actually done (FLOPs are linear in it).
-        scale = tm.tokens / tr.tokens if tr.tokens else 1.0
-        model_flops = fs["model"] * scale
-        hw_flops = fs["hardware"] * scale
-        if scale == 1.0:
-            model_flops, hw_flops = fs["model"], fs["hardware"]
-        m["model_flops_per_step"] = model_flops
-        m["hardware_flops_per_step"] = hw_flops
-        m["achieved_flops_per_s"] = model_flops / median if median > 0 else None
-        peak, dtype, notes = peak_flops(hw, wl.precision, dev)
-        for n in notes:
-            rep.assume(n)
-        if peak:
-            m["peak_flop_per_s"] = peak
-            m["peak_dtype"] = dtype
-            m["peak_from"] = hw_why
-            m["mfu"] = model_flops / (median * peak)
-            m["hfu"] = hw_flops / (median * peak)
-        else:
-            unavailable["mfu"] = hw_why if hw is None else dtype
-    else:
-        unavailable["mfu"] = trace_why or "no trace"
-
-    if tm.peak_memory_bytes is not None:
-        m["peak_memory_bytes"] = tm.peak_memory_bytes
-        m["memory_method"] = tm.memory_method
-    if tm.reserved_memory_bytes is not None:
-        m["reserved_memory_bytes"] = tm.reserved_memory_bytes
-
-    r = tm.energy
-    if r is None:
-        unavailable["energy_j"] = tm.energy_why or "energy not measured (--no-energy)"
-    else:
-        m["energy_provenance"] = r.provenance
-        m["energy_method"] = r.method
-        if r.energy_j is not None:
-            m["energy_j"] = r.energy_j
-            m["energy_per_step_j"] = r.energy_j / len(tm.times)
-            if r.elapsed_s > 0:
-                m["mean_power_w"] = r.energy_j / r.elapsed_s
-        else:
-            unavailable["energy_j"] = "the energy meter failed during the run (see energy_notes)"
-            if r.partial_energy_j is not None:
-                m["partial_energy_j"] = r.partial_energy_j
-        m["energy_notes"] = list(r.notes)
-
-    # Measured next to predicted.
-    if tr is not None:
-        preds = predictions(spec, wl, tr, hw, hw_why)
-    else:
-        preds = {k: (None, f"not available ({trace_why})") for k in
-                 ("step_s", "tokens_per_s", "samples_per_s", "mfu", "peak_memory_bytes")}
-    rows: dict[str, dict[str, Any]] = {}
-    throughput_key = f"{unit_key}_per_s"
-    for fig in ("step_s", throughput_key, "mfu", "peak_memory_bytes"):
-        measured = m.get(fig)
-        pv, by = preds.get(fig, (None, "not available"))
-        if fig == throughput_key and pv is None and unit_key == "samples":
-            pv, by = preds.get("tokens_per_s", (pv, by))  # the trace's tokens are samples for this model
-        if measured is None:
-            why = unavailable.get(fig, "not measured")
-            rows[fig] = {"measured": None, "predicted": pv, "error_fraction": None,
-                         "predicted_by": by if pv is not None else by, "note": f"not measured ({why})"}
-            continue
-        err = (pv - measured) / measured if (pv is not None and measured) else None
-        rows[fig] = {"measured": measured, "predicted": pv, "error_fraction": err, "predicted_by": by, "note": ""}
-    m["vs_predicted"] = rows
-    if failures:
-        m["oom"] = {
-            "requested_batch": requested,
-            "failed_batches": ", ".join(str(b) for b, _ in failures),
-            "largest_batch_that_ran": tm.batch,
-            "error": failures[-1][1],
-        }
-        rep.assume(f"batch {requested} ran out of memory ({failures[0][1]}); batches were halved until one ran: "
-                   f"batch {tm.batch} was measured (the largest that ran among those tried)")
-    if unavailable:
-        m["unavailable"] = unavailable
-    m["series"] = [{"run": i + 1, "latency_s": t} for i, t in enumerate(tm.times)]
-    for note in tm.notes:
-        rep.assume(note)
-    rep.assume("bench throughput = work per step / median step latency; percentiles interpolate linearly "
-               "between order statistics")
-    if dev.type == "cpu":
-        rep.assume(f"CPU run with {torch.get_num_threads()} PyTorch threads (torch.get_num_threads())")
-    return m
-
-
-def _mark(rep: Report, m: dict[str, Any], tm: _Timings) -> None:
-    for key in m:
-        if key.startswith("latency_") or key in ("step_s", "tokens_per_s", "samples_per_s", "peak_memory_bytes",
-                                                 "reserved_memory_bytes", "mfu", "hfu", "achieved_flops_per_s"):
-            rep.mark(f"measured.{key}", "measured")
-    for key in ("model_flops_per_step", "hardware_flops_per_step"):
-        if key in m:
-            rep.mark(f"measured.{key}", "counted")
-    if "peak_flop_per_s" in m:
-        src = m.get("peak_from", "")
-        rep.mark("measured.peak_flop_per_s", "measured" if src.startswith("calibrated") else "published")
-    if tm.energy is not None:
-        kind = tm.energy.provenance
-        for key in ("energy_j", "energy_per_step_j", "mean_power_w", "partial_energy_j"):
-            if key in m:
-                rep.mark(f"measured.{key}", kind)
-    for fig, row in m.get("vs_predicted", {}).items():
-        if row.get("measured") is not None:
-            rep.mark(f"measured.vs_predicted.{fig}.measured", "measured")
-        if row.get("predicted") is not None:
-            rep.mark(f"measured.vs_predicted.{fig}.predicted", "modeled")

@@ -29,8 +29,8 @@ How rank 0 gets everyone's record:
    marks a rank it cannot find as ``missing``.
 
 Rank 0 then writes one report with per-rank figures (``measured.by_rank``)
-and global ones. ``merge_rank_files`` (and ``python -m mlfootprint.measure.merge``)
-builds the same report from the files alone, after any failure.
+and global ones (``mlfootprint.verbs.track``). ``gather_rank_records`` reads the same records from the files
+alone, after any failure (``mlfootprint report run.json.ranks`` makes the report from them).
 
 Global figures (synchronous data parallelism: the slowest rank sets the pace):
 
@@ -54,7 +54,6 @@ from typing import Any
 
 from ..core.errors import UserError
 from ..core.files import write_text
-from ..report.schema import Report
 from . import stats
 
 logger = logging.getLogger("mlfootprint.track")
@@ -307,7 +306,7 @@ def rank_summary(rec: dict[str, Any], warmup: int) -> dict[str, Any]:
                     out[key] = sum(fl) / (elapsed * float(peak))  # type: ignore[arg-type]
     mem = rec.get("memory") or {}
     if mem.get("peak_bytes") is not None:
-        out["peak_memory_bytes"] = mem["peak_bytes"]
+        out["peak_bytes"] = mem["peak_bytes"]
     en = rec.get("energy") or {}
     if en.get("energy_j") is not None:
         out["energy_j"] = en["energy_j"]
@@ -374,160 +373,13 @@ def global_figures(records: Sequence[dict[str, Any]], warmup: int) -> dict[str, 
         out["slowest_rank"] = slow[1]
         out["fastest_rank"] = fast[1]
         out["straggler_ratio"] = slow[0] / fast[0] if fast[0] > 0 else None
-    mems = [s.get("peak_memory_bytes") for s in sums if s.get("peak_memory_bytes") is not None]
+    mems = [s.get("peak_bytes") for s in sums if s.get("peak_bytes") is not None]
     if mems:
-        out["peak_memory_bytes"] = max(mems)  # per device: the largest
+        out["peak_bytes"] = max(mems)  # per device: the largest
     energies = [(r.get("energy") or {}) for r in records]
     if energies and all(e.get("energy_j") is not None for e in energies):
         out["energy_j"] = sum(float(e["energy_j"]) for e in energies)
     return out
-
-
-# --------------------------------------------------------------------------- the report
-
-
-def build_report(records: Sequence[dict[str, Any]], *, warmup: int = 1, meta: dict[str, Any] | None = None) -> Report:
-    """The `track` report from one or more rank records."""
-    meta = dict(meta or {})
-    records = sorted(records, key=lambda r: int(r.get("rank", 0)))
-    first = next((r for r in records if r.get("series")), records[0] if records else {})
-    rep = Report(verb="track")
-    model = meta.get("model") or first.get("model") or {}
-    if model:
-        rep.set_section("model", dict(model))
-    workload = dict(meta.get("workload") or first.get("workload") or {})
-    workload["world_size"] = max([int(r.get("world_size") or 1) for r in records] + [len(records)])
-    rep.set_section("workload", workload)
-    world = len(records)
-    m: dict[str, Any] = {}
-    unavailable: dict[str, str] = {}
-    if world == 1:
-        rec = records[0]
-        s = rank_summary(rec, warmup)
-        m["status"] = s.pop("status")
-        m["device"] = rec.get("device")
-        s.pop("host", None)
-        m.update({k: v for k, v in s.items() if k not in ("model_flops", "hardware_flops")})
-    else:
-        g = global_figures(records, warmup)
-        m["status"] = "complete" if all(r.get("status") == "complete" for r in records) else "incomplete"
-        m["device"] = first.get("device")
-        m.update(g)
-    f = first.get("flops") or {}
-    for key in ("model_flops_per_token", "hardware_flops_per_token", "model_flops_per_micro_batch",
-                "hardware_flops_per_micro_batch", "forwards_in_first_step", "flops_source", "trace_s"):
-        if f.get(key) is not None:
-            m[key] = f[key]
-    if "mfu" not in m:
-        unavailable["mfu"] = f.get("why") or (first.get("peak") or {}).get("why") or "FLOPs or peak FLOP/s unknown"
-    if "tokens_per_s" not in m:
-        unavailable["tokens_per_s"] = "tokens were not given for every step (t.step(tokens=...) or tokens_per_step=)"
-    peak = first.get("peak") or {}
-    for key in ("peak_flop_per_s", "peak_dtype", "hardware"):
-        if peak.get(key) is not None:
-            m[key] = peak[key]
-    mem = first.get("memory") or {}
-    if mem.get("method"):
-        m["memory_method"] = mem["method"]
-    if "peak_memory_bytes" not in m:
-        unavailable["peak_memory_bytes"] = mem.get("why") or "not measured"
-    _energy_figures(records, m, unavailable)
-    if world > 1:
-        by_rank: dict[str, dict[str, Any]] = {}
-        cols = ("status", "host", "steps", "tokens", "step_s", "step_p90_s", "tokens_per_s", "mfu",
-                "peak_memory_bytes", "energy_j")
-        for rec in records:
-            s = rank_summary(rec, warmup)
-            by_rank[str(rec.get("rank"))] = {c: s.get(c) for c in cols}
-        m["by_rank"] = by_rank
-    if unavailable:
-        m["unavailable"] = unavailable
-    if world == 1:
-        m["series"] = step_rows(records[0])
-        if (records[0].get("memory") or {}).get("samples"):
-            m["memory_samples"] = records[0]["memory"]["samples"]
-        if (records[0].get("energy") or {}).get("samples"):
-            m["energy_samples"] = records[0]["energy"]["samples"]
-    else:
-        m["rank_series"] = {str(r.get("rank")): step_rows(r) for r in records}
-    rep.set_section("measured", m)
-    _mark(rep, m, records)
-    notes: list[str] = []
-    for rec in records:
-        for n in rec.get("notes") or []:
-            text = n if world == 1 else f"rank {rec.get('rank')}: {n}"
-            if text not in notes:
-                notes.append(text)
-    for n in meta.get("assumptions", []) + notes:
-        rep.assume(n)
-    rep.assume(f"a step is one optimizer step; rates exclude the first {warmup} step(s) when there are more "
-               "(warm-up); step_s is the median step time")
-    if world > 1:
-        rep.assume("global figures: the slowest rank sets the pace of each step (synchronous data parallelism); "
-                   "tokens are summed over ranks")
-    rep.conventions = {
-        "MFU": "model FLOPs (forward + backward, counted from the trace, or given) per second over the device's "
-               "dense peak FLOP/s for the precision in use; HFU adds recomputation",
-        "step": "one optimizer step: with gradient accumulation, all its micro-batches",
-        "units": "JSON in base units with the unit in the key; GB = 1e9 bytes, GiB = 2^30 bytes",
-    }
-    return rep
-
-
-def _energy_figures(records: Sequence[dict[str, Any]], m: dict[str, Any], unavailable: dict[str, str]) -> None:
-    energies = [(r.get("energy") or {}) for r in records]
-    provs = sorted({e.get("provenance") for e in energies if e.get("provenance")})
-    if provs:
-        m["energy_provenance"] = "/".join(provs)
-    methods = sorted({e.get("method") for e in energies if e.get("method")})
-    if methods:
-        m["energy_method"] = "; ".join(methods)
-    if energies and all(e.get("energy_j") is not None for e in energies):
-        total = sum(float(e["energy_j"]) for e in energies)
-        m["energy_j"] = total
-        steps = m.get("steps") or 0
-        if steps:
-            m["energy_per_step_j"] = total / steps
-        if m.get("tokens"):
-            m["energy_per_token_j"] = total / float(m["tokens"])
-        elapsed = max((float(e.get("elapsed_s") or 0) for e in energies), default=0.0)
-        if elapsed > 0 and len(energies) == 1:
-            m["mean_power_w"] = total / elapsed
-    else:
-        reasons = [e.get("why") or ("the meter failed during the run" if e.get("provenance") else "not measured")
-                   for e in energies if e.get("energy_j") is None]
-        unavailable["energy_j"] = reasons[0] if reasons else "not measured"
-        partial = [e.get("partial_energy_j") for e in energies if e.get("partial_energy_j") is not None]
-        if partial:
-            m["partial_energy_j"] = sum(float(p) for p in partial)
-    notes = []
-    for e in energies:
-        for n in e.get("notes") or []:
-            if n not in notes:
-                notes.append(n)
-    if notes:
-        m["energy_notes"] = notes
-
-
-def _mark(rep: Report, m: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
-    for key in ("steps", "micro_steps", "tokens", "step_s", "step_mean_s", "step_p90_s", "step_p99_s", "step_min_s",
-                "step_max_s", "counted_elapsed_s", "tokens_per_s", "mfu", "hfu", "peak_memory_bytes",
-                "straggler_ratio"):
-        if key in m:
-            rep.mark(f"measured.{key}", "measured")
-    src = m.get("flops_source", "")
-    for key in ("model_flops_per_token", "hardware_flops_per_token", "model_flops_per_micro_batch",
-                "hardware_flops_per_micro_batch"):
-        if key in m:
-            rep.mark(f"measured.{key}", "counted" if src.startswith("trace") else "assumed")
-    peak = (records[0].get("peak") or {}) if records else {}
-    if "peak_flop_per_s" in m:
-        rep.mark("measured.peak_flop_per_s", peak.get("provenance") or "published")
-    prov = m.get("energy_provenance", "")
-    kind = "measured" if prov == "measured" else "modeled"
-    for key in ("energy_j", "energy_per_step_j", "energy_per_token_j", "mean_power_w", "partial_energy_j"):
-        if key in m:
-            rep.mark(f"measured.{key}", kind)
 
 
 # --------------------------------------------------------------------------- merging files
@@ -551,8 +403,10 @@ def rank_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def merge_rank_files(paths: Iterable[str | os.PathLike[str]], warmup: int | None = None) -> Report:
-    """One report from per-rank files (what rank 0 would have written; works after any failure)."""
+def gather_rank_records(paths: Iterable[str | os.PathLike[str]], warmup: int | None = None
+                        ) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
+    """Every rank's record from per-rank files (ranks without a file marked missing), the warm-up steps and
+    the job's model and workload: what rank 0 would have gathered, recoverable after any failure."""
     records = []
     for f in rank_files(paths):
         rec = read_rank_file(f)
@@ -571,10 +425,9 @@ def merge_rank_files(paths: Iterable[str | os.PathLike[str]], warmup: int | None
     if warmup is None:
         warmup = int(records[0].get("warmup_steps", 1) or 0)
     meta = {"model": records[0].get("model"), "workload": records[0].get("workload")}
-    return build_report(records, warmup=warmup, meta=meta)
+    return records, warmup, meta
 
 
-def write_report(rep: Report, path: str | os.PathLike[str]) -> None:
+def write_report(rep: Any, path: str | os.PathLike[str]) -> None:
     """Write a report to a path the user named (the safe-file rules: a regular file mlfootprint wrote, or new)."""
     write_text(path, rep.to_json() + "\n")
-

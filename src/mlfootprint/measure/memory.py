@@ -7,7 +7,7 @@ Three methods, each named in the report (``memory_method``):
   the device, exact and free to read. ``max_memory_reserved`` (what the
   allocator took from the driver, including its cache) is reported beside it.
 * **CPU, bench** — the method of mlfootprint's memory module
-  (``mlfootprint.memory.measured.measure_peak``): CPU allocator events from
+  (``mlfootprint.measure.peak.measure_peak``): CPU allocator events from
   ``torch.profiler(profile_memory=True)``, the model built and warmed up inside
   the profiled region, replayed to the largest live total during one step.
   Where that module is not installed, :class:`LiveTensorMemory`: a ``TorchDispatchMode`` over real
@@ -37,7 +37,7 @@ from torch.utils._pytree import tree_flatten
 
 LIVE_TENSORS_METHOD = ("live tensor storages (TorchDispatchMode over real tensors, weak-reference frees): "
                        "peak bytes of tensors alive at once; no allocator cache, no Python runtime")
-PROFILER_METHOD = ("CPU allocator events (torch.profiler profile_memory, as mlfootprint.memory.measured): peak live "
+PROFILER_METHOD = ("CPU allocator events (torch.profiler profile_memory, as mlfootprint.measure.peak): peak live "
                    "bytes of one step; allocations outside c10 (oneDNN/MKL scratch, Python objects) not included")
 CUDA_METHOD = "CUDA caching allocator statistics (torch.cuda.max_memory_allocated): peak bytes of live tensors"
 RSS_METHOD = ("process peak resident set size (getrusage ru_maxrss): everything the process holds, "

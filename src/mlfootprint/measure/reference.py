@@ -1,8 +1,7 @@
 """What measurements are compared against: this machine's device profile, its peak, and the predictions.
 
-The prediction and memory-estimate modules are imported lazily: where one is
-not installed (or fails for this workload) the figure is reported as
-``"not available (<reason>)"``, never as a number.
+Where a prediction fails for a workload, the figure is reported as ``"not available (<reason>)"``, never as
+a number.
 """
 from __future__ import annotations
 
@@ -10,7 +9,10 @@ import logging
 import re
 from typing import Any
 
+from ..analysis.memory.api import estimate_memory
+from ..analysis.predict.api import inference_latency, predict_step
 from ..core.errors import UserError
+from ..hardware.catalog import Device, dtype_for_precision, get_device, load_devices
 
 logger = logging.getLogger("mlfootprint.measure")
 
@@ -31,8 +33,6 @@ def _norm(text: str) -> str:
 
 def match_catalog_gpu(gpu_name: str) -> Any | None:
     """The catalog device whose name matches a CUDA device name ('NVIDIA H200' → h200), if exactly one does."""
-    from ..hardware.catalog import load_devices
-
     want = _norm(gpu_name).removeprefix("nvidia").removeprefix("amd")
     if not want:
         return None
@@ -57,8 +57,6 @@ def resolve_device(hardware: Any, torch_device: Any = "cpu") -> tuple[Any | None
     raises), or None: then the calibrated profile ``this`` when it describes
     this kind of device, else (on CUDA) the catalog GPU whose name matches.
     """
-    from ..hardware.catalog import Device, get_device
-
     dev_type = getattr(torch_device, "type", str(torch_device).split(":")[0])
     if isinstance(hardware, Device):
         return hardware, f"given: {hardware.id}", []
@@ -100,8 +98,6 @@ def peak_flops(device: Any, precision: str, torch_device: Any = "cpu") -> tuple[
     (``torch.backends.cuda.matmul.allow_tf32`` / ``set_float32_matmul_precision``):
     the TF32 peak is then the right denominator, and a note says so.
     """
-    from ..hardware.catalog import dtype_for_precision
-
     if device is None:
         return None, "no device", []
     dtype = dtype_for_precision(precision)
@@ -130,31 +126,29 @@ def _short(exc: BaseException) -> str:
 
 def predictions(spec: Any, wl: Any, trace: Any, device: Any, device_why: str) -> dict[str, tuple[Any, str]]:
     """Predicted figures for this workload on ``device``: figure → (value or None, source or 'not available (why)')."""
-    from ..memory.api import estimate_memory
-    from ..predict import api as mod
-
     out: dict[str, tuple[Any, str]] = {}
     time_keys = ("step_s", "tokens_per_s", "samples_per_s", "mfu", "hfu")
     if device is None:
         for k in time_keys:
             out[k] = (None, f"not available ({device_why})")
     elif getattr(wl, "mode", "") == "generate":
+        lat, error = None, ""
         try:
-            lat = mod.inference_latency(spec, wl, trace, device)
+            lat = inference_latency(spec, wl, trace, device)
         except Exception as exc:  # noqa: BLE001
             logger.warning("prediction failed: %s", _short(exc))
-            lat = {"error": _short(exc)}
+            error = _short(exc)
         for k in time_keys:
             out[k] = (None, "not available (no MFU prediction for decoding)")
-        if "generate_s" in lat:
-            out["step_s"] = (lat["generate_s"], f"inference_latency (prefill + decode) on {device.id}")
-            out["tokens_per_s"] = (lat.get("generate_tokens_per_s"), f"inference_latency on {device.id}")
+        if lat is not None and lat.generate is not None:
+            out["step_s"] = (lat.generate.total_s, f"inference_latency (prefill + decode) on {device.id}")
+            out["tokens_per_s"] = (lat.generate.tokens_per_s, f"inference_latency on {device.id}")
         else:
-            why = lat.get("error") or "the prediction has no decode model for this architecture"
+            why = error or "the prediction has no decode model for this architecture"
             out["step_s"] = out["tokens_per_s"] = (None, f"not available ({why})")
     else:
         try:
-            pred = mod.predict_step(spec, wl, trace, device)
+            pred = predict_step(spec, wl, trace, device)
         except Exception as exc:  # noqa: BLE001 - a prediction failure is a missing figure, not a failed bench
             logger.warning("prediction failed: %s", _short(exc))
             for k in time_keys:
@@ -168,10 +162,10 @@ def predictions(spec: Any, wl: Any, trace: Any, device: Any, device_why: str) ->
         # What is measured is tensor memory (allocator statistics / events), so the estimate's framework
         # allowance (CUDA context, workspaces, fragmentation: other_bytes) is left out of the comparison.
         est = estimate_memory(spec, wl, trace, other_bytes=0)
-        out["peak_memory_bytes"] = (est.peak_bytes, "estimate_memory (tensors only: other_bytes=0, like the measurement)")
+        out["peak_bytes"] = (est.peak_bytes, "estimate_memory (tensors only: other_bytes=0, like the measurement)")
     except Exception as exc:  # noqa: BLE001 - an estimate failure is a missing figure, not a failed bench
         logger.warning("memory estimate failed: %s", _short(exc))
-        out["peak_memory_bytes"] = (None, f"not available (memory estimate failed: {_short(exc)})")
+        out["peak_bytes"] = (None, f"not available (memory estimate failed: {_short(exc)})")
     return out
 
 

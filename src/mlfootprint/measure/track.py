@@ -66,7 +66,11 @@ from typing import Any
 
 import torch
 
+from ..analysis.count.flops import flop_summary
 from ..core.errors import UserError
+from ..models.spec import ModelSpec
+from ..trace.run import trace
+from ..workload import Workload
 from . import distributed as dist_mod
 from .energy import EnergyMeter, MeterUnavailable, SafeMeter, auto_meter
 from .memory import CUDA_METHOD, RSS_METHOD, peak_rss_bytes
@@ -207,7 +211,8 @@ class Tracker:
                  warmup_steps: int = 1, optimizer: Any = None, mode: str = "train", trace: bool = True,
                  sample_interval_s: float = 1.0, flush_interval_s: float = 10.0, gather_timeout_s: float = 60.0,
                  rank_files: bool | None = None, log_every: int | None = None,
-                 log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 report_builder: Callable[..., Any] | None = None) -> None:
         _positive("grad_accum", grad_accum, integer=True, allow_none=False)
         _positive("tokens_per_step", tokens_per_step)
         _positive("flops_per_token", flops_per_token)
@@ -254,6 +259,7 @@ class Tracker:
         from .reference import resolve_device
 
         self.hardware, self._hardware_why, self._hardware_notes = resolve_device(hardware, self.device)
+        self._report_builder = report_builder  # (records, warmup=, meta=) -> Report; None: records only
         self.report = None  # the Report, once stopped
         self.report_error: str | None = None
         self.records: list[dict[str, Any]] = []
@@ -477,9 +483,10 @@ class Tracker:
         try:
             if not self._final_written:
                 self._final_record(status)
-            if self._is_writer() and self.report_path is not None and self._ranks_dir is not None:
-                rep = dist_mod.merge_rank_files([self._ranks_dir], warmup=self.warmup_steps)
-                self._write(rep)
+            if (self._is_writer() and self.report_path is not None and self._ranks_dir is not None
+                    and self._report_builder is not None):
+                records, warmup, meta = dist_mod.gather_rank_records([self._ranks_dir], warmup=self.warmup_steps)
+                self._write(self._report_builder(records, warmup=warmup, meta=meta))
         except Exception as exc:  # noqa: BLE001 - dying anyway; say why the data may be incomplete
             logger.warning("mlfootprint.track: could not save everything on %s: %s", status, exc)
 
@@ -516,8 +523,9 @@ class Tracker:
                                                directory=self._ranks_dir, timeout_s=timeout)
             self.records = records
             meta = {"assumptions": list(self._hardware_notes)}
-            self.report = dist_mod.build_report(records, warmup=self.warmup_steps, meta=meta)
-            if self._is_writer() and self.report_path is not None:
+            if self._report_builder is not None:
+                self.report = self._report_builder(records, warmup=self.warmup_steps, meta=meta)
+            if self._is_writer() and self.report_path is not None and self.report is not None:
                 self._write(self.report)
         except Exception as exc:  # noqa: BLE001 - the loop is over; say what went wrong, keep what we have
             logger.warning("mlfootprint.track: building the report failed (%s: %s); the recorded steps are in "
@@ -691,11 +699,6 @@ class Tracker:
         assert self._captured is not None
         t0 = time.perf_counter()
         try:
-            from ..api import trace_workload
-            from ..count.flops import flop_summary
-            from ..models.spec import ModelSpec
-            from ..workload import Workload
-
             args_spec, kwargs_spec, _ = self._captured
             inner = self._inner
             precision = self._resolved_precision()
@@ -706,7 +709,7 @@ class Tracker:
                                  origin=f"{type(inner).__module__}.{type(inner).__name__}",
                                  factory=lambda: _Replay(copy.deepcopy(inner), args_spec, kw),
                                  inputs_factory=lambda: ())
-                return trace_workload(spec, wl)[2]
+                return trace(spec, wl)
 
             try:
                 tr = traced(kwargs_spec)
@@ -718,9 +721,9 @@ class Tracker:
                 tr = traced(_Spec("dict", {k: v for k, v in kwargs_spec.value.items() if k != "attention_mask"}))
                 self._notes.append("traced without the attention_mask argument (its values are unknown on fake "
                                    "tensors); attention FLOPs do not depend on it")
-            fs = flop_summary(tr, causal_default=bool(tr.meta.get("causal")))
-            self._flops.update({"model_flops_per_micro_batch": fs["model"],
-                                "hardware_flops_per_micro_batch": fs["hardware"],
+            fs = flop_summary(tr)
+            self._flops.update({"model_flops_per_micro_batch": fs.model,
+                                "hardware_flops_per_micro_batch": fs.hardware,
                                 "flops_source": "trace of the model (first micro-batch's shapes)"})
             # The first step ran `forwards` training forwards (micro-batches) for `calls` step() calls and
             # `tokens` tokens: FLOPs per token = FLOPs of one forward+backward × forwards / tokens.
@@ -730,19 +733,19 @@ class Tracker:
             if isinstance(first_tokens, torch.Tensor):
                 first_tokens = float(first_tokens.detach().sum().item())
             self._flops["forwards_in_first_step"] = forwards
-            self._flops["model_flops_per_micro_step"] = fs["model"] * forwards / calls
-            self._flops["hardware_flops_per_micro_step"] = fs["hardware"] * forwards / calls
+            self._flops["model_flops_per_micro_step"] = fs.model * forwards / calls
+            self._flops["hardware_flops_per_micro_step"] = fs.hardware * forwards / calls
             if first_tokens is not None and float(first_tokens) > 0:
                 first_f = float(first_tokens)
-                self._flops["model_flops_per_token"] = fs["model"] * forwards / first_f
-                self._flops["hardware_flops_per_token"] = fs["hardware"] * forwards / first_f
+                self._flops["model_flops_per_token"] = fs.model * forwards / first_f
+                self._flops["hardware_flops_per_token"] = fs.hardware * forwards / first_f
                 self._notes.append(
-                    f"FLOPs per token = {fs['model']:.4g} model FLOPs per forward+backward (traced, first "
+                    f"FLOPs per token = {fs.model:.4g} model FLOPs per forward+backward (traced, first "
                     f"micro-batch's shapes) × {forwards} forward(s) in the first step / its {first_f:g} tokens; "
                     "steps with other shapes are assumed to scale linearly with their tokens")
-            if fs.get("unsupported_ops"):
+            if fs.unsupported_ops:
                 self._notes.append("operators without a FLOP formula (not counted): "
-                                   + ", ".join(f"{k} ×{v}" for k, v in sorted(fs["unsupported_ops"].items())))
+                                   + ", ".join(f"{k} ×{v}" for k, v in sorted(fs.unsupported_ops.items())))
             if not self.precision:
                 self._notes.append(f"precision {precision} (detected from the model's weights and autocast); "
                                    "pass precision= to change it")
@@ -857,15 +860,3 @@ class Tracker:
             (self._log or logger.info)(text)
         except Exception as exc:  # noqa: BLE001
             self._note_failure("log", f"progress line failed: {exc}")
-
-
-def track(model: Any = None, **kwargs: Any) -> Tracker:
-    """Track your own loop: a context manager (``with mf.track(...) as t``) and a decorator (``@mf.track(...)``).
-
-    See :mod:`mlfootprint.measure.track` for what is measured and how; the
-    keyword arguments are those of :class:`Tracker`.
-    """
-    return Tracker(model, **kwargs)
-
-
-track.current = current_tracker  # type: ignore[attr-defined]

@@ -98,7 +98,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         assumptions.append(f"MoE routing: balanced top-{moe.top_k} of {moe.experts} experts "
                            "(each token visits exactly k experts; capacity limits and drops not modelled)")
     cls = _auto_class(transformers, spec.task)
-    kwargs: dict[str, Any] = {"dtype": wl.param_dtype}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, wl.precision_info.traced_param_dtype)}
     want_attn = wl.attention
     try:
         with _no_init(transformers):
@@ -125,7 +125,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         labels_n = int(getattr(config, "num_labels", 2))
 
         def make_inputs():
-            x = torch.randn(batch, channels, size, size, dtype=wl.compute_dtype if not wl.mixed else torch.float32)
+            x = torch.randn(batch, channels, size, size, dtype=getattr(torch, wl.precision_info.compute_dtype) if not wl.mixed else torch.float32)
             kw: dict[str, Any] = {"pixel_values": x}
             if wl.training:
                 kw["labels"] = torch.zeros(batch, dtype=torch.long) % max(labels_n, 1)

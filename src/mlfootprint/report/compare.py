@@ -7,14 +7,15 @@ A figure is named by its dotted path in the report (``flops.model``,
 FLOPs, bytes, seconds, joules, grams, litres, dollars), higher for throughput,
 utilization and user metrics, unless told otherwise.
 
-The result is a Report with one ``compare`` section, so a comparison saved as
-JSON re-renders with ``mlfootprint report`` like any other report.
+The ``compare`` verb puts the result in a report's ``compare`` section, so a comparison saved as JSON
+re-renders with ``mlfootprint report`` like any other report.
 """
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +142,28 @@ def pareto_front(xs: Sequence[float | None], ys: Sequence[float | None], x_bette
     return optimal, dominated_by
 
 
+@dataclass
+class Comparison:
+    """Several reports side by side: the ``compare`` section's content and what it assumed."""
+
+    reports: list[dict[str, Any]]
+    figures: list[dict[str, Any]]
+    pareto: dict[str, Any] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+
+
+CONVENTIONS = {
+    "better": "lower for cost-like figures (params, FLOPs, bytes, time, energy, CO2e, water, cost); higher for "
+              "throughput, MFU/HFU and user metrics; --maximize/--minimize override",
+    "Pareto-optimal": "no other report is at least as good on both figures and strictly better on one",
+    "units": "JSON in base units with the unit in the key; GB = 1e9 bytes, GiB = 2^30 bytes",
+}
+
+
 def compare_reports(reports: Sequence[Report], files: Sequence[str], metrics: Sequence[str] = (),
                     x: str | None = None, y: str | None = None,
-                    maximize: Sequence[str] = (), minimize: Sequence[str] = ()) -> Report:
-    """The `compare` report of several saved reports (see the module docstring)."""
+                    maximize: Sequence[str] = (), minimize: Sequence[str] = ()) -> Comparison:
+    """The main figures of several saved reports side by side, and a Pareto front (see the module docstring)."""
     if len(reports) < 2:
         raise UserError("compare needs two or more reports (files written with --format json)")
     n = len(reports)
@@ -193,12 +212,10 @@ def compare_reports(reports: Sequence[Report], files: Sequence[str], metrics: Se
                            for r, f in zip(reports, flats)],
         })
 
-    section: dict[str, Any] = {
-        "reports": [{"label": lab, "file": str(f), "model": (r.get("model") or {}).get("name"), "verb": r.verb}
-                    for lab, f, r in zip(labels, files, reports)],
-        "figures": figures,
-    }
-    out = Report(verb="compare")
+    out = Comparison(
+        reports=[{"label": lab, "file": str(f), "model": (r.get("model") or {}).get("name"), "verb": r.verb}
+                 for lab, f, r in zip(labels, files, reports)],
+        figures=figures)
     if x_path and y_path:
         xs = [f.get(x_path) for f in flats]
         ys = [f.get(y_path) for f in flats]
@@ -213,21 +230,15 @@ def compare_reports(reports: Sequence[Report], files: Sequence[str], metrics: Se
                 status.append("optimal")
             else:
                 status.append(f"dominated by {labels[dominated_by[i]]}")  # type: ignore[index]
-        section["pareto"] = {
+        out.pareto = {
             "x": x_path, "y": y_path, "x_better": xb, "y_better": yb,
             "x_values": xs, "y_values": ys,
             "optimal": [labels[i] for i in optimal], "optimal_index": optimal, "status": status,
         }
     else:
-        out.assume("no Pareto front: the reports do not share two figures to plot (name them with --x and --y)")
-    out.set_section("compare", section)
-    out.conventions = {
-        "better": "lower for cost-like figures (params, FLOPs, bytes, time, energy, CO2e, water, cost); higher for "
-                  "throughput, MFU/HFU and user metrics; --maximize/--minimize override",
-        "Pareto-optimal": "no other report is at least as good on both figures and strictly better on one",
-        "units": "JSON in base units with the unit in the key; GB = 1e9 bytes, GiB = 2^30 bytes",
-    }
-    _merge_assumptions(out, reports, labels)
+        out.assumptions.append("no Pareto front: the reports do not share two figures to plot "
+                               "(name them with --x and --y)")
+    out.assumptions += _merged_assumptions(reports, labels)
     return out
 
 
@@ -249,12 +260,9 @@ def _default_axes(x: str | None, y: str | None, flats: list[dict[str, Any]], met
     return x, y
 
 
-def _merge_assumptions(out: Report, reports: Sequence[Report], labels: Sequence[str]) -> None:
+def _merged_assumptions(reports: Sequence[Report], labels: Sequence[str]) -> list[str]:
     everyone = set.intersection(*(set(r.assumptions) for r in reports)) if reports else set()
-    for text in reports[0].assumptions:
-        if text in everyone:
-            out.assume(f"all reports: {text}")
+    out = [f"all reports: {text}" for text in reports[0].assumptions if text in everyone]
     for lab, r in zip(labels, reports):
-        for text in r.assumptions:
-            if text not in everyone:
-                out.assume(f"{lab}: {text}")
+        out += [f"{lab}: {text}" for text in r.assumptions if text not in everyone]
+    return list(dict.fromkeys(out))

@@ -120,7 +120,7 @@ class DiffRow:
 
     @property
     def changed(self) -> bool:
-        return not _same(self.a, self.b)
+        return not same_value(self.a, self.b)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "a": self.a, "b": self.b, "rel_change": self.rel_change}
@@ -552,7 +552,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     if _is_number(a) and _is_number(b):
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
             return True

@@ -8,12 +8,13 @@ from ..core.errors import UserError
 from .schema import Report
 
 Renderer = Callable[[Report, argparse.Namespace | None], str]
-_RENDERERS: dict[str, Renderer] = {}
+_RENDERERS: dict[tuple[str, str | None], Renderer] = {}
 
 
-def renderer(fmt: str) -> Callable[[Renderer], Renderer]:
+def renderer(fmt: str, verb: str | None = None) -> Callable[[Renderer], Renderer]:
+    """Register a renderer for a format; with ``verb``, for the reports of that verb only."""
     def deco(fn: Renderer) -> Renderer:
-        _RENDERERS[fmt] = fn
+        _RENDERERS[(fmt, verb)] = fn
         return fn
 
     return deco
@@ -21,23 +22,22 @@ def renderer(fmt: str) -> Callable[[Renderer], Renderer]:
 
 def render(report: Report, fmt: str, args: argparse.Namespace | None = None) -> str:
     _load_builtin()
-    try:
-        fn = _RENDERERS[fmt]
-    except KeyError:
-        raise UserError(f"unknown format {fmt!r}; choose one of: {', '.join(sorted(_RENDERERS))}") from None
+    fn = _RENDERERS.get((fmt, report.verb)) or _RENDERERS.get((fmt, None))
+    if fn is None:
+        raise UserError(f"unknown format {fmt!r}; choose one of: {', '.join(formats())}")
     return fn(report, args)
 
 
 def formats() -> list[str]:
     _load_builtin()
-    return sorted(_RENDERERS)
+    return sorted({fmt for fmt, verb in _RENDERERS if verb is None})
 
 
 def _load_builtin() -> None:
     # Importing registers them; optional renderers may be absent.
     import importlib
 
-    for name in ("json_out", "text", "markdown", "latex", "csv_out", "html"):
+    for name in ("json_out", "text", "markdown", "latex", "csv_out", "html", "claims", "history_view", "catalog_view"):
         try:
             importlib.import_module(f"mlfootprint.report.{name}")
         except ModuleNotFoundError as exc:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.version import __version__
+from .sections import Section
 
 SCHEMA = "mlfootprint.report/1"
 SCHEMA_VERSION = 1
@@ -32,10 +34,13 @@ class Report:
     conventions: dict[str, str] = field(default_factory=dict)
     tool_version: str = ""
 
-    def set_section(self, name: str, data: dict[str, Any], provenance: dict[str, str] | None = None) -> None:
-        self.sections[name] = data
+    def add(self, section: Section, provenance: dict[str, str] | None = None) -> dict[str, Any]:
+        """Add a section (its JSON form), marking the provenance of its figures by key. Returns the stored form."""
+        data = section.to_dict()
+        self.sections[section.NAME] = data
         for key, kind in (provenance or {}).items():
-            self.mark(f"{name}.{key}", kind)
+            self.mark(f"{section.NAME}.{key}", kind)
+        return data
 
     def mark(self, path: str, kind: str) -> None:
         if kind not in PROVENANCE_KINDS:
@@ -51,8 +56,6 @@ class Report:
 
     # -- JSON ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        from .. import __version__
-
         out: dict[str, Any] = {"schema": SCHEMA, "tool": f"mlfootprint {self.tool_version or __version__}", "verb": self.verb}
         for name in SECTIONS:
             if name in self.sections:

@@ -6,11 +6,14 @@ feeds everything).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
+
+from ..workload import Workload
 
 FORWARD = "forward"
 BACKWARD = "backward"
 OPTIMIZER = "optimizer"
+RECOMPUTE = "recompute"  # a forward re-run inside backward (activation checkpointing)
 PHASES = (FORWARD, BACKWARD, OPTIMIZER)
 
 
@@ -50,14 +53,76 @@ class ModuleNode:
     children: list[ModuleNode] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ParamFact:
+    """One parameter of the traced model (a shared, tied parameter appears once)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    trainable: bool
+    embedding: bool = False  # the weight of an nn.Embedding (token or learned position embeddings)
+    expert: bool = False  # a routed expert's weight (MoE)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class MoEFacts:
+    experts: int  # routed experts per MoE layer
+    top_k: int  # experts each token visits
+
+
+class SavedTensor(NamedTuple):
+    """A tensor autograd saved for backward: which storage, when (the op index at pack time), its size."""
+
+    storage: int
+    op_index: int
+    nbytes: int
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class BlockSpan:
+    """Where one repeated block (a child of an nn.ModuleList) ran in the forward op stream."""
+
+    path: str
+    start: int  # index of its first op record
+    end: int  # one past its last
+    input_bytes: int  # bytes of its first tensor input (what full recomputation keeps)
+    out_keys: list[int] = field(default_factory=list)  # storages of its outputs
+
+
+@dataclass
+class MemoryFacts:
+    """What the memory model needs beyond the op records."""
+
+    saved: list[SavedTensor] = field(default_factory=list)
+    param_casts: list[tuple[int, int]] = field(default_factory=list)  # (op index, storage) of weight dtype copies
+    blocks: list[BlockSpan] = field(default_factory=list)
+    grad_storages: list[int] = field(default_factory=list)
+    state_storages: list[int] = field(default_factory=list)
+    output_embedding: str = ""  # module path of the output embedding (LM head), if any
+    inputs: list[tuple[tuple[int, ...], str]] = field(default_factory=list)  # shapes and dtypes of the inputs
+    batch: int = 1  # samples in the traced inputs
+
+
 @dataclass
 class Trace:
-    """Everything one traced step produced."""
+    """Everything one traced step produced: the single source every analysis reads."""
 
+    workload: Workload  # the workload as traced (its batch is the traced batch)
     records: list[OpRecord]
     events: list[MemoryEvent]
     saved_bytes: dict[int, int]  # storage → bytes, tensors saved for backward
     module_tree: ModuleNode
+    params: list[ParamFact]
     unsupported: dict[str, int]
     param_bytes: int
     buffer_bytes: int
@@ -66,9 +131,16 @@ class Trace:
     optimizer_state_bytes: int  # optimizer state alive after the step
     phases_run: list[str]
     tokens: int  # tokens (or samples) processed in the step
+    token_unit: str = "tokens"
+    causal: bool = False  # a causal language model (for the causal-halved attention figure)
+    moe: MoEFacts | None = None
+    memory: MemoryFacts = field(default_factory=MemoryFacts)
     assumptions: list[str] = field(default_factory=list)
     trace_s: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return self.memory.batch
 
     def by_phase(self, phase: str) -> list[OpRecord]:
         return [r for r in self.records if r.phase == phase]

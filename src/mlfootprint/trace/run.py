@@ -1,38 +1,231 @@
 """Trace one step of a workload: forward, and for training the real backward and optimizer step.
 
-Everything runs under FakeTensorMode: a 405B-parameter model is traced without
-allocating its weights. The model is built inside the fake mode from its
-source; a user's own nn.Module is deep-copied into fake tensors, never moved
-or mutated.
+Everything runs under FakeTensorMode: a 405B-parameter model is traced without allocating its weights. The
+model is built inside the fake mode from its source; a user's own nn.Module is deep-copied into fake tensors,
+never moved or mutated. The result is a :class:`~.records.Trace`, the one source every analysis reads.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.utils.checkpoint as checkpoint
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..core.errors import UserError
+from ..models.build import build
 from ..models.spec import BuiltModel, ModelSpec
 from ..workload import Workload
 from .mode import RecordingMode
 from .optim import make_optimizer, zo_sgd_perturb
-from .records import BACKWARD, FORWARD, OPTIMIZER, ModuleNode, Trace
+from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
+                      ParamFact, SavedTensor, Trace)
+from .transforms import prepare_model
 
-RECOMPUTE = "recompute"
+
+def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_stop: bool = True) -> Trace:
+    """Trace one step of ``wl`` (its batch is the traced batch) of the model ``spec`` names.
+
+    ``checkpoint_early_stop=False`` runs the whole recomputed forward of a checkpointed block. With early stop
+    (PyTorch's default for non-reentrant checkpointing) the recomputed forward is interrupted by an exception,
+    its module post-hooks do not run, and the trace files the backward operators that follow as recomputation
+    (model FLOPs drop, HFU-only FLOPs grow); prediction keeps forward, backward and recompute apart this way,
+    at the cost of recomputing the few operators after a block's last saved tensor.
+    """
+    start = time.perf_counter()
+    fake_mode: Any = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
+    with fake_mode:
+        step = _prepare(spec, wl)
+    with contextlib.nullcontext() if checkpoint_early_stop else checkpoint.set_checkpoint_early_stop(False):
+        recorded = _run_step(step, wl, fake_mode, fake)
+    result = _assemble(step, wl, recorded)
+    result.trace_s = time.perf_counter() - start
+    return result
 
 
-def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
-    if spec.source == "factory":
-        from ..models import factory
+# ------------------------------------------------------------------------------------------ the named steps
 
-        return factory.build(spec, wl)
-    from ..models import hf
 
-    return hf.build(spec, wl)
+@dataclass
+class _Step:
+    """The model, its inputs and optimizer, ready to run one step."""
+
+    built: BuiltModel
+    model: torch.nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    params: list[torch.nn.Parameter]  # trainable
+    optimizer: torch.optim.Optimizer | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _prepare(spec: ModelSpec, wl: Workload) -> _Step:
+    """Build the model (inside the fake mode), apply LoRA/recomputation, make inputs and the optimizer."""
+    try:
+        built = build(spec, wl)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot build {spec.name!r}: {type(exc).__name__}: {exc}") from None
+    model = built.module
+    notes = prepare_model(model, wl)
+    args, kwargs = built.make_inputs()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = None
+    if wl.training:
+        optimizer, opt_notes = make_optimizer(wl, params)
+        notes.extend(opt_notes)
+    return _Step(built, model, args, kwargs, params, optimizer, notes)
+
+
+@dataclass
+class _Recorded:
+    rec: _PhaseAwareRecording
+    tree: ModuleNode
+    saved: dict[int, int]
+    saved_meta: list[SavedTensor]
+    blocks: list[BlockSpan]
+    phases: list[str]
+    events: list[Any]
+
+
+def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool) -> _Recorded:
+    """Run forward (+ backward + optimizer step) under the recording mode, with saved-tensor hooks."""
+    model = step.model
+    tree = module_tree(model)
+    param_storages = {p.untyped_storage()._cdata for p in model.parameters()}
+    buffer_storages = {b.untyped_storage()._cdata for b in model.buffers()}
+    depth = _ForwardDepth()
+    rec = _PhaseAwareRecording(depth, param_storages=param_storages | buffer_storages)
+    saved: dict[int, int] = {}
+    saved_meta: list[SavedTensor] = []
+    blocks = _BlockSpans(model, rec)
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            return t
+        key = st._cdata
+        if key not in rec.param_storages:
+            saved[key] = st.nbytes()
+            # which instance of the storage (the op index at pack time), its shape and dtype
+            saved_meta.append(SavedTensor(key, len(rec.records) - 1, st.nbytes(), tuple(t.shape),
+                                          str(t.dtype).replace("torch.", "")))
+        return t
+
+    compute = getattr(torch, wl.precision_info.compute_dtype)
+    autocast = torch.autocast(device_type="cpu", dtype=compute) if wl.mixed else contextlib.nullcontext()
+    phases: list[str] = []
+    try:
+        with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake):
+            with rec, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                output, loss = _forward_backward_step(step, wl, rec, autocast, phases)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(_trace_failure(exc, rec)) from None
+    events = list(rec.events)  # what happened in the step; frees after it (the model's teardown) are not part of it
+    del output, loss
+    return _Recorded(rec, tree, saved, saved_meta, blocks.spans, phases, events)
+
+
+def _forward_backward_step(step: _Step, wl: Workload, rec: RecordingMode, autocast: Any,
+                           phases: list[str]) -> tuple[Any, Any]:
+    """The step itself. Returns the output and loss, which the caller keeps alive until the step's memory
+    events are taken (a real loop holds them until the next step)."""
+    model, args, kwargs, params = step.model, step.args, step.kwargs, step.params
+    zo = wl.training and wl.optimizer == "zo-sgd"
+    grad_ctx = torch.no_grad() if (not wl.training or zo) else contextlib.nullcontext()
+    output = loss = None
+    rec.phase = FORWARD
+    with autocast, grad_ctx:
+        if zo:
+            # MeZO step: two forward passes at θ+εz and θ−εz, then the update (all without autograd).
+            rec.phase = OPTIMIZER
+            zo_sgd_perturb(params, 1e-3)
+            rec.phase = FORWARD
+            step.built.loss(model(*args, **kwargs))
+            rec.phase = OPTIMIZER
+            zo_sgd_perturb(params, -2e-3)
+            rec.phase = FORWARD
+            output = model(*args, **kwargs)
+            loss = step.built.loss(output)
+        else:
+            output = model(*args, **kwargs)
+            if wl.training:
+                loss = step.built.loss(output)
+    phases.append(FORWARD)
+    if wl.training and not zo:
+        rec.phase = BACKWARD
+        loss.backward()
+        phases.append(BACKWARD)
+    if wl.training:
+        rec.phase = OPTIMIZER
+        if zo:
+            zo_sgd_perturb(params, 1e-3)  # restore θ
+            zo_sgd_perturb(params, -1e-3)  # θ ← θ − lr·g·z (same shape of work)
+        else:
+            step.optimizer.step()
+        phases.append(OPTIMIZER)
+    return output, loss
+
+
+def _assemble(step: _Step, wl: Workload, r: _Recorded) -> Trace:
+    """The Trace: op records, memory events and the typed facts the analyses need."""
+    model, built, args, kwargs = step.model, step.built, step.args, step.kwargs
+    unique = list(model.parameters())  # parameters() yields a shared (tied) parameter once
+    tensors_in = [t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]
+    state_bytes = 0
+    state_storages: list[int] = []
+    if step.optimizer is not None:
+        for state in step.optimizer.state.values():
+            for v in state.values():
+                if isinstance(v, torch.Tensor) and v.dim() > 0:
+                    state_bytes += v.numel() * v.element_size()
+                    state_storages.append(v.untyped_storage()._cdata)
+    memory = MemoryFacts(
+        saved=r.saved_meta, param_casts=r.rec.param_casts, blocks=r.blocks,
+        grad_storages=[p.grad.untyped_storage()._cdata for p in unique if p.grad is not None],
+        state_storages=state_storages, output_embedding=_output_embedding(model),
+        inputs=[(tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in tensors_in],
+        batch=int(tensors_in[0].shape[0]) if tensors_in and tensors_in[0].dim() > 0 else wl.batch,
+    )
+    moe = MoEFacts(built.moe.experts, built.moe.top_k) if built.moe is not None else None
+    return Trace(
+        workload=wl, records=r.rec.records, events=r.events, saved_bytes=r.saved, module_tree=r.tree,
+        params=_param_facts(model, built), unsupported=dict(r.rec.unsupported),
+        param_bytes=sum(p.numel() * p.element_size() for p in unique),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        input_bytes=sum(t.numel() * t.element_size() for t in tensors_in),
+        grad_bytes=sum(p.grad.numel() * p.grad.element_size() for p in unique if p.grad is not None),
+        optimizer_state_bytes=state_bytes, phases_run=r.phases, tokens=built.tokens, token_unit=built.token_unit,
+        causal=built.causal, moe=moe, memory=memory, assumptions=built.assumptions + step.notes,
+    )
+
+
+def _param_facts(model: torch.nn.Module, built: BuiltModel) -> list[ParamFact]:
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    is_expert = built.moe.is_expert_param if built.moe is not None else (lambda name: False)
+    return [ParamFact(name, tuple(p.shape), str(p.dtype).replace("torch.", ""), bool(p.requires_grad),
+                      id(p) in embedding_ids, bool(is_expert(name)))
+            for name, p in model.named_parameters()]
+
+
+def _output_embedding(model: torch.nn.Module) -> str:
+    get_out = getattr(model, "get_output_embeddings", None)
+    if not callable(get_out):
+        return ""
+    try:
+        head = get_out()
+    except Exception:  # noqa: BLE001 - a model without output embeddings
+        return ""
+    if head is None:
+        return ""
+    return next((n for n, m in model.named_modules() if m is head), "")
 
 
 def module_tree(model: torch.nn.Module) -> ModuleNode:
@@ -61,6 +254,9 @@ def module_tree(model: torch.nn.Module) -> ModuleNode:
         return n
 
     return node("", "", model, {id(model)})
+
+
+# ------------------------------------------------------------------------------------------ helpers
 
 
 class _ForwardDepth:
@@ -121,140 +317,6 @@ class _PhaseAwareRecording(RecordingMode):
             pass
 
 
-def _apply_recompute(model: torch.nn.Module, wl: Workload, notes: list[str]) -> None:
-    if wl.recompute == "none" or not wl.training:
-        return
-    if wl.recompute == "full":
-        kwargs = {"use_reentrant": False}
-        if getattr(model, "activation_checkpointing_enable", None) is not None:  # transformers >= 5
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        elif getattr(model, "gradient_checkpointing_enable", None) is not None:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        else:
-            raise UserError("--recompute full needs a Hugging Face model (activation checkpointing); "
-                            "for a custom model, checkpoint its blocks in your factory with torch.utils.checkpoint")
-        notes.append("full recomputation: every transformer block's forward is re-run in backward (HF gradient checkpointing)")
-    else:
-        notes.append("selective recomputation (Korthikanti et al. 2022) recomputes attention's softmax/dropout; "
-                     "with SDPA/flash attention those are not stored anyway, so the trace is unchanged")
-
-
-def trace(spec: ModelSpec, wl: Workload, fake: bool = True) -> tuple[Trace, BuiltModel]:
-    """Trace one step. Returns the trace and the built (fake) model."""
-    start = time.perf_counter()
-    fake_mode: Any = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
-    notes: list[str] = []
-    with fake_mode:
-        try:
-            built = build(spec, wl)
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"cannot build {spec.name!r}: {type(exc).__name__}: {exc}") from None
-        model = built.module
-        _apply_lora(model, wl, notes)
-        _apply_recompute(model, wl, notes)
-        args, kwargs = built.make_inputs()
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = None
-        if wl.training:
-            optimizer, opt_notes = make_optimizer(wl, params)
-            notes.extend(opt_notes)
-    tree = module_tree(model)
-    param_storages = {p.untyped_storage()._cdata for p in model.parameters()}
-    buffer_storages = {b.untyped_storage()._cdata for b in model.buffers()}
-    param_bytes = sum(p.numel() * p.element_size() for p in _unique_params(model))
-    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
-    input_bytes = sum(t.numel() * t.element_size() for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor))
-
-    depth = _ForwardDepth()
-    rec = _PhaseAwareRecording(depth, param_storages=param_storages | buffer_storages)
-    saved: dict[int, int] = {}
-    saved_meta: list[tuple[int, int, int, tuple[int, ...], str]] = []
-    blocks = _BlockSpans(model, rec)
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            st = t.untyped_storage()
-        except (RuntimeError, NotImplementedError):
-            return t
-        key = st._cdata
-        if key not in rec.param_storages:
-            saved[key] = st.nbytes()
-            # memory: which instance of the storage (the op index at pack time), its shape and dtype
-            saved_meta.append((key, len(rec.records) - 1, st.nbytes(), tuple(t.shape), str(t.dtype).replace("torch.", "")))
-        return t
-
-    autocast = (torch.autocast(device_type="cpu", dtype=wl.compute_dtype) if wl.mixed else contextlib.nullcontext())
-    phases: list[str] = []
-    zo = wl.training and wl.optimizer == "zo-sgd"
-    grad_ctx = torch.no_grad() if (not wl.training or zo) else contextlib.nullcontext()
-    output = loss = None
-    try:
-        with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake):
-            with rec, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                rec.phase = FORWARD
-                with autocast, grad_ctx:
-                    if zo:
-                        # MeZO step: two forward passes at θ+εz and θ−εz, then the update (all without autograd).
-                        rec.phase = OPTIMIZER
-                        zo_sgd_perturb(params, 1e-3)
-                        rec.phase = FORWARD
-                        built.loss(model(*args, **kwargs))
-                        rec.phase = OPTIMIZER
-                        zo_sgd_perturb(params, -2e-3)
-                        rec.phase = FORWARD
-                        output = model(*args, **kwargs)
-                        loss = built.loss(output)
-                    else:
-                        output = model(*args, **kwargs)
-                        if wl.training:
-                            loss = built.loss(output)
-                phases.append(FORWARD)
-                if wl.training and not zo:
-                    rec.phase = BACKWARD
-                    loss.backward()
-                    phases.append(BACKWARD)
-                if wl.training:
-                    rec.phase = OPTIMIZER
-                    if zo:
-                        zo_sgd_perturb(params, 1e-3)  # restore θ
-                        zo_sgd_perturb(params, -1e-3)  # θ ← θ − lr·g·z (same shape of work)
-                    else:
-                        optimizer.step()
-                    phases.append(OPTIMIZER)
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(_trace_failure(exc, rec)) from None
-    step_events = list(rec.events)  # what happened in the step; frees after it (the model's teardown) are not part of it
-    grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in _unique_params(model) if p.grad is not None)
-    state_bytes = 0
-    state_storages: list[int] = []
-    if optimizer is not None:
-        for state in optimizer.state.values():
-            for v in state.values():
-                if isinstance(v, torch.Tensor) and v.dim() > 0:
-                    state_bytes += v.numel() * v.element_size()
-                    state_storages.append(v.untyped_storage()._cdata)
-    result = Trace(
-        records=rec.records, events=step_events, saved_bytes=saved, module_tree=tree,
-        unsupported=dict(rec.unsupported), param_bytes=param_bytes, buffer_bytes=buffer_bytes,
-        input_bytes=input_bytes, grad_bytes=grad_bytes, optimizer_state_bytes=state_bytes,
-        phases_run=phases, tokens=built.tokens, assumptions=built.assumptions + notes,
-    )
-    result.meta["token_unit"] = built.token_unit
-    result.meta["causal"] = built.causal
-    result.meta["memory"] = _memory_meta(model, wl, built, rec, saved_meta, blocks, state_storages, args, kwargs)
-    del output, loss
-    result.trace_s = time.perf_counter() - start
-    return result, built
-
-
-def _unique_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return list(model.parameters())  # parameters() already yields a shared (tied) parameter once
-
-
 def _trace_failure(exc: Exception, rec: RecordingMode) -> str:
     where = rec.records[-1].module if rec.records else ""
     last = rec.records[-1].op if rec.records else "the first operator"
@@ -268,24 +330,16 @@ def _trace_failure(exc: Exception, rec: RecordingMode) -> str:
     return f"cannot trace the model: {kind} after {last}{loc}: {msg[:200]} — {hint}"
 
 
-def _apply_lora(model: torch.nn.Module, wl: Workload, notes: list[str]) -> None:
-    if not wl.lora_rank:
-        return
-    from ..memory.lora import apply_lora  # issue "Memory": LoRA adapters on the fake model
-
-    notes.extend(apply_lora(model, wl.lora_rank, wl.lora_targets))
-
-
 class _BlockSpans:
-    """memory: where each repeated block (a child of an nn.ModuleList) starts and ends in the forward op stream,
+    """Where each repeated block (a child of an nn.ModuleList) starts and ends in the forward op stream,
     and the bytes of its input (what full recomputation keeps)."""
 
     def __init__(self, model: torch.nn.Module, rec: RecordingMode) -> None:
-        self.spans: list[dict[str, Any]] = []
+        self.spans: list[BlockSpan] = []
         self._model = model
         self._rec = rec
         self._handles: list[Any] = []
-        self._open: dict[int, dict[str, Any]] = {}
+        self._open: dict[int, tuple[str, int, int, str]] = {}
 
     def __enter__(self):
         for name, m in self._model.named_modules():
@@ -293,73 +347,35 @@ class _BlockSpans:
                 for child_name, child in m.named_children():
                     path = f"{name}.{child_name}" if name else child_name
                     self._handles.append(child.register_forward_pre_hook(self._pre(path), with_kwargs=True))
-                    self._handles.append(child.register_forward_hook(self._post(path)))
+                    self._handles.append(child.register_forward_hook(self._post()))
         return self
 
     def _pre(self, path: str):
         def hook(module, args, kwargs):
             first = next((a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)), None)
             nbytes = first.numel() * first.element_size() if first is not None else 0
-            self._open[id(module)] = {"path": path, "start": len(self._rec.records), "input_bytes": nbytes,
-                                      "phase": self._rec.phase}
+            self._open[id(module)] = (path, len(self._rec.records), nbytes, self._rec.phase)
         return hook
 
-    def _post(self, path: str):
+    def _post(self):
         def hook(module, args, output):
-            span = self._open.pop(id(module), None)
-            if span is not None and span["phase"] == FORWARD:
-                span["end"] = len(self._rec.records)
-                keys = []
-                for t in (output if isinstance(output, (tuple, list)) else (output,)):
-                    if isinstance(t, torch.Tensor):
-                        try:
-                            keys.append(t.untyped_storage()._cdata)
-                        except (RuntimeError, NotImplementedError):
-                            pass
-                span["out_keys"] = keys
-                self.spans.append(span)
+            opened = self._open.pop(id(module), None)
+            if opened is None or opened[3] != FORWARD:
+                return
+            path, start, nbytes, _ = opened
+            keys = []
+            for t in (output if isinstance(output, (tuple, list)) else (output,)):
+                if isinstance(t, torch.Tensor):
+                    try:
+                        keys.append(t.untyped_storage()._cdata)
+                    except (RuntimeError, NotImplementedError):
+                        pass
+            self.spans.append(BlockSpan(path, start, len(self._rec.records), nbytes, keys))
         return hook
 
     def __exit__(self, *exc: Any) -> None:
         for h in self._handles:
             h.remove()
-
-
-def _memory_meta(model: torch.nn.Module, wl: Workload, built: BuiltModel, rec: _PhaseAwareRecording,
-                 saved_meta: list[Any], blocks: _BlockSpans, state_storages: list[int],
-                 args: Any, kwargs: Any) -> dict[str, Any]:
-    """What the memory model needs beyond the op records (issue "Memory")."""
-    params = []
-    for name, p in model.named_parameters():
-        params.append((name, tuple(p.shape), str(p.dtype).replace("torch.", ""), bool(p.requires_grad)))
-    out_emb = ""
-    get_out = getattr(model, "get_output_embeddings", None)
-    if callable(get_out):
-        try:
-            head = get_out()
-        except Exception:  # noqa: BLE001 - a model without output embeddings
-            head = None
-        if head is not None:
-            out_emb = next((n for n, m in model.named_modules() if m is head), "")
-    grad_storages = [p.grad.untyped_storage()._cdata for p in model.parameters() if p.grad is not None]
-    inputs = [t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]
-    return {
-        "params": params,
-        "saved": saved_meta,
-        "param_casts": rec.param_casts,
-        "blocks": blocks.spans,
-        "grad_storages": grad_storages,
-        "state_storages": state_storages,
-        "output_embedding": out_emb,
-        "inputs": [(tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in inputs],
-        "batch": int(inputs[0].shape[0]) if inputs and inputs[0].dim() > 0 else wl.batch,
-        "zo": wl.training and wl.optimizer == "zo-sgd",
-        "training": wl.training,
-        "recompute": wl.recompute if wl.training else "none",
-        "precision": wl.precision,
-        "optimizer": wl.optimizer,
-        "mode": wl.mode,
-    }
 
 
 @contextlib.contextmanager

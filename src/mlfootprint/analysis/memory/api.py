@@ -1,0 +1,551 @@
+"""Per-device memory of a traced workload, for the workload as given and for any other layout.
+
+:func:`memory_model` classifies one trace once (:mod:`.timeline`); then
+:meth:`MemoryModel.per_device` answers for a :class:`~.layout.Layout` in
+microseconds to milliseconds, without re-tracing, by these rules:
+
+**Which step.** The steady-state training step (step ≥ 2), not the first:
+optimizer states exist from the start of the step (the first step creates them
+lazily inside ``optimizer.step()``, after activations are freed, so its peak is
+never higher), and gradients are released by ``zero_grad(set_to_none=True)``
+(PyTorch's default since 2.0) between steps, so they grow during backward —
+unless they live for the whole step: with gradient accumulation (grad_accum >
+1), pipeline parallelism (1F1B accumulates over micro-batches), ZeRO-2/3
+(partitioned gradient buffers) or offload. The step's outputs (logits, loss)
+are released before the next step.
+
+**The traced timeline is replayed, scaled per class** (``timeline.CLASSES``):
+
+* micro-batch: every activation class scales by ``micro_batch / traced batch``
+  (parameter casts, gradients and optimizer temporaries do not). Linear in the
+  batch, which holds for the per-sample activations of the models we trace;
+  :func:`max_batch` re-traces instead of trusting it.
+* tensor parallelism (Korthikanti et al. 2022, "Reducing Activation
+  Recomputation in Large Transformer Models", Sec. 4.2): activations between the
+  column- and row-parallel linears (inside attention and MLP), the vocabulary-
+  parallel logits and loss are divided by ``tp``; the residual stream, norms and
+  embeddings are replicated — unless ``sequence_parallel``, which divides them
+  too (Sec. 4.2.2). Classified from the allocating module's name (see
+  ``timeline._Classifier``); unknown modules count as replicated.
+* precision: activations of the traced compute dtype scale by the ratio of
+  element sizes (other dtypes — fp32 statistics, indices, masks — do not).
+* mixed precision: autocast's 16-bit weight copies are not counted (the
+  16-bit working weights are ``weights_bytes``, as in Megatron/DeepSpeed).
+* gradients follow the traced timeline scaled to the layout's gradient bytes,
+  or are resident (see above). Optimizer temporaries scale with the ZeRO and
+  TP shard, and vanish from the device under offload.
+
+**Recomputation.** ``full`` keeps only each block's input through the forward
+pass and re-creates a block's saved tensors (and forward transients) when its
+backward starts (replayed from a trace without recomputation: this matched a
+real checkpointed step to 0.02%). ``selective`` drops the saved T×T attention
+tensors (softmax output, dropout mask: Korthikanti et al. Sec. 5) and adds one
+block's worth back as a transient; with SDPA/flash attention there are none.
+
+**Pipeline parallelism** (1F1B schedule, Narayanan et al. 2021): stage k keeps
+its blocks (the first stage also the embedding, the last the head and loss)
+and holds ``min(pp − k, grad_accum)`` micro-batches in flight: the replay of
+its own allocations plus (in flight − 1) × what one micro-batch saves. The
+first and last stages are evaluated; the larger is reported.
+
+**Generation.** Prefill is the traced forward over the prompt, with only the
+last position's logits kept (as ``generate`` does), plus the prompt's KV cache;
+decoding holds the full KV cache (prompt + generated) plus one token's
+activations (the prefill peak / prompt length).
+
+Structural changes the replay cannot express (training ↔ zo-sgd, or leaving a
+traced full recomputation) re-trace once, lazily, and the result is cached.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from ...core.errors import UserError
+from ...hardware.catalog import get_device
+from ...core.precision import precision as precision_of
+from ...models.spec import ModelSpec
+from ...trace.records import Trace
+from ...trace.run import trace as run_trace
+from ...workload import Workload
+from . import methods
+from .kvcache import kv_cache_bytes
+from ...workload import Layout, check_against_model, micro_batch_of
+from .states import (ParamInfo, ParamSet, StateLayout, States, model_states, params_from_trace,
+                     quantizable)
+from .timeline import ACT_CLASSES, CLASSES, C, N, POST, PRE, Profile, build_profile
+
+_OPT_TEMPS = {"sgd": 0, "sgd-momentum": 0, "adam": 2, "adamw": 2, "adafactor": 2, "adam-8bit": 0, "lion": 1, "zo-sgd": 1}
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per device. Components are each at their own maximum over the step; ``peak_bytes`` is the
+    maximum of their sum over the step's timeline (so it can be less than the sum); ``at_peak`` splits it."""
+
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    kv_cache_bytes: int
+    other_bytes: int
+    peak_bytes: int
+    host_bytes: int = 0
+    nvme_bytes: int = 0
+    device_bytes: int | None = None
+    fits: bool | None = None
+    headroom_bytes: int | None = None
+    peak_phase: str = ""
+    stage: int | None = None
+    at_peak: dict[str, int] = field(default_factory=dict)
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+    layout: Layout | None = None
+
+    def with_device(self, device_bytes: int | None, provenance: str = "assumed") -> MemoryEstimate:
+        out = copy.copy(self)
+        out.provenance = dict(self.provenance)
+        out.device_bytes = device_bytes
+        if device_bytes is None:
+            out.fits = out.headroom_bytes = None
+            for k in ("device_bytes", "fits", "headroom_bytes"):
+                out.provenance.pop(k, None)
+        else:
+            out.fits = self.peak_bytes <= device_bytes
+            out.headroom_bytes = device_bytes - self.peak_bytes
+            out.provenance.update(device_bytes=provenance, fits="modeled", headroom_bytes="modeled")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "weights_bytes": self.weights_bytes, "gradients_bytes": self.gradients_bytes,
+            "optimizer_bytes": self.optimizer_bytes, "activations_bytes": self.activations_bytes,
+            "kv_cache_bytes": self.kv_cache_bytes, "other_bytes": self.other_bytes, "peak_bytes": self.peak_bytes,
+            "host_bytes": self.host_bytes, "nvme_bytes": self.nvme_bytes,
+        }
+        if self.device_bytes is not None:
+            out.update(device_bytes=self.device_bytes, fits=self.fits, headroom_bytes=self.headroom_bytes)
+        out["peak_phase"] = self.peak_phase
+        if self.stage is not None:
+            out["pipeline_stage"] = self.stage
+        out["at_peak"] = dict(self.at_peak)
+        out["breakdown"] = dict(self.breakdown)
+        if self.layout is not None:
+            out["layout"] = self.layout.to_dict()
+        return out
+
+
+class MemoryModel:
+    """One trace, classified; ``per_device(layout)`` for any layout of the same model and sequence length."""
+
+    def __init__(self, spec: ModelSpec, wl: Workload, trace: Trace) -> None:
+        traced = trace.workload
+        self.spec = spec
+        self.wl = wl
+        self.trace = trace
+        self.training = traced.training
+        self.mode = traced.mode
+        self.traced_batch = trace.memory.batch or traced.batch
+        self.traced_precision = traced.precision
+        self.traced_optimizer = traced.optimizer
+        self.traced_recompute = traced.recompute if traced.training else "none"
+        self.traced_zo = traced.training and traced.optimizer == "zo-sgd"
+        compute = precision_of(self.traced_precision).compute_dtype
+        self.profile: Profile = build_profile(trace, self.training, compute)
+        self.params: list[ParamInfo] = params_from_trace(trace, self.profile.block_paths, self._pre_paths())
+        self.pset = ParamSet(self.params)
+        self._largest_trainable = max((p.numel for p in self.params if p.trainable), default=0)
+        self._largest_frozen_linear = max((p.numel for p in self.params if quantizable(p) and not p.trainable), default=0)
+        self.facts = dict(spec.facts or {})
+        self.lora = any("lora_A" in p.name for p in self.params)
+        self._cache: dict[Any, MemoryEstimate] = {}
+        self._variants: dict[Any, MemoryModel] = {}
+        self._states_cache: dict[StateLayout, States] = {}
+
+    def _pre_paths(self) -> set[str]:
+        spans = self.trace.memory.blocks
+        if not spans:
+            return set()
+        return {r.module for r in self.trace.records[:spans[0].start] if r.phase == "forward"}
+
+    # ------------------------------------------------------------------ public
+    def layout(self) -> Layout:
+        """The layout of the workload as given. Without --batch, the traced inputs' batch (e.g. from --input
+        shapes or an inputs callable) is the per-device micro-batch."""
+        lay = Layout.from_workload(self.wl)
+        if "batch" not in self.wl.given and not self.wl.micro_batch and self.wl.batch == 1:
+            lay = lay.replace(micro_batch=self.traced_batch)
+        return lay
+
+    def per_device(self, layout: Layout, other_bytes: int | None = None, quant: str | None = None,
+                   gen_tokens: int | None = None) -> MemoryEstimate:
+        """Memory of one device of ``layout`` (the worst pipeline stage). See the module docstring for the rules."""
+        other = int(other_bytes) if other_bytes is not None else self._default_other()
+        quant = self.wl.quant if quant is None else quant
+        gen = self.wl.gen_tokens if gen_tokens is None else gen_tokens
+        key = (layout, other, quant, gen)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        check_against_model(layout, self.facts, self.profile.n_blocks or None, self.training)
+        if self.training and layout.optimizer == "zo-sgd" and not self.traced_zo:
+            est = self._variant(optimizer="zo-sgd").per_device(layout, other, quant, gen)
+        elif self.training and self.traced_zo and layout.optimizer != "zo-sgd":
+            est = self._variant(optimizer=layout.optimizer).per_device(layout, other, quant, gen)
+        elif self.training and self.traced_recompute == "full" and layout.recompute != "full":
+            est = self._variant(recompute="none").per_device(layout, other, quant, gen)
+        else:
+            est = self._estimate(layout, other, quant, gen)
+        if len(self._cache) > 8192:
+            self._cache.clear()
+        self._cache[key] = est
+        return est
+
+    def _default_other(self) -> int:
+        if self.wl.other_bytes is not None:
+            return int(self.wl.other_bytes)
+        return int(methods.value("framework", "other_bytes"))
+
+    def _variant(self, **changes: Any) -> MemoryModel:
+        key = tuple(sorted(changes.items()))
+        hit = self._variants.get(key)
+        if hit is None:
+            wl = self.wl.with_changes(batch=self.traced_batch, **changes)
+            hit = MemoryModel(self.spec, wl, run_trace(self.spec, wl))
+            self._variants[key] = hit
+        return hit
+
+    # ------------------------------------------------------------------ the estimate
+    def _states(self, lay: StateLayout) -> States:
+        hit = self._states_cache.get(lay)
+        if hit is None:
+            hit = model_states(self.pset, lay)
+            if not self.training and lay.quant == "none":
+                # inference keeps the weights as traced (fp32 under *-mixed autocast)
+                hit.weights_bytes = int(sum(p.numel * precision_of(lay.precision).traced_param_bytes / self._tp_div(p, lay) for p in self.params
+                                            if self._on_stage(p, lay)))
+            self._states_cache[lay] = hit
+        return hit
+
+    @staticmethod
+    def _tp_div(p: ParamInfo, lay: StateLayout) -> float:
+        d = lay.tp if p.matrix else 1
+        return d * (lay.ep if p.expert else 1)
+
+    @staticmethod
+    def _on_stage(p: ParamInfo, lay: StateLayout) -> bool:
+        return lay.stage_groups is None or p.group in lay.stage_groups or (p.tied_output and lay.last_stage)
+
+    def _stages(self, layout: Layout) -> list[tuple[int | None, frozenset[int] | None, bool, int]]:
+        """(stage index, its groups, is last, micro-batches in flight) for the stages worth evaluating."""
+        if layout.pp == 1:
+            return [(None, None, True, 1)]
+        L = self.profile.n_blocks
+        p = layout.pp
+        bounds = [round(k * L / p) for k in range(p + 1)]
+        out = []
+        for k in sorted({0, p - 1}):
+            groups = self.profile.group_of_block_range(bounds[k], bounds[k + 1], k == 0, k == p - 1)
+            inflight = min(p - k, layout.grad_accum) if self.training else 1
+            out.append((k, groups, k == p - 1, max(inflight, 1)))
+        return out
+
+    def _estimate(self, layout: Layout, other: int, quant: str, gen: int) -> MemoryEstimate:
+        best: MemoryEstimate | None = None
+        for stage, groups, last, inflight in self._stages(layout):
+            est = self._estimate_stage(layout, other, quant, gen, stage, groups, last, inflight)
+            if best is None or est.peak_bytes > best.peak_bytes:
+                best = est
+        assert best is not None
+        return best
+
+    def _coefficients(self, layout: Layout, st: States) -> tuple[list[float], dict[str, Any]]:
+        prof = self.profile
+        rb = layout.micro_batch / self.traced_batch
+        tp = layout.tp
+        repl_div = tp if layout.sequence_parallel else 1
+        pr = precision_of(layout.precision).compute_bytes / precision_of(self.traced_precision).compute_bytes
+        c = [0.0] * N
+        c[C["act_shard_cd"]] = rb * pr / tp
+        c[C["act_shard_o"]] = rb / tp
+        c[C["act_repl_cd"]] = rb * pr / repl_div
+        c[C["act_repl_o"]] = rb / repl_div
+        c[C["sq"]] = rb * pr / tp
+        c[C["head"]] = rb * pr / tp
+        info: dict[str, Any] = {"batch_ratio": rb, "precision_ratio": pr}
+        if self.mode == "generate":
+            seq = prof.seq or 1
+            c[C["head"]] /= seq  # generate keeps the last position's logits only
+        resident = False
+        if self.training and not self.traced_zo:
+            resident = (st.gradients_resident or layout.grad_accum > 1 or layout.pp > 1)
+            if not resident and prof.grad_bytes:
+                c[C["grad"]] = st.gradients_bytes / prof.grad_bytes
+        info["gradients_resident"] = resident
+        traced_mixed = precision_of(self.traced_precision).mixed
+        c[C["cast"]] = 0.0 if (traced_mixed and self.training) else 1.0 / tp
+        opt_const = 0.0
+        if self.training and st.optimizer_on_device:
+            shard = (layout.dp if layout.zero >= 1 else 1) * tp
+            if layout.optimizer == self.traced_optimizer:
+                c[C["opt"]] = 1.0 / shard
+            else:
+                largest = self._largest_trainable
+                opt_const = _OPT_TEMPS.get(layout.optimizer, 2) * largest * 4 / shard
+                info["optimizer_temporaries_modeled"] = True
+        info["optimizer_temporaries_const"] = opt_const
+        return c, info
+
+    def _estimate_stage(self, layout: Layout, other: int, quant: str, gen: int, stage: int | None,
+                        groups: frozenset[int] | None, last: bool, inflight: int) -> MemoryEstimate:
+        prof = self.profile
+        training = self.training
+        lay = StateLayout(precision=layout.precision, optimizer=layout.optimizer, training=training,
+                          zero=layout.zero if training else 0, dp=layout.dp, tp=layout.tp, ep=layout.ep,
+                          offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last)
+        st = self._states(lay)
+        c, info = self._coefficients(layout, st)
+        notes: list[str] = list(st.notes)
+
+        convert_full = training and layout.recompute == "full" and self.traced_recompute != "full"
+        mat, phases = prof.matrix(groups, recompute_full=convert_full)
+        sq_extra = 0.0
+        if training and layout.recompute == "selective" and self.traced_recompute == "none":
+            sq_extra = prof.sq_per_block() * c[C["sq"]]
+            c[C["sq"]] = 0.0
+        weights = torch.tensor([c, [c[k] if k in ACT_CLASSES else 0.0 for k in range(N)]], dtype=torch.float64).T
+        series = mat @ weights  # [points, 2]: everything on the timeline, and the activations alone
+        i = int(torch.argmax(series[:, 0]))
+        timeline_peak = float(series[i, 0])
+        act_peak = float(series[:, 1].max())
+        row = mat[i].tolist()
+
+        # micro-batches in flight on a pipeline stage: each holds what one micro-batch saves
+        inflight_bytes = 0.0
+        if inflight > 1:
+            saved = prof.recompute_kept_vector(groups) if layout.recompute == "full" else prof.saved_vector(groups)
+            if layout.recompute == "selective":
+                saved = list(saved)
+                saved[C["sq"]] = 0.0
+            inflight_bytes = (inflight - 1) * sum(saved[k] * c[k] for k in ACT_CLASSES)
+            notes.append(f"pipeline stage {stage}: {inflight} micro-batches in flight under 1F1B "
+                         f"(min(pp − stage, grad_accum)); {inflight - 1} more hold their saved activations")
+        inputs = self.trace.input_bytes * info["batch_ratio"]
+        dequant = 0.0
+        if self.lora and quant != "none" and training:
+            biggest = self._largest_frozen_linear
+            dequant = biggest * precision_of(layout.precision).compute_bytes / layout.tp
+            notes.append("QLoRA: one base weight at a time is dequantized to the compute dtype for its matmul "
+                         "(bitsandbytes), a transient counted in activations")
+        act_extra = inflight_bytes + inputs + sq_extra + dequant
+
+        kv = 0
+        decode_total = None
+        if self.mode == "generate":
+            kv, prompt_kv, decode_act = self._kv(layout, gen, act_peak)
+            prefill = timeline_peak + act_extra + prompt_kv
+            decode = kv + decode_act + inputs
+            decode_total = decode
+            if decode > prefill:
+                timeline_peak, act_extra, phase = decode_act, inputs, "decode"
+            else:
+                phase = "prefill"
+            kv_at_peak = kv if phase == "decode" else prompt_kv
+        else:
+            phase = phases[i]
+            kv_at_peak = 0
+
+        grads_resident = info["gradients_resident"]
+        grads_dev = st.gradients_bytes if (training and not self.traced_zo) else 0
+        grad_at_peak = grads_dev if grads_resident else row[C["grad"]] * c[C["grad"]]
+        if self.mode == "generate" and phase == "decode":
+            act_at_peak = timeline_peak + act_extra
+            opt_tmp = cast_at = 0.0
+            grad_at_peak = 0.0
+        else:
+            act_at_peak = sum(row[k] * c[k] for k in ACT_CLASSES) + act_extra
+            opt_tmp = row[C["opt"]] * c[C["opt"]] + info["optimizer_temporaries_const"]
+            cast_at = row[C["cast"]] * c[C["cast"]]
+        peak = (st.weights_bytes + st.optimizer_bytes + grad_at_peak + act_at_peak + opt_tmp + cast_at
+                + kv_at_peak + other)
+        activations = max(act_peak + act_extra, act_at_peak)
+        if self.mode == "generate":
+            activations = max(act_peak + inputs, (decode_total or 0) - kv)
+        at_peak = {
+            "weights_bytes": st.weights_bytes, "optimizer_bytes": st.optimizer_bytes,
+            "gradients_bytes": int(round(grad_at_peak)), "activations_bytes": int(round(act_at_peak)),
+            "optimizer_temporaries_bytes": int(round(opt_tmp)), "weight_casts_bytes": int(round(cast_at)),
+            "kv_cache_bytes": int(kv_at_peak), "other_bytes": other,
+        }
+        peak_int = int(round(peak))
+        breakdown: dict[str, Any] = dict(st.breakdown)
+        breakdown.update(micro_batch=layout.micro_batch, traced_batch=self.traced_batch,
+                         inputs_bytes=int(round(inputs)), inflight_activations_bytes=int(round(inflight_bytes)))
+        if quant != "none" and "quantized_weights_bytes" in breakdown and breakdown["quantized_weights_bytes"]:
+            q = breakdown["quantized_weights_bytes"]
+            quantized_bf16 = sum(2 * p.numel / self._tp_div(p, lay) for p in self.params
+                                 if self._on_stage(p, lay) and quantizable(p) and (not p.trainable or not self.training))
+            breakdown["quantized_compression_vs_bf16_ratio"] = round(quantized_bf16 / q, 4) if q else None
+            total_w = breakdown.get("weights_full_bytes") or st.weights_bytes
+            breakdown["weights_compression_vs_bf16_ratio"] = round(breakdown["weights_bf16_bytes"] / total_w, 4) if total_w else None
+        prov = self._provenance(layout, st, c, convert_full or sq_extra > 0 or inflight > 1, other)
+        return MemoryEstimate(
+            weights_bytes=st.weights_bytes, gradients_bytes=grads_dev, optimizer_bytes=st.optimizer_bytes,
+            activations_bytes=int(round(activations)), kv_cache_bytes=int(kv), other_bytes=other, peak_bytes=peak_int,
+            host_bytes=st.host_bytes, nvme_bytes=st.nvme_bytes, peak_phase=phase, stage=stage, at_peak=at_peak,
+            breakdown=breakdown, provenance=prov, assumptions=notes, layout=layout)
+
+    def _kv(self, layout: Layout, gen: int, act_peak: float) -> tuple[int, int, float]:
+        f = self.facts
+        layers, kv_heads, head_dim = f.get("layers"), f.get("kv_heads"), f.get("head_dim")
+        if not (layers and kv_heads and head_dim):
+            raise UserError("--mode generate needs a decoder language model whose config gives layers, attention heads "
+                            "and head size; this model has none")
+        prompt = self.profile.seq or (self.wl.seq or 1)
+        nbytes = precision_of(layout.precision).compute_bytes  # a 16-bit cache under *-mixed
+        full = kv_cache_bytes(int(layers), int(kv_heads), int(head_dim), prompt + gen, layout.micro_batch, nbytes,
+                              layout.tp, layout.pp)
+        prompt_kv = kv_cache_bytes(int(layers), int(kv_heads), int(head_dim), prompt, layout.micro_batch, nbytes,
+                                   layout.tp, layout.pp)
+        decode_act = act_peak / max(prompt, 1)
+        return full, prompt_kv, decode_act
+
+    def _provenance(self, layout: Layout, st: States, c: list[float], converted: bool, other: int) -> dict[str, str]:
+        tr = self.trace
+        prov = {
+            "weights_bytes": "counted" if st.weights_bytes == tr.param_bytes else "modeled",
+            "gradients_bytes": "counted" if st.gradients_bytes == tr.grad_bytes else "modeled",
+            "optimizer_bytes": "counted" if (st.optimizer_bytes == tr.optimizer_state_bytes
+                                             and layout.optimizer == self.traced_optimizer
+                                             and layout.optimizer != "adam-8bit") else "modeled",
+            "kv_cache_bytes": "modeled",
+            "other_bytes": "assumed",
+            "host_bytes": "modeled",
+            "nvme_bytes": "modeled",
+        }
+        unit = all(abs(c[k] - 1.0) < 1e-12 for k in ACT_CLASSES) and not converted
+        prov["activations_bytes"] = "counted" if unit and self.mode != "generate" else "modeled"
+        all_counted = all(prov[k] == "counted" for k in ("weights_bytes", "gradients_bytes", "optimizer_bytes",
+                                                         "activations_bytes"))
+        prov["peak_bytes"] = "counted" if (all_counted and other == 0) else "modeled"
+        return prov
+
+
+# ---------------------------------------------------------------------- functions
+
+def memory_model(spec: ModelSpec, wl: Workload, trace: Trace) -> MemoryModel:
+    """Classify a trace once; then ``.per_device(layout)`` for any layout (fast: no re-tracing)."""
+    return MemoryModel(spec, wl, trace)
+
+
+def device_bytes_for(wl: Workload) -> tuple[int | None, str, str]:
+    """(bytes, provenance, source) of one device's memory: --device-memory, else --hardware's catalog entry."""
+    if getattr(wl, "device_memory", None):
+        return int(wl.device_memory), "assumed", "--device-memory"
+    if wl.hardware:
+        dev = get_device(wl.hardware)
+        src = dev.sources.get("memory_bytes", {})
+        return int(dev.memory_bytes), str(src.get("provenance", "published")), dev.source_of("memory_bytes")
+    return None, "", ""
+
+
+def estimate_memory(spec: ModelSpec, wl: Workload, trace: Trace, device_bytes: int | None = None,
+                    other_bytes: int | None = None) -> MemoryEstimate:
+    """Per-device memory of the workload as given (its layout, micro-batch and mode)."""
+    model = memory_model(spec, wl, trace)
+    est = model.per_device(model.layout(), other_bytes=other_bytes)
+    prov = "assumed"
+    if device_bytes is None:
+        device_bytes, prov, _ = device_bytes_for(wl)
+    return est.with_device(device_bytes, prov or "assumed")
+
+
+def max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: int | None = None,
+              limit: int = 1 << 20, trace: Trace | None = None, probes: list[tuple[int, int]] | None = None) -> int:
+    """The largest per-device micro-batch whose peak fits in ``device_bytes``, found by re-tracing.
+
+    The search starts from the memory model's guess (one trace, scaled), then gallops — doubling its
+    step — away from the guess until a traced micro-batch that fits and one that does not bracket the
+    answer, then bisects. Every verdict comes from a trace at that very micro-batch, so a model whose
+    memory is not linear in the batch is still answered correctly; the answer ``b`` always has a trace
+    at ``b`` that fits and one at ``b + 1`` that does not (unless ``b`` is ``limit``). Returns 0 when one
+    sample does not fit. ``trace`` may be a trace of ``wl`` already made (it is reused); ``probes``, if
+    given, receives (micro_batch, peak_bytes, traced_now) for each verdict.
+    """
+    base_layout = Layout.from_workload(wl)
+    verdicts: dict[int, int] = {}
+    models: dict[int, MemoryModel] = {}
+    traces_made: list[int] = []
+
+    def peak_at(mb: int, tr: Trace | None = None) -> int:
+        if mb in verdicts:
+            return verdicts[mb]
+        if tr is None:
+            # the trace of one device's micro-batch: the layout is the memory model's to apply
+            tr = run_trace(spec, wl.with_changes(batch=mb, micro_batch=None, dp=1, grad_accum=1, devices=None))
+            traces_made.append(mb)
+        traced = tr.memory.batch or mb
+        if traced != mb:
+            raise UserError(f"asked for a batch of {mb} but the model's inputs have {traced} samples (its inputs "
+                            "callable ignores the batch), so there is no largest batch to search for")
+        model = MemoryModel(spec, wl, tr)
+        models[mb] = model
+        est = model.per_device(replace(base_layout, micro_batch=mb), other_bytes=other_bytes)
+        verdicts[mb] = est.peak_bytes
+        if probes is not None:
+            probes.append((mb, est.peak_bytes, bool(traces_made and traces_made[-1] == mb)))
+        return est.peak_bytes
+
+    def fits(mb: int) -> bool:
+        return peak_at(mb) <= device_bytes
+
+    b0 = min(base_layout.micro_batch, limit)
+    reuse = trace if (trace is not None and trace.memory.batch == b0) else None
+    p0 = peak_at(b0, reuse)
+    # the starting guess: the memory model's own scaling from the first trace (then verified by traces)
+    p1 = models[b0].per_device(replace(base_layout, micro_batch=b0 + 1), other_bytes=other_bytes).peak_bytes
+    slope = max(p1 - p0, 1)
+    guess = max(1, min(limit, b0 + math.floor((device_bytes - p0) / slope)))
+    lo: int | None = b0 if p0 <= device_bytes else None
+    hi: int | None = None if p0 <= device_bytes else b0
+    if guess != b0 and (lo is None or guess > lo) and (hi is None or guess < hi):
+        if fits(guess):
+            lo = guess
+        else:
+            hi = guess
+    step = 1
+    while hi is None:  # gallop up
+        if lo >= limit:
+            return limit
+        cand = min(limit, lo + step)
+        if fits(cand):
+            lo = cand
+            step *= 2
+        else:
+            hi = cand
+    step = 1
+    while lo is None:  # gallop down
+        if hi <= 1:
+            return 0
+        cand = max(1, hi - step)
+        if fits(cand):
+            lo = cand
+        else:
+            hi = cand
+            step *= 2
+    while hi - lo > 1:  # bisect
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+__all__ = ["CLASSES", "PRE", "POST", "Layout", "MemoryEstimate", "MemoryModel", "estimate_memory", "max_batch",
+           "memory_model", "micro_batch_of"]

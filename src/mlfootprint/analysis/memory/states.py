@@ -1,0 +1,397 @@
+"""Model states per device: weights, gradients and optimizer states.
+
+Bytes per parameter element (Ψ = parameters on the device, before ZeRO):
+
+==============  =========  =========  ==========================================
+precision       weights    gradients  optimizer (Adam/AdamW)
+==============  =========  =========  ==========================================
+fp32            4          4          8  (fp32 m, v)
+bf16 / fp16     2          2          4  (m, v in the parameter dtype, as torch.optim keeps them)
+*-mixed         2          2          12 = 4 (fp32 master weights) + 8 (fp32 m, v)
+==============  =========  =========  ==========================================
+
+Mixed precision follows the ZeRO paper (Rajbhandari et al. 2020, Sec. 3.1) and
+Megatron-LM/DeepSpeed: 16-bit working weights and gradients, fp32 master
+weights in the optimizer (2Ψ + 2Ψ + KΨ, K = 12 for Adam). fp8-mixed keeps the
+same 16-bit working copy (FP8 weight casts are transient).
+
+Other optimizers (state dtype as Adam's): SGD none; SGD with momentum and Lion
+one state; Adafactor (Shazeer & Stern 2018) the factored second moment, rows +
+columns per matrix (torch.optim.Adafactor keeps ``shape[:-1]`` + ``shape[:-2]
+× shape[-1]`` elements; a vector keeps a full one) and no first moment;
+adam-8bit (bitsandbytes) two 1-byte states plus one fp32 absmax per block of 256
+values each, 32-bit states for tensors under 4,096 elements; zo-sgd (MeZO) no
+gradients and no states.
+
+ZeRO over ``dp`` devices: stage 1 shards optimizer states, 2 also gradients, 3
+also weights (ZeRO-3 keeps parameters under DeepSpeed's persistence threshold
+whole, and gathers the current and the prefetched block). Tensor parallelism
+divides every matrix (≥2-D parameter) by ``tp`` and replicates vectors
+(norms, biases); pipeline parallelism gives each stage its blocks (the first
+also the layers before the blocks, the last those after, a tied output
+embedding on both); expert parallelism divides routed-expert parameters by
+``ep`` and ZeRO shards them over the ``dp/ep`` expert-data-parallel group.
+
+Offload (ZeRO-Offload, Ren et al. 2021; ZeRO-Infinity, Rajbhandari et al.
+2021): ``cpu`` moves the optimizer states (with fp32 master weights) and the
+gradient partition to host memory (with ZeRO-3 also the weights); ``nvme``
+puts the optimizer states (with ZeRO-3 the weights) on disk and the gradients
+in host memory. ZO2 (zo-sgd with offload, Wang et al. 2025) and offloaded
+inference keep the layers outside the blocks on the device and stream the
+blocks, two at a time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ...core.precision import precision as precision_of
+from ...trace.records import Trace
+from . import methods
+
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    trainable: bool
+    group: int  # block number, or -1 (before the blocks) / -2 (after)
+    expert: bool = False
+    tied_output: bool = False  # the input embedding that the output embedding shares
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape) if self.shape else 1
+
+    @property
+    def matrix(self) -> bool:
+        return len(self.shape) >= 2
+
+
+@dataclass
+class States:
+    """Per-device model-state bytes and where the offloaded parts went."""
+
+    weights_bytes: int = 0
+    gradients_bytes: int = 0
+    optimizer_bytes: int = 0
+    host_bytes: int = 0
+    nvme_bytes: int = 0
+    breakdown: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    gradients_resident: bool = False  # gradients allocated for the whole step (not grown during backward)
+    optimizer_on_device: bool = True
+
+
+# ------------------------------------------------------------------------- the paper's accounting
+
+
+def zero_model_states(psi: float, stage: int, dp: int, k: float = 12, weight_bytes: float = 2,
+                      grad_bytes: float = 2) -> dict[str, float]:
+    """ZeRO paper (Rajbhandari et al. 2020, Fig. 1) model states per device: (2 + 2 + K)Ψ, sharded by stage."""
+    w = weight_bytes * psi / (dp if stage >= 3 else 1)
+    g = grad_bytes * psi / (dp if stage >= 2 else 1)
+    o = k * psi / (dp if stage >= 1 else 1)
+    return {"weights_bytes": w, "gradients_bytes": g, "optimizer_bytes": o, "total_bytes": w + g + o}
+
+
+# ------------------------------------------------------------------------- per tensor
+
+
+def optimizer_state_elems(optimizer: str, shape: tuple[int, ...]) -> int:
+    """Optimizer state elements kept for one trainable tensor (not adam-8bit; see optimizer_state_bytes)."""
+    n = math.prod(shape) if shape else 1
+    if optimizer in ("sgd", "zo-sgd"):
+        return 0
+    if optimizer in ("sgd-momentum", "lion"):
+        return n
+    if optimizer in ("adam", "adamw"):
+        return 2 * n
+    if optimizer == "adafactor":
+        if len(shape) >= 2:
+            rows = math.prod(shape[:-1])
+            cols = math.prod(shape[:-2]) * shape[-1]
+            return rows + cols
+        return n
+    raise ValueError(optimizer)
+
+
+def optimizer_state_bytes(optimizer: str, precision: str, shape: tuple[int, ...]) -> int:
+    """Bytes of optimizer state for one trainable tensor, fp32 master copy included under mixed precision."""
+    n = math.prod(shape) if shape else 1
+    master = precision_of(precision).master_bytes * n if optimizer != "zo-sgd" else 0
+    if optimizer == "adam-8bit":
+        if n < int(methods.value("adam_8bit", "min_8bit_size")):
+            return master + 2 * 4 * n
+        block = int(methods.value("adam_8bit", "block_size"))
+        scale = int(methods.value("adam_8bit", "scale_bytes"))
+        return master + 2 * n + 2 * scale * math.ceil(n / block)
+    return master + precision_of(precision).state_bytes * optimizer_state_elems(optimizer, shape)
+
+
+# ------------------------------------------------------------------------- quantized weights
+
+
+def quantized_weight_bytes(numel: int, quant: str, qlora: bool = False) -> float:
+    """Bytes of one weight matrix stored quantized, with its quantization state.
+
+    int8/int4: symmetric group-wise, one fp16 scale per group of 128 (GPTQ/AWQ defaults); fp8: one fp32
+    scale per tensor. QLoRA (4-bit base of a LoRA run): NF4 in blocks of 64, absmax double-quantized as in
+    the QLoRA paper (8-bit absmax, one fp32 constant per 256 blocks): 0.5 + 1/64 + 4/(64·256) bytes/param.
+    """
+    if qlora and quant == "int4":
+        block = int(methods.value("qlora", "block_size"))
+        blocks = math.ceil(numel / block)
+        if methods.value("qlora", "double_quant"):
+            dq_block = int(methods.value("qlora", "dq_block_size"))
+            state = blocks * int(methods.value("qlora", "dq_absmax_bytes")) + \
+                math.ceil(blocks / dq_block) * int(methods.value("qlora", "dq_constant_bytes"))
+        else:
+            state = blocks * int(methods.value("qlora", "absmax_bytes"))
+        return numel / 2 + state
+    group = int(methods.value("quant", "group_size"))
+    scale = int(methods.value("quant", "scale_bytes"))
+    if quant == "int8":
+        return numel + math.ceil(numel / group) * scale
+    if quant == "int4":
+        return numel / 2 + math.ceil(numel / group) * scale
+    if quant == "fp8":
+        return numel + int(methods.value("quant", "fp8_scale_bytes"))
+    raise ValueError(quant)
+
+
+def quantizable(p: ParamInfo) -> bool:
+    """Weight-only quantization covers the linear layers inside the blocks (bitsandbytes, GPTQ and AWQ leave
+    embeddings, the output head, norms and biases in 16 bits)."""
+    return p.matrix and p.group >= 0 and len(p.shape) == 2
+
+
+# ------------------------------------------------------------------------- a whole device
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    precision: str
+    optimizer: str
+    training: bool
+    zero: int = 0
+    dp: int = 1
+    tp: int = 1
+    ep: int = 1
+    offload: str = "none"
+    quant: str = "none"
+    lora: bool = False
+    stage_groups: frozenset[int] | None = None  # None: every group (no pipeline)
+    last_stage: bool = True
+
+
+def _per_device_numel(p: ParamInfo, lay: StateLayout) -> float:
+    n = float(p.numel)
+    if p.matrix and lay.tp > 1:
+        n /= lay.tp
+    if p.expert and lay.ep > 1:
+        n /= lay.ep
+    return n
+
+
+class ParamSet:
+    """Parameters grouped for speed: blocks with the same parameter shapes share one computation.
+
+    A model's blocks are usually identical, so a 126-block model costs one block's arithmetic per layout.
+    """
+
+    def __init__(self, params: list[ParamInfo]) -> None:
+        self.params = params
+        by_group: dict[int, list[ParamInfo]] = {}
+        for p in params:
+            by_group.setdefault(p.group, []).append(p)
+        self.sig_of: dict[int, int] = {}
+        self.reps: list[list[ParamInfo]] = []
+        index: dict[tuple, int] = {}
+        for g, plist in by_group.items():
+            sig = (g if g < 0 else 0, tuple((p.shape, p.dtype, p.trainable, p.expert, p.tied_output) for p in plist))
+            if sig not in index:
+                index[sig] = len(self.reps)
+                self.reps.append(plist)
+            self.sig_of[g] = index[sig]
+        self.tied: list[ParamInfo] = [p for p in params if p.tied_output]
+
+    def counts(self, lay: StateLayout) -> dict[int, int]:
+        """signature → how many of its groups are on this device's stage."""
+        out: dict[int, int] = {}
+        for g, sig in self.sig_of.items():
+            if lay.stage_groups is None or g in lay.stage_groups:
+                out[sig] = out.get(sig, 0) + 1
+        return out
+
+
+def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States:
+    """Per-device weights, gradients and optimizer states for one device of the layout (see module docstring)."""
+    pset = params if isinstance(params, ParamSet) else ParamSet(params)
+    st = States()
+    zo = lay.optimizer == "zo-sgd"
+    train = lay.training
+    wb = precision_of(lay.precision).weight_bytes if train else precision_of(lay.precision).compute_bytes
+    zero_dp = lay.dp if (train and lay.zero >= 1) else 1
+    expert_dp = max(1, lay.dp // lay.ep) if (train and lay.zero >= 1) else 1
+
+    def shard(p: ParamInfo) -> int:
+        return expert_dp if p.expert else zero_dp
+
+    persist = int(methods.value("zero", "param_persistence_threshold"))
+    weights = 0.0
+    weights_full = 0.0  # before ZeRO-3 sharding (what offloading streams)
+    quant_weights = 0.0
+    bf16_equiv = 0.0
+    grads = 0.0
+    opt = 0.0
+    trainable_elems = 0.0
+    block_weight: dict[int, float] = {}  # per signature of a block, its weight bytes (times the count below)
+    block_count: dict[int, int] = {}
+    block_partitioned: dict[int, float] = {}  # ZeRO-3: what each block must gather
+    work = [(sig, cnt, pset.reps[sig]) for sig, cnt in pset.counts(lay).items()]
+    if lay.stage_groups is not None and lay.last_stage:
+        work += [(-1, 1, [p]) for p in pset.tied if p.group not in lay.stage_groups]
+    for sig, count, plist in work:
+        for p in plist:
+            n = _per_device_numel(p, lay)
+            if lay.quant != "none" and (not p.trainable or not train) and quantizable(p):
+                b = quantized_weight_bytes(int(n), lay.quant, qlora=lay.lora)
+                quant_weights += b * count
+            else:
+                b = n * (wb if (p.trainable or not train) else precision_of(lay.precision).compute_bytes)
+            bf16_equiv += 2 * n * count
+            weights_full += b * count
+            if p.group >= 0:
+                block_weight[sig] = block_weight.get(sig, 0.0) + b
+                block_count[sig] = count
+                if p.numel >= persist:
+                    block_partitioned[sig] = block_partitioned.get(sig, 0.0) + b
+            if lay.zero >= 3 and train and p.numel >= persist:
+                weights += b / shard(p) * count
+            else:
+                weights += b * count
+            if train and p.trainable and not zo:
+                trainable_elems += n * count
+                grads += n * precision_of(lay.precision).grad_bytes / (shard(p) if lay.zero >= 2 else 1) * count
+                ob = optimizer_state_bytes(lay.optimizer, lay.precision, _sharded_shape(p, lay))
+                opt += ob / (shard(p) if lay.zero >= 1 else 1) * count
+    st.breakdown["weights_full_bytes"] = int(weights_full)
+    if lay.quant != "none":
+        st.breakdown["quantized_weights_bytes"] = int(quant_weights)
+        st.breakdown["weights_bf16_bytes"] = int(bf16_equiv)
+    biggest_block = max(block_weight.values(), default=0.0)
+    gathered_blocks = int(methods.value("zero", "gathered_blocks"))
+
+    # ZeRO-3 working set: the block being computed and the prefetched one, gathered whole.
+    if train and lay.zero >= 3 and zero_dp > 1 and not zo:
+        max_live = float(methods.value("zero", "max_live_parameters")) * wb
+        biggest_partitioned = max(block_partitioned.values(), default=0.0)
+        gathered = min(gathered_blocks * biggest_partitioned * (1 - 1 / zero_dp), max_live)
+        st.breakdown["weights_shard_bytes"] = int(weights)
+        st.breakdown["weights_gathered_bytes"] = int(gathered)
+        st.notes.append(f"ZeRO-3 gathers the current and the prefetched block's weights on each device "
+                        f"({gathered_blocks} × the largest block, capped at stage3_max_live_parameters); parameters "
+                        f"under {persist:,} elements stay whole (stage3_param_persistence_threshold)")
+        weights += gathered
+
+    # gradient reduction bucket (ZeRO-2/3 reduce-scatter buffer)
+    bucket = 0.0
+    if train and not zo and lay.zero >= 2 and zero_dp > 1 and trainable_elems:
+        bucket = min(float(methods.value("zero", "reduce_bucket_elements")), trainable_elems) * precision_of(lay.precision).grad_bytes
+        st.breakdown["gradients_bucket_bytes"] = int(bucket)
+        st.notes.append("ZeRO-2/3 reduce gradients through a bucket of min(reduce_bucket_size = 5e8 elements, "
+                        "the device's trainable elements), counted in gradients_bytes")
+    if train and not zo:
+        st.gradients_resident = lay.zero >= 2 and zero_dp > 1
+
+    host = 0.0
+    nvme = 0.0
+    streaming = lay.offload != "none" and (zo or not train)
+    if streaming:
+        # ZO2 / offloaded inference: blocks live off the device, two at a time are uploaded.
+        block_total = sum(w * block_count[sig] for sig, w in block_weight.items())
+        resident = weights - block_total
+        working = min(gathered_blocks, max(sum(block_count.values()), 1)) * biggest_block
+        if lay.offload == "cpu":
+            host += block_total
+        else:
+            nvme += block_total
+            host += working  # staging buffers in host memory
+        st.breakdown["weights_streamed_bytes"] = int(block_total)
+        st.breakdown["weights_resident_bytes"] = int(resident)
+        st.notes.append(("ZO2 (Wang et al. 2025, arXiv:2503.12668): " if zo else "offloaded inference: ")
+                        + f"the blocks' weights live in {'host memory' if lay.offload == 'cpu' else 'NVMe'} and are "
+                        f"uploaded {gathered_blocks} blocks at a time (the block computed and the next); the layers "
+                        "outside the blocks stay on the device")
+        weights = resident + working
+    elif lay.offload != "none" and train:
+        # ZeRO-Offload / ZeRO-Infinity: optimizer states (with fp32 master) off the device, optimizer step on the CPU.
+        if lay.offload == "cpu":
+            host += opt
+        else:
+            nvme += opt
+        st.optimizer_on_device = False
+        moved_grads = grads
+        host += moved_grads
+        st.breakdown["gradients_offloaded_bytes"] = int(moved_grads)
+        grads = 0.0
+        st.gradients_resident = True
+        if lay.zero >= 3:
+            shard_w = st.breakdown.get("weights_shard_bytes", weights)
+            if lay.offload == "cpu":
+                host += shard_w
+            else:
+                nvme += shard_w
+            weights -= shard_w
+            st.notes.append("ZeRO-Infinity parameter offload: each device's weight partition lives off the device; "
+                            "only the gathered working set is on it")
+        st.notes.append(f"ZeRO-Offload{'/Infinity' if lay.offload == 'nvme' else ''}: optimizer states with the fp32 "
+                        f"master weights in {'host memory' if lay.offload == 'cpu' else 'NVMe'}, gradients moved to "
+                        "host memory as they are reduced, the optimizer step on the CPU")
+        opt_dev = 0.0
+        st.breakdown["optimizer_offloaded_bytes"] = int(opt)
+        opt = opt_dev
+    st.weights_bytes = int(round(weights))
+    st.gradients_bytes = int(round(grads + bucket))
+    st.optimizer_bytes = int(round(opt))
+    st.host_bytes = int(round(host))
+    st.nvme_bytes = int(round(nvme))
+    st.breakdown["trainable_elements"] = int(trainable_elems)
+    return st
+
+
+def _sharded_shape(p: ParamInfo, lay: StateLayout) -> tuple[int, ...]:
+    """The tensor a device holds under TP/EP (for per-tensor rules: Adafactor factors, 8-bit blocks)."""
+    shape = list(p.shape)
+    if p.matrix and lay.tp > 1 and shape:
+        shape[0] = max(1, math.ceil(shape[0] / lay.tp))
+    if p.expert and lay.ep > 1 and shape:
+        shape[0] = max(1, math.ceil(shape[0] / lay.ep))
+    return tuple(shape)
+
+
+def params_from_trace(trace: Trace, block_paths: list[str], pre_paths: set[str] | None = None) -> list[ParamInfo]:
+    """ParamInfo for each (unique) parameter the trace recorded, placed in its block or before/after them."""
+    out: list[ParamInfo] = []
+    sorted_blocks = sorted(((p, i) for i, p in enumerate(block_paths)), key=lambda t: -len(t[0]))
+    names = {p.name for p in trace.params}
+    out_emb = trace.memory.output_embedding
+    tied_name = None
+    if out_emb and f"{out_emb}.weight" not in names:
+        tied_name = "?"  # the head's weight is shared with an earlier parameter: the input embedding
+    for fact in trace.params:
+        name, shape = fact.name, fact.shape
+        group = None
+        for path, i in sorted_blocks:
+            if name.startswith(path + "."):
+                group = i
+                break
+        module = name.rpartition(".")[0]
+        if group is None:
+            group = -1 if (pre_paths is None or module in pre_paths or not block_paths) else -2
+        tied = bool(tied_name) and group == -1 and len(shape) == 2 and ("embed" in name or "wte" in name or "word" in name)
+        out.append(ParamInfo(name, tuple(shape), fact.dtype, fact.trainable, group, fact.expert, tied))
+    return out

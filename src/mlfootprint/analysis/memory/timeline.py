@@ -1,0 +1,528 @@
+"""The traced step's allocation timeline, classified so that it can be replayed for other layouts.
+
+Every storage the traced step created (one alloc event, at most one free event;
+see ``trace/records.py``) becomes one :class:`Alloc`. Each is put in one class:
+
+=============  ==================================================================
+``act_*``      activations and their gradients (forward, backward, recompute),
+               split by whether tensor parallelism shards them (``shard``: inside
+               attention/MLP between the column- and row-parallel linears, the
+               vocabulary-parallel head and loss) or replicates them (``repl``:
+               the residual stream, norms, embeddings), and by dtype (the traced
+               compute dtype or another one, e.g. fp32 softmax statistics, int64
+               indices, bool masks)
+``sq``         saved attention-probability-like tensors (last two dims T×T):
+               what selective recomputation (Korthikanti et al. 2022) drops
+``head``       outputs of the output embedding (the logits) in the forward pass
+``grad``       parameter gradients alive at the end of backward
+``cast``       dtype copies of parameters (autocast's weight cache)
+``opt``        optimizer-step temporaries
+``state``      optimizer states (constant in steady state, kept out of the replay)
+=============  ==================================================================
+
+:class:`Profile` keeps, for the candidate peak points of the timeline (the end
+of each run of allocations), the live bytes of every class. A layout's peak is
+then ``max_t Σ_c coef_c · live_c(t)``: one matrix-vector product, no re-tracing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...trace.records import BACKWARD, FORWARD, OPTIMIZER, BlockSpan, MemoryFacts, SavedTensor, Trace
+
+CLASSES = ("act_shard_cd", "act_shard_o", "act_repl_cd", "act_repl_o", "sq", "head", "grad", "cast", "opt")
+C = {name: i for i, name in enumerate(CLASSES)}
+ACT_CLASSES = (0, 1, 2, 3, 4, 5)
+N = len(CLASSES)
+
+PRE, POST = -1, -2  # groups outside the repeated blocks: before the first block, after the last
+
+_ROW = {"o_proj", "out_proj", "c_proj", "down_proj", "fc2", "wo", "w2", "proj", "dense_4h_to_h", "o", "out_lin"}
+_COL = {"q_proj", "k_proj", "v_proj", "qkv_proj", "qkv", "c_attn", "query", "key", "value", "query_key_value",
+        "gate_proj", "up_proj", "gate_up_proj", "fc1", "c_fc", "w1", "w3", "wi", "wi_0", "wi_1", "dense_h_to_4h",
+        "q", "k", "v", "q_lin", "k_lin", "v_lin", "lin1"}
+_SHARDED_PARTS = ("attn", "attention", "mlp", "ffn", "feed_forward", "densereludense", "moe", "expert", "intermediate")
+
+
+@dataclass(slots=True)
+class Alloc:
+    size: int
+    start: int  # event position of the allocation
+    end: int  # event position of the free; len(events) if alive at the end of the step
+    op: int  # op index that allocated it
+    phase: str
+    key: int
+    cls: int = 0
+    group: int = PRE  # PRE, POST or the block number
+    saved: bool = False  # alive at the end of the forward pass (kept for backward)
+    kind: str = "act"  # act | grad | cast | opt | state
+
+
+@dataclass
+class Profile:
+    """A classified trace, ready to be replayed for layouts."""
+
+    allocs: list[Alloc]
+    n_events: int
+    n_blocks: int
+    block_paths: list[str]
+    block_inputs: list[int]  # bytes of each block's input (what full recomputation keeps)
+    block_outputs: list[set[int]]  # storage keys of each block's output
+    block_bwd_start: list[int | None]  # event position where each block's backward begins
+    fwd_end: int  # event position where the forward pass ends
+    state_bytes: int
+    grad_bytes: int  # traced gradient bytes (alive at the end)
+    cast_bytes: int
+    seq: int | None
+    compute_dtype: str
+    training: bool
+    notes: list[str] = field(default_factory=list)
+    _cache: dict[Any, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ replays
+    _KIND = {"act": 0, "grad": 1, "cast": 2, "opt": 3, "state": 4}
+
+    def _arrays(self) -> dict[str, torch.Tensor]:
+        arr = self._cache.get("arrays")
+        if arr is None:
+            al = self.allocs
+            phase_names = sorted({a.phase for a in al} | {FORWARD, "recompute"})
+            outputs = [a.group >= 0 and a.key in self.block_outputs[a.group] for a in al]
+            arr = {
+                "size": torch.tensor([float(a.size) for a in al], dtype=torch.float64),
+                "cls": torch.tensor([a.cls for a in al], dtype=torch.long),
+                "group": torch.tensor([a.group for a in al], dtype=torch.long),
+                "start": torch.tensor([a.start for a in al], dtype=torch.long),
+                "end": torch.tensor([a.end for a in al], dtype=torch.long),
+                "kind": torch.tensor([self._KIND[a.kind] for a in al], dtype=torch.long),
+                "saved": torch.tensor([a.saved for a in al], dtype=torch.bool),
+                "output": torch.tensor(outputs, dtype=torch.bool),
+                "phase": torch.tensor([phase_names.index(a.phase) for a in al], dtype=torch.long),
+            }
+            self._cache["phase_names"] = phase_names
+            self._cache["arrays"] = arr
+        return arr
+
+    def _group_mask(self, groups: frozenset[int] | None) -> torch.Tensor:
+        arr = self._arrays()
+        if groups is None:
+            return torch.ones_like(arr["saved"])
+        return torch.isin(arr["group"], torch.tensor(sorted(groups), dtype=torch.long))
+
+    def matrix(self, groups: frozenset[int] | None = None, recompute_full: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """Live bytes per class at each candidate peak point ([points × classes], float64) and each point's phase.
+
+        ``groups`` keeps only the activations of those groups (a pipeline stage); ``recompute_full`` replays
+        the step as full activation recomputation would run it: each block keeps only its input (the previous
+        block's output) through the forward pass, and re-creates its saved tensors — and, for a moment, its
+        forward transients — when its backward starts. Candidate points are the ends of runs of allocations:
+        for non-negative class weights the peak is always at one of them.
+        """
+        key = (groups, recompute_full)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        arr = self._arrays()
+        kind, size, cls = arr["kind"], arr["size"], arr["cls"]
+        keep = kind != self._KIND["state"]
+        if groups is not None:
+            keep &= (kind != self._KIND["act"]) | self._group_mask(groups)
+        n = self.n_events
+        keys: list[torch.Tensor] = []
+        vals: list[torch.Tensor] = []
+        clss: list[torch.Tensor] = []
+        phs: list[torch.Tensor] = []
+        start, end = arr["start"], arr["end"]
+        split = torch.zeros_like(keep)
+        if recompute_full and self.n_blocks:
+            block_end = torch.tensor([-1 if x is None else x for x in self._block_fwd_ends()], dtype=torch.long)
+            restart = torch.tensor([-1 if x is None else x for x in self.block_bwd_start], dtype=torch.long)
+            g = arr["group"].clamp(min=0)
+            be, rs = block_end[g], restart[g]
+            split = (keep & (kind == self._KIND["act"]) & arr["saved"] & (arr["group"] >= 0) & ~arr["output"]
+                     & (be >= 0) & (rs >= 0) & (start < be) & (be <= rs) & (rs < end))
+            keys += [2.0 * be[split], 2.0 * rs[split] + 1]
+            vals += [-size[split], size[split]]
+            clss += [cls[split], cls[split]]
+            phs += [arr["phase"][split], arr["phase"][split]]
+        keys += [2.0 * start[keep] + 1]
+        vals += [size[keep]]
+        clss += [cls[keep]]
+        phs += [arr["phase"][keep]]
+        freed = keep & (end < n)
+        keys += [2.0 * end[freed]]
+        vals += [-size[freed]]
+        clss += [cls[freed]]
+        phs += [arr["phase"][freed]]
+        k = torch.cat(keys)
+        v = torch.cat(vals)
+        c = torch.cat(clss)
+        ph = torch.cat(phs)
+        delta = torch.zeros((k.numel(), N), dtype=torch.float64)
+        delta[torch.arange(k.numel()), c] = v
+        if recompute_full and self.n_blocks:
+            spikes = []
+            for b in range(self.n_blocks):
+                spike = self._block_fwd_transient(b)
+                r = self.block_bwd_start[b]
+                if spike is not None and r is not None and (groups is None or b in groups):
+                    spikes.append((r, spike))
+            if spikes:
+                sk = torch.tensor([[2.0 * r + 1.5, 2.0 * r + 1.75] for r, _ in spikes], dtype=torch.float64).reshape(-1)
+                sv = torch.tensor([[sp, [-x for x in sp]] for _, sp in spikes], dtype=torch.float64).reshape(-1, N)
+                rec_phase = self._cache["phase_names"].index("recompute")
+                k = torch.cat([k, sk])
+                delta = torch.cat([delta, sv])
+                v = torch.cat([v, sv.sum(1)])
+                ph = torch.cat([ph, torch.full((sk.numel(),), rec_phase, dtype=torch.long)])
+        order = torch.sort(k, stable=True).indices
+        delta, v, ph = delta[order], v[order], ph[order]
+        live = torch.cumsum(delta, dim=0)
+        grows = v > 0
+        nxt = torch.ones_like(grows)
+        nxt[:-1] = ~grows[1:]
+        rows = grows & nxt
+        mat = live[rows]
+        if mat.numel() == 0:
+            mat = torch.zeros((1, N), dtype=torch.float64)
+            phase_idx: list[int] = [self._cache["phase_names"].index(FORWARD)]
+        else:
+            phase_idx = ph[rows].tolist()
+        names = self._cache["phase_names"]
+        phases = _PhaseList(names, phase_idx)
+        self._cache[key] = (mat, phases)
+        return mat, phases
+
+    def _block_fwd_ends(self) -> list[int | None]:
+        ends = self._cache.get("fwd_ends")
+        if ends is None:
+            last: list[int | None] = [None] * self.n_blocks
+            for a in self.allocs:
+                if a.kind == "act" and a.group >= 0 and a.phase == FORWARD:
+                    if last[a.group] is None or a.start > last[a.group]:
+                        last[a.group] = a.start
+            ends = [x + 1 if x is not None else None for x in last]
+            self._cache["fwd_ends"] = ends
+        return ends
+
+    def _block_fwd_transient(self, b: int) -> list[float] | None:
+        """Per class, the largest non-saved live bytes of block b's forward (what its recomputation re-creates)."""
+        cache = self._cache.get("fwd_transient")
+        if cache is None:
+            by_block: dict[int, list[Alloc]] = {}
+            for a in self.allocs:
+                if a.kind == "act" and a.group >= 0 and a.phase == FORWARD and not a.saved:
+                    by_block.setdefault(a.group, []).append(a)
+            cache = {}
+            for blk, items in by_block.items():
+                marks = sorted([(a.start, 1, a) for a in items] + [(a.end, 0, a) for a in items],
+                               key=lambda m: (m[0], m[1]))
+                live = [0.0] * N
+                best = [0.0] * N
+                total = best_total = 0.0
+                for _, sign, a in marks:
+                    if sign:
+                        live[a.cls] += a.size
+                        total += a.size
+                        if total > best_total:
+                            best, best_total = list(live), total
+                    else:
+                        live[a.cls] -= a.size
+                        total -= a.size
+                cache[blk] = best
+            self._cache["fwd_transient"] = cache
+        return cache.get(b)
+
+    # ------------------------------------------------------------------ summaries
+    def _class_sums(self, mask: torch.Tensor) -> list[float]:
+        arr = self._arrays()
+        out = torch.zeros(N, dtype=torch.float64)
+        out.index_add_(0, arr["cls"][mask], arr["size"][mask])
+        return out.tolist()
+
+    def saved_vector(self, groups: frozenset[int] | None = None) -> list[float]:
+        """Bytes per class alive at the end of the forward pass (what one in-flight micro-batch holds)."""
+        key = ("saved", groups)
+        if key not in self._cache:
+            arr = self._arrays()
+            mask = (arr["kind"] == self._KIND["act"]) & arr["saved"] & self._group_mask(groups)
+            self._cache[key] = self._class_sums(mask)
+        return list(self._cache[key])
+
+    def recompute_kept_vector(self, groups: frozenset[int] | None = None) -> list[float]:
+        """Bytes per class one in-flight micro-batch holds under full recomputation: block inputs (the previous
+        block's output), plus whatever the layers outside the blocks (embedding, head, loss) save."""
+        key = ("kept", groups)
+        if key not in self._cache:
+            arr = self._arrays()
+            mask = ((arr["kind"] == self._KIND["act"]) & arr["saved"] & self._group_mask(groups)
+                    & ((arr["group"] < 0) | arr["output"]))
+            self._cache[key] = self._class_sums(mask)
+        return list(self._cache[key])
+
+    def sq_per_block(self) -> float:
+        """The largest bytes of T×T tensors one block saves (selective recomputation re-creates one block's worth)."""
+        if "sq_block" not in self._cache:
+            per: dict[int, float] = {}
+            for a in self.allocs:
+                if a.kind == "act" and a.cls == C["sq"]:
+                    per[a.group] = per.get(a.group, 0.0) + a.size
+            self._cache["sq_block"] = max(per.values(), default=0.0)
+        return self._cache["sq_block"]
+
+    def group_of_block_range(self, lo: int, hi: int, first: bool, last: bool) -> frozenset[int]:
+        g = set(range(lo, hi))
+        if first:
+            g.add(PRE)
+        if last:
+            g.add(POST)
+        return frozenset(g)
+
+
+class _PhaseList:
+    """The phase of each candidate point, decoded on access (kept as indices: a replay has tens of thousands)."""
+
+    def __init__(self, names: list[str], idx: list[int]) -> None:
+        self._names = names
+        self._idx = idx
+
+    def __getitem__(self, i: int) -> str:
+        return self._names[self._idx[i]]
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+
+# ---------------------------------------------------------------------- building
+
+
+def _seq_of(facts: MemoryFacts) -> int | None:
+    """The sequence length of token inputs ([batch, seq] integers), None for other inputs."""
+    if facts.inputs:
+        shape, dtype = facts.inputs[0]
+        if len(shape) == 2 and dtype in ("int64", "int32"):
+            return int(shape[1])
+    return None
+
+
+def _is_square(shape: tuple[int, ...], seq: int, batch: int) -> bool:
+    """Attention probabilities or scores: [batch, heads, T, T], or [batch·heads, T, T]."""
+    if len(shape) < 3 or shape[-1] != seq or shape[-2] != seq:
+        return False
+    if len(shape) >= 4:
+        return True
+    return shape[0] % batch == 0 and shape[0] > batch
+
+
+def _module_types(tr: Trace) -> dict[str, str]:
+    types: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        types[node.path] = node.type
+        for c in node.children:
+            walk(c)
+
+    walk(tr.module_tree)
+    return types
+
+
+class _Classifier:
+    """Module path → (group, tensor-parallel class) for a trace, cached per path."""
+
+    def __init__(self, tr: Trace, blocks: list[BlockSpan], out_emb: str) -> None:
+        self.types = _module_types(tr)
+        self.block_index = {b.path: i for i, b in enumerate(blocks)}
+        self.out_emb = out_emb
+        self._cache: dict[tuple[str, bool], tuple[int | None, bool]] = {}
+
+    def block_of(self, path: str) -> int | None:
+        p = path
+        while p:
+            i = self.block_index.get(p)
+            if i is not None:
+                return i
+            p = p.rpartition(".")[0]
+        return None
+
+    def classify(self, path: str, forward_like: bool) -> tuple[int | None, bool]:
+        """(block or None, sharded by tensor parallelism?)."""
+        key = (path, forward_like)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        block = self.block_of(path)
+        shard = False
+        if self.out_emb and (path == self.out_emb or path.startswith(self.out_emb + ".")):
+            shard = True
+        elif block is not None:
+            shard = self._block_shard(path, forward_like)
+        self._cache[key] = (block, shard)
+        return block, shard
+
+    def _block_shard(self, path: str, forward_like: bool) -> bool:
+        typ = self.types.get(path, "")
+        leaf = path.rpartition(".")[2]
+        if "Norm" in typ or "norm" in leaf.lower() or leaf.startswith("ln"):
+            return False
+        parts = path.split(".")
+        for i in range(len(parts) - 1, -1, -1):
+            name = parts[i]
+            parent = parts[i - 1] if i > 0 else ""
+            if name in _ROW or (name == "dense" and parent == "output"):
+                # row-parallel: its output is all-reduced (full); the gradient of its input is sharded
+                return not forward_like
+            if name in _COL or (name == "dense" and parent in ("intermediate",)):
+                # column-parallel: its output is sharded; the gradient of its input is all-reduced (full)
+                return forward_like
+        return any(any(k in part.lower() for k in _SHARDED_PARTS) for part in parts)
+
+
+def _top_level_blocks(spans: list[BlockSpan]) -> list[BlockSpan]:
+    """The outermost repeated stacks, each block once (its first forward)."""
+    seen: set[str] = set()
+    ordered = []
+    for s in spans:
+        if s.path in seen:
+            continue
+        seen.add(s.path)
+        ordered.append(s)
+    paths = [s.path for s in ordered]
+    return [s for s in ordered if not any(s.path.startswith(p + ".") for p in paths if p != s.path)]
+
+
+def build_profile(tr: Trace, training: bool, compute_dtype: str) -> Profile:
+    """Classify every allocation of the traced step (see the module docstring)."""
+    facts = tr.memory
+    events = tr.events
+    n_events = len(events)
+    spans = _top_level_blocks(facts.blocks)
+    allocs, by_key = _allocations(events)
+    zo = tr.workload.training and tr.workload.optimizer == "zo-sgd"
+    fwd_end = _forward_end(events) if training and not zo else n_events
+    _mark_kinds(allocs, facts, n_events)
+    saved = _saved_instances(allocs, by_key, facts.saved)
+    clf = _Classifier(tr, spans, facts.output_embedding)
+    first_block_op = spans[0].start if spans else None
+    _classify_activations(allocs, tr, clf, saved, first_block_op, training, fwd_end, compute_dtype)
+    bwd_start = _block_backward_starts(tr, clf, len(spans), fwd_end) if training and spans else [None] * len(spans)
+    return Profile(allocs=allocs, n_events=n_events, n_blocks=len(spans), block_paths=[s.path for s in spans],
+                   block_inputs=[s.input_bytes for s in spans], block_outputs=[set(s.out_keys) for s in spans],
+                   block_bwd_start=bwd_start, fwd_end=fwd_end,
+                   state_bytes=sum(a.size for a in allocs if a.kind == "state"),
+                   grad_bytes=sum(a.size for a in allocs if a.kind == "grad"),
+                   cast_bytes=sum(a.size for a in allocs if a.kind == "cast"),
+                   seq=_seq_of(facts), compute_dtype=compute_dtype, training=training)
+
+
+def _allocations(events: list[Any]) -> tuple[list[Alloc], dict[int, list[int]]]:
+    """One Alloc per storage the step created (and freed, if it did); storage key → its Allocs."""
+    allocs: list[Alloc] = []
+    open_by_key: dict[int, int] = {}
+    by_key: dict[int, list[int]] = {}
+    n_events = len(events)
+    for pos, e in enumerate(events):
+        if e.delta > 0:
+            open_by_key[e.storage] = len(allocs)
+            by_key.setdefault(e.storage, []).append(len(allocs))
+            allocs.append(Alloc(e.delta, pos, n_events, e.index, e.phase, e.storage))
+        else:
+            j = open_by_key.pop(e.storage, None)
+            if j is not None:
+                allocs[j].end = pos
+    return allocs, by_key
+
+
+def _forward_end(events: list[Any]) -> int:
+    """Event position where the forward pass ends."""
+    for pos, e in enumerate(events):
+        if e.phase != FORWARD:
+            return pos
+    return len(events)
+
+
+def _mark_kinds(allocs: list[Alloc], facts: MemoryFacts, n_events: int) -> None:
+    """Optimizer states, gradients, weight casts and optimizer temporaries; the rest stay activations."""
+    state_keys = set(facts.state_storages)
+    grad_keys = set(facts.grad_storages)
+    casts = set(facts.param_casts)
+    for a in allocs:
+        alive_at_end = a.end >= n_events
+        if alive_at_end and a.key in state_keys and a.phase == OPTIMIZER:
+            a.kind = "state"
+        elif alive_at_end and a.key in grad_keys:
+            a.kind, a.cls = "grad", C["grad"]
+        elif (a.op, a.key) in casts:
+            a.kind, a.cls = "cast", C["cast"]
+        elif a.phase == OPTIMIZER:
+            a.kind, a.cls = "opt", C["opt"]
+
+
+def _saved_instances(allocs: list[Alloc], by_key: dict[int, list[int]],
+                     saved: list[SavedTensor]) -> dict[int, tuple[tuple[int, ...], str]]:
+    """Saved for backward: the instance of each packed storage that was live when it was packed."""
+    out: dict[int, tuple[tuple[int, ...], str]] = {}
+    for key, pack_op, _nbytes, shape, dtype in saved:
+        best = None
+        for j in by_key.get(key) or ():
+            if allocs[j].op <= pack_op:
+                best = j
+        if best is not None:
+            out[best] = (tuple(shape), dtype)
+    return out
+
+
+def _classify_activations(allocs: list[Alloc], tr: Trace, clf: _Classifier,
+                          saved: dict[int, tuple[tuple[int, ...], str]], first_block_op: int | None,
+                          training: bool, fwd_end: int, compute_dtype: str) -> None:
+    """Group (block, before, after) and class (sharded or replicated, square, head) of each activation."""
+    records = tr.records
+    seq = _seq_of(tr.memory)
+    batch = tr.memory.batch or 1
+    out_emb = tr.memory.output_embedding
+    pre_paths: set[str] = set()
+    if first_block_op is not None:
+        pre_paths = {r.module for r in records[:first_block_op] if r.phase == FORWARD}
+    for j, a in enumerate(allocs):
+        if a.kind != "act":
+            continue
+        rec = records[a.op] if 0 <= a.op < len(records) else None
+        path = rec.module if rec is not None else ""
+        block, shard = clf.classify(path, a.phase != BACKWARD)
+        if block is not None:
+            a.group = block
+        elif a.phase != BACKWARD:
+            a.group = PRE if first_block_op is None or a.op < first_block_op else POST
+        else:
+            a.group = PRE if path in pre_paths and path != "" else POST
+        if block is None and path == "" and a.group == POST:
+            shard = True  # the loss on the logits: vocabulary-parallel cross entropy under tensor parallelism
+        a.saved = training and a.start < fwd_end <= a.end
+        info = saved.get(j)
+        dtype = rec.out_dtype if rec is not None else ""
+        if info is not None and a.saved and seq and _is_square(info[0], seq, batch):
+            a.cls = C["sq"]
+        elif a.phase == FORWARD and out_emb and (path == out_emb or path.startswith(out_emb + ".")):
+            a.cls = C["head"]
+        elif shard:
+            a.cls = C["act_shard_cd"] if dtype == compute_dtype else C["act_shard_o"]
+        else:
+            a.cls = C["act_repl_cd"] if dtype == compute_dtype else C["act_repl_o"]
+
+
+def _block_backward_starts(tr: Trace, clf: _Classifier, n_blocks: int, fwd_end: int) -> list[int | None]:
+    """Event position where each block's backward begins."""
+    records = tr.records
+    starts: list[int | None] = [None] * n_blocks
+    for pos, e in enumerate(tr.events):
+        if pos < fwd_end or e.phase == OPTIMIZER:
+            continue
+        rec = records[e.index] if 0 <= e.index < len(records) else None
+        if rec is None or rec.phase == FORWARD:
+            continue
+        b = clf.block_of(rec.module)
+        if b is not None and starts[b] is None:
+            starts[b] = pos
+    return starts

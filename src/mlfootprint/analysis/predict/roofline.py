@@ -1,0 +1,242 @@
+"""Roofline time of each traced operator, summed into a profile of the step.
+
+For each op record:
+  compute time = model FLOPs / (peak of the op's dtype × class factor)
+               + other FLOPs / (vector peak × vector factor)
+  memory time  = (bytes read + bytes written) / (memory bandwidth × bandwidth factor)
+  time         = max(compute, memory), plus a per-op overhead charged separately.
+Op classes: attention (attention products), conv (convolutions), matmul (the
+rest of the matrix-class work), vector (elementwise / norm / softmax /
+reduction only). The profile keeps the sums per phase, so a parallel layout can
+be evaluated without re-tracing (see ``step.py``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...core.errors import UserError
+from ...hardware.catalog import dtype_for_precision
+from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
+from .efficiency import Efficiency
+
+PHASES = ("forward", "backward", "recompute", "optimizer")
+CLASSES = ("matmul", "attention", "conv", "vector", "movement")
+
+_TORCH_DTYPES = {
+    "float32": "fp32", "float": "fp32", "float64": "fp64", "double": "fp64", "bfloat16": "bf16",
+    "float16": "fp16", "half": "fp16", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
+    "float8_e4m3fnuz": "fp8", "float8_e5m2fnuz": "fp8", "int8": "int8", "uint8": "int8",
+}
+_BLOCK_RE = re.compile(r"(^|\.)\d+(\.|$)")
+
+
+@dataclass
+class PhaseProfile:
+    compute_s: float = 0.0  # summed roofline time of ops limited by arithmetic
+    memory_s: float = 0.0  # summed roofline time of ops limited by memory traffic
+    ops: int = 0
+    model_flops: int = 0
+    other_flops: int = 0
+    bytes: int = 0
+    by_class: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def time_s(self) -> float:
+        return self.compute_s + self.memory_s
+
+    def add(self, cls: str, tc: float, tm: float, r: Any) -> None:
+        t = max(tc, tm)
+        if tc >= tm and tc > 0:
+            self.compute_s += t
+        else:
+            self.memory_s += t
+        self.ops += 1
+        self.model_flops += r.model_flops
+        self.other_flops += r.other_flops
+        self.bytes += r.bytes_read + r.bytes_written
+        self.by_class[cls] = self.by_class.get(cls, 0.0) + t
+
+    def scaled(self, k: float) -> PhaseProfile:
+        return PhaseProfile(self.compute_s * k, self.memory_s * k, self.ops, int(self.model_flops * k),
+                            int(self.other_flops * k), int(self.bytes * k),
+                            {c: v * k for c, v in self.by_class.items()})
+
+    def plus(self, other: PhaseProfile) -> PhaseProfile:
+        out = PhaseProfile(self.compute_s + other.compute_s, self.memory_s + other.memory_s, self.ops + other.ops,
+                           self.model_flops + other.model_flops, self.other_flops + other.other_flops,
+                           self.bytes + other.bytes, dict(self.by_class))
+        for c, v in other.by_class.items():
+            out.by_class[c] = out.by_class.get(c, 0.0) + v
+        return out
+
+
+@dataclass
+class Profile:
+    """Roofline sums of one traced step on one device, before any parallel layout is applied."""
+
+    phases: dict[str, PhaseProfile]
+    block_forward: PhaseProfile  # forward ops inside repeated blocks (what full recomputation re-runs)
+    attention_forward: PhaseProfile  # unfused forward attention products (what selective recomputation re-runs)
+    fused_recompute_flops: int  # FLOPs fused attention kernels recompute in backward (HFU only)
+    per_op_overhead_s: float
+    peak_flops: float  # dense peak of the workload's dtype (the MFU denominator)
+    peak_dtype: str
+    rates: dict[str, float]  # achievable rates used: class → FLOP/s, 'memory' → B/s
+    fallbacks: list[str]
+    overhead_source: str
+
+    def phase(self, name: str) -> PhaseProfile:
+        return self.phases.get(name) or PhaseProfile()
+
+
+def _op_dtype(out_dtype: str) -> str | None:
+    return _TORCH_DTYPES.get(out_dtype.replace("torch.", "")) if out_dtype else None
+
+
+def _fused_attention(op: str) -> bool:
+    """SDPA / flash kernels keep no T×T tensors, so selective recomputation has nothing to redo."""
+    return "scaled_dot_product" in op or "flash" in op or "efficient_attention" in op
+
+
+def op_class(r: Any) -> str:
+    if r.model_flops:
+        if r.attention_flops:
+            return "attention"
+        if "convolution" in r.op:
+            return "conv"
+        return "matmul"
+    if r.other_flops:
+        return "vector"
+    return "movement"
+
+
+def per_op_overhead(device: Any, eff: Efficiency) -> tuple[float, str]:
+    if device.per_op_overhead_s is not None:
+        return float(device.per_op_overhead_s), device.source_of("per_op_overhead_s") if hasattr(device, "source_of") else "device"
+    if device.kind in ("tpu", "accelerator"):
+        return eff["per_op_overhead_tpu_s"], "efficiency factor per_op_overhead_tpu_s"
+    return eff["per_op_overhead_gpu_s"], "efficiency factor per_op_overhead_gpu_s"
+
+
+def peak_for_precision(device: Any, precision: str) -> tuple[float, str]:
+    """Dense peak of the workload's math dtype; a one-line UserError when the device has none."""
+    dtype = dtype_for_precision(precision)
+    try:
+        return device.peak_for(dtype), dtype
+    except UserError as exc:
+        raise UserError(f"--precision {precision} needs a {dtype} peak: {exc}") from None
+
+
+def _accumulate(trace: Any, op_time: Any) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int]:
+    """Sum each op's (compute, memory) time by phase, for the transformer blocks' forward and for
+    unfused attention's forward; total the recompute FLOPs of fused backward kernels."""
+    phases: dict[str, PhaseProfile] = {}
+    block_fwd = PhaseProfile()
+    attn_fwd = PhaseProfile()
+    fused = 0
+    for r in trace.records:
+        cls = op_class(r)
+        tc, tm = op_time(r, cls)
+        ph = phases.get(r.phase)
+        if ph is None:
+            ph = phases[r.phase] = PhaseProfile()
+        ph.add(cls, tc, tm, r)
+        if r.phase == "forward":
+            if _BLOCK_RE.search(r.module or ""):
+                block_fwd.add(cls, tc, tm, r)
+            if r.attention_flops and not _fused_attention(r.op):
+                attn_fwd.add(cls, tc, tm, r)
+        elif r.phase == "backward":
+            fused += r.recompute_flops
+    return phases, block_fwd, attn_fwd, fused
+
+
+def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
+    if eff.curves:
+        return _build_profile_curves(trace, device, eff, precision)
+    return _build_profile(trace, device, eff, precision)
+
+
+def _build_profile(trace: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
+    peak, peak_dtype = peak_for_precision(device, precision)
+    fallbacks: list[str] = []
+    bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
+    vector_peak = device.peak_flops.get("fp32") or peak
+    if "fp32" not in device.peak_flops:
+        fallbacks.append(f"{device.id} lists no fp32 peak: elementwise arithmetic is rated against its {peak_dtype} peak")
+    vector_rate = vector_peak * eff["vector"]
+    rate_cache: dict[tuple[str, str], float] = {}
+
+    def rate(cls: str, dtype_name: str) -> float:
+        key = (cls, dtype_name)
+        r = rate_cache.get(key)
+        if r is None:
+            d = _op_dtype(dtype_name) or peak_dtype
+            p = device.peak_flops.get(d)
+            if p is None:
+                note = f"{device.id} lists no {d} peak: {d} matrix operators are rated against its {peak_dtype} peak"
+                if note not in fallbacks:
+                    fallbacks.append(note)
+                p = peak
+            r = p * eff[cls]
+            rate_cache[key] = r
+        return r
+
+    def op_time(r: Any, cls: str) -> tuple[float, float]:
+        tc = r.model_flops / rate(cls, r.out_dtype) if r.model_flops else 0.0
+        if r.other_flops:
+            tc += r.other_flops / vector_rate
+        return tc, (r.bytes_read + r.bytes_written) / bw
+
+    phases, block_fwd, attn_fwd, fused = _accumulate(trace, op_time)
+    overhead, overhead_source = per_op_overhead(device, eff)
+    rates = {c: peak * eff[c] for c in ("matmul", "attention", "conv")}
+    rates["vector"] = vector_rate
+    rates["memory"] = bw
+    return Profile(phases, block_fwd, attn_fwd, fused, overhead, peak, peak_dtype, rates, fallbacks, overhead_source)
+
+
+def _build_profile_curves(trace: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
+    """As _build_profile, with rates from a per-op-class calibration (mlfootprint.analysis.predict.opcurves) for fp32
+    operators: compute kernels by FLOPs per byte moved, norms/pooling/elementwise by bytes moved."""
+
+    base = _build_profile(_NoRecords(trace), device, eff, precision)
+    curves = {c: Curve(p) for c, p in (eff.curves or {}).items()}
+    bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
+    vector_rate = base.rates["vector"]
+    mem_curve = curves.get("memory")
+    training = "backward" in (getattr(trace, "phases_run", None) or ())
+
+    def op_time(r: Any, cls: str) -> tuple[float, float]:
+        nbytes = r.bytes_read + r.bytes_written
+        d = _op_dtype(r.out_dtype) or base.peak_dtype
+        kind = kernel_kind(r.op, r.model_flops, r.attention_flops, training) if d == "fp32" else None
+        curve = curves.get(kind) if kind else None
+        tc = tm = 0.0
+        if curve is not None and kind in COMPUTE_KINDS:
+            tc = r.model_flops / curve(r.model_flops / max(nbytes, 1))  # the measured rate includes its traffic
+            if r.other_flops:
+                tc += r.other_flops / vector_rate
+        elif curve is not None and kind in BYTE_KINDS:
+            tm = nbytes / curve(nbytes)
+        else:
+            if r.model_flops:
+                rate = (device.peak_flops.get(d) or base.peak_flops) * eff[cls]
+                tc = r.model_flops / rate
+            if r.other_flops:
+                tc += r.other_flops / (curve(r.other_flops) if curve is not None else vector_rate)
+            tm = nbytes / (mem_curve(nbytes) if mem_curve is not None else bw)
+        return tc, tm
+
+    phases, block_fwd, attn_fwd, fused = _accumulate(trace, op_time)
+    base.phases, base.block_forward, base.attention_forward, base.fused_recompute_flops = phases, block_fwd, attn_fwd, fused
+    return base
+
+
+class _NoRecords:
+    """A trace's stand-in with no records: builds the rates and overhead of a profile only."""
+
+    def __init__(self, trace: Any) -> None:
+        self.records: list[Any] = []

@@ -1,0 +1,95 @@
+"""From a workload and its trace to the inputs of the step model: the layout and the model's shape."""
+from __future__ import annotations
+
+from typing import Any
+
+
+from ...core.errors import UserError
+from ..count.params import parameter_stats
+from .step import ModelShape
+from ...workload import Layout
+
+
+
+def tokens_per_sample(spec: Any, wl: Any, trace: Any) -> float | None:
+    if trace.token_unit == "tokens" and wl.batch:
+        return trace.tokens / wl.batch
+    facts = spec.facts or {}
+    size, patch = facts.get("image_size"), facts.get("patch_size")
+    if size and patch:
+        return (int(size) // int(patch)) ** 2 + 1
+    return None
+
+
+def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None) -> ModelShape:
+    """What the step model needs; ``global_batch`` when the step covers more samples than the trace."""
+    facts = spec.facts or {}
+    total = parameter_stats(trace).total
+    act_bytes = wl.precision_info.compute_bytes
+    moe = trace.moe
+    return ModelShape(
+        batch=global_batch or wl.batch,
+        tokens_per_sample=tokens_per_sample(spec, wl, trace),
+        layers=facts.get("layers"),
+        hidden=facts.get("hidden"),
+        act_bytes=act_bytes,
+        grad_bytes=float(trace.grad_bytes),
+        weight_bytes=float(total * act_bytes if wl.mixed else trace.param_bytes),
+        param_bytes=float(trace.param_bytes),
+        experts=int(getattr(moe, "experts", 0) or facts.get("experts") or 0),
+        top_k=int(getattr(moe, "top_k", 0) or facts.get("experts_per_token") or 0),
+        training=wl.training,
+        trace_recompute=wl.recompute if wl.training else "none",
+        traced_batch=wl.batch,
+    )
+
+
+def global_batch(wl: Any) -> tuple[int, str | None]:
+    """The samples one step covers, and a note when it is not ``--batch``.
+
+    ``--batch`` is the global batch. Left at its default of 1 with several data-parallel replicas,
+    it reads as one sample per replica (micro-batch × grad-accum each), as the memory model reads it.
+    """
+    dp = wl.dp
+    if dp > 1 and wl.batch == 1 and "batch" not in getattr(wl, "given", set()):
+        per = (wl.micro_batch or 1) * wl.grad_accum
+        return dp * per, (f"no --batch: one step is {per} sample(s) on each of the {dp} data-parallel replicas, "
+                          f"a global batch of {dp * per}")
+    return wl.batch, None
+
+
+def parallel_from(wl: Any) -> Layout:
+    """The layout a workload asks for; one-line UserErrors when it is inconsistent.
+
+    The micro-batch follows the memory model's reading (``mlfootprint.workload.micro_batch_of``):
+    ``--micro-batch`` if given, else the per-replica batch / ``--grad-accum``.
+    """
+    tp, pp, ep = wl.tp, wl.pp, wl.ep
+    if wl.devices is not None and wl.devices % (tp * pp):
+        raise UserError(f"--devices {wl.devices} is not divisible by --tp {tp} × --pp {pp} = {tp * pp}; "
+                        f"use a device count that is a multiple of {tp * pp}, or change --tp/--pp")
+    dp = wl.devices // (tp * pp) if wl.devices is not None else wl.dp
+    if wl.devices is not None and wl.dp not in (1, dp):
+        raise UserError(f"--dp {wl.dp} × --tp {tp} × --pp {pp} = {wl.dp * tp * pp} devices, but --devices is "
+                        f"{wl.devices}; drop --dp (it follows from the others) or make them agree")
+    if ep > 1 and dp % ep:
+        raise UserError(f"--ep {ep} must divide the data-parallel degree {dp} (experts are sharded across data-parallel ranks)")
+    batch, _ = global_batch(wl)
+    if batch % dp:
+        raise UserError(f"--batch {batch} (global) is not divisible by the {dp} data-parallel replicas; "
+                        f"use a batch that is a multiple of {dp}")
+    per_replica = batch // dp
+    if wl.micro_batch is not None:
+        if per_replica % wl.micro_batch:
+            raise UserError(f"--micro-batch {wl.micro_batch} does not divide the per-replica batch {per_replica} "
+                            f"(global batch {batch} / {dp} replicas)")
+        mb = wl.micro_batch
+    elif wl.grad_accum > 1:
+        if per_replica % wl.grad_accum:
+            raise UserError(f"--grad-accum {wl.grad_accum} does not divide the per-replica batch {per_replica}")
+        mb = per_replica // wl.grad_accum
+    else:
+        mb = per_replica
+    return Layout(dp=dp, tp=tp, pp=pp, ep=ep, zero=wl.zero if wl.training else 0, micro_batch=mb,
+                    recompute=wl.recompute if wl.training else "none", offload=wl.offload if wl.training else "none",
+                    zeropp=bool(getattr(wl, "zeropp", False)))

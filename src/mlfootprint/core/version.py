@@ -1,0 +1,2 @@
+"""The package version, in one place every layer may import."""
+__version__ = "0.1.0"

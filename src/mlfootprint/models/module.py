@@ -1,0 +1,44 @@
+"""A user's own nn.Module instance as a model source: traced through fake copies, never touched."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch._guards import detect_fake_mode
+
+from .inputs import InputSpec
+from .spec import ModelSpec
+
+
+def spec_from_module(user_model: torch.nn.Module, inputs: Sequence[Any] = ()) -> ModelSpec:
+    """A ModelSpec whose factory deep-copies ``user_model`` into fake tensors at build time.
+
+    The copy is made inside the trace's FakeTensorMode: deepcopy's memo is seeded with a fake twin of every
+    parameter and buffer (same metadata, no data), so only the module structure is copied and the user's
+    tensors are neither read nor moved. Tensor ``inputs`` give the input shapes (their values are not read).
+    """
+    tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+
+    def factory() -> torch.nn.Module:
+        mode = detect_fake_mode()
+        memo: dict[int, Any] = {}
+        for t in list(user_model.parameters()) + list(user_model.buffers()):
+            if id(t) in memo:
+                continue
+            twin = mode.from_tensor(t) if mode is not None else t.detach().clone()
+            if isinstance(t, torch.nn.Parameter):
+                twin = torch.nn.Parameter(twin, requires_grad=t.requires_grad)
+            memo[id(t)] = twin
+        return copy.deepcopy(user_model, memo)
+
+    def make_inputs() -> tuple[torch.Tensor, ...]:
+        return tuple(torch.empty_like(t) if t.dtype.is_floating_point else torch.zeros_like(t) for t in tensors)
+
+    specs = tuple(InputSpec(tuple(t.shape), t.dtype) for t in tensors)
+    specs += tuple(i for i in inputs if isinstance(i, InputSpec))
+    cls = type(user_model)
+    # A module instance is traced like a factory's product (a fresh fake copy per trace).
+    return ModelSpec(name=cls.__name__, source="factory", origin=f"{cls.__module__}.{cls.__name__}",
+                     factory=factory, input_specs=specs, inputs_factory=make_inputs if tensors else None)

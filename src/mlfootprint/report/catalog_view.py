@@ -1,0 +1,165 @@
+"""Terminal and Markdown forms of the device catalog (``hardware list``, ``hardware show``, ``hardware calibrate``)."""
+from __future__ import annotations
+
+import argparse
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .markdown import md_escape
+from .render import renderer
+from .schema import Report
+
+_DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+_SHOWN_PEAKS = ("bf16", "fp16", "fp8")
+_LIST_NOTE = ("Peak FLOP/s are dense (no 2:4 sparsity). Memory in GiB (2^30 bytes); TB/s = 10^12 bytes/s. "
+              "Every figure's source and date: mlfootprint hardware show ID")
+_PEAK = "peak_flop_per_s"
+
+
+def _devices(report: Report) -> list[dict[str, Any]]:
+    return list(((report.get("catalog") or {}).get("devices") or {}).values())
+
+
+# ------------------------------------------------------------------------------------------ list
+
+
+def _list_header() -> list[str]:
+    return ["ID", "Name", "Memory GiB", *(f"{d} TFLOP/s" for d in _SHOWN_PEAKS), "Mem TB/s", "TDP W", "$/h"]
+
+
+def _list_row(d: dict[str, Any]) -> list[str]:
+    peaks = d.get(_PEAK) or {}
+    price = d.get("price_usd_per_hour")
+    return [d["id"], d["name"], _num(d["memory_bytes"] / 2**30),
+            *[_num(peaks[t] / 1e12) if t in peaks else "—" for t in _SHOWN_PEAKS],
+            f"{d['memory_bandwidth_bytes_per_s'] / 1e12:.3g}",
+            _num(d["tdp_w"]) if d.get("tdp_w") is not None else "—",
+            f"{price:.2f}" if price is not None else "—"]
+
+
+@renderer("table", verb="hardware list")
+def list_table(report: Report, args: argparse.Namespace | None = None) -> str:
+    table = Table(title="mlfootprint hardware list", caption=_LIST_NOTE, caption_justify="left")
+    for i, h in enumerate(_list_header()):
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i == 0)
+    for d in _devices(report):
+        table.add_row(*_list_row(d))
+    return _print(table)
+
+
+@renderer("md", verb="hardware list")
+def list_markdown(report: Report, args: argparse.Namespace | None = None) -> str:
+    rows = [_list_row(d) for d in _devices(report)]
+    return "# mlfootprint hardware list\n\n" + _md_table(_list_header(), rows) + "\n\n" + _LIST_NOTE + "\n"
+
+
+# ------------------------------------------------------------------------------------------ show, calibrate
+
+
+def _show_rows(d: dict[str, Any]) -> list[list[Any]]:
+    sources = d.get("sources") or {}
+    rows: list[list[Any]] = []
+
+    def add(label: str, path: str, value: str) -> None:
+        src = sources.get(path, {})
+        rows.append([label, value, src.get("provenance", "?"), src or {"source": "?"}, src.get("date", "—")])
+
+    peaks = d.get(_PEAK) or {}
+    for t in _DTYPES:
+        if t in peaks:
+            add(f"peak {t} (dense)", f"{_PEAK}.{t}", _rate(peaks[t], "OP/s" if t == "int8" else "FLOP/s"))
+    add("memory", "memory_bytes", f"{_num(d['memory_bytes'] / 2**30)} GiB ({_num(d['memory_bytes'] / 1e9)} GB)")
+    add("memory bandwidth", "memory_bandwidth_bytes_per_s", _rate(d["memory_bandwidth_bytes_per_s"], "B/s"))
+    if d.get("intra_node_bandwidth_bytes_per_s") is not None:
+        add("intra-node bandwidth (per direction)", "intra_node_bandwidth_bytes_per_s",
+            _rate(d["intra_node_bandwidth_bytes_per_s"], "B/s"))
+    if d.get("inter_node_bandwidth_bytes_per_s") is not None:
+        v = d["inter_node_bandwidth_bytes_per_s"]
+        add("inter-node bandwidth (per direction)", "inter_node_bandwidth_bytes_per_s",
+            f"{_rate(v, 'B/s')} ({_num(v * 8 / 1e9)} Gb/s)")
+    if d.get("devices_per_node") is not None:
+        add("devices per node", "devices_per_node", str(d["devices_per_node"]))
+    if d.get("tdp_w") is not None:
+        add("TDP", "tdp_w", f"{_num(d['tdp_w'])} W")
+    if d.get("price_usd_per_hour") is not None:
+        add("price per device-hour", "price_usd_per_hour", _usd(d["price_usd_per_hour"]))
+    if d.get("per_op_overhead_s") is not None:
+        add("per-op overhead", "per_op_overhead_s", f"{_num(d['per_op_overhead_s'] * 1e6)} µs")
+    return rows
+
+
+def _intro(d: dict[str, Any]) -> list[str]:
+    return [f"vendor: {d['vendor']}", f"kind: {d['kind']}", f"origin: {d.get('origin', '')}"]
+
+
+@renderer("table", verb="hardware show")
+@renderer("table", verb="hardware calibrate")
+def show_table(report: Report, args: argparse.Namespace | None = None) -> str:
+    out = []
+    for d in _devices(report):
+        caption = "; ".join(_intro(d)) + ". Peak FLOP/s are dense (no 2:4 sparsity)."
+        table = Table(title=f"mlfootprint {report.verb}: {d['name']} ({d['id']})", caption=caption,
+                      caption_justify="left")
+        for i, h in enumerate(["Field", "Value", "Provenance", "Source", "Date"]):
+            table.add_column(h, justify="right" if i == 1 else "left", no_wrap=i in (0, 1, 4),
+                             overflow="fold", ratio=4 if i == 3 else None)
+        for f, v, p, s, date in _show_rows(d):
+            table.add_row(f, v, p, "\n".join(x for x in (s["source"], s.get("note"), s.get("url")) if x), date)
+        out.append(_print(table))
+    return "".join(out)
+
+
+@renderer("md", verb="hardware show")
+@renderer("md", verb="hardware calibrate")
+def show_markdown(report: Report, args: argparse.Namespace | None = None) -> str:
+    out = []
+    for d in _devices(report):
+        rows = [[f, v, p, _md_source(s), date] for f, v, p, s, date in _show_rows(d)]
+        text = f"## {md_escape(d['name'])} (`{md_escape(d['id'])}`)\n\n"
+        text += "\n".join(f"- {md_escape(line)}" for line in _intro(d)) + "\n\n"
+        text += _md_table(["Field", "Value", "Provenance", "Source", "Date"], rows)
+        out.append(text + "\n\nPeak FLOP/s are dense (no 2:4 sparsity).\n")
+    return f"# mlfootprint {report.verb}\n\n" + "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _print(table: Table) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=160, no_color=True, force_terminal=False, highlight=False).print(table)
+    return buf.getvalue()
+
+
+def _num(v: float) -> str:
+    """Up to 4 significant digits, thousands separators, no trailing zeros."""
+    return f"{v:,.0f}" if v >= 1000 else f"{v:.4g}"
+
+
+def _rate(v: float, unit: str) -> str:
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{_num(v / scale)} {prefix}{unit}"
+    return f"{_num(v)} {unit}"
+
+
+def _usd(v: float) -> str:
+    return f"${v:,.2f}/h" if v >= 1 else f"${v:.3g}/h"
+
+
+def _md_source(s: dict[str, str]) -> str:
+    text = s.get("source", "?")
+    if s.get("note"):
+        text += f" ({s['note']})"
+    if s.get("url"):
+        text += f" <{s['url']}>"
+    return text
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(md_escape(str(c)) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""The claims table: terminal, Markdown and self-contained HTML, each row linking to its source."""
+from __future__ import annotations
+
+import argparse
+import html
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .render import renderer
+from .schema import Report
+
+_VERDICT_MARK = {"reproduced": "✓ reproduced", "differs": "✗ differs", "not checkable": "? not checkable"}
+
+
+def fmt_value(value: Any, unit: str) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if unit == "MFU":
+        return f"{100 * value:.1f}%"
+    if unit in ("FLOPs", "parameters"):
+        return f"{value:.3g}"
+    if unit == "x":
+        return f"{value:.3g}×"
+    return f"{value:,.4g} {unit}"
+
+
+def fmt_diff(d: float | None) -> str:
+    return "—" if d is None else f"{100 * d:+.1f}%"
+
+
+def _rows(report: Report) -> dict[str, dict[str, Any]]:
+    return (report.get("claims") or {}).get("rows") or {}
+
+
+@renderer("table", verb="claims")
+def render_claims_table(report: Report, args: argparse.Namespace | None = None) -> str:
+    return to_text(_rows(report))
+
+
+@renderer("md", verb="claims")
+def render_claims_markdown(report: Report, args: argparse.Namespace | None = None) -> str:
+    return to_markdown(_rows(report))
+
+
+@renderer("html", verb="claims")
+def render_claims_html(report: Report, args: argparse.Namespace | None = None) -> str:
+    return to_html(_rows(report))
+
+
+def to_text(rows: dict[str, dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    console = Console(file=buf, width=140, force_terminal=False, color_system=None, highlight=False)
+    table = Table(title="Published claims, recomputed by mlfootprint", title_justify="left", show_lines=True)
+    for h in ("claim", "published", "ours", "diff", "verdict", "how / why"):
+        table.add_column(h, overflow="fold")
+    for cid, r in rows.items():
+        table.add_row(f"{cid}\n{r['claim']}\n{r['source']}\n{r['url']}", fmt_value(r["published"], r["unit"]),
+                      fmt_value(r["ours"], r["unit"]), fmt_diff(r["difference"]), _VERDICT_MARK[r["verdict"]], r["detail"])
+    console.print(table)
+    counts = _counts(rows)
+    console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+    return buf.getvalue()
+
+
+def _counts(rows: dict[str, dict[str, Any]]) -> dict[str, int]:
+    counts = {"reproduced": 0, "differs": 0, "not checkable": 0}
+    for r in rows.values():
+        counts[r["verdict"]] += 1
+    return counts
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(rows: dict[str, dict[str, Any]]) -> str:
+    lines = ["# Published claims, recomputed by mlfootprint", "",
+             "| claim | published | ours | diff | verdict | how / why |", "|---|---|---|---|---|---|"]
+    for cid, r in rows.items():
+        link = f"[{_md(r['source'])}]({r['url']})" if r["url"] else _md(r["source"])
+        lines.append(f"| **{_md(cid)}**: {_md(r['claim'])} ({link}) | {fmt_value(r['published'], r['unit'])} | "
+                     f"{fmt_value(r['ours'], r['unit'])} | {fmt_diff(r['difference'])} | {_VERDICT_MARK[r['verdict']]} | {_md(r['detail'])} |")
+    lines += ["", ", ".join(f"{n} {k}" for k, n in _counts(rows).items())]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(rows: dict[str, dict[str, Any]]) -> str:
+    e = html.escape
+    body = []
+    for cid, r in rows.items():
+        src = f'<a href="{e(r["url"], quote=True)}">{e(r["source"])}</a>' if r["url"] else e(r["source"])
+        verdict = r["verdict"].replace(" ", "-")
+        body.append(
+            f'<tr class="{verdict}"><td><b>{e(cid)}</b><br>{e(r["claim"])}<br><small>{src}</small></td>'
+            f'<td>{e(fmt_value(r["published"], r["unit"]))}</td><td>{e(fmt_value(r["ours"], r["unit"]))}</td>'
+            f'<td>{e(fmt_diff(r["difference"]))}</td><td>{e(_VERDICT_MARK[r["verdict"]])}</td><td>{e(r["detail"])}</td></tr>')
+    counts = ", ".join(f"{n} {k}" for k, n in _counts(rows).items())
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mlfootprint claims</title>
+<style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1d2430}}table{{border-collapse:collapse;width:100%}}
+td,th{{border-bottom:1px solid #dde2ea;padding:.5em;vertical-align:top;text-align:left}}th{{background:#f3f5f9}}
+tr.reproduced td:nth-child(5){{color:#146c2e}}tr.differs td:nth-child(5){{color:#a3330f}}tr.not-checkable td:nth-child(5){{color:#6b6f7a}}</style>
+</head><body><h1>Published claims, recomputed by mlfootprint</h1><p>{e(counts)}</p>
+<table><thead><tr><th>claim</th><th>published</th><th>ours</th><th>diff</th><th>verdict</th><th>how / why</th></tr></thead>
+<tbody>{''.join(body)}</tbody></table></body></html>
+"""
+
+

@@ -1,0 +1,30 @@
+"""``claims``: published efficiency claims, recomputed by mlfootprint's own machinery, with a verdict each."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..claims import as_rows, load_claims, run_claims
+from ..claims.model import REPRODUCED
+from ..report.schema import Report
+from ..report.sections import ClaimRow, ClaimsSection
+
+
+def claims(files: Sequence[str] = (), only: Sequence[str] = ()) -> Report:
+    """Recompute the bundled claims (and those of ``files``), or ``only`` the named ones.
+
+    Returns:
+        A Report with a ``claims`` section: per claim the published figure, ours, the difference and a verdict
+        (see :func:`regressions` for the claims that stopped reproducing).
+    """
+    rows = as_rows(run_claims(load_claims(list(files)), list(only) or None))
+    rep = Report(verb="claims")
+    rep.add(ClaimsSection(rows={cid: ClaimRow(**row) for cid, row in rows.items()}))
+    for cid in rows:
+        rep.mark(f"claims.rows.{cid}.published", "published")
+    return rep
+
+
+def regressions(report: Report) -> list[str]:
+    """Claims known to reproduce (their expected verdict) that no longer do."""
+    rows = (report.get("claims") or {}).get("rows") or {}
+    return [cid for cid, r in rows.items() if r.get("expected_verdict") == REPRODUCED and r.get("verdict") != REPRODUCED]

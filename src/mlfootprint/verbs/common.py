@@ -1,0 +1,97 @@
+"""What every model verb does first: resolve the MODEL, trace the workload, start the report.
+
+The verbs are the only place a Report is built: each takes the typed results of the analyses and writes
+them into report sections (``mlfootprint.report.sections``) with their provenance and assumptions.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..analysis.count.flops import FlopSummary, by_module, by_op, flop_summary
+from ..analysis.count.params import ParamStats, parameter_stats
+from ..models import ModelSpec, resolve
+from ..models.module import spec_from_module
+from ..report.schema import Report
+from ..report.sections import FlopsSection, ModelSection, ParamsSection, WorkloadSection
+from ..trace.records import Trace
+from ..trace.run import trace
+from ..workload import Workload
+
+# The definitions behind the numbers, stated in every model report (DESIGN.md's trust contract).
+CONVENTIONS = {
+    "FLOP": "one floating-point multiply or add; a multiply-accumulate (MAC) is 2 FLOPs",
+    "model FLOPs": "matrix-class work (matmul, convolution, attention products, recurrent matmuls, einsum); "
+                   "the MFU numerator. Elementwise, normalization, softmax and reduction FLOPs are flops.other",
+    "backward": "counted from the real backward operators; activation recomputation is hardware FLOPs (HFU), not model FLOPs",
+    "causal attention": "counted as the full square; flops.attention_causal_halved halves causal attention",
+    "flops.other": "1 FLOP per floating-point output element of a pointwise op (compound ops such as addcmul more), "
+                   "1 per input element of a reduction, 5 per softmax element, 5-7 per normalized element",
+    "units": "JSON in base units with the unit in the key; GB = 1e9 bytes, GiB = 2^30 bytes",
+}
+
+_COUNTED_FLOPS = ("forward", "backward", "model", "other", "optimizer", "recompute", "hardware", "total", "attention",
+                  "attention_causal_halved", "per_token")
+
+
+def resolve_model(model: str | torch.nn.Module | ModelSpec | None, inputs: Sequence[Any] = (),
+                  inputs_ref: str | None = None) -> ModelSpec:
+    """What the user named: a MODEL string (None: the bundled default), an nn.Module instance, or a ModelSpec."""
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, torch.nn.Module):
+        return spec_from_module(model, inputs)
+    return resolve(model, [str(i) for i in inputs if not isinstance(i, torch.Tensor)], inputs_ref)
+
+
+def traced(model: Any, workload: Workload | None, inputs: Sequence[Any] = (),
+           inputs_ref: str | None = None) -> tuple[ModelSpec, Workload, Trace]:
+    """Resolve and trace: the one pass every figure of a model verb comes from."""
+    wl = workload or Workload()
+    spec = resolve_model(model, inputs, inputs_ref)
+    return spec, wl, trace(spec, wl)
+
+
+def base_report(verb: str, spec: ModelSpec | None, wl: Workload | None) -> Report:
+    """A report with the model and the workload (its defaults marked assumed) and the conventions."""
+    rep = Report(verb=verb)
+    if spec is not None:
+        rep.add(model_section(spec))
+    if wl is not None:
+        data = wl.to_dict()
+        rep.add(WorkloadSection(**data), {key: "assumed" for key in data["defaults"]})
+    rep.conventions = dict(CONVENTIONS)
+    return rep
+
+
+def model_section(spec: ModelSpec) -> ModelSection:
+    return ModelSection(**spec.to_dict())
+
+
+def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules: bool = True) -> tuple[ParamStats, FlopSummary]:
+    """The params and flops sections (and their assumptions) from one trace."""
+    params = parameter_stats(tr)
+    rep.add(ParamsSection(**vars(params)), {k: "counted" for k in vars(params) if k != "by_dtype" and
+                                             getattr(params, k) is not None})
+    if params.active != params.total:
+        rep.mark("params.active", "modeled")
+    flops = flop_summary(tr)
+    if tr.causal and any(r.attention_flops and r.causal is None for r in tr.records):
+        rep.assume("attention in this causal language model is causal, for the causal-halved figure")
+    section = FlopsSection(**{k: v for k, v in vars(flops).items() if k != "unsupported_ops"},
+                           unsupported_ops=flops.unsupported_ops or None,
+                           by_module=by_module(tr) if modules else None, by_op=by_op(tr) if ops else None,
+                           trace_s=round(tr.trace_s, 3), token_unit=tr.token_unit)
+    rep.add(section, {k: "counted" for k in _COUNTED_FLOPS})
+    for a in tr.assumptions:
+        rep.assume(a)
+    if tr.unsupported:
+        rep.assume("operators without a FLOP formula are listed in flops.unsupported_ops and contribute no FLOPs: "
+                   + ", ".join(f"{k} ×{v}" for k, v in sorted(tr.unsupported.items())))
+    workload = rep.get("workload")
+    if workload is not None and workload.get("seq") is None and tr.token_unit == "tokens" and wl.batch:
+        workload["seq"] = tr.tokens // wl.batch  # the model's default length, as traced
+        rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq was given")
+    return params, flops

@@ -1,0 +1,90 @@
+"""``memory``: per-device memory by component, whether it fits, and the largest batch that fits."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..analysis.count.params import parameter_stats
+from ..analysis.memory.api import device_bytes_for, max_batch, memory_model
+from ..core.errors import UserError
+from ..core.units import parse_size
+from ..report.schema import Report
+from ..report.sections import ParamsSection
+from ..trace.run import trace
+from ..workload import Layout, Workload, check_against_model, micro_batch_of
+from .common import base_report, resolve_model
+from .parts import add_memory
+
+
+def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
+           inputs_ref: str | None = None, *, device_memory: int | str | None = None, max_batch: bool = False,
+           other_bytes: int | str | None = None) -> Report:
+    """Per-device memory of ``workload`` by component, whether it fits, and the largest batch that fits.
+
+    The model is traced at the per-device micro-batch (``batch / (dp × grad_accum)``) and the traced step's
+    allocation timeline is replayed for the workload's layout (ZeRO, TP/PP/EP, offload, recomputation).
+
+    Args:
+        model, workload, inputs, inputs_ref: as for :func:`mlfootprint.count`.
+        device_memory: one device's memory in bytes or as text ("80GB", "80GiB"); default: the
+            workload's ``device_memory``, else its ``hardware``'s catalog figure.
+        max_batch: also search for the largest batch that fits, by re-tracing (needs a device size).
+        other_bytes: per-device framework overhead (bytes or "1GB"); default: the memory model's 1 GB.
+
+    Returns:
+        A Report with ``params`` and ``memory`` sections (``memory.peak_bytes``, ``memory.fits``).
+
+    Example:
+        >>> rep = mf.memory("llama-2-7b", mf.Workload(mode="train", seq=2048, precision="bf16-mixed",
+        ...                                           zero=3, dp=8, hardware="a100-80gb"))
+        >>> rep.sections["memory"]["fits"]
+    """
+    wl = workload or Workload()
+    if device_memory is not None:
+        wl = wl.with_changes(device_memory=_size(device_memory, "device_memory"))
+    if other_bytes is not None:
+        wl = wl.with_changes(other_bytes=_size(other_bytes, "other_bytes", zero_ok=True))
+    if max_batch and wl.device_memory is None and not wl.hardware:
+        raise UserError("--max-batch needs a device memory size: give --device-memory 80GB or --hardware ID")
+    spec = resolve_model(model, inputs, inputs_ref)
+    layout = Layout.from_workload(wl)
+    check_against_model(layout, spec.facts or {}, None, wl.training)
+    mb = micro_batch_of(wl)
+    traced_wl = wl.with_changes(batch=mb, micro_batch=None,
+                                given=wl.given | ({"batch"} if "batch" in wl.given or mb != 1 else set()))
+    tr = trace(spec, traced_wl)
+    rep = base_report("memory", spec, wl)
+    params = parameter_stats(tr)
+    rep.add(ParamsSection(**vars(params)), {k: "counted" for k in vars(params) if k != "by_dtype"
+                                             and getattr(params, k) is not None})
+    mm = memory_model(spec, traced_wl, tr)
+    if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
+        layout = layout.replace(micro_batch=mm.traced_batch)  # the batch of --input shapes / an inputs callable
+    device_bytes, prov, source = device_bytes_for(wl)
+    est = mm.per_device(layout).with_device(device_bytes, prov or "assumed")
+    extra: dict[str, Any] = {"device_source": source} if device_bytes is not None and source else {}
+    if max_batch:
+        probes: list[tuple[int, int, bool]] = []
+        best = _max_batch(spec, wl, device_bytes, other_bytes=wl.other_bytes, trace=tr, probes=probes)
+        extra.update(max_micro_batch=best, max_batch=best * layout.dp * layout.grad_accum,
+                     max_batch_traces=sum(1 for *_, new in probes if new))  # traces made by the search itself
+    add_memory(rep, est, wl, **extra)
+    if max_batch:
+        rep.mark("memory.max_batch", "counted")
+        rep.mark("memory.max_micro_batch", "counted")
+        rep.assume("memory: max_batch is the largest global batch (max_micro_batch × dp × grad_accum) whose traced "
+                   "peak fits; found by re-tracing (a guess from one trace, then galloping and bisection), "
+                   "each verdict from a trace at that micro-batch")
+    for a in tr.assumptions:
+        rep.assume(a)
+    return rep
+
+
+_max_batch = max_batch  # the search (analysis.memory.api.max_batch); the verb's flag shadows the name
+
+
+def _size(value: int | str, option: str, zero_ok: bool = False) -> int:
+    size = parse_size(value, f"--{option.replace('_', '-')}")
+    if size < (0 if zero_ok else 1):
+        raise UserError(f"--{option.replace('_', '-')} must be {'zero or ' if zero_ok else ''}positive, got {value!r}")
+    return size

@@ -1,0 +1,206 @@
+"""Report sections more than one verb writes: memory, the predicted time, and the footprint of that time.
+
+Each function takes typed results of the analyses and writes one section with its provenance and the
+assumptions that moved its figures.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..analysis.footprint import compute_footprint
+from ..analysis.footprint.result import FootprintResult
+from ..analysis.memory import methods
+from ..analysis.memory.api import MemoryEstimate
+from ..analysis.predict.api import (StepPrediction, devices_for_deadline, inference_latency, is_measured_device,
+                                    time_to_train)
+from ..report.schema import Report
+from ..report.sections import FootprintInput, FootprintSection, MemorySection, TimeSection
+from ..workload import Workload
+
+# ------------------------------------------------------------------------------------------ memory
+
+
+def add_memory(rep: Report, est: MemoryEstimate, wl: Workload, **extra: Any) -> None:
+    """The memory section of one estimate (``extra``: device_source, max_batch, ...)."""
+    d = est.to_dict()
+    section = MemorySection(
+        weights_bytes=d["weights_bytes"], gradients_bytes=d["gradients_bytes"], optimizer_bytes=d["optimizer_bytes"],
+        activations_bytes=d["activations_bytes"], kv_cache_bytes=d["kv_cache_bytes"], other_bytes=d["other_bytes"],
+        peak_bytes=d["peak_bytes"], host_bytes=d["host_bytes"], nvme_bytes=d["nvme_bytes"],
+        device_bytes=d.get("device_bytes"), fits=d.get("fits"), headroom_bytes=d.get("headroom_bytes"),
+        peak_phase=d["peak_phase"], pipeline_stage=d.get("pipeline_stage"), at_peak=d["at_peak"],
+        breakdown=d["breakdown"], layout=d.get("layout"),
+        weights_compression_vs_bf16_ratio=est.breakdown.get("weights_compression_vs_bf16_ratio") or None,
+        quantized_compression_vs_bf16_ratio=est.breakdown.get("quantized_compression_vs_bf16_ratio") or None,
+        **extra)
+    data = section.to_dict()
+    rep.add(section, {k: v for k, v in est.provenance.items() if k in data})
+    _memory_assumptions(rep, est, wl)
+
+
+def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
+    lay = est.layout
+    if wl.training:
+        rep.assume("memory: the steady-state training step (step ≥ 2): optimizer states exist for the whole step; "
+                   "gradients are freed between steps (zero_grad(set_to_none=True), PyTorch's default) and grow "
+                   "during backward, unless accumulation, pipelining, ZeRO-2/3 or offload keep them for the whole step")
+        if wl.mixed:
+            rep.assume("memory: mixed precision as in Megatron-LM/DeepSpeed and the ZeRO paper: 16-bit working weights "
+                       "and gradients (2 + 2 bytes/param), fp32 master weights with the optimizer states "
+                       "(K = 12 bytes/param for Adam); PyTorch autocast over fp32 weights instead keeps 4 + 4 + 8 and "
+                       "16-bit weight copies during forward and backward")
+        if wl.optimizer == "adam-8bit":
+            rep.assume("memory: adam-8bit as bitsandbytes keeps it: two 8-bit states plus one fp32 absmax per block of "
+                       f"{methods.value('adam_8bit', 'block_size')} values each; tensors under "
+                       f"{methods.value('adam_8bit', 'min_8bit_size'):,} elements keep 32-bit states")
+        if wl.optimizer == "adafactor":
+            rep.assume("memory: Adafactor keeps the factored second moment (row and column statistics of each matrix, "
+                       "a full vector for 1-D parameters) and no first moment (torch.optim.Adafactor)")
+        if wl.optimizer == "zo-sgd":
+            rep.assume("memory: zo-sgd (MeZO, Malladi et al. 2023): two forward passes without autograd, no gradients, "
+                       "no optimizer states; the perturbation z is regenerated from a seed, one tensor at a time")
+    if wl.quant != "none":
+        if wl.lora_rank:
+            dq = "double-quantized absmax (8-bit, one fp32 constant per 256 blocks), as in the QLoRA paper" \
+                if methods.value("qlora", "double_quant") else "fp32 absmax per block"
+            rep.assume(f"memory: QLoRA base weights in 4-bit NF4, blocks of {methods.value('qlora', 'block_size')} with "
+                       f"{dq}; linear layers inside the blocks only (embeddings, head, norms stay 16-bit)")
+        else:
+            g = methods.value("quant", "group_size")
+            rep.assume(f"memory: {wl.quant} weight-only quantization of the linear layers inside the blocks: "
+                       + (f"symmetric, one fp16 scale per group of {g} (GPTQ/AWQ default); " if wl.quant != "fp8"
+                          else "one fp32 scale per tensor; ")
+                       + "embeddings, head and norms stay in the compute dtype")
+    if lay is not None and (lay.tp > 1 or lay.pp > 1):
+        rep.assume("memory: tensor parallelism divides every matrix by --tp and the activations between column- and "
+                   "row-parallel linears (Korthikanti et al. 2022); norms, residual stream and embeddings outputs are "
+                   "replicated (no sequence parallelism); pipeline stages hold min(pp − stage, grad_accum) micro-batches "
+                   "(1F1B)")
+    if wl.zeropp:
+        rep.assume("memory: ZeRO++ is modelled as ZeRO-3 (its hierarchical partitioning keeps a secondary copy of the "
+                   "weights within a node, which is not added)")
+    if wl.mode == "generate":
+        rep.assume("memory: KV cache = 2 · layers · kv_heads · head_dim · (prompt + generated tokens) · batch · bytes "
+                   "(16-bit cache; grouped-query aware); prefill keeps only the last position's logits")
+    rep.assume(f"memory: other_bytes = {est.other_bytes:,} bytes of framework overhead per device (CUDA context, "
+               "workspaces, allocator fragmentation), an assumption: override with --other-bytes"
+               + ("" if wl.other_bytes is not None else " (default in analysis/memory/data/methods.toml [framework])"))
+    rep.assume("memory: activations come from the traced step's allocation timeline (every tensor the step "
+               "creates and frees, real dtypes and sizes); storages a kernel allocates internally outside PyTorch's "
+               "allocator (cuDNN/oneDNN workspaces) are not seen")
+    for note in est.assumptions:
+        rep.assume("memory: " + note)
+
+
+# ------------------------------------------------------------------------------------------ time
+
+_MODELED_TIME = ("step_s", "tokens_per_s", "samples_per_s", "mfu", "hfu", "train_s", "device_hours", "prefill_s",
+                 "decode_token_s", "decode_tokens_per_s", "generate_s", "generate_tokens_per_s", "devices_for_deadline",
+                 "train_steps", "achieved_per_device_flop_per_s")
+
+
+def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: Any, *, efficiency: Any = None,
+             active_params: int | None = None, deadline_s: float | None = None,
+             deadline_mfu: float | None = None) -> TimeSection:
+    """The time section of one step prediction: throughput, MFU/HFU, serving latency, time to train."""
+    section = TimeSection(
+        hardware=pred.device.id, devices=pred.devices, layout=pred.layout.label(), step_s=pred.step_s,
+        tokens_per_step=pred.tokens_per_step, samples_per_step=pred.samples_per_step,
+        tokens_per_s=pred.tokens_per_s, samples_per_s=pred.samples_per_s, mfu=pred.mfu, hfu=pred.hfu,
+        achieved_per_device_flop_per_s=pred.achieved_flops_per_device, peak_flop_per_s=pred.peak_flops,
+        peak_dtype=pred.peak_dtype, basis=pred.basis, bottleneck=pred.bottleneck,
+        token_unit=pred.token_unit if pred.token_unit != "tokens" else None,
+        breakdown=dict(pred.breakdown) or None, phases=dict(pred.phases) or None,
+        communication={k: v for k, v in pred.communication.items() if v} or None,
+        communication_volume=dict(pred.volumes) or None)
+    notes = list(pred.assumptions)
+    if not wl.training:
+        notes += _serving(section, spec, wl, trace, pred, efficiency)
+    if wl.tokens:
+        notes += _training_run(section, pred, float(wl.tokens), active_params, deadline_s, deadline_mfu)
+    data = rep.add(section)
+    for key in data:
+        if key in _MODELED_TIME or key.startswith("decode_") or key.startswith("prefill"):
+            rep.mark(f"time.{key}", "modeled")
+    for key in ("train_flops", "train_hardware_flops"):
+        if key in data:
+            rep.mark(f"time.{key}", "counted")
+    if "train_flops_6nd" in data:
+        rep.mark("time.train_flops_6nd", "modeled")
+    rep.mark("time.peak_flop_per_s", "measured" if is_measured_device(pred.device) else "published")
+    for n in notes:
+        rep.assume(n)
+    return section
+
+
+def _serving(section: TimeSection, spec: Any, wl: Workload, trace: Any, pred: StepPrediction,
+             efficiency: Any) -> list[str]:
+    serve = inference_latency(spec, wl, trace, pred.device, efficiency=efficiency)
+    section.prefill_s = serve.prefill_s
+    notes = []
+    if serve.decode is not None:
+        d = serve.decode
+        section.decode_batch, section.decode_context = d.batch, d.context
+        section.decode_token_s, section.decode_tokens_per_s, section.decode_bound = d.token_s, d.tokens_per_s, d.bound
+        notes.append("decode: one token per sequence reads every weight once (only the looked-up rows of an "
+                     "untied input embedding; the routed experts a batch touches, 1 − (1 − k/E)^b of them) and "
+                     "the whole KV cache, and is limited by max(bytes / bandwidth, FLOPs / rate) plus one "
+                     "forward pass's per-op overhead")
+    if serve.generate is not None:
+        g = serve.generate
+        section.gen_tokens, section.generate_s, section.generate_tokens_per_s = g.tokens, g.total_s, g.tokens_per_s
+        notes.append("generate: prefill of the prompt, then one decode step per new token with the context growing")
+    return notes
+
+
+def _training_run(section: TimeSection, pred: StepPrediction, tokens: float, active_params: int | None,
+                  deadline_s: float | None, deadline_mfu: float | None) -> list[str]:
+    tt = time_to_train(pred, tokens, active_params)
+    section.train_tokens, section.train_steps, section.train_s = tt.tokens, tt.steps, tt.seconds
+    section.device_hours, section.train_flops = tt.device_hours, tt.model_flops
+    section.train_hardware_flops, section.train_flops_6nd = tt.hardware_flops, tt.flops_6nd
+    notes = ["training FLOPs: the traced model FLOPs per token × tokens; attention counted as the full "
+             "square (the PaLM / Megatron convention), so they exceed 6·N·D by the attention term "
+             "12·layers·hidden·seq per token; train_flops_6nd is 6·N·D with N the active parameters"]
+    if deadline_s:
+        dd = devices_for_deadline(pred, tokens, deadline_s, deadline_mfu)
+        section.deadline_s, section.devices_for_deadline = dd.deadline_s, dd.devices
+        section.devices_for_deadline_exact, section.deadline_mfu = dd.exact, dd.mfu
+        notes.append(f"devices for the deadline: training FLOPs / (deadline × peak × MFU "
+                     f"{dd.mfu:.3g}{' given' if deadline_mfu else ' predicted'}), rounded up to "
+                     f"whole groups of tp × pp = {pred.layout.tp * pred.layout.pp}")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------ footprint
+
+
+def footprint_section(result: FootprintResult, scope: str | None = None) -> tuple[FootprintSection, dict[str, str]]:
+    """The footprint section of a result, and the provenance of its figures."""
+    section = FootprintSection(
+        scope=scope, region=result.region, facility=result.facility, carbon_accounting=result.carbon_accounting,
+        device_hours=(int(result.device_hours) if result.device_hours is not None
+                      and float(result.device_hours).is_integer() else result.device_hours),
+        device_energy_j=result.device_energy_j, facility_energy_j=result.facility_energy_j,
+        serving_energy_j=result.serving_energy_j, energy_j=result.energy_j, co2e_g=result.co2e_g,
+        serving_co2e_g=result.serving_co2e_g, embodied_co2e_g=result.embodied_co2e_g,
+        total_co2e_g=result.total_co2e_g, water_onsite_l=result.water_onsite_l,
+        water_offsite_l=result.water_offsite_l, water_l=result.water_l, cost_usd=result.cost_usd,
+        params_served_per_gco2e=result.params_served_per_gco2e,
+        inputs={name: FootprintInput(u.value, u.unit, u.source) for name, u in result.inputs.items()})
+    return section, dict(result.provenance)
+
+
+def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None) -> None:
+    """The footprint of the predicted run (``time.train_s``, or one step without --tokens)."""
+    if not time.step_s or not time.hardware:
+        return  # no predicted time, no footprint: the section is absent, never zero
+    devices = time.devices or 1
+    scope = "training run (--tokens)" if time.train_s else "one step"
+    seconds = float(time.train_s or time.step_s)
+    result = compute_footprint(hardware=time.hardware, device_hours=devices * seconds / 3600.0, params=total_params)
+    section, provenance = footprint_section(result, scope)
+    rep.add(section, {k: "modeled" if kind == "measured" else kind for k, kind in provenance.items()})
+    rep.assume(f"footprint of {scope}: {devices} × {time.hardware} for {seconds:.4g} s of predicted device time")
+    for a in result.assumptions:
+        rep.assume(a)

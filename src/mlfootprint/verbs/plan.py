@@ -1,0 +1,104 @@
+"""``plan``: ranked parallel layouts (TP × PP × DP × ZeRO × micro-batch × recompute) that fit on N devices."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ..analysis.predict.api import predict_step, resolve_device
+from ..analysis.predict.efficiency import efficiency_for
+from ..analysis.predict.planner import plan as plan_layouts
+from ..analysis.predict.roofline import peak_for_precision
+from ..core.errors import UserError
+from ..models.hf import default_seq
+from ..report.schema import Report
+from ..report.sections import PlanLayout, PlanSection
+from ..trace.run import trace
+from ..workload import Workload
+from .common import base_report, resolve_model
+
+
+def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
+         inputs_ref: str | None = None, *, efficiency: Any = None, top: int = 10, table: bool = False) -> Report:
+    """Ranked parallel layouts of ``workload.devices`` × ``workload.hardware`` that fit in memory.
+
+    The workload's tp/pp/zero/micro_batch/recompute/offload, when given, fix those choices; its mode is
+    training. Without a batch, the global batch is about 4M tokens (``plan_batch_tokens``), a multiple of
+    the devices.
+
+    Args:
+        model, workload, inputs, inputs_ref: as for :func:`mlfootprint.count`; ``workload.hardware`` and
+            ``workload.devices`` are needed.
+        efficiency: efficiency-factor overrides, as for :func:`mlfootprint.predict`.
+        top: how many fitting layouts to rank.
+        table: one line per layout (``plan.ranked``) instead of the full rows (``plan.layouts``).
+
+    Returns:
+        A Report with a ``plan`` section: the best layout, its step time, MFU and bottleneck, and the ranking.
+
+    Example:
+        >>> rep = mf.plan("llama-2-70b", mf.Workload(precision="bf16-mixed", hardware="a100-80gb", devices=64))
+        >>> rep.sections["plan"]["best"]
+    """
+    wl = (workload or Workload()).with_defaults(mode="train")
+    if not wl.training:
+        raise UserError("plan ranks training layouts; drop --mode or use --mode train")
+    if not wl.hardware:
+        raise UserError("plan needs --hardware ID (see: mlfootprint hardware list)")
+    if not wl.devices:
+        raise UserError("plan needs --devices N (how many devices to lay out)")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise UserError(f"--top must be a positive whole number, got {top}")
+    n = wl.devices
+    tp = wl.tp if "tp" in wl.given else None
+    pp = wl.pp if "pp" in wl.given else None
+    for name, v in (("--tp", tp), ("--pp", pp)):
+        if v is not None and n % v:
+            raise UserError(f"--devices {n} is not divisible by {name} {v}")
+    dev = resolve_device(wl.hardware)
+    peak_for_precision(dev, wl.precision)
+    eff = efficiency_for(dev, efficiency)
+    spec = resolve_model(model, inputs, inputs_ref)
+    batch, notes = _global_batch(spec, wl, n, eff)
+    # The trace is the whole model at the global batch, without recomputation, on one device: the planner
+    # scales it to each layout.
+    fixed = {"zero": wl.zero if "zero" in wl.given else None, "offload": wl.offload,
+             "micro_batch": wl.micro_batch, "recompute": wl.recompute if "recompute" in wl.given else None}
+    traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1,
+                                devices=None, offload="none", zeropp=False, given=wl.given)
+    tr = trace(spec, traced_wl, checkpoint_early_stop=False)
+    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, **fixed)
+    rep = base_report("plan", spec, traced_wl)
+    best = res.best
+    section = PlanSection(
+        hardware=dev.id, devices=n, global_batch=res.global_batch, tokens_per_step=tr.tokens, best=best.par.label(),
+        step_s=best.st.step_s, tokens_per_s=best.tokens_per_s, mfu=best.mfu, hfu=best.hfu,
+        peak_bytes=best.peak_bytes, device_bytes=dev.memory_bytes, bottleneck=best.st.bottleneck,
+        explanation=res.explanation, considered=res.considered, memory_checked=res.memory_checked,
+        plan_s=res.plan_s)
+    if table:
+        section.ranked = {f"#{i + 1}": f"{c.par.label()} — {c.st.step_s:.3g} s/step, {c.tokens_per_s:,.0f} tokens/s, "
+                                       f"MFU {c.mfu:.1%}, {c.peak_bytes / 1e9:.1f} GB, {c.st.bottleneck}"
+                          for i, c in enumerate(res.layouts)}
+    else:
+        section.layouts = [PlanLayout(rank=i + 1, **c.to_dict()) for i, c in enumerate(res.layouts)]
+    rep.add(section, {"step_s": "modeled", "tokens_per_s": "modeled", "mfu": "modeled", "hfu": "modeled",
+                      "peak_bytes": "modeled", "device_bytes": "published"})
+    for a in notes + res.assumptions:
+        rep.assume(a)
+    for a in predict_step(spec, traced_wl, tr, dev, efficiency=efficiency, layout=best.par).assumptions:
+        rep.assume(a)
+    return rep
+
+
+def _global_batch(spec: Any, wl: Workload, devices: int, eff: Any) -> tuple[int, list[str]]:
+    """The batch given, or about ``plan_batch_tokens`` tokens rounded up to a multiple of the devices."""
+    if "batch" in wl.given:
+        return wl.batch, []
+    seq = wl.seq or (default_seq(spec) if spec.source != "factory" else None)
+    if seq and spec.task not in ("image-classification", "custom"):
+        want = max(1, math.ceil(eff["plan_batch_tokens"] / seq))
+        batch = math.ceil(want / devices) * devices
+        return batch, [f"global batch {batch} × {seq} tokens: about {eff['plan_batch_tokens']:.4g} tokens, "
+                       f"rounded up to a multiple of {devices} devices ({eff.factors['plan_batch_tokens'].source})"]
+    return devices, [f"global batch {devices}: one sample per device (pass --batch for another)"]

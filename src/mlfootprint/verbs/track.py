@@ -1,0 +1,198 @@
+"""``track``: measure your own training loop; and the report of a tracked run (one rank or many).
+
+    with mf.track(model=net, hardware="this", report="run.json") as t:
+        for x in batches:
+            ...
+            t.step(tokens=x.numel())
+
+What is measured and how is :mod:`mlfootprint.measure.track`; how ranks are gathered is
+:mod:`mlfootprint.measure.distributed`. The report is built here, from the rank records.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..measure.distributed import gather_rank_records, global_figures, rank_summary, step_rows
+from ..measure.track import Tracker, current_tracker
+from ..report.schema import Report
+from ..report.sections import MeasuredSection, ModelSection, TrackedWorkloadSection
+
+
+def track(model: Any = None, **kwargs: Any) -> Tracker:
+    """Track your own loop: a context manager (``with mf.track(...) as t``) and a decorator (``@mf.track(...)``).
+
+    Args:
+        model: the ``nn.Module`` being trained (for its FLOPs, traced lazily on fake copies; never modified).
+        hardware: a catalog device id for the peak FLOP/s (default: the calibrated profile, or the matching GPU).
+        report: a path for the JSON report, written when tracking stops.
+        tokens_per_step, grad_accum, flops_per_token, energy, warmup_steps, ...: see
+            :class:`mlfootprint.measure.track.Tracker`.
+
+    Returns:
+        The Tracker: call ``t.step(tokens=...)`` once per micro-batch; ``t.report`` holds the Report once stopped.
+    """
+    return Tracker(model, report_builder=track_report, **kwargs)
+
+
+track.current = current_tracker  # type: ignore[attr-defined]
+
+
+def merge_rank_files(paths: Iterable[str | os.PathLike[str]], warmup: int | None = None) -> Report:
+    """One report from the per-rank files of a tracked job (what rank 0 would have written; after any failure)."""
+    records, warmup, meta = gather_rank_records(paths, warmup)
+    return track_report(records, warmup=warmup, meta=meta)
+
+
+def track_report(records: Sequence[dict[str, Any]], *, warmup: int = 1, meta: dict[str, Any] | None = None) -> Report:
+    """The ``track`` report from one or more rank records."""
+    meta = dict(meta or {})
+    records = sorted(records, key=lambda r: int(r.get("rank", 0)))
+    first = next((r for r in records if r.get("series")), records[0] if records else {})
+    rep = Report(verb="track")
+    model = meta.get("model") or first.get("model") or {}
+    if model:
+        rep.add(ModelSection(**model))
+    workload = dict(meta.get("workload") or first.get("workload") or {})
+    workload["world_size"] = max([int(r.get("world_size") or 1) for r in records] + [len(records)])
+    rep.add(TrackedWorkloadSection(**workload))
+    m, unavailable = _figures(records, first, warmup)
+    _energy_figures(records, m, unavailable)
+    _per_rank(records, m, warmup)
+    if unavailable:
+        m["unavailable"] = unavailable
+    data = rep.add(MeasuredSection(**m))
+    _mark(rep, data, records)
+    _assumptions(rep, records, meta, warmup)
+    rep.conventions = {
+        "MFU": "model FLOPs (forward + backward, counted from the trace, or given) per second over the device's "
+               "dense peak FLOP/s for the precision in use; HFU adds recomputation",
+        "step": "one optimizer step: with gradient accumulation, all its micro-batches",
+        "units": "JSON in base units with the unit in the key; GB = 1e9 bytes, GiB = 2^30 bytes",
+    }
+    return rep
+
+
+def _figures(records: Sequence[dict[str, Any]], first: dict[str, Any], warmup: int
+             ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Step times, throughput, MFU, the FLOPs and peak used, memory: of the one rank, or of the job."""
+    m: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
+    if len(records) == 1:
+        rec = records[0]
+        s = rank_summary(rec, warmup)
+        m["status"] = s.pop("status")
+        m["device"] = rec.get("device")
+        s.pop("host", None)
+        m.update({k: v for k, v in s.items() if k not in ("model_flops", "hardware_flops")})
+    else:
+        m["status"] = "complete" if all(r.get("status") == "complete" for r in records) else "incomplete"
+        m["device"] = first.get("device")
+        m.update(global_figures(records, warmup))
+    f = first.get("flops") or {}
+    for key in ("model_flops_per_token", "hardware_flops_per_token", "model_flops_per_micro_batch",
+                "hardware_flops_per_micro_batch", "forwards_in_first_step", "flops_source", "trace_s"):
+        if f.get(key) is not None:
+            m[key] = f[key]
+    if "mfu" not in m:
+        unavailable["mfu"] = f.get("why") or (first.get("peak") or {}).get("why") or "FLOPs or peak FLOP/s unknown"
+    if "tokens_per_s" not in m:
+        unavailable["tokens_per_s"] = "tokens were not given for every step (t.step(tokens=...) or tokens_per_step=)"
+    peak = first.get("peak") or {}
+    for key in ("peak_flop_per_s", "peak_dtype", "hardware"):
+        if peak.get(key) is not None:
+            m[key] = peak[key]
+    mem = first.get("memory") or {}
+    if mem.get("method"):
+        m["memory_method"] = mem["method"]
+    if "peak_bytes" not in m:
+        unavailable["peak_bytes"] = mem.get("why") or "not measured"
+    return m, unavailable
+
+
+def _energy_figures(records: Sequence[dict[str, Any]], m: dict[str, Any], unavailable: dict[str, str]) -> None:
+    energies = [(r.get("energy") or {}) for r in records]
+    provs = sorted({e.get("provenance") for e in energies if e.get("provenance")})
+    if provs:
+        m["energy_provenance"] = "/".join(provs)
+    methods = sorted({e.get("method") for e in energies if e.get("method")})
+    if methods:
+        m["energy_method"] = "; ".join(methods)
+    if energies and all(e.get("energy_j") is not None for e in energies):
+        total = sum(float(e["energy_j"]) for e in energies)
+        m["energy_j"] = total
+        steps = m.get("steps") or 0
+        if steps:
+            m["energy_per_step_j"] = total / steps
+        if m.get("tokens"):
+            m["energy_per_token_j"] = total / float(m["tokens"])
+        elapsed = max((float(e.get("elapsed_s") or 0) for e in energies), default=0.0)
+        if elapsed > 0 and len(energies) == 1:
+            m["mean_power_w"] = total / elapsed
+    else:
+        reasons = [e.get("why") or ("the meter failed during the run" if e.get("provenance") else "not measured")
+                   for e in energies if e.get("energy_j") is None]
+        unavailable["energy_j"] = reasons[0] if reasons else "not measured"
+        partial = [e.get("partial_energy_j") for e in energies if e.get("partial_energy_j") is not None]
+        if partial:
+            m["partial_energy_j"] = sum(float(p) for p in partial)
+    notes: list[str] = []
+    for e in energies:
+        for n in e.get("notes") or []:
+            if n not in notes:
+                notes.append(n)
+    if notes:
+        m["energy_notes"] = notes
+
+
+def _per_rank(records: Sequence[dict[str, Any]], m: dict[str, Any], warmup: int) -> None:
+    if len(records) > 1:
+        cols = ("status", "host", "steps", "tokens", "step_s", "step_p90_s", "tokens_per_s", "mfu",
+                "peak_bytes", "energy_j")
+        m["by_rank"] = {str(rec.get("rank")): {c: s.get(c) for c in cols}
+                        for rec, s in ((rec, rank_summary(rec, warmup)) for rec in records)}
+        m["rank_series"] = {str(r.get("rank")): step_rows(r) for r in records}
+        return
+    rec = records[0]
+    m["series"] = step_rows(rec)
+    if (rec.get("memory") or {}).get("samples"):
+        m["memory_samples"] = rec["memory"]["samples"]
+    if (rec.get("energy") or {}).get("samples"):
+        m["energy_samples"] = rec["energy"]["samples"]
+
+
+def _mark(rep: Report, m: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    for key in ("steps", "micro_steps", "tokens", "step_s", "step_mean_s", "step_p90_s", "step_p99_s", "step_min_s",
+                "step_max_s", "counted_elapsed_s", "tokens_per_s", "mfu", "hfu", "peak_bytes", "straggler_ratio"):
+        if key in m:
+            rep.mark(f"measured.{key}", "measured")
+    src = m.get("flops_source", "")
+    for key in ("model_flops_per_token", "hardware_flops_per_token", "model_flops_per_micro_batch",
+                "hardware_flops_per_micro_batch"):
+        if key in m:
+            rep.mark(f"measured.{key}", "counted" if src.startswith("trace") else "assumed")
+    peak = (records[0].get("peak") or {}) if records else {}
+    if "peak_flop_per_s" in m:
+        rep.mark("measured.peak_flop_per_s", peak.get("provenance") or "published")
+    kind = "measured" if m.get("energy_provenance", "") == "measured" else "modeled"
+    for key in ("energy_j", "energy_per_step_j", "energy_per_token_j", "mean_power_w", "partial_energy_j"):
+        if key in m:
+            rep.mark(f"measured.{key}", kind)
+
+
+def _assumptions(rep: Report, records: Sequence[dict[str, Any]], meta: dict[str, Any], warmup: int) -> None:
+    world = len(records)
+    notes: list[str] = []
+    for rec in records:
+        for n in rec.get("notes") or []:
+            text = n if world == 1 else f"rank {rec.get('rank')}: {n}"
+            if text not in notes:
+                notes.append(text)
+    for n in meta.get("assumptions", []) + notes:
+        rep.assume(n)
+    rep.assume(f"a step is one optimizer step; rates exclude the first {warmup} step(s) when there are more "
+               "(warm-up); step_s is the median step time")
+    if world > 1:
+        rep.assume("global figures: the slowest rank sets the pace of each step (synchronous data parallelism); "
+                   "tokens are summed over ranks")

@@ -1,0 +1,15 @@
+"""Shared by the tests: trace a workload the way the prediction verbs do."""
+from __future__ import annotations
+
+from typing import Any
+
+from mlfootprint.trace.run import trace
+from mlfootprint.verbs.common import resolve_model
+from mlfootprint.workload import Workload
+
+
+def traced_for_prediction(model: Any, wl: Workload | None = None, inputs: Any = (), inputs_ref: str | None = None):
+    """(spec, workload, trace) with checkpoint early stop off, as predict, plan and mfu trace."""
+    wl = wl or Workload()
+    spec = resolve_model(model, inputs, inputs_ref)
+    return spec, wl, trace(spec, wl, checkpoint_early_stop=False)
