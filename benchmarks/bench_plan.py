@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlfootprint.models.hf import default_seq
     from tests.helpers import traced_for_prediction
     from mlfootprint.analysis.predict.efficiency import efficiency_for
-    from mlfootprint.analysis.predict.api import resolve_device
+    from mlfootprint.analysis.predict.prediction import resolve_device
     from mlfootprint.analysis.predict.planner import plan
     from mlfootprint.workload import Workload
 

@@ -4,7 +4,7 @@
 
 For each case (a transformer and a CNN, two sizes each, training and
 inference) it traces the workload, predicts one step with
-``mlfootprint.analysis.predict.api.predict_step`` on the calibrated profile ``this``
+``mlfootprint.analysis.predict.prediction.predict_step`` on the calibrated profile ``this``
 measured in the same run by ``mlfootprint.measure.calibrate`` and refined by
 the per-op-class calibration ``mlfootprint.analysis.predict.opcal``, then runs the same
 model on real tensors and times it
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from mlfootprint.measure.calibrate import calibrate, save_profile
-    from mlfootprint.analysis.predict.api import predict_step
+    from mlfootprint.analysis.predict.prediction import predict_step
     from mlfootprint.measure import opcal
     from mlfootprint.trace.run import trace
     from mlfootprint.verbs.common import resolve_model

@@ -18,7 +18,7 @@ from mlfootprint.measure import stats
 from mlfootprint.measure.bench import is_oom
 from mlfootprint.verbs.bench import bench
 from mlfootprint.measure.energy import EnergyMeter, EnergyReading, SafeMeter
-from mlfootprint.measure.memory import LIVE_TENSORS_METHOD, PROFILER_METHOD, LiveTensorMemory
+from mlfootprint.measure.memory import PROFILER_METHOD
 from mlfootprint.report.schema import Report
 from mlfootprint.workload import Workload
 
@@ -168,15 +168,6 @@ def test_bench_cnn_inference_and_train(profile):
     assert m["mode"] == "train" and m["model_flops_per_step"] > 442_368 + 589_824 + 1_280  # + backward
 
 
-def test_bench_without_the_memory_module_uses_live_tensor_storages(monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "mlfootprint.measure.peak", None)  # as if it were not installed
-    rep = bench(f"{HERE}:small_cnn", _wl(mode="inference"), inputs=["2x3x8x8"], repeats=2, warmup=1, progress=False)
-    m = rep.sections["measured"]
-    assert m["memory_method"] == LIVE_TENSORS_METHOD and m["peak_bytes"] > 0
-
-
 def test_bench_generate_counts_generated_tokens():
     rep = bench(TINY_GPT2, _wl(mode="generate", batch=2, seq=8, gen_tokens=4), repeats=2, warmup=1, progress=False)
     m = rep.sections["measured"]
@@ -314,18 +305,7 @@ def test_median_ci_uses_order_statistics():
     assert stats.median_ci([1.0, 2.0, 10.0]) == (1.0, 10.0)
 
 
-def test_live_tensor_memory_peak_by_hand():
-    existing = torch.zeros(1000)  # 4,000 bytes alive before
-    with LiveTensorMemory([existing]) as mem:
-        a = torch.ones(1000)      # 8,000
-        b = a * 2                 # 12,000
-        del a                     # 8,000
-        c = b + 1                 # 12,000
-        view = c[:10]             # a view: no new storage
-        del b, c, view
-    assert mem.baseline_bytes == 4000
-    assert mem.peak_bytes == 12000
-    assert mem.current_bytes == 4000
+
 
 
 class Broken(torch.nn.Module):

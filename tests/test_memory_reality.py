@@ -1,6 +1,6 @@
 """Predicted peak memory against a real step on this CPU.
 
-How the measurement works (mlfootprint.measure.peak.measure_peak): CPU tensors
+How the measurement works (mlfootprint.measure.memory.measure_peak): CPU tensors
 have no allocator-statistics API, so each real step runs under torch.profiler
 with profile_memory=True, which reports every allocation and free made through
 PyTorch's CPU allocator (parameters, optimizer states, activations, kernel
@@ -36,7 +36,7 @@ from torch import nn
 
 from mlfootprint.verbs.common import traced
 from mlfootprint.analysis.memory import memory_model
-from mlfootprint.measure.peak import measure_peak
+from mlfootprint.measure.memory import measure_peak
 from mlfootprint.models.spec import ModelSpec
 from mlfootprint.workload import Workload
 

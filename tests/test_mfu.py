@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlfootprint.cli import main
-from mlfootprint.analysis.predict.api import mfu_from_throughput, palm_flops_per_token
+from mlfootprint.analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token
 
 TINY_GPT2 = str(Path(__file__).parent / "data" / "configs" / "tiny-gpt2" / "config.json")
 PALM = ["--params", "540.35e9", "--layers", "118", "--heads", "48", "--head-dim", "256", "--seq", "2048"]

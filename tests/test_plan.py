@@ -83,7 +83,7 @@ def test_cli_bad_input(capsys):
 
 def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
     """Acceptance: every proposed layout fits by the memory model (checked again here, independently)."""
-    from mlfootprint.analysis.memory.api import memory_model
+    from mlfootprint.analysis.memory.model import memory_model
     from mlfootprint.workload import Layout
 
     out = tmp_path / "plan.json"

@@ -10,7 +10,7 @@ import pytest
 from mlfootprint.api import analyze
 from mlfootprint.analysis.count.flops import flop_summary
 from mlfootprint.analysis.count.params import parameter_stats
-from mlfootprint.analysis.predict.api import devices_for_deadline, inference_latency, predict_step, time_to_train
+from mlfootprint.analysis.predict.prediction import devices_for_deadline, inference_latency, predict_step, time_to_train
 from mlfootprint.core.units import parse_duration
 from tests.helpers import traced_for_prediction as trace_for_prediction
 from mlfootprint.workload import Workload

@@ -9,9 +9,9 @@ from ..analysis.count.estimate import train_flops_from_params
 from ..analysis.count.flops import FlopSummary, flop_summary
 from ..analysis.count.params import parameter_stats
 from ..analysis.footprint import compute_footprint
-from ..analysis.memory.api import estimate_memory
+from ..analysis.memory.model import estimate_memory
 from ..analysis.memory.states import ParamInfo, StateLayout, model_states
-from ..analysis.predict.api import mfu_from_throughput, palm_flops_per_token
+from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token
 from ..analysis.predict.comm import dp_volume
 from ..core.errors import UserError
 from ..hardware.catalog import get_device

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.errors import UserError
+from ..core.errors import UserError, suggest
 from .checkers import CHECKERS
 from .model import DIFFERS, NOT_CHECKABLE, REPRODUCED, Claim, Outcome
 
@@ -37,8 +37,6 @@ def run_claims(claims: list[Claim], only: list[str] | None = None) -> list[tuple
         known = {c.id for c in claims}
         unknown = [o for o in only if o not in known]
         if unknown:
-            from ..core.errors import suggest
-
             raise UserError(f"unknown claim {unknown[0]!r}.{suggest(unknown[0], known)}")
         claims = [c for c in claims if c.id in only]
     return [(c, evaluate(c)) for c in claims]

@@ -7,6 +7,7 @@ from typing import Any
 from ..core.datafiles import load_file, package_data_dir, user_data_dirs
 from ..core.errors import UserError, suggest
 from .model import VERDICTS, Claim
+from .checkers import CHECKERS
 
 _REQUIRED = ("id", "title", "source", "kind", "expected", "unit", "inputs")
 
@@ -54,8 +55,6 @@ def parse_claims(data: Any, origin: str, kinds: list[str]) -> list[Claim]:
 
 
 def load_claims(extra: list[str] | None = None, kinds: list[str] | None = None) -> list[Claim]:
-    from .checkers import CHECKERS
-
     kinds = kinds or sorted(CHECKERS)
     claims: dict[str, Claim] = {}
     for path in claim_files(extra):

@@ -24,6 +24,7 @@ from typing import Any
 from ..core.datafiles import load_file, package_data_dir, user_data_dirs
 from ..core.errors import UserError, suggest
 from ..core.precision import precision as precision_row
+import json
 
 SCHEMA = "mlfootprint.hardware/1"
 
@@ -534,8 +535,6 @@ def device_to_toml(device: Device, *, generator: str | None = None, header: str 
 
 
 def _toml_str(s: str) -> str:
-    import json
-
     return json.dumps(str(s), ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 

@@ -17,8 +17,7 @@ How it measures:
    ``repeats`` steps when given, or until ``max_time_s`` has passed;
 4. peak memory from the CUDA allocator during the timed steps, or on the CPU
    from one extra untimed step measured the way mlfootprint's memory module
-   does it (CPU allocator events from ``torch.profiler``: ``mlfootprint.measure.peak``),
-   or, where that module is missing, under :class:`~mlfootprint.measure.memory.LiveTensorMemory`;
+   does it (CPU allocator events from ``torch.profiler``: ``mlfootprint.measure.memory.measure_peak``);
 5. energy of the timed steps from :func:`~mlfootprint.measure.energy.auto_meter`
    (measured, or modeled when only a TDP is known: labelled).
 
@@ -48,7 +47,7 @@ from ..trace.transforms import prepare_model
 from ..workload import Workload
 from . import stats
 from .energy import MeterUnavailable, SafeMeter, auto_meter
-from .memory import CUDA_METHOD, LIVE_TENSORS_METHOD, PROFILER_METHOD, LiveTensorMemory, tensors_of
+from .memory import CUDA_METHOD, PROFILER_METHOD, measure_peak
 from .reference import energy_reason, resolve_device
 
 DEFAULT_THRESHOLD = 0.05
@@ -417,18 +416,10 @@ def _measure_at(spec: Any, wl: Workload, dev: torch.device, *, repeats: int | No
             done.peak_memory_bytes, done.memory_method = peak, method
         else:
             progress.update("measuring peak memory (one extra step)")
-            measure_peak = _memory_module_method()
-            if measure_peak is not None:
-                run = None  # the memory module builds its own copy inside the profiled region: free this one first
-                _free(dev)
-                result = measure_peak(lambda: _build(spec, wl, dev, seed), lambda r: r.step(), warmup=1)
-                done.peak_memory_bytes, done.memory_method = int(result.peak_bytes), PROFILER_METHOD
-            else:
-                gc.collect()
-                tracker = LiveTensorMemory(tensors_of(run.module, run.optimizer, run.inputs))
-                with tracker:
-                    run.step()
-                done.peak_memory_bytes, done.memory_method = tracker.peak_bytes, LIVE_TENSORS_METHOD
+            run = None  # measure_peak builds its own copy inside the profiled region: free this one first
+            _free(dev)
+            result = measure_peak(lambda: _build(spec, wl, dev, seed), lambda r: r.step(), warmup=1)
+            done.peak_memory_bytes, done.memory_method = int(result.peak_bytes), PROFILER_METHOD
         return done
     except Exception as exc:
         if is_oom(exc):
@@ -437,17 +428,6 @@ def _measure_at(spec: Any, wl: Workload, dev: torch.device, *, repeats: int | No
     finally:
         del run
         _free(dev)
-
-
-def _memory_module_method() -> Callable[..., Any] | None:
-    """CPU peak memory the way mlfootprint's memory module measures it (torch.profiler allocator events, the model
-    built and warmed up inside the profiled region), when that module is installed; None otherwise (then bench
-    follows live tensor storages with LiveTensorMemory on the model it timed)."""
-    try:
-        from .peak import measure_peak
-    except ImportError:
-        return None
-    return measure_peak
 
 
 def _oom_text(exc: BaseException) -> str:

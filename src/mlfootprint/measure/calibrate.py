@@ -30,6 +30,7 @@ from ..core.datafiles import check_ours_to_overwrite
 from ..core.files import write_text
 from ..core.errors import UserError
 from ..hardware.catalog import PROFILE_ID, Device, device_to_toml, load_devices_file, profile_path
+import torch
 
 GENERATOR = "mlfootprint hardware calibrate"
 
@@ -55,8 +56,6 @@ def calibrate(device: str = "auto", progress: ProgressFn | None = None, budget_s
         raise UserError(f"--budget-s must be a number of seconds, got '{budget_s}'") from None
     if not math.isfinite(budget) or budget <= 0:
         raise UserError(f"--budget-s must be a positive number of seconds, got {budget_s}")
-
-    import torch
 
     dev = _resolve_device(torch, device)
     is_cuda = dev.type == "cuda"

@@ -31,6 +31,8 @@ from typing import Any
 from ..analysis.predict.opcurves import BYTE_KINDS, ELEMENT_KINDS, GENERATOR, KINDS, curves_path
 from ..core.datafiles import check_ours_to_overwrite
 from ..core.files import write_text
+import torch
+import torch.nn.functional as F
 
 def _best(fn: Callable[[], Any], budget_s: float, min_reps: int = 3,
           clock: Callable[[], float] = time.perf_counter) -> float:
@@ -58,9 +60,6 @@ def measure(budget_s: float = 20.0, progress: Callable[[str], None] | None = Non
     ``clock``: wall time by default; with one torch thread, ``time.thread_time`` measures the CPU time
     of the computing thread, which leaves out the time other processes hold the core.
     """
-    import torch
-    import torch.nn.functional as F
-
     say = progress or (lambda m: None)
     aten = torch.ops.aten
     g = torch.Generator().manual_seed(0)
@@ -186,7 +185,5 @@ def save(curves: dict[str, list[list[float]]], path: str | Path | None = None, n
 def calibrate(budget_s: float = 20.0, progress: Callable[[str], None] | None = None,
               path: str | Path | None = None) -> Path:
     """Measure the curves on this machine (at torch's current thread count) and save them for ``--hardware this``."""
-    import torch
-
     curves = measure(budget_s, progress)
     return save(curves, path, note=f"{torch.get_num_threads()} torch threads")

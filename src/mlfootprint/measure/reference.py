@@ -9,10 +9,11 @@ import logging
 import re
 from typing import Any
 
-from ..analysis.memory.api import estimate_memory
-from ..analysis.predict.api import inference_latency, predict_step
+from ..analysis.memory.model import estimate_memory
+from ..analysis.predict.prediction import inference_latency, predict_step
 from ..core.errors import UserError
 from ..hardware.catalog import Device, dtype_for_precision, get_device, load_devices
+import torch
 
 logger = logging.getLogger("mlfootprint.measure")
 
@@ -75,8 +76,6 @@ def resolve_device(hardware: Any, torch_device: Any = "cpu") -> tuple[Any | None
         return profile, "calibrated profile 'this' (mlfootprint hardware calibrate)", []
     if dev_type == "cuda":
         try:
-            import torch
-
             index = getattr(torch_device, "index", None)
             name = torch.cuda.get_device_name(index if index is not None else torch.cuda.current_device())
         except Exception:  # noqa: BLE001 - no CUDA here after all
@@ -105,8 +104,6 @@ def peak_flops(device: Any, precision: str, torch_device: Any = "cpu") -> tuple[
     dev_type = getattr(torch_device, "type", str(torch_device).split(":")[0])
     if dtype == "fp32" and dev_type == "cuda" and "tf32" in device.peak_flops:
         try:
-            import torch
-
             tf32 = bool(torch.backends.cuda.matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
         except Exception:  # noqa: BLE001
             tf32 = False

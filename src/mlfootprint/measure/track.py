@@ -74,6 +74,8 @@ from ..workload import Workload
 from . import distributed as dist_mod
 from .energy import EnergyMeter, MeterUnavailable, SafeMeter, auto_meter
 from .memory import CUDA_METHOD, RSS_METHOD, peak_rss_bytes
+from ..hardware.catalog import dtype_for_precision
+from .reference import energy_reason, peak_flops, resolve_device
 
 logger = logging.getLogger("mlfootprint.track")
 
@@ -229,8 +231,6 @@ class Tracker:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise UserError(f"track: model must be a torch.nn.Module, got {type(model).__name__}")
         if precision is not None:
-            from ..hardware.catalog import dtype_for_precision
-
             dtype_for_precision(precision)  # UserError for an unknown precision
         self.model = model
         self._inner = _unwrap(model)
@@ -256,8 +256,6 @@ class Tracker:
         self._clock = clock
         dev = _model_device(self._inner)
         self.device = torch.device(device) if device is not None else (dev or torch.device("cpu"))
-        from .reference import resolve_device
-
         self.hardware, self._hardware_why, self._hardware_notes = resolve_device(hardware, self.device)
         self._report_builder = report_builder  # (records, warmup=, meta=) -> Report; None: records only
         self.report = None  # the Report, once stopped
@@ -408,8 +406,6 @@ class Tracker:
             meter.start()  # SafeMeter never raises; a failure is in its readings
             self._meter = meter
         except MeterUnavailable as exc:
-            from .reference import energy_reason
-
             self._energy_why = energy_reason(exc.reason, "pass hardware= a device of this kind that has a TDP, "
                                                          "or energy= a meter of your own")
         except Exception as exc:  # noqa: BLE001 - energy is never worth stopping for
@@ -758,8 +754,6 @@ class Tracker:
             self._captured = None if "why" in self._flops else self._captured
 
     def _peak(self) -> dict[str, Any]:
-        from .reference import peak_flops
-
         hw = self.hardware
         if hw is None:
             return {"why": self._hardware_why}

@@ -9,6 +9,7 @@ import torch
 from ..core.errors import MissingExtraError, UserError
 from ..workload import Workload
 from .spec import BuiltModel, ModelSpec, MoEInfo
+import inspect
 
 _TASK_BY_ARCH_SUFFIX = (
     ("ForCausalLM", "causal-lm"), ("LMHeadModel", "causal-lm"), ("ForMaskedLM", "masked-lm"),
@@ -157,8 +158,6 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
 
 
 def _accepts(module: torch.nn.Module, name: str) -> bool:
-    import inspect
-
     try:
         return name in inspect.signature(module.forward).parameters
     except (TypeError, ValueError):

@@ -12,6 +12,7 @@ from .facts import facts_from_config
 from .factory import load_callable, looks_like_callable_ref
 from .inputs import InputSpec, parse_input
 from .spec import ModelSpec
+from .hf import hub_config, task_for
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEFAULT_MODEL = "gpt2"
@@ -36,8 +37,6 @@ def resolve(model: str | None, inputs: Sequence[str] = (), inputs_ref: str | Non
         cfg = load_file(cfg_path)
         if not isinstance(cfg, dict) or "model_type" not in cfg:
             raise UserError(f"{cfg_path} is not a Hugging Face config (no 'model_type' key)")
-        from .hf import task_for
-
         label = path.name if path.is_dir() else (path.parent.name or path.stem)
         return ModelSpec(name=label, source="hf-config", origin=str(cfg_path), task=task_for(cfg), hf_config=cfg,
                          facts=facts_from_config(cfg))
@@ -47,8 +46,6 @@ def resolve(model: str | None, inputs: Sequence[str] = (), inputs_ref: str | Non
         return ModelSpec(name=entry["name"], source="catalog", origin=entry["_origin"], task=entry.get("task") or "causal-lm",
                          hf_config=cfg, entry=entry, facts=facts_from_config(cfg))
     if _HUB_ID.match(name):
-        from .hf import hub_config, task_for
-
         cfg = hub_config(name)
         return ModelSpec(name=name, source="hf-hub", origin=name, task=task_for(cfg), hf_config=cfg,
                          facts=facts_from_config(cfg))

@@ -16,11 +16,12 @@ import json
 import re
 from typing import Any
 
-from .. import __version__
+from ..core.version import __version__
 from . import layout, plots, units
 from .layout import Block
 from .render import renderer
 from .schema import SCHEMA, Report
+from ..hardware.catalog import dtype_for_precision, get_device
 
 PROVENANCE_HELP = {
     "counted": "from the traced graph",
@@ -179,8 +180,6 @@ def roofline_device(report: Report) -> tuple[float | None, float | None, str, st
     wl = report.get("workload") or {}
     dtype = None
     try:
-        from ..hardware.catalog import dtype_for_precision
-
         dtype = dtype_for_precision(str(wl.get("precision") or "fp32"))
     except Exception:  # noqa: BLE001 - the catalog is optional here; a bad precision just means no dtype
         dtype = None
@@ -211,8 +210,6 @@ def roofline_device(report: Report) -> tuple[float | None, float | None, str, st
     hw = wl.get("hardware")
     if hw:
         try:
-            from ..hardware.catalog import get_device
-
             dev = get_device(str(hw))
             peak = dev.peak_for(dtype or "fp32")
             return (peak, float(dev.memory_bandwidth_bytes_per_s), f"{dev.name} ({dtype})",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from .. import __version__
+from ..core.version import __version__
 from . import layout
 from .layout import Block
 from .render import renderer

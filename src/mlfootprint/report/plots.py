@@ -14,6 +14,9 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
+from .units import si
+from .units import _plain as plain
+from .layout import format_figure
 
 INSTALL_HINT = "pip install 'mlfootprint[plot]'"
 
@@ -106,8 +109,6 @@ def _t(text: Any, limit: int = 0) -> str:
 
 
 def _fmt(value: float, unit: str = "") -> str:
-    from .units import si
-
     return si(value, unit)
 
 
@@ -208,8 +209,6 @@ def module_plot(tree: dict[str, Any], plot_id: str = "plot-modules") -> str | No
 
 
 def _plain(value: float) -> str:
-    from .units import _plain as plain
-
     return plain(value)
 
 
@@ -386,8 +385,6 @@ def pred_measured_plot(pairs: Sequence[Any], plot_id: str = "plot-pred-measured"
     pairs = [p for p in pairs if p.ratio is not None]
     if not pairs:
         return None
-    from .layout import format_figure
-
     fig = _figure(9.5, 0.42 * len(pairs) + 1.3)
     ax = fig.subplots()
     ys = list(range(len(pairs)))

@@ -24,6 +24,7 @@ from .optim import make_optimizer, zo_sgd_perturb
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
 from .transforms import prepare_model
+import sys
 
 
 def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_stop: bool = True) -> Trace:
@@ -392,8 +393,6 @@ def _hf_masks_as_on_real_tensors(fake: bool):
     that returns no mask exactly where the real-tensor logic would, and delegates otherwise (padding,
     sliding windows).
     """
-    import sys
-
     masking = sys.modules.get("transformers.masking_utils")
     if not fake or masking is None:
         yield

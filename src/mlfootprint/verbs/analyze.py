@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..analysis.predict.api import predict_step
+from ..analysis.predict.prediction import predict_step
 from ..core.datafiles import SourcedConstants
 from ..report.schema import Report
 from ..trace.run import trace

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..analysis.count.params import parameter_stats
-from ..analysis.memory.api import device_bytes_for, max_batch, memory_model
+from ..analysis.memory.model import device_bytes_for, max_batch, memory_model
 from ..core.errors import UserError
 from ..core.units import parse_size
 from ..report.schema import Report
@@ -80,7 +80,7 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     return rep
 
 
-_max_batch = max_batch  # the search (analysis.memory.api.max_batch); the verb's flag shadows the name
+_max_batch = max_batch  # the search (analysis.memory.model.max_batch); the verb's flag shadows the name
 
 
 def _size(value: int | str, option: str, zero_ok: bool = False) -> int:

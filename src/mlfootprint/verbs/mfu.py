@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..analysis.count.flops import flop_summary
-from ..analysis.predict.api import mfu_from_throughput, palm_flops_per_token, resolve_device
+from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token, resolve_device
 from ..core.errors import UserError
 from ..core.precision import precision
 from ..report.schema import Report

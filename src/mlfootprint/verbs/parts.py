@@ -10,8 +10,8 @@ from typing import Any
 from ..analysis.footprint import compute_footprint
 from ..analysis.footprint.result import FootprintResult
 from ..analysis.memory import methods
-from ..analysis.memory.api import MemoryEstimate
-from ..analysis.predict.api import (StepPrediction, devices_for_deadline, inference_latency, is_measured_device,
+from ..analysis.memory.model import MemoryEstimate
+from ..analysis.predict.prediction import (StepPrediction, devices_for_deadline, inference_latency, is_measured_device,
                                     time_to_train)
 from ..report.schema import Report
 from ..report.sections import FootprintInput, FootprintSection, MemorySection, TimeSection

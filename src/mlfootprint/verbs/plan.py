@@ -5,7 +5,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..analysis.predict.api import predict_step, resolve_device
+from ..analysis.predict.prediction import predict_step, resolve_device
 from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.planner import plan as plan_layouts
 from ..analysis.predict.roofline import peak_for_precision

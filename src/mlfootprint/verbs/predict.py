@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..analysis.memory.api import device_bytes_for, memory_model
-from ..analysis.predict.api import predict_step, resolve_device
+from ..analysis.memory.model import device_bytes_for, memory_model
+from ..analysis.predict.prediction import predict_step, resolve_device
 from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.roofline import peak_for_precision
 from ..analysis.predict.shape import parallel_from

@@ -6,6 +6,7 @@ footprint works, with explicit --power-w and prices, in builds without it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ...hardware.catalog import get_device
 
 
 
@@ -22,8 +23,6 @@ class DeviceFacts:
 
 def lookup_device(hardware_id: str) -> DeviceFacts | None:
     """Facts for a catalog device; an unknown id is the catalog's UserError (with its suggestion)."""
-    from ...hardware.catalog import get_device  # lazy: the catalog's files load on first use
-
     dev = get_device(hardware_id)
     tdp = getattr(dev, "tdp_w", None)
     price = getattr(dev, "price_usd_per_hour", None)

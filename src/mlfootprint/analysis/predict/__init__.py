@@ -1,6 +1,6 @@
 """Prediction: roofline op times, communication, parallel layouts, MFU/HFU, time to train, serving, plans.
 
-api.py         predict_step, time_to_train, devices_for_deadline, inference_latency, mfu_from_throughput
+prediction.py  predict_step, time_to_train, devices_for_deadline, inference_latency, mfu_from_throughput
 roofline.py    per-operator roofline time from the trace (efficiency factors, or measured op-class curves)
 step.py        one step under a parallel layout: compute, memory, overhead, communication, bubble
 comm.py        collective volumes: ring all-reduce, ZeRO 1-3, ZeRO++, tensor/pipeline/expert parallelism

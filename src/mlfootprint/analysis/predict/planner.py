@@ -27,6 +27,8 @@ from .roofline import build_profile
 from .shape import model_shape
 from .step import StepTime, step_time
 from ...workload import Layout
+from ..memory.model import memory_model
+from .prediction import _flops, resolve_device
 
 RECOMPUTE_CHOICES = ("none", "selective", "full")
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -80,7 +82,6 @@ def _divisors(n: int) -> list[int]:
 
 
 def _memory_checker(spec: Any, wl: Any, trace: Any, device: Device):
-    from ..memory.api import memory_model
     model = memory_model(spec, wl, trace)
     capacity = int(device.memory_bytes)
 
@@ -152,8 +153,6 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     ``memory_check(par) -> (peak_bytes, fits, estimate)`` replaces the memory model (tests, or callers
     with their own).
     """
-    from .api import _flops, resolve_device
-
     t0 = time.perf_counter()
     if not wl.training:
         raise UserError("plan ranks training layouts; use --mode train (the default of plan)")

@@ -2,7 +2,7 @@
 
     from mlfootprint.models import resolve
     from mlfootprint.trace.run import trace
-    from mlfootprint.analysis.predict.api import predict_step, time_to_train
+    from mlfootprint.analysis.predict.prediction import predict_step, time_to_train
     wl = Workload(batch=8, seq=1024, mode="train")
     spec = resolve("gpt2"); tr = trace(spec, wl, checkpoint_early_stop=False)
     p = predict_step(spec, wl, tr, "a100-80gb")
