@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models", "hardware", "formulas"),
     ("trace",),
     ("analysis",),
-    ("measure", "claims"),
+    ("measure", "papers"),
     ("report",),
     ("verbs",),
     ("api", "hf_callback"),

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import run_cli
-from mlfootprint.claims import DIFFERS, NOT_CHECKABLE, REPRODUCED, as_rows, load_claims, regressions, run_claims
+from mlfootprint.papers import DIFFERS, NOT_CHECKABLE, REPRODUCED, as_rows, load_claims, regressions, run_claims
 
 # The claims issue 7 lists, by the id of their row.
 REQUIRED = {

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..claims import as_rows, load_claims, run_claims
-from ..claims.model import REPRODUCED
+from ..papers import as_rows, load_claims, run_claims
+from ..papers.model import REPRODUCED
 from ..report.schema import Report
 from ..report.sections import ClaimRow, ClaimsSection
 

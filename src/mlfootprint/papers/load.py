@@ -13,7 +13,7 @@ _REQUIRED = ("id", "title", "source", "kind", "expected", "unit", "inputs")
 
 
 def claim_files(extra: list[str] | None = None) -> list[Path]:
-    files = sorted(package_data_dir("claims").glob("*.toml"))
+    files = sorted(package_data_dir("papers").glob("*.toml"))
     for d in user_data_dirs("claims"):
         if d.is_dir():
             files.extend(sorted(d.glob("*.toml")))

@@ -1,0 +1,159 @@
+"""Every verb, two ways: ``mf.<verb>(...)`` and ``mlfootprint <verb>`` give the same report for the same inputs,
+and every report validates against the JSON Schema shipped in the package (generated from the sections).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import torch
+
+import mlfootprint as mf
+from mlfootprint.cli import main
+from mlfootprint.report.jsonschema import build_schema, render_schema, schema_path, shipped_schema
+
+CONFIGS = Path(__file__).parent / "data" / "configs"
+GPT2 = str(CONFIGS / "tiny-gpt2")
+LLAMA = str(CONFIGS / "tiny-llama")
+HERE = Path(__file__).resolve()
+PALM = dict(params=540.35e9, layers=118, heads=48, head_dim=256, seq=2048)
+
+# Figures of this run rather than of the inputs.
+_VOLATILE = {"tool", "trace_s", "plan_s", "created_at", "added_at"}
+
+
+def small_cnn() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+
+
+def _scrub(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _scrub(v) for k, v in node.items() if k not in _VOLATILE}
+    if isinstance(node, list):
+        return [_scrub(v) for v in node]
+    return node
+
+
+def _cli(argv: list[str], tmp_path: Path, capsys) -> dict[str, Any]:
+    out = tmp_path / "cli.json"
+    code = main(argv + ["--format", "json", "-o", str(out), "--force"])
+    assert code == 0, capsys.readouterr().err
+    return json.loads(out.read_text())
+
+
+# (name, command line, the same call in Python)
+CASES: list[tuple[str, list[str], Any]] = [
+    ("analyze", ["analyze", GPT2, "--seq", "32"], lambda: mf.analyze(GPT2, mf.Workload(seq=32))),
+    ("count", ["count", GPT2, "--seq", "32", "--mode", "train", "--macs"],
+     lambda: mf.count(GPT2, mf.Workload(seq=32, mode="train"), macs=True)),
+    ("memory", ["memory", LLAMA, "--mode", "train", "--seq", "32", "--batch", "4", "--device-memory", "2GB",
+                "--max-batch", "--other-bytes", "0"],
+     lambda: mf.memory(LLAMA, mf.Workload(mode="train", seq=32, batch=4), device_memory="2GB", max_batch=True,
+                       other_bytes=0)),
+    ("predict", ["predict", GPT2, "--seq", "32", "--batch", "8", "--hardware", "a100-80gb", "--tokens", "1e9"],
+     lambda: mf.predict(GPT2, mf.Workload(seq=32, batch=8, hardware="a100-80gb", tokens=1e9))),
+    ("predict-serving", ["predict", GPT2, "--mode", "generate", "--seq", "32", "--hardware", "h100-sxm"],
+     lambda: mf.predict(GPT2, mf.Workload(mode="generate", seq=32, hardware="h100-sxm"))),
+    ("plan", ["plan", LLAMA, "--devices", "8", "--hardware", "a100-80gb", "--seq", "64", "--batch", "64"],
+     lambda: mf.plan(LLAMA, mf.Workload(devices=8, hardware="a100-80gb", seq=64, batch=64))),
+    ("mfu", ["mfu", "--params", "540.35e9", "--layers", "118", "--heads", "48", "--head-dim", "256", "--seq", "2048",
+             "--tokens-per-s", "238.3e3", "--devices", "6144", "--hardware", "tpu-v4"],
+     lambda: mf.mfu(**PALM, tokens_per_s=238.3e3, devices=6144, hardware="tpu-v4")),
+    ("footprint", ["footprint", "--device-hours", "10", "--hardware", "a100-80gb", "--region", "de"],
+     lambda: mf.footprint(device_hours=10, hardware="a100-80gb", region="de")),
+    ("models-list", ["models", "list"], lambda: mf.models_list()),
+    ("models-show", ["models", "show", "gpt2"], lambda: mf.models_show("gpt2")),
+    ("hardware-list", ["hardware", "list"], lambda: mf.hardware_list()),
+    ("hardware-show", ["hardware", "show", "h100-sxm"], lambda: mf.hardware_show("h100-sxm")),
+    ("claims", ["claims", "--only", "palm-540b-mfu", "--only", "zero-stage1"],
+     lambda: mf.claims(only=["palm-540b-mfu", "zero-stage1"])),
+]
+
+
+@pytest.fixture(scope="module")
+def validator():
+    return jsonschema.Draft202012Validator(shipped_schema())
+
+
+def _valid(validator, report: dict[str, Any]) -> None:
+    errors = sorted(validator.iter_errors(report), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in errors[:10])
+
+
+@pytest.mark.parametrize("name,argv,call", CASES, ids=[c[0] for c in CASES])
+def test_api_and_cli_give_the_same_valid_report(name, argv, call, tmp_path, capsys, validator):
+    from_cli = _cli(argv, tmp_path, capsys)
+    from_api = json.loads(call().to_json())
+    _valid(validator, from_cli)
+    assert _scrub(from_api) == _scrub(from_cli)
+
+
+def test_files_and_history_verbs(tmp_path, capsys, validator):
+    # compare, report and history take saved reports: the same files through both doors
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(mf.count(GPT2, mf.Workload(seq=16)).to_json())
+    b.write_text(mf.count(GPT2, mf.Workload(seq=32)).to_json())
+    for argv, call in (
+        (["compare", str(a), str(b)], lambda: mf.compare([str(a), str(b)])),
+        (["report", str(a)], lambda: mf.load_report(str(a))),
+    ):
+        got = _cli(argv, tmp_path, capsys)
+        _valid(validator, got)
+        assert _scrub(json.loads(call().to_json())) == _scrub(got)
+    cli_db, api_db = str(tmp_path / "cli.sqlite"), str(tmp_path / "api.sqlite")
+    for db, add in ((cli_db, lambda: _cli(["history", "add", str(a), str(b), "--label", "x", "--db", cli_db],
+                                          tmp_path, capsys)),
+                    (api_db, lambda: json.loads(mf.history_add([str(a), str(b)], label="x", db=api_db).to_json()))):
+        added = add()
+        _valid(validator, added)
+        assert [e["id"] for e in added["history"]["added"]] == [1, 2]
+    pairs = (
+        (["history", "list", "--db", cli_db], lambda: mf.history_list(db=api_db)),
+        (["history", "show", "2", "--db", cli_db], lambda: mf.history_show(2, db=api_db)),
+        (["history", "diff", "1", "2", "--db", cli_db], lambda: mf.history_diff(1, 2, db=api_db)),
+    )
+    for argv, call in pairs:
+        got = _cli(argv, tmp_path, capsys)
+        _valid(validator, got)
+        want = json.loads(call().to_json())
+        for doc in (got, want):
+            doc.get("history", {}).pop("db", None)
+        assert _scrub(want) == _scrub(got)
+
+
+def test_measured_verbs_validate(tmp_path, capsys, validator):
+    # bench and track measure this run: their figures differ run to run, their shape must not
+    argv = ["bench", f"{HERE}:small_cnn", "--input", "2x3x8x8", "--repeats", "2", "--warmup", "1", "--no-progress"]
+    got = _cli(argv, tmp_path, capsys)
+    _valid(validator, got)
+    rep = mf.bench(f"{HERE}:small_cnn", inputs=["2x3x8x8"], repeats=2, warmup=1, progress=False)
+    assert set(json.loads(rep.to_json())["measured"]) == set(got["measured"])
+    net = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with mf.track(model=net, hardware="a100-80gb", energy=False) as t:
+        for _ in range(3):
+            net(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            t.step(tokens=4)
+    _valid(validator, json.loads(t.report.to_json()))
+
+
+def test_the_shipped_schema_is_the_generated_one():
+    assert shipped_schema() == build_schema(), (
+        f"regenerate it: python -m mlfootprint.report.jsonschema > {schema_path()}")
+    assert render_schema().endswith("\n")
+
+
+def test_the_schema_rejects_what_no_section_declares(validator):
+    # a test that cannot fail is a defect: an unknown key, a wrong type and an unknown section are caught
+    rep = json.loads(mf.footprint(device_hours=1, hardware="a100-80gb").to_json())
+    _valid(validator, rep)
+    for broken in ({**rep, "footprint": {**rep["footprint"], "co2e_kg": 1.0}},
+                   {**rep, "footprint": {**rep["footprint"], "co2e_g": "a lot"}},
+                   {**rep, "surprise": {}},
+                   {**rep, "provenance": {"footprint.co2e_g": "guessed"}}):
+        assert list(validator.iter_errors(broken))
