@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from typing import Any
+from .architectures import ARCHITECTURES
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
@@ -30,6 +31,6 @@ def facts_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
         out["kv_heads"] = out["heads"]
     if out.get("hidden") and out.get("heads"):
         out["head_dim"] = cfg.get("head_dim") or out["hidden"] // out["heads"]
-    if out.get("ffn") is None and out.get("hidden") and cfg.get("model_type") in ("gpt2",):
+    if out.get("ffn") is None and out.get("hidden") and cfg.get("model_type") in ARCHITECTURES.value("defaults", "ffn_four_times_hidden"):
         out["ffn"] = 4 * out["hidden"]
     return {k: v for k, v in out.items() if v is not None}

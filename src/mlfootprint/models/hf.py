@@ -10,6 +10,7 @@ from ..core.errors import MissingExtraError, UserError
 from ..workload import Workload
 from .spec import BuiltModel, ModelSpec, MoEInfo
 import inspect
+from .architectures import ARCHITECTURES
 
 _TASK_BY_ARCH_SUFFIX = (
     ("ForCausalLM", "causal-lm"), ("LMHeadModel", "causal-lm"), ("ForMaskedLM", "masked-lm"),
@@ -34,7 +35,7 @@ def task_for(config: dict[str, Any]) -> str:
                 return task
     if config.get("model_type") == "t5":
         return "seq2seq-lm"
-    return "causal-lm" if config.get("is_decoder") or config.get("model_type") in ("gpt2", "llama", "mistral", "mixtral", "opt", "bloom", "qwen2", "qwen2_moe") else "base"
+    return "causal-lm" if config.get("is_decoder") or config.get("model_type") in ARCHITECTURES.value("tasks", "causal_lm") else "base"
 
 
 def make_config(cfg: dict[str, Any], name: str) -> Any:
@@ -137,7 +138,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
 
     seq = wl.seq or default_seq(spec)
     context = spec.facts.get("context")
-    if context and seq > context and spec.facts.get("model_type") in ("gpt2", "opt", "bert", "t5", "vit"):
+    if context and seq > context and spec.facts.get("model_type") in ARCHITECTURES.value("positions", "bounded_by_context"):
         raise UserError(f"--seq {seq} exceeds {spec.name}'s context of {context} positions (learned position embeddings); use --seq {context} or less")
     vocab = int(spec.facts.get("vocab") or 2)
 

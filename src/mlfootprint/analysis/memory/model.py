@@ -79,7 +79,6 @@ from .states import (ParamInfo, ParamSet, StateLayout, States, model_states, par
                      quantizable)
 from .timeline import ACT_CLASSES, CLASSES, C, N, POST, PRE, Profile, build_profile
 
-_OPT_TEMPS = {"sgd": 0, "sgd-momentum": 0, "adam": 2, "adamw": 2, "adafactor": 2, "adam-8bit": 0, "lion": 1, "zo-sgd": 1}
 
 
 @dataclass
@@ -296,7 +295,7 @@ class MemoryModel:
                 c[C["opt"]] = 1.0 / shard
             else:
                 largest = self._largest_trainable
-                opt_const = _OPT_TEMPS.get(layout.optimizer, 2) * largest * 4 / shard
+                opt_const = methods.value("optimizer_temporaries", layout.optimizer) * largest * 4 / shard
                 info["optimizer_temporaries_modeled"] = True
         info["optimizer_temporaries_const"] = opt_const
         return c, info

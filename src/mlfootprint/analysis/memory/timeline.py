@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ...core.datafiles import SourcedConstants
 from ...trace.records import BACKWARD, FORWARD, OPTIMIZER, BlockSpan, MemoryFacts, SavedTensor, Trace
 
 CLASSES = ("act_shard_cd", "act_shard_o", "act_repl_cd", "act_repl_o", "sq", "head", "grad", "cast", "opt")
@@ -40,11 +41,8 @@ N = len(CLASSES)
 
 PRE, POST = -1, -2  # groups outside the repeated blocks: before the first block, after the last
 
-_ROW = {"o_proj", "out_proj", "c_proj", "down_proj", "fc2", "wo", "w2", "proj", "dense_4h_to_h", "o", "out_lin"}
-_COL = {"q_proj", "k_proj", "v_proj", "qkv_proj", "qkv", "c_attn", "query", "key", "value", "query_key_value",
-        "gate_proj", "up_proj", "gate_up_proj", "fc1", "c_fc", "w1", "w3", "wi", "wi_0", "wi_1", "dense_h_to_4h",
-        "q", "k", "v", "q_lin", "k_lin", "v_lin", "lin1"}
-_SHARDED_PARTS = ("attn", "attention", "mlp", "ffn", "feed_forward", "densereludense", "moe", "expert", "intermediate")
+# Module names of column- and row-parallel linears and of the blocks tensor parallelism splits (data file).
+TENSOR_PARALLEL = SourcedConstants("analysis.memory", "tensor_parallel.toml", "memory")
 
 
 @dataclass(slots=True)
@@ -333,6 +331,9 @@ class _Classifier:
     """Module path → (group, tensor-parallel class) for a trace, cached per path."""
 
     def __init__(self, tr: Trace, blocks: list[BlockSpan], out_emb: str) -> None:
+        self.row = frozenset(TENSOR_PARALLEL.value("names", "row_parallel"))
+        self.column = frozenset(TENSOR_PARALLEL.value("names", "column_parallel"))
+        self.sharded_parts = tuple(TENSOR_PARALLEL.value("names", "sharded_parts"))
         self.types = _module_types(tr)
         self.block_index = {b.path: i for i, b in enumerate(blocks)}
         self.out_emb = out_emb
@@ -371,13 +372,13 @@ class _Classifier:
         for i in range(len(parts) - 1, -1, -1):
             name = parts[i]
             parent = parts[i - 1] if i > 0 else ""
-            if name in _ROW or (name == "dense" and parent == "output"):
+            if name in self.row or (name == "dense" and parent == "output"):
                 # row-parallel: its output is all-reduced (full); the gradient of its input is sharded
                 return not forward_like
-            if name in _COL or (name == "dense" and parent in ("intermediate",)):
+            if name in self.column or (name == "dense" and parent in ("intermediate",)):
                 # column-parallel: its output is sharded; the gradient of its input is all-reduced (full)
                 return forward_like
-        return any(any(k in part.lower() for k in _SHARDED_PARTS) for part in parts)
+        return any(any(k in part.lower() for k in self.sharded_parts) for part in parts)
 
 
 def _top_level_blocks(spans: list[BlockSpan]) -> list[BlockSpan]:

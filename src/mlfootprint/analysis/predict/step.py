@@ -19,12 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.datafiles import SourcedConstants
 from ...core.errors import UserError
 from . import comm
 from .efficiency import Efficiency
 from .roofline import PhaseProfile, Profile
 from ...workload import Layout
 
+STEP_MODEL = SourcedConstants("analysis.predict", "step_model.toml", "step_model")
 RANK_ORDER = "tp, dp, pp (tensor-parallel ranks adjacent, then data-parallel, then pipeline stages; Megatron-LM's default order)"
 
 
@@ -112,7 +114,7 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
 
     work = fwd.plus(bwd).plus(rc).scaled(share)  # per device per step, before the floor and overhead
     # Weight-streaming floor: each micro-batch reads the weight shard (1x forward, 2x backward).
-    reads = 3.0 if shape.training else 1.0
+    reads = STEP_MODEL.value("weights", "reads_per_training_micro_batch" if shape.training else "reads_per_inference_pass")
     floor_s = m * reads * shape.weight_bytes / (tp * pp) / bw_mem
     floor_extra = max(0.0, floor_s - work.time_s)
     ops_fb = fwd.ops + bwd.ops + rc.ops
@@ -158,7 +160,8 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     if par.ep > 1 and shape.experts and act_elems is not None and shape.layers:
         inside = tp * par.ep <= dpn
         bw, lat = (intra_bw, lat_in) if inside else (inter_bw, lat_out)
-        count = (4 if shape.training else 2) * (shape.layers / pp) * m
+        count = STEP_MODEL.value("expert_parallel", "all_to_all_per_layer_training" if shape.training else
+                                 "all_to_all_per_layer_inference") * (shape.layers / pp) * m
         vol = comm.all_to_all_volume(act_elems * max(shape.top_k, 1) * shape.act_bytes / tp, par.ep)
         volumes["ep_bytes"] = vol * count
         ep_s = count * comm.transfer_time(vol, bw, net, par.ep - 1, lat)
