@@ -59,8 +59,3 @@ def precision(name: str) -> Precision:
     except (KeyError, TypeError):
         raise UserError(f"unknown --precision {name!r}; choose one of: {', '.join(PRECISION_NAMES)}."
                         f"{suggest(str(name), PRECISION_NAMES)}") from None
-
-
-def dtype_bytes(dtype: str) -> int:
-    """Bytes per element of a dtype named as torch names it ('bfloat16'; 'torch.bfloat16' works too)."""
-    return DTYPE_BYTES.get(str(dtype).replace("torch.", ""), 4)

@@ -7,7 +7,6 @@ import re
 from .errors import UserError
 
 J_PER_KWH = 3.6e6
-SECONDS_PER_HOUR = 3600.0
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

@@ -51,7 +51,6 @@ rank 0 writes one report with per-rank and global figures; see
 """
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import logging
@@ -66,16 +65,14 @@ from typing import Any
 
 import torch
 
-from ..analysis.count.flops import flop_summary
 from ..core.errors import UserError
-from ..models.spec import ModelSpec
-from ..trace.run import trace
 from ..workload import Workload
 from . import distributed as dist_mod
 from .energy import EnergyMeter, MeterUnavailable, SafeMeter, auto_meter
 from .memory import CUDA_METHOD, RSS_METHOD, peak_rss_bytes
 from ..hardware.catalog import dtype_for_precision
 from .reference import energy_reason, peak_flops, resolve_device
+from .track_model import InputShapes, model_device, optimizer_name, param_precision, trace_flops, unwrap
 
 logger = logging.getLogger("mlfootprint.track")
 
@@ -98,108 +95,6 @@ def _positive(name: str, value: Any, integer: bool = False, allow_none: bool = T
     if isinstance(value, bool) or not ok or not (value > 0) or (not integer and not math.isfinite(value)):
         kind = "a positive whole number" if integer else "a positive number"
         raise UserError(f"track: {name} must be {kind}, got {value!r}")
-
-
-def _unwrap(model: Any) -> Any:
-    """The module inside DDP / DataParallel / torch.compile wrappers."""
-    seen = 0
-    while model is not None and seen < 5:
-        seen += 1
-        inner = getattr(model, "_orig_mod", None)  # torch.compile
-        if isinstance(inner, torch.nn.Module):
-            model = inner
-            continue
-        if type(model).__name__ in ("DistributedDataParallel", "DataParallel") and isinstance(
-                getattr(model, "module", None), torch.nn.Module):
-            model = model.module
-            continue
-        break
-    return model
-
-
-def _model_device(model: Any) -> torch.device | None:
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return None
-
-
-def _param_precision(model: Any) -> str:
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            if p.dtype.is_floating_point:
-                return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(p.dtype, "fp32")
-    return "fp32"
-
-
-def _optimizer_name(optimizer: Any) -> str:
-    if optimizer is None:
-        return "adamw"
-    if isinstance(optimizer, str):
-        return optimizer
-    name = type(optimizer).__name__.lower()
-    if name == "sgd":
-        momentum = any(g.get("momentum") for g in getattr(optimizer, "param_groups", []))
-        return "sgd-momentum" if momentum else "sgd"
-    return {"adam": "adam", "adamw": "adamw", "adafactor": "adafactor", "lion": "lion"}.get(name, "adamw")
-
-
-class _Spec:
-    """The shape of a value passed to forward: tensors by shape/dtype/device, simple values as they are."""
-
-    __slots__ = ("kind", "value")
-
-    def __init__(self, kind: str, value: Any) -> None:
-        self.kind = kind
-        self.value = value
-
-    @classmethod
-    def of(cls, obj: Any) -> _Spec:
-        if isinstance(obj, torch.Tensor):
-            return cls("tensor", (tuple(obj.shape), obj.dtype, obj.device, obj.requires_grad))
-        if isinstance(obj, (list, tuple)):
-            return cls("list" if isinstance(obj, list) else "tuple", [cls.of(o) for o in obj])
-        if isinstance(obj, dict):
-            return cls("dict", {k: cls.of(v) for k, v in obj.items()})
-        if obj is None or isinstance(obj, (bool, int, float, str)):
-            return cls("value", obj)
-        return cls("value", None)  # caches and other objects are not part of the shape
-
-    def make(self) -> Any:
-        if self.kind == "tensor":
-            shape, dtype, device, grad = self.value
-            t = torch.empty(shape, dtype=dtype, device=device) if dtype.is_floating_point else \
-                torch.zeros(shape, dtype=dtype, device=device)
-            return t.requires_grad_(grad) if grad and dtype.is_floating_point else t
-        if self.kind in ("list", "tuple"):
-            made = [s.make() for s in self.value]
-            return made if self.kind == "list" else tuple(made)
-        if self.kind == "dict":
-            return {k: s.make() for k, s in self.value.items()}
-        return self.value
-
-    def first_dim(self) -> int | None:
-        if self.kind == "tensor":
-            return self.value[0][0] if self.value[0] else None
-        items = self.value.values() if self.kind == "dict" else (self.value if self.kind in ("list", "tuple") else [])
-        for s in items:
-            d = s.first_dim()
-            if d is not None:
-                return d
-        return None
-
-
-class _Replay(torch.nn.Module):
-    """Calls the (fake) copy of the user's model with inputs of the recorded shapes."""
-
-    def __init__(self, inner: torch.nn.Module, args: _Spec, kwargs: _Spec) -> None:
-        super().__init__()
-        self.inner = inner
-        self._args = args
-        self._kwargs = kwargs
-
-    def forward(self) -> Any:
-        return self.inner(*self._args.make(), **self._kwargs.make())
 
 
 class Tracker:
@@ -233,7 +128,7 @@ class Tracker:
         if precision is not None:
             dtype_for_precision(precision)  # UserError for an unknown precision
         self.model = model
-        self._inner = _unwrap(model)
+        self._inner = unwrap(model)
         self.precision = precision
         self.tokens_per_step = tokens_per_step
         self.grad_accum = grad_accum
@@ -254,7 +149,7 @@ class Tracker:
         self.log_every = log_every
         self._log = log
         self._clock = clock
-        dev = _model_device(self._inner)
+        dev = model_device(self._inner)
         self.device = torch.device(device) if device is not None else (dev or torch.device("cpu"))
         self.hardware, self._hardware_why, self._hardware_notes = resolve_device(hardware, self.device)
         self._report_builder = report_builder  # (records, warmup=, meta=) -> Report; None: records only
@@ -279,7 +174,7 @@ class Tracker:
         self._notes: list[str] = []
         self._failed_once: set[str] = set()
         self._flops: dict[str, Any] = {}
-        self._captured: tuple[_Spec, _Spec, Any] | None = None
+        self._captured: tuple[InputShapes, InputShapes, Any] | None = None
         self._hook = None
         self._meter: SafeMeter | None = None
         self._energy_why = ""
@@ -666,7 +561,7 @@ class Tracker:
                     autocast = torch.get_autocast_dtype(dev_type)
             except (TypeError, AttributeError, RuntimeError):
                 autocast = None
-            self._captured = (_Spec.of(tuple(args)), _Spec.of(dict(kwargs or {})), autocast)
+            self._captured = (InputShapes.of(tuple(args)), InputShapes.of(dict(kwargs or {})), autocast)
         except Exception as exc:  # noqa: BLE001
             self._note_failure("capture", f"could not record the forward's inputs ({exc}); pass flops_per_token=")
             self._flops["why"] = "the model's inputs could not be recorded; pass flops_per_token="
@@ -688,57 +583,23 @@ class Tracker:
             return "bf16-mixed"
         if autocast == torch.float16:
             return "fp16-mixed"
-        return _param_precision(self._inner)
+        return param_precision(self._inner)
 
     def _run_trace(self) -> None:
-        """Trace the user's model once, on fake tensors, with the recorded input shapes."""
+        """Trace the user's model once, on fake tensors, with the recorded input shapes (FLOPs per step)."""
         assert self._captured is not None
         t0 = time.perf_counter()
         try:
             args_spec, kwargs_spec, _ = self._captured
-            inner = self._inner
             precision = self._resolved_precision()
             wl = Workload(mode="train" if self.mode == "train" else "inference", precision=precision,
-                          optimizer=_optimizer_name(self.optimizer))
-            def traced(kw: _Spec) -> Any:
-                spec = ModelSpec(name=self.name, source="factory",
-                                 origin=f"{type(inner).__module__}.{type(inner).__name__}",
-                                 factory=lambda: _Replay(copy.deepcopy(inner), args_spec, kw),
-                                 inputs_factory=lambda: ())
-                return trace(spec, wl)
-
-            try:
-                tr = traced(kwargs_spec)
-            except UserError:
-                # An attention mask's values are unknown on fake tensors and some models branch on them;
-                # the FLOPs of masked and unmasked attention are the same: trace without it.
-                if "attention_mask" not in kwargs_spec.value:
-                    raise
-                tr = traced(_Spec("dict", {k: v for k, v in kwargs_spec.value.items() if k != "attention_mask"}))
-                self._notes.append("traced without the attention_mask argument (its values are unknown on fake "
-                                   "tensors); attention FLOPs do not depend on it")
-            fs = flop_summary(tr)
+                          optimizer=optimizer_name(self.optimizer))
+            fs, notes = trace_flops(self.name, self._inner, args_spec, kwargs_spec, wl)
+            self._notes.extend(notes)
             self._flops.update({"model_flops_per_micro_batch": fs.model,
                                 "hardware_flops_per_micro_batch": fs.hardware,
                                 "flops_source": "trace of the model (first micro-batch's shapes)"})
-            # The first step ran `forwards` training forwards (micro-batches) for `calls` step() calls and
-            # `tokens` tokens: FLOPs per token = FLOPs of one forward+backward × forwards / tokens.
-            forwards = self._forwards or 1
-            calls = self._micro[0] if self._micro else 1
-            first_tokens = self._tokens[0] if self._tokens else None
-            if isinstance(first_tokens, torch.Tensor):
-                first_tokens = float(first_tokens.detach().sum().item())
-            self._flops["forwards_in_first_step"] = forwards
-            self._flops["model_flops_per_micro_step"] = fs.model * forwards / calls
-            self._flops["hardware_flops_per_micro_step"] = fs.hardware * forwards / calls
-            if first_tokens is not None and float(first_tokens) > 0:
-                first_f = float(first_tokens)
-                self._flops["model_flops_per_token"] = fs.model * forwards / first_f
-                self._flops["hardware_flops_per_token"] = fs.hardware * forwards / first_f
-                self._notes.append(
-                    f"FLOPs per token = {fs.model:.4g} model FLOPs per forward+backward (traced, first "
-                    f"micro-batch's shapes) × {forwards} forward(s) in the first step / its {first_f:g} tokens; "
-                    "steps with other shapes are assumed to scale linearly with their tokens")
+            self._per_token_from_first_step(fs)
             if fs.unsupported_ops:
                 self._notes.append("operators without a FLOP formula (not counted): "
                                    + ", ".join(f"{k} ×{v}" for k, v in sorted(fs.unsupported_ops.items())))
@@ -752,6 +613,26 @@ class Tracker:
         finally:
             self._trace_s = time.perf_counter() - t0
             self._captured = None if "why" in self._flops else self._captured
+
+    def _per_token_from_first_step(self, fs: Any) -> None:
+        """The first step ran ``forwards`` training forwards (micro-batches) for ``calls`` step() calls and
+        ``tokens`` tokens: FLOPs per token = FLOPs of one forward+backward × forwards / tokens."""
+        forwards = self._forwards or 1
+        calls = self._micro[0] if self._micro else 1
+        first_tokens = self._tokens[0] if self._tokens else None
+        if isinstance(first_tokens, torch.Tensor):
+            first_tokens = float(first_tokens.detach().sum().item())
+        self._flops["forwards_in_first_step"] = forwards
+        self._flops["model_flops_per_micro_step"] = fs.model * forwards / calls
+        self._flops["hardware_flops_per_micro_step"] = fs.hardware * forwards / calls
+        if first_tokens is not None and float(first_tokens) > 0:
+            first_f = float(first_tokens)
+            self._flops["model_flops_per_token"] = fs.model * forwards / first_f
+            self._flops["hardware_flops_per_token"] = fs.hardware * forwards / first_f
+            self._notes.append(
+                f"FLOPs per token = {fs.model:.4g} model FLOPs per forward+backward (traced, first "
+                f"micro-batch's shapes) × {forwards} forward(s) in the first step / its {first_f:g} tokens; "
+                "steps with other shapes are assumed to scale linearly with their tokens")
 
     def _peak(self) -> dict[str, Any]:
         hw = self.hardware

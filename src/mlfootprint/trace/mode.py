@@ -69,9 +69,6 @@ class RecordingMode(TorchDispatchMode):
         self._param_module: dict[int, str] = {}  # id(parameter) → owning module (gradient accumulation)
 
     # -- storage tracking -------------------------------------------------
-    def _storage_key(self, st: torch.UntypedStorage) -> int:
-        return st._cdata
-
     def _track_outputs(self, flat_out: list[Any], index: int) -> int:
         created = 0
         for t in flat_out:
@@ -94,9 +91,6 @@ class RecordingMode(TorchDispatchMode):
     def _on_free(self, key: int, nbytes: int) -> None:
         if self._live.pop(key, None) is not None:
             self.events.append(MemoryEvent(len(self.records) - 1, -nbytes, self.phase, key))
-
-    def live_bytes(self) -> int:
-        return sum(self._live.values())
 
     # -- module attribution -----------------------------------------------
     @contextlib.contextmanager

@@ -141,6 +141,3 @@ class Trace:
     @property
     def batch(self) -> int:
         return self.memory.batch
-
-    def by_phase(self, phase: str) -> list[OpRecord]:
-        return [r for r in self.records if r.phase == phase]

@@ -12,13 +12,3 @@ def train_flops_from_params(params: float, tokens: float) -> float:
     if params <= 0 or tokens <= 0:
         raise ValueError("params and tokens must be positive")
     return 6.0 * params * tokens
-
-
-def attention_flops_per_token(layers: int, seq: int, attn_width: int, training: bool = True) -> float:
-    """Attention score and value products per token over the full square.
-
-    Forward: QKᵀ and PV cost 2·s·d each per layer and token → 4·L·s·d; a training step
-    (forward + backward) is three times that, 12·L·s·d — PaLM appendix B's 12·L·H·Q·T with
-    H·Q = d and T = s."""
-    fwd = 4.0 * layers * seq * attn_width
-    return 3 * fwd if training else fwd

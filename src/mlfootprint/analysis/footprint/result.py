@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -13,8 +12,6 @@ class InputUsed:
     unit: str
     source: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "unit": self.unit, "source": self.source}
 
 
 @dataclass

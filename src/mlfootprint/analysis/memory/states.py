@@ -85,18 +85,6 @@ class States:
     optimizer_on_device: bool = True
 
 
-# ------------------------------------------------------------------------- the paper's accounting
-
-
-def zero_model_states(psi: float, stage: int, dp: int, k: float = 12, weight_bytes: float = 2,
-                      grad_bytes: float = 2) -> dict[str, float]:
-    """ZeRO paper (Rajbhandari et al. 2020, Fig. 1) model states per device: (2 + 2 + K)Ψ, sharded by stage."""
-    w = weight_bytes * psi / (dp if stage >= 3 else 1)
-    g = grad_bytes * psi / (dp if stage >= 2 else 1)
-    o = k * psi / (dp if stage >= 1 else 1)
-    return {"weights_bytes": w, "gradients_bytes": g, "optimizer_bytes": o, "total_bytes": w + g + o}
-
-
 # ------------------------------------------------------------------------- per tensor
 
 
@@ -227,30 +215,69 @@ class ParamSet:
         return out
 
 
+@dataclass
+class _Totals:
+    """Bytes of one device's model states while they are added up, before offload moves some away."""
+
+    weights: float = 0.0
+    weights_full: float = 0.0  # before ZeRO-3 sharding (what offloading streams)
+    quant_weights: float = 0.0
+    bf16_equiv: float = 0.0
+    grads: float = 0.0
+    bucket: float = 0.0  # ZeRO-2/3 gradient reduction bucket
+    opt: float = 0.0
+    host: float = 0.0
+    nvme: float = 0.0
+    trainable_elems: float = 0.0
+    block_weight: dict[int, float] = field(default_factory=dict)  # per block signature, its weight bytes
+    block_count: dict[int, int] = field(default_factory=dict)  # ... and how many blocks share it
+    block_partitioned: dict[int, float] = field(default_factory=dict)  # ZeRO-3: what each block must gather
+
+
 def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States:
     """Per-device weights, gradients and optimizer states for one device of the layout (see module docstring)."""
     pset = params if isinstance(params, ParamSet) else ParamSet(params)
     st = States()
     zo = lay.optimizer == "zo-sgd"
     train = lay.training
-    wb = precision_of(lay.precision).weight_bytes if train else precision_of(lay.precision).compute_bytes
     zero_dp = lay.dp if (train and lay.zero >= 1) else 1
+    t = _add_up(pset, lay, zero_dp)
+    st.breakdown["weights_full_bytes"] = int(t.weights_full)
+    if lay.quant != "none":
+        st.breakdown["quantized_weights_bytes"] = int(t.quant_weights)
+        st.breakdown["weights_bf16_bytes"] = int(t.bf16_equiv)
+    if train and lay.zero >= 3 and zero_dp > 1 and not zo:
+        _zero3_working_set(st, t, lay, zero_dp)
+    if train and not zo and lay.zero >= 2 and zero_dp > 1 and t.trainable_elems:
+        _reduce_bucket(st, t, lay)
+    if train and not zo:
+        st.gradients_resident = lay.zero >= 2 and zero_dp > 1
+    if lay.offload != "none" and (zo or not train):
+        _stream_blocks(st, t, lay, zo)
+    elif lay.offload != "none" and train:
+        _offload_optimizer(st, t, lay)
+    st.weights_bytes = int(round(t.weights))
+    st.gradients_bytes = int(round(t.grads + t.bucket))
+    st.optimizer_bytes = int(round(t.opt))
+    st.host_bytes = int(round(t.host))
+    st.nvme_bytes = int(round(t.nvme))
+    st.breakdown["trainable_elements"] = int(t.trainable_elems)
+    return st
+
+
+def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
+    """Weights, gradients and optimizer states of each parameter on this device (ZeRO sharding, TP/EP, quant)."""
+    train = lay.training
+    zo = lay.optimizer == "zo-sgd"
+    prec = precision_of(lay.precision)
+    wb = prec.weight_bytes if train else prec.compute_bytes
     expert_dp = max(1, lay.dp // lay.ep) if (train and lay.zero >= 1) else 1
+    persist = int(methods.value("zero", "param_persistence_threshold"))
+    t = _Totals()
 
     def shard(p: ParamInfo) -> int:
         return expert_dp if p.expert else zero_dp
 
-    persist = int(methods.value("zero", "param_persistence_threshold"))
-    weights = 0.0
-    weights_full = 0.0  # before ZeRO-3 sharding (what offloading streams)
-    quant_weights = 0.0
-    bf16_equiv = 0.0
-    grads = 0.0
-    opt = 0.0
-    trainable_elems = 0.0
-    block_weight: dict[int, float] = {}  # per signature of a block, its weight bytes (times the count below)
-    block_count: dict[int, int] = {}
-    block_partitioned: dict[int, float] = {}  # ZeRO-3: what each block must gather
     work = [(sig, cnt, pset.reps[sig]) for sig, cnt in pset.counts(lay).items()]
     if lay.stage_groups is not None and lay.last_stage:
         work += [(-1, 1, [p]) for p in pset.tied if p.group not in lay.stage_groups]
@@ -259,108 +286,99 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
             n = _per_device_numel(p, lay)
             if lay.quant != "none" and (not p.trainable or not train) and quantizable(p):
                 b = quantized_weight_bytes(int(n), lay.quant, qlora=lay.lora)
-                quant_weights += b * count
+                t.quant_weights += b * count
             else:
-                b = n * (wb if (p.trainable or not train) else precision_of(lay.precision).compute_bytes)
-            bf16_equiv += 2 * n * count
-            weights_full += b * count
+                b = n * (wb if (p.trainable or not train) else prec.compute_bytes)
+            t.bf16_equiv += 2 * n * count
+            t.weights_full += b * count
             if p.group >= 0:
-                block_weight[sig] = block_weight.get(sig, 0.0) + b
-                block_count[sig] = count
+                t.block_weight[sig] = t.block_weight.get(sig, 0.0) + b
+                t.block_count[sig] = count
                 if p.numel >= persist:
-                    block_partitioned[sig] = block_partitioned.get(sig, 0.0) + b
+                    t.block_partitioned[sig] = t.block_partitioned.get(sig, 0.0) + b
             if lay.zero >= 3 and train and p.numel >= persist:
-                weights += b / shard(p) * count
+                t.weights += b / shard(p) * count
             else:
-                weights += b * count
+                t.weights += b * count
             if train and p.trainable and not zo:
-                trainable_elems += n * count
-                grads += n * precision_of(lay.precision).grad_bytes / (shard(p) if lay.zero >= 2 else 1) * count
+                t.trainable_elems += n * count
+                t.grads += n * prec.grad_bytes / (shard(p) if lay.zero >= 2 else 1) * count
                 ob = optimizer_state_bytes(lay.optimizer, lay.precision, _sharded_shape(p, lay))
-                opt += ob / (shard(p) if lay.zero >= 1 else 1) * count
-    st.breakdown["weights_full_bytes"] = int(weights_full)
-    if lay.quant != "none":
-        st.breakdown["quantized_weights_bytes"] = int(quant_weights)
-        st.breakdown["weights_bf16_bytes"] = int(bf16_equiv)
-    biggest_block = max(block_weight.values(), default=0.0)
+                t.opt += ob / (shard(p) if lay.zero >= 1 else 1) * count
+    return t
+
+
+def _zero3_working_set(st: States, t: _Totals, lay: StateLayout, zero_dp: int) -> None:
+    """ZeRO-3 keeps the block being computed and the prefetched one, gathered whole."""
     gathered_blocks = int(methods.value("zero", "gathered_blocks"))
+    persist = int(methods.value("zero", "param_persistence_threshold"))
+    max_live = float(methods.value("zero", "max_live_parameters")) * precision_of(lay.precision).weight_bytes
+    biggest_partitioned = max(t.block_partitioned.values(), default=0.0)
+    gathered = min(gathered_blocks * biggest_partitioned * (1 - 1 / zero_dp), max_live)
+    st.breakdown["weights_shard_bytes"] = int(t.weights)
+    st.breakdown["weights_gathered_bytes"] = int(gathered)
+    st.notes.append(f"ZeRO-3 gathers the current and the prefetched block's weights on each device "
+                    f"({gathered_blocks} × the largest block, capped at stage3_max_live_parameters); parameters "
+                    f"under {persist:,} elements stay whole (stage3_param_persistence_threshold)")
+    t.weights += gathered
 
-    # ZeRO-3 working set: the block being computed and the prefetched one, gathered whole.
-    if train and lay.zero >= 3 and zero_dp > 1 and not zo:
-        max_live = float(methods.value("zero", "max_live_parameters")) * wb
-        biggest_partitioned = max(block_partitioned.values(), default=0.0)
-        gathered = min(gathered_blocks * biggest_partitioned * (1 - 1 / zero_dp), max_live)
-        st.breakdown["weights_shard_bytes"] = int(weights)
-        st.breakdown["weights_gathered_bytes"] = int(gathered)
-        st.notes.append(f"ZeRO-3 gathers the current and the prefetched block's weights on each device "
-                        f"({gathered_blocks} × the largest block, capped at stage3_max_live_parameters); parameters "
-                        f"under {persist:,} elements stay whole (stage3_param_persistence_threshold)")
-        weights += gathered
 
-    # gradient reduction bucket (ZeRO-2/3 reduce-scatter buffer)
-    bucket = 0.0
-    if train and not zo and lay.zero >= 2 and zero_dp > 1 and trainable_elems:
-        bucket = min(float(methods.value("zero", "reduce_bucket_elements")), trainable_elems) * precision_of(lay.precision).grad_bytes
-        st.breakdown["gradients_bucket_bytes"] = int(bucket)
-        st.notes.append("ZeRO-2/3 reduce gradients through a bucket of min(reduce_bucket_size = 5e8 elements, "
-                        "the device's trainable elements), counted in gradients_bytes")
-    if train and not zo:
-        st.gradients_resident = lay.zero >= 2 and zero_dp > 1
+def _reduce_bucket(st: States, t: _Totals, lay: StateLayout) -> None:
+    """The ZeRO-2/3 reduce-scatter buffer gradients are copied into (counted in gradients)."""
+    t.bucket = min(float(methods.value("zero", "reduce_bucket_elements")), t.trainable_elems) \
+        * precision_of(lay.precision).grad_bytes
+    st.breakdown["gradients_bucket_bytes"] = int(t.bucket)
+    st.notes.append("ZeRO-2/3 reduce gradients through a bucket of min(reduce_bucket_size = 5e8 elements, "
+                    "the device's trainable elements), counted in gradients_bytes")
 
-    host = 0.0
-    nvme = 0.0
-    streaming = lay.offload != "none" and (zo or not train)
-    if streaming:
-        # ZO2 / offloaded inference: blocks live off the device, two at a time are uploaded.
-        block_total = sum(w * block_count[sig] for sig, w in block_weight.items())
-        resident = weights - block_total
-        working = min(gathered_blocks, max(sum(block_count.values()), 1)) * biggest_block
+
+def _stream_blocks(st: States, t: _Totals, lay: StateLayout, zo: bool) -> None:
+    """ZO2 / offloaded inference: blocks live off the device and are uploaded a few at a time."""
+    gathered_blocks = int(methods.value("zero", "gathered_blocks"))
+    block_total = sum(w * t.block_count[sig] for sig, w in t.block_weight.items())
+    resident = t.weights - block_total
+    working = min(gathered_blocks, max(sum(t.block_count.values()), 1)) * max(t.block_weight.values(), default=0.0)
+    if lay.offload == "cpu":
+        t.host += block_total
+    else:
+        t.nvme += block_total
+        t.host += working  # staging buffers in host memory
+    st.breakdown["weights_streamed_bytes"] = int(block_total)
+    st.breakdown["weights_resident_bytes"] = int(resident)
+    st.notes.append(("ZO2 (Wang et al. 2025, arXiv:2503.12668): " if zo else "offloaded inference: ")
+                    + f"the blocks' weights live in {'host memory' if lay.offload == 'cpu' else 'NVMe'} and are "
+                    f"uploaded {gathered_blocks} blocks at a time (the block computed and the next); the layers "
+                    "outside the blocks stay on the device")
+    t.weights = resident + working
+
+
+def _offload_optimizer(st: States, t: _Totals, lay: StateLayout) -> None:
+    """ZeRO-Offload / ZeRO-Infinity: optimizer states (with fp32 master weights) off the device, the step on
+    the CPU, gradients to host memory; with ZeRO-3 the weight partition too."""
+    where = "host memory" if lay.offload == "cpu" else "NVMe"
+    if lay.offload == "cpu":
+        t.host += t.opt
+    else:
+        t.nvme += t.opt
+    st.optimizer_on_device = False
+    t.host += t.grads
+    st.breakdown["gradients_offloaded_bytes"] = int(t.grads)
+    t.grads = 0.0
+    st.gradients_resident = True
+    if lay.zero >= 3:
+        shard_w = st.breakdown.get("weights_shard_bytes", t.weights)
         if lay.offload == "cpu":
-            host += block_total
+            t.host += shard_w
         else:
-            nvme += block_total
-            host += working  # staging buffers in host memory
-        st.breakdown["weights_streamed_bytes"] = int(block_total)
-        st.breakdown["weights_resident_bytes"] = int(resident)
-        st.notes.append(("ZO2 (Wang et al. 2025, arXiv:2503.12668): " if zo else "offloaded inference: ")
-                        + f"the blocks' weights live in {'host memory' if lay.offload == 'cpu' else 'NVMe'} and are "
-                        f"uploaded {gathered_blocks} blocks at a time (the block computed and the next); the layers "
-                        "outside the blocks stay on the device")
-        weights = resident + working
-    elif lay.offload != "none" and train:
-        # ZeRO-Offload / ZeRO-Infinity: optimizer states (with fp32 master) off the device, optimizer step on the CPU.
-        if lay.offload == "cpu":
-            host += opt
-        else:
-            nvme += opt
-        st.optimizer_on_device = False
-        moved_grads = grads
-        host += moved_grads
-        st.breakdown["gradients_offloaded_bytes"] = int(moved_grads)
-        grads = 0.0
-        st.gradients_resident = True
-        if lay.zero >= 3:
-            shard_w = st.breakdown.get("weights_shard_bytes", weights)
-            if lay.offload == "cpu":
-                host += shard_w
-            else:
-                nvme += shard_w
-            weights -= shard_w
-            st.notes.append("ZeRO-Infinity parameter offload: each device's weight partition lives off the device; "
-                            "only the gathered working set is on it")
-        st.notes.append(f"ZeRO-Offload{'/Infinity' if lay.offload == 'nvme' else ''}: optimizer states with the fp32 "
-                        f"master weights in {'host memory' if lay.offload == 'cpu' else 'NVMe'}, gradients moved to "
-                        "host memory as they are reduced, the optimizer step on the CPU")
-        opt_dev = 0.0
-        st.breakdown["optimizer_offloaded_bytes"] = int(opt)
-        opt = opt_dev
-    st.weights_bytes = int(round(weights))
-    st.gradients_bytes = int(round(grads + bucket))
-    st.optimizer_bytes = int(round(opt))
-    st.host_bytes = int(round(host))
-    st.nvme_bytes = int(round(nvme))
-    st.breakdown["trainable_elements"] = int(trainable_elems)
-    return st
+            t.nvme += shard_w
+        t.weights -= shard_w
+        st.notes.append("ZeRO-Infinity parameter offload: each device's weight partition lives off the device; "
+                        "only the gathered working set is on it")
+    st.notes.append(f"ZeRO-Offload{'/Infinity' if lay.offload == 'nvme' else ''}: optimizer states with the fp32 "
+                    f"master weights in {where}, gradients moved to host memory as they are reduced, the optimizer "
+                    "step on the CPU")
+    st.breakdown["optimizer_offloaded_bytes"] = int(t.opt)
+    t.opt = 0.0
 
 
 def _sharded_shape(p: ParamInfo, lay: StateLayout) -> tuple[int, ...]:

@@ -38,11 +38,6 @@ def all_to_all_volume(nbytes: float, n: int) -> float:
     return 0.0 if n <= 1 else (n - 1) / n * nbytes
 
 
-def pipeline_bubble_fraction(p: int, m: int) -> float:
-    """Idle fraction of a non-interleaved pipeline of p stages and m micro-batches: (p-1)/(m+p-1)."""
-    return 0.0 if p <= 1 else (p - 1) / (m + p - 1)
-
-
 def tp_all_reduces_per_layer(training: bool, full_recompute: bool) -> int:
     """Megatron: 2 in forward (attention and MLP output), 2 in backward; a recomputed forward repeats its 2."""
     if not training:

@@ -3,8 +3,8 @@
 Enumerates tensor (TP) × pipeline (PP) × data (DP) parallel degrees with a ZeRO
 stage, a micro-batch size and a recomputation choice for one global batch.
 Each layout's step time comes from one roofline profile of one trace (O(1) per
-layout); whether it fits comes from the memory model (issue "Memory":
-``memory_model(spec, wl, trace).per_device(layout)``), asked in rank order only
+layout); whether it fits comes from the memory model
+(``memory_model(spec, wl, trace).per_device(layout)``), asked in rank order only
 until enough fitting layouts are found — except when none fits, when every
 layout is checked to say how far the smallest one is from fitting.
 
@@ -231,8 +231,8 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     notes = [f"global batch {wl.batch} {'sequences' if shape.tokens_per_sample else 'samples'} "
              f"({trace.tokens:,} tokens per step)",
              f"{len(cands)} layouts considered; memory checked for {checked}, in rank order (and the most frugal of "
-             f"each tp × pp × dp group when the first ones do not fit); the {len(fitting)} shown fit (issue 'Memory' "
-             "model)",
+             f"each tp × pp × dp group when the first ones do not fit); the {len(fitting)} shown fit the "
+             "memory model",
              "constraints: tp divides the heads and stays within a node; pp divides the layers; ZeRO 2/3 only "
              "without pipeline parallelism; ZeRO++ tried with ZeRO 3 when the data-parallel group spans nodes; "
              f"offload not enumerated ({offload if offload != 'none' else 'none'}, as given)"]

@@ -21,7 +21,6 @@ from ...hardware.catalog import dtype_for_precision
 from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
 from .efficiency import Efficiency
 
-PHASES = ("forward", "backward", "recompute", "optimizer")
 CLASSES = ("matmul", "attention", "conv", "vector", "movement")
 
 _TORCH_DTYPES = {
