@@ -91,10 +91,10 @@ def test_roofline_device_from_catalog_report_or_none():
     assert (peak, bw) == (312e12, 2039e9) and "bf16" in label and "hardware catalog" in where
     rep = counted_report(hardware=None)
     assert roofline_device(rep)[:2] == (None, None)
-    put(rep, "time", {"step_s": 1.0, "device": {"name": "X1", "peak_flop_per_s": {"bf16": 1e15},
-                                                       "memory_bandwidth_bytes_per_s": 3e12}})
+    # the peak a prediction used (here a calibrated-like 1 PFLOP/s on an H100), with the catalog's bandwidth
+    put(rep, "time", {"step_s": 1.0, "hardware": "h100-sxm", "peak_flop_per_s": 1e15, "peak_dtype": "bf16"})
     peak, bw, label, where = roofline_device(rep)
-    assert (peak, bw) == (1e15, 3e12) and label == "X1 (bf16)" and "time.device.peak_flop_per_s.bf16" in where
+    assert (peak, bw) == (1e15, 3.35e12) and label.endswith("(bf16)") and "time.peak_flop_per_s" in where
 
 
 def test_roofline_without_device_plots_intensity_only():

@@ -166,57 +166,35 @@ def _figure(svg: str, caption: str) -> str:
 
 # -- the device for the roofline --------------------------------------------------------------
 
-_PEAK_KEY = re.compile(r"^(device_)?peak_flops?(_per_s)?$")
-_BW_KEYS = ("memory_bandwidth_bytes_per_s", "bandwidth_bytes_per_s", "hbm_bandwidth_bytes_per_s")
-
-
 def roofline_device(report: Report) -> tuple[float | None, float | None, str, str]:
     """(peak FLOP/s, memory bandwidth B/s, device label, where they came from) for the roofline.
 
-    From the report itself when a section states them (time/hardware/model/measured,
-    or a dict one level down); else from the hardware catalog for workload.hardware;
-    else (None, None, '', reason).
+    The peak the report used (``time.peak_flop_per_s``, or ``measured.peak_flop_per_s``) and the bandwidth of
+    that device in the hardware catalog; else the catalog entry of ``workload.hardware``; else
+    (None, None, '', reason).
     """
     wl = report.get("workload") or {}
-    dtype = None
+    for section in ("time", "measured"):
+        data = report.get(section) or {}
+        peak, hw = data.get("peak_flop_per_s"), data.get("hardware")
+        if isinstance(peak, (int, float)) and not isinstance(peak, bool) and peak > 0 and hw and hw != "given":
+            try:
+                dev = get_device(str(hw))
+            except Exception:  # noqa: BLE001 - a device this catalog does not know: try the next source
+                continue
+            dtype = data.get("peak_dtype") or ""
+            return (float(peak), float(dev.memory_bandwidth_bytes_per_s), f"{dev.name} ({dtype})",
+                    f"from the report ({section}.peak_flop_per_s) and the hardware catalog's bandwidth")
+    hw = wl.get("hardware")
+    if not hw:
+        return None, None, "", "the report names no hardware (use --hardware)"
     try:
         dtype = dtype_for_precision(str(wl.get("precision") or "fp32"))
-    except Exception:  # noqa: BLE001 - the catalog is optional here; a bad precision just means no dtype
-        dtype = None
-    peak = bw = None
-    label = ""
-    where = ""
-    for section in ("time", "hardware", "model", "measured", "memory"):
-        data = report.get(section)
-        if not isinstance(data, dict):
-            continue
-        scopes = [(section, data)] + [(f"{section}.{k}", v) for k, v in data.items() if isinstance(v, dict)]
-        for path, scope in scopes:
-            for k, v in scope.items():
-                if peak is None and _PEAK_KEY.match(k):
-                    if isinstance(v, dict) and dtype and isinstance(v.get(dtype), (int, float)):
-                        peak, where = float(v[dtype]), f"{path}.{k}.{dtype}"
-                    elif isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-                        peak, where = float(v), f"{path}.{k}"
-                if bw is None and k in _BW_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-                    bw = float(v)
-            if peak is not None and bw is not None and not label:
-                name = scope.get("name") or scope.get("id") or wl.get("hardware") or ""
-                label = str(name)
-        if peak is not None and bw is not None:
-            break
-    if peak is not None and bw is not None:
-        return peak, bw, (f"{label} ({dtype})" if label and dtype else label), f"from the report ({where})"
-    hw = wl.get("hardware")
-    if hw:
-        try:
-            dev = get_device(str(hw))
-            peak = dev.peak_for(dtype or "fp32")
-            return (peak, float(dev.memory_bandwidth_bytes_per_s), f"{dev.name} ({dtype})",
-                    f"from the hardware catalog: {dev.source_of('peak_flops.' + (dtype or 'fp32'))}")
-        except Exception as exc:  # noqa: BLE001 - unknown device or catalog not available: intensity only
-            return None, None, "", f"hardware {hw!r} is not usable here ({exc})"
-    return None, None, "", "the report names no hardware (use --hardware)"
+        dev = get_device(str(hw))
+        return (dev.peak_for(dtype), float(dev.memory_bandwidth_bytes_per_s), f"{dev.name} ({dtype})",
+                f"from the hardware catalog: {dev.source_of('peak_flops.' + dtype)}")
+    except Exception as exc:  # noqa: BLE001 - unknown device or precision: intensity only
+        return None, None, "", f"hardware {hw!r} is not usable here ({exc})"
 
 
 # -- the page -----------------------------------------------------------------------------------
