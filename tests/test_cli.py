@@ -37,7 +37,9 @@ def test_count_markdown_and_table_with_depth_and_macs():
     proc = run_cli("count", TINY, "--seq", "16", "--format", "md", "--depth", "3", "--macs", "--by-op")
     assert proc.returncode == 0, proc.stderr
     assert "## FLOPs by module" in proc.stdout and "forward (MACs)" in proc.stdout
-    assert "macs_forward" in proc.stdout and "## FLOPs by operator" in proc.stdout
+    assert "| Forward MACs |" in proc.stdout and "## FLOPs by operator" in proc.stdout
+    proc = run_cli("count", TINY, "--seq", "16", "--format", "md", "--macs", "--details")
+    assert "| macs_forward |" in proc.stdout  # --details: every key of the section
     proc = run_cli("count", TINY, "--seq", "16")
     assert proc.returncode == 0 and "FLOPs by module" in proc.stdout
 

@@ -80,7 +80,12 @@ def test_memory_table_shows_components_and_fits(capsys) -> None:
     code, out, err = run_in_process(capsys, TINY, "--mode", "generate", "--seq", "32", "--gen-tokens", "16",
                                     "--device-memory", "0.001GB", "--format", "md")
     assert code == 0, err
-    for word in ("weights_bytes", "kv_cache_bytes", "peak_bytes", "fits", "no"):
+    for word in ("| Weights |", "| KV cache |", "| Peak memory |", "DOES NOT FIT", "**Does not fit:"):
+        assert word in out
+    assert "does not fit in device memory" in err  # said on stderr too: a file or a pipe would hide it
+    code, out, err = run_in_process(capsys, TINY, "--mode", "generate", "--seq", "32", "--gen-tokens", "16",
+                                    "--device-memory", "0.001GB", "--format", "md", "--details")
+    for word in ("weights_bytes", "kv_cache_bytes", "peak_bytes", "fits"):
         assert word in out
 
 

@@ -14,6 +14,7 @@ def test_405b_on_two_rtx_3090():
     assert len(lines) == 1, r.stderr
     line = lines[0]
     assert line.startswith("mlfootprint: error: no layout of llama-3.1-405b fits on 2 × rtx-3090")
-    # 405e9 parameters × 16 bytes (bf16 weights and gradients, fp32 master + Adam moments) / 2 devices ≈ 3.2 TB
-    gb = float(line.split("still needs ")[1].split(" GB")[0])
-    assert 3000 < gb < 3600
+    # 405e9 parameters × 16 bytes (bf16 weights and gradients, fp32 master + Adam moments) / 2 devices
+    # ≈ 3.24e12 bytes ≈ 3018 GiB, plus activations of micro-batch 1
+    gib = float(line.split("still needs ")[1].split(" GiB")[0])
+    assert 3018 < gib < 3400

@@ -160,7 +160,6 @@ def test_devices_not_divisible_by_tp_pp():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["predict", "gpt2"], "needs --hardware"),
     (["predict", "gpt2", "--hardware", "h100-sxm", "--tokens", "1e9", "--deadline", "soon"], "--deadline"),
     (["predict", "gpt2", "--hardware", "h100-sxm", "--deadline", "90d"], "needs --tokens"),
     (["predict", "gpt2", "--hardware", "h100-sxm", "--efficiency", "fast=1"], "unknown efficiency factor 'fast'"),
@@ -186,3 +185,12 @@ def test_default_batch_is_one_sample_per_replica():
     assert p.samples_per_step == 8 and p.tokens_per_step == 8 * 32
     assert p.model_flops == pytest.approx(8 * flop_summary(tr).model)
     assert p.assumptions[0].startswith("no --batch")
+
+
+def test_predict_without_hardware_assumes_a_device_and_says_so_first():
+    from mlfootprint.api import Workload, predict
+
+    rep = predict("gpt2", Workload(seq=128, batch=4))
+    assert rep.sections["workload"]["hardware"] == "a100-80gb"
+    assert "hardware" in rep.sections["workload"]["defaults"]
+    assert any("a100-80gb" in a for a in rep.key_assumptions), rep.key_assumptions

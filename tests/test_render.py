@@ -6,6 +6,7 @@ measured sections (their builders are other issues' work).
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import functools
@@ -91,8 +92,9 @@ def test_units_rates_are_not_durations_and_small_memory_is_readable():
     assert units.by_key("tokens_per_s", 12_345.6) == "12.35 k tokens/s"      # not '3.43 h'
     assert units.by_key("memory_bandwidth_bytes_per_s", 2.039e12) == "2.039 TB/s"
     assert units.by_key("tokens", 32, "flops") == "32"                       # a count, not '32 FLOP'
-    assert units.by_key("peak_bytes", 4.4e6) == "4.4 MB"                     # not '0.00 GB'
-    assert units.by_key("peak_bytes", 8e10) == "80.00 GB"
+    # memory in binary units, the way device memory is sold and reported (80 GiB = 85.9e9 bytes)
+    assert units.by_key("peak_bytes", 4.4e6) == "4.2 MiB"                    # not '0.00 GiB'
+    assert units.by_key("peak_bytes", 80 * 2**30) == "80.00 GiB"
     assert units.by_key("energy_j", 3.6e6) == "3.6 MJ (1 kWh)"               # 3.6e6 J = 1 kWh
     assert units.by_key("co2e_g", 3.122e10) == "31,220 t"                    # 3.122e10 g = 31,220 t
     assert units.unit_of("co2e_g") == "gCO2e"
@@ -145,11 +147,29 @@ def test_tex_escape_every_special_character():
     assert tex_escape("a\nb") == "a b"  # a line break cannot end a table row early
 
 
+def test_latex_is_one_summary_table_and_the_appendix_on_request():
+    rep = full_report(name=NASTY)
+    summary = render(rep, "latex")
+    _balanced(summary)
+    assert summary.count(r"\begin{table}") == summary.count(r"\end{table}") == 1  # fits one page
+    full = render(rep, "latex", argparse.Namespace(details=True))
+    _balanced(full)
+    assert full.count(r"\begin{table}") == full.count(r"\end{table}") >= 5
+    assert full.index("% appendix (--details)") > full.index(r"\end{table}")
+    # the assumptions are a list in the text flow (a float of them overflowed the page)
+    assert r"\begin{enumerate}" in full and full.count(r"\item ") == len(rep.assumptions)
+
+
+def test_latex_keeps_double_hyphens_and_typesets_exponents():
+    assert tex_escape("pass --seq 4096") == "pass -{}-{}seq 4096"          # not an en dash
+    assert tex_escape("3.1e+23 FLOP, 2e-05 s") == r"$3.1\times10^{23}$ FLOP, $2\times10^{-5}$ s"
+    assert tex_escape("gpt2e5 v1e3x") == "gpt2e5 v1e3x"                     # names are not numbers
+
+
 def test_latex_report_is_balanced_booktabs_with_escaped_names():
     rep = full_report(name=NASTY)
-    tex = render(rep, "latex")
+    tex = render(rep, "latex", argparse.Namespace(details=True))
     _balanced(tex)
-    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") >= 5
     for word in ("toprule", "midrule", "bottomrule"):
         assert tex.count("\\" + word) == tex.count(r"\begin{tabular}")
     escaped = tex_escape(NASTY)
@@ -166,7 +186,7 @@ def test_latex_report_is_balanced_booktabs_with_escaped_names():
 
 
 def test_latex_rows_have_as_many_cells_as_columns():
-    tex = render(full_report(name=NASTY), "latex")
+    tex = render(full_report(name=NASTY), "latex", argparse.Namespace(details=True))
     cols = None
     for line in _code_lines(tex):
         m = re.match(r"\\begin\{tabular\}\{(.*)\}$", line)

@@ -16,7 +16,7 @@ __all__ = [
     "__version__", "Report", "Workload", "Layout",
     "analyze", "count", "memory", "predict", "plan", "mfu", "bench", "footprint", "track",
     "models_list", "models_show", "hardware_list", "hardware_show", "hardware_calibrate",
-    "claims", "compare", "load_report", "history_add", "history_list", "history_show", "history_diff",
+    "claims", "compare", "table", "load_report", "history_add", "history_list", "history_show", "history_diff",
 ]
 
 

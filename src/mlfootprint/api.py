@@ -15,6 +15,7 @@ from .verbs.bench import bench
 from .verbs.catalogs import hardware_calibrate, hardware_list, hardware_show, models_list, models_show
 from .verbs.claims import claims
 from .verbs.compare import compare
+from .verbs.table import table
 from .verbs.count import count
 from .verbs.footprint import footprint
 from .verbs.history import history_add, history_diff, history_list, history_show
@@ -30,5 +31,5 @@ __all__ = [
     "Report", "Workload", "Layout",
     "analyze", "count", "memory", "predict", "plan", "mfu", "bench", "footprint", "track",
     "models_list", "models_show", "hardware_list", "hardware_show", "hardware_calibrate",
-    "claims", "compare", "load_report", "history_add", "history_list", "history_show", "history_diff",
+    "claims", "compare", "table", "load_report", "history_add", "history_list", "history_show", "history_diff",
 ]

@@ -14,15 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from .commands import (analyze, bench, claims, compare, count, footprint, hardware, history, memory, mfu, models,
-                       plan, predict, report)
+                       plan, predict, report, table)
 from .commands.output import emit
+from .commands.progress import shown as progress_shown
 from .core.errors import UserError
 from .core.files import check_writable
 from .core.version import __version__
 
 # Order is the order of `mlfootprint --help`.
 COMMANDS = (analyze, count, memory, predict, plan, mfu, bench, footprint, models, hardware, report, compare,
-            history, claims)
+            table, history, claims)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if getattr(args, "output", None) and args.output != "-":
             check_writable(args.output, force=bool(getattr(args, "force", False)))  # refuse before any work
-        rep = args.func(args)
+        with progress_shown():  # a spinner on stderr for long work, only on a terminal
+            rep = args.func(args)
         if rep is not None:
             emit(rep, args)
             after = getattr(args, "after_emit", None)

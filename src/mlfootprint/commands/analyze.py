@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.analyze import analyze
 from .output import add_output_options
 from .common import add_model_options, add_view_options, add_workload_options, workload_from
 
@@ -13,11 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_workload_options(p)
     add_view_options(p)
-    p.add_argument("--details", action="store_true",
-                   help="also show every breakdown table (memory at peak, layout, …) and the whole workload")
+    p.add_argument("--even-if-oom", action="store_true",
+                   help="give time, energy, CO2e and cost even when the workload does not fit in memory")
     add_output_options(p)
     p.set_defaults(func=run, depth=1)
 
 
 def run(args: argparse.Namespace):
-    return analyze(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref)
+    from ..verbs.analyze import analyze  # torch loads with the verb, not for --help
+    return analyze(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref, even_if_oom=args.even_if_oom)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.bench import bench
 from .output import add_output_options
 from .common import add_model_options, add_workload_options, workload_from
 
@@ -31,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
+    from ..verbs.bench import bench  # torch loads with the verb, not for --help
     return bench(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref,
                  repeats=args.repeats, warmup=args.warmup, max_time_s=args.max_time, threshold=args.threshold,
                  device=args.device, energy=not args.no_energy, progress=False if args.no_progress else None)

@@ -5,7 +5,6 @@ import argparse
 import sys
 
 from ..report.schema import Report
-from ..verbs.claims import claims, regressions
 from .output import add_output_options
 
 
@@ -20,12 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    from ..verbs.claims import claims  # torch loads with the verb, not for --help
     if args.check:
         args.after_emit = _check
     return claims(args.file, args.only)
 
 
 def _check(report: Report) -> int:
+    from ..verbs.claims import regressions
+
     bad = regressions(report)
     if bad:
         print(f"mlfootprint: claims no longer reproduced: {', '.join(bad)}", file=sys.stderr)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.compare import compare
 from .output import add_output_options
 
 
@@ -39,5 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
+    from ..verbs.compare import compare  # torch loads with the verb, not for --help
     return compare(args.files, metrics=args.metric, x=args.x, y=args.y, maximize=args.maximize,
                    minimize=args.minimize)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.count import count
 from .output import add_output_options
 from .common import add_model_options, add_view_options, add_workload_options, workload_from
 
@@ -18,4 +17,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
+    from ..verbs.count import count  # torch loads with the verb, not for --help
     return count(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref, macs=args.macs)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..analysis.footprint import load_data
-from ..verbs.footprint import footprint
 from .output import add_output_options
 
 EPILOG = """\
@@ -94,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
+    from ..analysis.footprint import load_data
+    from ..verbs.footprint import footprint  # torch loads with the verb, not for --help
     if args.list_regions or args.list_facilities:
         _print_lists(load_data(), args)
         return None

@@ -6,7 +6,6 @@ from typing import Any
 
 from rich.console import Console
 
-from ..verbs.catalogs import hardware_calibrate, hardware_list, hardware_show
 from .output import add_output_options
 
 
@@ -23,13 +22,13 @@ def register(subparsers: Any) -> None:
     lp = sub.add_parser("list", help="every known device, one line each",
                         description="Every known device, one line each.")
     add_output_options(lp)
-    lp.set_defaults(func=lambda args: hardware_list())
+    lp.set_defaults(func=_list)
 
     sp = sub.add_parser("show", help="every figure of one device with its source and date",
                         description="Every figure of one device with its source and date.")
     sp.add_argument("id", metavar="ID", help="device id, e.g. h100-sxm (see: mlfootprint hardware list)")
     add_output_options(sp)
-    sp.set_defaults(func=lambda args: hardware_show(args.id))
+    sp.set_defaults(func=_show)
 
     cp = sub.add_parser(
         "calibrate",
@@ -45,7 +44,22 @@ def register(subparsers: Any) -> None:
     cp.set_defaults(func=_calibrate)
 
 
+# The verbs (and torch) load when a command runs, not for --help.
+def _list(args: argparse.Namespace):
+    from ..verbs.catalogs import hardware_list
+
+    return hardware_list()
+
+
+def _show(args: argparse.Namespace):
+    from ..verbs.catalogs import hardware_show
+
+    return hardware_show(args.id)
+
+
 def _calibrate(args: argparse.Namespace):
+    from ..verbs.catalogs import hardware_calibrate
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def progress(message: str, fraction: float) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.memory import memory
 from ..workload import Workload
 from .common import add_model_options, add_workload_options
 from .output import add_output_options
@@ -24,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
+    from ..verbs.memory import memory  # torch loads with the verb, not for --help
     options = dict(vars(args), device_memory=None, other_bytes=None)  # sizes go to the verb as text
     return memory(args.model, Workload.from_options(options), inputs=args.input, inputs_ref=args.inputs_ref,
                   device_memory=args.device_memory, max_batch=args.max_batch, other_bytes=args.other_bytes)

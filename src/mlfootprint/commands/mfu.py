@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.mfu import mfu
 from .output import add_output_options
 from ..workload import PRECISIONS, RECOMPUTE
 
@@ -47,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
+    from ..verbs.mfu import mfu  # torch loads with the verb, not for --help
     return mfu(args.model, tokens_per_s=args.tokens_per_s, step_s=args.step_s, batch=args.batch, seq=args.seq,
                hardware=args.hardware, devices=args.devices, precision=args.precision, peak_flops=args.peak_flops,
                recompute=args.recompute, params=args.params, layers=args.layers, heads=args.heads,

@@ -9,6 +9,7 @@ from typing import Any
 from ..core.files import write_text
 from ..report.history import save_to_history
 from ..report.render import render
+from ..report.text import DEFAULT_WIDTH
 
 ALL_FORMATS = ("table", "json", "md", "latex", "csv", "html")
 
@@ -25,6 +26,8 @@ def add_output_options(p: argparse.ArgumentParser, formats: Sequence[str] = ALL_
                    help="write the output to FILE instead of stdout (a regular file; the extension picks the format)")
     p.add_argument("--force", action="store_true",
                    help="with -o: replace FILE even if mlfootprint did not write it")
+    p.add_argument("--details", action="store_true",
+                   help="every breakdown and every assumption, not just the answer (table, md, latex)")
     p.set_defaults(output_formats=tuple(formats))
 
 
@@ -53,8 +56,19 @@ def write_output(args: argparse.Namespace, text: str) -> None:
 
 def emit(report: Any, args: argparse.Namespace) -> None:
     """Render a verb's Report in the format asked, write it (stdout or -o), and save it (--save)."""
-    text = render(report, output_format(args), args)
+    fmt = output_format(args)
+    to_file = bool(getattr(args, "output", None)) and args.output != "-"
+    # colour only on a terminal (report/text.py also honours NO_COLOR); a file gets the default width
+    args.color = not to_file and sys.stdout.isatty()
+    if to_file and not getattr(args, "width", None):
+        args.width = DEFAULT_WIDTH
+    text = render(report, fmt, args)
     write_output(args, text)
+    memory = report.get("memory") if hasattr(report, "get") else None
+    if memory and memory.get("fits") is False and (fmt != "table" or to_file):
+        # the card says it in red; JSON and files would not, so say it where a person reads
+        print("mlfootprint: warning: the workload does not fit in device memory (see memory.suggestions)",
+              file=sys.stderr)
     if getattr(args, "save", False):
         entry = save_to_history(report, db=getattr(args, "db", None), label=getattr(args, "label", None))
         print(f"mlfootprint: saved to the history as entry {entry}", file=sys.stderr)

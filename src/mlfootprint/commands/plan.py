@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.plan import plan
-from .output import add_output_options, output_format
+from .output import add_output_options
 from .common import add_model_options, add_workload_options, workload_from
 from .predict import add_prediction_options
 
@@ -25,5 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace):
+    from ..verbs.plan import plan  # torch loads with the verb, not for --help
     return plan(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency,
-                top=args.top, table=output_format(args) != "json")
+                top=args.top)

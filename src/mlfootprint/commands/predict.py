@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.predict import predict
 from .output import add_output_options
 from .common import add_model_options, add_view_options, add_workload_options, workload_from
 
@@ -37,12 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --tokens: devices needed to finish within e.g. 90d, 36h, 2w (at --deadline-mfu, "
                         "default the predicted MFU)")
     p.add_argument("--deadline-mfu", type=float, default=None, help="MFU assumed for --deadline (0-1)")
+    p.add_argument("--even-if-oom", action="store_true",
+                   help="give time, energy, CO2e and cost even when the workload does not fit in memory")
     add_view_options(p)
     add_output_options(p)
     p.set_defaults(func=run, depth=1)
 
 
 def run(args: argparse.Namespace):
+    from ..verbs.predict import predict  # torch loads with the verb, not for --help
     return predict(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency, mfu=args.mfu,
                    hfu=args.hfu, flops_per_device=args.flops_per_device, deadline=args.deadline,
-                   deadline_mfu=args.deadline_mfu)
+                   deadline_mfu=args.deadline_mfu, even_if_oom=args.even_if_oom)

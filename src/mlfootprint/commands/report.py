@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..verbs.report import load_report
 from .output import add_output_options
 from .common import add_view_options
 
@@ -29,4 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rank files: steps left out of rates (default: as tracked)")
     add_view_options(p)
     add_output_options(p)
-    p.set_defaults(func=lambda args: load_report(args.files, warmup_steps=args.warmup_steps))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace):
+    from ..verbs.report import load_report  # torch loads with the verb, not for --help
+
+    return load_report(args.files, warmup_steps=args.warmup_steps)

@@ -28,7 +28,10 @@ def resolve(model: str | None, inputs: Sequence[str] = (), inputs_ref: str | Non
     path = Path(name)
     if looks_like_callable_ref(name) and not path.exists():
         factory = load_callable(name)
-        return ModelSpec(name=name.rpartition(":")[2], source="factory", origin=name, factory=factory,
+        module, _, attr = name.rpartition(":")
+        # 'small_cnn:make' for 'examples/small_cnn.py:make', 'nets:resnet' for 'mypkg.nets:resnet'
+        stem = Path(module).stem if module.endswith(".py") else module.rpartition(".")[2]
+        return ModelSpec(name=f"{stem}:{attr}", source="factory", origin=name, factory=factory,
                          input_specs=input_specs, inputs_factory=inputs_factory)
     if path.exists():
         cfg_path = path / "config.json" if path.is_dir() else path

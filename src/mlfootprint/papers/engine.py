@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import UserError, suggest
+from ..core.progress import phase
 from .checkers import CHECKERS
 from .model import DIFFERS, NOT_CHECKABLE, REPRODUCED, Claim, Outcome
 
@@ -39,7 +40,12 @@ def run_claims(claims: list[Claim], only: list[str] | None = None) -> list[tuple
         if unknown:
             raise UserError(f"unknown claim {unknown[0]!r}.{suggest(unknown[0], known)}")
         claims = [c for c in claims if c.id in only]
-    return [(c, evaluate(c)) for c in claims]
+    results = []
+    with phase(f"checking {len(claims)} published claims", total=len(claims)) as advance:
+        for c in claims:
+            results.append((c, evaluate(c)))
+            advance()
+    return results
 
 
 def regressions(results: list[tuple[Claim, Outcome]]) -> list[Claim]:

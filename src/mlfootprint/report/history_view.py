@@ -17,7 +17,7 @@ from .schema import Report
 
 _LIST_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     # (entry key, header, formatter)
-    ("params_total", "params", lambda v: units.si(v, digits=4)),
+    ("params_total", "params", units.params),
     ("flops_total", "FLOPs", lambda v: units.si(v, "FLOP")),
     ("peak_memory_bytes", "peak memory", lambda v: units.gb(v)),
     ("step_s", "step", lambda v: units.seconds(v)),

@@ -98,6 +98,8 @@ def build_schema() -> dict[str, Any]:
             "conventions": {"type": "object", "additionalProperties": {"type": "string"}},
             "provenance": {"type": "object", "additionalProperties": {"enum": list(PROVENANCE_KINDS)}},
             "assumptions": {"type": "array", "items": {"type": "string"}},
+            "key_assumptions": {"type": "array", "items": {"type": "string"},
+                                "description": "the few assumptions that moved the numbers most (on the card)"},
         },
         "required": ["schema", "tool", "verb", "provenance", "assumptions"],
         "additionalProperties": False,

@@ -12,7 +12,7 @@ import argparse
 import re
 
 from ..core.version import __version__
-from . import layout
+from . import card, layout
 from .layout import Block
 from .render import renderer
 from .schema import Report
@@ -46,16 +46,21 @@ _SPECIAL = {
     "≤": r"$\leq$",
     "≈": r"$\approx$",
     "−": "-",
+    "--": "-{}-{}",  # '--seq' stays two hyphens, not an en dash
     "\n": " ",
     "\r": " ",
     "\t": " ",
 }
-_SPECIAL_RE = re.compile("|".join(re.escape(k) for k in _SPECIAL))
+_SPECIAL_RE = re.compile("|".join(re.escape(k) for k in sorted(_SPECIAL, key=len, reverse=True)))
+_SCIENTIFIC = re.compile(r"(?<![\w.])([0-9]+(?:\.[0-9]+)?)e([+-]?)0*([0-9]+)(?![\w.])")
 
 
 def tex_escape(text: object) -> str:
     """Any string as LaTeX text that typesets as itself."""
-    return _SPECIAL_RE.sub(lambda m: _SPECIAL[m.group(0)], str(text))
+    escaped = _SPECIAL_RE.sub(lambda m: _SPECIAL[m.group(0)], str(text))
+    # 3.1e+23 typeset as a number: $3.1\times10^{23}$
+    return _SCIENTIFIC.sub(lambda m: rf"${m.group(1)}\times10^{{{'-' if m.group(2) == '-' else ''}{m.group(3)}}}$",
+                           escaped)
 
 
 def _comment(text: object) -> str:
@@ -126,18 +131,36 @@ def _summary_block(report: Report) -> Block | None:
     return Block("Summary", ["figure", "value", "provenance"], rows)
 
 
+def _summary_notes(report: Report) -> list[str]:
+    """Under the summary table: the fit verdict and the assumptions that moved the numbers most."""
+    notes = [card.fit_sentence(report)] if card.fit_sentence(report) else []
+    keys = card.key_assumptions(report)
+    if keys:
+        notes.append("Assumptions: " + " ".join(f"({i + 1}) {a}" for i, a in enumerate(keys)))
+    return notes
+
+
+def _list_tex(title: str, items: list[str]) -> list[str]:
+    # a list in the text flow, not a float: any number of assumptions breaks across pages
+    lines = [rf"\paragraph{{{tex_escape(title)}}}", r"\begin{enumerate}\small"]
+    lines += [rf"\item {tex_escape(a)}" for a in items]
+    lines.append(r"\end{enumerate}")
+    return lines
+
+
 @renderer("latex")
 def render_latex(report: Report, args: argparse.Namespace | None) -> str:
+    """One table by default (the one-page summary a paper includes); ``--details`` adds the appendix."""
     depth = getattr(args, "depth", 2) if args is not None else 2
     show_ops = bool(getattr(args, "by_op", False)) if args is not None else False
     macs = bool(getattr(args, "macs", False)) if args is not None else False
-    name = (report.get("model") or {}).get("name")
+    details = bool(getattr(args, "details", False)) if args is not None else False
+    model = report.get("model") or {}
+    name = model.get("name")
     out = [
         _comment(f"mlfootprint {__version__}: {report.verb} report" + (f" of {name}" if name else "")),
         r"% Needs \usepackage{booktabs} in the preamble. Include with \input{this-file}.",
     ]
-    for key, text in report.conventions.items():
-        out.append(_comment(f"convention, {key}: {text}"))
     used: set[str] = set()
 
     def label_for(title: str) -> str:
@@ -148,17 +171,33 @@ def render_latex(report: Report, args: argparse.Namespace | None) -> str:
         used.add(lab)
         return lab
 
-    blocks = layout.blocks(report, depth=depth, show_ops=show_ops, macs=macs)
     summary = _summary_block(report) if report.get("compare") is None else None
     if summary is not None:
-        caption = f"Efficiency summary of {name}" if name else "Efficiency summary"
+        shown = model.get("display_name") or name
+        caption = f"Efficiency summary of {shown}" if shown else "Efficiency summary"
+        workload = card.workload_line(report)
+        if workload:
+            caption += f" ({workload})"
+        block = Block(summary.title, summary.headers, summary.rows, note=" ".join(_summary_notes(report)))
         out.append("")
-        out.extend(table_tex(summary, label_for("summary"), caption))
-    for block in blocks:
+        out.extend(table_tex(block, label_for("summary"), caption))
+        if not details:
+            out.append(_comment("every breakdown and assumption: the same command with --details (an appendix)"))
+            return "\n".join(out) + "\n"
+        out.append("")
+        out.append(_comment("appendix (--details)"))
+    for key, text in report.conventions.items():
+        out.append(_comment(f"convention, {key}: {text}"))
+    for block in layout.blocks(report, depth=depth, show_ops=show_ops, macs=macs):
+        if block.title == "Efficiency card":
+            continue  # the summary table above
         if block.title == "Reports" and report.get("compare") is not None:
             for row in block.rows:
                 out.append(_comment("report " + ": ".join(str(c) for c in row if c)))
             continue
         out.append("")
+        if block.title == "Assumptions":
+            out.extend(_list_tex(block.title, [row[1] for row in block.rows]))
+            continue
         out.extend(table_tex(block, label_for(block.title)))
     return "\n".join(out) + "\n"

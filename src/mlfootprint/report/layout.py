@@ -48,33 +48,55 @@ def key_value_block(report: Report, section: str, data: dict[str, Any], title: s
     return Block(title or SECTION_TITLES.get(section, section.title()), ["figure", "value", "provenance"], rows)
 
 
-def module_tree_block(tree: dict[str, Any], depth: int, macs: bool = False) -> Block:
-    """The per-module FLOPs tree, cut at `depth` levels below the root."""
+def module_rows(tree: dict[str, Any], depth: int, macs: bool = False
+                ) -> tuple[list[str], list[list[str]], list[int]]:
+    """The per-module FLOPs tree cut at ``depth`` levels below the root: (headers, rows, indent levels).
+
+    Consecutive siblings of the same type with the same parameters and FLOPs (the repeated blocks of a
+    transformer) collapse into one row, ``h.0–11 ×12``, holding their sum."""
     rows: list[list[str]] = []
     indent: list[int] = []
     unit = "MAC" if macs else "FLOP"
+    scale = 0.5 if macs else 1.0
+
+    def row(name: str, node: dict[str, Any], level: int, times: int = 1) -> None:
+        fwd, bwd, other = (node.get(k, 0) * times for k in ("forward", "backward", "other"))
+        params = node.get("params", 0) * times
+        rows.append([("  " * level) + name, node.get("type", ""), units.params(params) if params else "—",
+                     units.si(fwd * scale, unit) if fwd else "—", units.si(bwd * scale, unit) if bwd else "—",
+                     units.si(other, "FLOP") if other else "—"])
+        indent.append(level)
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return all(a.get(k) == b.get(k) for k in ("type", "params", "forward", "backward", "other"))
 
     def walk(node: dict[str, Any], level: int) -> None:
-        fwd = node.get("forward", 0)
-        bwd = node.get("backward", 0)
-        other = node.get("other", 0)
-        params = node.get("params", 0)
-        scale = 0.5 if macs else 1.0
-        rows.append([
-            ("  " * level) + node.get("name", ""),
-            node.get("type", ""),
-            units.count(params) if params else "—",
-            units.si(fwd * scale, unit),
-            units.si(bwd * scale, unit) if bwd else "—",
-            units.si(other, "FLOP") if other else "—",
-        ])
-        indent.append(level)
-        if level < depth:
-            for child in node.get("children", []):
-                walk(child, level + 1)
+        row(node.get("name", ""), node, level)
+        if level >= depth:
+            return
+        children = node.get("children", [])
+        i = 0
+        while i < len(children):
+            j = i + 1
+            while j < len(children) and same(children[i], children[j]):
+                j += 1
+            if j - i > 1:
+                first, last = children[i].get("name", ""), children[j - 1].get("name", "")
+                prefix = node.get("path", "")
+                label = f"{first}–{last} ×{j - i}"
+                row(label if not prefix else label, children[i], level + 1, times=j - i)
+            else:
+                walk(children[i], level + 1)
+            i = j
 
     walk(tree, 0)
     heads = ["module", "type", "params", f"forward ({unit}s)", f"backward ({unit}s)", "other (FLOPs)"]
+    return heads, rows, indent
+
+
+def module_tree_block(tree: dict[str, Any], depth: int, macs: bool = False) -> Block:
+    """The per-module FLOPs tree, cut at ``depth`` levels below the root, repeated blocks collapsed."""
+    heads, rows, indent = module_rows(tree, depth, macs)
     return Block("FLOPs by module", heads, rows, indent=indent)
 
 
@@ -282,10 +304,10 @@ def summary(report: Report) -> list[SummaryItem]:
             notes.append("per step")
         text = format_figure(path, value)
         if path.startswith("params.") and abs(value) >= 1000:
-            text = units.si(value, digits=4)  # the exact count goes in the note
+            text = units.params(value)  # the exact count goes in the note
             notes.insert(0, f"{int(value):,}")
         if path.endswith("_j"):
-            text = units.si(value / 3600, "Wh", digits=4)  # a card reads best in (k/M/G)Wh; joules in the note
+            text = units.energy(value)  # a card reads best in (k/M/G)Wh; joules in the note
             notes.insert(0, units.si(value, "J"))
         prov = provenance_of(report, path) or ("measured" if path.startswith("measured.") else "")
         items.append(SummaryItem(label, path, value, text, prov, "; ".join(notes)))

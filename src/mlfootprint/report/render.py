@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable
+from typing import Any
 
 from ..core.errors import UserError
-from .schema import Report
 
-Renderer = Callable[[Report, argparse.Namespace | None], str]
+# A renderer takes a Report (report/schema.py, which renders through this module) and the options.
+Renderer = Callable[[Any, argparse.Namespace | None], str]
 _RENDERERS: dict[tuple[str, str | None], Renderer] = {}
 
 
@@ -20,7 +22,7 @@ def renderer(fmt: str, verb: str | None = None) -> Callable[[Renderer], Renderer
     return deco
 
 
-def render(report: Report, fmt: str, args: argparse.Namespace | None = None) -> str:
+def render(report: Any, fmt: str, args: argparse.Namespace | None = None) -> str:
     _load_builtin()
     fn = _RENDERERS.get((fmt, report.verb)) or _RENDERERS.get((fmt, None))
     if fn is None:
@@ -34,10 +36,9 @@ def formats() -> list[str]:
 
 
 def _load_builtin() -> None:
-    # Importing registers them; optional renderers may be absent.
-    import importlib
-
-    for name in ("json_out", "text", "markdown", "latex", "csv_out", "html", "claims", "history_view", "catalog_view"):
+    # Importing registers them (each module decorates its renderers).
+    for name in ("json_out", "text", "markdown", "latex", "csv_out", "html", "claims", "history_view", "catalog_view",
+                 "paper_table"):
         try:
             importlib.import_module(f"mlfootprint.report.{name}")
         except ModuleNotFoundError as exc:
@@ -46,5 +47,5 @@ def _load_builtin() -> None:
 
 
 @renderer("json")
-def _json(report: Report, args: argparse.Namespace | None) -> str:
+def _json(report: Any, args: argparse.Namespace | None) -> str:
     return report.to_json()

@@ -7,6 +7,7 @@ keyed by the figure's dotted path (``"flops.forward": "counted"``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..core.errors import UserError
 from ..core.version import __version__
+from .render import render
 from .sections import Section
 
 SCHEMA = "mlfootprint.report/1"
@@ -23,9 +25,16 @@ SECTIONS = ("model", "workload", "params", "flops", "memory", "time", "footprint
 PROVENANCE_KINDS = ("counted", "modeled", "measured", "published", "assumed")
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
-    """What one verb computed, with the provenance and assumptions of each figure."""
+    """What one verb computed, with the provenance and assumptions of each figure.
+
+    ``sections`` maps a section name (``params``, ``flops``, ``memory``, ``time``, ...) to its figures in base
+    units (``rep.sections["flops"]["model"]``); ``provenance`` maps a figure's dotted path to how it was
+    obtained; ``assumptions`` lists every default or choice that moved a number, and ``key_assumptions`` the
+    few that moved them most. Render it with ``to_json``, ``to_markdown``, ``to_latex``, ``to_html`` or
+    ``to_text``; in a notebook it shows its card.
+    """
 
     verb: str
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -33,6 +42,7 @@ class Report:
     assumptions: list[str] = field(default_factory=list)
     conventions: dict[str, str] = field(default_factory=dict)
     tool_version: str = ""
+    key_assumptions: list[str] = field(default_factory=list)
 
     def add(self, section: Section, provenance: dict[str, str] | None = None) -> dict[str, Any]:
         """Add a section (its JSON form), marking the provenance of its figures by key. Returns the stored form."""
@@ -47,9 +57,40 @@ class Report:
             raise ValueError(f"unknown provenance {kind!r}")
         self.provenance[path] = kind
 
-    def assume(self, text: str) -> None:
+    def assume(self, text: str, key: bool = False) -> None:
+        """Record an assumption; ``key``: one of the few that moved the numbers most (shown on the card)."""
         if text not in self.assumptions:
             self.assumptions.append(text)
+        if key and text not in self.key_assumptions:
+            self.key_assumptions.append(text)
+
+    # -- in Python -----------------------------------------------------------
+    def __repr__(self) -> str:
+        model = (self.get("model") or {}).get("name")
+        shown = ", ".join(f"{name}" for name in self.sections)
+        return f"<Report {self.verb}{' of ' + model if model else ''}: {shown}>"
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:  # Jupyter shows the card
+        return self.to_html()
+
+    def to_text(self, details: bool = False, width: int = 100) -> str:
+        """The terminal form (the card and the answer; every breakdown with ``details``)."""
+        return _render(self, "table", details=details, width=width)
+
+    def to_markdown(self, details: bool = False) -> str:
+        """GitHub-flavoured Markdown: the card (with ``details``, every breakdown and assumption)."""
+        return _render(self, "md", details=details)
+
+    def to_latex(self, details: bool = False) -> str:
+        """A one-page summary table (with ``details``, every breakdown as an appendix)."""
+        return _render(self, "latex", details=details)
+
+    def to_html(self) -> str:
+        """A self-contained page (no network) with the card, the plots and every figure."""
+        return _render(self, "html", details=True)
 
     def get(self, section: str) -> dict[str, Any] | None:
         return self.sections.get(section)
@@ -67,6 +108,8 @@ class Report:
             out["conventions"] = self.conventions
         out["provenance"] = dict(sorted(self.provenance.items()))
         out["assumptions"] = list(self.assumptions)
+        if self.key_assumptions:
+            out["key_assumptions"] = list(self.key_assumptions)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -87,12 +130,13 @@ class Report:
             raise UserError(
                 f"{origin} uses schema {schema}, newer than this mlfootprint reads ({SCHEMA}); upgrade mlfootprint"
             )
-        reserved = {"schema", "tool", "verb", "provenance", "assumptions", "conventions"}
+        reserved = {"schema", "tool", "verb", "provenance", "assumptions", "conventions", "key_assumptions"}
         rep = cls(verb=str(data.get("verb", "report")))
         rep.sections = {k: v for k, v in data.items() if k not in reserved and isinstance(v, dict)}
         rep.provenance = dict(data.get("provenance") or {})
         rep.assumptions = list(data.get("assumptions") or [])
         rep.conventions = dict(data.get("conventions") or {})
+        rep.key_assumptions = list(data.get("key_assumptions") or [])
         return rep
 
     @classmethod
@@ -118,3 +162,7 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
+
+
+def _render(report: Report, fmt: str, **options: Any) -> str:
+    return render(report, fmt, argparse.Namespace(**options))

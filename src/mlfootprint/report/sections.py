@@ -8,7 +8,7 @@ be written that the schema does not know. Keys carry their unit as a suffix (``_
 
 Section names follow DESIGN.md. MFU and HFU live in ``time`` for every verb, ``mfu`` included. Sections
 beyond DESIGN.md's list: ``measured`` (bench, track), ``plan``, ``claims``, ``catalog`` (models, hardware),
-``compare`` and ``history``.
+``compare``, ``history`` and ``table``.
 """
 from __future__ import annotations
 
@@ -158,9 +158,9 @@ class FlopsSection(Section):
     optimizer: int = 0
     recompute: int = 0  # hardware-only FLOPs (activation recomputation, fused-attention recomputation)
     hardware: int = 0  # model + recompute: the HFU numerator
-    total: int = 0  # model + other + optimizer
+    total: int = 0  # every FLOP the step executes: model + recompute + other + optimizer
     attention: int = 0  # attention score/value products inside model
-    attention_causal_halved: int = 0  # model with causal attention counted as half the square
+    attention_causal_halved: int | None = None  # model with causal attention halved (absent: no causal attention)
     per_token: float | None = None
     tokens: int = 0
     unsupported_ops: dict[str, int] | None = None
@@ -173,6 +173,15 @@ class FlopsSection(Section):
 
 
 # ------------------------------------------------------------------------------------------ memory
+
+
+@dataclass
+class FitSuggestion:
+    """A change that makes a workload fit, as the memory model checked it."""
+
+    change: str  # the options to add, e.g. "--zero 3" or "--devices 4 --zero 3"
+    peak_bytes: int  # per device, with the change
+    devices: int  # devices the changed layout uses
 
 
 @dataclass
@@ -202,6 +211,7 @@ class MemorySection(Section):
     max_micro_batch: int | None = None
     max_batch: int | None = None
     max_batch_traces: int | None = None
+    suggestions: list[FitSuggestion] | None = None  # when it does not fit: the smallest changes that do
 
 
 # ------------------------------------------------------------------------------------------ time
@@ -439,7 +449,6 @@ class PlanSection(Section):
     memory_checked: int = 0
     plan_s: float | None = None  # wall-clock time of the planning (this run)
     layouts: list[PlanLayout] | None = None
-    ranked: dict[str, str] | None = None  # one line per layout (terminal and Markdown forms)
 
 
 # ------------------------------------------------------------------------------------------ claims, catalog, ...
@@ -506,11 +515,40 @@ class HistorySection(Section):
     all_figures: bool | None = None  # diff: unchanged figures listed too
 
 
+@dataclass
+class PaperTableColumn:
+    key: str  # params, flops, memory, step, mfu, energy, co2e
+    label: str
+    unit: str  # the base unit of the values (parameters, FLOP, bytes, s, fraction, J, gCO2e)
+
+
+@dataclass
+class PaperTableRow:
+    label: str
+    source: str  # the report file (or "reportN" for a Report object)
+    values: dict[str, float | None] = field(default_factory=dict)  # column key → value in the base unit
+    paths: dict[str, str] = field(default_factory=dict)  # column key → the figure it came from (measured.step_s)
+    provenance: dict[str, str] = field(default_factory=dict)  # column key → counted / measured / modeled / ...
+    footprint_scope: str | None = None  # what energy and CO2e cover ("one step", "the training run")
+    workload: str = ""  # the workload in one line: mode, precision, batch, devices
+
+
+@dataclass
+class PaperTableSection(Section):
+    """``table``: one row per report, the figures a paper's efficiency table has."""
+
+    NAME: ClassVar[str] = "table"
+
+    columns: list[PaperTableColumn] = field(default_factory=list)
+    rows: list[PaperTableRow] = field(default_factory=list)
+
+
 SECTION_TYPES: tuple[type[Section], ...] = (
     ModelSection, WorkloadSection, TrackedWorkloadSection, ParamsSection, FlopsSection, MemorySection, TimeSection, FootprintSection,
-    MeasuredSection, PlanSection, ClaimsSection, CatalogSection, CompareSection, HistorySection,
+    MeasuredSection, PlanSection, ClaimsSection, CatalogSection, CompareSection, HistorySection, PaperTableSection,
 )
 # section name → the dataclasses its JSON form may follow (the workload of a tracked loop has its own shape)
 SECTIONS: dict[str, tuple[type[Section], ...]] = {}
 for _cls in SECTION_TYPES:
     SECTIONS[_cls.NAME] = SECTIONS.get(_cls.NAME, ()) + (_cls,)
+

@@ -1,36 +1,144 @@
-"""Terminal renderer (rich tables)."""
+"""The terminal form: the answer first (``report/card.py``), every breakdown with ``--details``.
+
+The width is the terminal's (or ``COLUMNS``, or 100 when writing a file); colour only on a terminal and
+never with ``NO_COLOR``; names are never broken mid-word (long names are cut with an ellipsis instead).
+"""
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import shutil
+from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from .layout import blocks
+from . import card
+from .layout import Block, blocks, pred_measured_block, predicted_vs_measured
 from .render import renderer
 from .schema import Report
+
+DEFAULT_WIDTH = 100
+_PROVENANCE_STYLE = {"counted": "green", "measured": "cyan", "modeled": "yellow", "published": "blue",
+                     "assumed": "magenta"}
+
+
+def _option(args: argparse.Namespace | None, name: str, default: Any) -> Any:
+    value = getattr(args, name, None) if args is not None else None
+    return default if value is None else value
+
+
+def console_for(args: argparse.Namespace | None) -> tuple[Console, io.StringIO]:
+    width = _option(args, "width", 0) or shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+    color = bool(_option(args, "color", False)) and not os.environ.get("NO_COLOR")
+    buf = io.StringIO()
+    console = Console(file=buf, width=max(int(width), 60), force_terminal=color, color_system="auto" if color else None,
+                      highlight=False, soft_wrap=False, legacy_windows=False)
+    return console, buf
 
 
 @renderer("table")
 def render_table(report: Report, args: argparse.Namespace | None) -> str:
-    depth = getattr(args, "depth", 2) if args is not None else 2
-    show_ops = bool(getattr(args, "by_op", False)) if args is not None else False
-    macs = bool(getattr(args, "macs", False)) if args is not None else False
-    buf = io.StringIO()
-    console = Console(file=buf, width=120, force_terminal=False, color_system=None, highlight=False)
-    details = bool(getattr(args, "details", True)) if args is not None else True
-    name = (report.get("model") or {}).get("name")
-    console.print(f"mlfootprint {report.verb}" + (f": {name}" if name else ""))  # also marks a file as ours (-o)
-    for block in blocks(report, depth=depth, show_ops=show_ops, macs=macs, details=details):
-        table = Table(title=block.title, title_justify="left", show_lines=False, expand=False)
-        for h in block.headers:
-            table.add_column(h, overflow="fold")
-        for row in block.rows:
-            table.add_row(*row)
+    console, buf = console_for(args)
+    details = bool(_option(args, "details", False))
+    view = card.VIEWS.get(report.verb)
+    if view is not None and not details:
+        _compact(console, report, view, args)
+    else:
+        _full(console, report, args)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+
+def _compact(console: Console, report: Report, view: Any, args: argparse.Namespace | None) -> None:
+    console.print(Text(card.title(report), style="bold"))
+    line = card.workload_line(report)
+    if line:
+        console.print(line)
+    rows, warnings = view(report)
+    if rows:
+        table = Table(box=box.SIMPLE_HEAD, show_header=True, show_edge=False, pad_edge=False, padding=(0, 1),
+                      expand=False)
+        table.add_column("figure", no_wrap=True, style="bold")
+        table.add_column("value", no_wrap=True, justify="right")
+        table.add_column("provenance", no_wrap=True)
+        table.add_column("note", overflow="fold")
+        for label, value, prov, note in rows:
+            style = "bold red" if "DOES NOT FIT" in note else None
+            table.add_row(label, value, Text(prov, style=_PROVENANCE_STYLE.get(prov, "")), Text(note, style=style or ""))
         console.print(table)
-        if block.note:
-            console.print(block.note)
+    if report.verb == "plan":
+        heads, ranked = card.ranked_layouts(report)
+        _table(console, Block("Layouts that fit, fastest first", heads, ranked[:10]))
+        explanation = (report.get("plan") or {}).get("explanation")
+        if explanation:
+            console.print(explanation)
+    if report.verb == "count":
+        for block in card.breakdown_blocks(report, int(_option(args, "depth", 1)), bool(_option(args, "macs", False)),
+                                           bool(_option(args, "by_op", False))):
+            _table(console, block)
+        unsupported = (report.get("flops") or {}).get("unsupported_ops")
+        if unsupported:
+            console.print(Text("Operators without a FLOP formula (counted as unknown, not zero): "
+                               + ", ".join(f"{op} ×{n}" for op, n in sorted(unsupported.items())), style="yellow"))
+    pairs = predicted_vs_measured(report)
+    if pairs:
+        _table(console, pred_measured_block(pairs))
+    for w in warnings:
+        console.print(Text(w, style="bold red" if w.startswith("✗") else ""))
+    keys = card.key_assumptions(report)
+    if keys:
+        console.print("Assumptions that moved these numbers most:")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, justify="right")
+        grid.add_column(overflow="fold")
+        for i, text in enumerate(keys):
+            grid.add_row(f"  {i + 1}.", text)
+        console.print(grid)
+    console.print(Text(card.footer(report), style="dim"))
+
+
+def _full(console: Console, report: Report, args: argparse.Namespace | None) -> None:
+    name = (report.get("model") or {}).get("name")
+    console.print(Text(f"mlfootprint {report.verb}" + (f": {name}" if name else ""), style="bold"))
+    view = card.VIEWS.get(report.verb)
+    if view is not None:
+        _compact_rows(console, report, view)
+    for block in blocks(report, depth=int(_option(args, "depth", 2)), show_ops=bool(_option(args, "by_op", False)),
+                        macs=bool(_option(args, "macs", False)), details=True):
+        _table(console, block)
     if report.conventions:
         console.print("Conventions: " + "; ".join(f"{k}: {v}" for k, v in report.conventions.items()))
-    return buf.getvalue()
+
+
+def _compact_rows(console: Console, report: Report, view: Any) -> None:
+    rows, warnings = view(report)
+    if rows:
+        _table(console, Block("Summary", ["figure", "value", "provenance", "note"], [list(r) for r in rows]))
+    for w in warnings:
+        console.print(w)
+
+
+def rich_table(heads: list[str], rows: list[list[str]]) -> Table:
+    """A plain table: names left and never folded, figures right-aligned."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+    for i, h in enumerate(heads):
+        table.add_column(h, no_wrap=i == 0, overflow="ellipsis" if i == 0 else "fold", justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _table(console: Console, block: Block) -> None:
+    table = Table(title=block.title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  expand=False)
+    for i, h in enumerate(block.headers):
+        # the first column holds names: never folded mid-word (cut with an ellipsis when the terminal is narrow)
+        table.add_column(h, no_wrap=i <= 1, overflow="ellipsis" if i <= 1 else "fold")
+    for row in block.rows:
+        table.add_row(*row)
+    console.print(table)
+    if block.note:
+        console.print(block.note)

@@ -1,10 +1,16 @@
-"""Human formatting of base-unit figures. GB means 1e9 bytes, GiB 2**30: both are labelled."""
+"""Human formatting of base-unit figures: engineering prefixes, no exponent notation.
+
+Memory is shown in GiB (2**30 bytes), as devices are sold ("80 GB" cards hold 80 GiB) and as ``hardware list``
+shows it; GB (1e9) is written out where both are given. Durations go up to years, tiny amounts down to
+µ-prefixes and exact decimals.
+"""
 from __future__ import annotations
 
 import math
 from typing import Any
 
-_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_SI = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_SMALL = ((1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
 
 
 def si(value: float, unit: str = "", digits: int = 3) -> str:
@@ -16,28 +22,68 @@ def si(value: float, unit: str = "", digits: int = 3) -> str:
     mag = abs(value)
     for scale, prefix in _SI:
         if mag >= scale:
-            return f"{value / scale:.{digits}g} {prefix}{unit}".rstrip()
+            return f"{_sig(value / scale, digits)} {prefix}{unit}".rstrip()
     if isinstance(value, int) or float(value).is_integer():
         return f"{int(value)} {unit}".rstrip()
-    return f"{value:.{digits}g} {unit}".rstrip()
+    return f"{_sig(value, digits)} {unit}".rstrip()
+
+
+def _sig(value: float, digits: int) -> str:
+    """``digits`` significant digits, never in exponent notation (1230 → '1230', 0.000123 → '0.000123')."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def small(value: float, unit: str, digits: int = 3) -> str:
+    """A quantity that may be tiny, with a sub-unit prefix: 2.2e-7 L → '0.224 µL'."""
+    mag = abs(value)
+    if mag == 0 or mag >= 1:
+        return f"{_sig(value, digits)} {unit}"
+    for scale, prefix in _SMALL:
+        if mag >= scale:
+            return f"{_sig(value / scale, digits)} {prefix}{unit}"
+    return f"{_sig(value / 1e-12, digits)} p{unit}"
+
+
+def usd(value: float) -> str:
+    """Dollars: cents for everyday amounts, two significant digits below a cent ('$0.000018')."""
+    if value and abs(value) < 0.01:
+        return f"${_sig(value, 2)}"
+    if abs(value) >= 1e6:
+        return f"${si(value, digits=3)}"
+    return f"${value:,.2f}"
+
+
+def params(value: float) -> str:
+    """Parameter counts as the field writes them: '124.4 M', '6.738 B' (billions, not 'G'), '1.2 T'."""
+    mag = abs(value)
+    for scale, prefix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if mag >= scale:
+            return f"{_sig(value / scale, 4)} {prefix}"
+    return f"{int(value):,}"
 
 
 def count(value: int | float | None) -> str:
-    """Parameter counts: '124.4M (124,439,808)'."""
+    """Parameter counts: '124.4 M (124,439,808)'."""
     if value is None:
         return "n/a"
     v = int(value)
     if abs(v) < 1000:
         return f"{v:,}"
-    return f"{si(v, digits=4)} ({v:,})"
+    return f"{params(v)} ({v:,})"
 
 
-def gb(nbytes: float | None, binary: bool = False) -> str:
+def gb(nbytes: float | None, binary: bool = True) -> str:
     if nbytes is None:
         return "n/a"
     if binary:
         if abs(nbytes) < 2**30 * 0.01 and nbytes:
             return f"{nbytes / 2**20:,.3g} MiB" if abs(nbytes) >= 2**20 * 0.01 else f"{nbytes / 2**10:,.3g} KiB"
+        if abs(nbytes) >= 2**40 * 10:
+            return f"{nbytes / 2**40:,.1f} TiB"
         return f"{nbytes / 2**30:,.2f} GiB"
     if abs(nbytes) < 1e9 * 0.01 and nbytes:  # below 10 MB, 0.00 GB says nothing: MB / kB (1e6 / 1e3)
         return f"{nbytes / 1e6:,.3g} MB" if abs(nbytes) >= 1e4 else f"{nbytes / 1e3:,.3g} kB"
@@ -57,14 +103,31 @@ def seconds(s: float | None) -> str:
         return f"{s / 60:.3g} min"
     if s < 3 * 86400:
         return f"{s / 3600:.3g} h"
-    return f"{s / 86400:.3g} days"
+    if s < 2 * 365.25 * 86400:
+        return f"{_sig(s / 86400, 3)} days"
+    return f"{_sig(s / (365.25 * 86400), 3)} years"
 
 
 def _plain(value: float) -> str:
     """4 significant digits without exponent notation: 31,220 / 12.35 / 0.0123."""
     if value and abs(value) >= 1e4:
         return f"{value:,.0f}"
-    return f"{value:,.4g}"
+    return _sig(value, 4)
+
+
+def energy(joules: float) -> str:
+    """Joules as watt-hours with a prefix: '1.2 MWh', '0.592 mWh'."""
+    wh = joules / 3600
+    return si(wh, "Wh", digits=3) if abs(wh) >= 1 else small(wh, "Wh")
+
+
+def mass_g(grams: float) -> str:
+    """CO2e mass: t, kg, g, mg."""
+    if abs(grams) >= 1e6:
+        return f"{_plain(grams / 1e6)} t"
+    if abs(grams) >= 1e3:
+        return f"{_plain(grams / 1e3)} kg"
+    return f"{_plain(grams)} g" if abs(grams) >= 1 else small(grams, "g")
 
 
 def by_key(key: str, value: Any, section: str = "") -> str:
@@ -85,13 +148,15 @@ def by_key(key: str, value: Any, section: str = "") -> str:
     if key.endswith("_s"):
         return seconds(value)
     if key.endswith("_j"):
-        return f"{si(value, 'J')} ({si(value / 3600, 'Wh', digits=4)})"
+        return f"{si(value, 'J')} ({energy(value)})"
     if key.endswith("_g"):
-        return f"{_plain(value / 1e6)} t" if abs(value) >= 1e6 else (f"{_plain(value / 1e3)} kg" if abs(value) >= 1e3 else f"{_plain(value)} g")
+        return mass_g(value)
     if key.endswith("_l"):
-        return f"{_plain(value)} L"
+        return small(value, "L") if abs(value) < 1 else f"{_plain(value)} L"
     if key.endswith("_usd"):
-        return f"${value:.3g}" if value and abs(value) < 0.01 else f"${value:,.2f}"
+        return usd(value)
+    if key.endswith("_hours"):
+        return f"{_plain(value)} device-h" if "device" in key else f"{_plain(value)} h"
     if key.endswith("_w"):
         return f"{value:,.4g} W"
     if key in ("mfu", "hfu") or key.endswith("_fraction") or key.endswith("_ratio"):

@@ -16,6 +16,7 @@ import torch.utils.checkpoint as checkpoint
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..core.errors import UserError
+from ..core.progress import phase
 from ..models.build import build
 from ..models.spec import BuiltModel, ModelSpec
 from ..workload import Workload
@@ -38,11 +39,12 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
     """
     start = time.perf_counter()
     fake_mode: Any = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
-    with fake_mode:
-        step = _prepare(spec, wl)
-    with contextlib.nullcontext() if checkpoint_early_stop else checkpoint.set_checkpoint_early_stop(False):
-        recorded = _run_step(step, wl, fake_mode, fake)
-    result = _assemble(step, wl, recorded)
+    with phase(f"tracing {spec.name} (batch {wl.batch}, {wl.mode})"):
+        with fake_mode:
+            step = _prepare(spec, wl)
+        with contextlib.nullcontext() if checkpoint_early_stop else checkpoint.set_checkpoint_early_stop(False):
+            recorded = _run_step(step, wl, fake_mode, fake)
+        result = _assemble(step, wl, recorded)
     result.trace_s = time.perf_counter() - start
     return result
 

@@ -4,27 +4,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..analysis.predict.prediction import predict_step
-from ..core.datafiles import SourcedConstants
+from ..analysis.predict.prediction import predict_step, resolve_device
 from ..report.schema import Report
 from ..trace.run import trace
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model
-from .parts import add_run_footprint, add_time
-from .predict import add_model_memory
-
-DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
+from .parts import add_memory, add_run_footprint, add_time
+from .predict import _withheld, memory_extras
+from .runnable import DEFAULTS, default_precision, runnable
 
 
 def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
-            inputs_ref: str | None = None) -> Report:
+            inputs_ref: str | None = None, *, even_if_oom: bool = False) -> Report:
     """The efficiency card of one workload: params, FLOPs, memory and fit, step time, MFU, energy, CO2e, cost.
 
     Without ``workload.hardware`` (or ``device_memory``) the card is for one assumed device (an A100-80GB,
-    from ``verbs/data/defaults.toml``), marked as assumed.
+    from ``verbs/data/defaults.toml``), marked as assumed. The defaults give a run someone would do (see
+    :func:`mlfootprint.predict`): bf16 on a bf16 device, the planner's layout for ``devices``, the largest
+    micro-batch that fits. A workload that does not fit gets no time or footprint unless ``even_if_oom``.
 
     Args:
         model, workload, inputs, inputs_ref: as for :func:`mlfootprint.count` (model None: gpt2).
+        even_if_oom: give time and footprint even when the workload does not fit in memory.
 
     Returns:
         A Report with ``params``, ``flops``, ``memory``, ``time`` and ``footprint`` sections.
@@ -36,16 +37,25 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     assumed_device = wl.hardware is None and wl.device_memory is None
     if assumed_device:
         wl = wl.with_defaults(hardware=DEFAULTS.value("analyze", "hardware"))
+    dev = resolve_device(wl.hardware) if wl.hardware else None
+    wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
     tr = trace(spec, wl)
-    rep = base_report("analyze", spec, wl)
-    params, _ = add_count(rep, tr, wl)
-    add_model_memory(rep, spec, wl, tr)
-    if wl.hardware:
-        pred = predict_step(spec, wl, tr, wl.hardware)
-        time = add_time(rep, pred, spec, wl, tr, active_params=params.active or params.total)
-        add_run_footprint(rep, time, params.total)
+    run = runnable(spec, wl, tr, dev)
+    rep = base_report("analyze", spec, run.workload)
     if assumed_device:
-        rep.assume(f"no --hardware given: time, memory fit and footprint are for one {wl.hardware} "
-                   "(choose yours with --hardware ID; see 'mlfootprint hardware list')")
+        rep.key_assumptions.append(f"no --hardware given: time, memory fit and footprint are for one {wl.hardware} "
+                                   "(choose yours with --hardware ID; see 'mlfootprint hardware list')")
+    for note in ([precision_note] if precision_note else []) + run.notes:
+        rep.key_assumptions.append(note)
+    params, _ = add_count(rep, tr, run.workload)
+    add_memory(rep, run.estimate, run.workload, **memory_extras(run))
+    for note in rep.key_assumptions:
+        rep.assume(note)
+    if dev is not None and run.fits is False and not even_if_oom:
+        _withheld(rep, run)
+    elif dev is not None:
+        pred = predict_step(spec, run.workload, tr, dev, layout=run.layout)
+        time = add_time(rep, pred, spec, run.workload, tr, active_params=params.active or params.total)
+        add_run_footprint(rep, time, params.total)
     return rep

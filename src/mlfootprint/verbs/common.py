@@ -84,14 +84,21 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
                            unsupported_ops=flops.unsupported_ops or None,
                            by_module=by_module(tr) if modules else None, by_op=by_op(tr) if ops else None,
                            trace_s=round(tr.trace_s, 3), token_unit=tr.token_unit)
-    rep.add(section, {k: "counted" for k in _COUNTED_FLOPS})
+    data = rep.add(section)
+    for key in _COUNTED_FLOPS:
+        if data.get(key) is not None:
+            rep.mark(f"flops.{key}", "counted")
     for a in tr.assumptions:
-        rep.assume(a)
+        rep.assume(a, key=a.startswith("MoE routing"))
     if tr.unsupported:
         rep.assume("operators without a FLOP formula are listed in flops.unsupported_ops and contribute no FLOPs: "
                    + ", ".join(f"{k} ×{v}" for k, v in sorted(tr.unsupported.items())))
     workload = rep.get("workload")
+    if workload is not None and "batch" not in wl.given and tr.memory.batch != workload.get("batch"):
+        workload["batch"] = tr.memory.batch  # the batch of --input shapes or of an inputs callable
+        rep.assume(f"batch {tr.memory.batch}: the first dimension of the model's inputs, as no --batch was given")
     if workload is not None and workload.get("seq") is None and tr.token_unit == "tokens" and wl.batch:
         workload["seq"] = tr.tokens // wl.batch  # the model's default length, as traced
-        rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq was given")
+        rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq "
+                   "was given", key=True)
     return params, flops

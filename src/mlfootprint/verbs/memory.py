@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..analysis.count.params import parameter_stats
-from ..analysis.memory.model import device_bytes_for, max_batch, memory_model
+from ..analysis.memory.model import max_batch
+from ..hardware.catalog import get_device
 from ..core.errors import UserError
 from ..core.units import parse_size
 from ..report.schema import Report
@@ -14,6 +15,8 @@ from ..trace.run import trace
 from ..workload import Layout, Workload, check_against_model, micro_batch_of
 from .common import base_report, resolve_model
 from .parts import add_memory
+from .predict import memory_extras
+from .runnable import default_precision, runnable
 
 
 def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
@@ -46,6 +49,8 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
         wl = wl.with_changes(other_bytes=_size(other_bytes, "other_bytes", zero_ok=True))
     if max_batch and wl.device_memory is None and not wl.hardware:
         raise UserError("--max-batch needs a device memory size: give --device-memory 80GB or --hardware ID")
+    dev = get_device(wl.hardware) if wl.hardware else None
+    wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
     layout = Layout.from_workload(wl)
     check_against_model(layout, spec.facts or {}, None, wl.training)
@@ -53,22 +58,22 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     traced_wl = wl.with_changes(batch=mb, micro_batch=None,
                                 given=wl.given | ({"batch"} if "batch" in wl.given or mb != 1 else set()))
     tr = trace(spec, traced_wl)
-    rep = base_report("memory", spec, wl)
+    if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
+        layout = layout.replace(micro_batch=tr.memory.batch)  # the batch of --input shapes / an inputs callable
+    run = runnable(spec, wl, tr, dev, layout=layout, traced_wl=traced_wl)
+    rep = base_report("memory", spec, run.workload)
     params = parameter_stats(tr)
     rep.add(ParamsSection(**vars(params)), {k: "counted" for k in vars(params) if k != "by_dtype"
                                              and getattr(params, k) is not None})
-    mm = memory_model(spec, traced_wl, tr)
-    if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
-        layout = layout.replace(micro_batch=mm.traced_batch)  # the batch of --input shapes / an inputs callable
-    device_bytes, prov, source = device_bytes_for(wl)
-    est = mm.per_device(layout).with_device(device_bytes, prov or "assumed")
-    extra: dict[str, Any] = {"device_source": source} if device_bytes is not None and source else {}
+    extra = memory_extras(run)
     if max_batch:
         probes: list[tuple[int, int, bool]] = []
-        best = _max_batch(spec, wl, device_bytes, other_bytes=wl.other_bytes, trace=tr, probes=probes)
+        best = _max_batch(spec, wl, run.device_bytes, other_bytes=wl.other_bytes, trace=tr, probes=probes)
         extra.update(max_micro_batch=best, max_batch=best * layout.dp * layout.grad_accum,
                      max_batch_traces=sum(1 for *_, new in probes if new))  # traces made by the search itself
-    add_memory(rep, est, wl, **extra)
+    add_memory(rep, run.estimate, run.workload, **extra)
+    for note in ([precision_note] if precision_note else []) + run.notes:
+        rep.assume(note, key=True)
     if max_batch:
         rep.mark("memory.max_batch", "counted")
         rep.mark("memory.max_micro_batch", "counted")

@@ -14,14 +14,16 @@ from ..analysis.memory.model import MemoryEstimate
 from ..analysis.predict.prediction import (StepPrediction, devices_for_deadline, inference_latency, is_measured_device,
                                     time_to_train)
 from ..report.schema import Report
-from ..report.sections import FootprintInput, FootprintSection, MemorySection, TimeSection
+from ..report.sections import FitSuggestion, FootprintInput, FootprintSection, MemorySection, TimeSection
 from ..workload import Workload
 
 # ------------------------------------------------------------------------------------------ memory
 
 
 def add_memory(rep: Report, est: MemoryEstimate, wl: Workload, **extra: Any) -> None:
-    """The memory section of one estimate (``extra``: device_source, max_batch, ...)."""
+    """The memory section of one estimate (``extra``: device_source, max_batch, suggestions, ...)."""
+    if extra.get("suggestions"):
+        extra["suggestions"] = [FitSuggestion(**s) for s in extra["suggestions"]]
     d = est.to_dict()
     section = MemorySection(
         weights_bytes=d["weights_bytes"], gradients_bytes=d["gradients_bytes"], optimizer_bytes=d["optimizer_bytes"],
@@ -84,7 +86,8 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
                    "(16-bit cache; grouped-query aware); prefill keeps only the last position's logits")
     rep.assume(f"memory: other_bytes = {est.other_bytes:,} bytes of framework overhead per device (CUDA context, "
                "workspaces, allocator fragmentation), an assumption: override with --other-bytes"
-               + ("" if wl.other_bytes is not None else " (default in analysis/memory/data/methods.toml [framework])"))
+               + ("" if wl.other_bytes is not None else " (default in analysis/memory/data/methods.toml [framework])"),
+               key=wl.other_bytes is None and rep.verb == "memory")
     rep.assume("memory: activations come from the traced step's allocation timeline (every tensor the step "
                "creates and frees, real dtypes and sizes); storages a kernel allocates internally outside PyTorch's "
                "allocator (cuDNN/oneDNN workspaces) are not seen")
@@ -118,6 +121,12 @@ def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: 
         notes += _serving(section, spec, wl, trace, pred, efficiency)
     if wl.tokens:
         notes += _training_run(section, pred, float(wl.tokens), active_params, deadline_s, deadline_mfu)
+    if pred.basis == "roofline":
+        eff = pred.efficiency
+        rep.assume(f"step time: a roofline over the traced operators at assumed efficiencies (matmul "
+                   f"{eff.get('matmul', 0):g}, memory bandwidth {eff.get('memory_bandwidth', 0):g} of the peaks"
+                   + (f", network {eff.get('network', 0):g}" if pred.devices > 1 else "")
+                   + "); change them with --efficiency", key=True)
     data = rep.add(section)
     for key in data:
         if key in _MODELED_TIME or key.startswith("decode_") or key.startswith("prefill"):
@@ -203,4 +212,5 @@ def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None) 
     rep.add(section, {k: "modeled" if kind == "measured" else kind for k, kind in provenance.items()})
     rep.assume(f"footprint of {scope}: {devices} × {time.hardware} for {seconds:.4g} s of predicted device time")
     for a in result.assumptions:
-        rep.assume(a)
+        # the grid and the power drawn move energy, CO2e and cost the most
+        rep.assume(a, key=a.startswith(("no --region or --intensity", "--utilization not given")))

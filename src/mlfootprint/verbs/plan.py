@@ -14,12 +14,13 @@ from ..models.hf import default_seq
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.run import trace
+from .runnable import default_precision
 from ..workload import Workload
 from .common import base_report, resolve_model
 
 
 def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
-         inputs_ref: str | None = None, *, efficiency: Any = None, top: int = 10, table: bool = False) -> Report:
+         inputs_ref: str | None = None, *, efficiency: Any = None, top: int = 10) -> Report:
     """Ranked parallel layouts of ``workload.devices`` × ``workload.hardware`` that fit in memory.
 
     The workload's tp/pp/zero/micro_batch/recompute/offload, when given, fix those choices; its mode is
@@ -31,7 +32,6 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
             ``workload.devices`` are needed.
         efficiency: efficiency-factor overrides, as for :func:`mlfootprint.predict`.
         top: how many fitting layouts to rank.
-        table: one line per layout (``plan.ranked``) instead of the full rows (``plan.layouts``).
 
     Returns:
         A Report with a ``plan`` section: the best layout, its step time, MFU and bottleneck, and the ranking.
@@ -56,6 +56,7 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
         if v is not None and n % v:
             raise UserError(f"--devices {n} is not divisible by {name} {v}")
     dev = resolve_device(wl.hardware)
+    wl, precision_note = default_precision(wl, dev)
     peak_for_precision(dev, wl.precision)
     eff = efficiency_for(dev, efficiency)
     spec = resolve_model(model, inputs, inputs_ref)
@@ -68,20 +69,20 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
                                 devices=None, offload="none", zeropp=False, given=wl.given)
     tr = trace(spec, traced_wl, checkpoint_early_stop=False)
     res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, **fixed)
-    rep = base_report("plan", spec, traced_wl)
     best = res.best
+    # the report's workload is the one the best layout runs: the traced sequence, the planner's layout
+    par = best.par
+    rep = base_report("plan", spec, wl.with_defaults(
+        batch=batch, seq=tr.tokens // batch if tr.token_unit == "tokens" else None, dp=par.dp, tp=par.tp, pp=par.pp, zero=par.zero, micro_batch=par.micro_batch,
+        recompute=par.recompute, zeropp=par.zeropp))
+    if precision_note:
+        rep.assume(precision_note, key=True)
     section = PlanSection(
         hardware=dev.id, devices=n, global_batch=res.global_batch, tokens_per_step=tr.tokens, best=best.par.label(),
         step_s=best.st.step_s, tokens_per_s=best.tokens_per_s, mfu=best.mfu, hfu=best.hfu,
         peak_bytes=best.peak_bytes, device_bytes=dev.memory_bytes, bottleneck=best.st.bottleneck,
         explanation=res.explanation, considered=res.considered, memory_checked=res.memory_checked,
-        plan_s=res.plan_s)
-    if table:
-        section.ranked = {f"#{i + 1}": f"{c.par.label()} — {c.st.step_s:.3g} s/step, {c.tokens_per_s:,.0f} tokens/s, "
-                                       f"MFU {c.mfu:.1%}, {c.peak_bytes / 1e9:.1f} GB, {c.st.bottleneck}"
-                          for i, c in enumerate(res.layouts)}
-    else:
-        section.layouts = [PlanLayout(rank=i + 1, **c.to_dict()) for i, c in enumerate(res.layouts)]
+        plan_s=res.plan_s, layouts=[PlanLayout(rank=i + 1, **c.to_dict()) for i, c in enumerate(res.layouts)])
     rep.add(section, {"step_s": "modeled", "tokens_per_s": "modeled", "mfu": "modeled", "hfu": "modeled",
                       "peak_bytes": "modeled", "device_bytes": "published"})
     for a in notes + res.assumptions:

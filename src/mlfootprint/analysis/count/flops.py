@@ -21,9 +21,9 @@ class FlopSummary:
     optimizer: int  # all FLOPs of the optimizer step
     recompute: int  # model FLOPs re-done by activation recomputation and fused-attention kernels (HFU only)
     hardware: int  # model + recompute: the HFU numerator
-    total: int  # model + other + optimizer
+    total: int  # every FLOP the step executes: model + recompute + other + optimizer
     attention: int  # attention score/value products inside `model`
-    attention_causal_halved: int  # `model` with causal attention counted as half the square
+    attention_causal_halved: int | None  # `model` with causal attention counted as half the square (None: none causal)
     per_token: float | None
     tokens: int
     unsupported_ops: dict[str, int] = field(default_factory=dict)
@@ -56,8 +56,8 @@ def flop_summary(trace: Trace) -> FlopSummary:
     return FlopSummary(
         forward=fwd, backward=bwd, model=model, other=other_f + other_b, other_forward=other_f,
         other_backward=other_b, optimizer=opt, recompute=recompute, hardware=model + recompute,
-        total=model + other_f + other_b + opt, attention=attention,
-        attention_causal_halved=model - causal_attention // 2,
+        total=model + recompute + other_f + other_b + opt, attention=attention,
+        attention_causal_halved=model - causal_attention // 2 if causal_attention else None,
         per_token=model / trace.tokens if trace.tokens else None, tokens=trace.tokens,
         unsupported_ops=dict(sorted(trace.unsupported.items())),
     )

@@ -66,6 +66,7 @@ from typing import Any
 import torch
 
 from ...core.errors import UserError
+from ...core.progress import phase
 from ...hardware.catalog import get_device
 from ...core.precision import precision as precision_of
 from ...models.spec import ModelSpec
@@ -466,6 +467,13 @@ def estimate_memory(spec: ModelSpec, wl: Workload, trace: Trace, device_bytes: i
 
 def max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: int | None = None,
               limit: int = 1 << 20, trace: Trace | None = None, probes: list[tuple[int, int]] | None = None) -> int:
+    """The largest per-device micro-batch whose peak fits in ``device_bytes`` (see :func:`_max_batch`)."""
+    with phase(f"searching the largest micro-batch of {spec.name} (a trace per candidate)"):
+        return _max_batch(spec, wl, device_bytes, other_bytes, limit, trace, probes)
+
+
+def _max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: int | None = None,
+               limit: int = 1 << 20, trace: Trace | None = None, probes: list[tuple[int, int]] | None = None) -> int:
     """The largest per-device micro-batch whose peak fits in ``device_bytes``, found by re-tracing.
 
     The search starts from the memory model's guess (one trace, scaled), then gallops — doubling its

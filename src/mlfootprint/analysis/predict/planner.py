@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.errors import UserError
+from ...core.progress import phase
 from ...hardware.catalog import Device
 from .efficiency import efficiency_for
 from .roofline import build_profile
@@ -204,17 +205,18 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             checked += 1
 
     fitting: list[Candidate] = []
-    for i, c in enumerate(cands):
-        if i == len(frugal) and not fitting:  # nothing fits yet: can anything?
-            for f in frugal.values():
-                ask(f)
-            if not any(f.fits for f in frugal.values()):
-                break
-        ask(c)
-        if c.fits:
-            fitting.append(c)
-            if len(fitting) >= top:
-                break
+    with phase(f"checking the memory of {len(cands)} layouts, fastest first"):
+        for i, c in enumerate(cands):
+            if i == len(frugal) and not fitting:  # nothing fits yet: can anything?
+                for f in frugal.values():
+                    ask(f)
+                if not any(f.fits for f in frugal.values()):
+                    break
+            ask(c)
+            if c.fits:
+                fitting.append(c)
+                if len(fitting) >= top:
+                    break
     if not fitting:
         for f in frugal.values():
             ask(f)
@@ -223,8 +225,8 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             raise UserError(f"no layout of {spec.name} on {devices} × {dev.id} is possible: the memory model refuses "
                             f"all {len(cands)} (e.g. {smallest.par.label()}); use another device count")
         raise UserError(
-            f"no layout of {spec.name} fits on {devices} × {dev.id} ({dev.memory_bytes / 1e9:.1f} GB each): the "
-            f"most frugal one ({smallest.par.label()}) still needs {smallest.peak_bytes / 1e9:.1f} GB per device — "
+            f"no layout of {spec.name} fits on {devices} × {dev.id} ({dev.memory_bytes / 2**30:.1f} GiB each): the "
+            f"most frugal one ({smallest.par.label()}) still needs {smallest.peak_bytes / 2**30:.1f} GiB per device — "
             f"use more devices, a device with more memory, LoRA, or quantization")
     best = fitting[0]
     explanation = explain(best, dev, devices)
@@ -262,6 +264,6 @@ def explain(c: Candidate, dev: Device, devices: int) -> str:
             detail.append(f"{label} {comm[key] / total:.0%}")
     mem = ""
     if c.peak_bytes is not None:
-        mem = f"; peak memory {c.peak_bytes / 1e9:.1f} GB of {dev.memory_bytes / 1e9:.1f} GB per device"
+        mem = f"; peak memory {c.peak_bytes / 2**30:.1f} GiB of {dev.memory_bytes / 2**30:.1f} GiB per device"
     return (f"best: {c.par.label()} — {c.tokens_per_s:,.0f} tokens/s, MFU {c.mfu:.1%}; bottleneck: {st.bottleneck} "
             f"({shares}{'; communication: ' + ', '.join(detail) if detail else ''}){mem}")

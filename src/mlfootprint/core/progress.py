@@ -1,0 +1,44 @@
+"""Progress of long work: said by the code that does it, shown (or not) by whoever owns the terminal.
+
+Analysis code wraps work that can take seconds in ``with phase("tracing llama-2-7b"):`` (or, with a
+known number of steps, ``with phase("checking 24 claims", total=24) as advance: ... advance()``). Nothing
+is shown unless a display is installed: the command line installs a spinner on stderr when stderr is a
+terminal (``commands/progress.py``); the Python API stays silent unless the caller installs one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+
+class Display(Protocol):
+    def begin(self, description: str, total: int | None) -> Any: ...
+
+    def advance(self, handle: Any, steps: int) -> None: ...
+
+    def end(self, handle: Any) -> None: ...
+
+
+_display: Display | None = None
+
+
+def install(display: Display | None) -> Display | None:
+    """Show progress on ``display`` from now on (``None``: show nothing); returns the one it replaces."""
+    global _display
+    previous, _display = _display, display
+    return previous
+
+
+@contextmanager
+def phase(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A stretch of work, shown while it runs; yields ``advance(steps=1)`` for work of ``total`` steps."""
+    display = _display
+    if display is None:
+        yield lambda steps=1: None
+        return
+    handle = display.begin(description, total)
+    try:
+        yield lambda steps=1: display.advance(handle, steps)
+    finally:
+        display.end(handle)

@@ -1,0 +1,312 @@
+"""The answer first: the compact terminal views of the model verbs (one screen each; ``--details`` for the rest).
+
+Each view is a title line, the workload in one line, a short table of the figures that answer the verb's
+question (each with its provenance), what to do when the workload does not fit, and the few assumptions that
+moved the numbers most. The breakdowns (module trees, memory at the peak, communication, every assumption,
+the conventions) are the ``--details`` view (``report/layout.py``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import units
+from .layout import Block, lookup, module_tree_block, op_block
+from .schema import Report
+
+Row = tuple[str, str, str, str]  # label, value, provenance, note
+View = Callable[["Report"], tuple[list[Row], list[str]]]  # a verb's rows and its warning lines
+
+
+def title(report: Report) -> str:
+    model = report.get("model") or {}
+    name = model.get("name")
+    shown = model.get("display_name")
+    label = f"{name} — {shown}" if shown and shown != name else name
+    return f"mlfootprint {report.verb}" + (f" · {label}" if label else "")
+
+
+def workload_line(report: Report) -> str:
+    """'train · bf16-mixed · batch 8 × 4,096 tokens · 8 × h100-sxm (tp=1 pp=1 dp=8 zero=1)'."""
+    wl = report.get("workload") or {}
+    if not wl:
+        return ""
+    defaults = set(wl.get("defaults") or [])
+    parts = [str(wl.get("mode", ""))]
+    precision = str(wl.get("precision", ""))
+    parts.append(precision + (" (default)" if "precision" in defaults and wl.get("mode") == "train" else ""))
+    unit = (report.get("flops") or {}).get("token_unit", "tokens")
+    batch = wl.get("batch")
+    seq = wl.get("seq")
+    parts.append(f"batch {batch:,} × {seq:,} tokens" if seq and unit == "tokens" else f"batch {batch:,}")
+    if wl.get("micro_batch") and wl.get("micro_batch") != batch:
+        parts[-1] += f" (micro-batch {wl['micro_batch']})"
+    hw = wl.get("hardware")
+    if hw:
+        devices = wl.get("devices") or wl.get("dp", 1) * wl.get("tp", 1) * wl.get("pp", 1)
+        layout = (report.get("time") or {}).get("layout") or ""
+        device = f"{devices} × {hw}" + (" (assumed)" if "hardware" in defaults else "")
+        parts.append(device + (f" ({_short_layout(layout)})" if devices > 1 and layout else ""))
+    elif wl.get("device_memory"):
+        parts.append(f"{units.gb(wl['device_memory'])} device")
+    for key, label in (("lora_rank", "LoRA rank {}"), ("quant", "{} weights"), ("tokens", "{:.3g} tokens to train")):
+        value = wl.get(key)
+        if value not in (None, "none"):
+            parts.append(label.format(value))
+    return " · ".join(p for p in parts if p)
+
+
+def _short_layout(label: str) -> str:
+    return " ".join(p for p in label.split() if not p.startswith(("micro-batch", "recompute=none")))
+
+
+def _prov(report: Report, path: str) -> str:
+    return report.provenance.get(path, "")
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------------------------------------ the rows
+
+
+def params_row(report: Report) -> list[Row]:
+    p = report.get("params") or {}
+    if not _num(p.get("total")):
+        return []
+    note = f"{p['total']:,}"
+    if _num(p.get("active")) and p["active"] != p["total"]:
+        note += f"; {units.params(p['active'])} active per token"
+    if _num(p.get("trainable")) and p["trainable"] != p["total"]:
+        note += f"; {units.params(p['trainable'])} trainable"
+    return [("Parameters", units.params(p["total"]), _prov(report, "params.total"), note)]
+
+
+def flops_rows(report: Report, full: bool = False) -> list[Row]:
+    f = report.get("flops") or {}
+    if not _num(f.get("model")):
+        return []
+    unit = "sample" if f.get("token_unit") == "samples" else "token"
+    rows: list[Row] = []
+    note = []
+    if _num(f.get("per_token")):
+        note.append(f"{units.si(f['per_token'], 'FLOP')} per {unit}")
+    if _num(f.get("total")):
+        note.append(f"{units.si(f['total'], 'FLOP')} in all")
+    if full:
+        for key, label in (("macs_forward", "Forward MACs"), ("macs_backward", "Backward MACs")):
+            if _num(f.get(key)):
+                rows.append((label, units.si(f[key], "MAC"), _prov(report, f"flops.{key}"), "1 MAC = 2 model FLOPs"))
+        if f.get("backward"):
+            rows.append(("Forward", units.si(f["forward"], "FLOP"), _prov(report, "flops.forward"), "model FLOPs"))
+            rows.append(("Backward", units.si(f["backward"], "FLOP"), _prov(report, "flops.backward"), ""))
+        if f.get("optimizer"):
+            rows.append(("Optimizer", units.si(f["optimizer"], "FLOP"), _prov(report, "flops.optimizer"), ""))
+        rows.append(("Other", units.si(f.get("other", 0), "FLOP"), _prov(report, "flops.other"),
+                     "elementwise, norms, softmax, reductions"))
+        if f.get("recompute"):
+            rows.append(("Recomputation", units.si(f["recompute"], "FLOP"), _prov(report, "flops.recompute"),
+                         "hardware FLOPs (HFU), not model FLOPs"))
+        if f.get("attention"):
+            attn = "the QKᵀ and A·V products, part of the model FLOPs (full square)"
+            if _num(f.get("attention_causal_halved")) and f["attention_causal_halved"] != f["model"]:
+                attn += f"; model FLOPs with the causal half only: {units.si(f['attention_causal_halved'], 'FLOP')}"
+            rows.append(("Attention", units.si(f["attention"], "FLOP"), _prov(report, "flops.attention"), attn))
+    rows.insert(0, ("Model FLOPs / step", units.si(f["model"], "FLOP"), _prov(report, "flops.model"), "; ".join(note)))
+    return rows
+
+
+def memory_rows(report: Report, full: bool = False) -> list[Row]:
+    m = report.get("memory") or {}
+    if not _num(m.get("peak_bytes")):
+        return []
+    rows: list[Row] = []
+    if full:
+        for key, label in (("weights_bytes", "Weights"), ("gradients_bytes", "Gradients"),
+                           ("optimizer_bytes", "Optimizer states"), ("activations_bytes", "Activations"),
+                           ("kv_cache_bytes", "KV cache"), ("other_bytes", "Framework (other)")):
+            if m.get(key):
+                rows.append((label, units.gb(m[key]), _prov(report, f"memory.{key}"),
+                             "each at its own maximum over the step" if key == "activations_bytes" else ""))
+    value = units.gb(m["peak_bytes"])
+    note = ""
+    if _num(m.get("device_bytes")):
+        value += f" of {units.gb(m['device_bytes'])}"
+        free = 1 - m["peak_bytes"] / m["device_bytes"]
+        note = f"fits ({free:.0%} free)" if m.get("fits") else "DOES NOT FIT"
+    stage = m.get("pipeline_stage")
+    note = "; ".join(p for p in ("per device", note, f"pipeline stage {stage}" if stage is not None else "") if p)
+    rows.append(("Peak memory", value, _prov(report, "memory.peak_bytes"), note))
+    for key, label in (("host_bytes", "Host memory"), ("nvme_bytes", "NVMe")):
+        if full and m.get(key):
+            rows.append((label, units.gb(m[key]), _prov(report, f"memory.{key}"), "offloaded"))
+    if _num(m.get("max_batch")):
+        rows.append(("Largest batch", f"{m['max_batch']:,}", _prov(report, "memory.max_batch"),
+                     f"micro-batch {m.get('max_micro_batch')} per device, traced ({m.get('max_batch_traces', 0)} "
+                     "traces)"))
+    return rows
+
+
+def time_rows(report: Report) -> list[Row]:
+    t = report.get("time") or {}
+    if not _num(t.get("step_s")):
+        return []
+    rows: list[Row] = []
+    unit = "samples" if t.get("token_unit") == "samples" else "tokens"
+    bottleneck = t.get("bottleneck") or ""
+    rows.append(("Step time", units.seconds(t["step_s"]), _prov(report, "time.step_s"),
+                 f"bottleneck: {bottleneck}" if bottleneck else ""))
+    key = f"{unit}_per_s"
+    if _num(t.get(key)):
+        rows.append(("Throughput", f"{units.si(t[key], digits=4)} {unit}/s", _prov(report, f"time.{key}"), ""))
+    if _num(t.get("mfu")):
+        note = f"HFU {100 * t['hfu']:.1f}%" if _num(t.get("hfu")) and abs(t["hfu"] - t["mfu"]) > 1e-9 else ""
+        rows.append(("MFU", f"{100 * t['mfu']:.1f}%", _prov(report, "time.mfu"), note))
+    if _num(t.get("decode_token_s")):
+        rows.append(("Decode", f"{units.seconds(t['decode_token_s'])} / token", _prov(report, "time.decode_token_s"),
+                     f"{units.si(t.get('decode_tokens_per_s', 0), digits=4)} tokens/s; {t.get('decode_bound', '')}"))
+    if _num(t.get("generate_s")):
+        rows.append(("Generate", units.seconds(t["generate_s"]), _prov(report, "time.generate_s"),
+                     f"{t.get('gen_tokens')} new tokens per sequence, prefill included"))
+    if _num(t.get("train_s")):
+        rows.append(("Time to train", units.seconds(t["train_s"]), _prov(report, "time.train_s"),
+                     f"{t['train_tokens']:.3g} {unit}; {units.by_key('device_hours', t['device_hours'])}"))
+    if _num(t.get("devices_for_deadline")):
+        rows.append(("For the deadline", f"{t['devices_for_deadline']:,} devices",
+                     _prov(report, "time.devices_for_deadline"),
+                     f"{units.seconds(t['deadline_s'])} at MFU {100 * t['deadline_mfu']:.1f}%"))
+    return rows
+
+
+def footprint_rows(report: Report) -> list[Row]:
+    fp = report.get("footprint") or {}
+    if not _num(fp.get("energy_j")):
+        return []
+    scope = "per step" if fp.get("scope") == "one step" else ""
+    rows: list[Row] = [("Energy", units.energy(fp["energy_j"]), _prov(report, "footprint.energy_j"),
+                        "; ".join(p for p in (scope, "facility, PUE included") if p))]
+    co2_note = [scope] if scope else []
+    if _num(fp.get("total_co2e_g")) and fp["total_co2e_g"] != fp.get("co2e_g"):
+        co2_note.append(f"{units.mass_g(fp['total_co2e_g'])} with embodied")
+    region = fp.get("region")
+    if region:
+        co2_note.append(f"grid: {region}")
+    rows.append(("CO2e", units.mass_g(fp["co2e_g"]), _prov(report, "footprint.co2e_g"), "; ".join(co2_note)))
+    if _num(fp.get("water_l")):
+        rows.append(("Water", units.by_key("water_l", fp["water_l"]), _prov(report, "footprint.water_l"), scope))
+    if _num(fp.get("cost_usd")):
+        rows.append(("Cost", units.usd(fp["cost_usd"]), _prov(report, "footprint.cost_usd"), scope))
+    return rows
+
+
+def fit_lines(report: Report) -> list[str]:
+    """When the workload does not fit: say so, and the changes that do."""
+    m = report.get("memory") or {}
+    if m.get("fits") is not False:
+        return []
+    lines = [f"✗ Does not fit: {units.gb(m['peak_bytes'])} per device of {units.gb(m.get('device_bytes'))}"
+             + ("; no time, energy, CO2e or cost for a run that cannot happen (--even-if-oom gives them)."
+                if report.get("time") is None and report.verb in ("analyze", "predict") else ".")]
+    suggestions = m.get("suggestions") or []
+    if suggestions:
+        lines.append("  Changes that fit (checked by the memory model):")
+        width = max(len(s["change"]) for s in suggestions)
+        for s in suggestions:
+            where = f"on {s['devices']} device{'s' if s['devices'] > 1 else ''}"
+            lines.append(f"    {s['change']:<{width}}  {units.gb(s['peak_bytes'])} per device {where}")
+    else:
+        lines.append("  None of the single changes tried fits (recomputation, ZeRO, micro-batch 1, bf16, "
+                     "quantization, more devices, LoRA).")
+    return lines
+
+
+def fit_sentence(report: Report) -> str:
+    """The fit verdict in one sentence, for HTML and LaTeX ('' when it fits or nothing was asked)."""
+    m = report.get("memory") or {}
+    if m.get("fits") is not False:
+        return ""
+    text = f"Does not fit: {units.gb(m['peak_bytes'])} per device of {units.gb(m.get('device_bytes'))}."
+    if report.get("time") is None and report.verb in ("analyze", "predict"):
+        text += " No time, energy, CO2e or cost is given for a run that cannot happen."
+    suggestions = m.get("suggestions") or []
+    if suggestions:
+        text += " Changes that fit (checked by the memory model): " + "; ".join(
+            f"{s['change']} ({units.gb(s['peak_bytes'])} per device on {s['devices']})" for s in suggestions) + "."
+    return text
+
+
+def key_assumptions(report: Report, n: int = 3) -> list[str]:
+    """The first ``n`` of the assumptions the verb marked as moving the numbers most."""
+    return [a for a in report.key_assumptions if not a.startswith("does not fit")][:n]
+
+
+def footer(report: Report) -> str:
+    n = len(report.assumptions)
+    return f"(--details: every breakdown and all {n} assumption{'s' if n != 1 else ''}; the definitions: README 'Conventions')"
+
+
+# ------------------------------------------------------------------------------------------ the views
+
+
+def card_view(report: Report) -> tuple[list[Row], list[str]]:
+    """analyze and predict: the efficiency card."""
+    rows = params_row(report) + flops_rows(report) + memory_rows(report) + time_rows(report) + footprint_rows(report)
+    return rows, fit_lines(report)
+
+
+def count_view(report: Report) -> tuple[list[Row], list[str]]:
+    return params_row(report) + flops_rows(report, full=True), []
+
+
+def memory_view(report: Report) -> tuple[list[Row], list[str]]:
+    return params_row(report) + memory_rows(report, full=True), fit_lines(report)
+
+
+def plan_view(report: Report) -> tuple[list[Row], list[str]]:
+    p = report.get("plan") or {}
+    best = str(p.get("best", ""))
+    head, _, rest = best.partition(" zero")
+    rows: list[Row] = [
+        ("Best layout", head, "", f"zero{rest}; the fastest of {p.get('considered', 0):,} layouts that fits"),
+        ("Step time", units.seconds(p.get("step_s")), _prov(report, "plan.step_s"), f"bottleneck: {p.get('bottleneck')}"),
+        ("Throughput", f"{units.si(p.get('tokens_per_s', 0), digits=4)} tokens/s", _prov(report, "plan.tokens_per_s"), ""),
+        ("MFU", f"{100 * p.get('mfu', 0):.1f}%", _prov(report, "plan.mfu"), ""),
+        ("Peak memory", f"{units.gb(p.get('peak_bytes'))} of {units.gb(p.get('device_bytes'))}",
+         _prov(report, "plan.peak_bytes"), "per device"),
+    ]
+    return rows, []
+
+
+VIEWS: dict[str, View] = {
+    "analyze": card_view, "predict": card_view, "count": count_view, "memory": memory_view, "plan": plan_view,
+}
+
+
+def ranked_layouts(report: Report) -> tuple[list[str], list[list[str]]]:
+    """plan: one row per layout, best first."""
+    p = report.get("plan") or {}
+    rows = []
+    for row in p.get("layouts") or []:
+        layout = f"tp={row['tp']} pp={row['pp']} dp={row['dp']} zero={row['zero']}{'++' if row['zeropp'] else ''}"
+        rows.append([str(row["rank"]), layout, str(row["micro_batch"]), row["recompute"], units.seconds(row["step_s"]),
+                     f"{100 * row['mfu']:.1f}%", units.gb(row["peak_bytes"]), row["bottleneck"]])
+    return ["#", "layout", "micro-batch", "recompute", "step", "MFU", "memory", "bottleneck"], rows
+
+
+def breakdown_blocks(report: Report, depth: int, macs: bool = False, by_op: bool = False) -> list[Block]:
+    """count: FLOPs by module down to ``depth`` (repeated blocks collapsed), by operator when asked."""
+    flops = report.get("flops") or {}
+    out = []
+    if flops.get("by_module"):
+        block = module_tree_block(flops["by_module"], depth, macs)
+        block.title = "FLOPs by module (--depth N for more levels)"
+        out.append(block)
+    if by_op and flops.get("by_op"):
+        out.append(op_block(flops["by_op"], macs))
+    return out
+
+
+def lookup_number(report: Report, path: str) -> float | None:
+    value = lookup(report, path)
+    return value if _num(value) else None

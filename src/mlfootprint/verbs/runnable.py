@@ -1,0 +1,224 @@
+"""Defaults that give a run someone would really do, and advice when a workload does not fit.
+
+* precision: on a device with a bf16 peak, training defaults to bf16-mixed and inference to bf16;
+* layout: ``devices`` with no layout option takes the planner's best layout (training);
+* micro-batch: with no micro-batch or accumulation given, the largest micro-batch that divides the
+  per-replica batch and fits (training);
+* not fitting: the smallest single changes that fit (recomputation, a ZeRO stage, a micro-batch of one,
+  bf16 weights, quantization, more devices, LoRA), each checked by the memory model.
+
+Every default taken is stated in the report's assumptions and left out of ``workload.given``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..analysis.memory.model import MemoryEstimate, MemoryModel, device_bytes_for, memory_model
+from ..analysis.predict.planner import plan as plan_layouts
+from ..core.datafiles import SourcedConstants
+from ..core.errors import UserError
+from ..hardware.catalog import Device
+from ..models.spec import ModelSpec
+from ..trace.records import Trace
+from ..trace.run import trace
+from ..workload import Layout, Workload
+
+DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
+# Options that, given, mean the user chose the layout (the planner is not asked).
+_LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "offload", "micro_batch", "grad_accum", "recompute")
+
+
+def default_precision(wl: Workload, device: Device | None) -> tuple[Workload, str | None]:
+    """The workload with the precision a run on ``device`` would use, unless one was given."""
+    if "precision" in wl.given or device is None or device.kind == "cpu" or "bf16" not in device.peak_flops:
+        return wl, None
+    key = "training_with_bf16" if wl.training else "inference_with_bf16"
+    chosen = DEFAULTS.value("precision", key)
+    if chosen == wl.precision:
+        return wl, None
+    return wl.with_defaults(precision=chosen), (
+        f"precision {chosen}: the default for {'training' if wl.training else 'inference'} on a device with "
+        f"bf16 ({device.id}); pass --precision fp32 for full precision")
+
+
+@dataclass
+class Run:
+    """The workload as it will run: its layout, its memory, and what would make it fit if it does not."""
+
+    workload: Workload
+    layout: Layout
+    model: MemoryModel
+    estimate: MemoryEstimate  # with the device's memory, when known
+    device_bytes: int | None
+    device_source: str
+    notes: list[str] = field(default_factory=list)
+    suggestions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool | None:
+        return self.estimate.fits
+
+
+def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *, efficiency: Any = None,
+             layout: Layout | None = None, traced_wl: Workload | None = None) -> Run:
+    """Choose what the user left open (layout by the planner, micro-batch by the memory model), estimate the
+    memory of the result and, when it does not fit, the changes that would.
+
+    ``tr`` is a trace of ``traced_wl`` (default ``wl``: the whole model at the global batch, which the planner
+    needs; the memory verb traces one device's micro-batch and passes its ``layout``)."""
+    notes: list[str] = []
+    if layout is None and device is not None and _planner_decides(wl):
+        wl, layout, note = _planned(spec, wl, tr, device, efficiency)
+        notes.append(note)
+    mm = memory_model(spec, traced_wl or wl, tr)
+    layout = layout or mm.layout()
+    device_bytes, prov, source = device_bytes_for(wl)
+    if device_bytes is not None and wl.training and not ({"micro_batch", "grad_accum"} & wl.given):
+        wl, layout, note = _largest_micro_batch(mm, wl, layout, device_bytes)
+        if note:
+            notes.append(note)
+    est = mm.per_device(layout).with_device(device_bytes, prov or "assumed")
+    run = Run(wl, layout, mm, est, device_bytes, source if device_bytes is not None else "", notes)
+    if est.fits is False:
+        run.suggestions = fit_suggestions(spec, wl, mm, layout, device_bytes, device)
+    return run
+
+
+def _planner_decides(wl: Workload) -> bool:
+    return bool(wl.training and wl.devices and wl.devices > 1 and not set(_LAYOUT_OPTIONS) & wl.given)
+
+
+def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficiency: Any
+             ) -> tuple[Workload, Layout, str]:
+    """The planner's best layout for ``wl.devices`` devices (the trace is the whole model at the global batch)."""
+    if tr.workload.recompute != "none":
+        raise UserError("internal: the planner needs a trace without recomputation")
+    res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency, top=1)
+    best = res.best
+    full = best.memory.layout  # the layout the memory model checked (precision, accumulation, sequence parallel)
+    wl = wl.with_defaults(tp=full.tp, pp=full.pp, zero=full.zero, zeropp=full.zeropp, micro_batch=full.micro_batch,
+                          recompute=full.recompute)
+    return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id} (the fastest "
+                      f"of {res.considered} layouts that fits; see 'mlfootprint plan'); fix any choice with "
+                      "--tp/--pp/--zero/--micro-batch/--recompute")
+
+
+def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_bytes: int
+                         ) -> tuple[Workload, Layout, str | None]:
+    """The largest micro-batch that divides the per-replica batch and fits (the rest is accumulated)."""
+    per_replica = layout.micro_batch * layout.grad_accum
+    if per_replica <= 1:
+        return wl, layout, None
+    for b in sorted(_divisors(per_replica), reverse=True):
+        candidate = layout.replace(micro_batch=b, grad_accum=per_replica // b)
+        try:
+            fits = mm.per_device(candidate).peak_bytes <= device_bytes
+        except UserError:
+            continue
+        if fits:
+            if b == layout.micro_batch:
+                return wl, layout, None
+            return wl.with_defaults(micro_batch=b), candidate, (
+                f"micro-batch {b} with {per_replica // b} accumulation steps: the largest micro-batch of the "
+                f"{per_replica} samples per replica that fits (chosen by the memory model; give --micro-batch "
+                "to choose)")
+    return wl, layout, None
+
+
+def _divisors(n: int) -> set[int]:
+    small = [d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0]
+    return set(small) | {n // d for d in small}
+
+
+# ------------------------------------------------------------------------------------------ advice
+
+
+def fit_suggestions(spec: ModelSpec, wl: Workload, mm: MemoryModel, layout: Layout, device_bytes: int,
+                    device: Device | None, limit: int = 5) -> list[dict[str, Any]]:
+    """The smallest changes that make the workload fit, each checked by the memory model.
+
+    Changes are tried alone, then together (a micro-batch of one with full recomputation is the cheapest
+    pair), then with more devices (the fewest that fit) and LoRA; the ones that fit are ranked by the devices
+    they use and by how many options they change."""
+    training = wl.training
+    knobs: list[tuple[str, dict[str, Any]]] = []  # (options, layout changes)
+    if training and layout.recompute != "full":
+        knobs.append(("--recompute full", {"recompute": "full"}))
+    if layout.micro_batch > 1:
+        knobs.append(("--micro-batch 1", {"micro_batch": 1, "grad_accum": layout.micro_batch * layout.grad_accum}))
+    if training and layout.dp > 1 and layout.zero < 3:
+        knobs.append(("--zero 3", {"zero": 3}))
+    if layout.precision == "fp32" and device is not None and "bf16" in device.peak_flops:
+        knobs.append(("--precision " + ("bf16-mixed" if training else "bf16"),
+                      {"precision": "bf16-mixed" if training else "bf16"}))
+    found: list[dict[str, Any]] = []
+    tried: set[str] = set()
+
+    def attempt(changes: list[tuple[str, dict[str, Any]]], quant: str | None = None,
+                model: MemoryModel | None = None, extra: str = "") -> bool:
+        label = " ".join([c for c, _ in changes] + ([extra] if extra else []))
+        if label in tried:
+            return False
+        tried.add(label)
+        candidate = layout
+        for _, change in changes:
+            candidate = candidate.replace(**change)
+        try:
+            peak = (model or mm).per_device(candidate, quant=quant).peak_bytes
+        except UserError:
+            return False
+        if peak > device_bytes:
+            return False
+        found.append({"change": label, "peak_bytes": int(peak), "devices": candidate.devices})
+        return True
+
+    for knob in knobs:  # one change
+        attempt([knob])
+    cheap = [k for k in knobs if k[0] in ("--recompute full", "--micro-batch 1")]
+    subsets = [[], *([c] for c in cheap), *([cheap] if len(cheap) == 2 else [])]  # none, each, both
+    if len(cheap) == 2:
+        attempt(cheap)
+    if not training and wl.quant == "none":
+        for q in ("int8", "int4"):
+            if any(attempt(changes, quant=q, extra=f"--quant {q}") for changes in subsets):
+                break
+    _more_devices(attempt, layout, training, spec, subsets)
+    if training and not wl.lora_rank and not any(s["devices"] == layout.devices for s in found):
+        lora_mm = _lora_model(spec, wl, layout)
+        if lora_mm is not None:
+            for changes in subsets:
+                if attempt(changes, model=lora_mm, extra="--lora-rank 8") or \
+                        attempt(changes, quant="int4", model=lora_mm, extra="--lora-rank 8 --quant int4"):
+                    break
+    found.sort(key=lambda s: (s["devices"], s["change"].count("--"), s["peak_bytes"]))
+    return found[:limit]
+
+
+def _more_devices(attempt: Any, layout: Layout, training: bool, spec: ModelSpec,
+                  subsets: list[list[tuple[str, dict[str, Any]]]]) -> None:
+    """The fewest devices that fit: ZeRO-3 data parallelism for training, tensor (or pipeline) parallelism for
+    inference; with the cheap changes when the devices alone are not enough."""
+    heads = (spec.facts or {}).get("heads")
+    n = layout.devices
+    for _ in range(12):
+        n *= 2
+        if training:
+            more = (f"--devices {n} --zero 3", {"dp": max(1, n // (layout.tp * layout.pp)), "zero": 3})
+        elif heads and heads % n == 0:
+            more = (f"--devices {n} --tp {n}", {"tp": n, "dp": 1})
+        else:
+            more = (f"--devices {n} --pp {n}", {"pp": n, "dp": 1})
+        if any(attempt([more] + changes) for changes in subsets):
+            return
+
+
+def _lora_model(spec: ModelSpec, wl: Workload, layout: Layout) -> MemoryModel | None:
+    """A memory model of the workload with LoRA rank-8 adapters (one more trace: adapters change what trains)."""
+    try:
+        lora_wl = wl.with_changes(lora_rank=8, batch=layout.micro_batch, micro_batch=None, dp=1, devices=None,
+                                  grad_accum=1)
+        return memory_model(spec, lora_wl, trace(spec, lora_wl))
+    except UserError:
+        return None
