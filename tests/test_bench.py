@@ -322,5 +322,5 @@ def broken() -> torch.nn.Module:
 
 
 def test_a_model_that_fails_to_run_is_a_one_line_error():
-    with pytest.raises(UserError, match=r"running 'broken' failed \(RuntimeError: .*check that the model runs"):
+    with pytest.raises(UserError, match=r"running 'test_bench:broken' failed \(RuntimeError: .*check that the model runs"):
         bench(f"{HERE}:broken", _wl(mode="inference"), inputs=["4x16"], repeats=1, warmup=0, progress=False)

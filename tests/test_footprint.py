@@ -293,7 +293,7 @@ def test_user_file_without_source_or_year_is_rejected(tmp_path, monkeypatch):
     (dict(device_hours=1, power_w=1, utilization=1.5), "utilization"),
     (dict(device_hours=1, power_w=1, pue=0.9), "PUE"),
     (dict(device_hours=1, power_w=1, price_per_hour=1, price_per_kwh=0.1), "either"),
-    (dict(device_hours=1, power_w=1, inferences=10), "energy-per-inference"),
+    (dict(device_hours=1, power_w=1, inferences=10), "energy_per_inference_j"),  # from Python: Python names
     (dict(device_hours=float("nan"), power_w=1), "finite"),
     (dict(power_w=400), "device time"),
     (dict(device_hours=1, power_w=1, facility="hyperscail"), "hyperscale"),

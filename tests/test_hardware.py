@@ -285,11 +285,11 @@ def test_a_malformed_user_file_is_a_one_line_error_naming_it(isolated_user_dirs,
 
 
 def test_this_without_a_profile_says_how_to_make_one():
-    with pytest.raises(UserError, match="run: mlfootprint hardware calibrate"):
+    with pytest.raises(UserError, match=r"run: mf\.hardware_calibrate\(\)"):
         get_device("this")
     from mlfootprint.measure.calibrate import load_profile
 
-    with pytest.raises(UserError, match="run: mlfootprint hardware calibrate"):
+    with pytest.raises(UserError, match=r"run: mf\.hardware_calibrate\(\)"):
         load_profile()
 
 
@@ -383,9 +383,13 @@ def test_cli_list_json_and_show_md(tmp_path, capsys):
     assert "| peak bf16 (dense) | 312 TFLOP/s | published |" in text and "2021-06" in text
 
 
-def test_cli_list_table_and_show_table(capsys):
+def test_cli_list_table_and_show_table(capsys, monkeypatch):
     from mlfootprint.cli import main
 
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["hardware", "show", "h100-sxm"]) == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 100  # the terminal's width
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough for the sources on one line each
     assert main(["hardware", "list"]) == 0
     out = capsys.readouterr().out
     assert "h100-sxm" in out and "989.4" in out and "dense" in out

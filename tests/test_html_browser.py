@@ -260,3 +260,34 @@ def test_the_harness_sees_errors_and_alerts(browser, tmp_path):
     assert "console.error: boom" in problems
     assert "dialog alert: 1" in problems
     assert any(p.startswith("exception: ReferenceError") for p in problems)
+
+
+def test_html_card_shows_a_workload_that_does_not_fit_as_a_warning(browser, tmp_path):
+    from mlfootprint import Workload, analyze
+
+    # Llama 2 7B, full training of 8 × 4096 tokens on one H100: 325 GiB of 80 (the README's example)
+    rep = analyze("llama-2-7b", Workload(mode="train", seq=4096, batch=8, hardware="h100-sxm", devices=1))
+    assert rep.sections["memory"]["fits"] is False and rep.sections["memory"]["suggestions"]
+    page = tmp_path / "does-not-fit.html"
+    page.write_text(render(rep, "html"), encoding="utf-8")
+    tab = browser.open(page)
+    browser.screenshot(tab, ARTIFACTS / "html-does-not-fit.png")  # 1280 px wide
+    assert browser.problems(tab) == []
+    verdict = browser.evaluate(tab, """(() => {
+        const v = document.getElementById('verdict');
+        const r = v.getBoundingClientRect();
+        const cards = document.getElementById('summary').getBoundingClientRect();
+        const peak = Array.from(document.querySelectorAll('#summary .card'))
+            .find(c => c.textContent.includes('Peak memory'));
+        return {text: v.innerText, role: v.getAttribute('role'), top: r.top, height: r.height, width: r.width,
+                above_cards: r.bottom <= cards.top, background: getComputedStyle(v).backgroundColor,
+                border: getComputedStyle(v).borderTopColor, peak_warn: peak.classList.contains('warn'),
+                suggestions: v.querySelectorAll('li').length, time_cards: Array.from(document.querySelectorAll(
+                    '#summary .card .label')).filter(l => /Step time|Energy|Cost/.test(l.textContent)).length};
+    })()""")
+    assert verdict["role"] == "alert" and verdict["text"].startswith("⚠ Does not fit")
+    assert 0 <= verdict["top"] < 900 and verdict["height"] > 40 and verdict["width"] > 1000  # above the fold
+    assert verdict["above_cards"] and verdict["peak_warn"]
+    assert verdict["background"] == "rgb(253, 236, 236)" and verdict["border"] == "rgb(198, 40, 40)"  # red
+    assert verdict["suggestions"] == len(rep.sections["memory"]["suggestions"])
+    assert verdict["time_cards"] == 0  # no step time, energy or cost for a run that cannot happen

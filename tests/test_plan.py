@@ -62,7 +62,7 @@ def test_fixed_choices_and_bad_requests(tiny):
     ok = lambda par: (1.0, True, None)  # noqa: E731
     res = plan(spec, wl, tr, "a100-80gb", 16, tp=2, recompute="full", memory_check=ok)
     assert all(c.par.tp == 2 and c.par.recompute == "full" for c in res.layouts)
-    with pytest.raises(UserError, match="--devices 12 is not divisible by --tp 8"):
+    with pytest.raises(UserError, match="devices=12 is not divisible by tp=8"):  # Python terms from Python
         plan(spec, wl, tr, "a100-80gb", 12, tp=8, memory_check=ok)
     with pytest.raises(UserError, match="no layout of tiny-llama fits on 16"):
         plan(spec, wl, tr, "a100-80gb", 16, memory_check=lambda par: (2e11, False, None))

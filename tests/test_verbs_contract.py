@@ -99,6 +99,7 @@ def test_files_and_history_verbs(tmp_path, capsys, validator):
     for argv, call in (
         (["compare", str(a), str(b)], lambda: mf.compare([str(a), str(b)])),
         (["report", str(a)], lambda: mf.load_report(str(a))),
+        (["table", str(a), str(b)], lambda: mf.table([str(a), str(b)])),
     ):
         got = _cli(argv, tmp_path, capsys)
         _valid(validator, got)

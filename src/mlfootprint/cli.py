@@ -17,7 +17,7 @@ from .commands import (analyze, bench, claims, compare, count, footprint, hardwa
                        plan, predict, report, table)
 from .commands.output import emit
 from .commands.progress import shown as progress_shown
-from .core.errors import UserError
+from .core.errors import UserError, cli_terms
 from .core.files import check_writable
 from .core.version import __version__
 
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with cli_terms():  # errors read in the command line's terms ('--zero 3', not 'zero=3')
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

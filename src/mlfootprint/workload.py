@@ -71,6 +71,21 @@ class Workload:
         given: the fields the user set; by default exactly the keywords passed.
 
     With ``devices`` and no ``dp``, the data-parallel degree is what is left: ``devices / (tp × pp)``.
+    Defaults: ``batch=1``, ``mode="inference"``, ``precision="fp32"``, ``optimizer="adamw"``,
+    ``attention="sdpa"``, ``gen_tokens=128``, ``grad_accum=1``, ``recompute="none"``, ``zero=0``,
+    ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=1``, ``quant="none"``; the other fields None. A bad value raises
+    :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it with
+    ``with_changes``.
+
+    Example:
+        >>> wl = mf.Workload(batch=8, seq=1024, mode="train", precision="bf16-mixed", hardware="a100-80gb")
+        >>> sorted(wl.given)
+        ['batch', 'hardware', 'mode', 'precision', 'seq']
+        >>> wl.with_changes(batch=16).batch        # a new Workload; batch joins ``given``
+        16
+        >>> mf.Workload(devices=8, tp=2).dp         # dp follows from devices / (tp × pp)
+        4
+        >>> rep = mf.analyze("llama-2-7b", mf.Workload(mode="train", seq=4096, devices=8, hardware="h100-sxm"))
     """
 
     batch: int = 1
@@ -202,7 +217,30 @@ class Layout:
     """How one step is spread over devices: the question the memory model and the step model answer.
 
     ``micro_batch`` is the batch one device processes in one forward/backward; the global batch is
-    ``micro_batch × dp × grad_accum``. Validated when made.
+    ``micro_batch × dp × grad_accum``. Validated when made (a bad value raises
+    :class:`~mlfootprint.core.errors.UserError`); frozen, so ``replace(**changes)`` gives a changed copy.
+    ``Layout.from_workload(wl)`` gives the layout a :class:`Workload` describes.
+
+    Attributes:
+        dp, tp, pp, ep: data, tensor, pipeline and expert parallel degrees (default 1 each).
+        zero: ZeRO stage 0-3 (default 0).
+        offload: ``none`` (default), ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
+        micro_batch: samples per device per forward/backward (default 1).
+        recompute: activation recomputation, ``none`` (default), ``selective`` or ``full``.
+        precision: ``fp32`` (default), ``bf16``, ``fp16``, ``bf16-mixed``, ``fp16-mixed`` or ``fp8-mixed``.
+        optimizer: as for :class:`Workload` (default ``adamw``).
+        grad_accum: micro-batches per optimizer step (default 1); bounds the micro-batches a pipeline stage
+            holds at once.
+        sequence_parallel: Megatron sequence parallelism, sharding what TP replicates (default False).
+        zeropp: ZeRO++ quantized/hierarchical communication, with ``zero=3`` (default False).
+        devices: (property) ``dp × tp × pp``.
+
+    Example:
+        >>> lay = mf.Layout(dp=8, zero=3, micro_batch=4, precision="bf16-mixed")
+        >>> lay.devices, lay.label()
+        (8, 'tp=1 pp=1 dp=8 zero=3 micro-batch=4 recompute=none')
+        >>> mf.Layout.from_workload(mf.Workload(batch=64, dp=8, grad_accum=2, mode="train")).micro_batch
+        4
     """
 
     dp: int = 1

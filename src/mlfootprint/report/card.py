@@ -45,14 +45,16 @@ def workload_line(report: Report) -> str:
     if hw:
         devices = wl.get("devices") or wl.get("dp", 1) * wl.get("tp", 1) * wl.get("pp", 1)
         layout = (report.get("time") or {}).get("layout") or ""
-        device = f"{devices} × {hw}" + (" (assumed)" if "hardware" in defaults else "")
+        device = f"{devices:,} × {hw}" + (" (assumed)" if "hardware" in defaults else "")
         parts.append(device + (f" ({_short_layout(layout)})" if devices > 1 and layout else ""))
     elif wl.get("device_memory"):
         parts.append(f"{units.gb(wl['device_memory'])} device")
-    for key, label in (("lora_rank", "LoRA rank {}"), ("quant", "{} weights"), ("tokens", "{:.3g} tokens to train")):
+    for key, label in (("lora_rank", "LoRA rank {}"), ("quant", "{} weights")):
         value = wl.get(key)
         if value not in (None, "none"):
             parts.append(label.format(value))
+    if wl.get("tokens"):
+        parts.append(f"{units.si(wl['tokens'])} tokens to train")
     return " · ".join(p for p in parts if p)
 
 
@@ -171,7 +173,7 @@ def time_rows(report: Report) -> list[Row]:
                      f"{t.get('gen_tokens')} new tokens per sequence, prefill included"))
     if _num(t.get("train_s")):
         rows.append(("Time to train", units.seconds(t["train_s"]), _prov(report, "time.train_s"),
-                     f"{t['train_tokens']:.3g} {unit}; {units.by_key('device_hours', t['device_hours'])}"))
+                     f"{units.si(t['train_tokens'])} {unit}; {units.by_key('device_hours', t['device_hours'])}"))
     if _num(t.get("devices_for_deadline")):
         rows.append(("For the deadline", f"{t['devices_for_deadline']:,} devices",
                      _prov(report, "time.devices_for_deadline"),
@@ -213,7 +215,7 @@ def fit_lines(report: Report) -> list[str]:
         lines.append("  Changes that fit (checked by the memory model):")
         width = max(len(s["change"]) for s in suggestions)
         for s in suggestions:
-            where = f"on {s['devices']} device{'s' if s['devices'] > 1 else ''}"
+            where = f"on {s['devices']:,} device{'s' if s['devices'] > 1 else ''}"
             lines.append(f"    {s['change']:<{width}}  {units.gb(s['peak_bytes'])} per device {where}")
     else:
         lines.append("  None of the single changes tried fits (recomputation, ZeRO, micro-batch 1, bf16, "
@@ -232,7 +234,7 @@ def fit_sentence(report: Report) -> str:
     suggestions = m.get("suggestions") or []
     if suggestions:
         text += " Changes that fit (checked by the memory model): " + "; ".join(
-            f"{s['change']} ({units.gb(s['peak_bytes'])} per device on {s['devices']})" for s in suggestions) + "."
+            f"{s['change']} ({units.gb(s['peak_bytes'])} per device on {s['devices']:,})" for s in suggestions) + "."
     return text
 
 

@@ -1,16 +1,17 @@
-"""Terminal and Markdown forms of the device catalog (``hardware list``, ``hardware show``, ``hardware calibrate``)."""
+"""Terminal and Markdown forms of the catalogs (``models list``, ``hardware list``, ``hardware show``,
+``hardware calibrate``), at the terminal's width."""
 from __future__ import annotations
 
 import argparse
-import io
 from typing import Any
 
-from rich.console import Console
+from rich import box
 from rich.table import Table
 
 from .markdown import md_escape
 from .render import renderer
 from .schema import Report
+from .text import console_for
 
 _DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 _SHOWN_PEAKS = ("bf16", "fp16", "fp8")
@@ -23,11 +24,51 @@ def _devices(report: Report) -> list[dict[str, Any]]:
     return list(((report.get("catalog") or {}).get("devices") or {}).values())
 
 
-# ------------------------------------------------------------------------------------------ list
+# ------------------------------------------------------------------------------------------ models list
+
+_MODEL_COLUMNS = (("model", None), ("task", "task"), ("layers", "layers"), ("hidden", "hidden"), ("heads", "heads"),
+                  ("kv", "kv_heads"), ("vocab", "vocab"), ("context", "context"), ("experts", "experts"))
+
+
+def _model_rows(report: Report) -> list[list[str]]:
+    models = (report.get("catalog") or {}).get("models") or {}
+    rows = []
+    for name, m in models.items():
+        cells = [name]
+        for _, key in _MODEL_COLUMNS[1:]:
+            v = m.get(key)
+            cells.append("—" if v is None else f"{v:,}" if isinstance(v, int) else str(v))
+        rows.append(cells)
+    return rows
+
+
+_MODELS_NOTE = "kv: key/value heads. Family, sources, hub ids and counted parameters: mlfootprint models show NAME"
+
+
+@renderer("table", verb="models")
+def models_table(report: Report, args: argparse.Namespace | None = None) -> str:
+    table = Table(title="mlfootprint models", caption=_MODELS_NOTE, caption_justify="left", box=None,
+                  title_justify="left", pad_edge=False)
+    rows = _model_rows(report)
+    for i, (h, _) in enumerate(_MODEL_COLUMNS):
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=True,
+                         min_width=max([len(r[i]) for r in rows] + [len(h)]))
+    for row in rows:
+        table.add_row(*row)
+    return _print(table, args)
+
+
+@renderer("md", verb="models")
+def models_markdown(report: Report, args: argparse.Namespace | None = None) -> str:
+    heads = [h for h, _ in _MODEL_COLUMNS]
+    return "# mlfootprint models\n\n" + _md_table(heads, _model_rows(report)) + "\n\n" + _MODELS_NOTE + "\n"
+
+
+# ------------------------------------------------------------------------------------------ hardware list
 
 
 def _list_header() -> list[str]:
-    return ["ID", "Name", "Memory GiB", *(f"{d} TFLOP/s" for d in _SHOWN_PEAKS), "Mem TB/s", "TDP W", "$/h"]
+    return ["ID", "Name", "Memory\nGiB", *(f"{d}\nTFLOP/s" for d in _SHOWN_PEAKS), "Mem\nTB/s", "TDP\nW", "$/h"]
 
 
 def _list_row(d: dict[str, Any]) -> list[str]:
@@ -42,12 +83,16 @@ def _list_row(d: dict[str, Any]) -> list[str]:
 
 @renderer("table", verb="hardware list")
 def list_table(report: Report, args: argparse.Namespace | None = None) -> str:
-    table = Table(title="mlfootprint hardware list", caption=_LIST_NOTE, caption_justify="left")
+    table = Table(title="mlfootprint hardware list", caption=_LIST_NOTE, caption_justify="left", box=box.SIMPLE_HEAD,
+                  title_justify="left", pad_edge=False, show_edge=False)
+    rows = [_list_row(d) for d in _devices(report)]
     for i, h in enumerate(_list_header()):
-        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i == 0)
-    for d in _devices(report):
-        table.add_row(*_list_row(d))
-    return _print(table)
+        # ids and figures are never cut; the long device names fold
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i != 1, overflow="fold",
+                         min_width=None if i == 1 else max((len(r[i]) for r in rows), default=0))
+    for row in rows:
+        table.add_row(*row)
+    return _print(table, args)
 
 
 @renderer("md", verb="hardware list")
@@ -102,13 +147,16 @@ def show_table(report: Report, args: argparse.Namespace | None = None) -> str:
     for d in _devices(report):
         caption = "; ".join(_intro(d)) + ". Peak FLOP/s are dense (no 2:4 sparsity)."
         table = Table(title=f"mlfootprint {report.verb}: {d['name']} ({d['id']})", caption=caption,
-                      caption_justify="left")
+                      caption_justify="left", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                      pad_edge=False)
+        rows = _show_rows(d)
         for i, h in enumerate(["Field", "Value", "Provenance", "Source", "Date"]):
-            table.add_column(h, justify="right" if i == 1 else "left", no_wrap=i in (0, 1, 4),
-                             overflow="fold", ratio=4 if i == 3 else None)
-        for f, v, p, s, date in _show_rows(d):
+            # the source folds; the field names fold only on a narrow terminal, never below 16 columns
+            table.add_column(h, justify="right" if i == 1 else "left", no_wrap=i in (1, 2, 4), overflow="fold",
+                             min_width=16 if i == 0 else 24 if i == 3 else None)
+        for f, v, p, s, date in rows:
             table.add_row(f, v, p, "\n".join(x for x in (s["source"], s.get("note"), s.get("url")) if x), date)
-        out.append(_print(table))
+        out.append(_print(table, args))
     return "".join(out)
 
 
@@ -128,10 +176,10 @@ def show_markdown(report: Report, args: argparse.Namespace | None = None) -> str
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _print(table: Table) -> str:
-    buf = io.StringIO()
-    Console(file=buf, width=160, no_color=True, force_terminal=False, highlight=False).print(table)
-    return buf.getvalue()
+def _print(table: Table, args: argparse.Namespace | None = None) -> str:
+    console, buf = console_for(args)
+    console.print(table)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
 
 def _num(v: float) -> str:

@@ -80,6 +80,13 @@ details>summary{cursor:pointer;color:var(--accent);font-size:14px;margin:4px 0 1
 dl.conv{display:grid;grid-template-columns:minmax(140px,220px) 1fr;gap:6px 18px;margin:0;font-size:14px}
 dl.conv dt{font-weight:600;color:#2b3445}dl.conv dd{margin:0;color:#39414f}
 ol.assume{margin:0;padding-left:22px;font-size:14px}ol.assume li{margin:3px 0}
+.verdict{border-radius:10px;padding:12px 16px;margin:0 0 14px;font-size:14.5px}
+.verdict.warn{background:#fdecec;border:2px solid #c62828;color:#7f1d1d}
+.verdict.ok{background:#eaf6ef;border:1px solid #7cc49a;color:#14532d}
+.verdict strong{font-size:16px}.verdict ul{margin:6px 0 0;padding-left:22px}.verdict code{background:#fff;
+padding:1px 5px;border-radius:4px;border:1px solid currentColor;font-size:13px}
+.card.warn{border:2px solid #c62828}.card.warn .note{color:#b91c1c;font-weight:600}
+.keys{font-size:14px;margin:14px 0 0}.keys ol{margin:4px 0 0;padding-left:22px}
 .legend{font-size:13px;color:var(--muted);margin:10px 0 0}.legend .badge{margin:0 4px 0 10px}
 footer{border-top:1px solid var(--line);color:var(--muted);font-size:12.5px;padding:16px 0 30px}
 footer button{font:inherit;font-size:12.5px;margin-left:10px;padding:3px 10px;border-radius:6px;border:1px solid var(--line);
@@ -300,6 +307,35 @@ def _header(report: Report) -> tuple[str, str, str]:
     return name, " · ".join(bits), stem
 
 
+def _verdict(report: Report) -> str:
+    """Whether the workload fits, above the cards: a warning (role=alert) with the changes that fit when not."""
+    m = report.get("memory") or {}
+    if m.get("fits") is None or not isinstance(m.get("peak_bytes"), (int, float)):
+        return ""
+    peak, cap = units.gb(m["peak_bytes"]), units.gb(m.get("device_bytes"))
+    if m["fits"]:
+        free = 1 - m["peak_bytes"] / m["device_bytes"] if m.get("device_bytes") else 0
+        return (f'<section id="verdict" class="verdict ok"><strong>✓ Fits</strong>: {esc(peak)} per device of '
+                f'{esc(cap)} ({free:.0%} free).</section>')
+    text = f"{peak} per device of {cap}."
+    if report.get("time") is None and report.verb in ("analyze", "predict"):
+        text += " No time, energy, CO2e or cost is given for a run that cannot happen."
+    items = "".join(f"<li><code>{esc(s['change'])}</code>: {esc(units.gb(s['peak_bytes']))} per device on "
+                    f"{s['devices']:,} device{'s' if s['devices'] > 1 else ''}</li>" for s in m.get("suggestions") or [])
+    advice = (f"<div>Changes that fit (each checked by the memory model):</div><ul>{items}</ul>" if items else
+              "<div>None of the single changes tried fits.</div>")
+    return (f'<section id="verdict" class="verdict warn" role="alert"><strong>⚠ Does not fit</strong>: '
+            f'{esc(text)}{advice}</section>')
+
+
+def _key_assumptions(report: Report) -> str:
+    keys = [a for a in report.key_assumptions if not a.startswith("does not fit")][:3]
+    if not keys:
+        return ""
+    items = "".join(f"<li>{esc(a)}</li>" for a in keys)
+    return f'<section id="key-assumptions" class="keys">Assumptions that moved these numbers most:<ol>{items}</ol></section>'
+
+
 def _cards(report: Report) -> str:
     cards = []
     if report.get("compare") is not None:
@@ -315,8 +351,10 @@ def _cards(report: Report) -> str:
     if not cards:
         return ""
     out = []
+    warn = (report.get("memory") or {}).get("fits") is False
     for label, value, prov, note in cards:
-        out.append(f'<div class="card"><div class="label">{esc(label)} {_badge(prov)}</div>'
+        cls = "card warn" if warn and label == "Peak memory" else "card"
+        out.append(f'<div class="{cls}"><div class="label">{esc(label)} {_badge(prov)}</div>'
                    f'<div class="value{" long" if len(value) > 18 else ""}">{esc(value)}</div>'
                    + (f'<div class="note">{esc(note)}</div>' if note else "") + "</div>")
     return f'<section id="summary" class="cards">{"".join(out)}</section>'
@@ -360,7 +398,9 @@ def render_page(report: Report, args: argparse.Namespace | None = None) -> str:
         f'<h1 id="title">{esc(title)}</h1>',
         f'<p class="sub">{esc(subtitle)}</p>' if subtitle else "",
         "</div></header>\n<main><div class=\"wrap\">\n",
+        _verdict(report),
         _cards(report),
+        _key_assumptions(report),
         f'<nav class="toc">{"".join(toc)}</nav>\n',
         f'<h2 id="plots">Plots</h2>\n{plots_html}\n',
         f'<h2 id="tables">Tables</h2>\n{legend}\n{"".join(tables)}\n',

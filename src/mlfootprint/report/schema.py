@@ -33,7 +33,32 @@ class Report:
     units (``rep.sections["flops"]["model"]``); ``provenance`` maps a figure's dotted path to how it was
     obtained; ``assumptions`` lists every default or choice that moved a number, and ``key_assumptions`` the
     few that moved them most. Render it with ``to_json``, ``to_markdown``, ``to_latex``, ``to_html`` or
-    ``to_text``; in a notebook it shows its card.
+    ``to_text``; in a notebook it shows its card. ``Report.load(path)`` reads one saved with ``to_json``.
+
+    Attributes:
+        verb: the verb that made it (``"count"``, ``"analyze"``, ``"footprint"``, ``"models show"``, ...).
+        sections: section name → figures (``model``, ``workload``, ``params``, ``flops``, ``memory``, ``time``,
+            ``footprint``, ``measured``, ``claims``, ``catalog``, ``compare``, ``history``, ...). Figures are in
+            base units with the unit in the key (``peak_bytes``, ``step_s``, ``co2e_g``); a section or figure
+            that was not computed is absent, never zero.
+        provenance: a figure's dotted path → ``counted``, ``modeled``, ``measured``, ``published`` or
+            ``assumed`` (``{"flops.forward": "counted"}``).
+        assumptions: every default or choice that moved a number, as sentences.
+        conventions: term → the definition the numbers use (``"FLOP"``, ``"units"``, ...).
+        tool_version: the mlfootprint version that wrote a report read back from the history
+            (:func:`mlfootprint.history_show`); "" otherwise, and ``to_json`` then writes this version.
+        key_assumptions: the few assumptions that moved the numbers most (shown on the card).
+
+    Example:
+        >>> rep = mf.count("gpt2", mf.Workload(seq=1024))
+        >>> rep
+        <Report count of gpt2: model, workload, params, flops>
+        >>> rep.sections["params"]["total"], rep.provenance["params.total"]
+        (124439808, 'counted')
+        >>> with open("gpt2.json", "w") as f:
+        ...     _ = f.write(rep.to_json())
+        >>> mf.Report.load("gpt2.json").get("flops")["forward"]
+        291648307200
     """
 
     verb: str

@@ -135,8 +135,12 @@ def _table(console: Console, block: Block) -> None:
     table = Table(title=block.title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   expand=False)
     for i, h in enumerate(block.headers):
-        # the first column holds names: never folded mid-word (cut with an ellipsis when the terminal is narrow)
-        table.add_column(h, no_wrap=i <= 1, overflow="ellipsis" if i <= 1 else "fold")
+        # names (the first column) are never folded mid-word, nor cut while they fit in 48 columns; a short
+        # second column (values) stays on one line; longer text folds
+        longest = max([len(str(row[i])) for row in block.rows if i < len(row)] + [len(h)])
+        keep = i == 0 or (i == 1 and longest <= 32)
+        table.add_column(h, no_wrap=keep, overflow="ellipsis" if keep else "fold",
+                         min_width=min(longest, 48) if i == 0 else None)
     for row in block.rows:
         table.add_row(*row)
     console.print(table)

@@ -10,7 +10,7 @@ from ..trace.run import trace
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model
 from .parts import add_memory, add_run_footprint, add_time
-from .predict import _withheld, memory_extras
+from .predict import withhold_time, memory_extras
 from .runnable import DEFAULTS, default_precision, runnable
 
 
@@ -53,7 +53,7 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     for note in rep.key_assumptions:
         rep.assume(note)
     if dev is not None and run.fits is False and not even_if_oom:
-        _withheld(rep, run)
+        withhold_time(rep, run)
     elif dev is not None:
         pred = predict_step(spec, run.workload, tr, dev, layout=run.layout)
         time = add_time(rep, pred, spec, run.workload, tr, active_params=params.active or params.total)

@@ -34,15 +34,53 @@ def bench(model: Any = None, workload: Workload | None = None, inputs: Sequence[
     """Run ``workload`` for real on this machine (CPU, or CUDA when present) and report what was measured —
     latency distribution, throughput, MFU, peak memory, energy — next to the prediction.
 
+    The model is built and run on one device (a catalog or Hugging Face model gets deterministic random weights
+    from ``seed``; a module keeps its own): ``warmup`` untimed steps, then timed steps until the median is
+    stable. A training step (``workload.mode="train"``) is forward, backward and the optimizer step; a batch that
+    runs out of memory is halved until one runs, and the report says so. Multi-device layouts (dp/tp/pp/ep,
+    ``devices`` > 1), ZeRO, offloading and quantized weights are refused with a
+    :class:`~mlfootprint.core.errors.UserError`.
+
     Args:
         model, workload, inputs, inputs_ref: as for :func:`mlfootprint.count`; an ``nn.Module`` runs on a copy
-            (the caller's model is not modified) with the caller's own input tensors.
-        repeats: timed steps (default: until the median's 95% confidence interval is within ``threshold``).
-        warmup: untimed steps first; max_time_s: stop repeating after this long.
-        device: "auto", "cpu", "cuda" or "cuda:N"; energy: read energy meters.
+            (the caller's model is not modified) with the caller's own input tensors. Model None: gpt2;
+            workload None: ``Workload()`` (inference, batch 1). ``workload.hardware`` (a catalog id, or
+            ``"this"``) names the device whose peak FLOP/s gives MFU and the prediction; default: the calibrated
+            profile ``this`` when it matches the device kind, else (on CUDA) the catalog GPU whose name matches.
+        repeats: timed steps (default: until the median's 95% confidence interval is within ``threshold``,
+            at least ``min_repeats`` and at most 1000 steps).
+        warmup: untimed steps first (default 2; at least 1 in ``mode="train"``, where the first step creates the
+            optimizer state); max_time_s: stop repeating after this many seconds (default: 30 s when ``repeats``
+            is not given, no limit when it is).
+        threshold: the relative half-width of the median's 95% confidence interval at which timing stops, a
+            fraction between 0 and 1 (default 0.05, ±5%).
+        min_repeats: timed steps before the ``threshold`` test may stop the timing (default 5).
+        device: "auto" (default: the current CUDA device when present, else the CPU), "cpu", "cuda" or "cuda:N";
+            None means "auto".
+        energy: read energy meters (default True: NVML on CUDA, RAPL on the CPU; without one, the TDP of the
+            catalog device above × time, marked modeled); False: no energy figures.
+        progress: show a progress bar on stderr (default None: only when stderr is a terminal).
+        seed: seed of ``torch.manual_seed`` and of the weight initialization (default 0).
+        clock: the timer, a callable returning seconds (default :func:`time.perf_counter`); for tests.
+        meter_factory: a callable returning the energy meter to use instead of the automatic one (default None);
+            for tests and custom meters.
 
     Returns:
-        A Report with ``params``, ``flops`` and ``measured`` sections (``measured.vs_predicted``).
+        A Report with ``model``, ``workload``, ``params``, ``flops`` (when the model can be traced) and
+        ``measured`` sections. ``measured`` holds ``step_s`` (the median latency), ``latency_median_s``,
+        ``latency_p90_s``, ``latency_p99_s`` and the other latency statistics, ``tokens_per_s`` (or
+        ``samples_per_s``), ``runs``, ``stopped_because``, ``mfu``/``hfu`` (with ``peak_flop_per_s``),
+        ``peak_bytes``, ``energy_j`` and ``mean_power_w`` when measured, ``unavailable`` (figure → why not),
+        ``series`` (every timed step) and ``vs_predicted``: for ``step_s``, the throughput, ``mfu`` and
+        ``peak_bytes``, the ``measured`` and ``predicted`` values and ``error_fraction`` =
+        (predicted − measured) / measured.
+
+    Example:
+        >>> rep = mf.bench("gpt2", mf.Workload(mode="train", batch=4, seq=256), repeats=10)
+        >>> m = rep.sections["measured"]
+        >>> m["step_s"], m["tokens_per_s"], m["vs_predicted"]["step_s"]["error_fraction"]
+        >>> net = torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 512))
+        >>> rep = mf.bench(net, mf.Workload(mode="train"), inputs=[torch.randn(64, 512)], device="cpu")
     """
     wl = workload or Workload()
     spec = resolve_model(model, inputs, inputs_ref)

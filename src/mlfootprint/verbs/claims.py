@@ -12,9 +12,28 @@ from ..report.sections import ClaimRow, ClaimsSection
 def claims(files: Sequence[str] = (), only: Sequence[str] = ()) -> Report:
     """Recompute the bundled claims (and those of ``files``), or ``only`` the named ones.
 
+    The claims are read from the bundled file, then the ``*.toml`` of the user's folders
+    (``$MLFOOTPRINT_CLAIMS_PATH``, then ``$XDG_CONFIG_HOME/mlfootprint/claims/``), then ``files``; a later claim
+    with the same id replaces an earlier one.
+
+    Args:
+        files: paths of extra claims files (TOML, a list of ``[[claim]]`` tables with ``id``, ``title``,
+            ``source``, ``kind``, ``expected``, ``unit`` and ``inputs``); default: none.
+        only: claim ids to check (e.g. ``"palm-540b-mfu"``); default: every claim. An unknown id raises
+            :class:`~mlfootprint.core.errors.UserError` with the closest ids.
+
     Returns:
         A Report with a ``claims`` section: per claim the published figure, ours, the difference and a verdict
-        (see :func:`regressions` for the claims that stopped reproducing).
+        (see :func:`mlfootprint.verbs.claims.regressions` for the claims that stopped reproducing).
+        ``claims.rows`` maps each claim id to ``claim`` (its title), ``published``, ``ours``, ``unit``,
+        ``difference`` ((ours − published) / published), ``tolerance``, ``verdict``
+        (``"reproduced"``, ``"differs"`` or ``"not checkable"``), ``expected_verdict``, ``detail``,
+        ``missing``, ``source`` and ``url``.
+
+    Example:
+        >>> rep = mf.claims(only=["palm-540b-mfu"])
+        >>> rep.sections["claims"]["rows"]["palm-540b-mfu"]["verdict"]
+        'reproduced'
     """
     rows = as_rows(run_claims(load_claims(list(files)), list(only) or None))
     rep = Report(verb="claims")

@@ -39,12 +39,54 @@ def mfu(model: Any = None, *, tokens_per_s: float | None = None, step_s: float |
     FLOPs per token from exactly one of: a ``model`` (its traced training step), ``params`` with ``layers``,
     ``heads``, ``head_dim`` and ``seq`` (PaLM appendix B: 6N + 12·L·H·Q·T), or ``flops_per_token``.
     The throughput is ``tokens_per_s``, or ``step_s`` with ``batch`` and ``seq``.
+    MFU = model FLOPs per token × tokens/s / (``devices`` × dense peak FLOP/s per device); HFU uses the
+    hardware FLOPs (with recomputation) instead. All arguments after ``model`` are keyword-only.
+
+    Args:
+        model: a MODEL as for :func:`mlfootprint.count` (catalog name such as ``"gpt2"``, HF config path or hub
+            id, ``"module:callable"``, or an ``nn.Module``, never modified). Its training step (``mode="train"``
+            at ``batch`` (default 1), ``seq``, ``precision`` and ``recompute``) is traced for the FLOPs per
+            token. None (the default): take the FLOPs from ``params`` or ``flops_per_token`` instead.
+        tokens_per_s: measured throughput of the whole job in tokens/s (all devices together). Give this or
+            ``step_s``, not both.
+        step_s: measured seconds per optimizer step; needs ``batch`` and ``seq`` (tokens/s = batch × seq / step_s).
+        batch: global batch in sequences per step (for ``step_s``, and the traced batch of ``model``).
+        seq: sequence length in tokens (for ``step_s`` and the attention term of ``params``; with ``model``,
+            default: the model's context length, at most 4096).
+        hardware: a catalog device id (``"h100-sxm"``, ``"a100-80gb"``, ``"tpu-v4"``; see
+            :func:`mlfootprint.hardware_list`) whose published dense peak is the denominator. Needed unless
+            ``peak_flops`` is given.
+        devices: number of devices the throughput was measured on (default 1).
+        precision: which dense peak of ``hardware`` to use, as a Workload precision (default ``"bf16"``; e.g.
+            ``"fp32"``, ``"fp16"``, ``"bf16-mixed"``, ``"fp8-mixed"``); also the traced precision of ``model``.
+        peak_flops: dense peak FLOP/s of one device, overriding the catalog figure of ``hardware``.
+        recompute: activation recomputation, ``"none"`` (default), ``"selective"`` or ``"full"``; changes HFU
+            only (PaLM: full adds 2N + 4·L·H·Q·T per token, selective 4·L·H·Q·T). Ignored with
+            ``flops_per_token`` (HFU equals MFU).
+        params: parameter count N for the PaLM formula; needs ``layers``, ``heads``, ``head_dim`` and ``seq``.
+        layers: transformer layers L (with ``params``).
+        heads: attention heads H (with ``params``).
+        head_dim: dimension Q of one attention head (with ``params``).
+        flops_per_token: model FLOPs per token, given directly (forward + backward).
+        inputs: input shapes (``"8x3x224x224"``) or example tensors, for a factory or module ``model``.
+        inputs_ref: ``"file.py:callable"`` returning the inputs of ``model``.
+
+    Returns:
+        A Report with a ``time`` section (and a ``model`` section when ``model`` is given):
+        ``time.mfu`` and ``time.hfu`` (fractions), ``model_flops_per_token``, ``hardware_flops_per_token``,
+        ``tokens_per_s``, ``devices``, ``hardware`` (the device id, or ``"given"`` with ``peak_flops``),
+        ``peak_dtype``, ``peak_flop_per_s``, ``achieved_flop_per_s`` (the job),
+        ``achieved_per_device_flop_per_s``, ``formula`` (where the FLOPs per token came from) and ``seq``.
+        Non-positive numbers, a missing throughput or both throughputs, and no or several FLOP sources
+        raise :class:`~mlfootprint.core.errors.UserError`.
 
     Example:
         >>> rep = mf.mfu(params=540.35e9, layers=118, heads=48, head_dim=256, seq=2048,
         ...              tokens_per_s=238.3e3, devices=6144, hardware="tpu-v4")
         >>> round(rep.sections["time"]["mfu"], 3)
         0.462
+        >>> rep = mf.mfu("llama-2-7b", step_s=1.5, batch=64, seq=4096, devices=64, hardware="a100-80gb")  # ≈ 0.40
+        >>> rep = mf.mfu(flops_per_token=6 * 7e9, tokens_per_s=3000, hardware="a100-80gb")   # 6N: 40.4% MFU
     """
     _check_inputs(tokens_per_s, step_s, batch, seq, devices, peak_flops, recompute, precision, params, layers,
                   heads, head_dim, flops_per_token)

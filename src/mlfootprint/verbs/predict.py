@@ -78,7 +78,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     for note in rep.key_assumptions:
         rep.assume(note)
     if run.fits is False and not even_if_oom:
-        _withheld(rep, run)
+        withhold_time(rep, run)
     else:
         pred = predict_step(spec, run.workload, tr, dev, efficiency=efficiency, mfu=mfu, hfu=hfu,
                             flops_per_device=flops_per_device, layout=run.layout)
@@ -100,7 +100,7 @@ def memory_extras(run: Run) -> dict[str, Any]:
     return extra
 
 
-def _withheld(rep: Report, run: Run) -> None:
+def withhold_time(rep: Report, run: Run) -> None:
     """No time, energy, CO2e or cost for a run that cannot happen; say so first, with the changes that fit."""
     peak, cap = run.estimate.peak_bytes, run.device_bytes or 0
     changes = "; ".join(s["change"] for s in run.suggestions) or "none of the single changes tried fits"

@@ -15,7 +15,29 @@ def load_report(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                 warmup_steps: int | None = None) -> Report:
     """A report written with ``--format json``; or, from the per-rank files of a tracked job (``rank<N>.jsonl``,
     their ``.ranks`` folder, or a report path whose ``.ranks`` folder exists), the report rank 0 would have
-    written — also after a failure that kept it from writing one."""
+    written — also after a failure that kept it from writing one.
+
+    Args:
+        paths: one path or a list of paths. A single path that is not a folder, not a ``.jsonl`` file and not a
+            missing report with a ``.ranks`` folder next to it is read as a saved report. Otherwise the paths name
+            per-rank files (``rank<N>.jsonl``), folders of them (``run.json.ranks``) or report paths whose
+            ``.ranks`` folder exists, and are merged into one ``track`` report.
+        warmup_steps: for rank files only, the optimizer steps left out of the rates, a whole number >= 0
+            (default None: the tracked run's own ``warmup_steps``). Given with a saved report, it raises
+            :class:`~mlfootprint.core.errors.UserError`.
+
+    Returns:
+        The saved Report as it was written (its verb and sections: e.g. ``params``, ``flops``, ``memory``,
+        ``time``, ``footprint``, ``measured``), or, from rank files, a ``track`` report with ``model``,
+        ``workload`` and ``measured`` sections (per-rank figures in ``measured.by_rank``). A file that is not a
+        report, or has a newer schema, raises :class:`~mlfootprint.core.errors.UserError`.
+
+    Example:
+        >>> rep = mf.load_report("llama.json")   # from: mlfootprint analyze llama-2-7b --format json -o llama.json
+        >>> rep.sections["memory"]["peak_bytes"]
+        >>> print(rep.to_markdown())
+        >>> rep = mf.load_report("run.json.ranks", warmup_steps=5)   # a tracked job that died before writing
+    """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise UserError("name a report file (written with --format json) or a tracked job's rank files")

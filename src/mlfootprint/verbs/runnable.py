@@ -124,7 +124,11 @@ def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_b
                 f"micro-batch {b} with {per_replica // b} accumulation steps: the largest micro-batch of the "
                 f"{per_replica} samples per replica that fits (chosen by the memory model; give --micro-batch "
                 "to choose)")
-    return wl, layout, None
+    # nothing fits: show the most frugal micro-batch, so the figure and the advice start from there
+    frugal = layout.replace(micro_batch=1, grad_accum=per_replica)
+    return wl.with_defaults(micro_batch=1), frugal, (
+        f"micro-batch 1 with {per_replica} accumulation steps: not even one sample per micro-batch fits, so the "
+        "memory shown is the smallest micro-batch's")
 
 
 def _divisors(n: int) -> set[int]:

@@ -23,15 +23,57 @@ from ..report.sections import MeasuredSection, ModelSection, TrackedWorkloadSect
 def track(model: Any = None, **kwargs: Any) -> Tracker:
     """Track your own loop: a context manager (``with mf.track(...) as t``) and a decorator (``@mf.track(...)``).
 
+    Call ``t.step(tokens=...)`` once per micro-batch (forward + backward); with ``grad_accum=N`` every N-th call
+    closes an optimizer step (``t.step(optimizer_step=True)`` closes one at any call). Tracking never stops the
+    loop: a meter or a trace that fails makes its figure unavailable, with the reason. Bad arguments raise
+    :class:`~mlfootprint.core.errors.UserError` when the tracker is made. Under ``torchrun`` every rank tracks
+    its steps and rank 0 writes one report. Every argument after ``model`` is keyword-only.
+
     Args:
         model: the ``nn.Module`` being trained (for its FLOPs, traced lazily on fake copies; never modified).
-        hardware: a catalog device id for the peak FLOP/s (default: the calibrated profile, or the matching GPU).
-        report: a path for the JSON report, written when tracking stops.
-        tokens_per_step, grad_accum, flops_per_token, energy, warmup_steps, ...: see
-            :class:`mlfootprint.measure.track.Tracker`.
+            None: nothing is traced, and MFU needs ``flops_per_token``.
+        hardware: a catalog device id (``"a100-80gb"``, ``"h100-sxm"``, ``"this"``) for the peak FLOP/s
+            (default: the calibrated profile, or the matching GPU).
+        report: a path for the JSON report, written when tracking stops (default None: kept in ``t.report`` only).
+        precision: the precision of the loop, for the peak and the trace (default: detected from the weights and
+            autocast), e.g. ``"bf16-mixed"``.
+        tokens_per_step: tokens (or samples) per optimizer step on this rank, when ``t.step()`` gets no
+            ``tokens``.
+        grad_accum: micro-batches per optimizer step (default 1).
+        flops_per_token: model FLOPs per token (forward + backward), instead of tracing ``model``;
+            hardware_flops_per_token: the same with recomputation, for HFU (default: ``flops_per_token``).
+        energy: True (default) reads the automatic energy meter (NVML, RAPL, or the TDP of ``hardware``,
+            modeled), False measures none, or pass an ``EnergyMeter`` of your own.
+        warmup_steps: optimizer steps left out of the rates (default 1).
+        mode: ``"train"`` (default) or ``"inference"``; optimizer: the optimizer in use (a ``torch.optim``
+            optimizer or a Workload optimizer name), for the trace's optimizer FLOPs (default: AdamW).
+        name: the model's name in the report (default: the class name of ``model``).
+        device: the torch device of the loop (default: the device of the model's parameters, else the CPU).
+        sync: synchronize CUDA at each step boundary for exact per-step times (default False).
+        trace: trace ``model`` for the FLOPs (default True; off when ``flops_per_token`` is given).
+        sample_interval_s, flush_interval_s, gather_timeout_s: seconds between memory/energy samples (1.0),
+            between writes of the per-rank files (10.0), and rank 0's wait for the other ranks (60.0).
+        rank_files: write per-rank files next to the report (default: with several ranks and a ``report``).
+        log_every, log: log a progress line every this many steps (default None: never), through ``log``
+            (a callable taking a string; default: the ``mlfootprint.track`` logger).
+        clock: the timer, a callable returning seconds (default :func:`time.perf_counter`); for tests.
 
     Returns:
-        The Tracker: call ``t.step(tokens=...)`` once per micro-batch; ``t.report`` holds the Report once stopped.
+        The Tracker: call ``t.step(tokens=...)`` once per micro-batch; ``t.report`` holds the Report once stopped
+        (``t.save(path)`` writes it elsewhere). That Report has ``model``, ``workload`` (mode, grad_accum,
+        precision, hardware, world_size) and ``measured`` sections; ``measured`` holds ``status``, ``steps``,
+        ``tokens``, ``step_s`` (median step time), ``step_p90_s``, ``tokens_per_s``, ``mfu``, ``hfu``,
+        ``model_flops_per_token``, ``peak_flop_per_s``, ``peak_bytes``, ``energy_j``, ``energy_per_token_j``,
+        ``series`` (one row per step), ``by_rank`` with several ranks, and ``unavailable`` (figure → why not).
+
+    Example:
+        >>> with mf.track(model=net, hardware="a100-80gb", grad_accum=4, report="run.json") as t:
+        ...     for x, y in loader:
+        ...         loss_fn(net(x), y).backward()
+        ...         t.step(tokens=x.numel())          # once per micro-batch
+        ...         if t.micro_step == 0:             # the 4th call closed an optimizer step
+        ...             opt.step(); opt.zero_grad()
+        >>> t.report.sections["measured"]["mfu"]
     """
     return Tracker(model, report_builder=track_report, **kwargs)
 

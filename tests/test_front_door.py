@@ -1,0 +1,137 @@
+"""The front door: what a new user sees first fits one screen, runs, and says when it cannot run.
+
+Acceptance of issue 13: `analyze`, `count gpt2`, `memory gpt2` and `predict gpt2` fit 30 lines at 100 columns
+and no line is wider than the terminal; the defaults give a runnable answer (bf16-mixed, the planner's layout, a
+micro-batch that fits) and, when the workload does not fit, changes that do — each re-checked here by running
+the memory verb with that change.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from mlfootprint import Workload, analyze, memory
+
+ENV = {**os.environ, "COLUMNS": "100", "NO_COLOR": "", "MLFOOTPRINT_NO_PROGRESS": "1"}
+
+
+def _cli(*args: str, columns: int = 100) -> subprocess.CompletedProcess:
+    env = {**ENV, "COLUMNS": str(columns)}
+    return subprocess.run([sys.executable, "-m", "mlfootprint", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args", [[], ["analyze"], ["count", "gpt2"], ["memory", "gpt2"], ["predict", "gpt2"]])
+@pytest.mark.parametrize("columns", [100, 80])
+def test_the_first_screens_fit_the_terminal(args, columns):
+    r = _cli(*(args or ["analyze"]), columns=columns)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.rstrip("\n").splitlines()
+    assert len(lines) <= 30 + (4 if columns < 100 else 0), r.stdout  # a few folded notes more at 80 columns
+    assert max(len(line) for line in lines) <= columns, r.stdout
+    assert "\x1b[" not in r.stdout  # no colour into a pipe
+    assert r.stderr == ""
+
+
+def test_the_card_answers_first():
+    r = _cli("analyze")
+    out = r.stdout
+    assert out.startswith("mlfootprint analyze · gpt2 — GPT-2 (124M)\ninference · bf16 · batch 1 × 1,024 tokens · "
+                          "1 × a100-80gb (assumed)\n")
+    for label in ("Parameters", "Model FLOPs / step", "Peak memory", "Step time", "Throughput", "MFU", "Energy",
+                  "CO2e", "Cost"):
+        assert f"\n{label} " in out, label
+    assert "Assumptions that moved these numbers most:\n  1. no --hardware given" in out
+    assert "Conventions:" not in out  # once, in --details and the README
+    details = _cli("analyze", "--details").stdout
+    assert "Conventions:" in details and len(details.splitlines()) > 60
+
+
+def test_colour_only_when_asked_and_never_with_no_color(monkeypatch):
+    import argparse
+
+    from mlfootprint.report.render import render
+
+    rep = analyze("gpt2", Workload(seq=64))
+    assert "\x1b[" not in rep.to_text()  # the API never colours; the CLI does when stdout is a terminal
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert "\x1b[" in render(rep, "table", argparse.Namespace(color=True, width=100))
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in render(rep, "table", argparse.Namespace(color=True, width=100))
+
+
+def test_repeated_blocks_collapse_and_names_are_not_broken():
+    out = _cli("count", "gpt2", "--depth", "3", columns=80).stdout
+    assert "0–11 ×12" in out  # twelve identical transformer blocks, one row
+    assert "post_attent" not in out.replace("post_attention", "")  # no name folded mid-word
+
+
+def test_llama_on_eight_h100s_picks_a_layout_that_fits():
+    r = _cli("analyze", "llama-2-7b", "--mode", "train", "--seq", "4096", "--batch", "8", "--hardware", "h100-sxm",
+             "--devices", "8", "--format", "json")
+    rep = json.loads(r.stdout)
+    assert rep["memory"]["fits"] is True
+    assert 0.20 <= rep["time"]["mfu"] <= 0.70
+    assert rep["workload"]["precision"] == "bf16-mixed" and "precision" in rep["workload"]["defaults"]
+    assert rep["workload"]["tp"] * rep["workload"]["pp"] * rep["workload"]["dp"] == 8
+    assert any("the planner's best" in a for a in rep["assumptions"])
+
+
+def test_llama_on_one_h100_does_not_fit_and_each_suggestion_does():
+    wl = Workload(mode="train", seq=4096, batch=8, hardware="h100-sxm", devices=1)
+    rep = analyze("llama-2-7b", wl)
+    m = rep.sections["memory"]
+    assert m["fits"] is False and m["peak_bytes"] > m["device_bytes"]
+    assert "time" not in rep.sections and "footprint" not in rep.sections  # no figures for a run that cannot be
+    assert rep.assumptions[0].startswith("does not fit")  # said first in every form
+    assert m["suggestions"]
+    for s in m["suggestions"]:
+        # the change applied as a user would: the same options plus the suggested ones, through the memory verb
+        options = {"mode": "train", "seq": 4096, "batch": 8, "hardware": "h100-sxm", "devices": 1}
+        flags = shlex.split(s["change"])
+        for flag, value in zip(flags[::2], flags[1::2]):
+            key = flag.lstrip("-").replace("-", "_")
+            options[key] = value if key in ("recompute", "quant", "precision") else int(value)
+        checked = memory("llama-2-7b", Workload(**options)).sections["memory"]
+        assert checked["fits"] is True, (s, checked["peak_bytes"] / 2**30)
+        assert checked["peak_bytes"] <= checked["device_bytes"]
+
+
+def test_a_workload_that_does_not_fit_says_so_on_stderr_when_the_answer_goes_elsewhere(tmp_path):
+    r = _cli("analyze", "llama-2-7b", "--mode", "train", "--seq", "4096", "--batch", "8", "--hardware", "h100-sxm",
+             "--format", "json")
+    assert r.returncode == 0  # an answer, not an error
+    assert "does not fit in device memory" in r.stderr
+    data = json.loads(r.stdout)
+    assert data["memory"]["fits"] is False and data["memory"]["suggestions"]
+    forced = _cli("analyze", "llama-2-7b", "--mode", "train", "--seq", "4096", "--batch", "8", "--hardware",
+                  "h100-sxm", "--format", "json", "--even-if-oom")
+    assert json.loads(forced.stdout)["time"]["step_s"] > 0
+
+
+def test_help_and_version_do_not_import_torch():
+    code = ("import sys; from mlfootprint.cli import build_parser; build_parser().format_help(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_errors_speak_python_from_python_and_flags_from_the_command_line(capsys):
+    from mlfootprint import plan
+    from mlfootprint.cli import main
+    from mlfootprint.core.errors import UserError, python_terms
+
+    with pytest.raises(UserError) as info:
+        plan("gpt2", Workload(mode="train", hardware="h100-sxm", devices=12, tp=8))
+    assert str(info.value).startswith("devices=12 is not divisible by tp=8")
+    assert main(["plan", "gpt2", "--hardware", "h100-sxm", "--devices", "12", "--tp", "8"]) == 2
+    assert "--devices 12 is not divisible by --tp 8" in capsys.readouterr().err
+    assert python_terms("plan needs --hardware ID (see: mlfootprint hardware list)") == \
+        "plan needs hardware=ID (see: mf.hardware_list())"
+    assert python_terms("drop --mode or use --mode train; --zeropp applies to ZeRO stage 3; add --zero 3") == \
+        'drop mode or use mode="train"; zeropp applies to ZeRO stage 3; add zero=3'
