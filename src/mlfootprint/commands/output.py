@@ -65,8 +65,8 @@ def emit(report: Any, args: argparse.Namespace) -> None:
     text = render(report, fmt, args)
     write_output(args, text)
     memory = report.get("memory") if hasattr(report, "get") else None
-    if memory and memory.get("fits") is False and (fmt != "table" or to_file):
-        # the card says it in red; JSON and files would not, so say it where a person reads
+    if memory and memory.get("fits") is False:
+        # said on stderr too: a JSON answer, a file or a pipe would not show it to the person who ran this
         print("mlfootprint: warning: the workload does not fit in device memory (see memory.suggestions)",
               file=sys.stderr)
     if getattr(args, "save", False):
