@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import units
-from .layout import Block, lookup, module_tree_block, op_block
+from .layout import Block, module_tree_block, op_block
 from .schema import Report
 
 Row = tuple[str, str, str, str]  # label, value, provenance, note
@@ -307,8 +307,3 @@ def breakdown_blocks(report: Report, depth: int, macs: bool = False, by_op: bool
     if by_op and flops.get("by_op"):
         out.append(op_block(flops["by_op"], macs))
     return out
-
-
-def lookup_number(report: Report, path: str) -> float | None:
-    value = lookup(report, path)
-    return value if _num(value) else None
