@@ -135,3 +135,32 @@ def test_errors_speak_python_from_python_and_flags_from_the_command_line(capsys)
         "plan needs hardware=ID (see: mf.hardware_list())"
     assert python_terms("drop --mode or use --mode train; --zeropp applies to ZeRO stage 3; add --zero 3") == \
         'drop mode or use mode="train"; zeropp applies to ZeRO stage 3; add zero=3'
+
+
+@pytest.mark.parametrize("argv", [["analyze"], ["predict", "gpt2"], ["count", "gpt2"], ["plan", "gpt2", "--devices", "8",
+                                  "--hardware", "h100-sxm"], ["memory", "gpt2", "--mode", "train", "--hardware", "h100-sxm"],
+                                  ["footprint", "--device-hours", "10", "--hardware", "a100-80gb"]])
+def test_every_option_an_assumption_advises_is_one_the_verb_takes(argv, capsys):
+    import re
+
+    from mlfootprint.cli import build_parser, main
+
+    assert main([*argv, "--format", "json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    advised = set(re.findall(r"--[a-z][a-z0-9-]+", " ".join(rep["assumptions"])))
+    sub = next(a for a in build_parser()._subparsers._group_actions if a.dest == "verb").choices[argv[0]]
+    accepted = {s for action in sub._actions for s in action.option_strings}
+    assert advised and advised <= accepted, advised - accepted
+
+
+def test_site_options_reach_the_card_footprint():
+    rep = analyze("gpt2", Workload(seq=64), site={"region": "de", "utilization": 0.5, "price_per_hour": 1.0})
+    fp = rep.sections["footprint"]
+    assert fp["region"] == "de"
+    assert fp["inputs"]["utilization"]["value"] == 0.5
+    # cost = device-hours × $1.00: one device for one predicted step
+    assert fp["cost_usd"] == pytest.approx(rep.sections["time"]["step_s"] / 3600 * 1.0)
+    from mlfootprint.core.errors import UserError
+
+    with pytest.raises(UserError, match="unknown site option 'regoin'"):
+        analyze("gpt2", Workload(seq=64), site={"regoin": "de"})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.units import parse_size
 from ..workload import ATTENTION, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, Workload
 
 
@@ -57,6 +58,48 @@ def add_save_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label", default=None, help="a label for the saved report, e.g. 'baseline'")
     g.add_argument("--db", default=None, metavar="PATH",
                    help="history database (default: $MLFOOTPRINT_HISTORY or the user data folder)")
+
+
+def add_site_options(p: argparse.ArgumentParser) -> None:
+    """Where the run happens and what it costs: the footprint's options, shared by footprint, analyze, predict."""
+    site = p.add_argument_group("the site and the grid (footprint)")
+    site.add_argument("--region", metavar="R",
+                      help="grid region: country code, eu, world, egrid:<subregion>, us-<iso>, "
+                           "aws:<region>, gcp:<region>, azure:<region> (default: world average)")
+    site.add_argument("--intensity", type=float, metavar="G",
+                      help="grid carbon intensity in gCO2e/kWh; overrides the region's location-based value "
+                           "(use it for market-based accounting)")
+    site.add_argument("--facility", metavar="TYPE",
+                      help="facility type for default PUE and WUE: hyperscale, colocation, enterprise, hpc, "
+                           "laptop, google, meta, aws (default: hyperscale for cloud regions, else colocation)")
+    site.add_argument("--pue", type=float, metavar="P", help="power usage effectiveness, >= 1 (overrides --facility)")
+    site.add_argument("--wue", type=float, metavar="L",
+                      help="on-site water usage effectiveness in L per IT kWh (overrides --facility)")
+    site.add_argument("--water-intensity", type=float, metavar="L",
+                      help="water consumed to generate electricity, L/kWh (overrides the region's value)")
+    site.add_argument("--utilization", type=float, metavar="U",
+                      help="fraction of the device power drawn on average, in (0, 1] (default 1: full TDP, an upper "
+                           "bound)")
+    cost = p.add_argument_group("cost")
+    cost.add_argument("--price-per-hour", type=float, metavar="X",
+                      help="price per device-hour in USD (default: the catalog price of --hardware)")
+    cost.add_argument("--price-per-kwh", type=float, metavar="Y",
+                      help="electricity price in USD/kWh: cost = facility kWh x Y (instead of device-hours)")
+
+
+SITE_OPTIONS = ("region", "intensity", "facility", "pue", "wue", "water_intensity", "utilization", "price_per_hour",
+                "price_per_kwh")
+
+
+def site_from(args: argparse.Namespace) -> dict[str, object]:
+    """The site options given (the API's ``site=``)."""
+    return {k: getattr(args, k) for k in SITE_OPTIONS if getattr(args, k, None) is not None}
+
+
+def add_other_bytes_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--other-bytes", type=lambda s: parse_size(s, "--other-bytes"), default=None, metavar="SIZE",
+                   help="framework overhead per device: CUDA context, workspaces, fragmentation (default 1GB, "
+                        "assumed)")
 
 
 def add_view_options(p: argparse.ArgumentParser) -> None:

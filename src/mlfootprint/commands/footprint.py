@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import add_site_options
 from .output import add_output_options
 
 EPILOG = """\
@@ -46,32 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     run_g.add_argument("--devices", type=int, metavar="N", help="number of devices (with --hours; default 1)")
     run_g.add_argument("--power-w", type=float, metavar="W",
                        help="average power per device in watts (default: the catalog TDP of --hardware)")
-    run_g.add_argument("--utilization", type=float, metavar="U",
-                       help="fraction of --power-w drawn on average, in (0, 1] (default 1: full TDP, an upper bound)")
     run_g.add_argument("--energy-kwh", type=float, metavar="E",
                        help="measured device energy of the run in kWh (replaces device-hours x power)")
 
-    site = p.add_argument_group("the site and the grid")
-    site.add_argument("--region", metavar="R",
-                      help="grid region: country code, eu, world, egrid:<subregion>, us-<iso>, "
-                           "aws:<region>, gcp:<region>, azure:<region> (default: world average)")
-    site.add_argument("--intensity", type=float, metavar="G",
-                      help="grid carbon intensity in gCO2e/kWh; overrides the region's location-based value "
-                           "(use it for market-based accounting)")
-    site.add_argument("--facility", metavar="TYPE",
-                      help="facility type for default PUE and WUE: hyperscale, colocation, enterprise, hpc, "
-                           "laptop, google, meta, aws (default: hyperscale for cloud regions, else colocation)")
-    site.add_argument("--pue", type=float, metavar="P", help="power usage effectiveness, >= 1 (overrides --facility)")
-    site.add_argument("--wue", type=float, metavar="L",
-                      help="on-site water usage effectiveness in L per IT kWh (overrides --facility)")
-    site.add_argument("--water-intensity", type=float, metavar="L",
-                      help="water consumed to generate electricity, L/kWh (overrides the region's value)")
-
-    cost = p.add_argument_group("cost")
-    cost.add_argument("--price-per-hour", type=float, metavar="X",
-                      help="price per device-hour in USD (default: the catalog price of --hardware)")
-    cost.add_argument("--price-per-kwh", type=float, metavar="Y",
-                      help="electricity price in USD/kWh: cost = facility kWh x Y (instead of device-hours)")
+    add_site_options(p)
 
     life = p.add_argument_group("serving and hardware life")
     life.add_argument("--inferences", type=float, metavar="N", help="inferences served (with --energy-per-inference-j)")

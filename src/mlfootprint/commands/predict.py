@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 
 from .output import add_output_options
-from .common import add_model_options, add_view_options, add_workload_options, workload_from
+from .common import (add_model_options, add_other_bytes_option, add_site_options, add_view_options,
+                     add_workload_options, site_from, workload_from)
 
 
 def add_prediction_options(p: argparse.ArgumentParser, zeropp: bool = True) -> None:
     g = p.add_argument_group("prediction")
     g.add_argument("--efficiency", default=None, metavar="NAME=VALUE[,...]",
                    help="override efficiency factors, e.g. matmul=0.6,network=0.7 (defaults and sources: "
-                        "mlfootprint/predict/data/efficiency.toml)")
+                        "mlfootprint/analysis/predict/data/efficiency.toml)")
     if zeropp:
         g.add_argument("--zeropp", action="store_true", default=None,
                        help="ZeRO++ with --zero 3: int8 weight gathers, int4 gradients, hierarchical partitioning")
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --tokens: devices needed to finish within e.g. 90d, 36h, 2w (at --deadline-mfu, "
                         "default the predicted MFU)")
     p.add_argument("--deadline-mfu", type=float, default=None, help="MFU assumed for --deadline (0-1)")
+    add_other_bytes_option(p)
+    add_site_options(p)
     p.add_argument("--even-if-oom", action="store_true",
                    help="give time, energy, CO2e and cost even when the workload does not fit in memory")
     add_view_options(p)
@@ -47,4 +50,5 @@ def run(args: argparse.Namespace):
     from ..verbs.predict import predict  # torch loads with the verb, not for --help
     return predict(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency, mfu=args.mfu,
                    hfu=args.hfu, flops_per_device=args.flops_per_device, deadline=args.deadline,
-                   deadline_mfu=args.deadline_mfu, even_if_oom=args.even_if_oom)
+                   deadline_mfu=args.deadline_mfu, site=site_from(args),
+                   even_if_oom=args.even_if_oom)

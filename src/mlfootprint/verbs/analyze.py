@@ -4,18 +4,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.prediction import predict_step, resolve_device
 from ..report.schema import Report
 from ..trace.run import trace
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model
-from .parts import add_memory, add_run_footprint, add_time
+from .parts import add_memory, add_run_footprint, add_time, site_inputs
 from .predict import withhold_time, memory_extras
 from .runnable import DEFAULTS, default_precision, runnable
 
 
 def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
-            inputs_ref: str | None = None, *, even_if_oom: bool = False) -> Report:
+            inputs_ref: str | None = None, *, efficiency: Any = None, site: dict[str, Any] | None = None,
+            even_if_oom: bool = False) -> Report:
     """The efficiency card of one workload: params, FLOPs, memory and fit, step time, MFU, energy, CO2e, cost.
 
     Without ``workload.hardware`` (or ``device_memory``) the card is for one assumed device (an A100-80GB,
@@ -25,6 +27,10 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
 
     Args:
         model, workload, inputs, inputs_ref: as for :func:`mlfootprint.count` (model None: gpt2).
+        efficiency: efficiency-factor overrides of the step-time model, as for :func:`mlfootprint.predict`.
+        site: where the run happens and what it costs, for the footprint: ``region``, ``intensity``
+            (gCO2e/kWh), ``facility``, ``pue``, ``wue``, ``utilization``, ``water_intensity`` (L/kWh),
+            ``price_per_hour``, ``price_per_kwh`` — as for :func:`mlfootprint.footprint`.
         even_if_oom: give time and footprint even when the workload does not fit in memory.
 
     Returns:
@@ -38,10 +44,13 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     if assumed_device:
         wl = wl.with_defaults(hardware=DEFAULTS.value("analyze", "hardware"))
     dev = resolve_device(wl.hardware) if wl.hardware else None
+    if dev is not None:
+        efficiency_for(dev, efficiency)  # a bad factor or site option fails before the trace
+    site_inputs(site)
     wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
     tr = trace(spec, wl)
-    run = runnable(spec, wl, tr, dev)
+    run = runnable(spec, wl, tr, dev, efficiency=efficiency)
     rep = base_report("analyze", spec, run.workload)
     if assumed_device:
         rep.key_assumptions.append(f"no --hardware given: time, memory fit and footprint are for one {wl.hardware} "
@@ -55,7 +64,8 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     if dev is not None and run.fits is False and not even_if_oom:
         withhold_time(rep, run)
     elif dev is not None:
-        pred = predict_step(spec, run.workload, tr, dev, layout=run.layout)
-        time = add_time(rep, pred, spec, run.workload, tr, active_params=params.active or params.total)
-        add_run_footprint(rep, time, params.total)
+        pred = predict_step(spec, run.workload, tr, dev, layout=run.layout, efficiency=efficiency)
+        time = add_time(rep, pred, spec, run.workload, tr, efficiency=efficiency,
+                        active_params=params.active or params.total)
+        add_run_footprint(rep, time, params.total, site)
     return rep

@@ -10,6 +10,7 @@ from typing import Any
 from ..analysis.footprint import compute_footprint
 from ..analysis.footprint.result import FootprintResult
 from ..analysis.memory import methods
+from ..core.errors import UserError, suggest
 from ..analysis.memory.model import MemoryEstimate
 from ..analysis.predict.prediction import (StepPrediction, devices_for_deadline, inference_latency, is_measured_device,
                                     time_to_train)
@@ -200,17 +201,40 @@ def footprint_section(result: FootprintResult, scope: str | None = None) -> tupl
     return section, dict(result.provenance)
 
 
-def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None) -> None:
-    """The footprint of the predicted run (``time.train_s``, or one step without --tokens)."""
+# The site and price options of analyze and predict (as mf.footprint names them) → the footprint chain's inputs.
+SITE_OPTIONS = {"region": "region", "intensity": "intensity_g_per_kwh", "facility": "facility", "pue": "pue",
+                "wue": "wue_l_per_kwh", "utilization": "utilization", "water_intensity": "water_l_per_kwh",
+                "price_per_hour": "price_per_hour", "price_per_kwh": "price_per_kwh"}
+
+
+def site_inputs(site: dict[str, Any] | None) -> dict[str, Any]:
+    """``site`` (region, intensity, facility, pue, wue, utilization, water_intensity, price_per_hour,
+    price_per_kwh; None values ignored) as keyword arguments of ``compute_footprint``."""
+    out = {}
+    for key, value in (site or {}).items():
+        if key not in SITE_OPTIONS:
+            raise UserError(f"unknown site option {key!r}; choose from {', '.join(SITE_OPTIONS)}."
+                            f"{suggest(key, SITE_OPTIONS)}")
+        if value is not None:
+            out[SITE_OPTIONS[key]] = value
+    return out
+
+
+def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None,
+                      site: dict[str, Any] | None = None) -> None:
+    """The footprint of the predicted run (``time.train_s``, or one step without --tokens), at ``site``."""
     if not time.step_s or not time.hardware:
         return  # no predicted time, no footprint: the section is absent, never zero
     devices = time.devices or 1
     scope = "training run (--tokens)" if time.train_s else "one step"
     seconds = float(time.train_s or time.step_s)
-    result = compute_footprint(hardware=time.hardware, device_hours=devices * seconds / 3600.0, params=total_params)
+    result = compute_footprint(hardware=time.hardware, device_hours=devices * seconds / 3600.0, params=total_params,
+                               **site_inputs(site))
     section, provenance = footprint_section(result, scope)
     rep.add(section, {k: "modeled" if kind == "measured" else kind for k, kind in provenance.items()})
     rep.assume(f"footprint of {scope}: {devices} × {time.hardware} for {seconds:.4g} s of predicted device time")
     for a in result.assumptions:
+        if a.startswith("params served per gram"):
+            continue  # a serving score: 'mlfootprint footprint --inferences' computes it, not a run's card
         # the grid and the power drawn move energy, CO2e and cost the most
         rep.assume(a, key=a.startswith(("no --region or --intensity", "--utilization not given")))

@@ -14,7 +14,7 @@ from ..report.schema import Report
 from ..trace.run import trace
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model
-from .parts import add_memory, add_run_footprint, add_time
+from .parts import add_memory, add_run_footprint, add_time, site_inputs
 from .runnable import DEFAULTS, Run, default_precision, runnable
 
 # predict answers for a training step unless told otherwise (and then gives time to train).
@@ -24,7 +24,8 @@ DEFAULT_MODE = "train"
 def predict(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
             inputs_ref: str | None = None, *, efficiency: Any = None, mfu: float | None = None,
             hfu: float | None = None, flops_per_device: float | None = None, deadline: str | float | None = None,
-            deadline_mfu: float | None = None, even_if_oom: bool = False) -> Report:
+            deadline_mfu: float | None = None, site: dict[str, Any] | None = None,
+            even_if_oom: bool = False) -> Report:
     """Step time, tokens/s, MFU/HFU, time to train and device-hours of ``workload`` on ``workload.hardware``.
 
     Without ``workload.hardware`` it predicts for the assumed device of :func:`mlfootprint.analyze` (an
@@ -40,6 +41,9 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
         mfu, hfu, flops_per_device: replace the roofline by a given utilization (what a paper reports).
         deadline: with ``workload.tokens``, a duration ("90d", or seconds): the devices needed to finish in it.
         deadline_mfu: the MFU assumed for ``deadline`` (default: the predicted one).
+        site: where the run happens and what it costs, for the footprint: ``region``, ``intensity``
+            (gCO2e/kWh), ``facility``, ``pue``, ``wue``, ``utilization``, ``water_intensity`` (L/kWh),
+            ``price_per_hour``, ``price_per_kwh`` — as for :func:`mlfootprint.footprint`.
         even_if_oom: give time and footprint even when the workload does not fit in memory.
 
     Returns:
@@ -63,6 +67,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     wl, precision_note = default_precision(wl, dev)
     peak_for_precision(dev, wl.precision)
     efficiency_for(dev, efficiency)
+    site_inputs(site)
     parallel_from(wl)
     spec = resolve_model(model, inputs, inputs_ref)
     tr = trace(spec, wl, checkpoint_early_stop=False)
@@ -84,7 +89,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
                             flops_per_device=flops_per_device, layout=run.layout)
         time = add_time(rep, pred, spec, run.workload, tr, efficiency=efficiency,
                         active_params=params.active or params.total, deadline_s=deadline_s, deadline_mfu=deadline_mfu)
-        add_run_footprint(rep, time, params.total)
+        add_run_footprint(rep, time, params.total, site)
     if "mode" not in wl.given:
         rep.assume(f"mode: {DEFAULT_MODE} (predict's default; pass --mode inference or generate for serving)")
     return rep
