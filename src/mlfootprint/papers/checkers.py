@@ -1,5 +1,7 @@
-"""Checkers: one per kind of claim, each recomputing the figure with mlfootprint's own machinery
-(catalog model + trace, memory model, prediction, footprint) — never a formula written for one claim."""
+"""Checkers: one per kind of claim. Each says which parts of mlfootprint recomputed its figure
+(``Outcome.machinery``: trace, count, memory, predict, footprint); a checker that only redoes the source's own
+arithmetic says none, and its agreement is reported as "consistent", never "reproduced".
+tests/test_claims.py watches every checker run and fails if the machinery it names was not called."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,14 +13,20 @@ from ..analysis.count.params import parameter_stats
 from ..analysis.footprint import compute_footprint
 from ..analysis.memory.model import estimate_memory
 from ..analysis.memory.states import ParamInfo, StateLayout, model_states
-from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token
 from ..analysis.predict.comm import dp_volume
+from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token, predict_step
 from ..core.errors import UserError
 from ..hardware.catalog import get_device
 from ..models import resolve
 from ..trace.run import trace
 from ..workload import Workload
 from .model import NOT_CHECKABLE, Claim, Outcome
+
+TRACED_COUNT = ("trace", "count")
+TRACED_MEMORY = ("trace", "memory")
+# Workload fields a claim's inputs may set (the names and meanings of mlfootprint.Workload).
+_WORKLOAD_KEYS = ("mode", "batch", "seq", "precision", "optimizer", "attention", "micro_batch", "grad_accum",
+                  "recompute", "zero", "zeropp", "offload", "dp", "tp", "pp", "ep", "devices", "lora_rank", "quant")
 
 Checker = Callable[[Claim], Outcome]
 CHECKERS: dict[str, Checker] = {}
@@ -63,7 +71,7 @@ def train_flops(claim: Claim) -> Outcome:
     detail = (f"traced {model} train step at seq {seq}: {per_token:.4g} model FLOPs/token "
               f"{'without' if convention == '6ND' else 'with'} attention × {tokens:.3g} tokens; "
               f"{'with' if convention == '6ND' else 'without'} the attention square: {other:.4g}")
-    return Outcome(ours, "", detail)
+    return Outcome(ours, "", detail, machinery=TRACED_COUNT)
 
 
 @checker("train_flops_from_params")
@@ -71,7 +79,8 @@ def train_flops_params(claim: Claim) -> Outcome:
 
     params, tokens = _need(claim, "params", "tokens")
     ours = train_flops_from_params(float(params), float(tokens))
-    return Outcome(ours, "", f"6·N·D with N = {params:.3g}, D = {tokens:.3g} (no architecture published: attention term unknown)")
+    return Outcome(ours, "", f"the source's 6·N·D with N = {params:.3g}, D = {tokens:.3g} (a definition check: no "
+                   "architecture is published, so nothing can be traced)")
 
 
 @checker("mfu_from_achieved_flops")
@@ -80,21 +89,32 @@ def mfu_from_achieved(claim: Claim) -> Outcome:
     achieved, hardware, dtype = _need(claim, "achieved_flop_per_s", "hardware", "dtype")
     device = get_device(hardware)
     peak = device.peak_for(dtype)
-    return Outcome(achieved / peak, "", f"{achieved / 1e12:.4g} TFLOP/s over {device.name}'s dense {dtype} peak of {peak / 1e12:.4g} TFLOP/s")
+    return Outcome(achieved / peak, "", f"a definition check: the published {achieved / 1e12:.4g} TFLOP/s over "
+                   f"{device.name}'s dense {dtype} peak of {peak / 1e12:.4g} TFLOP/s (catalog)")
 
 
 @checker("footprint_runs")
 def footprint_runs(claim: Claim) -> Outcome:
+    """CO2e of runs given as device-hours × power, through the footprint chain.
 
-    runs, pue, intensity = _need(claim, "runs", "pue", "intensity_g_per_kwh")
+    With ``region`` (and ``facility`` or ``pue``) the grid intensity and PUE come from the sourced catalog:
+    a recomputation. With ``intensity_g_per_kwh`` typed in, it is the source's own arithmetic (consistent at best).
+    """
+    (runs,) = _need(claim, "runs")
+    site = {k: claim.inputs[k] for k in ("region", "facility", "pue", "intensity_g_per_kwh") if k in claim.inputs}
+    if "region" not in site and "intensity_g_per_kwh" not in site:
+        raise UserError(f"claim {claim.id!r} ({claim.origin}) needs a catalog 'region' or an 'intensity_g_per_kwh'")
     total_g = 0.0
-    parts = []
+    parts, used = [], ""
     for run in runs:
-        r = compute_footprint(device_hours=float(run["device_hours"]), power_w=float(run["power_w"]), pue=float(pue),
-                              intensity_g_per_kwh=float(intensity))
+        r = compute_footprint(device_hours=float(run["device_hours"]), power_w=float(run["power_w"]), **site)
         total_g += r.co2e_g
         parts.append(f"{run.get('name', '?')} {r.co2e_g / 1e6:.2f} t")
-    return Outcome(total_g / 1e6, "", f"device-hours × power × PUE {pue} × {intensity} gCO2e/kWh: " + ", ".join(parts))
+        used = ", ".join(f"{name} {i.value} {i.unit} ({i.source.split(',')[0]})" for name, i in r.inputs.items()
+                         if name in ("pue", "intensity_g_per_kwh"))
+    from_catalog = "intensity_g_per_kwh" not in site
+    return Outcome(total_g / 1e6, "", f"device-hours × power × PUE × grid intensity ({used}): " + ", ".join(parts),
+                   machinery=("footprint",) if from_catalog else ())
 
 
 # --- memory ---------------------------------------------------------------------------------------------
@@ -106,17 +126,21 @@ def _states_bytes(params: float, inputs: dict[str, Any], dp: int, zero: int, off
     lay = StateLayout(precision=str(inputs.get("precision", "fp16-mixed")), optimizer=str(inputs.get("optimizer", "adam")),
                       training=True, zero=int(zero), dp=int(dp), offload=offload)
     st = model_states(flat, lay)
-    # The papers' "model states" are the sharded weights, gradients and optimizer states; the memory model
-    # also itemizes framework working buffers (DeepSpeed's reduce bucket, ZeRO-3's gathered blocks), kept apart here.
-    buffers = float(sum(v for k, v in st.breakdown.items() if "bucket" in k or "gathered" in k))
-    device = st.weights_bytes + st.gradients_bytes + st.optimizer_bytes - buffers
+    buffers = float(st.working_buffers_bytes)
+    device = float(st.model_states_bytes)
     return {"device": float(device), "host": float(st.host_bytes), "weights": float(st.weights_bytes),
             "gradients": float(st.gradients_bytes), "optimizer": float(st.optimizer_bytes), "buffers": buffers}
 
 
 def _device(hardware: str) -> Any:
-
     return get_device(hardware)
+
+
+def _workload(claim: Claim, **fixed: Any) -> Workload:
+    """The workload a claim publishes (its inputs named as Workload fields), with ``fixed`` on top."""
+    given = {k: claim.inputs[k] for k in _WORKLOAD_KEYS if k in claim.inputs}
+    given.update(fixed)
+    return Workload(**given)
 
 
 @checker("model_states")
@@ -126,7 +150,7 @@ def model_states_claim(claim: Claim) -> Outcome:
     extra = (f"; the memory model adds {b['buffers'] / 1e9:.3g} GB of framework buffers (DeepSpeed's reduce bucket, "
              "ZeRO-3's gathered blocks) that are not model states") if b["buffers"] else ""
     return Outcome(b["device"] / 1e9, "", f"memory model, ZeRO stage {zero} over {dp} devices: model states "
-                   f"{b['device'] / 1e9:.4g} GB per device (GB = 1e9 bytes){extra}")
+                   f"{b['device'] / 1e9:.4g} GB per device (GB = 1e9 bytes){extra}", machinery=("memory",))
 
 
 @checker("fits_model_states")
@@ -137,7 +161,23 @@ def fits_model_states(claim: Claim) -> Outcome:
                       str(claim.inputs.get("offload", "none")))
     fits = b["device"] <= dev.memory_bytes
     return Outcome(fits, "", f"model states on the device {b['device'] / 1e9:.3g} GB of {dev.memory_bytes / 1e9:.3g} GB "
-                   f"({dev.name}); offloaded to host {b['host'] / 1e9:.3g} GB; activations not included")
+                   f"({dev.name}); offloaded to host {b['host'] / 1e9:.3g} GB; activations not included",
+                   machinery=("memory",))
+
+
+@checker("memory_fit")
+def memory_fit(claim: Claim) -> Outcome:
+    """The whole memory model (weights, gradients, optimizer, activations, buffers) of a traced catalog model."""
+    model, hardware = _need(claim, "model", "hardware")
+    dev = _device(hardware)
+    wl = _workload(claim, hardware=hardware)
+    spec = resolve(model)
+    est = estimate_memory(spec, wl, trace(spec, wl), device_bytes=int(dev.memory_bytes))
+    host = est.host_bytes
+    return Outcome(bool(est.fits), "", f"traced {model} ({wl.mode}, batch {wl.batch}, seq {wl.seq}, {wl.precision}, recompute {wl.recompute}, "
+                   f"ZeRO {wl.zero}, offload {wl.offload}): peak {est.peak_bytes / 1e9:.3g} GB of "
+                   f"{dev.memory_bytes / 1e9:.3g} GB ({dev.name})" + (f"; {host / 1e9:.3g} GB on the host" if host else ""),
+                   machinery=TRACED_MEMORY)
 
 
 @checker("largest_params_model_states")
@@ -154,7 +194,7 @@ def largest_params(claim: Claim) -> Outcome:
             hi = mid
     per = _states_bytes(1e9, claim.inputs, dp, zero, off)["device"] / 1e9
     return Outcome(lo, "", f"largest parameter count whose model states ({per:.3g} bytes/parameter) fit {dev.name}'s "
-                   f"{dev.memory_bytes / 1e9:.3g} GB, with no room left for activations")
+                   f"{dev.memory_bytes / 1e9:.3g} GB, with no room left for activations", machinery=("memory",))
 
 
 @checker("devices_for_model_states")
@@ -173,7 +213,8 @@ def devices_for_states(claim: Claim) -> Outcome:
             lo = mid + 1
     total = _states_bytes(float(params), claim.inputs, 1, 0)["device"]
     return Outcome(lo, "", f"{total / 1e12:.3g} TB of mixed-precision Adam model states spread over {dev.name}s of "
-                   f"{dev.memory_bytes / 1e9:.3g} GB: {lo} devices with every byte used by model states")
+                   f"{dev.memory_bytes / 1e9:.3g} GB: {lo} devices with every byte used by model states",
+                   machinery=("memory",))
 
 
 @checker("largest_fitting_family_model")
@@ -195,9 +236,9 @@ def largest_family_model(claim: Claim) -> Outcome:
             break
         best = (name, parameter_stats(tr).total)
     if best is None:
-        return Outcome(0, "", f"no model of the family fits {dev.name}: " + ", ".join(seen))
+        return Outcome(0, "", f"no model of the family fits {dev.name}: " + ", ".join(seen), machinery=TRACED_MEMORY)
     return Outcome(float(best[1]), "", f"largest that fits {dev.name} ({dev.memory_bytes / 1e9:.3g} GB): {best[0]}; "
-                   f"traced peaks: " + ", ".join(seen))
+                   f"traced peaks: " + ", ".join(seen), machinery=TRACED_MEMORY)
 
 
 # --- prediction -----------------------------------------------------------------------------------------
@@ -210,7 +251,9 @@ def zeropp_ratio(claim: Claim) -> Outcome:
     base = dp_volume(grad_bytes, int(dp), zero=3)
     pp = dp_volume(grad_bytes, int(dp), zero=3, zeropp=True, node_group=8)
     ours = (base.inter_bytes + base.intra_bytes) / pp.inter_bytes
-    return Outcome(ours, "", f"cross-node bytes per device per step: ZeRO-3 {base.formula} vs {pp.formula}")
+    # The volumes are the paper's own accounting (3Ψ and 0.75Ψ, as predict/comm.py takes them): a definition check.
+    return Outcome(ours, "", f"the paper's volumes, as predict uses them: cross-node bytes per device per step, "
+                   f"ZeRO-3 {base.formula} vs {pp.formula}")
 
 
 @checker("mfu_from_throughput")
@@ -224,9 +267,93 @@ def mfu_throughput(claim: Claim) -> Outcome:
         f = _train_flops(claim.inputs["model"], seq)
         per_token = f.model / f.tokens
         how = f"traced {claim.inputs['model']} train step at seq {seq}: {per_token:.4g} model FLOPs/token"
+        machinery: tuple[str, ...] = TRACED_COUNT
     else:
         params, layers, heads, head_dim, seq = _need(claim, "params", "layers", "heads", "head_dim", "seq")
         per_token = palm_flops_per_token(float(params), int(layers), int(heads), int(head_dim), int(seq))
-        how = f"6N + 12·L·H·Q·T = {per_token:.4g} model FLOPs/token"
+        how = f"the source's formula 6N + 12·L·H·Q·T = {per_token:.4g} model FLOPs/token"
+        machinery = ()
     r = mfu_from_throughput(per_token, float(tokens_per_s), int(devices), peak)
-    return Outcome(r.mfu, "", f"{how} × {tokens_per_s:.4g} tokens/s over {devices} × {peak / 1e12:.4g} TFLOP/s")
+    return Outcome(r.mfu, "", f"{how} × {tokens_per_s:.4g} tokens/s over {devices} × {peak / 1e12:.4g} TFLOP/s",
+                   machinery=machinery)
+
+
+_STEP_METRICS = {
+    "step_s": lambda p: p.step_s,
+    "tokens_per_s_per_device": lambda p: p.tokens_per_s / p.devices,
+    "mfu": lambda p: p.mfu,
+}
+
+
+@checker("predict_step")
+def predict_step_claim(claim: Claim) -> Outcome:
+    """A published training layout, traced and predicted: step time, tokens/s per device or MFU."""
+    model, hardware, devices = _need(claim, "model", "hardware", "devices")
+    metric = str(claim.inputs.get("metric", "step_s"))
+    if metric not in _STEP_METRICS:
+        raise UserError(f"claim {claim.id!r} ({claim.origin}): metric must be one of {', '.join(_STEP_METRICS)}")
+    wl = _workload(claim, mode="train", hardware=hardware, devices=int(devices))
+    spec = resolve(model)
+    pred = predict_step(spec, wl, trace(spec, wl, checkpoint_early_stop=False), hardware)
+    return Outcome(_STEP_METRICS[metric](pred), "",
+                   f"predicted {model} on {devices} × {pred.device.name}, {pred.layout.label()}, global batch {wl.batch} × "
+                   f"seq {wl.seq}, {wl.precision}: step {pred.step_s:.3g} s, {pred.tokens_per_s / pred.devices:,.0f} "
+                   f"tokens/s per device, MFU {100 * pred.mfu:.1f}% (bottleneck: {pred.bottleneck})",
+                   machinery=("trace", "predict"))
+
+
+@checker("memory_peak")
+def memory_peak(claim: Claim) -> Outcome:
+    """Peak device memory (GB) of a traced catalog model under the published workload."""
+    (model,) = _need(claim, "model")
+    hardware = claim.inputs.get("hardware")
+    wl = _workload(claim, **({"hardware": hardware} if hardware else {}))
+    spec = resolve(model)
+    est = estimate_memory(spec, wl, trace(spec, wl))
+    parts = ", ".join(f"{k.removesuffix('_bytes')} {v / 1e9:.3g}" for k, v in est.at_peak.items() if v) \
+        if getattr(est, "at_peak", None) else ""
+    return Outcome(est.peak_bytes / 1e9, "", f"traced {model} ({wl.mode}, {wl.optimizer}, {wl.precision}, batch {wl.batch}, "
+                   f"seq {wl.seq}, offload {wl.offload}): peak {est.peak_bytes / 1e9:.4g} GB per device"
+                   + (f" ({parts} GB)" if parts else "") + f"; {est.host_bytes / 1e9:.4g} GB on the host",
+                   machinery=TRACED_MEMORY)
+
+
+_FOOTPRINT_METRICS = {"cost_usd": ("cost_usd", 1.0), "co2e_t": ("co2e_g", 1e-6),
+                      "energy_mwh": ("facility_energy_j", 1 / 3.6e9)}
+
+
+@checker("footprint")
+def footprint_claim(claim: Claim) -> Outcome:
+    """Cost, CO2e or energy of published device-hours, with the device's power, price, grid and facility
+    taken from the sourced catalogs (nothing typed in but what the source publishes)."""
+    device_hours, hardware = _need(claim, "device_hours", "hardware")
+    metric = str(claim.inputs.get("metric", "cost_usd"))
+    if metric not in _FOOTPRINT_METRICS:
+        raise UserError(f"claim {claim.id!r} ({claim.origin}): metric must be one of {', '.join(_FOOTPRINT_METRICS)}")
+    site = {k: claim.inputs[k] for k in ("region", "facility", "power_w", "utilization") if k in claim.inputs}
+    r = compute_footprint(device_hours=float(device_hours), hardware=str(hardware), **site)
+    field_name, scale = _FOOTPRINT_METRICS[metric]
+    value = getattr(r, field_name)
+    if value is None:
+        return not_checkable(claim, f"the footprint chain gives no {metric} for {hardware}")
+    used = "; ".join(f"{k} {v.value} {v.unit} ({v.source.split(',')[0]})" for k, v in r.inputs.items()
+                     if k in ("price_usd_per_device_hour", "power_w", "pue", "intensity_g_per_kwh"))
+    return Outcome(value * scale, "", f"{float(device_hours):,.0f} device-hours of {hardware} through the footprint "
+                   f"chain: {used}", machinery=("footprint",))
+
+
+@checker("devices_for_budget")
+def devices_for_budget(claim: Claim) -> Outcome:
+    """Devices needed to deliver a FLOP budget at an MFU within a time (or a device lifespan):
+    devices = FLOPs / (MFU × peak × seconds). The source's own arithmetic unless the FLOPs are traced."""
+    hardware, mfu = _need(claim, "hardware", "mfu")
+    missing = [k for k in ("flops", "days") if k not in claim.inputs]
+    if missing:
+        names = {"flops": "the training FLOPs of the model", "days": "the training time (or device lifespan) in days"}
+        return Outcome(None, NOT_CHECKABLE, "devices = FLOPs / (MFU × peak × time) needs " +
+                       " and ".join(names[m] for m in missing), [names[m] for m in missing])
+    peak = _device(hardware).peak_for(str(claim.inputs.get("dtype", "bf16")))
+    seconds = float(claim.inputs["days"]) * 86400
+    n = float(claim.inputs["flops"]) / (float(mfu) * peak * seconds)
+    return Outcome(n, "", f"{float(claim.inputs['flops']):.3g} FLOPs / ({mfu:g} MFU × {peak / 1e12:.4g} TFLOP/s × "
+                   f"{claim.inputs['days']:g} days) = {n:,.0f} devices")

@@ -6,19 +6,25 @@ from typing import Any
 from ..core.errors import UserError, suggest
 from ..core.progress import phase
 from .checkers import CHECKERS
-from .model import DIFFERS, NOT_CHECKABLE, REPRODUCED, Claim, Outcome
+from .model import CONSISTENT, DIFFERS, ERROR, NOT_CHECKABLE, REPRODUCED, Claim, Outcome
 
 
 def evaluate(claim: Claim) -> Outcome:
-    if claim.status == NOT_CHECKABLE and claim.missing:
-        return Outcome(None, NOT_CHECKABLE, "inputs the source does not publish: " + "; ".join(claim.missing), list(claim.missing))
+    """Run the claim's checker, then compare: the verdict depends on what recomputed the figure.
+
+    A match is ``reproduced`` only when mlfootprint's machinery (trace, count, memory, predict, footprint)
+    recomputed it; the source's own arithmetic on its own numbers is ``consistent``. A checker that cannot
+    recompute names the missing inputs (``not checkable``); a checker that crashes is an ``error``.
+    """
     try:
         out = CHECKERS[claim.kind](claim)
     except UserError:
         raise
-    except Exception as exc:  # a checker failing is a finding about mlfootprint, reported per row
-        return Outcome(None, NOT_CHECKABLE, f"mlfootprint could not recompute it: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # a checker failing is a defect in mlfootprint: shown as such, never "not checkable"
+        return Outcome(None, ERROR, f"the checker crashed: {type(exc).__name__}: {exc}")
     if out.verdict == NOT_CHECKABLE or out.ours is None:
+        if not out.missing:
+            return Outcome(None, ERROR, f"the checker gave no figure and named no missing input ({out.detail})")
         out.verdict = NOT_CHECKABLE
         return out
     if isinstance(claim.expected, bool) or isinstance(out.ours, bool):
@@ -27,9 +33,14 @@ def evaluate(claim: Claim) -> Outcome:
         ok = abs(float(out.ours) - float(claim.expected)) <= float(claim.tolerance_abs)
     else:
         ok = abs(float(out.ours) - float(claim.expected)) <= claim.tolerance * abs(float(claim.expected))
-    out.verdict = REPRODUCED if ok else DIFFERS
-    if not ok and claim.missing:
-        out.detail += "; the difference is within what unpublished inputs can explain: " + "; ".join(claim.missing)
+    if ok:
+        out.verdict = REPRODUCED if out.machinery else CONSISTENT
+    else:
+        out.verdict = DIFFERS
+        if claim.cause:
+            out.detail += f"; cause: {claim.cause}"
+    if claim.missing:
+        out.missing = list(dict.fromkeys([*out.missing, *claim.missing]))
     return out
 
 
@@ -48,9 +59,23 @@ def run_claims(claims: list[Claim], only: list[str] | None = None) -> list[tuple
     return results
 
 
+def pin_drift(claim: Claim, outcome: Outcome) -> float | None:
+    """Relative move of our figure from the one pinned in the claims file (None when nothing is pinned)."""
+    if claim.pinned is None or not isinstance(outcome.ours, (int, float)) or isinstance(outcome.ours, bool):
+        return None
+    return (float(outcome.ours) - claim.pinned) / claim.pinned
+
+
 def regressions(results: list[tuple[Claim, Outcome]]) -> list[Claim]:
-    """Claims known to reproduce that no longer do."""
-    return [c for c, o in results if c.status == REPRODUCED and o.verdict != REPRODUCED]
+    """Claims whose verdict is no longer the one the file expects, whose checker crashed, or whose figure moved
+    more than ``pin_tolerance`` from the one pinned (a change to the model behind it, caught even on "differs" rows).
+    """
+    bad = []
+    for c, o in results:
+        drift = pin_drift(c, o)
+        if o.verdict == ERROR or o.verdict != c.status or (drift is not None and abs(drift) > c.pin_tolerance):
+            bad.append(c)
+    return bad
 
 
 def as_rows(results: list[tuple[Claim, Outcome]]) -> dict[str, dict[str, Any]]:
@@ -58,11 +83,12 @@ def as_rows(results: list[tuple[Claim, Outcome]]) -> dict[str, dict[str, Any]]:
     for c, o in results:
         diff = o.diff(c.expected)
         rows[c.id] = {
-            "claim": c.title, "source": c.source, "url": c.url, "unit": c.unit,
+            "claim": c.title, "kind": c.kind, "source": c.source, "url": c.url, "unit": c.unit,
             "published": c.expected, "ours": o.ours,
             "difference": None if diff is None else round(diff, 6),
             "tolerance": c.tolerance_abs if c.tolerance_abs is not None else c.tolerance,
             "verdict": o.verdict, "expected_verdict": c.status, "detail": o.detail,
-            "missing": o.missing or c.missing,
+            "missing": o.missing or c.missing, "machinery": list(o.machinery),
+            "pinned": c.pinned, "pin_tolerance": c.pin_tolerance, "pin_drift": None if pin_drift(c, o) is None else round(pin_drift(c, o), 6),
         }
     return rows

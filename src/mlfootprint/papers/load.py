@@ -45,11 +45,18 @@ def parse_claims(data: Any, origin: str, kinds: list[str]) -> list[Claim]:
         tol = raw.get("tolerance", 0.01)
         if not isinstance(tol, (int, float)) or tol < 0:
             raise UserError(f"{origin}: {label}: tolerance must be a non-negative number")
+        pinned = raw.get("pinned")
+        if pinned is not None and (isinstance(pinned, bool) or not isinstance(pinned, (int, float)) or not pinned):
+            raise UserError(f"{origin}: {label}: 'pinned' must be a non-zero number (our figure when reviewed)")
+        pin_tol = raw.get("pin_tolerance", 0.02)
+        if isinstance(pin_tol, bool) or not isinstance(pin_tol, (int, float)) or pin_tol < 0:
+            raise UserError(f"{origin}: {label}: pin_tolerance must be a non-negative number")
         out.append(Claim(
             id=str(raw["id"]), title=str(raw["title"]), source=str(raw["source"]), url=str(raw.get("url", "")),
             kind=raw["kind"], expected=expected, unit=str(raw["unit"]), inputs=dict(raw["inputs"]),
             tolerance=float(tol), tolerance_abs=raw.get("tolerance_abs"), status=status,
             missing=[str(m) for m in raw.get("missing", [])], note=str(raw.get("note", "")), origin=origin,
+            cause=str(raw.get("cause", "")), pinned=None if pinned is None else float(pinned), pin_tolerance=float(pin_tol),
         ))
     return out
 

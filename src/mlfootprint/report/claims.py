@@ -12,7 +12,8 @@ from rich.table import Table
 from .render import renderer
 from .schema import Report
 
-_VERDICT_MARK = {"reproduced": "✓ reproduced", "differs": "✗ differs", "not checkable": "? not checkable"}
+_VERDICT_MARK = {"reproduced": "✓ reproduced", "consistent": "= consistent", "differs": "✗ differs",
+                 "not checkable": "? not checkable", "error": "! error"}
 
 
 def fmt_value(value: Any, unit: str) -> str:
@@ -37,22 +38,31 @@ def _rows(report: Report) -> dict[str, dict[str, Any]]:
     return (report.get("claims") or {}).get("rows") or {}
 
 
+def predict_summary(report: Report) -> str:
+    """One line on the published runs held against ``predict`` ('' when none was checked)."""
+    sec = report.get("claims") or {}
+    if not sec.get("predict_rows"):
+        return ""
+    return (f"predict against {sec['predict_rows']} published training runs: median |difference| "
+            f"{100 * sec['predict_median_abs_difference']:.1f}%, worst {100 * sec['predict_worst_abs_difference']:.1f}%")
+
+
 @renderer("table", verb="claims")
 def render_claims_table(report: Report, args: argparse.Namespace | None = None) -> str:
-    return to_text(_rows(report))
+    return to_text(_rows(report), predict_summary(report))
 
 
 @renderer("md", verb="claims")
 def render_claims_markdown(report: Report, args: argparse.Namespace | None = None) -> str:
-    return to_markdown(_rows(report))
+    return to_markdown(_rows(report), predict_summary(report))
 
 
 @renderer("html", verb="claims")
 def render_claims_html(report: Report, args: argparse.Namespace | None = None) -> str:
-    return to_html(_rows(report))
+    return to_html(_rows(report), predict_summary(report))
 
 
-def to_text(rows: dict[str, dict[str, Any]]) -> str:
+def to_text(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=140, force_terminal=False, color_system=None, highlight=False)
     table = Table(title="Published claims, recomputed by mlfootprint", title_justify="left", show_lines=True)
@@ -64,32 +74,34 @@ def to_text(rows: dict[str, dict[str, Any]]) -> str:
     console.print(table)
     counts = _counts(rows)
     console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+    if summary:
+        console.print(summary)
     return buf.getvalue()
 
 
 def _counts(rows: dict[str, dict[str, Any]]) -> dict[str, int]:
-    counts = {"reproduced": 0, "differs": 0, "not checkable": 0}
+    counts = {"reproduced": 0, "consistent": 0, "differs": 0, "not checkable": 0, "error": 0}
     for r in rows.values():
         counts[r["verdict"]] += 1
-    return counts
+    return {k: n for k, n in counts.items() if n or k != "error"}
 
 
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(rows: dict[str, dict[str, Any]]) -> str:
+def to_markdown(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
     lines = ["# Published claims, recomputed by mlfootprint", "",
              "| claim | published | ours | diff | verdict | how / why |", "|---|---|---|---|---|---|"]
     for cid, r in rows.items():
         link = f"[{_md(r['source'])}]({r['url']})" if r["url"] else _md(r["source"])
         lines.append(f"| **{_md(cid)}**: {_md(r['claim'])} ({link}) | {fmt_value(r['published'], r['unit'])} | "
                      f"{fmt_value(r['ours'], r['unit'])} | {fmt_diff(r['difference'])} | {_VERDICT_MARK[r['verdict']]} | {_md(r['detail'])} |")
-    lines += ["", ", ".join(f"{n} {k}" for k, n in _counts(rows).items())]
+    lines += ["", ", ".join(f"{n} {k}" for k, n in _counts(rows).items())] + (["", summary] if summary else [])
     return "\n".join(lines) + "\n"
 
 
-def to_html(rows: dict[str, dict[str, Any]]) -> str:
+def to_html(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
     e = html.escape
     body = []
     for cid, r in rows.items():
@@ -103,8 +115,8 @@ def to_html(rows: dict[str, dict[str, Any]]) -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mlfootprint claims</title>
 <style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1d2430}}table{{border-collapse:collapse;width:100%}}
 td,th{{border-bottom:1px solid #dde2ea;padding:.5em;vertical-align:top;text-align:left}}th{{background:#f3f5f9}}
-tr.reproduced td:nth-child(5){{color:#146c2e}}tr.differs td:nth-child(5){{color:#a3330f}}tr.not-checkable td:nth-child(5){{color:#6b6f7a}}</style>
-</head><body><h1>Published claims, recomputed by mlfootprint</h1><p>{e(counts)}</p>
+tr.reproduced td:nth-child(5){{color:#146c2e}}tr.consistent td:nth-child(5){{color:#1f4e8c}}tr.error td:nth-child(5){{color:#b00020;font-weight:bold}}tr.differs td:nth-child(5){{color:#a3330f}}tr.not-checkable td:nth-child(5){{color:#6b6f7a}}</style>
+</head><body><h1>Published claims, recomputed by mlfootprint</h1><p>{e(counts)}</p>{f"<p>{e(summary)}</p>" if summary else ""}
 <table><thead><tr><th>claim</th><th>published</th><th>ours</th><th>diff</th><th>verdict</th><th>how / why</th></tr></thead>
 <tbody>{''.join(body)}</tbody></table></body></html>
 """

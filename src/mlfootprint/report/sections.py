@@ -457,17 +457,22 @@ class PlanSection(Section):
 @dataclass
 class ClaimRow:
     claim: str
+    kind: str  # the checker that recomputed it (papers/checkers.py)
     published: Any
     ours: Any
     unit: str
     difference: float | None
     tolerance: float | None
-    verdict: str
+    verdict: str  # reproduced | consistent | differs | not checkable | error (README, "Published claims")
     expected_verdict: str | None
     detail: str
     missing: list[str]
     source: str
     url: str
+    machinery: list[str] = field(default_factory=list)  # parts of mlfootprint that recomputed it; [] = arithmetic
+    pinned: float | None = None  # our figure when the row was last reviewed
+    pin_tolerance: float | None = None
+    pin_drift: float | None = None  # (ours − pinned) / pinned
 
 
 @dataclass
@@ -475,6 +480,11 @@ class ClaimsSection(Section):
     NAME: ClassVar[str] = "claims"
 
     rows: dict[str, ClaimRow] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # rows per verdict
+    # Published runs held against `predict` (the predict_step rows): how many, and |(ours − published) / published|.
+    predict_rows: int = 0
+    predict_median_abs_difference: float | None = None
+    predict_worst_abs_difference: float | None = None
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """``claims``: published efficiency claims, recomputed by mlfootprint's own machinery, with a verdict each."""
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 from ..papers import as_rows, load_claims, run_claims
-from ..papers.model import REPRODUCED
+from ..papers.model import ERROR
 from ..report.schema import Report
 from ..report.sections import ClaimRow, ClaimsSection
 
@@ -27,23 +28,41 @@ def claims(files: Sequence[str] = (), only: Sequence[str] = ()) -> Report:
         (see :func:`mlfootprint.verbs.claims.regressions` for the claims that stopped reproducing).
         ``claims.rows`` maps each claim id to ``claim`` (its title), ``published``, ``ours``, ``unit``,
         ``difference`` ((ours − published) / published), ``tolerance``, ``verdict``
-        (``"reproduced"``, ``"differs"`` or ``"not checkable"``), ``expected_verdict``, ``detail``,
-        ``missing``, ``source`` and ``url``.
+        (``"reproduced"``: recomputed by mlfootprint's machinery and it agrees; ``"consistent"``: the source's
+        own arithmetic agrees; ``"differs"``; ``"not checkable"``: the checker named inputs the source does not
+        publish; ``"error"``: the checker crashed), ``expected_verdict``, ``detail``, ``missing``,
+        ``machinery`` (the parts of mlfootprint that recomputed it), ``pinned`` and ``pin_drift`` (our figure
+        when the row was reviewed, and how far it moved), ``source`` and ``url``.
 
     Example:
         >>> rep = mf.claims(only=["palm-540b-mfu"])
-        >>> rep.sections["claims"]["rows"]["palm-540b-mfu"]["verdict"]
-        'reproduced'
+        >>> rep.sections["claims"]["rows"]["palm-540b-mfu"]["verdict"]  # the paper's formula on its numbers
+        'consistent'
     """
     rows = as_rows(run_claims(load_claims(list(files)), list(only) or None))
     rep = Report(verb="claims")
-    rep.add(ClaimsSection(rows={cid: ClaimRow(**row) for cid, row in rows.items()}))
+    counts: dict[str, int] = {}
+    for row in rows.values():
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    errors = sorted(abs(r["difference"]) for r in rows.values()
+                    if r["kind"] == "predict_step" and r["difference"] is not None)
+    rep.add(ClaimsSection(rows={cid: ClaimRow(**row) for cid, row in rows.items()}, counts=counts,
+                          predict_rows=len(errors),
+                          predict_median_abs_difference=statistics.median(errors) if errors else None,
+                          predict_worst_abs_difference=errors[-1] if errors else None))
     for cid in rows:
         rep.mark(f"claims.rows.{cid}.published", "published")
     return rep
 
 
 def regressions(report: Report) -> list[str]:
-    """Claims known to reproduce (their expected verdict) that no longer do."""
+    """Claims whose verdict is not the one their file expects, whose checker crashed, or whose figure moved
+    more than its ``pin_tolerance`` from the figure pinned in the file."""
     rows = (report.get("claims") or {}).get("rows") or {}
-    return [cid for cid, r in rows.items() if r.get("expected_verdict") == REPRODUCED and r.get("verdict") != REPRODUCED]
+    bad = []
+    for cid, r in rows.items():
+        drift, tol = r.get("pin_drift"), r.get("pin_tolerance")
+        moved = drift is not None and tol is not None and abs(drift) > tol
+        if r.get("verdict") == ERROR or r.get("verdict") != r.get("expected_verdict") or moved:
+            bad.append(cid)
+    return bad

@@ -84,6 +84,18 @@ class States:
     gradients_resident: bool = False  # gradients allocated for the whole step (not grown during backward)
     optimizer_on_device: bool = True
 
+    @property
+    def working_buffers_bytes(self) -> int:
+        """Framework working buffers counted in the weights and gradients: ZeRO-3's gathered blocks, the
+        ZeRO-2/3 gradient reduction bucket."""
+        return int(self.breakdown.get("weights_gathered_bytes", 0) + self.breakdown.get("gradients_bucket_bytes", 0))
+
+    @property
+    def model_states_bytes(self) -> int:
+        """Model states as ZeRO defines them (Rajbhandari et al. 2020, §3): this device's share of the weights,
+        gradients and optimizer states, without the working buffers a framework adds to hold them."""
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes - self.working_buffers_bytes
+
 
 # ------------------------------------------------------------------------- per tensor
 
