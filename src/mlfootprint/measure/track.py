@@ -629,10 +629,16 @@ class Tracker:
                 return  # stopped: ignore late calls rather than failing the loop
             self.start()
             now = self._clock()
-        bad = _bad_tokens(tokens) if tokens is not None else None
-        if bad is not None:
-            bad = f"tokens={bad}"
-        if optimizer_step is not None and not isinstance(optimizer_step, bool):
+        tok_type = type(tokens)
+        if tok_type is int:  # the common case, checked first (step() is on the hot path)
+            bad = None if tokens >= 0 else f"tokens={tokens!r} (negative)"
+        elif tokens is None:
+            bad = None
+        else:
+            bad = _bad_tokens(tokens)
+            if bad is not None:
+                bad = f"tokens={bad}"
+        if optimizer_step is not None and optimizer_step is not True and optimizer_step is not False:
             bad = f"optimizer_step={optimizer_step!r} (not True or False)"[:120]
             optimizer_step = None
         if bad is not None:
@@ -659,7 +665,7 @@ class Tracker:
                 self._note_failure("sync", f"torch.cuda.synchronize failed: {exc}")
             now = self._clock()
         step_s = now - self._t_prev
-        if not (isinstance(step_s, (int, float)) and math.isfinite(step_s) and step_s >= 0):
+        if not (0.0 <= step_s < math.inf):  # False for NaN and inf; a clock giving non-numbers raises here
             self._note_failure("clock", f"the clock gave {now!r}: a step time of {step_s!r} s is left out")
             self._acc_bad = True
             if not (isinstance(now, (int, float)) and math.isfinite(now)):
