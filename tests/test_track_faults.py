@@ -342,6 +342,7 @@ def test_a_surviving_rank_finishes_its_report_when_the_store_hangs(monkeypatch, 
     assert store.calls == 1  # it tried to publish once, gave up after the timeout
     rec = t.records[0]
     assert rec["rank"] == 1 and rec["status"] == "complete" and len(rec["series"]) == 3
+    assert t.report.sections["measured"]["tokens"] == 12 and t.report.sections["measured"]["tokens_per_s"] == 8.0
     assert any("could not publish" in r.getMessage() for r in caplog.records)
     # its own file holds the final record, for rank 0 or a later merge
     final = dist_mod.read_rank_file(rank_file(tmp_path / "run.json.ranks", 1))

@@ -739,9 +739,10 @@ class Tracker:
         reading = self._meter_call("stop")
         if reading is None:
             return  # the meter blocked: abandoned, the reason is in _energy_why
-        try:
-            self._meter_call("close")
-        except Exception:  # noqa: BLE001
+        meter = self._meter
+        try:  # releasing the meter's resources: a close that blocks is left behind, the reading is kept
+            call_bounded(meter.close, self.meter_timeout_s, f"energy meter {meter.name}")
+        except Exception:  # noqa: BLE001 - CallTimeout included
             pass
         self._energy_final = reading
         if reading.energy_j is not None:
