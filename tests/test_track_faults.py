@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
+from typing import ClassVar
 
 import pytest
 import torch
@@ -201,7 +201,7 @@ def test_a_clock_giving_nan_cannot_put_nan_in_the_report(tmp_path):
 class FakeFlops:
     model = 1000.0
     hardware = 1000.0
-    unsupported_ops: dict = {}
+    unsupported_ops: ClassVar[dict] = {}
 
 
 def test_nested_trackers_each_measure_exactly_what_they_would_alone(monkeypatch):

@@ -56,7 +56,7 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.files import write_text
 from . import stats
-from .bounded import CallTimeout, call_bounded
+from .bounded import call_bounded
 import torch.distributed as dist
 
 logger = logging.getLogger("mlfootprint.track")
@@ -250,13 +250,13 @@ def collect(world: int, own: dict[str, Any], *, store: Any, serial: int, directo
             rec = None
             if store is not None:
                 try:
-                    key = store_key(serial, r)
-                    if bounded(lambda: store.check([key])):
-                        rec = json.loads(bounded(lambda: store.get(key)))
+                    key, st = store_key(serial, r), store
+                    if bounded(lambda st=st, key=key: st.check([key])):
+                        rec = json.loads(bounded(lambda st=st, key=key: st.get(key)))
                         if not isinstance(rec, dict):
                             raise ValueError(f"rank {r}'s record in the store is not a record")
                         try:
-                            bounded(lambda: store.delete_key(key))
+                            bounded(lambda st=st, key=key: st.delete_key(key))
                         except Exception:  # noqa: BLE001
                             pass
                 except Exception as exc:  # noqa: BLE001 - a store that broke or hung: fall back to files
