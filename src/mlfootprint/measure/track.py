@@ -122,10 +122,10 @@ def _check_device(device: Any) -> torch.device:
         raise UserError(f"track: device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:0'") from None
     if dev.type == "meta":
         raise UserError("track: device 'meta' runs nothing to measure; pass the device the loop runs on")
-    if dev.type != "cpu":
-        backend = getattr(torch, dev.type, None)
+    backend = getattr(torch, dev.type, None) if dev.type != "cpu" else None
+    if backend is not None and hasattr(backend, "is_available"):  # a type torch has no module for (xla): trusted
         try:
-            available = bool(backend.is_available()) if backend is not None else False
+            available = bool(backend.is_available())
             count = int(backend.device_count()) if available and hasattr(backend, "device_count") else None
         except Exception:  # noqa: BLE001 - a backend that cannot even say: not available
             available, count = False, None
