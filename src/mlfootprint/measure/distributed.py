@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -55,6 +56,7 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.files import write_text
 from . import stats
+from .bounded import call_bounded
 import torch.distributed as dist
 
 logger = logging.getLogger("mlfootprint.track")
@@ -147,9 +149,28 @@ class RankLog:
 
 def _json_default(obj: Any) -> Any:
     try:
-        return float(obj)  # 0-d tensors, numpy scalars
+        value = float(obj)  # 0-d tensors, numpy scalars
     except (TypeError, ValueError):
         return str(obj)
+    return value if math.isfinite(value) else None
+
+
+def finite_numbers(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+    """A copy of `obj` (dicts, lists, numbers) with every NaN or infinity replaced by None, and the paths where
+    that happened: reports must parse with a strict JSON parser, and a missing figure is null, never NaN."""
+    bad: list[str] = []
+
+    def clean(node: Any, where: str) -> Any:
+        if isinstance(node, float) and not math.isfinite(node):
+            bad.append(f"{where or 'value'} ({node})")
+            return None
+        if isinstance(node, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        return node
+
+    return clean(obj, path), bad
 
 
 def read_rank_file(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -198,14 +219,16 @@ def store_key(serial: int, rank: int) -> str:
     return f"{STORE_PREFIX}/{serial}/rank{rank}"
 
 
-def publish(store: Any, serial: int, record: dict[str, Any]) -> bool:
-    """Put this rank's final record in the job's store (no collective; never raises)."""
+def publish(store: Any, serial: int, record: dict[str, Any], timeout_s: float = 10.0) -> bool:
+    """Put this rank's final record in the job's store (no collective; never raises). The store is served by
+    rank 0: if that rank died, the call may block; it is abandoned after `timeout_s` (the record is in the file)."""
     if store is None:
         return False
     try:
-        store.set(store_key(serial, int(record["rank"])), json.dumps(record, default=_json_default))
+        key, value = store_key(serial, int(record["rank"])), json.dumps(record, default=_json_default)
+        call_bounded(lambda: store.set(key, value), timeout_s, "the job's store")
         return True
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - CallTimeout included
         logger.warning("mlfootprint.track: could not publish rank %s's record to the job's store (%s); "
                        "rank 0 will read its file instead", record.get("rank"), exc)
         return False
@@ -217,19 +240,26 @@ def collect(world: int, own: dict[str, Any], *, store: Any, serial: int, directo
     records: dict[int, dict[str, Any]] = {int(own["rank"]): own}
     waiting = [r for r in range(world) if r not in records]
     deadline = clock() + max(0.0, timeout_s)
+
+    def bounded(fn: Any) -> Any:
+        # A store whose server is gone or hung must not hold rank 0 past the deadline.
+        return call_bounded(fn, max(0.1, min(5.0, deadline - clock())), "the job's store")
+
     while waiting:
         for r in list(waiting):
             rec = None
             if store is not None:
                 try:
-                    key = store_key(serial, r)
-                    if store.check([key]):
-                        rec = json.loads(store.get(key))
+                    key, st = store_key(serial, r), store
+                    if bounded(lambda st=st, key=key: st.check([key])):
+                        rec = json.loads(bounded(lambda st=st, key=key: st.get(key)))
+                        if not isinstance(rec, dict):
+                            raise ValueError(f"rank {r}'s record in the store is not a record")
                         try:
-                            store.delete_key(key)
+                            bounded(lambda st=st, key=key: st.delete_key(key))
                         except Exception:  # noqa: BLE001
                             pass
-                except Exception as exc:  # noqa: BLE001 - a store that broke: fall back to files
+                except Exception as exc:  # noqa: BLE001 - a store that broke or hung: fall back to files
                     logger.warning("mlfootprint.track: reading rank %d from the job's store failed (%s)", r, exc)
                     store = None
             if rec is None and store is None and directory is not None:

@@ -36,8 +36,20 @@ CUDA), no I/O except a buffered write every ``flush_interval_s`` when writing
 per-rank files. The benchmark ``benchmarks/bench_track_overhead.py`` measures it.
 
 Failures never stop the loop: an energy meter that fails is logged once and
-its figure becomes unavailable (the joules measured before are kept); a model
-that cannot be traced leaves MFU unavailable with the reason. A report path
+its figure becomes unavailable (the joules measured before are kept); a meter
+call that blocks is abandoned after ``meter_timeout_s`` (it runs in a daemon
+thread) with the same result; a model that cannot be traced leaves MFU
+unavailable with the reason. ``step()`` with bad arguments (tokens that are
+not a number >= 0: a string, a list, NaN, a negative count) still counts the
+micro-batch (``micro_step`` follows the loop) but leaves its optimizer step
+out of the figures, with one warning per run and a note in the report. NaN or
+infinite figures are written as null with a note: the report is strict JSON.
+
+Nested trackers are exact, not refused: a library may track inside a loop the
+user tracks. What one tracker does for itself (tracing its model, building and
+writing its report) is left out of every other running tracker's current step,
+and its forward hook neither fires during another tracker's trace nor travels
+into the deep copy a trace makes. A report path
 that cannot be written is reported when tracking starts and again at the end
 (logged, and printed on stderr); the report stays in memory (``t.report``) and
 ``t.save(path)`` writes it elsewhere. Nothing raises out of ``step()`` or out
@@ -55,6 +67,7 @@ import functools
 import inspect
 import logging
 import math
+import numbers
 import os
 import signal
 import threading
@@ -68,9 +81,10 @@ import torch
 from ..core.errors import UserError
 from ..workload import Workload
 from . import distributed as dist_mod
+from .bounded import CallTimeout, call_bounded
 from .energy import EnergyMeter, MeterUnavailable, SafeMeter, auto_meter
 from .memory import CUDA_METHOD, RSS_METHOD, peak_rss_bytes
-from ..hardware.catalog import dtype_for_precision
+from ..hardware.catalog import Device, dtype_for_precision
 from .reference import energy_reason, peak_flops, resolve_device
 from .track_model import InputShapes, model_device, optimizer_name, param_precision, trace_flops, unwrap
 
@@ -97,6 +111,116 @@ def _positive(name: str, value: Any, integer: bool = False, allow_none: bool = T
         raise UserError(f"track: {name} must be {kind}, got {value!r}")
 
 
+def _check_device(device: Any) -> torch.device:
+    """The torch device the loop runs on; a UserError for a name torch does not know or a device not here."""
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise UserError(f"track: device must be a torch device or its name (e.g. 'cpu', 'cuda:0'), "
+                        f"got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"track: device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:0'") from None
+    if dev.type == "meta":
+        raise UserError("track: device 'meta' runs nothing to measure; pass the device the loop runs on")
+    backend = getattr(torch, dev.type, None) if dev.type != "cpu" else None
+    if backend is not None and hasattr(backend, "is_available"):  # a type torch has no module for (xla): trusted
+        try:
+            available = bool(backend.is_available())
+            count = int(backend.device_count()) if available and hasattr(backend, "device_count") else None
+        except Exception:  # noqa: BLE001 - a backend that cannot even say: not available
+            available, count = False, None
+        if not available:
+            raise UserError(f"track: device {str(dev)!r} is not available here (torch finds no {dev.type} device); "
+                            "pass device='cpu' or run on a machine with one")
+        if count is not None and dev.index is not None and dev.index >= count:
+            raise UserError(f"track: device {str(dev)!r} does not exist: torch sees {count} {dev.type} device(s), "
+                            f"{dev.type}:0 to {dev.type}:{count - 1}")
+    return dev
+
+
+def _check_report(report: Any) -> Path | None:
+    if report is None:
+        return None
+    if not isinstance(report, (str, os.PathLike)) or isinstance(report, bytes):
+        raise UserError(f"track: report must be a file path (str or Path), got {type(report).__name__} {report!r}"[:200])
+    text = os.fspath(report)
+    if not isinstance(text, str) or not text.strip():
+        raise UserError("track: report must be a file path, got an empty one")
+    try:
+        return Path(text).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise UserError(f"track: report path {text!r} cannot be used ({exc})") from None
+
+
+def _check_flag(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, bool):
+        raise UserError(f"track: {name} must be True or False, got {value!r}"[:200])
+
+
+def _bad_tokens(tokens: Any) -> str | None:
+    """Why `tokens` cannot be a step's token count (None when it can). Tensors are checked without a device sync:
+    their value is checked when the step is recorded."""
+    if isinstance(tokens, torch.Tensor):
+        if tokens.is_complex() or tokens.dtype == torch.bool:
+            return f"a {tokens.dtype} tensor"
+        return None
+    if isinstance(tokens, bool) or not isinstance(tokens, numbers.Real):
+        return f"{type(tokens).__name__} {tokens!r}"[:80]
+    value = float(tokens)
+    if not math.isfinite(value):
+        return f"{value} (not a finite number)"
+    if value < 0:
+        return f"{tokens!r} (negative)"
+    return None
+
+
+class _CaptureHook:
+    """The forward pre-hook on the user's model. A deep copy of the model (the trace's fake copy, the user's
+    EMA copy) gets a hook that does nothing: neither copies of the tracker nor calls from copies reach it."""
+
+    def __init__(self, tracker: Tracker | None) -> None:
+        self.tracker = tracker
+
+    def __call__(self, module: Any, args: Any, kwargs: Any) -> None:
+        if self.tracker is not None and threading.get_ident() not in _TRACING_THREADS:
+            self.tracker._capture(module, args, kwargs)
+
+    def __deepcopy__(self, memo: Any) -> _CaptureHook:
+        return _CaptureHook(None)
+
+
+_TRACING_THREADS: set[int] = set()  # threads tracing a model now: their forwards are not the user's
+
+
+class _OwnWork:
+    """Context: the time it takes is shifted out of every *other* running tracker's current step."""
+
+    def __init__(self, owner: Tracker) -> None:
+        self.owner = owner
+        self.before: list[tuple[Tracker, float]] = []
+
+    def __enter__(self) -> _OwnWork:
+        for tr in list(_ACTIVE):
+            if tr is not self.owner and tr._running:
+                try:
+                    self.before.append((tr, tr._clock()))
+                except Exception:  # noqa: BLE001
+                    pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for tr, t0 in self.before:
+            try:
+                pause = tr._clock() - t0
+                if pause > 0:
+                    tr._t_prev += pause
+                    tr._paused_s += pause
+            except Exception:  # noqa: BLE001
+                pass
+
+
 class Tracker:
     """Tracks a training (or inference) loop; use through :func:`track`."""
 
@@ -107,7 +231,7 @@ class Tracker:
                  energy: bool | EnergyMeter = True, device: Any = None, sync: bool = False,
                  warmup_steps: int = 1, optimizer: Any = None, mode: str = "train", trace: bool = True,
                  sample_interval_s: float = 1.0, flush_interval_s: float = 10.0, gather_timeout_s: float = 60.0,
-                 rank_files: bool | None = None, log_every: int | None = None,
+                 meter_timeout_s: float = 2.0, rank_files: bool | None = None, log_every: int | None = None,
                  log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter,
                  report_builder: Callable[..., Any] | None = None) -> None:
         _positive("grad_accum", grad_accum, integer=True, allow_none=False)
@@ -118,7 +242,7 @@ class Tracker:
         if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
             raise UserError(f"track: warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
         for label, v in (("sample_interval_s", sample_interval_s), ("flush_interval_s", flush_interval_s),
-                         ("gather_timeout_s", gather_timeout_s)):
+                         ("gather_timeout_s", gather_timeout_s), ("meter_timeout_s", meter_timeout_s)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v):
                 raise UserError(f"track: {label} must be a number of seconds >= 0, got {v!r}")
         if mode not in MODES:
@@ -126,7 +250,26 @@ class Tracker:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise UserError(f"track: model must be a torch.nn.Module, got {type(model).__name__}")
         if precision is not None:
+            if not isinstance(precision, str):
+                raise UserError(f"track: precision must be a name like 'bf16-mixed', got {precision!r}"[:200])
             dtype_for_precision(precision)  # UserError for an unknown precision
+        if hardware is not None and not isinstance(hardware, (str, Device)):
+            raise UserError(f"track: hardware must be a catalog device id like 'a100-80gb', got {hardware!r}"[:200])
+        if name is not None and not isinstance(name, str):
+            raise UserError(f"track: name must be a string, got {type(name).__name__}")
+        if not isinstance(energy, (bool, EnergyMeter)) and energy is not None:
+            raise UserError(f"track: energy must be True, False or an EnergyMeter, got {energy!r}"[:200])
+        for label, flag in (("sync", sync), ("trace", trace)):
+            _check_flag(label, flag)
+        _check_flag("rank_files", rank_files, allow_none=True)
+        if log is not None and not callable(log):
+            raise UserError(f"track: log must be a callable taking a string, got {type(log).__name__}")
+        if not callable(clock):
+            raise UserError(f"track: clock must be a callable returning seconds, got {type(clock).__name__}")
+        if isinstance(optimizer, str):
+            Workload(optimizer=optimizer)  # UserError for an unknown optimizer name
+        report_path = _check_report(report)
+        torch_device = _check_device(device) if device is not None else None
         self.model = model
         self._inner = unwrap(model)
         self.precision = precision
@@ -134,7 +277,7 @@ class Tracker:
         self.grad_accum = grad_accum
         self.flops_per_token = flops_per_token
         self.hardware_flops_per_token = hardware_flops_per_token
-        self.report_path = Path(report).resolve() if report is not None else None
+        self.report_path = report_path
         self.name = name or (type(self._inner).__name__ if self._inner is not None else "training loop")
         self._energy_opt = energy
         self.sync = sync
@@ -145,12 +288,13 @@ class Tracker:
         self.sample_interval_s = float(sample_interval_s)
         self.flush_interval_s = float(flush_interval_s)
         self.gather_timeout_s = float(gather_timeout_s)
+        self.meter_timeout_s = float(meter_timeout_s)
         self._rank_files_opt = rank_files
         self.log_every = log_every
         self._log = log
         self._clock = clock
         dev = model_device(self._inner)
-        self.device = torch.device(device) if device is not None else (dev or torch.device("cpu"))
+        self.device = torch_device if torch_device is not None else (dev or torch.device("cpu"))
         self.hardware, self._hardware_why, self._hardware_notes = resolve_device(hardware, self.device)
         self._report_builder = report_builder  # (records, warmup=, meta=) -> Report; None: records only
         self.report = None  # the Report, once stopped
@@ -187,6 +331,11 @@ class Tracker:
         self._flops_flushed = False
         self._forwards = 0  # training forwards seen during the first step
         self._final_written = False
+        self._acc_bad = False  # this step got a call with bad arguments: it is left out of the figures
+        self._bad_calls = 0
+        self._ignored_steps = 0
+        self._paused_s = 0.0  # other trackers' own work (their trace, their report) left out of this one's steps
+        self._energy_partial: float | None = None
 
     @property
     def steps(self) -> int:
@@ -238,7 +387,7 @@ class Tracker:
         self._start_memory()
         if self._trace_wanted and self._inner is not None:
             try:
-                self._hook = self._inner.register_forward_pre_hook(self._capture, with_kwargs=True)
+                self._hook = self._inner.register_forward_pre_hook(_CaptureHook(self), with_kwargs=True)
             except Exception as exc:  # noqa: BLE001
                 self._note_failure("hook", f"cannot watch the model's forward ({exc}); MFU needs flops_per_token=")
         elif self._trace_wanted:
@@ -298,8 +447,8 @@ class Tracker:
                         (hw.kind == "cpu") == (self.device.type == "cpu")):
                     tdp = hw.tdp_w
                 meter = SafeMeter(auto_meter(self.device, fallback_tdp_w=tdp))
-            meter.start()  # SafeMeter never raises; a failure is in its readings
             self._meter = meter
+            self._meter_call("start")  # SafeMeter never raises; a failure is in its readings
         except MeterUnavailable as exc:
             self._energy_why = energy_reason(exc.reason, "pass hardware= a device of this kind that has a TDP, "
                                                          "or energy= a meter of your own")
@@ -387,6 +536,10 @@ class Tracker:
             return self.report
         self._running = False
         self._stopped = True
+        with self._own_work():
+            return self._stop(status)
+
+    def _stop(self, status: str) -> Any:
         try:
             if self in _ACTIVE:
                 _ACTIVE.remove(self)
@@ -406,7 +559,7 @@ class Tracker:
             if self.world_size > 1:
                 store = dist_mod.default_store()
                 if self.rank != 0:
-                    dist_mod.publish(store, self._serial, rec)
+                    dist_mod.publish(store, self._serial, rec, timeout_s=max(1.0, min(self.gather_timeout_s, 10.0)))
                 else:
                     # After a failure the other ranks may be gone: do not wait long for them.
                     timeout = self.gather_timeout_s if status == "complete" else min(self.gather_timeout_s, 5.0)
@@ -457,13 +610,44 @@ class Tracker:
 
     # -------------------------------------------------------------- per step
     def step(self, tokens: Any = None, *, optimizer_step: bool | None = None) -> None:
-        """One micro-batch done (with grad_accum=1: one optimizer step). O(1): no sync, no I/O (see module doc)."""
+        """One micro-batch done (with grad_accum=1: one optimizer step). O(1): no sync, no I/O (see module doc).
+
+        Never raises. ``tokens`` must be a number >= 0 (or a tensor holding one); a call with anything else
+        (a string, a list, a negative number, NaN, inf; an ``optimizer_step`` that is not a bool) still counts
+        as a micro-batch, so ``micro_step`` follows your loop, but the optimizer step it belongs to is left out
+        of the figures, with one warning for the run and a note in the report."""
+        try:
+            self._step(tokens, optimizer_step)
+        except Exception as exc:  # noqa: BLE001 - the user's loop must go on
+            self._note_failure("step-error", f"t.step() failed inside the tracker ({type(exc).__name__}: {exc}); "
+                                             "the loop goes on, the figures may miss that step")
+
+    def _step(self, tokens: Any, optimizer_step: Any) -> None:
         now = self._clock()
         if not self._running:
             if self._stopped:
                 return  # stopped: ignore late calls rather than failing the loop
             self.start()
             now = self._clock()
+        tok_type = type(tokens)
+        if tok_type is int:  # the common case, checked first (step() is on the hot path)
+            bad = None if tokens >= 0 else f"tokens={tokens!r} (negative)"
+        elif tokens is None:
+            bad = None
+        else:
+            bad = _bad_tokens(tokens)
+            if bad is not None:
+                bad = f"tokens={bad}"
+        if optimizer_step is not None and optimizer_step is not True and optimizer_step is not False:
+            bad = f"optimizer_step={optimizer_step!r} (not True or False)"[:120]
+            optimizer_step = None
+        if bad is not None:
+            tokens = None
+            self._acc_bad = True
+            self._bad_calls += 1
+            self._note_failure("bad-step", f"t.step() got {bad}: tokens must be a number >= 0 (or a tensor "
+                                           "holding one); the optimizer step of that call is left out of the "
+                                           "figures (warned once; see the report's notes for the count)")
         self._acc_micro += 1
         if tokens is None and self.tokens_per_step is not None:
             tokens = self.tokens_per_step / self.grad_accum
@@ -480,19 +664,35 @@ class Tracker:
             except Exception as exc:  # noqa: BLE001
                 self._note_failure("sync", f"torch.cuda.synchronize failed: {exc}")
             now = self._clock()
-        self._step_s.append(now - self._t_prev)
-        self._t_end.append(now - self._t0)
-        self._tokens.append(None if self._acc_missing else self._acc_tokens)
-        self._micro.append(self._acc_micro)
+        step_s = now - self._t_prev
+        if not (0.0 <= step_s < math.inf):  # False for NaN and inf; a clock giving non-numbers raises here
+            self._note_failure("clock", f"the clock gave {now!r}: a step time of {step_s!r} s is left out")
+            self._acc_bad = True
+            if not (isinstance(now, (int, float)) and math.isfinite(now)):
+                now = self._t_prev  # keep measuring from the last good reading
+        ignored = self._acc_bad
+        if ignored:
+            # Left out: its time and tokens are dropped; the next step starts now.
+            self._ignored_steps += 1
+            if self._hook is not None:
+                self._forwards = 0  # the first recorded step's forwards are counted afresh
+        else:
+            self._step_s.append(step_s)
+            self._t_end.append(now - self._t0)
+            self._tokens.append(None if self._acc_missing else self._acc_tokens)
+            self._micro.append(self._acc_micro)
         self._acc_tokens = 0
         self._acc_missing = False
         self._acc_micro = 0
+        self._acc_bad = False
         self._t_prev = now
         try:  # the rare work: none of it may stop the loop
             if now - self._last_sample >= self.sample_interval_s:
                 self._sample(now=now)
             if self._rank_log is not None and now - self._last_flush >= self.flush_interval_s:
                 self._flush(now=now)
+            if ignored:
+                return
             if self._hook is not None:
                 self._remove_hook()  # the first step is over: its forwards are counted
             if self._captured is not None and "model_flops_per_micro_batch" not in self._flops \
@@ -529,21 +729,42 @@ class Tracker:
                 self._note_failure("memory", f"reading memory failed ({exc}); memory figures stop there")
                 self._mem_method = None
         if self._meter is not None and not force:
-            reading = self._meter.read()  # SafeMeter: never raises
-            if reading.energy_j is not None:
+            reading = self._meter_call("read")  # SafeMeter never raises; None: it blocked and was abandoned
+            if reading is not None and reading.energy_j is not None:
                 self._energy_samples.append({"step": step, "energy_j": reading.energy_j})
 
     def _finish_energy(self) -> None:
         if self._meter is None or self._energy_final is not None:
             return
-        reading = self._meter.stop()
-        try:
-            self._meter.close()
-        except Exception:  # noqa: BLE001
+        reading = self._meter_call("stop")
+        if reading is None:
+            return  # the meter blocked: abandoned, the reason is in _energy_why
+        meter = self._meter
+        try:  # releasing the meter's resources: a close that blocks is left behind, the reading is kept
+            call_bounded(meter.close, self.meter_timeout_s, f"energy meter {meter.name}")
+        except Exception:  # noqa: BLE001 - CallTimeout included
             pass
         self._energy_final = reading
         if reading.energy_j is not None:
             self._energy_samples.append({"step": len(self._step_s), "energy_j": reading.energy_j})
+
+    def _meter_call(self, method: str) -> Any:
+        """``self._meter.<method>()``, waited for at most meter_timeout_s. A meter that blocks is abandoned (one
+        warning): energy becomes unavailable with the reason, the joules read before are kept as partial."""
+        meter = self._meter
+        if meter is None:
+            return None
+        try:
+            return call_bounded(getattr(meter, method), self.meter_timeout_s, f"energy meter {meter.name}")
+        except CallTimeout:
+            self._meter = None
+            done = [s["energy_j"] for s in self._energy_samples if s.get("energy_j") is not None]
+            self._energy_partial = done[-1] if done else None
+            self._energy_why = (f"the energy meter {meter.name!r} did not answer within {self.meter_timeout_s:g} s "
+                                f"(its {method}() blocked, at step {len(self._step_s)}); it was abandoned, so "
+                                "energy is unavailable (meter_timeout_s= sets the wait)")
+            self._note_failure("meter-timeout", self._energy_why)
+            return None
 
     def _capture(self, module: Any, args: Any, kwargs: Any) -> None:
         """Forward pre-hook, during the first step only: record the first training forward's input shapes,
@@ -588,7 +809,18 @@ class Tracker:
     def _run_trace(self) -> None:
         """Trace the user's model once, on fake tensors, with the recorded input shapes (FLOPs per step)."""
         assert self._captured is not None
+        with self._own_work():
+            self._trace_once()
+
+    def _own_work(self) -> _OwnWork:
+        """A pause of this tracker's own (tracing, writing the report): left out of the other running trackers'
+        step times, so that nested trackers measure exactly what they would alone."""
+        return _OwnWork(self)
+
+    def _trace_once(self) -> None:
+        assert self._captured is not None
         t0 = time.perf_counter()
+        _TRACING_THREADS.add(threading.get_ident())
         try:
             args_spec, kwargs_spec, _ = self._captured
             precision = self._resolved_precision()
@@ -611,6 +843,7 @@ class Tracker:
             self._flops["why"] = f"the model could not be traced ({type(exc).__name__}: {text}); pass flops_per_token="
             self._note_failure("trace", self._flops["why"])
         finally:
+            _TRACING_THREADS.discard(threading.get_ident())
             self._trace_s = time.perf_counter() - t0
             self._captured = None if "why" in self._flops else self._captured
 
@@ -653,7 +886,15 @@ class Tracker:
         for i in range(start, len(self._step_s)):
             tok = self._tokens[i]
             if isinstance(tok, torch.Tensor):
-                tok = float(tok.detach().sum().item())
+                try:
+                    tok = float(tok.detach().sum().item())  # the device sync happens here, not in step()
+                except Exception as exc:  # noqa: BLE001
+                    tok = float("nan")
+                    self._note_failure("tokens-tensor", f"reading a tokens tensor failed ({exc})")
+                if not math.isfinite(tok) or tok < 0:
+                    self._note_failure("tokens-value", f"t.step() got a tokens tensor holding {tok:g} (step {i + 1}); "
+                                                       "steps whose tokens are not a number >= 0 are left out")
+                    continue
             rows.append({"step": i + 1, "step_s": self._step_s[i], "tokens": tok,
                          "micro_steps": self._micro[i], "t_s": self._t_end[i]})
         return rows
@@ -663,9 +904,9 @@ class Tracker:
             return
         self._last_flush = self._clock() if now is None else now
         rows = self._rows(self._flushed)
+        self._flushed = len(self._step_s)
         if rows:
-            self._rank_log.write({"kind": "steps", "rows": rows})
-            self._flushed += len(rows)
+            self._rank_log.write({"kind": "steps", "rows": dist_mod.finite_numbers(rows)[0]})
         if self._flops and not self._flops_flushed and (
                 "model_flops_per_micro_batch" in self._flops or "model_flops_per_token" in self._flops):
             self._rank_log.write({"kind": "info", "flops": dict(self._flops), "peak": self._peak()})
@@ -708,12 +949,27 @@ class Tracker:
             energy = reading.to_dict()
             energy["samples"] = list(self._energy_samples)
         elif self._meter is not None:
-            energy = self._meter.read().to_dict()
+            now_reading = self._meter_call("read")
+            energy = now_reading.to_dict() if now_reading is not None else {"energy_j": None, "why": self._energy_why}
         else:
             energy = {"energy_j": None, "why": self._energy_why}
+        if energy.get("energy_j") is None and self._energy_partial is not None:
+            energy.setdefault("partial_energy_j", self._energy_partial)
         rec["energy"] = energy
-        rec["notes"] = list(self._notes)
-        return rec
+        notes = list(self._notes)
+        if self._ignored_steps:
+            why = f"{self._bad_calls} call(s) of t.step() had bad arguments"
+            if self._failed_once & {"clock"}:
+                why += ", or the clock gave no usable time"
+            notes.append(f"{self._ignored_steps} optimizer step(s) left out of the figures: {why}")
+        if self._paused_s > 0:
+            notes.append(f"{self._paused_s:.3g} s of other trackers' own work (their trace, their report) left out "
+                         "of this tracker's step times")
+        rec["notes"] = notes
+        clean, bad = dist_mod.finite_numbers(rec)
+        if bad:
+            clean["notes"].append("not finite, written as null: " + ", ".join(bad[:10]))
+        return clean
 
     # -------------------------------------------------------------- live figures
     def summary(self) -> dict[str, Any]:

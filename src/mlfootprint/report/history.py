@@ -7,15 +7,34 @@ XDG_DATA_HOME is unset); ``--db PATH`` overrides both.
 Promises:
 
 * Nothing already in the file is lost. Every operation opens its own
-  connection; writes run in ``BEGIN IMMEDIATE`` transactions under SQLite's
-  locks with a busy timeout and retries, so several processes may add reports
-  at once.
-* A file that exists is validated through a read-only connection
-  (``file:...?mode=ro``) before anything writes to it. A file that is not an
-  SQLite database, is truncated or damaged, belongs to another program, or was
-  written by a newer mlfootprint is refused with a one-line :class:`UserError`
-  and left byte for byte as it was. Schema creation only ever runs on a file
-  that does not exist yet (or is empty).
+  connection; a write is one ``BEGIN IMMEDIATE`` transaction under SQLite's
+  locks (rollback journal: a writer killed mid-add leaves a hot journal that
+  the next connection rolls back, so the file holds every committed entry and
+  nothing half-written), so several processes may add reports at once.
+* Only SQLite touches the file while it is in use. mlfootprint never opens the
+  database with its own file handles (closing any descriptor of a file drops
+  every POSIX lock the process holds on it, which lets another writer in under
+  a live reader); what is checked is checked through the connection, and
+  otherwise only ``stat`` is used.
+* A busy database is waited for up to ``busy_timeout_s`` (default
+  :data:`BUSY_TIMEOUT_S`), then refused with a one-line "locked by another
+  process" :class:`UserError`: never a hang.
+* A file that is not an SQLite database, is truncated or damaged, belongs to
+  another program, or was written by a newer mlfootprint is refused with a
+  one-line :class:`UserError` and left byte for byte as it was (SQLite checks
+  the header and the page count when a connection first reads; damage met
+  during an add rolls the transaction back). Damage is reported only when
+  SQLite says so: its header check (``file is not a database``), or a
+  "malformed" error that ``PRAGMA quick_check`` on a fresh connection
+  confirms. quick_check is not run before every add: it reads the whole file
+  (0.1–1 s at 400 MB), and under four writers that starved one past the busy
+  timeout. Schema creation only ever runs on a file that does not exist yet
+  (or is empty).
+
+Journal mode: the rollback journal (SQLite's default), not WAL. The history is
+written rarely and read rarely; the rollback journal keeps one file (plus a
+transient ``-journal``), works with read-only connections without a ``-shm``
+file, and on network file systems where WAL's shared memory does not.
 """
 from __future__ import annotations
 
@@ -41,9 +60,9 @@ APPLICATION = "mlfootprint.history"
 APPLICATION_ID = 0x4D4C4648
 ENV_VAR = "MLFOOTPRINT_HISTORY"
 
-BUSY_TIMEOUT_S = 30.0
-_RETRIES = 8
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+# Seconds an operation waits for another process's lock before it gives up with a clear error.
+# A commit of a 0.5 MB report takes tens of milliseconds; 15 s is many writers' worth of waiting.
+BUSY_TIMEOUT_S = 15.0
 
 _T = TypeVar("_T")
 
@@ -149,8 +168,12 @@ def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
 class History:
     """An SQLite store of reports. Each call opens and closes its own connection."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        if isinstance(busy_timeout_s, bool) or not isinstance(busy_timeout_s, (int, float)) \
+                or not math.isfinite(busy_timeout_s) or busy_timeout_s < 0:
+            raise UserError(f"busy_timeout_s must be a number of seconds >= 0, got {busy_timeout_s!r}")
         self.path = resolve_path(path)
+        self.busy_timeout_s = float(busy_timeout_s)
 
     def __repr__(self) -> str:
         return f"History({str(self.path)!r})"
@@ -176,16 +199,20 @@ class History:
         for column, section, key in _SUMMARY:
             row[column] = _summary_number(data.get(section), key, integer=(column == "params_total"))
 
-        state = self._validate(for_write=True)
-        self._ensure_parent()
+        if self._file_state() == "new":
+            self._ensure_parent()
 
-        def write() -> int:
-            con = self._connect_rw()
+        def write(timeout_s: float) -> int:
+            con = self._connect("rwc", timeout_s)
             try:
-                con.execute("BEGIN IMMEDIATE")
+                con.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer until COMMIT
                 try:
-                    if state == "fresh":
-                        self._init_or_check_locked(con)
+                    # The first read makes SQLite check the header, and that the file holds every page
+                    # the header counts (a truncated or foreign file fails here, before any write).
+                    if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                        # A new or empty file (or a valid SQLite file with nothing in it). Another process
+                        # may have been first: then it is not empty.
+                        self._create_schema(con)
                     else:
                         self._check_meta(con)
                     cols = ", ".join(row)
@@ -201,7 +228,7 @@ class History:
             finally:
                 con.close()
 
-        return self._retrying(write, writing=True)
+        return self._run(write, writing=True)
 
     def list(
         self,
@@ -284,75 +311,39 @@ class History:
         n = self._read(lambda con: con.execute("SELECT count(*) FROM entries").fetchone()[0])
         return int(n or 0)
 
-    # validation ----------------------------------------------------------------
-    def _validate(self, for_write: bool) -> str:
-        """'fresh' when there is no database yet, 'ok' when it is ours and sound.
-
-        Only read-only connections touch the file here; anything wrong raises a
-        UserError and leaves the file as it was.
-        """
+    # checks ------------------------------------------------------------------
+    def _file_state(self) -> str:
+        """'new' (no file, or an empty one) or 'exists'. Only ``stat``: opening the file here could
+        drop the POSIX locks of an SQLite connection this process holds on it."""
         p = self.path
         try:
             st = p.stat()
         except FileNotFoundError:
-            return "fresh"
+            return "new"
         except OSError as exc:
             raise UserError(f"cannot read history database {p}: {exc.strerror or exc}") from None
         if p.is_dir():
             raise UserError(f"history database {p} is a folder; pass --db with a file path")
-        if st.st_size == 0:
-            return "fresh"
-        head = self._read_header()
-        if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
-            raise self._corrupt("not an SQLite database")
+        return "new" if st.st_size == 0 else "exists"
 
-        def check() -> str:
-            con = self._connect_ro()
-            try:
-                con.execute("BEGIN")  # deferred: the first read takes a shared lock
-                n_objects = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-                # Under the shared lock no writer can be mid-commit: the header
-                # and the file size are consistent unless the file is damaged.
-                self._check_size()
-                if n_objects == 0:
-                    return "fresh"  # a valid SQLite file with nothing in it
-                self._check_meta(con)
-                if for_write:
-                    result = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
-                    if result != ["ok"]:
-                        raise self._corrupt(f"integrity check failed: {result[0]}")
-                return "ok"
-            finally:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                con.close()
-
-        return self._retrying(check, writing=False)
-
-    def _read_header(self) -> bytes:
+    def _confirm_damage(self, timeout_s: float) -> str | None:
+        """After an error that says 'malformed': what ``PRAGMA quick_check`` finds on a fresh read-only
+        connection, or None when it finds the file sound (the error was not the file's fault)."""
         try:
-            with open(self.path, "rb") as fh:
-                return fh.read(100)
-        except OSError as exc:
-            raise UserError(f"cannot read history database {self.path}: {exc.strerror or exc}") from None
-
-    def _check_size(self) -> None:
-        head = self._read_header()
-        if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
-            raise self._corrupt("not an SQLite database")
-        page_size = int.from_bytes(head[16:18], "big")
-        page_size = 65536 if page_size == 1 else page_size
-        if page_size < 512 or page_size & (page_size - 1):
-            raise self._corrupt("damaged header")
-        if head[18] == 2 or head[19] == 2:
-            return  # WAL mode: the main file alone need not hold every page
-        size = self.path.stat().st_size
-        n_pages = int.from_bytes(head[28:32], "big")
-        header_valid = n_pages > 0 and head[24:28] == head[92:96]
-        if size % page_size:
-            raise self._corrupt(f"truncated: {size} bytes is not a whole number of {page_size}-byte pages")
-        if header_valid and size < n_pages * page_size:
-            raise self._corrupt(f"truncated: {size} bytes where its header says {n_pages * page_size}")
+            con = self._connect("ro", timeout_s)
+        except sqlite3.Error:
+            return None
+        try:
+            result = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                return None  # cannot look now: not confirmed
+            if _is_damage(exc) or _errname(exc).startswith("SQLITE_NOTADB"):
+                return str(exc)  # SQLite cannot even read the file's first pages
+            return None
+        finally:
+            con.close()
+        return None if result == ["ok"] else f"SQLite's integrity check failed: {result[0]}"
 
     def _check_meta(self, con: sqlite3.Connection) -> None:
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -379,13 +370,8 @@ class History:
         if version < 1 or "entries" not in names:
             raise self._corrupt(f"its tables do not match history schema {version}")
 
-    def _init_or_check_locked(self, con: sqlite3.Connection) -> None:
-        """Inside BEGIN IMMEDIATE on a file that had no schema: create it, unless
-        another process did so in the meantime (then check theirs)."""
-        objects = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if objects:
-            self._check_meta(con)
-            return
+    def _create_schema(self, con: sqlite3.Connection) -> None:
+        """Inside BEGIN IMMEDIATE on a file with no schema: create the tables."""
         for stmt in _SCHEMA_SQL:
             con.execute(stmt)
         con.executemany(
@@ -395,13 +381,10 @@ class History:
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     # connections -------------------------------------------------------------
-    def _connect_ro(self) -> sqlite3.Connection:
-        uri = self.path.resolve().as_uri() + "?mode=ro"
-        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-
-    def _connect_rw(self) -> sqlite3.Connection:
-        uri = self.path.resolve().as_uri() + "?mode=rwc"
-        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    def _connect(self, mode: str, timeout_s: float) -> sqlite3.Connection:
+        """A connection with SQLite's busy handler waiting up to `timeout_s` for other processes' locks."""
+        uri = self.path.resolve().as_uri() + f"?mode={mode}"
+        return sqlite3.connect(uri, uri=True, timeout=max(0.0, timeout_s), isolation_level=None)
 
     def _ensure_parent(self) -> None:
         parent = self.path.parent
@@ -411,15 +394,16 @@ class History:
             raise UserError(f"cannot create the folder {parent} for the history database: {exc.strerror or exc}") from None
 
     def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T | None:
-        """Validate, then run `query` on a read-only connection; None when there
-        is no database yet (reading never creates one)."""
-        if self._validate(for_write=False) == "fresh":
+        """Run `query` on a read-only connection; None when there is no history yet (reading never creates one)."""
+        if self._file_state() == "new":
             return None
 
-        def run() -> _T:
-            con = self._connect_ro()
+        def run(timeout_s: float) -> _T | None:
+            con = self._connect("ro", timeout_s)
             try:
-                con.execute("BEGIN")
+                con.execute("BEGIN")  # deferred: the first read takes a shared lock, held to the end
+                if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    return None  # a valid SQLite file with nothing in it yet
                 self._check_meta(con)
                 return query(con)
             finally:
@@ -427,47 +411,66 @@ class History:
                     con.execute("ROLLBACK")
                 con.close()
 
-        return self._retrying(run, writing=False)
+        return self._run(run, writing=False)
 
-    def _retrying(self, fn: Callable[[], _T], writing: bool) -> _T:
-        """Run `fn`, retrying while another process holds the lock; map SQLite's
-        errors to one-line UserErrors."""
+    def _run(self, fn: Callable[[float], _T], writing: bool) -> _T:
+        """Run `fn(seconds left)`, waiting out other processes' locks up to the busy timeout; map SQLite's errors
+        to one-line UserErrors. A 'malformed' error is called damage only when quick_check confirms it."""
+        deadline = time.monotonic() + self.busy_timeout_s
         recovered = False
-        for attempt in range(_RETRIES + 1):
+        unconfirmed = 0
+        while True:
+            left = deadline - time.monotonic()
             try:
-                return fn()
+                return fn(max(0.0, left))
             except sqlite3.Error as exc:
-                name = getattr(exc, "sqlite_errorname", "") or ""
-                busy = name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc) or "busy" in str(exc)
-                if busy and attempt < _RETRIES:
-                    time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-                    continue
+                name = _errname(exc)
+                left = deadline - time.monotonic()
+                if _is_busy(exc):
+                    if left > 0:
+                        # SQLite's busy handler gave up early (a lock upgrade it must not wait for): back off.
+                        time.sleep(min(left, 0.02 + 0.08 * random.random()))
+                        continue
+                    raise self._locked() from None
                 if name in ("SQLITE_READONLY_ROLLBACK", "SQLITE_READONLY_RECOVERY") and not recovered:
-                    # A writer crashed mid-commit and left a hot journal: let
-                    # SQLite roll it back (restoring the last commit), then retry.
-                    self._recover()
+                    # A writer died mid-commit and left a hot journal: a read-write connection rolls it back
+                    # (restoring the last commit); then read again.
+                    self._recover(max(0.0, left))
                     recovered = True
                     continue
-                raise self._map_error(exc, busy, writing) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                if _is_damage(exc):
+                    found = self._confirm_damage(max(0.0, left))
+                    if found is not None:
+                        raise self._corrupt(found) from None
+                    if unconfirmed < 2:
+                        unconfirmed += 1
+                        continue
+                    verb = "add to" if writing else "read"
+                    raise UserError(
+                        f"cannot {verb} history database {self.path}: SQLite said '{exc}' but its integrity check "
+                        "finds the file sound; nothing was changed; try again") from None
+                raise self._map_error(exc, writing) from None
 
-    def _recover(self) -> None:
-        con = sqlite3.connect(self.path.resolve().as_uri() + "?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    def _recover(self, timeout_s: float) -> None:
         try:
-            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        finally:
-            con.close()
+            con = self._connect("rw", timeout_s)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            pass  # the next attempt says what is wrong
 
-    def _map_error(self, exc: sqlite3.Error, busy: bool, writing: bool) -> UserError:
-        name = getattr(exc, "sqlite_errorname", "") or ""
-        if busy:
-            return UserError(
-                f"history database {self.path} stayed locked by another process for too long; try again"
-            )
-        if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_IOERR_SHORT_READ")) or isinstance(exc, sqlite3.DatabaseError) and (
-            "malformed" in str(exc) or "not a database" in str(exc)
-        ):
-            return self._corrupt(str(exc))
+    def _locked(self) -> UserError:
+        return UserError(
+            f"history database {self.path} is locked by another process (still locked after "
+            f"{self.busy_timeout_s:g} s); try again, or close the program that holds it open"
+        )
+
+    def _map_error(self, exc: sqlite3.Error, writing: bool) -> UserError:
+        name = _errname(exc)
+        if name.startswith("SQLITE_NOTADB") or "not a database" in str(exc):
+            return self._corrupt(str(exc))  # SQLite's own header check
         if name.startswith("SQLITE_FULL"):
             return UserError(f"cannot write history database {self.path}: the disk is full; nothing was added")
         if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
@@ -488,6 +491,24 @@ class History:
 
 
 # -- helpers ---------------------------------------------------------------------
+def _errname(exc: BaseException) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def _is_busy(exc: BaseException) -> bool:
+    name = _errname(exc)
+    if name:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    text = str(exc)
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """SQLite errors that may mean a damaged file (to be confirmed by quick_check)."""
+    name = _errname(exc)
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_IOERR_SHORT_READ")) or "malformed" in str(exc)
+
+
 def save_to_history(report: Report, db: str | os.PathLike[str] | None = None, label: str | None = None) -> int:
     """Add `report` to the history (``db`` or the default file); return the entry id.
 

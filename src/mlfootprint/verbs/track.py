@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..measure.distributed import gather_rank_records, global_figures, rank_summary, step_rows
+from ..measure.distributed import finite_numbers, gather_rank_records, global_figures, rank_summary, step_rows
 from ..measure.track import Tracker, current_tracker
 from ..report.schema import Report
 from ..report.sections import MeasuredSection, ModelSection, TrackedWorkloadSection
@@ -25,7 +25,9 @@ def track(model: Any = None, **kwargs: Any) -> Tracker:
 
     Call ``t.step(tokens=...)`` once per micro-batch (forward + backward); with ``grad_accum=N`` every N-th call
     closes an optimizer step (``t.step(optimizer_step=True)`` closes one at any call). Tracking never stops the
-    loop: a meter or a trace that fails makes its figure unavailable, with the reason. Bad arguments raise
+    loop: a meter or a trace that fails makes its figure unavailable, with the reason; a ``t.step()`` with bad
+    arguments (tokens that are not a number >= 0) is warned about once and its optimizer step left out.
+    Trackers may be nested: each leaves the others' own work (trace, report) out of its step times. Bad arguments raise
     :class:`~mlfootprint.core.errors.UserError` when the tracker is made. Under ``torchrun`` every rank tracks
     its steps and rank 0 writes one report. Every argument after ``model`` is keyword-only.
 
@@ -53,6 +55,8 @@ def track(model: Any = None, **kwargs: Any) -> Tracker:
         trace: trace ``model`` for the FLOPs (default True; off when ``flops_per_token`` is given).
         sample_interval_s, flush_interval_s, gather_timeout_s: seconds between memory/energy samples (1.0),
             between writes of the per-rank files (10.0), and rank 0's wait for the other ranks (60.0).
+        meter_timeout_s: the longest wait for one call of the energy meter (2.0); a meter that blocks longer is
+            abandoned (one warning) and energy is reported unavailable with the reason.
         rank_files: write per-rank files next to the report (default: with several ranks and a ``report``).
         log_every, log: log a progress line every this many steps (default None: never), through ``log``
             (a callable taking a string; default: the ``mlfootprint.track`` logger).
@@ -104,6 +108,9 @@ def track_report(records: Sequence[dict[str, Any]], *, warmup: int = 1, meta: di
     _per_rank(records, m, warmup)
     if unavailable:
         m["unavailable"] = unavailable
+    m, not_finite = finite_numbers(m)  # strict JSON: a NaN or infinite figure is written as null, with a note
+    for where in not_finite:
+        rep.assume(f"measured.{where} was not a finite number; written as null")
     data = rep.add(MeasuredSection(**m))
     _mark(rep, data, records)
     _assumptions(rep, records, meta, warmup)
