@@ -267,6 +267,18 @@ def test_training_regularizers_are_deterministic_and_stated(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["layerdrop"] == 0.1  # the user's file is untouched
 
 
+def test_stochastic_depth_is_traced_as_run(tmp_path):
+    # ConvNeXt computes its drop-path rates at construction with linspace(...).tolist(): evaluated on real
+    # tensors while the model is built fake. Training keeps the per-sample keep masks (bernoulli draws).
+    _write_config("convnext", CASES["convnext"], tmp_path)
+    tr = trace(resolve(str(tmp_path)), Workload(batch=2, mode="train"))
+    assert any("stochastic depth (drop_path_rate 0.1) traced as it runs" in a for a in tr.assumptions)
+    draws = [r.module for r in tr.records if r.phase == "forward" and r.op.startswith("aten.rand")]
+    # rates linspace(0, 0.1, 2) = [0, 0.1] over the two blocks: the first is an identity, the second draws
+    # one uniform per sample (floored into its keep mask)
+    assert draws == ["convnext.encoder.stages.1.layers.0.drop_path"]
+
+
 def test_config_without_a_model_class_is_a_user_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-architecture", "hidden_size": 8}))
     spec = resolve(str(tmp_path))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -216,18 +216,22 @@ class _ConstantSchedules(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self._real: set[int] = set()
+        self._real: dict[int, weakref.ref[torch.Tensor]] = {}  # by id, checked by identity (ids are reused)
+
+    def _is_real(self, t: torch.Tensor) -> bool:
+        ref = self._real.get(id(t))
+        return ref is not None and ref() is t
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
-        if func is torch.linspace or (tensors and all(id(t) in self._real for t in tensors)):
+        if func is torch.linspace or (tensors and all(self._is_real(t) for t in tensors)):
             with unset_fake_temporarily():
                 out = func(*args, **kwargs)
             for t in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(t, torch.Tensor):
-                    self._real.add(id(t))
+                    self._real[id(t)] = weakref.ref(t)
             return out
         return func(*args, **kwargs)
 
@@ -251,6 +255,11 @@ def _deterministic_structure(config: Any, training: bool) -> list[str]:
                 if training:  # inactive in inference: nothing changed
                     notes.append(f"{prefix}{key} {value} traced as 0: every layer runs (a real training step skips "
                                  f"each layer with probability {value}; this is the step's upper bound)")
+        rate = getattr(c, "drop_path_rate", None)
+        if training and isinstance(rate, (int, float)) and rate > 0:
+            # not random in shape: each sample's block output is computed, then scaled by a 0/1 keep mask
+            notes.append(f"{prefix}stochastic depth (drop_path_rate {rate}) traced as it runs: every block is computed "
+                         "for every sample, then multiplied by a per-sample keep mask (no compute is skipped)")
         masking = [k for k in _SPEC_AUGMENT_PROBS if (getattr(c, k, 0) or 0) > 0]
         if masking and getattr(c, "apply_spec_augment", True):
             # set, not only changed: a config without the key reads it with getattr(..., True)
