@@ -131,6 +131,13 @@ def _model_class_or_none(config: dict[str, Any]) -> Any:
             chosen = _mapping(table).get(model_type)
             if chosen:
                 break
+    if not chosen:
+        # a family with task heads only (depth estimation, segmentation, …): the first that transformers lists
+        from transformers.models.auto import modeling_auto
+        for table in sorted(n for n in dir(modeling_auto) if n.endswith("_MAPPING_NAMES") and n != "CONFIG_MAPPING_NAMES"):
+            chosen = _mapping(table).get(model_type)
+            if chosen:
+                break
     if isinstance(chosen, (tuple, list)):
         chosen = chosen[0]
     cls = getattr(transformers, chosen, None) if chosen else None
