@@ -221,3 +221,36 @@ def test_einsum_counted_through_its_decomposition():
     tr = traced(E(), torch.randn(3, 4, 5), torch.randn(3, 5, 6), torch.randn(4, 5), torch.randn(5))
     assert model_flops(tr, "forward") == 720 + 40
     assert not tr.unsupported
+
+
+class _PoolUpsample(nn.Module):
+    """relu6 → 2×2 average pool → bilinear ×2 → log-sigmoid → GLU (MobileNet, EfficientNet, BEiT, SigLIP, Speech2Text ops)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        y = F.relu6(x * self.scale)
+        y = F.logsigmoid(F.interpolate(F.avg_pool2d(y, 2), scale_factor=2, mode="bilinear"))
+        return F.glu(y, dim=1 if y.shape[1] % 2 == 0 else -1)
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_pooling_upsampling_and_log_sigmoid(fake):
+    tr = traced(_PoolUpsample(), torch.randn(2, 3, 8, 8), mode="train", fake=fake)
+    assert tr.unsupported == {}
+    other = {}
+    for r in tr.records:
+        other[r.op] = other.get(r.op, 0) + r.other_flops
+    n = 2 * 3 * 8 * 8  # 384 elements in and out (the pool halves, the upsample restores)
+    pooled = n // 4
+    assert other["aten.avg_pool2d.default"] == 4 * pooled  # a 2×2 window per pooled element
+    assert other["aten.avg_pool2d_backward.default"] == 4 * pooled
+    assert other["aten.upsample_bilinear2d.default"] == 7 * n  # 4 products + 3 adds per output element
+    assert other["aten.upsample_bilinear2d_backward.default"] == 8 * n  # 4 neighbours × (product + add)
+    assert other["aten.log_sigmoid_forward.default"] == 4 * n
+    assert other["aten.log_sigmoid_backward.default"] == 3 * n
+    assert other["aten.hardtanh_backward.default"] == n
+    assert other["aten.glu.default"] == 5 * n // 2  # σ + product per output element (half the input)
+    assert other["aten.glu_backward.default"] == 8 * n // 2  # per element of the output gradient

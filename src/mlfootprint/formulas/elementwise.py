@@ -116,6 +116,76 @@ def embedding_backward_cost(func, args, kwargs, out) -> Cost:
     return Cost(other=float_numel(args[0]))
 
 
+@formula([aten.hardtanh_backward])
+def hardtanh_backward_cost(func, args, kwargs, out) -> Cost:
+    # ReLU6 / hardtanh gradient: the incoming gradient where min < x < max, else 0: one select per element
+    # (as threshold_backward, which is tagged pointwise).
+    return Cost(other=float_numel(args[0]))
+
+
+@formula([aten.log_sigmoid_forward, aten.log_sigmoid_backward])
+def log_sigmoid_cost(func, args, kwargs, out) -> Cost:
+    # forward: log σ(x) = min(x, 0) − log1p(exp(−|x|)): abs, exp, log1p, subtract → 4 per element (the
+    # PER_ELEMENT convention); it returns (output, buffer) and lacks the pointwise tag, hence this entry.
+    # backward: g·(1 − σ(x)) with σ from the saved buffer: subtract, multiply and the sign select → 3.
+    if func.overloadpacket is aten.log_sigmoid_forward:
+        return Cost(other=PER_ELEMENT["log_sigmoid_forward"] * float_numel(args[0]))
+    return Cost(other=3 * float_numel(args[0]))
+
+
+@formula([aten.glu, aten.glu_backward])
+def glu_cost(func, args, kwargs, out) -> Cost:
+    # glu(x) = a·σ(b) over the two halves of x: σ (4, the PER_ELEMENT sigmoid) and a product → 5 per output
+    # element. backward, per element of the output gradient g: σ(b) again (4), g·σ(b) (1) and
+    # g·a·σ(b)·(1 − σ(b)) (3) → 8.
+    if func.overloadpacket is aten.glu:
+        return Cost(other=(PER_ELEMENT["sigmoid"] + 1) * float_numel(out))
+    return Cost(other=8 * float_numel(args[0]))
+
+
+def _window(value: Any, dims: int) -> list[int]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return [int(v) for v in (values * dims if len(values) == 1 else values)]
+
+
+@formula([aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d])
+def avg_pool_cost(func, args, kwargs, out) -> Cost:
+    # each output element sums its k₁·…·k_d window (k−1 adds) and divides once: k₁·…·k_d per output element.
+    # (Padding positions excluded by count_include_pad=False still cost the same add-or-skip.)
+    dims = {aten.avg_pool1d: 1, aten.avg_pool2d: 2, aten.avg_pool3d: 3}[func.overloadpacket]
+    window = 1
+    for k in _window(args[1], dims):
+        window *= k
+    return Cost(other=window * float_numel(out))
+
+
+@formula([aten.avg_pool2d_backward, aten.avg_pool3d_backward])
+def avg_pool_backward_cost(func, args, kwargs, out) -> Cost:
+    # each output gradient is divided by the window size and added into its k₁·…·k_d inputs:
+    # k₁·…·k_d adds (the divide folded into the first) per grad_output element.
+    dims = 2 if func.overloadpacket is aten.avg_pool2d_backward else 3
+    window = 1
+    for k in _window(args[2], dims):
+        window *= k
+    return Cost(other=window * float_numel(args[0]))
+
+
+@formula([aten.upsample_bilinear2d, aten._upsample_bilinear2d_aa, aten.upsample_linear1d, aten.upsample_trilinear3d])
+def upsample_linear_cost(func, args, kwargs, out) -> Cost:
+    # interpolation from 2^d neighbours: 2^d weighted products and 2^d − 1 adds per output element
+    # (linear 3, bilinear 7, trilinear 15); the weights depend on the output position only.
+    neighbours = {aten.upsample_linear1d: 2, aten.upsample_trilinear3d: 8}.get(func.overloadpacket, 4)
+    return Cost(other=(2 * neighbours - 1) * float_numel(out))
+
+
+@formula([aten.upsample_bilinear2d_backward, aten._upsample_bilinear2d_aa_backward, aten.upsample_linear1d_backward,
+          aten.upsample_trilinear3d_backward])
+def upsample_linear_backward_cost(func, args, kwargs, out) -> Cost:
+    # each output gradient is scattered to its 2^d neighbours: a product and an add per neighbour.
+    neighbours = {aten.upsample_linear1d_backward: 2, aten.upsample_trilinear3d_backward: 8}.get(func.overloadpacket, 4)
+    return Cost(other=2 * neighbours * float_numel(args[0]))
+
+
 @formula([aten.floor_divide, aten.remainder, aten.fmod, aten.true_divide, aten.xlogy])
 def untagged_pointwise_cost(func, args, kwargs, out) -> Cost:
     # pointwise arithmetic whose schema lacks the pointwise tag; integer results are 0 FLOPs

@@ -11,7 +11,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "kv_heads": ("num_key_value_heads", "n_kv_heads", "num_kv_heads"),
     "ffn": ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "ffn_hidden_size"),
     "vocab": ("vocab_size",),
-    "context": ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx"),
+    "context": ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx", "max_target_positions"),
     "experts": ("num_local_experts", "num_experts", "n_routed_experts"),
     "experts_per_token": ("num_experts_per_tok", "top_k", "moe_top_k"),
     "image_size": ("image_size",),
@@ -24,7 +24,8 @@ def facts_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"model_type": cfg.get("model_type")}
     for fact, keys in _ALIASES.items():
         for k in keys:
-            if cfg.get(k) is not None:
+            # a number only: hierarchical vision models give per-stage lists (Swin's num_heads [3, 6, 12, 24])
+            if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool):
                 out[fact] = cfg[k]
                 break
     if out.get("heads") and "kv_heads" not in out:

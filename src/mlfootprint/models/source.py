@@ -12,7 +12,7 @@ from .facts import facts_from_config
 from .factory import load_callable, looks_like_callable_ref
 from .inputs import InputSpec, parse_input
 from .spec import ModelSpec
-from .hf import hub_config, task_for
+from .hf import hub_config, json_floats, task_for
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEFAULT_MODEL = "gpt2"
@@ -37,7 +37,7 @@ def resolve(model: str | None, inputs: Sequence[str] = (), inputs_ref: str | Non
         cfg_path = path / "config.json" if path.is_dir() else path
         if not cfg_path.is_file():
             raise UserError(f"folder {name!r} has no config.json; pass the config file itself or a folder holding one")
-        cfg = load_file(cfg_path)
+        cfg = json_floats(load_file(cfg_path))
         if not isinstance(cfg, dict) or "model_type" not in cfg:
             raise UserError(f"{cfg_path} is not a Hugging Face config (no 'model_type' key)")
         label = path.name if path.is_dir() else (path.parent.name or path.stem)

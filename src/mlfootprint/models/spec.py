@@ -17,7 +17,7 @@ class ModelSpec:
     name: str
     source: str  # catalog | hf-config | hf-hub | factory
     origin: str  # catalog file, config path, hub id or 'module:callable'
-    task: str = "custom"  # causal-lm | masked-lm | seq2seq-lm | image-classification | base | custom
+    task: str = "custom"  # causal-lm | masked-lm | seq2seq-lm | base (text) | image-classification | image | image-text | audio | speech-seq2seq | custom
     hf_config: dict[str, Any] | None = None
     factory: Callable[..., Any] | None = None
     input_specs: tuple[InputSpec, ...] = ()

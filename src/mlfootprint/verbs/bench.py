@@ -15,7 +15,7 @@ from ..measure import stats
 from ..measure.bench import (DEFAULT_MIN_REPEATS, DEFAULT_THRESHOLD, DEFAULT_WARMUP, ERROR_CONVENTION, BenchRun,
                              device_label, run_bench)
 from ..measure.reference import peak_flops, predictions
-from ..models.hf import default_seq
+from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import MeasuredSection, VersusPredicted
 from ..trace.run import trace
@@ -127,7 +127,7 @@ def _unit_key(run: BenchRun) -> str:
 def _timing(spec: Any, run: BenchRun) -> tuple[MeasuredSection, dict[str, str]]:
     tm, wl = run.timings, run.workload
     section = MeasuredSection(device=device_label(run.device), mode=wl.mode, batch=tm.batch)
-    if spec.source != "factory" and spec.task != "image-classification":
+    if spec.source != "factory" and spec.task in TEXT_TASKS:
         section.seq = wl.seq or default_seq(spec)
     section.token_unit = tm.token_unit
     unit_key = _unit_key(run)

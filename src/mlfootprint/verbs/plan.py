@@ -10,7 +10,7 @@ from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.planner import plan as plan_layouts
 from ..analysis.predict.roofline import peak_for_precision
 from ..core.errors import UserError
-from ..models.hf import default_seq
+from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.run import trace
@@ -97,7 +97,7 @@ def _global_batch(spec: Any, wl: Workload, devices: int, eff: Any) -> tuple[int,
     if "batch" in wl.given:
         return wl.batch, []
     seq = wl.seq or (default_seq(spec) if spec.source != "factory" else None)
-    if seq and spec.task not in ("image-classification", "custom"):
+    if seq and spec.task in TEXT_TASKS:
         want = max(1, math.ceil(eff["plan_batch_tokens"] / seq))
         batch = math.ceil(want / devices) * devices
         return batch, [f"global batch {batch} × {seq} tokens: about {eff['plan_batch_tokens']:.4g} tokens, "
