@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..formulas import classify, cost_of
+from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
 from .records import FORWARD, MemoryEvent, OpRecord
 
 _SKIP_NAMESPACES = {"prim", "prims"}
@@ -45,7 +46,12 @@ def _grouped_mm_any_dtype(func, args, kwargs):
 
 
 # Operators whose fake-tensor implementation is stricter than their real kernels.
-_FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype}
+_FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype,
+               # the CPU LSTM kernel's workspace, which its meta kernel leaves empty
+               torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_layer_with_workspace}
+# Kernel scratch: bytes an operator allocates and frees inside one call (booked as a transient at the op).
+_SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
+            torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes}
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -87,6 +93,13 @@ class RecordingMode(TorchDispatchMode):
             self.events.append(MemoryEvent(index, nbytes, self.phase, key))
             weakref.finalize(st, self._on_free, key, nbytes)
         return created
+
+    def _transient(self, index: int, nbytes: int) -> None:
+        """Book `nbytes` live only during op `index` (an allocation and its free, under a key of its own)."""
+        if nbytes > 0:
+            key = -(len(self.events) + 1)  # storage keys are addresses (positive): no clash
+            self.events.append(MemoryEvent(index, nbytes, self.phase, key))
+            self.events.append(MemoryEvent(index, -nbytes, self.phase, key))
 
     def _on_free(self, key: int, nbytes: int) -> None:
         if self._live.pop(key, None) is not None:
@@ -151,6 +164,9 @@ class RecordingMode(TorchDispatchMode):
         index = len(self.records)
         flat_out, _ = tree_flatten(out)
         created = self._track_outputs(flat_out, index)
+        scratch = _SCRATCH.get(func)
+        if scratch is not None:
+            self._transient(index, scratch(func, args, kwargs))
         if how == "zero" and not created:
             # pure views / metadata: no FLOPs, no traffic; keep the record list lean.
             return out
