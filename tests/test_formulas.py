@@ -221,3 +221,87 @@ def test_einsum_counted_through_its_decomposition():
     tr = traced(E(), torch.randn(3, 4, 5), torch.randn(3, 5, 6), torch.randn(4, 5), torch.randn(5))
     assert model_flops(tr, "forward") == 720 + 40
     assert not tr.unsupported
+
+
+class Fn(nn.Module):
+    """A module around a function of its inputs (and its own parameters, when given)."""
+
+    def __init__(self, fn, **params):
+        super().__init__()
+        self.fn = fn
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value))
+
+    def forward(self, *xs):
+        return self.fn(self, *xs)
+
+
+def _flops_by_op(tr, op, phase="forward"):
+    rows = [r for r in tr.records if r.op.startswith(f"aten.{op}.") and r.phase == phase]
+    return sum(r.model_flops for r in rows), sum(r.other_flops for r in rows)
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_addbmm(fake):
+    # Σ over 3 batches of (4×5)·(5×6): one dot product of length 3·5 per output element → 2·3·4·5·6 = 720 model;
+    # the added input (4×6): 24 other.
+    m = Fn(lambda s, c, a, b: torch.addbmm(c, a, b))
+    tr = traced(m, torch.randn(4, 6), torch.randn(3, 4, 5), torch.randn(3, 5, 6), fake=fake)
+    assert _flops_by_op(tr, "addbmm") == (720, 24)
+    assert not tr.unsupported
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_bilinear_trilinear(fake):
+    # nn.Bilinear(5, 7, 3), batch 4: y[b,o] = Σ_ij x1[b,i]·W[o,i,j]·x2[b,j]. ATen sums i first (x1·W → (4,3,7):
+    # 4·3·5·7 = 420 multiply–adds), then j with x2 (4·3·7 = 84): 2·(420 + 84) = 1008.
+    tr = traced(nn.Bilinear(5, 7, 3), torch.randn(4, 5), torch.randn(4, 7), fake=fake)
+    assert _flops_by_op(tr, "_trilinear")[0] == 1008
+    assert not tr.unsupported
+
+
+def test_conv_tbc_forward_and_backward():
+    # input (T=10, B=2, C_in=4), weight (K=3, 4, 6), pad 1 → T_out = 10. Taps skip padded steps: t_0 = 9, t_1 = 10,
+    # t_2 = 9 → 28 steps · B 2 · 4·6 multiply–adds = 1344 → 2688 FLOPs. Backward (addmm_ per tap): grad_input and
+    # grad_weight, the same 2688 each.
+    m = Fn(lambda s, x: torch.conv_tbc(x, s.w, s.b, 1), w=torch.randn(3, 4, 6), b=torch.zeros(6))
+    tr = traced(m, torch.randn(10, 2, 4), mode="train")
+    assert _flops_by_op(tr, "conv_tbc")[0] == 2688
+    assert model_flops(tr, "backward") == 2 * 2688
+    assert not tr.unsupported
+    real = traced(m, torch.randn(10, 2, 4), fake=False)
+    assert _flops_by_op(real, "conv_tbc")[0] == 2688
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_int_mm(fake):
+    # int8 (32×8)·(8×16): 2·32·8·16 = 8192 integer operations, matrix-class.
+    m = Fn(lambda s, a, b: torch._int_mm(a, b))
+    a = torch.randint(-3, 3, (32, 8), dtype=torch.int8)
+    b = torch.randint(-3, 3, (8, 16), dtype=torch.int8)
+    tr = traced(m, a, b, fake=fake)
+    assert _flops_by_op(tr, "_int_mm") == (8192, 0)
+
+
+def test_polar():
+    # r·cos θ + i·r·sin θ: 4 FLOPs per complex output, 5 outputs → 20.
+    tr = traced(Fn(lambda s, r, t: torch.polar(r, t)), torch.rand(5), torch.rand(5))
+    assert _flops_by_op(tr, "polar") == (0, 20)
+    assert not tr.unsupported
+
+
+def test_softplus_backward():
+    # softplus' = sigmoid(beta·x) times the gradient: 5 FLOPs per element of the (3, 4) activation → 60.
+    tr = traced(nn.Sequential(nn.Linear(4, 4), nn.Softplus()), torch.randn(3, 4), mode="train")
+    assert _flops_by_op(tr, "softplus_backward", "backward") == (0, 60)
+    assert not tr.unsupported
+
+
+def test_weight_norm_interface():
+    # parametrized weight norm of Linear(4, 5): v (5, 4) = 20 elements, g (5, 1) = 5 norms.
+    # forward 3·20 + 2·5 = 70; backward 5·20 + 3·5 = 115.
+    net = nn.utils.parametrizations.weight_norm(nn.Linear(4, 5))
+    tr = traced(net, torch.randn(3, 4), mode="train")
+    assert _flops_by_op(tr, "_weight_norm_interface") == (0, 70)
+    assert _flops_by_op(tr, "_weight_norm_interface_backward", "backward") == (0, 115)
+    assert not tr.unsupported
