@@ -305,3 +305,85 @@ def test_weight_norm_interface():
     assert _flops_by_op(tr, "_weight_norm_interface") == (0, 70)
     assert _flops_by_op(tr, "_weight_norm_interface_backward", "backward") == (0, 115)
     assert not tr.unsupported
+
+
+# nn.TransformerEncoder in eval: D = 32, 4 heads, F = 64, batch 2, length 10 (N = 20 tokens). Per layer:
+#   QKV projection 2·20·32·96 = 122,880; Q·Kᵀ and P·V 2·(2·2·10·10·32) = 25,600; out projection 2·20·32·32 = 40,960;
+#   feed-forward 2·(2·20·32·64) = 163,840 → 353,280.
+ENCODER_LAYER_FLOPS = 122_880 + 25_600 + 40_960 + 163_840
+
+
+class Encoder(nn.Module):
+    def __init__(self, layers: int, nested: bool = False):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=nested)
+
+    def forward(self, x, pad=None):
+        return self.enc(x, src_key_padding_mask=pad)
+
+
+def _encoder_inputs(masked: bool):
+    x = torch.randn(2, 10, 32)
+    pad = torch.zeros(2, 10, dtype=torch.bool)
+    pad[0, 7:] = True
+    return [x, pad] if masked else [x]
+
+
+@pytest.mark.parametrize("layers,fast_op", [(1, "_transformer_encoder_layer_fwd"),
+                                            (2, "_native_multi_head_attention")])
+@pytest.mark.parametrize("masked", [False, True])
+def test_transformer_encoder_in_eval_equals_analytic_and_training(layers, fast_op, masked):
+    # One layer runs TransformerEncoderLayer's fused fast path; two run MultiheadAttention's (the trace's per-block
+    # hooks turn the layer's own fast path off) or, with a padding mask, the SDPA path. All count the same.
+    tr = traced(Encoder(layers).eval(), *_encoder_inputs(masked))
+    assert model_flops(tr, "forward") == layers * ENCODER_LAYER_FLOPS
+    assert not tr.unsupported
+    if not masked or layers == 1:
+        assert any(fast_op in r.op for r in tr.records)
+    train = traced(Encoder(layers), *_encoder_inputs(masked), mode="train")
+    assert model_flops(train, "forward") == model_flops(tr, "forward")
+    assert not any("multi_head" in r.op or "encoder_layer" in r.op for r in train.records)
+
+
+def test_transformer_encoder_fast_path_output_is_booked():
+    # the fused layer's output (2·10·32 fp32 = 2,560 bytes) is an allocation the memory model replays
+    tr = traced(Encoder(1).eval(), torch.randn(2, 10, 32))
+    (rec,) = [r for r in tr.records if "_transformer_encoder_layer_fwd" in r.op]
+    assert rec.alloc_bytes == 2560
+    assert any(e.index == rec.index and e.delta == 2560 for e in tr.events)
+
+
+def test_packed_encoder_counts_real_tokens_only():
+    # With enable_nested_tensor and a padding mask, eval packs the batch into a nested tensor (lengths 7 and 10):
+    # 17 tokens. QKV 2·17·32·96 = 104,448; attention 4·(7² + 10²)·32 = 19,072; out 2·17·32·32 = 34,816;
+    # feed-forward 2·2·17·32·64 = 139,264 → 297,600 (on real tensors: the lengths are values).
+    from mlfootprint.trace.mode import RecordingMode
+
+    enc = Encoder(1, nested=True).eval()
+    x, pad = _encoder_inputs(True)
+    rec = RecordingMode()
+    with torch.no_grad(), rec:
+        enc(x, pad)
+    assert sum(r.model_flops for r in rec.records) == 297_600
+    assert not rec.unsupported
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_multihead_attention_fast_path_with_weights(fake):
+    # nn.MultiheadAttention(32, 4) in eval, self-attention on (2, 10, 32) (its fast path needs query is key is
+    # value), need_weights averaged over heads: QKV 2·2·10·32·96 = 122,880; Q·Kᵀ and P·V 2·(2·2·10·10·32) = 25,600;
+    # out projection 2·2·10·32·32 = 40,960 → 189,440. Other: biases 2·30·32 + 2·10·32 = 2,560; softmax
+    # 5·2·4·10·10 = 4,000; the head average 2·4·10·10 + 2·10·10 = 1,000 → 7,560.
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x)
+
+    tr = traced(SelfAttention().eval(), torch.randn(2, 10, 32), fake=fake)
+    assert _flops_by_op(tr, "_native_multi_head_attention") == (189_440, 7_560)
+    assert sum(r.attention_flops for r in tr.records) == 25_600
+    assert not tr.unsupported

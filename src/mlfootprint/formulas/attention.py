@@ -93,3 +93,62 @@ def sdpa_forward_cost(func, args, kwargs, out) -> Cost:
 @formula(_BWD)
 def sdpa_backward_cost(func, args, kwargs, out) -> Cost:
     return _backward(func, args, kwargs, fused=True)
+
+
+
+# -- nn.MultiheadAttention's and nn.TransformerEncoderLayer's inference fast paths -------------------------
+
+def _sequences(t) -> list[tuple[int, int, int]]:
+    """(batch, length, width) blocks of a (B, L, D) tensor, or one (1, L_i, D) block per sequence of a nested
+    tensor (nn.TransformerEncoder packs a padded batch into one when given src_key_padding_mask: padding is skipped)."""
+    if getattr(t, "is_nested", False):
+        return [(1, int(n), int(d)) for n, d in t._nested_tensor_size().tolist()]
+    b, n, d = t.shape
+    return [(int(b), int(n), int(d))]
+
+
+def _mha_cost(query, key, embed_dim: int, heads: int, need_weights: bool, average: bool) -> Cost:
+    """Multi-head attention of query (B, L, D) over key/value (B, S, D), projections included:
+      QKV projection : 2·D·D·B·(L + 2·S)   (one (B·L × D)·(D × 3D) product for self-attention)   (model)
+      Q·Kᵀ and P·V   : 2·B·L·S·D each (= 2·B·H·L·S·D/H)                                           (model, attention)
+      out projection : 2·B·L·D·D                                                                 (model)
+      biases (B·(L + 2S)·D + B·L·D), scale + softmax 5 per score, as the SDPA formulas (other); the mask's
+      application is not counted (as with SDPA); need_weights with averaging sums the H heads' weights and
+      divides: B·H·L·S + B·L·S (other). Nested (packed) inputs: the sum over their sequences."""
+    model = other = attention = 0
+    for (b, lq, d), (_, s, _) in zip(_sequences(query), _sequences(key)):
+        scores = b * heads * lq * s
+        products = 4 * b * lq * s * embed_dim
+        attention += products
+        model += 2 * d * embed_dim * b * (lq + 2 * s) + products + 2 * b * lq * embed_dim * embed_dim
+        other += b * (lq + 2 * s) * embed_dim + SOFTMAX_FWD_PER_SCORE * scores + b * lq * embed_dim
+        if need_weights and average:
+            other += scores + b * lq * s
+    return Cost(model=model, other=other, attention=attention)
+
+
+@formula(aten._native_multi_head_attention)
+def native_mha_cost(func, args, kwargs, out) -> Cost:
+    # nn.MultiheadAttention's fast path (inference, batch_first); see _mha_cost.
+    a = bind(func, args, kwargs)
+    return _mha_cost(a["query"], a["key"], int(a["embed_dim"]), int(a["num_head"]), bool(a["need_weights"]),
+                     bool(a["average_attn_weights"]))
+
+
+@formula(aten._transformer_encoder_layer_fwd)
+def transformer_encoder_layer_cost(func, args, kwargs, out) -> Cost:
+    # nn.TransformerEncoderLayer's fast path (inference): self-attention (see _mha_cost, S = L, need_weights off),
+    # then the feed-forward block 2·N·D·F twice (model) with N = B·L tokens and F the hidden width, its biases
+    # (N·F + N·D), the activation (relu 1, gelu 8 per element, as the pointwise convention), two layer norms
+    # (7 per element each, as the norm formula with affine) and two residual adds (N·D each) (other).
+    from .elementwise import NORM_AFFINE, NORM_FWD, PER_ELEMENT
+
+    a = bind(func, args, kwargs)
+    src, d = a["src"], int(a["embed_dim"])
+    cost = _mha_cost(src, src, d, int(a["num_heads"]), need_weights=False, average=False)
+    tokens = sum(b * n for b, n, _ in _sequences(src))
+    f = a["ffn_weight_1"].shape[0]
+    activation = PER_ELEMENT["gelu"] if a["use_gelu"] else 1
+    ffn = 2 * 2 * tokens * d * f
+    other = tokens * f + tokens * d + activation * tokens * f + 2 * (NORM_FWD + NORM_AFFINE) * tokens * d + 2 * tokens * d
+    return Cost(model=cost.model + ffn, other=cost.other + other, attention=cost.attention)

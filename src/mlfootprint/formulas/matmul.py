@@ -134,3 +134,13 @@ def trilinear_cost(func, args, kwargs, out) -> Cost:
     reduced = [1 if (d in sumdim and s3[d] == 1) else s for d, s in enumerate(s12)]
     second = prod(max(a, b) for a, b in zip(reduced, s3))
     return Cost(model=2 * (first + second))
+
+
+@formula(aten.linear)
+def linear_cost(func, args, kwargs, out) -> Cost:
+    # aten.linear reaches the dispatcher only for nested (packed) inputs — dense ones decompose into mm/addmm:
+    # 2·tokens·in·out over the real tokens (numel of the nested values / in), plus the bias add per output.
+    x, w = args[0], args[1]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    tokens = x.numel() // w.shape[1]
+    return Cost(model=2 * tokens * w.shape[1] * w.shape[0], other=tokens * w.shape[0] if bias is not None else 0)
