@@ -5,6 +5,7 @@ them into report sections (``mlfootprint.report.sections``) with their provenanc
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from ..analysis.count.flops import FlopSummary, by_module, by_op, flop_summary
 from ..analysis.count.params import ParamStats, parameter_stats
 from ..models import ModelSpec, resolve
+from ..models.factory import load_callable
 from ..models.module import spec_from_module
 from ..report.schema import Report
 from ..report.sections import FlopsSection, ModelSection, ParamsSection, WorkloadSection
@@ -40,9 +42,9 @@ def resolve_model(model: str | torch.nn.Module | ModelSpec | None, inputs: Seque
                   inputs_ref: str | None = None) -> ModelSpec:
     """What the user named: a MODEL string (None: the bundled default), an nn.Module instance, or a ModelSpec."""
     if isinstance(model, ModelSpec):
-        return model
+        return dataclasses.replace(model, inputs_factory=load_callable(inputs_ref, "inputs callable")) if inputs_ref else model
     if isinstance(model, torch.nn.Module):
-        return spec_from_module(model, inputs)
+        return spec_from_module(model, inputs, inputs_ref)
     return resolve(model, [str(i) for i in inputs if not isinstance(i, torch.Tensor)], inputs_ref)
 
 
