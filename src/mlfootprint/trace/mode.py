@@ -54,6 +54,12 @@ _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
             torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes}
 
 
+def _is_state_space_mixer(module: torch.nn.Module) -> bool:
+    """A Mamba-family mixer (Mamba, Mamba2, Jamba, Falcon-Mamba, Bamba, Zamba, …): it owns ``A_log``, the S4/S6
+    parametrization of the state matrix (A = −exp(A_log)); its products of two activations are the scan."""
+    return isinstance(module._parameters.get("A_log"), torch.Tensor)
+
+
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -73,6 +79,7 @@ class RecordingMode(TorchDispatchMode):
         self.stack: list[str] = []  # module paths of the running forwards, innermost last
         self._node_module: dict[int, str] = {}  # autograd sequence number → module path
         self._param_module: dict[int, str] = {}  # id(parameter) → owning module (gradient accumulation)
+        self._scan_paths: set[str] = set()  # state-space mixers: their activation products are scans
 
     # -- storage tracking -------------------------------------------------
     def _track_outputs(self, flat_out: list[Any], index: int) -> int:
@@ -112,6 +119,8 @@ class RecordingMode(TorchDispatchMode):
         names: dict[int, str] = {}
         for path, m in model.named_modules(remove_duplicate=False):
             names.setdefault(id(m), path)
+            if _is_state_space_mixer(m):
+                self._scan_paths.add(path)
             for p in m.parameters(recurse=False):
                 self._param_module.setdefault(id(p), path)
         stack = self.stack
@@ -131,6 +140,9 @@ class RecordingMode(TorchDispatchMode):
             pre.remove()
             post.remove()
             stack.clear()
+
+    def _in_scan(self, module: str) -> bool:
+        return any(module == p or module.startswith(p + ".") for p in self._scan_paths)
 
     def _module(self) -> str:
         if self.stack:
@@ -188,9 +200,13 @@ class RecordingMode(TorchDispatchMode):
         bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
         model = cost.model if cost else 0
         attention = cost.attention if cost else 0
-        if model and not attention and not param_operand and func.overloadpacket.__name__ in _ATTN_CANDIDATES:
-            # a batched product of two activations: eager attention's scores or context
-            attention = model
+        scan = cost.scan if cost else 0
+        if model and not attention and not scan and not param_operand and func.overloadpacket.__name__ in _ATTN_CANDIDATES:
+            # a batched product of two activations: a state-space scan's inside a mixer, else eager attention's
+            if self._in_scan(module):
+                scan = model
+            else:
+                attention = model
         dtype = ""
         for t in flat_out:
             if isinstance(t, torch.Tensor):
@@ -211,5 +227,6 @@ class RecordingMode(TorchDispatchMode):
             alloc_bytes=created,
             supported=supported,
             out_dtype=dtype,
+            scan_flops=scan,
         ))
         return out

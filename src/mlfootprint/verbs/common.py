@@ -35,7 +35,7 @@ CONVENTIONS = {
 }
 
 _COUNTED_FLOPS = ("forward", "backward", "model", "other", "optimizer", "recompute", "hardware", "total", "attention",
-                  "attention_causal_halved", "per_token")
+                  "attention_causal_halved", "scan", "per_token")
 
 
 def resolve_model(model: str | torch.nn.Module | ModelSpec | None, inputs: Sequence[Any] = (),
