@@ -387,3 +387,52 @@ def test_multihead_attention_fast_path_with_weights(fake):
     assert _flops_by_op(tr, "_native_multi_head_attention") == (189_440, 7_560)
     assert sum(r.attention_flops for r in tr.records) == 25_600
     assert not tr.unsupported
+
+
+# Packed (varlen) attention: 4 sequences of lengths 2, 8, 2, 4 (16 tokens), 2 heads of width 8.
+# Exact score pairs per head Σ q_i·k_i = 4 + 64 + 4 + 16 = 88; forward products 2·2·88·8 (Q·Kᵀ) + 2·2·88·8 (P·V)
+# = 5,632. With fake offsets: the bound min(16·8, 8·16) = 128 pairs → 8,192 (the dense 16·16 = 256 would be 16,384).
+VARLEN_LENGTHS = [2, 8, 2, 4]
+
+
+def _varlen_args(kernel: str, offsets):
+    q = torch.empty(16, 2, 8, device="meta")
+    if kernel == "flash":
+        return torch.ops.aten._flash_attention_forward.default, (q, q, q, offsets, offsets, 8, 8, 0.0, False, False)
+    q4 = q[None]
+    return torch.ops.aten._efficient_attention_forward.default, (q4, q4, q4, None, offsets, offsets, 8, 8, 0.0, 0)
+
+
+@pytest.mark.parametrize("kernel", ["flash", "efficient"])
+def test_varlen_attention_exact_with_readable_offsets(kernel):
+    from mlfootprint.formulas import cost_of
+
+    offsets = torch.tensor([0, 2, 10, 12, 16], dtype=torch.int32)
+    func, args = _varlen_args(kernel, offsets)
+    cost = cost_of(func, args, {}, None)
+    assert (cost.model, cost.attention, cost.other, cost.upper_bound) == (5_632, 5_632, 5 * 2 * 88, False)
+
+
+@pytest.mark.parametrize("kernel", ["flash", "efficient"])
+def test_varlen_attention_bound_with_fake_offsets(kernel):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from mlfootprint.formulas import cost_of
+
+    with FakeTensorMode():
+        offsets = torch.tensor([0, 2, 10, 12, 16], dtype=torch.int32)
+    func, args = _varlen_args(kernel, offsets)
+    cost = cost_of(func, args, {}, None)
+    assert (cost.model, cost.upper_bound) == (8_192, True)
+
+
+def test_varlen_attention_bound_is_stated_in_the_report():
+    class Packed(nn.Module):
+        def forward(self, x):
+            q = x.view(16, 2, 8)
+            offsets = torch.tensor([0, 2, 10, 12, 16], dtype=torch.int32)
+            return torch.ops.aten._flash_attention_forward(q, q, q, offsets, offsets, 8, 8, 0.0, False, False)[0]
+
+    rep = mf.count(Packed(), mf.Workload(), inputs=[torch.randn(16, 16)])
+    assert rep.sections["flops"]["attention"] == 8_192
+    assert any("upper bound" in a and "_flash_attention_forward" in a for a in rep.assumptions)

@@ -41,6 +41,7 @@ class Cost:
     causal: bool | None = None  # attention known to be causal (the op's is_causal flag)
     recompute: int = 0  # extra hardware FLOPs a fused kernel recomputes (HFU, not MFU)
     scan: int = 0  # the part of `model` that is a state-space scan's products (never attention, never halved)
+    upper_bound: bool = False  # the figure is an upper bound (values the formula needs were not readable)
 
     @property
     def klass(self) -> str:

@@ -228,5 +228,6 @@ class RecordingMode(TorchDispatchMode):
             supported=supported,
             out_dtype=dtype,
             scan_flops=scan,
+            upper_bound=bool(cost and cost.upper_bound),
         ))
         return out

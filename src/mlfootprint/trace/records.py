@@ -34,6 +34,7 @@ class OpRecord:
     supported: bool  # False: arithmetic with no formula (listed in unsupported_ops)
     out_dtype: str = ""
     scan_flops: int = 0  # part of model_flops that is a state-space scan's products (never attention)
+    upper_bound: bool = False  # its FLOPs are an upper bound (e.g. packed attention whose lengths were fake)
 
 
 @dataclass(slots=True)

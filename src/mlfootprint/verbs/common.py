@@ -92,6 +92,11 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
             rep.mark(f"flops.{key}", "counted")
     for a in tr.assumptions:
         rep.assume(a, key=a.startswith("MoE routing"))
+    bounded = sorted({r.op.split(".")[1] for r in tr.records if r.upper_bound})
+    if bounded:
+        rep.assume("packed (varlen) attention (" + ", ".join(bounded) + "): its sequence lengths are values the "
+                   "fake trace cannot read, so its FLOPs are the upper bound min(total_q·max_k, max_q·total_k) per "
+                   "head, not the exact Σ q_i·k_i")
     if tr.unsupported:
         rep.assume("operators without a FLOP formula are listed in flops.unsupported_ops and contribute no FLOPs: "
                    + ", ".join(f"{k} ×{v}" for k, v in sorted(tr.unsupported.items())))
