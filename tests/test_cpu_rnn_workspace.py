@@ -62,3 +62,27 @@ def test_two_layer_lstm_training_step():
     predicted = predicted_peak(factory_spec("lstm2", TwoLayerLSTM, _inputs), Workload(mode="train"))
     measured = measured_train_peak(TwoLayerLSTM, _inputs)
     check(predicted, measured)
+
+
+@pytest.mark.parametrize("options", [dict(num_layers=2, bidirectional=True), dict(num_layers=1, batch_first=True)])
+def test_fake_trace_allocates_what_the_real_kernel_does(options):
+    # each mkldnn_rnn_layer call (a layer and direction) creates output, hy, cy and the workspace: the fake trace's
+    # allocations equal the real kernel's, call by call
+    from mlfootprint.trace.run import trace
+    from mlfootprint.verbs.common import resolve_model
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(12, 20, **options)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lstm(x)[0]
+
+    x = torch.randn(5, 3, 12)
+    allocs = []
+    for fake in (True, False):
+        tr = trace(resolve_model(Net(), [x]), Workload(mode="train"), fake=fake)
+        allocs.append([r.alloc_bytes for r in tr.records if r.op == "aten.mkldnn_rnn_layer.default"])
+    assert allocs[0] == allocs[1]
+    assert len(allocs[0]) == (4 if options.get("bidirectional") else 1)

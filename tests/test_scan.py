@@ -49,3 +49,19 @@ def test_scan_products_stay_model_flops_on_an_instance():
     assert all(r.op == "aten.bmm.default" and r.model_flops == r.scan_flops and not r.attention_flops
                for r in scan_records)
     assert all(".mixer" in r.module for r in scan_records)
+
+
+def test_jamba_hybrid_halves_only_its_attention(tmp_path):
+    # Jamba, 2 layers: layer 0 a Mamba mixer (D = 2·16 = 32, N = 4), layer 1 attention (2 heads × 8, GQA 1 KV head).
+    # batch 2, 6 tokens. Scan: 2·2·32·4·6 = 3,072. Attention Q·Kᵀ + P·V: 4·B·T²·(H·E) = 4·2·36·16 = 4,608;
+    # the causal-halved figure removes half of the attention only: forward − 2,304.
+    cfg = transformers.JambaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, num_experts=2, num_experts_per_tok=1,
+                                   expert_layer_period=2, expert_layer_offset=1, attn_layer_period=2,
+                                   attn_layer_offset=1, mamba_d_state=4, mamba_d_conv=4, mamba_expand=2,
+                                   mamba_dt_rank=2, use_mamba_kernels=False, use_cache=False)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    flops = mf.count(str(tmp_path), mf.Workload(batch=2, seq=6)).sections["flops"]
+    assert flops["scan"] == 3_072
+    assert flops["attention"] == 4_608
+    assert flops["attention_causal_halved"] == flops["forward"] - 4_608 // 2
