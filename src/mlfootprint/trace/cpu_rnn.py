@@ -100,7 +100,7 @@ def lstm_backward_scratch_bytes(input_size: int, hidden: int, steps: int, batch:
     return steps * batch * gates_ld * FP32_BYTES + 2 * (input_size + hidden) * gates_ld * FP32_BYTES
 
 
-def mkldnn_rnn_scratch_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+def mkldnn_rnn_scratch_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any = None) -> int:
     """Scratch bytes one `mkldnn_rnn_layer` (forward or backward) call holds while it runs (LSTM only)."""
     backward = func.overloadpacket.__name__.endswith("_backward")
     x, w_ih = args[0], args[1]

@@ -28,6 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..formulas import classify, cost_of
 from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
+from .fused_scratch import encoder_layer_scratch_bytes, native_mha_scratch_bytes
 from .records import FORWARD, MemoryEvent, OpRecord
 
 _SKIP_NAMESPACES = {"prim", "prims"}
@@ -51,7 +52,9 @@ _FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype,
                torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_layer_with_workspace}
 # Kernel scratch: bytes an operator allocates and frees inside one call (booked as a transient at the op).
 _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
-            torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes}
+            torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes,
+            torch.ops.aten._native_multi_head_attention.default: native_mha_scratch_bytes,
+            torch.ops.aten._transformer_encoder_layer_fwd.default: encoder_layer_scratch_bytes}
 
 
 def _is_state_space_mixer(module: torch.nn.Module) -> bool:
@@ -178,7 +181,7 @@ class RecordingMode(TorchDispatchMode):
         created = self._track_outputs(flat_out, index)
         scratch = _SCRATCH.get(func)
         if scratch is not None:
-            self._transient(index, scratch(func, args, kwargs))
+            self._transient(index, scratch(func, args, kwargs, out))
         if how == "zero" and not created:
             # pure views / metadata: no FLOPs, no traffic; keep the record list lean.
             return out
