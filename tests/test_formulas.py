@@ -436,3 +436,12 @@ def test_varlen_attention_bound_is_stated_in_the_report():
     rep = mf.count(Packed(), mf.Workload(), inputs=[torch.randn(16, 16)])
     assert rep.sections["flops"]["attention"] == 8_192
     assert any("upper bound" in a and "_flash_attention_forward" in a for a in rep.assumptions)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_default_encoder_with_padding_mask_traces_on_fake_tensors(layers):
+    # nn.TransformerEncoder's default (enable_nested_tensor) would pack the batch by the mask's values, which fake
+    # tensors lack: the trace runs the padded batch with the mask, the full analytic count (2 × 10 tokens).
+    tr = traced(Encoder(layers, nested=True).eval(), *_encoder_inputs(True))
+    assert model_flops(tr, "forward") == layers * ENCODER_LAYER_FLOPS
+    assert not tr.unsupported

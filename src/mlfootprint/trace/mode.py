@@ -46,10 +46,21 @@ def _grouped_mm_any_dtype(func, args, kwargs):
     return out.to(a.dtype)
 
 
+def _padding_mask_not_packable(func, args, kwargs):
+    """nn.TransformerEncoder (eval, enable_nested_tensor) packs a padded batch into a nested tensor when its padding
+    mask is left-aligned — a question about the mask's values, which fake tensors do not have (the nested path then
+    fails on them). On fake tensors the answer is no: the layers run on the padded batch with the mask, the count
+    of a padded batch (an upper bound on the packed run, which skips the padding)."""
+    if any(isinstance(a, FakeTensor) for a in args):
+        return False
+    return func(*args, **kwargs)
+
+
 # Operators whose fake-tensor implementation is stricter than their real kernels.
 _FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype,
                # the CPU LSTM kernel's workspace, which its meta kernel leaves empty
-               torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_layer_with_workspace}
+               torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_layer_with_workspace,
+               torch.ops.aten._nested_tensor_from_mask_left_aligned.default: _padding_mask_not_packable}
 # Kernel scratch: bytes an operator allocates and frees inside one call (booked as a transient at the op).
 _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
             torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes,
