@@ -56,7 +56,8 @@ def _padding_mask_not_packable(func, args, kwargs):
     return func(*args, **kwargs)
 
 
-# Operators whose fake-tensor implementation is stricter than their real kernels.
+# Operators whose fake-tensor behaviour differs from their real kernels': a stricter meta kernel, an output the
+# meta kernel leaves empty, a question about values that fake tensors do not have.
 _FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype,
                # the CPU LSTM kernel's workspace, which its meta kernel leaves empty
                torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_layer_with_workspace,
