@@ -65,3 +65,16 @@ def test_jamba_hybrid_halves_only_its_attention(tmp_path):
     assert flops["scan"] == 3_072
     assert flops["attention"] == 4_608
     assert flops["attention_causal_halved"] == flops["forward"] - 4_608 // 2
+
+
+def test_mamba2_chunked_scan_is_not_attention():
+    # Mamba2's torch fallback computes the SSD scan in chunks with batched products of activations (C·Bᵀ within a
+    # chunk, states across chunks) — attention-shaped, but a scan: none of it may be attention.
+    from mlfootprint.verbs.common import traced
+
+    cfg = transformers.Mamba2Config(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2,
+                                    conv_kernel=4, head_dim=16, num_heads=4, n_groups=1, chunk_size=4, use_cache=False)
+    _, _, tr = traced(transformers.Mamba2ForCausalLM(cfg), mf.Workload(), inputs=[torch.zeros(2, 8, dtype=torch.long)])
+    assert sum(r.attention_flops for r in tr.records) == 0
+    assert sum(r.scan_flops for r in tr.records) > 0
+    assert all(r.module.endswith(".mixer") for r in tr.records if r.scan_flops)
