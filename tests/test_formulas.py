@@ -254,3 +254,227 @@ def test_pooling_upsampling_and_log_sigmoid(fake):
     assert other["aten.hardtanh_backward.default"] == n
     assert other["aten.glu.default"] == 5 * n // 2  # σ + product per output element (half the input)
     assert other["aten.glu_backward.default"] == 8 * n // 2  # per element of the output gradient
+
+
+class Fn(nn.Module):
+    """A module around a function of its inputs (and its own parameters, when given)."""
+
+    def __init__(self, fn, **params):
+        super().__init__()
+        self.fn = fn
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value))
+
+    def forward(self, *xs):
+        return self.fn(self, *xs)
+
+
+def _flops_by_op(tr, op, phase="forward"):
+    rows = [r for r in tr.records if r.op.startswith(f"aten.{op}.") and r.phase == phase]
+    return sum(r.model_flops for r in rows), sum(r.other_flops for r in rows)
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_addbmm(fake):
+    # Σ over 3 batches of (4×5)·(5×6): one dot product of length 3·5 per output element → 2·3·4·5·6 = 720 model;
+    # the added input (4×6): 24 other.
+    m = Fn(lambda s, c, a, b: torch.addbmm(c, a, b))
+    tr = traced(m, torch.randn(4, 6), torch.randn(3, 4, 5), torch.randn(3, 5, 6), fake=fake)
+    assert _flops_by_op(tr, "addbmm") == (720, 24)
+    assert not tr.unsupported
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_bilinear_trilinear(fake):
+    # nn.Bilinear(5, 7, 3), batch 4: y[b,o] = Σ_ij x1[b,i]·W[o,i,j]·x2[b,j]. ATen sums i first (x1·W → (4,3,7):
+    # 4·3·5·7 = 420 multiply–adds), then j with x2 (4·3·7 = 84): 2·(420 + 84) = 1008.
+    tr = traced(nn.Bilinear(5, 7, 3), torch.randn(4, 5), torch.randn(4, 7), fake=fake)
+    assert _flops_by_op(tr, "_trilinear")[0] == 1008
+    assert not tr.unsupported
+
+
+def test_conv_tbc_forward_and_backward():
+    # input (T=10, B=2, C_in=4), weight (K=3, 4, 6), pad 1 → T_out = 10. Taps skip padded steps: t_0 = 9, t_1 = 10,
+    # t_2 = 9 → 28 steps · B 2 · 4·6 multiply–adds = 1344 → 2688 FLOPs. Backward (addmm_ per tap): grad_input and
+    # grad_weight, the same 2688 each.
+    m = Fn(lambda s, x: torch.conv_tbc(x, s.w, s.b, 1), w=torch.randn(3, 4, 6), b=torch.zeros(6))
+    tr = traced(m, torch.randn(10, 2, 4), mode="train")
+    assert _flops_by_op(tr, "conv_tbc")[0] == 2688
+    assert model_flops(tr, "backward") == 2 * 2688
+    assert not tr.unsupported
+    real = traced(m, torch.randn(10, 2, 4), fake=False)
+    assert _flops_by_op(real, "conv_tbc")[0] == 2688
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_int_mm(fake):
+    # int8 (32×8)·(8×16): 2·32·8·16 = 8192 integer operations, matrix-class.
+    m = Fn(lambda s, a, b: torch._int_mm(a, b))
+    a = torch.randint(-3, 3, (32, 8), dtype=torch.int8)
+    b = torch.randint(-3, 3, (8, 16), dtype=torch.int8)
+    tr = traced(m, a, b, fake=fake)
+    assert _flops_by_op(tr, "_int_mm") == (8192, 0)
+
+
+def test_polar():
+    # r·cos θ + i·r·sin θ: 4 FLOPs per complex output, 5 outputs → 20.
+    tr = traced(Fn(lambda s, r, t: torch.polar(r, t)), torch.rand(5), torch.rand(5))
+    assert _flops_by_op(tr, "polar") == (0, 20)
+    assert not tr.unsupported
+
+
+def test_softplus_backward():
+    # softplus' = sigmoid(beta·x) times the gradient: 5 FLOPs per element of the (3, 4) activation → 60.
+    tr = traced(nn.Sequential(nn.Linear(4, 4), nn.Softplus()), torch.randn(3, 4), mode="train")
+    assert _flops_by_op(tr, "softplus_backward", "backward") == (0, 60)
+    assert not tr.unsupported
+
+
+def test_weight_norm_interface():
+    # parametrized weight norm of Linear(4, 5): v (5, 4) = 20 elements, g (5, 1) = 5 norms.
+    # forward 3·20 + 2·5 = 70; backward 5·20 + 3·5 = 115.
+    net = nn.utils.parametrizations.weight_norm(nn.Linear(4, 5))
+    tr = traced(net, torch.randn(3, 4), mode="train")
+    assert _flops_by_op(tr, "_weight_norm_interface") == (0, 70)
+    assert _flops_by_op(tr, "_weight_norm_interface_backward", "backward") == (0, 115)
+    assert not tr.unsupported
+
+
+# nn.TransformerEncoder in eval: D = 32, 4 heads, F = 64, batch 2, length 10 (N = 20 tokens). Per layer:
+#   QKV projection 2·20·32·96 = 122,880; Q·Kᵀ and P·V 2·(2·2·10·10·32) = 25,600; out projection 2·20·32·32 = 40,960;
+#   feed-forward 2·(2·20·32·64) = 163,840 → 353,280.
+ENCODER_LAYER_FLOPS = 122_880 + 25_600 + 40_960 + 163_840
+
+
+class Encoder(nn.Module):
+    def __init__(self, layers: int, nested: bool = False):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=nested)
+
+    def forward(self, x, pad=None):
+        return self.enc(x, src_key_padding_mask=pad)
+
+
+def _encoder_inputs(masked: bool):
+    x = torch.randn(2, 10, 32)
+    pad = torch.zeros(2, 10, dtype=torch.bool)
+    pad[0, 7:] = True
+    return [x, pad] if masked else [x]
+
+
+@pytest.mark.parametrize("layers,fast_op", [(1, "_transformer_encoder_layer_fwd"),
+                                            (2, "_native_multi_head_attention")])
+@pytest.mark.parametrize("masked", [False, True])
+def test_transformer_encoder_in_eval_equals_analytic_and_training(layers, fast_op, masked):
+    # One layer runs TransformerEncoderLayer's fused fast path; two run MultiheadAttention's (the trace's per-block
+    # hooks turn the layer's own fast path off) or, with a padding mask, the SDPA path. All count the same.
+    tr = traced(Encoder(layers).eval(), *_encoder_inputs(masked))
+    assert model_flops(tr, "forward") == layers * ENCODER_LAYER_FLOPS
+    assert not tr.unsupported
+    if not masked or layers == 1:
+        assert any(fast_op in r.op for r in tr.records)
+    train = traced(Encoder(layers), *_encoder_inputs(masked), mode="train")
+    assert model_flops(train, "forward") == model_flops(tr, "forward")
+    assert not any("multi_head" in r.op or "encoder_layer" in r.op for r in train.records)
+
+
+def test_transformer_encoder_fast_path_output_is_booked():
+    # the fused layer's output (2·10·32 fp32 = 2,560 bytes) is an allocation the memory model replays
+    tr = traced(Encoder(1).eval(), torch.randn(2, 10, 32))
+    (rec,) = [r for r in tr.records if "_transformer_encoder_layer_fwd" in r.op]
+    assert rec.alloc_bytes == 2560
+    assert any(e.index == rec.index and e.delta == 2560 for e in tr.events)
+
+
+def test_packed_encoder_counts_real_tokens_only():
+    # With enable_nested_tensor and a padding mask, eval packs the batch into a nested tensor (lengths 7 and 10):
+    # 17 tokens. QKV 2·17·32·96 = 104,448; attention 4·(7² + 10²)·32 = 19,072; out 2·17·32·32 = 34,816;
+    # feed-forward 2·2·17·32·64 = 139,264 → 297,600 (on real tensors: the lengths are values).
+    from mlfootprint.trace.mode import RecordingMode
+
+    enc = Encoder(1, nested=True).eval()
+    x, pad = _encoder_inputs(True)
+    rec = RecordingMode()
+    with torch.no_grad(), rec:
+        enc(x, pad)
+    assert sum(r.model_flops for r in rec.records) == 297_600
+    assert not rec.unsupported
+
+
+@pytest.mark.parametrize("fake", [True, False])
+def test_multihead_attention_fast_path_with_weights(fake):
+    # nn.MultiheadAttention(32, 4) in eval, self-attention on (2, 10, 32) (its fast path needs query is key is
+    # value), need_weights averaged over heads: QKV 2·2·10·32·96 = 122,880; Q·Kᵀ and P·V 2·(2·2·10·10·32) = 25,600;
+    # out projection 2·2·10·32·32 = 40,960 → 189,440. Other: biases 2·30·32 + 2·10·32 = 2,560; softmax
+    # 5·2·4·10·10 = 4,000; the head average 2·4·10·10 + 2·10·10 = 1,000 → 7,560.
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x)
+
+    tr = traced(SelfAttention().eval(), torch.randn(2, 10, 32), fake=fake)
+    assert _flops_by_op(tr, "_native_multi_head_attention") == (189_440, 7_560)
+    assert sum(r.attention_flops for r in tr.records) == 25_600
+    assert not tr.unsupported
+
+
+# Packed (varlen) attention: 4 sequences of lengths 2, 8, 2, 4 (16 tokens), 2 heads of width 8.
+# Exact score pairs per head Σ q_i·k_i = 4 + 64 + 4 + 16 = 88; forward products 2·2·88·8 (Q·Kᵀ) + 2·2·88·8 (P·V)
+# = 5,632. With fake offsets: the bound min(16·8, 8·16) = 128 pairs → 8,192 (the dense 16·16 = 256 would be 16,384).
+VARLEN_LENGTHS = [2, 8, 2, 4]
+
+
+def _varlen_args(kernel: str, offsets):
+    q = torch.empty(16, 2, 8, device="meta")
+    if kernel == "flash":
+        return torch.ops.aten._flash_attention_forward.default, (q, q, q, offsets, offsets, 8, 8, 0.0, False, False)
+    q4 = q[None]
+    return torch.ops.aten._efficient_attention_forward.default, (q4, q4, q4, None, offsets, offsets, 8, 8, 0.0, 0)
+
+
+@pytest.mark.parametrize("kernel", ["flash", "efficient"])
+def test_varlen_attention_exact_with_readable_offsets(kernel):
+    from mlfootprint.formulas import cost_of
+
+    offsets = torch.tensor([0, 2, 10, 12, 16], dtype=torch.int32)
+    func, args = _varlen_args(kernel, offsets)
+    cost = cost_of(func, args, {}, None)
+    assert (cost.model, cost.attention, cost.other, cost.upper_bound) == (5_632, 5_632, 5 * 2 * 88, False)
+
+
+@pytest.mark.parametrize("kernel", ["flash", "efficient"])
+def test_varlen_attention_bound_with_fake_offsets(kernel):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from mlfootprint.formulas import cost_of
+
+    with FakeTensorMode():
+        offsets = torch.tensor([0, 2, 10, 12, 16], dtype=torch.int32)
+    func, args = _varlen_args(kernel, offsets)
+    cost = cost_of(func, args, {}, None)
+    assert (cost.model, cost.upper_bound) == (8_192, True)
+
+
+def test_varlen_attention_bound_is_stated_in_the_report():
+    class Packed(nn.Module):
+        def forward(self, x):
+            q = x.view(16, 2, 8)
+            offsets = torch.tensor([0, 2, 10, 12, 16], dtype=torch.int32)
+            return torch.ops.aten._flash_attention_forward(q, q, q, offsets, offsets, 8, 8, 0.0, False, False)[0]
+
+    rep = mf.count(Packed(), mf.Workload(), inputs=[torch.randn(16, 16)])
+    assert rep.sections["flops"]["attention"] == 8_192
+    assert any("upper bound" in a and "_flash_attention_forward" in a for a in rep.assumptions)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_default_encoder_with_padding_mask_traces_on_fake_tensors(layers):
+    # nn.TransformerEncoder's default (enable_nested_tensor) would pack the batch by the mask's values, which fake
+    # tensors lack: the trace runs the padded batch with the mask, the full analytic count (2 × 10 tokens).
+    tr = traced(Encoder(layers, nested=True).eval(), *_encoder_inputs(True))
+    assert model_flops(tr, "forward") == layers * ENCODER_LAYER_FLOPS
+    assert not tr.unsupported

@@ -50,3 +50,18 @@ def conv_backward_cost(func, args, kwargs, out) -> Cost:
     # mask[2] (grad_bias) is a sum of grad_out over all but the channel dim: reduction work.
     other = grad_out.numel() if len(mask) > 2 and mask[2] else 0
     return Cost(model=flops, other=other)
+
+
+
+@formula(aten.conv_tbc)
+def conv_tbc_cost(func, args, kwargs, out) -> Cost:
+    # conv_tbc(input (T, B, C_in), weight (K, C_in, C_out), bias, pad) → (T_out, B, C_out). ATen's kernel starts
+    # from the bias (a copy) and adds, per kernel tap k, one (t_k·B × C_in)·(C_in × C_out) product over the t_k
+    # output steps whose input step is not padding: t_k = min(T + pad − k, T_out) − max(0, pad − k).
+    # FLOPs = 2·B·C_in·C_out·Σ_k t_k (its backward decomposes into the same addmm_ products, counted as such).
+    x, w, pad = args[0], args[1], int(args[3]) if len(args) > 3 else int(kwargs.get("pad", 0))
+    t_in, b = x.shape[0], x.shape[1]
+    k_taps, c_in, c_out = w.shape
+    t_out = out.shape[0]
+    rows = sum(max(0, min(t_in + pad - k, t_out) - max(0, pad - k)) for k in range(k_taps))
+    return Cost(model=2 * rows * b * c_in * c_out)

@@ -22,6 +22,10 @@ PER_ELEMENT: dict[str, int] = {
     "hardswish": 4, "gelu": 8, "gelu_backward": 12, "silu": 4, "silu_backward": 6,
     "sigmoid": 4, "sigmoid_backward": 2, "tanh_backward": 2, "softplus": 4,
     "mish": 8, "elu": 3, "log_sigmoid_forward": 4, "hardsigmoid": 3,
+    # softplus'(x) = sigmoid(beta·x): beta·x, exp, 1 + e, divide, times the incoming gradient
+    "softplus_backward": 5,
+    # polar(r, θ) = r·cos θ + i·r·sin θ: cos, sin and two multiplies per complex output
+    "polar": 4,
 }
 
 # Normalizations: FLOPs per input element (mean, centre, square, sum, rsqrt·mul; affine adds 2).
@@ -217,3 +221,26 @@ def fused_adam_cost(func, args, kwargs, out) -> Cost:
 @formula([aten._fused_sgd])
 def fused_sgd_cost(func, args, kwargs, out) -> Cost:
     return Cost(other=3 * float_numel(args[0]))
+
+
+@formula([aten.softplus_backward, aten.polar])
+def untagged_compound_pointwise_cost(func, args, kwargs, out) -> Cost:
+    # compound pointwise operators whose schema lacks the pointwise tag: PER_ELEMENT FLOPs per output element
+    return pointwise_cost(func, args, kwargs, out)
+
+
+@formula(aten._weight_norm_interface)
+def weight_norm_cost(func, args, kwargs, out) -> Cost:
+    # w = v · g / ‖v‖ (norm over every dim but `dim`): square and add per element of v (2), a square root and
+    # the division g/‖v‖ per norm (2), the scaling multiply per element of v (1) → 3·numel(v) + 2·numel(g).
+    v, g = args[0], args[1]
+    return Cost(other=3 * float_numel(v) + 2 * float_numel(g))
+
+
+@formula(aten._weight_norm_interface_backward)
+def weight_norm_backward_cost(func, args, kwargs, out) -> Cost:
+    # (grad_w, v, g, norms, dim): grad_g = Σ grad_w·v / ‖v‖ — a multiply and add per element of v (2), a divide per
+    # norm (1); grad_v = (g/‖v‖)·(grad_w − v·grad_g/‖v‖) — multiply, subtract, multiply per element (3) and two
+    # per-norm scalars (2) → 5·numel(v) + 3·numel(g).
+    v, g = args[1], args[2]
+    return Cost(other=5 * float_numel(v) + 3 * float_numel(g))

@@ -5,7 +5,7 @@ Bias additions fused into addmm/baddbmm are elementwise work: they go to
 """
 from __future__ import annotations
 
-from .registry import Cost, aten, formula, numel
+from .registry import Cost, aten, formula, numel, prod
 
 
 @formula([aten.mm, aten._scaled_mm])
@@ -16,7 +16,7 @@ def mm_cost(func, args, kwargs, out) -> Cost:
     return Cost(model=2 * m * n * k)
 
 
-@formula(aten.addmm)
+@formula([aten.addmm, aten.addmm_])
 def addmm_cost(func, args, kwargs, out) -> Cost:
     # addmm(bias, a, b): the product plus a broadcast bias add (beta·bias + alpha·a@b).
     a, b = args[1], args[2]
@@ -33,7 +33,7 @@ def bmm_cost(func, args, kwargs, out) -> Cost:
     return Cost(model=2 * batch * m * n * k)
 
 
-@formula(aten.baddbmm)
+@formula([aten.baddbmm, aten.baddbmm_])
 def baddbmm_cost(func, args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     batch, m, k = a.shape
@@ -91,3 +91,56 @@ def hf_grouped_mm_backward_cost(func, args, kwargs, out) -> Cost:
     k = x.shape[-1]
     outputs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if o is not None]
     return Cost(model=2 * s * n * k * len(outputs))
+
+
+@formula([aten.addbmm, aten.addbmm_])
+def addbmm_cost(func, args, kwargs, out) -> Cost:
+    # addbmm(input (n, p), batch1 (b, n, m), batch2 (b, m, p)) = beta·input + alpha·Σ_b batch1[b]·batch2[b]:
+    # the b products and their sum are one dot product of length b·m per output element → 2·b·n·m·p;
+    # the add of the (broadcast) input is elementwise → n·p.
+    b1, b2 = args[1], args[2]
+    batch, n, m = b1.shape
+    p = b2.shape[-1]
+    return Cost(model=2 * batch * n * m * p, other=n * p)
+
+
+@formula(aten._int_mm)
+def int_mm_cost(func, args, kwargs, out) -> Cost:
+    # int8 (m×k)·(k×n) → int32: m·n·k integer multiply–adds = 2·m·n·k operations, matrix-class work like
+    # mm (its MFU peak is the device's int8 figure).
+    a, b = args[0], args[1]
+    m, k = a.shape
+    return Cost(model=2 * m * k * b.shape[1])
+
+
+def _expanded(shape, dims) -> list[int]:
+    out = list(shape)
+    for d in sorted(dims):
+        out.insert(d, 1)
+    return out
+
+
+@formula(aten._trilinear)
+def trilinear_cost(func, args, kwargs, out) -> Cost:
+    # _trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim): each input unsqueezed at its expand dims, then
+    # Σ_sumdim i1·i2·i3. ATen multiplies i1 by i2 first, summing at once the summed dims that i3 lacks (size 1),
+    # then multiplies that by i3 summing the rest. Each product costs one multiply–add per element of the
+    # broadcast of its operands. nn.Bilinear (B, I) × W (O, I, J) × (B, J): B·O·I·J + B·O·J multiply–adds.
+    i1, i2, i3 = args[0], args[1], args[2]
+    s1, s2, s3 = _expanded(i1.shape, args[3]), _expanded(i2.shape, args[4]), _expanded(i3.shape, args[5])
+    sumdim = set(args[6])
+    s12 = [max(a, b) for a, b in zip(s1, s2)]
+    first = prod(s12)
+    reduced = [1 if (d in sumdim and s3[d] == 1) else s for d, s in enumerate(s12)]
+    second = prod(max(a, b) for a, b in zip(reduced, s3))
+    return Cost(model=2 * (first + second))
+
+
+@formula(aten.linear)
+def linear_cost(func, args, kwargs, out) -> Cost:
+    # aten.linear reaches the dispatcher only for nested (packed) inputs — dense ones decompose into mm/addmm:
+    # 2·tokens·in·out over the real tokens (numel of the nested values / in), plus the bias add per output.
+    x, w = args[0], args[1]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    tokens = x.numel() // w.shape[1]
+    return Cost(model=2 * tokens * w.shape[1] * w.shape[0], other=tokens * w.shape[0] if bias is not None else 0)

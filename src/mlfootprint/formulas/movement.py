@@ -35,7 +35,7 @@ ZERO_FLOP_OPS: frozenset[str] = frozenset({
     "bucketize", "searchsorted", "max_pool2d_with_indices", "max_pool3d_with_indices", "argmax", "argmin",
     "_embedding_bag", "_embedding_bag_backward", "isin",
     # profiler markers (record_function) and structure
-    "_record_function_enter", "_record_function_enter_new", "_record_function_exit", "_nested_tensor_from_mask", "_has_compatible_shallow_copy_type", "is_same_size", "sym_size", "sym_stride",
+    "_record_function_enter", "_record_function_enter_new", "_record_function_exit", "_nested_tensor_from_mask", "_nested_tensor_from_mask_left_aligned", "to_padded_tensor", "_has_compatible_shallow_copy_type", "is_same_size", "sym_size", "sym_stride",
     "sym_numel", "sym_storage_offset", "_version", "equal", "is_nonzero", "item",
 })
 

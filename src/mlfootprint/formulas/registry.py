@@ -11,6 +11,10 @@ Classes of work (DESIGN.md conventions):
     optimizer arithmetic. Counted, reported apart, never in MFU.
   * ``none``   — data movement only (views, copies, indexing, creation): 0 FLOPs
     by definition, bytes still counted.
+Within ``model``, two parts are named: ``attention`` (score and value products;
+the causal-halved figure halves the causal part) and ``scan`` (the products of a
+state-space scan — Mamba's selective scan — which are never attention and never
+halved).
 An arithmetic operator with no formula is *unsupported*: the trace lists it
 with its call count, never silently as 0.
 """
@@ -36,6 +40,8 @@ class Cost:
     attention: int = 0  # the part of `model` that is attention score/value products
     causal: bool | None = None  # attention known to be causal (the op's is_causal flag)
     recompute: int = 0  # extra hardware FLOPs a fused kernel recomputes (HFU, not MFU)
+    scan: int = 0  # the part of `model` that is a state-space scan's products (never attention, never halved)
+    upper_bound: bool = False  # the figure is an upper bound (values the formula needs were not readable)
 
     @property
     def klass(self) -> str:

@@ -8,18 +8,23 @@ from typing import Any
 import torch
 from torch._guards import detect_fake_mode
 
+from ..core.errors import UserError
+from .factory import load_callable
 from .inputs import InputSpec
 from .spec import ModelSpec
 
 
-def spec_from_module(user_model: torch.nn.Module, inputs: Sequence[Any] = ()) -> ModelSpec:
+def spec_from_module(user_model: torch.nn.Module, inputs: Sequence[Any] = (), inputs_ref: str | None = None) -> ModelSpec:
     """A ModelSpec whose factory deep-copies ``user_model`` into fake tensors at build time.
 
     The copy is made inside the trace's FakeTensorMode: deepcopy's memo is seeded with a fake twin of every
     parameter and buffer (same metadata, no data), so only the module structure is copied and the user's
-    tensors are neither read nor moved. Tensor ``inputs`` give the input shapes (their values are not read).
+    tensors are neither read nor moved. Tensor ``inputs`` give the input shapes (their values are not read);
+    ``inputs_ref`` ("file.py:callable") makes them instead, as for a factory.
     """
     tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+    if inputs_ref and tensors:
+        raise UserError("give the model's inputs as tensors (--input) or as a callable (--inputs), not both")
 
     def factory() -> torch.nn.Module:
         mode = detect_fake_mode()
@@ -40,5 +45,6 @@ def spec_from_module(user_model: torch.nn.Module, inputs: Sequence[Any] = ()) ->
     specs += tuple(i for i in inputs if isinstance(i, InputSpec))
     cls = type(user_model)
     # A module instance is traced like a factory's product (a fresh fake copy per trace).
+    inputs_factory = load_callable(inputs_ref, "inputs callable") if inputs_ref else (make_inputs if tensors else None)
     return ModelSpec(name=cls.__name__, source="factory", origin=f"{cls.__module__}.{cls.__name__}",
-                     factory=factory, input_specs=specs, inputs_factory=make_inputs if tensors else None)
+                     factory=factory, input_specs=specs, inputs_factory=inputs_factory)

@@ -161,6 +161,7 @@ class FlopsSection(Section):
     total: int = 0  # every FLOP the step executes: model + recompute + other + optimizer
     attention: int = 0  # attention score/value products inside model
     attention_causal_halved: int | None = None  # model with causal attention halved (absent: no causal attention)
+    scan: int | None = None  # state-space scan products inside model (Mamba); never attention (absent: no scan)
     per_token: float | None = None
     tokens: int = 0
     unsupported_ops: dict[str, int] | None = None

@@ -27,6 +27,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..formulas import classify, cost_of
+from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
+from .fused_scratch import encoder_layer_scratch_bytes, native_mha_scratch_bytes
 from .records import FORWARD, MemoryEvent, OpRecord
 
 _SKIP_NAMESPACES = {"prim", "prims"}
@@ -44,8 +46,33 @@ def _grouped_mm_any_dtype(func, args, kwargs):
     return out.to(a.dtype)
 
 
-# Operators whose fake-tensor implementation is stricter than their real kernels.
-_FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype}
+def _padding_mask_not_packable(func, args, kwargs):
+    """nn.TransformerEncoder (eval, enable_nested_tensor) packs a padded batch into a nested tensor when its padding
+    mask is left-aligned — a question about the mask's values, which fake tensors do not have (the nested path then
+    fails on them). On fake tensors the answer is no: the layers run on the padded batch with the mask, the count
+    of a padded batch (an upper bound on the packed run, which skips the padding)."""
+    if any(isinstance(a, FakeTensor) for a in args):
+        return False
+    return func(*args, **kwargs)
+
+
+# Operators whose fake-tensor behaviour differs from their real kernels': a stricter meta kernel, an output the
+# meta kernel leaves empty, a question about values that fake tensors do not have.
+_FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype,
+               # the CPU LSTM kernel's workspace, which its meta kernel leaves empty
+               torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_layer_with_workspace,
+               torch.ops.aten._nested_tensor_from_mask_left_aligned.default: _padding_mask_not_packable}
+# Kernel scratch: bytes an operator allocates and frees inside one call (booked as a transient at the op).
+_SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
+            torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes,
+            torch.ops.aten._native_multi_head_attention.default: native_mha_scratch_bytes,
+            torch.ops.aten._transformer_encoder_layer_fwd.default: encoder_layer_scratch_bytes}
+
+
+def _is_state_space_mixer(module: torch.nn.Module) -> bool:
+    """A Mamba-family mixer (Mamba, Mamba2, Jamba, Falcon-Mamba, Bamba, Zamba, …): it owns ``A_log``, the S4/S6
+    parametrization of the state matrix (A = −exp(A_log)); its products of two activations are the scan."""
+    return isinstance(module._parameters.get("A_log"), torch.Tensor)
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -67,6 +94,7 @@ class RecordingMode(TorchDispatchMode):
         self.stack: list[str] = []  # module paths of the running forwards, innermost last
         self._node_module: dict[int, str] = {}  # autograd sequence number → module path
         self._param_module: dict[int, str] = {}  # id(parameter) → owning module (gradient accumulation)
+        self._scan_paths: set[str] = set()  # state-space mixers: their activation products are scans
 
     # -- storage tracking -------------------------------------------------
     def _track_outputs(self, flat_out: list[Any], index: int) -> int:
@@ -88,6 +116,13 @@ class RecordingMode(TorchDispatchMode):
             weakref.finalize(st, self._on_free, key, nbytes)
         return created
 
+    def _transient(self, index: int, nbytes: int) -> None:
+        """Book `nbytes` live only during op `index` (an allocation and its free, under a key of its own)."""
+        if nbytes > 0:
+            key = -(len(self.events) + 1)  # storage keys are addresses (positive): no clash
+            self.events.append(MemoryEvent(index, nbytes, self.phase, key))
+            self.events.append(MemoryEvent(index, -nbytes, self.phase, key))
+
     def _on_free(self, key: int, nbytes: int) -> None:
         if self._live.pop(key, None) is not None:
             self.events.append(MemoryEvent(len(self.records) - 1, -nbytes, self.phase, key))
@@ -99,6 +134,8 @@ class RecordingMode(TorchDispatchMode):
         names: dict[int, str] = {}
         for path, m in model.named_modules(remove_duplicate=False):
             names.setdefault(id(m), path)
+            if _is_state_space_mixer(m):
+                self._scan_paths.add(path)
             for p in m.parameters(recurse=False):
                 self._param_module.setdefault(id(p), path)
         stack = self.stack
@@ -118,6 +155,9 @@ class RecordingMode(TorchDispatchMode):
             pre.remove()
             post.remove()
             stack.clear()
+
+    def _in_scan(self, module: str) -> bool:
+        return any(module == p or module.startswith(p + ".") for p in self._scan_paths)
 
     def _module(self) -> str:
         if self.stack:
@@ -151,6 +191,9 @@ class RecordingMode(TorchDispatchMode):
         index = len(self.records)
         flat_out, _ = tree_flatten(out)
         created = self._track_outputs(flat_out, index)
+        scratch = _SCRATCH.get(func)
+        if scratch is not None:
+            self._transient(index, scratch(func, args, kwargs, out))
         if how == "zero" and not created:
             # pure views / metadata: no FLOPs, no traffic; keep the record list lean.
             return out
@@ -172,9 +215,13 @@ class RecordingMode(TorchDispatchMode):
         bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
         model = cost.model if cost else 0
         attention = cost.attention if cost else 0
-        if model and not attention and not param_operand and func.overloadpacket.__name__ in _ATTN_CANDIDATES:
-            # a batched product of two activations: eager attention's scores or context
-            attention = model
+        scan = cost.scan if cost else 0
+        if model and not attention and not scan and not param_operand and func.overloadpacket.__name__ in _ATTN_CANDIDATES:
+            # a batched product of two activations: a state-space scan's inside a mixer, else eager attention's
+            if self._in_scan(module):
+                scan = model
+            else:
+                attention = model
         dtype = ""
         for t in flat_out:
             if isinstance(t, torch.Tensor):
@@ -195,5 +242,7 @@ class RecordingMode(TorchDispatchMode):
             alloc_bytes=created,
             supported=supported,
             out_dtype=dtype,
+            scan_flops=scan,
+            upper_bound=bool(cost and cost.upper_bound),
         ))
         return out

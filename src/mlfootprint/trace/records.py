@@ -33,6 +33,8 @@ class OpRecord:
     alloc_bytes: int  # bytes of storages this op created
     supported: bool  # False: arithmetic with no formula (listed in unsupported_ops)
     out_dtype: str = ""
+    scan_flops: int = 0  # part of model_flops that is a state-space scan's products (never attention)
+    upper_bound: bool = False  # its FLOPs are an upper bound (e.g. packed attention whose lengths were fake)
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ them into report sections (``mlfootprint.report.sections``) with their provenanc
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from ..analysis.count.flops import FlopSummary, by_module, by_op, flop_summary
 from ..analysis.count.params import ParamStats, parameter_stats
 from ..models import ModelSpec, resolve
+from ..models.factory import load_callable
 from ..models.module import spec_from_module
 from ..report.schema import Report
 from ..report.sections import FlopsSection, ModelSection, ParamsSection, WorkloadSection
@@ -33,16 +35,16 @@ CONVENTIONS = {
 }
 
 _COUNTED_FLOPS = ("forward", "backward", "model", "other", "optimizer", "recompute", "hardware", "total", "attention",
-                  "attention_causal_halved", "per_token")
+                  "attention_causal_halved", "scan", "per_token")
 
 
 def resolve_model(model: str | torch.nn.Module | ModelSpec | None, inputs: Sequence[Any] = (),
                   inputs_ref: str | None = None) -> ModelSpec:
     """What the user named: a MODEL string (None: the bundled default), an nn.Module instance, or a ModelSpec."""
     if isinstance(model, ModelSpec):
-        return model
+        return dataclasses.replace(model, inputs_factory=load_callable(inputs_ref, "inputs callable")) if inputs_ref else model
     if isinstance(model, torch.nn.Module):
-        return spec_from_module(model, inputs)
+        return spec_from_module(model, inputs, inputs_ref)
     return resolve(model, [str(i) for i in inputs if not isinstance(i, torch.Tensor)], inputs_ref)
 
 
@@ -90,6 +92,11 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
             rep.mark(f"flops.{key}", "counted")
     for a in tr.assumptions:
         rep.assume(a, key=a.startswith("MoE routing"))
+    bounded = sorted({r.op.split(".")[1] for r in tr.records if r.upper_bound})
+    if bounded:
+        rep.assume("packed (varlen) attention (" + ", ".join(bounded) + "): its sequence lengths are values the "
+                   "fake trace cannot read, so its FLOPs are the upper bound min(total_q·max_k, max_q·total_k) per "
+                   "head, not the exact Σ q_i·k_i")
     if tr.unsupported:
         rep.assume("operators without a FLOP formula are listed in flops.unsupported_ops and contribute no FLOPs: "
                    + ", ".join(f"{k} ×{v}" for k, v in sorted(tr.unsupported.items())))

@@ -27,12 +27,13 @@ class FlopSummary:
     per_token: float | None
     tokens: int
     unsupported_ops: dict[str, int] = field(default_factory=dict)
+    scan: int | None = None  # state-space scan products inside `model` (None: no scan); never attention, never halved
 
 
 def flop_summary(trace: Trace) -> FlopSummary:
     """Sum the trace's op records by phase and class. Attention ops without an ``is_causal`` flag count as
     causal when the model is a causal language model (``trace.causal``)."""
-    fwd = bwd = other_f = other_b = opt = recompute = attention = causal_attention = 0
+    fwd = bwd = other_f = other_b = opt = recompute = attention = causal_attention = scan = 0
     for r in trace.records:
         if r.phase == FORWARD:
             fwd += r.model_flops
@@ -48,6 +49,7 @@ def flop_summary(trace: Trace) -> FlopSummary:
         elif r.phase == OPTIMIZER:
             opt += r.model_flops + r.other_flops
             continue
+        scan += r.scan_flops
         if r.attention_flops:
             attention += r.attention_flops
             if r.causal or trace.causal:  # an op without is_causal in a causal LM: its mask is causal
@@ -59,7 +61,7 @@ def flop_summary(trace: Trace) -> FlopSummary:
         total=model + recompute + other_f + other_b + opt, attention=attention,
         attention_causal_halved=model - causal_attention // 2 if causal_attention else None,
         per_token=model / trace.tokens if trace.tokens else None, tokens=trace.tokens,
-        unsupported_ops=dict(sorted(trace.unsupported.items())),
+        unsupported_ops=dict(sorted(trace.unsupported.items())), scan=scan or None,
     )
 
 
