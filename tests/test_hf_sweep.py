@@ -15,9 +15,6 @@ difference is a convention or a gap of FlopCounterMode, not of the trace):
 | MoE experts | the default experts kernel is `aten._grouped_mm`, which FlopCounterMode does not count: 0 for every expert MLP | the reference runs `_experts_implementation = "eager"` (a loop over experts: each token goes through exactly its top-k experts, so the count equals the balanced top-k count of the trace) |
 | state-space scans (Mamba, Mamba-2, Jamba) | neither counts the recurrence's elementwise products as model FLOPs (the trace files them under `other`) | none: equal |
 
-Operators whose formulas the formula part of issue 11 adds (Mamba's `softplus_backward`, wav2vec 2.0's
-weight-normalised positional convolution `_weight_norm_interface`) are allowed, by name, until then.
-
 Sizes: hidden 16–64, 1–2 layers, 16 tokens, 32×32 images, 400 audio samples. Architectures tried that do not
 work (and why) are listed in UNSUPPORTED at the end.
 """
@@ -39,9 +36,6 @@ from mlfootprint.models.build import build  # noqa: E402
 from mlfootprint.models.source import resolve  # noqa: E402
 from mlfootprint.trace.run import trace  # noqa: E402
 from mlfootprint.workload import Workload  # noqa: E402
-
-PENDING_FORMULAS = {"softplus_backward", "_weight_norm_interface", "_weight_norm_interface_backward"}
-
 
 @dataclass
 class Case:
@@ -206,7 +200,7 @@ def _counter_forward(model: torch.nn.Module, spec, wl: Workload) -> int:
 
 
 def _unsupported(tr) -> dict[str, int]:
-    return {op: n for op, n in tr.unsupported.items() if op not in PENDING_FORMULAS}
+    return dict(tr.unsupported)
 
 
 @pytest.mark.parametrize("model_type", sorted(CASES))

@@ -357,3 +357,33 @@ def devices_for_budget(claim: Claim) -> Outcome:
     n = float(claim.inputs["flops"]) / (float(mfu) * peak * seconds)
     return Outcome(n, "", f"{float(claim.inputs['flops']):.3g} FLOPs / ({mfu:g} MFU × {peak / 1e12:.4g} TFLOP/s × "
                    f"{claim.inputs['days']:g} days) = {n:,.0f} devices")
+
+
+@checker("plan")
+def plan_claim(claim: Claim) -> Outcome:
+    """Is the published layout (tp, pp) among the planner's top N for the published model, devices and batch?"""
+    from ..analysis.predict.planner import plan as plan_layouts
+
+    model, hardware, devices, tp, pp = _need(claim, "model", "hardware", "devices", "tp", "pp")
+    top = int(claim.inputs.get("top", 10))
+    wl = _workload(claim, mode="train", hardware=hardware)
+    wl = wl.with_changes(recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, devices=None)
+    spec = resolve(model)
+    res = plan_layouts(spec, wl, trace(spec, wl, checkpoint_early_stop=False), hardware, int(devices), top=1000)
+    ranks = [i + 1 for i, c in enumerate(res.layouts) if c.par.tp == int(tp) and c.par.pp == int(pp)]
+    best = res.best.par
+    where = f"rank {ranks[0]} of {len(res.layouts)} fitting layouts" if ranks else \
+        f"not among the {len(res.layouts)} fitting layouts"
+    return Outcome(bool(ranks) and ranks[0] <= top, "",
+                   f"the planner on {devices} × {hardware} ranks the published tp{tp} pp{pp} {where} (top {top} asked); "
+                   f"its best: {best.label()}, {res.best.st.step_s:.3g} s per step",
+                   machinery=("trace", "predict", "memory"))
+
+
+@checker("count")
+def count_claim(claim: Claim) -> Outcome:
+    """Parameters of a catalog model, counted from its trace."""
+    (model,) = _need(claim, "model")
+    spec = resolve(model)
+    stats = parameter_stats(trace(spec, Workload(batch=1, seq=int(claim.inputs.get("seq", 8)))))
+    return Outcome(float(stats.total), "", f"traced {model}: {stats.total:,} parameters", machinery=TRACED_COUNT)
