@@ -86,11 +86,53 @@ def default_seq(spec: ModelSpec) -> int:
     return int(min(context, DEFAULT_SEQ_CAP))
 
 
+def _generation_prompt(spec: ModelSpec, wl: Workload, seq: int, context: int, bounded: bool,
+                       assumptions: list[str]) -> int:
+    """The prompt length of a generate workload, checked against the model's positions.
+
+    With learned position embeddings (GPT-2, OPT, …) no token can sit past the table: prompt + generated tokens
+    beyond it is an error, and without --seq the prompt leaves room for the generated tokens. Rotary or relative
+    positions run past the trained context (with a quality cost not modelled): stated as an assumption."""
+    gen = wl.gen_tokens
+    if seq + gen <= context:
+        return seq
+    if bounded:
+        if not wl.seq and gen < context:
+            assumptions.append(f"prompt length {context - gen}: {spec.name}'s context of {context} positions less "
+                               f"the {gen} generated tokens, as no --seq was given")
+            return context - gen
+        room = (f"generate at most {context - seq} tokens or shorten the prompt (--seq)" if seq < context
+                else "shorten the prompt (--seq)")
+        raise UserError(f"--seq {seq} + --gen-tokens {gen} exceeds {spec.name}'s context of {context} positions "
+                        f"(learned position embeddings: no position past {context} exists); {room}"
+                        if gen < context else
+                        f"--gen-tokens {gen} exceeds {spec.name}'s context of {context} positions (learned position "
+                        f"embeddings: no position past {context} exists); generate fewer than {context} tokens")
+    assumptions.append(f"generation runs to {seq + gen:,} positions, past {spec.name}'s trained context of "
+                       f"{context:,}: costed as if the positions extended (rotary/relative positions allow it; "
+                       "the quality of text past the trained context is not modelled)")
+    return seq
+
+
+def _sequence_length(spec: ModelSpec, wl: Workload, assumptions: list[str]) -> int:
+    seq = wl.seq or default_seq(spec)
+    if spec.task == "image-classification":
+        return seq
+    context = spec.facts.get("context")
+    bounded = spec.facts.get("model_type") in ARCHITECTURES.value("positions", "bounded_by_context")
+    if context and seq > context and bounded:
+        raise UserError(f"--seq {seq} exceeds {spec.name}'s context of {context} positions (learned position embeddings); use --seq {context} or less")
+    if wl.mode == "generate" and spec.task == "causal-lm" and context:
+        seq = _generation_prompt(spec, wl, seq, int(context), bounded, assumptions)
+    return seq
+
+
 def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
     """Build the model (call inside a FakeTensorMode) and describe its inputs for this workload."""
+    assumptions: list[str] = []
+    seq = _sequence_length(spec, wl, assumptions)  # checked before the (slow) transformers import
     transformers = transformers_module(f"model {spec.name!r}")
     config = make_config(spec.hf_config or {}, spec.name)
-    assumptions: list[str] = []
     moe = None
     if spec.facts.get("experts"):
         # Static-shape grouped GEMM: every token visits top-k experts, FLOPs independent of the routing.
@@ -136,10 +178,6 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         return BuiltModel(module, make_inputs, _hf_loss, tokens=batch, token_unit="samples", causal=False,
                           moe=moe, assumptions=assumptions)
 
-    seq = wl.seq or default_seq(spec)
-    context = spec.facts.get("context")
-    if context and seq > context and spec.facts.get("model_type") in ARCHITECTURES.value("positions", "bounded_by_context"):
-        raise UserError(f"--seq {seq} exceeds {spec.name}'s context of {context} positions (learned position embeddings); use --seq {context} or less")
     vocab = int(spec.facts.get("vocab") or 2)
 
     def make_inputs():

@@ -89,7 +89,7 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
         if data.get(key) is not None:
             rep.mark(f"flops.{key}", "counted")
     for a in tr.assumptions:
-        rep.assume(a, key=a.startswith("MoE routing"))
+        rep.assume(a, key=a.startswith(("MoE routing", "prompt length", "generation runs to")))
     if tr.unsupported:
         rep.assume("operators without a FLOP formula are listed in flops.unsupported_ops and contribute no FLOPs: "
                    + ", ".join(f"{k} ×{v}" for k, v in sorted(tr.unsupported.items())))
@@ -99,6 +99,7 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
         rep.assume(f"batch {tr.memory.batch}: the first dimension of the model's inputs, as no --batch was given")
     if workload is not None and workload.get("seq") is None and tr.token_unit == "tokens" and wl.batch:
         workload["seq"] = tr.tokens // wl.batch  # the model's default length, as traced
-        rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq "
-                   "was given", key=True)
+        if not any(a.startswith("prompt length") for a in tr.assumptions):  # else the prompt's own assumption
+            rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq "
+                       "was given", key=True)
     return params, flops
