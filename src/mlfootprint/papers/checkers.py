@@ -16,6 +16,7 @@ from ..analysis.predict.comm import dp_volume
 from ..core.errors import UserError
 from ..hardware.catalog import get_device
 from ..models import resolve
+from ..models.factory import looks_like_callable_ref
 from ..trace.run import trace
 from ..workload import Workload
 from .model import NOT_CHECKABLE, Claim, Outcome
@@ -39,9 +40,17 @@ def _need(claim: Claim, *keys: str) -> list[Any]:
     return [claim.inputs[k] for k in keys]
 
 
-def _train_flops(model: str, seq: int) -> FlopSummary:
+def _resolve(claim: Claim, model: Any) -> Any:
+    """The claim's model; one that names code to import only when the claim may run code (see papers/load.py)."""
+    if looks_like_callable_ref(str(model)) and not claim.allow_code:
+        raise UserError(f"claim {claim.id!r} ({claim.origin}) names Python code to import ({model!r}); claims run no "
+                        "code unless the file is given on the command line with --allow-code")
+    return resolve(str(model))
+
+
+def _train_flops(claim: Claim, model: str, seq: int) -> FlopSummary:
     """The traced training step of a catalog model at batch 1."""
-    return flop_summary(trace(resolve(model), Workload(mode="train", batch=1, seq=seq)))
+    return flop_summary(trace(_resolve(claim, model), Workload(mode="train", batch=1, seq=seq)))
 
 
 def not_checkable(claim: Claim, why: str) -> Outcome:
@@ -53,7 +62,7 @@ def train_flops(claim: Claim) -> Outcome:
     """Traced training FLOPs per token of a catalog model × tokens."""
 
     model, tokens, seq = _need(claim, "model", "tokens", "seq")
-    f = _train_flops(model, int(seq))
+    f = _train_flops(claim, model, int(seq))
     per_token_full = f.model / f.tokens
     per_token_no_attn = (f.model - f.attention) / f.tokens
     convention = claim.inputs.get("convention", "full")
@@ -187,7 +196,7 @@ def largest_family_model(claim: Claim) -> Outcome:
     best = None
     seen = []
     for name in family:  # smallest first; memory grows with the model, so stop at the first that does not fit
-        spec = resolve(name)
+        spec = _resolve(claim, name)
         tr = trace(spec, wl)
         est = estimate_memory(spec, wl, tr, device_bytes=int(dev.memory_bytes))
         seen.append(f"{name} {est.peak_bytes / 1e9:.3g} GB")
@@ -221,7 +230,7 @@ def mfu_throughput(claim: Claim) -> Outcome:
     if "model" in claim.inputs:
 
         seq = int(claim.inputs.get("seq", 2048))
-        f = _train_flops(claim.inputs["model"], seq)
+        f = _train_flops(claim, claim.inputs["model"], seq)
         per_token = f.model / f.tokens
         how = f"traced {claim.inputs['model']} train step at seq {seq}: {per_token:.4g} model FLOPs/token"
     else:

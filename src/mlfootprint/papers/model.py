@@ -26,6 +26,7 @@ class Claim:
     missing: list[str] = field(default_factory=list)  # published inputs that do not exist
     note: str = ""
     origin: str = ""  # the file it came from
+    allow_code: bool = False  # may its inputs name code to import (bundled, or --file with --allow-code)
 
 
 @dataclass
