@@ -40,7 +40,6 @@ def task_for(config: dict[str, Any]) -> str:
 
 def make_config(cfg: dict[str, Any], name: str) -> Any:
     transformers = transformers_module(f"model {name!r}")
-    transformers.logging.set_verbosity_error()  # its warnings about configs are not the user's business here
     data = {k: v for k, v in cfg.items() if not k.startswith("_")}
     model_type = data.pop("model_type", None)
     if not model_type:
