@@ -217,3 +217,19 @@ def test_a_model_that_changes_global_settings_leaves_them_as_found() -> None:
     mf.count(model, mf.Workload(mode="train"), inputs=[X])
     after = global_state()
     assert [k for k in before if not same({k: before[k]}, {k: after[k]})] == []
+
+
+def test_transformers_first_imported_by_the_trace_is_quiet_inside_and_at_its_default_after() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, mlfootprint as mf\n"
+            "assert 'transformers' not in sys.modules\n"
+            f"mf.count({TINY_GPT2!r}, mf.Workload(mode='train', batch=2, seq=16))\n"
+            "import transformers\n"
+            "print(transformers.logging.get_verbosity())\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(logging.WARNING)  # transformers' own default, as if imported by the user
+    assert proc.stderr == ""  # its warnings while building and running the model stay inside the trace

@@ -43,7 +43,7 @@ import torch
 from ..core.errors import UserError
 from ..models.build import build
 from ..trace.optim import make_optimizer, zo_sgd_perturb
-from ..trace.state import isolated_global_state
+from ..core.state import isolated_global_state
 from ..trace.transforms import prepare_model
 from ..workload import Workload
 from . import stats

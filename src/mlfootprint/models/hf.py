@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..core.errors import MissingExtraError, UserError
+from ..core.state import quiet_dependency_loggers
 from ..workload import Workload
 from .spec import BuiltModel, ModelSpec, MoEInfo
 import inspect
@@ -25,6 +26,7 @@ def transformers_module(what: str = "a Hugging Face model") -> Any:
         import transformers
     except ImportError:
         raise MissingExtraError(what, "hf", "transformers") from None
+    quiet_dependency_loggers()  # inside a trace: its first import just set its own log level
     return transformers
 
 

@@ -25,7 +25,7 @@ from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_h
 from .optim import make_optimizer, zo_sgd_perturb
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
-from .state import isolated_global_state
+from ..core.state import isolated_global_state
 from .transforms import prepare_model
 import sys
 
