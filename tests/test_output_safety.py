@@ -236,3 +236,30 @@ tdp = {{ value = 1, source = "{IMG}", url = "{JS_URL}", date = "2026-01" }}
     # a catalog source with an https URL is a link
     assert "[NVIDIA L4 Tensor Core GPU datasheet (tensor figures listed with sparsity)]" \
            "(https://www.nvidia.com/en-us/data-center/l4/)" in md
+
+
+# --------------------------------------------------------------------------- the terminal
+
+RICH = "[/b] [link=javascript:alert(5)]x[/link] [bold]y[/bold]"
+
+
+@pytest.mark.parametrize("details", [True, False])
+def test_terminal_output_shows_markup_like_text_as_is(details: bool) -> None:
+    # rich would read '[/b]' as a closing tag (a MarkupError traceback) and '[link=…]' as a terminal hyperlink
+    import argparse
+
+    rep = full_report(name=RICH)
+    rep.assume(f"an assumption with {RICH}")
+    text = render(rep, "table", argparse.Namespace(details=details, depth=2, by_op=False, macs=False, width=200,
+                                                   color=True))
+    assert "\x1b]8;" not in text  # no OSC 8 hyperlink
+    assert RICH in text
+
+
+def test_claims_table_shows_markup_like_text_as_is(tmp_path, capsys) -> None:
+    path = claims_file(tmp_path, url="https://e.org")
+    path.write_text(path.read_text(encoding="utf-8").replace(f'title = "{SCRIPT} {IMG}"', f'title = "{RICH}"'),
+                    encoding="utf-8")
+    code, out, err = run_claims_cli(capsys, "--file", str(path), "--format", "table")
+    assert code == 0, err
+    assert "[/b] [link=javascript:alert(5)]x[/link]" in "".join(out.split("\n"))  # folded over lines, still text

@@ -57,7 +57,7 @@ def render_claims_html(report: Report, args: argparse.Namespace | None = None) -
 
 def to_text(rows: dict[str, dict[str, Any]]) -> str:
     buf = io.StringIO()
-    console = Console(file=buf, width=140, force_terminal=False, color_system=None, highlight=False)
+    console = Console(file=buf, width=140, force_terminal=False, color_system=None, highlight=False, markup=False)
     table = Table(title="Published claims, recomputed by mlfootprint", title_justify="left", show_lines=True)
     for h in ("claim", "published", "ours", "diff", "verdict", "how / why"):
         table.add_column(h, overflow="fold")
