@@ -17,15 +17,15 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..core.errors import UserError
 from ..core.progress import phase
+from ..core.state import isolated_global_state
 from ..models.build import build
 from ..models.spec import BuiltModel, ModelSpec
 from ..workload import Workload
-from .mode import RecordingMode
 from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
+from .mode import RecordingMode
 from .optim import make_optimizer, zo_sgd_perturb
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
-from ..core.state import isolated_global_state
 from .transforms import prepare_model
 import sys
 
