@@ -179,7 +179,7 @@ def test_rows_link_to_sources(results):
     md = to_markdown(rows)
     assert "](https://arxiv.org/abs/2204.02311)" in md
     page = to_html(rows)
-    assert '<a href="https://arxiv.org/abs/2307.09288">' in page
+    assert '<a href="https://arxiv.org/abs/2307.09288" rel="noopener noreferrer">' in page
 
 
 def test_cli_claims_one_claim_and_formats(tmp_path):

@@ -291,3 +291,27 @@ def test_html_card_shows_a_workload_that_does_not_fit_as_a_warning(browser, tmp_
     assert verdict["background"] == "rgb(253, 236, 236)" and verdict["border"] == "rgb(198, 40, 40)"  # red
     assert verdict["suggestions"] == len(rep.sections["memory"]["suggestions"])
     assert verdict["time_cards"] == 0  # no step time, energy or cost for a run that cannot happen
+
+
+def test_claims_page_in_chromium(browser, tmp_path):
+    # A hostile claim: its title, source and javascript: URL stay text; the page's one style applies under its
+    # CSP (a wrong hash would be a CSP violation and an unstyled page), and nothing else runs.
+    from mlfootprint.report.claims import to_html
+
+    row = {"claim": XSS, "source": "[x](javascript:alert(2))", "url": "javascript:alert(3)", "unit": "GB",
+           "published": 1.0, "ours": 1.0, "difference": 0.0, "verdict": "reproduced", "detail": "<img src=x onerror=alert(4)>"}
+    good = dict(row, claim="fine", url="https://arxiv.org/abs/1910.02054")
+    page = tmp_path / "claims.html"
+    page.write_text(to_html({"hostile": row, "good": good}), encoding="utf-8")
+    tab = browser.open(page)
+    assert browser.problems(tab) == []
+    state = browser.evaluate(tab, """({
+        links: Array.from(document.querySelectorAll('a')).map(a => a.href),
+        scripts: document.querySelectorAll('script').length,
+        imgs: document.querySelectorAll('img').length,
+        margin: getComputedStyle(document.body).marginTop,
+        text: document.body.innerText.includes('<script>alert(1)</script>'),
+    })""")
+    assert state["links"] == ["https://arxiv.org/abs/1910.02054"]
+    assert state["scripts"] == 0 and state["imgs"] == 0 and state["text"] is True
+    assert state["margin"] != "8px"  # the page's own style (margin 2em) applied: its hash is in the CSP

@@ -55,8 +55,10 @@ CASES: list[tuple[str, list[str], Any]] = [
                        other_bytes=0)),
     ("predict", ["predict", GPT2, "--seq", "32", "--batch", "8", "--hardware", "a100-80gb", "--tokens", "1e9"],
      lambda: mf.predict(GPT2, mf.Workload(seq=32, batch=8, hardware="a100-80gb", tokens=1e9))),
-    ("predict-serving", ["predict", GPT2, "--mode", "generate", "--seq", "32", "--hardware", "h100-sxm"],
-     lambda: mf.predict(GPT2, mf.Workload(mode="generate", seq=32, hardware="h100-sxm"))),
+    # tiny-gpt2 has 128 learned positions: a 32-token prompt leaves room for 96 generated tokens
+    ("predict-serving", ["predict", GPT2, "--mode", "generate", "--seq", "32", "--gen-tokens", "64", "--hardware",
+                         "h100-sxm"],
+     lambda: mf.predict(GPT2, mf.Workload(mode="generate", seq=32, gen_tokens=64, hardware="h100-sxm"))),
     ("plan", ["plan", LLAMA, "--devices", "8", "--hardware", "a100-80gb", "--seq", "64", "--batch", "64"],
      lambda: mf.plan(LLAMA, mf.Workload(devices=8, hardware="a100-80gb", seq=64, batch=64))),
     ("mfu", ["mfu", "--params", "540.35e9", "--layers", "118", "--heads", "48", "--head-dim", "256", "--seq", "2048",

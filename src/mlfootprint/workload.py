@@ -68,12 +68,14 @@ class Workload:
         tokens: tokens to train on (time to train).
         device_memory: bytes of one device's memory, when no ``hardware`` gives it.
         other_bytes: per-device framework overhead; None takes the memory model's default.
+        user_hooks: run the hooks of the user's own model (module:callable or nn.Module) in the trace, as part of
+            its computation (default True); False traces without them (a hook that only logs or reads values).
         given: the fields the user set; by default exactly the keywords passed.
 
     With ``devices`` and no ``dp``, the data-parallel degree is what is left: ``devices / (tp × pp)``.
     Defaults: ``batch=1``, ``mode="inference"``, ``precision="fp32"``, ``optimizer="adamw"``,
     ``attention="sdpa"``, ``gen_tokens=128``, ``grad_accum=1``, ``recompute="none"``, ``zero=0``,
-    ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=1``, ``quant="none"``; the other fields None. A bad value raises
+    ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=1``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
     :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it with
     ``with_changes``.
 
@@ -113,6 +115,7 @@ class Workload:
     tokens: float | None = None
     device_memory: int | None = None
     other_bytes: int | None = None
+    user_hooks: bool = True
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -149,6 +152,8 @@ class Workload:
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+        if not isinstance(self.user_hooks, bool):
+            raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
         if self.devices is not None:
             group = self.tp * self.pp
             if self.devices % group:
@@ -199,10 +204,12 @@ class Workload:
 
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "given"}
+        # user_hooks says how the model is traced, not what runs: a trace without them states it as an assumption
+        skip = ("given", "user_hooks")
+        out = {k: v for k, v in asdict(self).items() if k not in skip}
         if out.get("lora_targets") is not None:
             out["lora_targets"] = list(out["lora_targets"])
-        out["defaults"] = sorted(f.name for f in fields(self) if f.name != "given" and f.name not in self.given)
+        out["defaults"] = sorted(f.name for f in fields(self) if f.name not in skip and f.name not in self.given)
         return out
 
     @classmethod

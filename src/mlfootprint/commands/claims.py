@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="exit 1 if a claim known to reproduce no longer does (a regression suite)")
     p.add_argument("--file", action="append", default=[], metavar="CLAIMS.toml", help="your own claims file (repeatable)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="let the --file claims name Python code to import (a model 'file.py:make'); off by default")
     p.add_argument("--only", action="append", default=[], metavar="ID", help="check only this claim (repeatable)")
     add_output_options(p, formats=("table", "json", "md", "html"))
     p.set_defaults(func=run)
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> Report:
     from ..verbs.claims import claims  # torch loads with the verb, not for --help
     if args.check:
         args.after_emit = _check
-    return claims(args.file, args.only)
+    return claims(args.file, args.only, allow_code=args.allow_code)
 
 
 def _check(report: Report) -> int:

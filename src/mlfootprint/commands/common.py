@@ -38,6 +38,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
     g.add_argument("--lora-rank", type=int, default=None)
     g.add_argument("--lora-targets", default=None, help="comma-separated module name parts, e.g. q_proj,v_proj")
     g.add_argument("--quant", type=_choice(QUANT), default=None, help=f"{{{','.join(QUANT)}}}")
+    g.add_argument("--no-user-hooks", dest="user_hooks", action="store_const", const=False, default=None,
+                   help="trace a module:callable model without its own forward/backward/gradient hooks (they run "
+                        "by default, as part of the model)")
     add_save_options(p)
     if parallel:
         g.add_argument("--zero", type=int, default=None, help="ZeRO stage 0-3")

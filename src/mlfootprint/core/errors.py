@@ -55,12 +55,15 @@ _OPTION = re.compile(r"--([a-z][a-z0-9-]*)(?: ([A-Za-z0-9][A-Za-z0-9._:+-]*))?")
 _VERB_REF = re.compile(r"'?mlfootprint (models|hardware|history) (list|show|calibrate|add|diff)'?")
 _HELP_REF = re.compile(r"'mlfootprint (\w+) --help'")
 _PYTHON_NAMES = {"input": "inputs", "inputs": "inputs_ref"}
+_SWITCHES = {"--no-user-hooks": "user_hooks=False", "--allow-code": "allow_code=True"}
 
 
 def python_terms(message: str) -> str:
     """A message in the command line's terms, in Python's: '--zero 3' → 'zero=3', '--mode train' → 'mode="train"',
     'mlfootprint hardware list' → 'mf.hardware_list()'."""
     message = message.replace("--format json", "Report.to_json()")
+    for flag, keyword in _SWITCHES.items():  # switches whose Python keyword is the opposite or a True
+        message = message.replace(flag, keyword)
     message = _VERB_REF.sub(lambda m: f"mf.{m.group(1)}_{m.group(2)}()", message)
     message = _HELP_REF.sub(lambda m: f"help(mf.{m.group(1)})", message)
 

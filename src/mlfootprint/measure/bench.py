@@ -43,6 +43,7 @@ import torch
 from ..core.errors import UserError
 from ..models.build import build
 from ..trace.optim import make_optimizer, zo_sgd_perturb
+from ..core.state import isolated_global_state
 from ..trace.transforms import prepare_model
 from ..workload import Workload
 from . import stats
@@ -485,28 +486,31 @@ def run_bench(spec: Any, wl: Workload, *, repeats: int | None = None, warmup: in
     failures: list[tuple[int, str]] = []
     bar = _Progress(progress, repeats, "bench")
     try:
-        while True:
-            wl_b = wl if batch == requested else _with_batch(wl, batch)
-            try:
-                timings = _measure_at(spec, wl_b, dev, repeats=repeats, warmup=warmup, max_time_s=max_time_s,
-                                      threshold=threshold, min_repeats=min_repeats, seed=seed,
-                                      meter_factory=meter_factory, progress=bar, clock=clock)
-                break
-            except _OutOfMemory as oom:
-                failures.append((batch, oom.message))
-                if batch <= 1:
-                    raise UserError(
-                        f"out of memory on {dev} even at batch 1 ({oom.message}); tried batch "
-                        f"{', '.join(str(b) for b, _ in failures)}. Try a shorter --seq, --precision bf16, "
-                        "--recompute full, or a device with more memory") from None
-                batch = max(1, batch // 2)
-                bar.update(f"out of memory: retrying with batch {batch}")
-            except (UserError, KeyboardInterrupt):
-                raise
-            except Exception as exc:
-                text = " ".join(str(exc).split())[:300]
-                raise UserError(f"running {spec.name!r} failed ({type(exc).__name__}: {text}); check that the model "
-                                "runs with these inputs and this workload (--mode, --precision, --input)") from None
+        # transformers stays quiet while it builds, and its log level, torch's default dtype and deterministic
+        # flags are the caller's again afterwards
+        with isolated_global_state():
+            while True:
+                wl_b = wl if batch == requested else _with_batch(wl, batch)
+                try:
+                    timings = _measure_at(spec, wl_b, dev, repeats=repeats, warmup=warmup, max_time_s=max_time_s,
+                                          threshold=threshold, min_repeats=min_repeats, seed=seed,
+                                          meter_factory=meter_factory, progress=bar, clock=clock)
+                    break
+                except _OutOfMemory as oom:
+                    failures.append((batch, oom.message))
+                    if batch <= 1:
+                        raise UserError(
+                            f"out of memory on {dev} even at batch 1 ({oom.message}); tried batch "
+                            f"{', '.join(str(b) for b, _ in failures)}. Try a shorter --seq, --precision bf16, "
+                            "--recompute full, or a device with more memory") from None
+                    batch = max(1, batch // 2)
+                    bar.update(f"out of memory: retrying with batch {batch}")
+                except (UserError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:
+                    text = " ".join(str(exc).split())[:300]
+                    raise UserError(f"running {spec.name!r} failed ({type(exc).__name__}: {text}); check that the model "
+                                    "runs with these inputs and this workload (--mode, --precision, --input)") from None
     finally:
         bar.close()
     return BenchRun(wl_b, dev, timings, requested, failures, hw, hw_why, hw_notes)

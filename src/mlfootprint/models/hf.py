@@ -16,6 +16,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..core.errors import MissingExtraError, UserError
+from ..core.state import quiet_dependency_loggers
 from ..workload import Workload
 from .architectures import ARCHITECTURES
 from .spec import BuiltModel, ModelSpec, MoEInfo
@@ -43,6 +44,7 @@ def transformers_module(what: str = "a Hugging Face model") -> Any:
         import transformers
     except ImportError:
         raise MissingExtraError(what, "hf", "transformers") from None
+    quiet_dependency_loggers()  # inside a trace: its first import just set its own log level
     return transformers
 
 
@@ -146,7 +148,6 @@ def _model_class_or_none(config: dict[str, Any]) -> Any:
 
 def make_config(cfg: dict[str, Any], name: str) -> Any:
     transformers = transformers_module(f"model {name!r}")
-    transformers.logging.set_verbosity_error()  # its warnings about configs are not the user's business here
     data = {k: v for k, v in json_floats(cfg).items() if not k.startswith("_")}
     model_type = data.pop("model_type", None)
     if not model_type:
@@ -277,12 +278,55 @@ def _deterministic_structure(config: Any, training: bool) -> list[str]:
     return notes
 
 
+def _generation_prompt(spec: ModelSpec, wl: Workload, seq: int, context: int, bounded: bool,
+                       assumptions: list[str]) -> int:
+    """The prompt length of a generate workload, checked against the model's positions.
+
+    With learned position embeddings (GPT-2, OPT, …) no token can sit past the table: prompt + generated tokens
+    beyond it is an error, and without --seq the prompt leaves room for the generated tokens. Rotary or relative
+    positions run past the trained context (with a quality cost not modelled): stated as an assumption."""
+    gen = wl.gen_tokens
+    if seq + gen <= context:
+        return seq
+    if bounded:
+        if not wl.seq and gen < context:
+            assumptions.append(f"prompt length {context - gen}: {spec.name}'s context of {context} positions less "
+                               f"the {gen} generated tokens, as no --seq was given")
+            return context - gen
+        room = (f"generate at most {context - seq} tokens or shorten the prompt (--seq)" if seq < context
+                else "shorten the prompt (--seq)")
+        raise UserError(f"--seq {seq} + --gen-tokens {gen} exceeds {spec.name}'s context of {context} positions "
+                        f"(learned position embeddings: no position past {context} exists); {room}"
+                        if gen < context else
+                        f"--gen-tokens {gen} exceeds {spec.name}'s context of {context} positions (learned position "
+                        f"embeddings: no position past {context} exists); generate fewer than {context} tokens")
+    assumptions.append(f"generation runs to {seq + gen:,} positions, past {spec.name}'s trained context of "
+                       f"{context:,}: costed as if the positions extended (rotary/relative positions allow it; "
+                       "the quality of text past the trained context is not modelled)")
+    return seq
+
+
+def _sequence_length(spec: ModelSpec, wl: Workload, assumptions: list[str]) -> int:
+    seq = wl.seq or default_seq(spec)
+    if spec.task == "image-classification":
+        return seq
+    context = spec.facts.get("context")
+    bounded = spec.facts.get("model_type") in ARCHITECTURES.value("positions", "bounded_by_context")
+    if context and seq > context and bounded:
+        raise UserError(f"--seq {seq} exceeds {spec.name}'s context of {context} positions (learned position embeddings); use --seq {context} or less")
+    if wl.mode == "generate" and spec.task == "causal-lm" and context:
+        seq = _generation_prompt(spec, wl, seq, int(context), bounded, assumptions)
+    return seq
+
+
 def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
     """Build the model (call inside a FakeTensorMode) and describe its inputs for this workload."""
+    assumptions: list[str] = []
+    seq = _sequence_length(spec, wl, assumptions)  # checked before the (slow) transformers import
     transformers = transformers_module(f"model {spec.name!r}")
     cfg = json_floats(spec.hf_config or {})
     config = make_config(cfg, spec.name)
-    assumptions: list[str] = _deterministic_structure(config, wl.training)
+    assumptions += _deterministic_structure(config, wl.training)
     moe = None
     from_config, cls = _model_builder(transformers, spec, cfg)
     if spec.facts.get("experts"):
@@ -313,6 +357,8 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         module.eval()
     task = spec.task if spec.source == "catalog" else _task_of_class(type(module), cfg)
     make = _INPUTS.get(task, _text_inputs)
+    if make is _text_inputs:  # the prompt length checked (and fitted to the context) before the build
+        return _text_inputs(module, config, spec, wl, moe, assumptions, seq=seq)
     return make(module, config, spec, wl, moe, assumptions)
 
 
@@ -335,18 +381,10 @@ def _image_size(config: Any) -> tuple[int, int, int]:
     return int(getattr(config, "num_channels", 3) or 3), height, width
 
 
-def _text_seq(spec: ModelSpec, wl: Workload, config: Any) -> int:
-    seq = wl.seq or default_seq(spec)
-    context = spec.facts.get("context")
-    if context and seq > context and spec.facts.get("model_type") in ARCHITECTURES.value("positions", "bounded_by_context"):
-        raise UserError(f"--seq {seq} exceeds {spec.name}'s context of {context} positions (learned position embeddings); use --seq {context} or less")
-    return seq
-
-
 def _text_inputs(module: torch.nn.Module, config: Any, spec: ModelSpec, wl: Workload, moe: MoEInfo | None,
-                 assumptions: list[str]) -> BuiltModel:
+                 assumptions: list[str], seq: int | None = None) -> BuiltModel:
     batch, task = wl.batch, spec.task if spec.source == "catalog" else _task_of_class(type(module), spec.hf_config or {})
-    seq = _text_seq(spec, wl, config)
+    seq = seq if seq is not None else _sequence_length(spec, wl, assumptions)
     vocab = int(spec.facts.get("vocab") or 2)
     encoder_decoder = task == "seq2seq-lm" or bool(getattr(config, "is_encoder_decoder", False))
 

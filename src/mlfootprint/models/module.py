@@ -14,6 +14,16 @@ from .inputs import InputSpec
 from .spec import ModelSpec
 
 
+def _copy_tensor_hooks(source: torch.Tensor, twin: torch.Tensor) -> None:
+    """The user's gradient hooks on a parameter, registered on its fake twin too (read, never changed)."""
+    if not twin.requires_grad:
+        return
+    for hook in list((getattr(source, "_backward_hooks", None) or {}).values()):
+        twin.register_hook(hook)
+    for hook in list((getattr(source, "_post_accumulate_grad_hooks", None) or {}).values()):
+        twin.register_post_accumulate_grad_hook(hook)
+
+
 def spec_from_module(user_model: torch.nn.Module, inputs: Sequence[Any] = (), inputs_ref: str | None = None) -> ModelSpec:
     """A ModelSpec whose factory deep-copies ``user_model`` into fake tensors at build time.
 
@@ -35,7 +45,14 @@ def spec_from_module(user_model: torch.nn.Module, inputs: Sequence[Any] = (), in
             twin = mode.from_tensor(t) if mode is not None else t.detach().clone()
             if isinstance(t, torch.nn.Parameter):
                 twin = torch.nn.Parameter(twin, requires_grad=t.requires_grad)
+                _copy_tensor_hooks(t, twin)
             memo[id(t)] = twin
+        # Plain tensor attributes (torch.nn.utils.prune keeps `weight` = weight_orig × mask, a non-leaf that
+        # deepcopy refuses): a detached fake twin; the pruning pre-hook recomputes it in the traced forward.
+        for m in user_model.modules():
+            for v in vars(m).values():
+                if isinstance(v, torch.Tensor) and id(v) not in memo:
+                    memo[id(v)] = mode.from_tensor(v.detach()) if mode is not None else v.detach().clone()
         return copy.deepcopy(user_model, memo)
 
     def make_inputs() -> tuple[torch.Tensor, ...]:

@@ -18,6 +18,7 @@ from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_to
 from ..core.errors import UserError
 from ..hardware.catalog import get_device
 from ..models import resolve
+from ..models.factory import looks_like_callable_ref
 from ..trace.run import trace
 from ..workload import Workload
 from .model import NOT_CHECKABLE, Claim, Outcome
@@ -47,9 +48,17 @@ def _need(claim: Claim, *keys: str) -> list[Any]:
     return [claim.inputs[k] for k in keys]
 
 
-def _train_flops(model: str, seq: int) -> FlopSummary:
+def _resolve(claim: Claim, model: Any) -> Any:
+    """The claim's model; one that names code to import only when the claim may run code (see papers/load.py)."""
+    if looks_like_callable_ref(str(model)) and not claim.allow_code:
+        raise UserError(f"claim {claim.id!r} ({claim.origin}) names Python code to import ({model!r}); claims run no "
+                        "code unless the file is given on the command line with --allow-code")
+    return resolve(str(model))
+
+
+def _train_flops(claim: Claim, model: str, seq: int) -> FlopSummary:
     """The traced training step of a catalog model at batch 1."""
-    return flop_summary(trace(resolve(model), Workload(mode="train", batch=1, seq=seq)))
+    return flop_summary(trace(_resolve(claim, model), Workload(mode="train", batch=1, seq=seq)))
 
 
 def not_checkable(claim: Claim, why: str) -> Outcome:
@@ -61,7 +70,7 @@ def train_flops(claim: Claim) -> Outcome:
     """Traced training FLOPs per token of a catalog model × tokens."""
 
     model, tokens, seq = _need(claim, "model", "tokens", "seq")
-    f = _train_flops(model, int(seq))
+    f = _train_flops(claim, model, int(seq))
     per_token_full = f.model / f.tokens
     per_token_no_attn = (f.model - f.attention) / f.tokens
     convention = claim.inputs.get("convention", "full")
@@ -171,7 +180,7 @@ def memory_fit(claim: Claim) -> Outcome:
     model, hardware = _need(claim, "model", "hardware")
     dev = _device(hardware)
     wl = _workload(claim, hardware=hardware)
-    spec = resolve(model)
+    spec = _resolve(claim, model)
     est = estimate_memory(spec, wl, trace(spec, wl), device_bytes=int(dev.memory_bytes))
     host = est.host_bytes
     return Outcome(bool(est.fits), "", f"traced {model} ({wl.mode}, batch {wl.batch}, seq {wl.seq}, {wl.precision}, recompute {wl.recompute}, "
@@ -228,7 +237,7 @@ def largest_family_model(claim: Claim) -> Outcome:
     best = None
     seen = []
     for name in family:  # smallest first; memory grows with the model, so stop at the first that does not fit
-        spec = resolve(name)
+        spec = _resolve(claim, name)
         tr = trace(spec, wl)
         est = estimate_memory(spec, wl, tr, device_bytes=int(dev.memory_bytes))
         seen.append(f"{name} {est.peak_bytes / 1e9:.3g} GB")
@@ -264,7 +273,7 @@ def mfu_throughput(claim: Claim) -> Outcome:
     if "model" in claim.inputs:
 
         seq = int(claim.inputs.get("seq", 2048))
-        f = _train_flops(claim.inputs["model"], seq)
+        f = _train_flops(claim, claim.inputs["model"], seq)
         per_token = f.model / f.tokens
         how = f"traced {claim.inputs['model']} train step at seq {seq}: {per_token:.4g} model FLOPs/token"
         machinery: tuple[str, ...] = TRACED_COUNT
@@ -293,7 +302,7 @@ def predict_step_claim(claim: Claim) -> Outcome:
     if metric not in _STEP_METRICS:
         raise UserError(f"claim {claim.id!r} ({claim.origin}): metric must be one of {', '.join(_STEP_METRICS)}")
     wl = _workload(claim, mode="train", hardware=hardware, devices=int(devices))
-    spec = resolve(model)
+    spec = _resolve(claim, model)
     pred = predict_step(spec, wl, trace(spec, wl, checkpoint_early_stop=False), hardware)
     return Outcome(_STEP_METRICS[metric](pred), "",
                    f"predicted {model} on {devices} × {pred.device.name}, {pred.layout.label()}, global batch {wl.batch} × "
@@ -308,7 +317,7 @@ def memory_peak(claim: Claim) -> Outcome:
     (model,) = _need(claim, "model")
     hardware = claim.inputs.get("hardware")
     wl = _workload(claim, **({"hardware": hardware} if hardware else {}))
-    spec = resolve(model)
+    spec = _resolve(claim, model)
     est = estimate_memory(spec, wl, trace(spec, wl))
     parts = ", ".join(f"{k.removesuffix('_bytes')} {v / 1e9:.3g}" for k, v in est.at_peak.items() if v) \
         if getattr(est, "at_peak", None) else ""
@@ -368,7 +377,7 @@ def plan_claim(claim: Claim) -> Outcome:
     top = int(claim.inputs.get("top", 10))
     wl = _workload(claim, mode="train", hardware=hardware)
     wl = wl.with_changes(recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, devices=None)
-    spec = resolve(model)
+    spec = _resolve(claim, model)
     res = plan_layouts(spec, wl, trace(spec, wl, checkpoint_early_stop=False), hardware, int(devices), top=1000)
     ranks = [i + 1 for i, c in enumerate(res.layouts) if c.par.tp == int(tp) and c.par.pp == int(pp)]
     best = res.best.par
@@ -384,6 +393,6 @@ def plan_claim(claim: Claim) -> Outcome:
 def count_claim(claim: Claim) -> Outcome:
     """Parameters of a catalog model, counted from its trace."""
     (model,) = _need(claim, "model")
-    spec = resolve(model)
+    spec = _resolve(claim, model)
     stats = parameter_stats(trace(spec, Workload(batch=1, seq=int(claim.inputs.get("seq", 8)))))
     return Outcome(float(stats.total), "", f"traced {model}: {stats.total:,} parameters", machinery=TRACED_COUNT)

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..core.datafiles import load_file, package_data_dir, user_data_dirs
 from ..core.errors import UserError, suggest
+from ..models.factory import looks_like_callable_ref
 from .model import VERDICTS, Claim
 from .checkers import CHECKERS
 
@@ -13,12 +14,44 @@ _REQUIRED = ("id", "title", "source", "kind", "expected", "unit", "inputs")
 
 
 def claim_files(extra: list[str] | None = None) -> list[Path]:
-    files = sorted(package_data_dir("papers").glob("*.toml"))
+    return [path for path, _trust in _claim_sources(extra)]
+
+
+def _claim_sources(extra: list[str] | None) -> list[tuple[Path, str]]:
+    """Every claims file with where it comes from: "bundled", "folder" (loaded by itself) or "command line"."""
+    files = [(p, "bundled") for p in sorted(package_data_dir("papers").glob("*.toml"))]
     for d in user_data_dirs("claims"):
         if d.is_dir():
-            files.extend(sorted(d.glob("*.toml")))
-    files.extend(Path(p) for p in (extra or []))
+            files.extend((p, "folder") for p in sorted(d.glob("*.toml")))
+    files.extend((Path(p), "command line") for p in (extra or []))
     return files
+
+
+def code_references(value: Any) -> list[str]:
+    """The strings in a claim's inputs that name Python code to import ('file.py:make', 'pkg.mod:make')."""
+    if isinstance(value, str):
+        return [value] if looks_like_callable_ref(value) else []
+    if isinstance(value, dict):
+        return [ref for v in value.values() for ref in code_references(v)]
+    if isinstance(value, (list, tuple)):
+        return [ref for v in value for ref in code_references(v)]
+    return []
+
+
+def _check_code(claim: Claim, trust: str, allow_code: bool) -> None:
+    """A claims file runs code only when the user gives it on the command line and asks for it (--allow-code);
+    the bundled claims are part of mlfootprint and trusted."""
+    refs = code_references(claim.inputs)
+    if trust == "bundled" or not refs:
+        claim.allow_code = True if trust == "bundled" else allow_code
+        return
+    what = f"{claim.origin}: claim {claim.id!r} names Python code to import ({refs[0]!r})"
+    if trust == "folder":
+        raise UserError(f"{what}; claims files found in the user claims folder never run code: move the file out "
+                        f"of the folder and pass it with --file {claim.origin} --allow-code")
+    if not allow_code:
+        raise UserError(f"{what}; claims files run no code unless you ask: check the file, then pass --allow-code")
+    claim.allow_code = True
 
 
 def parse_claims(data: Any, origin: str, kinds: list[str]) -> list[Claim]:
@@ -61,12 +94,16 @@ def parse_claims(data: Any, origin: str, kinds: list[str]) -> list[Claim]:
     return out
 
 
-def load_claims(extra: list[str] | None = None, kinds: list[str] | None = None) -> list[Claim]:
+def load_claims(extra: list[str] | None = None, kinds: list[str] | None = None,
+                allow_code: bool = False) -> list[Claim]:
+    """The bundled claims, then the user folders', then ``extra`` (files from the command line). Only claims of
+    ``extra`` files may name code to import (a model factory 'file.py:make'), and only with ``allow_code``."""
     kinds = kinds or sorted(CHECKERS)
     claims: dict[str, Claim] = {}
-    for path in claim_files(extra):
+    for path, trust in _claim_sources(extra):
         if not path.is_file():
             raise UserError(f"claims file {path} does not exist")
         for claim in parse_claims(load_file(path), str(path), kinds):
+            _check_code(claim, trust, allow_code)
             claims[claim.id] = claim  # a later file overrides a claim with the same id
     return list(claims.values())

@@ -33,6 +33,7 @@ class Claim:
     pinned: float | None = None  # mlfootprint's own figure when the row was last reviewed: --check guards it
     pin_tolerance: float = 0.02  # relative move of our figure from `pinned` that --check reports
     origin: str = ""  # the file it came from
+    allow_code: bool = False  # may its inputs name code to import (bundled, or --file with --allow-code)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from .markdown import md_escape
+from .markdown import md_escape, md_link, safe_url
 from .render import renderer
 from .schema import Report
 from .text import console_for
@@ -168,7 +168,7 @@ def show_markdown(report: Report, args: argparse.Namespace | None = None) -> str
         rows = [[f, v, p, _md_source(s), date] for f, v, p, s, date in _show_rows(d)]
         text = f"## {md_escape(d['name'])} (`{md_escape(d['id'])}`)\n\n"
         text += "\n".join(f"- {md_escape(line)}" for line in _intro(d)) + "\n\n"
-        text += _md_table(["Field", "Value", "Provenance", "Source", "Date"], rows)
+        text += _md_table(["Field", "Value", "Provenance", "Source", "Date"], rows, markdown_columns=(3,))
         out.append(text + "\n\nPeak FLOP/s are dense (no 2:4 sparsity).\n")
     return f"# mlfootprint {report.verb}\n\n" + "\n".join(out)
 
@@ -199,15 +199,18 @@ def _usd(v: float) -> str:
 
 
 def _md_source(s: dict[str, str]) -> str:
-    text = s.get("source", "?")
+    """The source as Markdown (escaped text; its URL a link only when it is http(s))."""
+    text = md_link(s.get("source", "?"), s.get("url"))
+    if s.get("url") and safe_url(s["url"]) is None:
+        text += f" ({md_escape(s['url'])})"  # shown as text, never a link
     if s.get("note"):
-        text += f" ({s['note']})"
-    if s.get("url"):
-        text += f" <{s['url']}>"
+        text += f" ({md_escape(s['note'])})"
     return text
 
 
-def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+def _md_table(header: list[str], rows: list[list[Any]], markdown_columns: tuple[int, ...] = ()) -> str:
+    """A table of escaped text; the ``markdown_columns`` hold Markdown made safe by their builder."""
     lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(md_escape(str(c)) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(c) if i in markdown_columns else md_escape(str(c)) for i, c in enumerate(r))
+              + " |" for r in rows]
     return "\n".join(lines)

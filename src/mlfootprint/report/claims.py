@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import html
 import io
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .markdown import md_escape, md_link, safe_url
 from .render import renderer
 from .schema import Report
 
@@ -64,7 +67,7 @@ def render_claims_html(report: Report, args: argparse.Namespace | None = None) -
 
 def to_text(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
     buf = io.StringIO()
-    console = Console(file=buf, width=140, force_terminal=False, color_system=None, highlight=False)
+    console = Console(file=buf, width=140, force_terminal=False, color_system=None, highlight=False, markup=False)
     table = Table(title="Published claims, recomputed by mlfootprint", title_justify="left", show_lines=True)
     for h in ("claim", "published", "ours", "diff", "verdict", "how / why"):
         table.add_column(h, overflow="fold")
@@ -86,36 +89,43 @@ def _counts(rows: dict[str, dict[str, Any]]) -> dict[str, int]:
     return {k: n for k, n in counts.items() if n or k != "error"}
 
 
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
     lines = ["# Published claims, recomputed by mlfootprint", "",
              "| claim | published | ours | diff | verdict | how / why |", "|---|---|---|---|---|---|"]
     for cid, r in rows.items():
-        link = f"[{_md(r['source'])}]({r['url']})" if r["url"] else _md(r["source"])
-        lines.append(f"| **{_md(cid)}**: {_md(r['claim'])} ({link}) | {fmt_value(r['published'], r['unit'])} | "
-                     f"{fmt_value(r['ours'], r['unit'])} | {fmt_diff(r['difference'])} | {_VERDICT_MARK[r['verdict']]} | {_md(r['detail'])} |")
-    lines += ["", ", ".join(f"{n} {k}" for k, n in _counts(rows).items())] + (["", summary] if summary else [])
+        link = md_link(r["source"], r["url"])
+        lines.append(f"| **{md_escape(cid)}**: {md_escape(r['claim'])} ({link}) | {fmt_value(r['published'], r['unit'])} | "
+                     f"{fmt_value(r['ours'], r['unit'])} | {fmt_diff(r['difference'])} | {_VERDICT_MARK[r['verdict']]} | {md_escape(r['detail'])} |")
+    lines += ["", ", ".join(f"{n} {k}" for k, n in _counts(rows).items())] + (["", md_escape(summary)] if summary else [])
     return "\n".join(lines) + "\n"
+
+
+_CSS = ("body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1d2430}table{border-collapse:collapse;width:100%}\n"
+        "td,th{border-bottom:1px solid #dde2ea;padding:.5em;vertical-align:top;text-align:left}th{background:#f3f5f9}\n"
+        "tr.reproduced td:nth-child(5){color:#146c2e}tr.consistent td:nth-child(5){color:#1f4e8c}"
+        "tr.error td:nth-child(5){color:#b00020;font-weight:bold}tr.differs td:nth-child(5){color:#a3330f}"
+        "tr.not-checkable td:nth-child(5){color:#6b6f7a}")
+# The page needs its one <style> element and nothing else: no script, image, font, frame or fetch.
+CLAIMS_CSP = ("default-src 'none'; "
+              f"style-src 'sha256-{base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()}'; "
+              "base-uri 'none'; form-action 'none'")
 
 
 def to_html(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
     e = html.escape
     body = []
     for cid, r in rows.items():
-        src = f'<a href="{e(r["url"], quote=True)}">{e(r["source"])}</a>' if r["url"] else e(r["source"])
+        url = safe_url(r["url"])  # only http(s): a javascript: or data: URL from a claims file is no link
+        src = f'<a href="{e(url, quote=True)}" rel="noopener noreferrer">{e(r["source"])}</a>' if url else e(r["source"])
         verdict = r["verdict"].replace(" ", "-")
         body.append(
             f'<tr class="{verdict}"><td><b>{e(cid)}</b><br>{e(r["claim"])}<br><small>{src}</small></td>'
             f'<td>{e(fmt_value(r["published"], r["unit"]))}</td><td>{e(fmt_value(r["ours"], r["unit"]))}</td>'
             f'<td>{e(fmt_diff(r["difference"]))}</td><td>{e(_VERDICT_MARK[r["verdict"]])}</td><td>{e(r["detail"])}</td></tr>')
     counts = ", ".join(f"{n} {k}" for k, n in _counts(rows).items())
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mlfootprint claims</title>
-<style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1d2430}}table{{border-collapse:collapse;width:100%}}
-td,th{{border-bottom:1px solid #dde2ea;padding:.5em;vertical-align:top;text-align:left}}th{{background:#f3f5f9}}
-tr.reproduced td:nth-child(5){{color:#146c2e}}tr.consistent td:nth-child(5){{color:#1f4e8c}}tr.error td:nth-child(5){{color:#b00020;font-weight:bold}}tr.differs td:nth-child(5){{color:#a3330f}}tr.not-checkable td:nth-child(5){{color:#6b6f7a}}</style>
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{e(CLAIMS_CSP)}"><title>mlfootprint claims</title>
+<style>{_CSS}</style>
 </head><body><h1>Published claims, recomputed by mlfootprint</h1><p>{e(counts)}</p>{f"<p>{e(summary)}</p>" if summary else ""}
 <table><thead><tr><th>claim</th><th>published</th><th>ours</th><th>diff</th><th>verdict</th><th>how / why</th></tr></thead>
 <tbody>{''.join(body)}</tbody></table></body></html>

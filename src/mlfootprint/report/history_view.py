@@ -154,7 +154,7 @@ def diff_markdown(report: Report, args: argparse.Namespace | None = None) -> str
 
 def rich_table(title: str, headers: list[str], rows: list[list[str]]) -> str:
     buf = io.StringIO()
-    console = Console(file=buf, width=160, force_terminal=False, color_system=None, highlight=False)
+    console = Console(file=buf, width=160, force_terminal=False, color_system=None, highlight=False, markup=False)
     table = Table(title=title, title_justify="left")
     for h in headers:
         table.add_column(h, overflow="fold")

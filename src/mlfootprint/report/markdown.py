@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from . import card
 from .layout import Block, blocks, pred_measured_block, predicted_vs_measured
@@ -9,8 +10,37 @@ from .render import renderer
 from .schema import Report
 
 
-def md_escape(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+_MD_SPECIAL = str.maketrans({
+    "\\": "\\\\", "|": "\\|", "\n": " ", "\r": " ",
+    # raw HTML (<script>, <img onerror>) and entities render as the text they are
+    "&": "&amp;", "<": "&lt;", ">": "&gt;",
+    # no link or image can start in text from a report: [x](javascript:…) stays text
+    "[": "\\[", "]": "\\]",
+})
+
+
+def md_escape(text: object) -> str:
+    """Text from a report as Markdown text: never HTML, never a link, one table cell."""
+    return str(text).translate(_MD_SPECIAL)
+
+
+def safe_url(url: object) -> str | None:
+    """``url`` when it is an absolute http(s) URL without spaces, quotes or angle brackets; otherwise None
+    (``javascript:``, ``data:``, relative and malformed URLs never become links)."""
+    text = str(url or "").strip()
+    if not re.fullmatch(r"https?://[^\s<>\"'`\\\x00-\x1f\x7f]+", text, flags=re.IGNORECASE):
+        return None
+    return text
+
+
+def md_link(text: object, url: object) -> str:
+    """A Markdown link to an http(s) URL; any other URL is left out and the text stays plain."""
+    target = safe_url(url)
+    if target is None:
+        return md_escape(text)
+    # parentheses and a table's '|' would end the link or the cell: percent-encoded, as URLs allow
+    target = target.replace("(", "%28").replace(")", "%29").replace("|", "%7C")
+    return f"[{md_escape(text)}]({target})"
 
 
 @renderer("md")

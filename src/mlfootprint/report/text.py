@@ -36,7 +36,8 @@ def console_for(args: argparse.Namespace | None) -> tuple[Console, io.StringIO]:
     color = bool(_option(args, "color", False)) and not os.environ.get("NO_COLOR")
     buf = io.StringIO()
     console = Console(file=buf, width=max(int(width), 60), force_terminal=color, color_system="auto" if color else None,
-                      highlight=False, soft_wrap=False, legacy_windows=False)
+                      highlight=False, soft_wrap=False, legacy_windows=False,
+                      markup=False)  # text from a report is text: '[/b]' or '[link=javascript:…]' is not markup
     return console, buf
 
 

@@ -17,9 +17,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..core.errors import UserError
 from ..core.progress import phase
+from ..core.state import isolated_global_state
 from ..models.build import build
 from ..models.spec import BuiltModel, ModelSpec
 from ..workload import Workload
+from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
 from .mode import RecordingMode
 from .optim import make_optimizer, zo_sgd_perturb
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
@@ -39,10 +41,14 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
     """
     start = time.perf_counter()
     fake_mode: Any = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
-    with phase(f"tracing {spec.name} (batch {wl.batch}, {wl.mode})"):
+    # The trace is ours whatever the caller's grad mode (a training step needs autograd even under the caller's
+    # no_grad or inference_mode) and leaves the process's global settings as it found them.
+    with phase(f"tracing {spec.name} (batch {wl.batch}, {wl.mode})"), isolated_global_state(), \
+            torch.inference_mode(False), torch.enable_grad():
         with fake_mode:
             step = _prepare(spec, wl)
-        with contextlib.nullcontext() if checkpoint_early_stop else checkpoint.set_checkpoint_early_stop(False):
+        with contextlib.nullcontext() if checkpoint_early_stop else checkpoint.set_checkpoint_early_stop(False), \
+                _user_hooks_off(step.user_hooks, off=not wl.user_hooks):
             recorded = _run_step(step, wl, fake_mode, fake)
         result = _assemble(step, wl, recorded)
     result.trace_s = time.perf_counter() - start
@@ -63,6 +69,7 @@ class _Step:
     params: list[torch.nn.Parameter]  # trainable
     optimizer: torch.optim.Optimizer | None
     notes: list[str] = field(default_factory=list)
+    user_hooks: list[UserHook] = field(default_factory=list)  # on the model as its source built it
 
 
 def _prepare(spec: ModelSpec, wl: Workload) -> _Step:
@@ -74,6 +81,8 @@ def _prepare(spec: ModelSpec, wl: Workload) -> _Step:
     except Exception as exc:
         raise UserError(f"cannot build {spec.name!r}: {type(exc).__name__}: {exc}") from None
     model = built.module
+    # The hooks of a user's model (module:callable or nn.Module) are part of it; those mlfootprint adds are not.
+    hooks = user_hooks(model) if spec.source == "factory" else []
     notes = prepare_model(model, wl)
     args, kwargs = built.make_inputs()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -81,7 +90,10 @@ def _prepare(spec: ModelSpec, wl: Workload) -> _Step:
     if wl.training:
         optimizer, opt_notes = make_optimizer(wl, params)
         notes.extend(opt_notes)
-    return _Step(built, model, args, kwargs, params, optimizer, notes)
+    if hooks and not wl.user_hooks:
+        notes.append(f"the model's own hooks were not run (--no-user-hooks): {len(hooks)} hook(s), e.g. "
+                     f"{hooks[0].label}; what they compute or change is not in these figures")
+    return _Step(built, model, args, kwargs, params, optimizer, notes, hooks)
 
 
 @dataclass
@@ -130,6 +142,13 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool) -> _Recorde
     except UserError:
         raise
     except Exception as exc:
+        hook = failing_hook(exc, step.user_hooks)
+        if hook is not None:
+            msg = (str(exc).splitlines() or [""])[0][:200]
+            raise UserError(f"cannot trace the model: its {hook.label} failed on fake tensors "
+                            f"({type(exc).__name__}: {msg}); the model's own hooks run by default, as part of its "
+                            "computation (e.g. a pruning mask); if this one only logs or checks values, trace "
+                            "without the model's hooks: --no-user-hooks") from None
         raise UserError(_trace_failure(exc, rec)) from None
     events = list(rec.events)  # what happened in the step; frees after it (the model's teardown) are not part of it
     del output, loss
@@ -142,7 +161,7 @@ def _forward_backward_step(step: _Step, wl: Workload, rec: RecordingMode, autoca
     events are taken (a real loop holds them until the next step)."""
     model, args, kwargs, params = step.model, step.args, step.kwargs, step.params
     zo = wl.training and wl.optimizer == "zo-sgd"
-    grad_ctx = torch.no_grad() if (not wl.training or zo) else contextlib.nullcontext()
+    grad_ctx = torch.no_grad() if (not wl.training or zo) else torch.enable_grad()
     output = loss = None
     rec.phase = FORWARD
     with autocast, grad_ctx:

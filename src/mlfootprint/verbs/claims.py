@@ -10,7 +10,7 @@ from ..report.schema import Report
 from ..report.sections import ClaimRow, ClaimsSection
 
 
-def claims(files: Sequence[str] = (), only: Sequence[str] = ()) -> Report:
+def claims(files: Sequence[str] = (), only: Sequence[str] = (), allow_code: bool = False) -> Report:
     """Recompute the bundled claims (and those of ``files``), or ``only`` the named ones.
 
     The claims are read from the bundled file, then the ``*.toml`` of the user's folders
@@ -22,6 +22,9 @@ def claims(files: Sequence[str] = (), only: Sequence[str] = ()) -> Report:
             ``source``, ``kind``, ``expected``, ``unit`` and ``inputs``); default: none.
         only: claim ids to check (e.g. ``"palm-540b-mfu"``); default: every claim. An unknown id raises
             :class:`~mlfootprint.core.errors.UserError` with the closest ids.
+        allow_code: let the claims of ``files`` name Python code to import (a model ``"file.py:make"``);
+            default False: such a claim is refused. Claims in the user folders never run code; the bundled ones
+            are trusted.
 
     Returns:
         A Report with a ``claims`` section: per claim the published figure, ours, the difference and a verdict
@@ -39,7 +42,7 @@ def claims(files: Sequence[str] = (), only: Sequence[str] = ()) -> Report:
         >>> rep.sections["claims"]["rows"]["palm-540b-mfu"]["verdict"]  # the paper's formula on its numbers
         'consistent'
     """
-    rows = as_rows(run_claims(load_claims(list(files)), list(only) or None))
+    rows = as_rows(run_claims(load_claims(list(files), allow_code=allow_code), list(only) or None))
     rep = Report(verb="claims")
     counts: dict[str, int] = {}
     for row in rows.values():

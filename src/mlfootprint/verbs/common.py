@@ -91,7 +91,7 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
         if data.get(key) is not None:
             rep.mark(f"flops.{key}", "counted")
     for a in tr.assumptions:
-        rep.assume(a, key=a.startswith("MoE routing"))
+        rep.assume(a, key=a.startswith(("MoE routing", "prompt length", "generation runs to")))
     bounded = sorted({r.op.split(".")[1] for r in tr.records if r.upper_bound})
     if bounded:
         rep.assume("packed (varlen) attention (" + ", ".join(bounded) + "): its sequence lengths are values the "
@@ -106,6 +106,7 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
         rep.assume(f"batch {tr.memory.batch}: the first dimension of the model's inputs, as no --batch was given")
     if workload is not None and workload.get("seq") is None and tr.token_unit == "tokens" and wl.batch:
         workload["seq"] = tr.tokens // wl.batch  # the model's default length, as traced
-        rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq "
-                   "was given", key=True)
+        if not any(a.startswith("prompt length") for a in tr.assumptions):  # else the prompt's own assumption
+            rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq "
+                       "was given", key=True)
     return params, flops

@@ -11,6 +11,7 @@ forward pass, plus tensor-parallel all-reduces (2 per layer of b · hidden).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,16 +99,78 @@ class DecodeStep:
     flops: float
 
 
-def decode_token(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff: Efficiency,
-                 batch: int, context: int) -> DecodeStep:
-    """One decode step (one new token for each of ``batch`` sequences) on one model replica of tp × pp devices."""
+@dataclass(frozen=True)
+class DecodeLine:
+    """One decode step's time as a function of the context c: every term is constant or linear in c.
+
+    step(c) = pp · (max(memory_0 + memory_1·c, compute_0 + compute_1·c) + fixed) + p2p
+    (per pipeline stage: memory and compute time, then the per-op overhead and tensor-parallel all-reduces).
+    """
+
+    memory_0: float
+    memory_1: float
+    compute_0: float
+    compute_1: float
+    fixed_s: float  # per stage: operator overhead + tensor-parallel all-reduces
+    pp: int
+    p2p_s: float
+    bytes_0: float
+    bytes_1: float
+    flops_0: float
+    flops_1: float
+    overhead_s: float
+    tp_s: float
+
+    def step(self, context: float) -> DecodeStep:
+        mem_s = self.memory_0 + self.memory_1 * context
+        comp_s = self.compute_0 + self.compute_1 * context
+        p = self.pp
+        stage_s = max(mem_s, comp_s) + self.fixed_s
+        return DecodeStep(p * stage_s + self.p2p_s, p * mem_s, p * comp_s, p * self.overhead_s,
+                          p * self.tp_s + self.p2p_s, self.bytes_0 + self.bytes_1 * context,
+                          self.flops_0 + self.flops_1 * context)
+
+    def total_s(self, first: int, count: int) -> float:
+        """Sum of step(c).token_s for c = first … first + count − 1, in closed form.
+
+        max(a0 + a1·c, b0 + b1·c) switches side at most once (two lines cross at most once), so the sum is
+        two arithmetic series: Σ_{c=lo}^{hi} (x0 + x1·c) = k·x0 + x1·k·(lo + hi)/2 with k = hi − lo + 1.
+        """
+        if count <= 0:
+            return 0.0
+        last = first + count - 1
+        d0, d1 = self.memory_0 - self.compute_0, self.memory_1 - self.compute_1
+        # memory dominates where d0 + d1·c >= 0; find the first context where the dominant side changes
+        if d1 == 0.0:
+            split = last + 1 if d0 >= 0.0 else first  # memory on [first, split), compute on [split, last]
+            pieces = [(first, split - 1, True), (split, last, False)]
+        else:
+            root = -d0 / d1
+            if d1 > 0.0:  # compute below the root, memory from it on
+                split = min(max(math.ceil(root), first), last + 1)
+                pieces = [(first, split - 1, False), (split, last, True)]
+            else:  # memory below the root, compute after it
+                split = min(max(math.floor(root) + 1, first), last + 1)
+                pieces = [(first, split - 1, True), (split, last, False)]
+        per_stage = 0.0
+        for lo, hi, memory in pieces:
+            if hi < lo:
+                continue
+            k = hi - lo + 1
+            x0, x1 = (self.memory_0, self.memory_1) if memory else (self.compute_0, self.compute_1)
+            per_stage += k * x0 + x1 * (k * (lo + hi) / 2.0)
+        return self.pp * (per_stage + count * self.fixed_s) + count * self.p2p_s
+
+
+def decode_line(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff: Efficiency,
+                batch: int) -> DecodeLine:
+    """The decode step of ``batch`` sequences on one model replica of tp × pp devices, as a function of context."""
     shard = par.tp * par.pp
     weights = dm.weight_bytes_dense + dm.expert_bytes * expert_fraction(dm.experts, dm.top_k, batch)
-    kv = batch * context * dm.kv_bytes_per_token
-    nbytes = (weights + kv) / shard
-    flops = batch * (dm.linear_flops_per_token + dm.attention_flops_per_context * context) / shard
-    mem_s = nbytes / profile.rates["memory"]
-    comp_s = flops / profile.rates["matmul"]
+    bytes_0, bytes_1 = weights / shard, batch * dm.kv_bytes_per_token / shard
+    flops_0 = batch * dm.linear_flops_per_token / shard
+    flops_1 = batch * dm.attention_flops_per_context / shard
+    mem_rate, matmul_rate = profile.rates["memory"], profile.rates["matmul"]
     overhead = profile.per_op_overhead_s * dm.forward_ops / par.pp  # one stage's operators
     tp_s = 0.0
     if par.tp > 1:
@@ -124,15 +187,20 @@ def decode_token(dm: DecodeModel, profile: Profile, par: Layout, device: Any, ef
         lat = eff["collective_latency_intra_s"] if inside else eff["collective_latency_inter_s"]
         p2p_s = (par.pp - 1) * comm.transfer_time(batch * dm.hidden * dm.act_bytes, bw, eff["network"], 1, lat)
     # A token passes every pipeline stage in turn: one stage's time, pp times, plus the sends between them.
-    p = par.pp
-    stage_s = max(mem_s, comp_s) + overhead + tp_s
-    return DecodeStep(p * stage_s + p2p_s, p * mem_s, p * comp_s, p * overhead, p * tp_s + p2p_s, nbytes, flops)
+    return DecodeLine(memory_0=bytes_0 / mem_rate, memory_1=bytes_1 / mem_rate,
+                      compute_0=flops_0 / matmul_rate, compute_1=flops_1 / matmul_rate,
+                      fixed_s=overhead + tp_s, pp=par.pp, p2p_s=p2p_s, bytes_0=bytes_0, bytes_1=bytes_1,
+                      flops_0=flops_0, flops_1=flops_1, overhead_s=overhead, tp_s=tp_s)
+
+
+def decode_token(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff: Efficiency,
+                 batch: int, context: int) -> DecodeStep:
+    """One decode step (one new token for each of ``batch`` sequences) on one model replica of tp × pp devices."""
+    return decode_line(dm, profile, par, device, eff, batch).step(context)
 
 
 def generate_time(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff: Efficiency,
                   batch: int, prompt: int, new_tokens: int) -> float:
-    """Sum of decode steps for new_tokens tokens, the context growing from prompt to prompt + new_tokens − 1."""
-    total = 0.0
-    for i in range(new_tokens):
-        total += decode_token(dm, profile, par, device, eff, batch, prompt + i).token_s
-    return total
+    """Sum of decode steps for new_tokens tokens, the context growing from prompt to prompt + new_tokens − 1
+    (closed form: constant work however many tokens)."""
+    return decode_line(dm, profile, par, device, eff, batch).total_s(prompt, new_tokens)
