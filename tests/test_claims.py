@@ -51,7 +51,7 @@ REQUIRED = {
     # issue 15's seed systems
     "megascale-megatron-mfu", "megatron-lm-2019-single-gpu", "moe-folding-mixtral-8x22b-mfu", "zero-infinity-25pf",
     "zo2-opt-175b-18gb", "memo-7b-1m-tokens", "fuyou-175b-rtx4090", "pixart-alpha-cost", "pixart-alpha-sd15-cost",
-    "flops-to-footprints-gpt4", "gpt3-params", "nemo-gpt3-175b-128xh100-plan",
+    "flops-to-footprints-gpt4", "gpt3-params", "nemo-gpt3-175b-128xh100-plan", "distzo2-3x",
 }
 
 
@@ -82,6 +82,7 @@ SMALL = {
     "devices_for_budget": {"hardware": "a100-80gb", "mfu": 0.4, "flops": 1e24, "days": 30},
     "plan": {"model": "gpt2", "hardware": "a100-80gb", "devices": 4, "batch": 8, "seq": 64, "tp": 1, "pp": 1},
     "count": {"model": "gpt2"},
+    "speedup": {"baseline_s": 3.0, "improved_s": 1.0},
 }
 
 

@@ -396,3 +396,17 @@ def count_claim(claim: Claim) -> Outcome:
     spec = _resolve(claim, model)
     stats = parameter_stats(trace(spec, Workload(batch=1, seq=int(claim.inputs.get("seq", 8)))))
     return Outcome(float(stats.total), "", f"traced {model}: {stats.total:,} parameters", machinery=TRACED_COUNT)
+
+
+@checker("speedup")
+def speedup_claim(claim: Claim) -> Outcome:
+    """A published speedup, baseline time / improved time (or improved / baseline throughput): the source's own
+    ratio, so a definition check at best; not checkable when the source gives only the ratio."""
+    pairs = (("baseline_s", "improved_s"), ("improved_per_s", "baseline_per_s"))
+    for num, den in pairs:
+        if num in claim.inputs and den in claim.inputs:
+            ours = float(claim.inputs[num]) / float(claim.inputs[den])
+            return Outcome(ours, "", f"{num} {claim.inputs[num]:g} / {den} {claim.inputs[den]:g} = {ours:.3g}×")
+    wanted = ["the baseline's and the improved system's step times or throughputs on the same job"]
+    return Outcome(None, NOT_CHECKABLE, "a speedup is a ratio of two measurements; the source gives only the ratio",
+                   wanted)
