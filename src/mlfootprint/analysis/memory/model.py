@@ -153,6 +153,8 @@ class MemoryModel:
         self.traced_batch = trace.memory.batch or traced.batch
         self.traced_precision = traced.precision
         self.traced_optimizer = traced.optimizer
+        # the trace of --recompute selective is the trace without it (trace/transforms.py): the model drops
+        # the saved T×T tensors
         self.traced_recompute = traced.recompute if traced.training else "none"
         self.traced_zo = traced.training and traced.optimizer == "zo-sgd"
         compute = precision_of(self.traced_precision).compute_dtype
@@ -311,11 +313,20 @@ class MemoryModel:
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)
+        if training and layout.tp > 1:
+            given = self.wl.sequence_parallel is not None and self.wl.tp == layout.tp
+            notes.append(f"tensor parallelism {layout.tp} {'with' if layout.sequence_parallel else 'without'} sequence "
+                         "parallelism: " + ("norms, dropout and the residual stream are sharded too (Korthikanti et al. "
+                                            "2022, Sec. 4.2.2)" if layout.sequence_parallel else
+                                            "norms, dropout after the row-parallel linears and the residual stream "
+                                            "are replicated")
+                         + ("" if given else "; the default under --tp, as plan assumes (--no-sequence-parallel "
+                                             "to turn it off)"))
 
         convert_full = training and layout.recompute == "full" and self.traced_recompute != "full"
         mat, phases = prof.matrix(groups, recompute_full=convert_full)
         sq_extra = 0.0
-        if training and layout.recompute == "selective" and self.traced_recompute == "none":
+        if training and layout.recompute == "selective" and self.traced_recompute != "full":
             sq_extra = prof.sq_per_block() * c[C["sq"]]
             c[C["sq"]] = 0.0
         weights = torch.tensor([c, [c[k] if k in ACT_CLASSES else 0.0 for k in range(N)]], dtype=torch.float64).T
