@@ -195,3 +195,12 @@ def test_sequence_parallel_default_follows_plan(capsys):
     assert api_off.sections["workload"]["sequence_parallel"] is False
     without_tp = _cli_memory(capsys, tiny, *base)
     assert without_tp["workload"]["sequence_parallel"] is False
+
+
+def test_full_recomputation_recomputes_with_the_fused_kernels():
+    # Activation checkpointing re-runs each block's forward inside backward: that forward must take the same
+    # (fused) kernels, or checkpointing sees different saved tensors.
+    tiny = resolve("tests/data/configs/tiny-llama")  # 2 layers
+    tr = trace(tiny, mf.Workload(mode="train", seq=32, precision="bf16", recompute="full", hardware="h200"))
+    flash = [r.phase for r in tr.records if r.op == "aten._scaled_dot_product_flash_attention.default"]
+    assert flash == ["forward", "forward", "recompute", "recompute"]

@@ -90,7 +90,18 @@ class CudaKernels(TorchFunctionMode):
             return self._dropout(func, args, kwargs, *args, **kwargs)
         if func is torch.dropout:
             return self._torch_dropout(func, args, kwargs, *args, **kwargs)
+        if (func is torch.Tensor.backward and len(args) == 1 and args[0].dim() == 0
+                and not any(v for v in kwargs.values())):
+            return self._backward(args[0])
         return func(*args, **kwargs)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        # A mode's handler runs with the mode popped, so the backward, and the forward that activation
+        # checkpointing recomputes inside it, would run with the CPU's kernels (and checkpointing would see
+        # different saved tensors). Run autograd's engine directly, with this mode pushed again.
+        with self:
+            torch.autograd.graph._engine_run_backward((loss,), (torch.ones_like(loss),), False, False, (),
+                                                      allow_unreachable=True, accumulate_grad=True)
 
     # -- dropout: CUDA's fused kernel keeps a bool mask ------------------------------------------------
     def _dropout(self, func, args, kwargs, input, p=0.5, training=True, inplace=False):
