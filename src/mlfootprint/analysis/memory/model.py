@@ -294,8 +294,16 @@ class MemoryModel:
         opt_const = 0.0
         if self.training and st.optimizer_on_device:
             shard = (layout.dp if layout.zero >= 1 else 1) * tp
+            foreach = self.trace.kernels == "cuda" and methods.has("optimizer_temporaries_foreach", layout.optimizer)
             if layout.optimizer == self.traced_optimizer:
-                c[C["opt"]] = 1.0 / shard
+                # foreach temporaries span every parameter (a pipeline stage holds 1/pp of them); the
+                # single-tensor loop's, one tensor at a time, do not shrink with the stage
+                c[C["opt"]] = 1.0 / (shard * (layout.pp if foreach else 1))
+            elif foreach:
+                total = sum(p.numel for p in self.params if p.trainable)
+                opt_const = (methods.value("optimizer_temporaries_foreach", layout.optimizer) * total * 4
+                             / (shard * layout.pp))
+                info["optimizer_temporaries_modeled"] = True
             else:
                 largest = self._largest_trainable
                 opt_const = methods.value("optimizer_temporaries", layout.optimizer) * largest * 4 / shard
