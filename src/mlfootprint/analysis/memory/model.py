@@ -294,8 +294,17 @@ class MemoryModel:
         opt_const = 0.0
         if self.training and st.optimizer_on_device:
             shard = (layout.dp if layout.zero >= 1 else 1) * tp
-            foreach = self.trace.kernels == "cuda" and methods.has("optimizer_temporaries_foreach", layout.optimizer)
-            if layout.optimizer == self.traced_optimizer:
+            gpu = self.trace.kernels == "cuda"
+            framework = layout.zero >= 1 or layout.tp > 1 or layout.pp > 1
+            foreach = gpu and methods.has("optimizer_temporaries_foreach", layout.optimizer)
+            if gpu and framework and methods.has("optimizer_temporaries_fused", layout.optimizer):
+                # ZeRO, TP and PP layouts are DeepSpeed's or Megatron-LM's, whose fused multi-tensor optimizers
+                # work in chunks: no full-size temporaries (data file [optimizer_temporaries_fused])
+                largest = self._largest_trainable
+                opt_const = methods.value("optimizer_temporaries_fused", layout.optimizer) * largest * 4 / shard
+                info["optimizer_temporaries_modeled"] = True
+                info["optimizer_fused"] = True
+            elif layout.optimizer == self.traced_optimizer:
                 # foreach temporaries span every parameter (a pipeline stage holds 1/pp of them); the
                 # single-tensor loop's, one tensor at a time, do not shrink with the stage
                 c[C["opt"]] = 1.0 / (shard * (layout.pp if foreach else 1))
@@ -321,6 +330,10 @@ class MemoryModel:
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)
+        if info.get("optimizer_fused"):
+            notes.append(f"optimizer: with ZeRO, tensor or pipeline parallelism on a GPU, {layout.optimizer} is "
+                         "DeepSpeed's or Megatron-LM's fused multi-tensor kernel (chunked: no full-size "
+                         "temporaries), not torch.optim's foreach step")
         if training and layout.tp > 1:
             given = self.wl.sequence_parallel is not None and self.wl.tp == layout.tp
             notes.append(f"tensor parallelism {layout.tp} {'with' if layout.sequence_parallel else 'without'} sequence "
