@@ -204,3 +204,32 @@ def test_full_recomputation_recomputes_with_the_fused_kernels():
     tr = trace(tiny, mf.Workload(mode="train", seq=32, precision="bf16", recompute="full", hardware="h200"))
     flash = [r.phase for r in tr.records if r.op == "aten._scaled_dot_product_flash_attention.default"]
     assert flash == ["forward", "forward", "recompute", "recompute"]
+
+
+def test_fp8_mixed_on_a_gpu_keeps_transformer_engine_fp8_copies():
+    # Transformer Engine FP8 training (trace/data/kernels.toml [fp8], methods.toml [fp8]): each linear layer keeps
+    # its input's FP8 cast for backward (1 byte instead of 2) and the weight's FP8 copy and transpose
+    # (2 bytes per linear-weight element, with the weights); FLOPs are those of the 16-bit GEMMs.
+    tiny = "tests/data/configs/tiny-llama"
+
+    def run(precision, hardware="h100-sxm"):
+        wl = mf.Workload(mode="train", seq=64, batch=4, precision=precision, hardware=hardware)
+        return (mf.memory(tiny, wl, other_bytes=0).sections["memory"], mf.count(tiny, wl).sections["flops"],
+                trace(resolve(tiny), wl))
+    bf16, bf16_flops, _ = run("bf16-mixed")
+    fp8, fp8_flops, tr = run("fp8-mixed")
+    block_linears = [p for p in tr.params if p.name.startswith("model.layers.") and len(p.shape) == 2]
+    assert len(block_linears) == 14  # 2 layers × q, k, v, o, gate, up, down
+    assert fp8["weights_bytes"] - bf16["weights_bytes"] == 2 * sum(p.numel for p in block_linears)
+    assert fp8["breakdown"]["fp8_weight_copies_bytes"] == 2 * sum(p.numel for p in block_linears)
+    assert fp8_flops["model"] == bf16_flops["model"] and fp8_flops["forward"] == bf16_flops["forward"]
+    assert fp8["activations_bytes"] < bf16["activations_bytes"]
+    # per linear layer (14 in the blocks and the head) its FP8 input and FP8 weight are saved
+    fp8_saved = {s.storage: s for s in tr.memory.saved if s.dtype == "float8_e4m3fn"}
+    assert len(fp8_saved) == 2 * 15
+    assert any("FP8 linear layers" in a and "×15" in a for a in tr.assumptions)
+    # the CPU target keeps today's behaviour: fp8-mixed is bf16-mixed there
+    cpu_bf16, _, _ = run("bf16-mixed", None)
+    cpu_fp8, _, _ = run("fp8-mixed", None)
+    assert cpu_fp8["weights_bytes"] == cpu_bf16["weights_bytes"]
+    assert cpu_fp8["activations_bytes"] == cpu_bf16["activations_bytes"]

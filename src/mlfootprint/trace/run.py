@@ -130,7 +130,7 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
     compute = getattr(torch, wl.precision_info.compute_dtype)
     autocast = torch.autocast(device_type="cpu", dtype=compute) if wl.mixed else contextlib.nullcontext()
     phases: list[str] = []
-    kernels = CudaKernels() if target.gpu else None
+    kernels = CudaKernels(fp8=wl.precision == "fp8-mixed") if target.gpu else None
     try:
         with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake):
             with rec, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), kernels or contextlib.nullcontext():

@@ -69,14 +69,43 @@ def _float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype.is_floating_point
 
 
-class CudaKernels(TorchFunctionMode):
-    """Emulates CUDA's kernel choices for SDPA and dropout on fake CPU tensors (see the module docstring).
+class _Fp8Linear(torch.autograd.Function):
+    """A linear layer as Transformer Engine trains it in FP8 (data file ``[fp8]``): the GEMMs as in 16 bits (same
+    FLOPs), but what backward keeps is the FP8 (one byte) cast of the input and of the weight."""
 
-    ``used`` counts the kernels it chose (``flash``, ``efficient``, ``math``, ``dropout``) for the report.
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
+        w = weight.t() if transposed else weight  # addmm's weight is in×out (GPT-2's Conv1D)
+        out = F.linear(x, w, bias)
+        fp8 = getattr(torch, str(CONSTANTS.value("fp8", "forward_dtype")))
+        ctx.save_for_backward(x.to(fp8), weight.to(fp8))
+        ctx.meta = (out.dtype, weight.dtype, bias is not None, transposed)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x8, w8 = ctx.saved_tensors
+        dtype, wdtype, has_bias, transposed = ctx.meta
+        x, w = x8.to(dtype), w8.to(dtype)
+        g = grad.to(dtype)
+        w_oi = w.t() if transposed else w
+        grad_x = g.matmul(w_oi)
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        grad_w = (x2.t().mm(g2) if transposed else g2.t().mm(x2)).to(wdtype)
+        grad_b = g2.sum(0).to(wdtype) if has_bias else None
+        return grad_x, grad_w, grad_b, None
+
+
+class CudaKernels(TorchFunctionMode):
+    """Emulates CUDA's kernel choices for SDPA and dropout on fake CPU tensors (see the module docstring);
+    with ``fp8``, linear layers as Transformer Engine's FP8 training runs them (:class:`_Fp8Linear`).
+
+    ``used`` counts the kernels it chose (``flash``, ``efficient``, ``math``, ``dropout``, ``fp8``) for the report.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fp8: bool = False) -> None:
         super().__init__()
+        self.fp8 = fp8
         self.used: Counter[str] = Counter()
         self._flash_dtypes = {getattr(torch, d) for d in CONSTANTS.value("sdpa", "flash_dtypes")}
         self._eff_dtypes = {getattr(torch, d) for d in CONSTANTS.value("sdpa", "efficient_dtypes")}
@@ -90,6 +119,10 @@ class CudaKernels(TorchFunctionMode):
             return self._dropout(func, args, kwargs, *args, **kwargs)
         if func is torch.dropout:
             return self._torch_dropout(func, args, kwargs, *args, **kwargs)
+        if self.fp8 and func is F.linear:
+            return self._linear(func, args, kwargs, *args, **kwargs)
+        if self.fp8 and func is torch.addmm:
+            return self._addmm(func, args, kwargs, *args, **kwargs)
         if (func is torch.Tensor.backward and len(args) == 1 and args[0].dim() == 0
                 and not any(v for v in kwargs.values())):
             return self._backward(args[0])
@@ -117,6 +150,26 @@ class CudaKernels(TorchFunctionMode):
             self.used["dropout"] += 1
             return torch.native_dropout(input, p, True)[0]
         return func(*args, **kwargs)
+
+    # -- FP8 linear layers (Transformer Engine) -------------------------------------------------------------
+    def _autocast_dtype(self) -> torch.dtype | None:
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
+    def _fp8_ok(self, x: Any, weight: Any) -> bool:
+        return (_float(x) and isinstance(weight, torch.nn.Parameter) and weight.requires_grad and weight.dim() == 2
+                and torch.is_grad_enabled())
+
+    def _linear(self, func, args, kwargs, input, weight, bias=None):
+        if not self._fp8_ok(input, weight):
+            return func(*args, **kwargs)
+        self.used["fp8"] += 1
+        return _Fp8Linear.apply(input, weight, bias, False)
+
+    def _addmm(self, func, args, kwargs, input, mat1, mat2, *, beta=1, alpha=1, out=None):
+        if out is not None or beta != 1 or alpha != 1 or not self._fp8_ok(mat1, mat2) or mat1.dim() != 2:
+            return func(*args, **kwargs)
+        self.used["fp8"] += 1
+        return _Fp8Linear.apply(mat1, mat2, input, True)
 
     # -- SDPA: the fused kernel CUDA would pick ---------------------------------------------------------
     def _sdpa(self, func, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -168,7 +221,8 @@ class CudaKernels(TorchFunctionMode):
         parts = []
         for name, label in (("flash", "flash attention"), ("efficient", "memory-efficient attention"),
                             ("math", "math-path attention (no fused kernel fits)"),
-                            ("dropout", "fused dropout (bool mask)")):
+                            ("dropout", "fused dropout (bool mask)"),
+                            ("fp8", "FP8 linear layers (Transformer Engine: FP8 input and weight kept for backward)")):
             if self.used[name]:
                 parts.append(f"{label} ×{self.used[name]}")
         return ", ".join(parts)

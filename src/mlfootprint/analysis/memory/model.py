@@ -234,6 +234,12 @@ class MemoryModel:
             self._states_cache[lay] = hit
         return hit
 
+    def _fp8_copy_bytes(self, layout: Layout) -> int:
+        """Bytes per linear-weight element of Transformer Engine's FP8 weight copies: a GPU target's fp8-mixed."""
+        if self.trace.kernels != "cuda" or layout.precision != "fp8-mixed":
+            return 0
+        return int(methods.value("fp8", "weight_copy_bytes"))
+
     @staticmethod
     def _tp_div(p: ParamInfo, lay: StateLayout) -> float:
         d = lay.tp if p.matrix else 1
@@ -326,7 +332,8 @@ class MemoryModel:
         training = self.training
         lay = StateLayout(precision=layout.precision, optimizer=layout.optimizer, training=training,
                           zero=layout.zero if training else 0, dp=layout.dp, tp=layout.tp, ep=layout.ep,
-                          offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last)
+                          offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
+                          fp8_copy_bytes=self._fp8_copy_bytes(layout))
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)
