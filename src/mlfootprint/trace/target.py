@@ -54,7 +54,7 @@ class Target:
 def target_of(wl: Workload) -> Target:
     """The target of a workload: its ``hardware``'s kind decides; none named means this machine's CPU."""
     if not wl.hardware:
-        return Target("cpu", None, "no --hardware: the trace follows this machine's CPU kernels")
+        return Target("cpu", None, "no target device named: the trace follows this machine's CPU kernels")
     dev = get_device(wl.hardware)
     kernels = str(CONSTANTS.value("targets", dev.kind))
     if kernels == "cuda":
