@@ -233,3 +233,15 @@ def test_fp8_mixed_on_a_gpu_keeps_transformer_engine_fp8_copies():
     cpu_fp8, _, _ = run("fp8-mixed", None)
     assert cpu_fp8["weights_bytes"] == cpu_bf16["weights_bytes"]
     assert cpu_fp8["activations_bytes"] == cpu_bf16["activations_bytes"]
+
+
+def test_fp32_attention_takes_the_memory_efficient_kernel():
+    # Flash attention needs fp16/bf16; CUDA's next choice, the memory-efficient kernel, takes fp32 (kernels.toml
+    # [sdpa]): still no T×T tensor; its logsumexp is padded to a multiple of 32 queries.
+    tr = trace(resolve("tests/data/configs/tiny-gpt2"), mf.Workload(mode="train", seq=40, batch=2, hardware="h200"))
+    ops = [r.op for r in tr.records]
+    assert ops.count("aten._scaled_dot_product_efficient_attention.default") == 2
+    assert ops.count("aten._scaled_dot_product_efficient_attention_backward.default") == 2
+    assert not any(s.shape[-2:] == (40, 40) for s in tr.memory.saved if len(s.shape) >= 2)
+    lse = [s for s in tr.memory.saved if s.dtype == "float32" and s.shape == (2, 4, 64)]
+    assert len(lse) == 2  # batch 2 × 4 heads × 40 queries padded to 64
