@@ -94,7 +94,8 @@ def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
     assert len(p["layouts"]) == 5
     assert p["best"] in p["explanation"]
     spec = model_spec("llama-2-70b")
-    wl = Workload(batch=1024, seq=4096, mode="train", precision="bf16-mixed")
+    # the same target device as the plan: its kernels decide the traced memory (trace/target.py)
+    wl = Workload(batch=1024, seq=4096, mode="train", precision="bf16-mixed", hardware="a100-80gb")
     spec, wl, tr = trace_for_prediction(spec, wl)
     mm = memory_model(spec, wl, tr)
     capacity = get_device("a100-80gb").memory_bytes

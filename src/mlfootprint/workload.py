@@ -62,6 +62,8 @@ class Workload:
         zero: ZeRO stage 0-3; zeropp: ZeRO++ communication (with stage 3).
         offload: ``none``, ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
         dp, tp, pp, ep: data, tensor, pipeline and expert parallel degrees.
+        sequence_parallel: Megatron sequence parallelism under tensor parallelism (norms, dropout and the
+            residual stream sharded too); None takes what ``plan`` assumes: on when ``tp > 1``.
         lora_rank, lora_targets: LoRA adapters (rank; module-name parts to adapt).
         quant: weight quantization, ``none``, ``int8``, ``int4`` or ``fp8``.
         hardware: a device id of the hardware catalog; devices: how many.
@@ -107,6 +109,7 @@ class Workload:
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    sequence_parallel: bool | None = None
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] | None = None
     quant: str = "none"
@@ -154,6 +157,8 @@ class Workload:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
         if not isinstance(self.user_hooks, bool):
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
+        if self.sequence_parallel is not None and not isinstance(self.sequence_parallel, bool):
+            raise UserError(f"sequence_parallel must be True, False or None, got {self.sequence_parallel!r}")
         if self.devices is not None:
             group = self.tp * self.pp
             if self.devices % group:
@@ -186,6 +191,11 @@ class Workload:
     @property
     def mixed(self) -> bool:
         return self.precision_info.mixed
+
+    @property
+    def sequence_parallel_on(self) -> bool:
+        """Sequence parallelism as applied: as given, else on under tensor parallelism (as ``plan`` assumes)."""
+        return self.tp > 1 if self.sequence_parallel is None else bool(self.sequence_parallel and self.tp > 1)
 
     # -- new workloads from this one -----------------------------------------------------------
     def with_changes(self, *, given: frozenset[str] | set[str] | None = None, **changes: Any) -> Workload:
@@ -299,7 +309,8 @@ class Layout:
         """The layout a workload describes; ``batch`` is the global batch when given (see :func:`micro_batch_of`)."""
         return cls(dp=wl.dp, tp=wl.tp, pp=wl.pp, ep=wl.ep, zero=wl.zero, offload=wl.offload,
                    micro_batch=micro_batch_of(wl), recompute=wl.recompute if wl.training else "none",
-                   precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum)
+                   precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum,
+                   sequence_parallel=wl.sequence_parallel_on)
 
 
 def micro_batch_of(wl: Workload) -> int:

@@ -49,6 +49,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--tp", type=int, default=None)
         g.add_argument("--pp", type=int, default=None)
         g.add_argument("--ep", type=int, default=None)
+        g.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
+                       help="Megatron sequence parallelism with --tp: norms, dropout and the residual stream are "
+                            "sharded too (default: on when --tp > 1, as plan assumes)")
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
         g.add_argument("--tokens", type=float, default=None, help="tokens to train on, for time-to-train")

@@ -115,6 +115,10 @@ class SourcedConstants:
             raise UserError(f"data file {self.subpackage.replace('.', '/')}/data/{self.filename} has no "
                             f"[{section}].{key}; reinstall mlfootprint or restore the file") from None
 
+    def has(self, section: str, key: str) -> bool:
+        """Whether the data files give ``[section].key``."""
+        return key in self._load().get(section, {})
+
     def source(self, section: str, key: str) -> str:
         entry = self._load().get(section, {}).get(key, {})
         date = f" ({entry['date']})" if entry.get("date") else ""

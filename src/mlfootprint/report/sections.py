@@ -101,6 +101,7 @@ class WorkloadSection(Section):
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    sequence_parallel: bool | None = None
     lora_rank: int | None = None
     lora_targets: list[str] | None = None
     quant: str = "none"
@@ -109,6 +110,7 @@ class WorkloadSection(Section):
     tokens: float | None = None
     device_memory: int | None = None
     other_bytes: int | None = None
+    kernels: str | None = None  # whose kernels the trace emulated: cpu or cuda (the target device's)
     defaults: list[str] = field(default_factory=list)
 
 

@@ -83,23 +83,29 @@ def zo_sgd_perturb(params: list[torch.Tensor], scale: float) -> None:
             p.add_(z, alpha=scale)
 
 
-def make_optimizer(wl: Workload, params: list[torch.Tensor]) -> tuple[torch.optim.Optimizer | None, list[str]]:
+def make_optimizer(wl: Workload, params: list[torch.Tensor],
+                   foreach: bool = False) -> tuple[torch.optim.Optimizer | None, list[str]]:
+    """The workload's optimizer over ``params``. ``foreach``: torch.optim's multi-tensor implementation (CUDA's
+    default; its temporaries span every parameter at once), else the single-tensor loop (the CPU's default)."""
     notes: list[str] = []
     name = wl.optimizer
     if name == "zo-sgd":
         return None, notes
+    if foreach and name in ("sgd", "sgd-momentum", "adam", "adamw", "adam-8bit"):
+        notes.append("optimizer: torch.optim's foreach implementation, CUDA's default (its temporaries span "
+                     "all parameters at once)")
     if name == "sgd":
-        return torch.optim.SGD(params, lr=1e-3, foreach=False), notes
+        return torch.optim.SGD(params, lr=1e-3, foreach=foreach), notes
     if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=False), notes
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=foreach), notes
     if name == "adam":
-        return torch.optim.Adam(params, lr=1e-3, foreach=False), notes
+        return torch.optim.Adam(params, lr=1e-3, foreach=foreach), notes
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=1e-3, foreach=False), notes
+        return torch.optim.AdamW(params, lr=1e-3, foreach=foreach), notes
     if name == "adam-8bit":
         notes.append("adam-8bit traced as Adam for FLOPs (block-wise (de)quantization arithmetic not counted); "
                      "its 8-bit state memory is modelled by the memory section")
-        return torch.optim.Adam(params, lr=1e-3, foreach=False), notes
+        return torch.optim.Adam(params, lr=1e-3, foreach=foreach), notes
     if name == "adafactor":
         return Adafactor(params), notes
     if name == "lion":

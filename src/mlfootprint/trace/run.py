@@ -24,6 +24,7 @@ from ..workload import Workload
 from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
 from .mode import RecordingMode
 from .optim import make_optimizer, zo_sgd_perturb
+from .target import CudaKernels, Target, cuda_optimizer_foreach, target_of
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
 from .transforms import prepare_model
@@ -41,15 +42,19 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
     """
     start = time.perf_counter()
     fake_mode: Any = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
+    target = target_of(wl)
+    if target.gpu and not fake:
+        # real CPU tensors cannot run CUDA's fused kernels: a real trace is the CPU's own
+        target = Target("cpu", target.device, "a trace on real tensors runs this machine's CPU kernels")
     # The trace is ours whatever the caller's grad mode (a training step needs autograd even under the caller's
     # no_grad or inference_mode) and leaves the process's global settings as it found them.
     with phase(f"tracing {spec.name} (batch {wl.batch}, {wl.mode})"), isolated_global_state(), \
             torch.inference_mode(False), torch.enable_grad():
         with fake_mode:
-            step = _prepare(spec, wl)
+            step = _prepare(spec, wl, target)
         with contextlib.nullcontext() if checkpoint_early_stop else checkpoint.set_checkpoint_early_stop(False), \
                 _user_hooks_off(step.user_hooks, off=not wl.user_hooks):
-            recorded = _run_step(step, wl, fake_mode, fake)
+            recorded = _run_step(step, wl, fake_mode, fake, target)
         result = _assemble(step, wl, recorded)
     result.trace_s = time.perf_counter() - start
     return result
@@ -72,7 +77,7 @@ class _Step:
     user_hooks: list[UserHook] = field(default_factory=list)  # on the model as its source built it
 
 
-def _prepare(spec: ModelSpec, wl: Workload) -> _Step:
+def _prepare(spec: ModelSpec, wl: Workload, target: Target) -> _Step:
     """Build the model (inside the fake mode), apply LoRA/recomputation, make inputs and the optimizer."""
     try:
         built = build(spec, wl)
@@ -88,7 +93,7 @@ def _prepare(spec: ModelSpec, wl: Workload) -> _Step:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None
     if wl.training:
-        optimizer, opt_notes = make_optimizer(wl, params)
+        optimizer, opt_notes = make_optimizer(wl, params, foreach=target.gpu and cuda_optimizer_foreach())
         notes.extend(opt_notes)
     if hooks and not wl.user_hooks:
         notes.append(f"the model's own hooks were not run (--no-user-hooks): {len(hooks)} hook(s), e.g. "
@@ -105,9 +110,11 @@ class _Recorded:
     blocks: list[BlockSpan]
     phases: list[str]
     events: list[Any]
+    kernels: str = "cpu"
+    kernel_notes: list[str] = field(default_factory=list)
 
 
-def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool) -> _Recorded:
+def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Target) -> _Recorded:
     """Run forward (+ backward + optimizer step) under the recording mode, with saved-tensor hooks."""
     model = step.model
     tree = module_tree(model)
@@ -135,9 +142,10 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool) -> _Recorde
     compute = getattr(torch, wl.precision_info.compute_dtype)
     autocast = torch.autocast(device_type="cpu", dtype=compute) if wl.mixed else contextlib.nullcontext()
     phases: list[str] = []
+    kernels = CudaKernels(fp8=wl.precision == "fp8-mixed") if target.gpu else None
     try:
         with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake):
-            with rec, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with rec, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), kernels or contextlib.nullcontext():
                 output, loss = _forward_backward_step(step, wl, rec, autocast, phases)
     except UserError:
         raise
@@ -152,7 +160,10 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool) -> _Recorde
         raise UserError(_trace_failure(exc, rec)) from None
     events = list(rec.events)  # what happened in the step; frees after it (the model's teardown) are not part of it
     del output, loss
-    return _Recorded(rec, tree, saved, saved_meta, blocks.spans, phases, events)
+    notes = [f"kernels: {target.reason}"]
+    if kernels is not None and kernels.summary():
+        notes.append(f"kernels emulated for the {target.device or 'GPU'} target: {kernels.summary()}")
+    return _Recorded(rec, tree, saved, saved_meta, blocks.spans, phases, events, target.kernels, notes)
 
 
 def _forward_backward_step(step: _Step, wl: Workload, rec: RecordingMode, autocast: Any,
@@ -225,7 +236,8 @@ def _assemble(step: _Step, wl: Workload, r: _Recorded) -> Trace:
         input_bytes=sum(t.numel() * t.element_size() for t in tensors_in),
         grad_bytes=sum(p.grad.numel() * p.grad.element_size() for p in unique if p.grad is not None),
         optimizer_state_bytes=state_bytes, phases_run=r.phases, tokens=built.tokens, token_unit=built.token_unit,
-        causal=built.causal, moe=moe, memory=memory, assumptions=built.assumptions + step.notes,
+        causal=built.causal, moe=moe, memory=memory, assumptions=built.assumptions + step.notes + r.kernel_notes,
+        kernels=r.kernels,
     )
 
 

@@ -20,6 +20,7 @@ from ..report.schema import Report
 from ..report.sections import FlopsSection, ModelSection, ParamsSection, WorkloadSection
 from ..trace.records import Trace
 from ..trace.run import trace
+from ..trace.target import target_of
 from ..workload import Workload
 
 # The definitions behind the numbers, stated in every model report (DESIGN.md's trust contract).
@@ -63,7 +64,12 @@ def base_report(verb: str, spec: ModelSpec | None, wl: Workload | None) -> Repor
         rep.add(model_section(spec))
     if wl is not None:
         data = wl.to_dict()
-        rep.add(WorkloadSection(**data), {key: "assumed" for key in data["defaults"]})
+        data["sequence_parallel"] = wl.sequence_parallel_on
+        data["kernels"] = target_of(wl).kernels
+        prov = {key: "assumed" for key in data["defaults"]}
+        if not wl.hardware:
+            prov["kernels"] = "assumed"
+        rep.add(WorkloadSection(**data), prov)
     rep.conventions = dict(CONVENTIONS)
     return rep
 

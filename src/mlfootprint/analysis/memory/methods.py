@@ -9,5 +9,6 @@ from ...core.datafiles import SourcedConstants
 
 _CONSTANTS = SourcedConstants("analysis.memory", "methods.toml", "memory")
 value = _CONSTANTS.value
+has = _CONSTANTS.has
 source = _CONSTANTS.source
 reload = _CONSTANTS.reload

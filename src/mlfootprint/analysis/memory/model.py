@@ -153,6 +153,8 @@ class MemoryModel:
         self.traced_batch = trace.memory.batch or traced.batch
         self.traced_precision = traced.precision
         self.traced_optimizer = traced.optimizer
+        # the trace of --recompute selective is the trace without it (trace/transforms.py): the model drops
+        # the saved T×T tensors
         self.traced_recompute = traced.recompute if traced.training else "none"
         self.traced_zo = traced.training and traced.optimizer == "zo-sgd"
         compute = precision_of(self.traced_precision).compute_dtype
@@ -232,6 +234,12 @@ class MemoryModel:
             self._states_cache[lay] = hit
         return hit
 
+    def _fp8_copy_bytes(self, layout: Layout) -> int:
+        """Bytes per linear-weight element of Transformer Engine's FP8 weight copies: a GPU target's fp8-mixed."""
+        if self.trace.kernels != "cuda" or layout.precision != "fp8-mixed":
+            return 0
+        return int(methods.value("fp8", "weight_copy_bytes"))
+
     @staticmethod
     def _tp_div(p: ParamInfo, lay: StateLayout) -> float:
         d = lay.tp if p.matrix else 1
@@ -292,8 +300,25 @@ class MemoryModel:
         opt_const = 0.0
         if self.training and st.optimizer_on_device:
             shard = (layout.dp if layout.zero >= 1 else 1) * tp
-            if layout.optimizer == self.traced_optimizer:
-                c[C["opt"]] = 1.0 / shard
+            gpu = self.trace.kernels == "cuda"
+            framework = layout.zero >= 1 or layout.tp > 1 or layout.pp > 1
+            foreach = gpu and methods.has("optimizer_temporaries_foreach", layout.optimizer)
+            if gpu and framework and methods.has("optimizer_temporaries_fused", layout.optimizer):
+                # ZeRO, TP and PP layouts are DeepSpeed's or Megatron-LM's, whose fused multi-tensor optimizers
+                # work in chunks: no full-size temporaries (data file [optimizer_temporaries_fused])
+                largest = self._largest_trainable
+                opt_const = methods.value("optimizer_temporaries_fused", layout.optimizer) * largest * 4 / shard
+                info["optimizer_temporaries_modeled"] = True
+                info["optimizer_fused"] = True
+            elif layout.optimizer == self.traced_optimizer:
+                # foreach temporaries span every parameter (a pipeline stage holds 1/pp of them); the
+                # single-tensor loop's, one tensor at a time, do not shrink with the stage
+                c[C["opt"]] = 1.0 / (shard * (layout.pp if foreach else 1))
+            elif foreach:
+                total = sum(p.numel for p in self.params if p.trainable)
+                opt_const = (methods.value("optimizer_temporaries_foreach", layout.optimizer) * total * 4
+                             / (shard * layout.pp))
+                info["optimizer_temporaries_modeled"] = True
             else:
                 largest = self._largest_trainable
                 opt_const = methods.value("optimizer_temporaries", layout.optimizer) * largest * 4 / shard
@@ -307,15 +332,29 @@ class MemoryModel:
         training = self.training
         lay = StateLayout(precision=layout.precision, optimizer=layout.optimizer, training=training,
                           zero=layout.zero if training else 0, dp=layout.dp, tp=layout.tp, ep=layout.ep,
-                          offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last)
+                          offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
+                          fp8_copy_bytes=self._fp8_copy_bytes(layout))
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)
+        if info.get("optimizer_fused"):
+            notes.append(f"optimizer: with ZeRO, tensor or pipeline parallelism on a GPU, {layout.optimizer} is "
+                         "DeepSpeed's or Megatron-LM's fused multi-tensor kernel (chunked: no full-size "
+                         "temporaries), not torch.optim's foreach step")
+        if training and layout.tp > 1:
+            given = self.wl.sequence_parallel is not None and self.wl.tp == layout.tp
+            notes.append(f"tensor parallelism {layout.tp} {'with' if layout.sequence_parallel else 'without'} sequence "
+                         "parallelism: " + ("norms, dropout and the residual stream are sharded too (Korthikanti et al. "
+                                            "2022, Sec. 4.2.2)" if layout.sequence_parallel else
+                                            "norms, dropout after the row-parallel linears and the residual stream "
+                                            "are replicated")
+                         + ("" if given else "; the default under --tp, as plan assumes (--no-sequence-parallel "
+                                             "to turn it off)"))
 
         convert_full = training and layout.recompute == "full" and self.traced_recompute != "full"
         mat, phases = prof.matrix(groups, recompute_full=convert_full)
         sq_extra = 0.0
-        if training and layout.recompute == "selective" and self.traced_recompute == "none":
+        if training and layout.recompute == "selective" and self.traced_recompute != "full":
             sq_extra = prof.sq_per_block() * c[C["sq"]]
             c[C["sq"]] = 0.0
         weights = torch.tensor([c, [c[k] if k in ACT_CLASSES else 0.0 for k in range(N)]], dtype=torch.float64).T

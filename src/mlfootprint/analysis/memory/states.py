@@ -185,6 +185,7 @@ class StateLayout:
     lora: bool = False
     stage_groups: frozenset[int] | None = None  # None: every group (no pipeline)
     last_stage: bool = True
+    fp8_copy_bytes: int = 0  # per linear-weight element: Transformer Engine's FP8 weight copies (GPU fp8-mixed)
 
 
 def _per_device_numel(p: ParamInfo, lay: StateLayout) -> float:
@@ -240,6 +241,7 @@ class _Totals:
     opt: float = 0.0
     host: float = 0.0
     nvme: float = 0.0
+    fp8_copies: float = 0.0
     trainable_elems: float = 0.0
     block_weight: dict[int, float] = field(default_factory=dict)  # per block signature, its weight bytes
     block_count: dict[int, int] = field(default_factory=dict)  # ... and how many blocks share it
@@ -268,6 +270,11 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
         _stream_blocks(st, t, lay, zo)
     elif lay.offload != "none" and train:
         _offload_optimizer(st, t, lay)
+    if t.fp8_copies:
+        st.breakdown["fp8_weight_copies_bytes"] = int(round(t.fp8_copies))
+        st.notes.append(f"fp8-mixed: Transformer Engine keeps each linear weight's FP8 copy and its FP8 transpose "
+                        f"({lay.fp8_copy_bytes} bytes per element, counted in weights) from step to step")
+        t.weights += t.fp8_copies
     st.weights_bytes = int(round(t.weights))
     st.gradients_bytes = int(round(t.grads + t.bucket))
     st.optimizer_bytes = int(round(t.opt))
@@ -302,6 +309,8 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
             else:
                 b = n * (wb if (p.trainable or not train) else prec.compute_bytes)
             t.bf16_equiv += 2 * n * count
+            if lay.fp8_copy_bytes and quantizable(p) and lay.quant == "none":
+                t.fp8_copies += lay.fp8_copy_bytes * n * count
             t.weights_full += b * count
             if p.group >= 0:
                 t.block_weight[sig] = t.block_weight.get(sig, 0.0) + b

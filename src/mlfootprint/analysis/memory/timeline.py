@@ -338,6 +338,29 @@ class _Classifier:
         self.block_index = {b.path: i for i, b in enumerate(blocks)}
         self.out_emb = out_emb
         self._cache: dict[tuple[str, bool], tuple[int | None, bool]] = {}
+        self.after_row = self._dropouts_after_row(tr)
+
+    def _dropouts_after_row(self, tr: Trace) -> frozenset[str]:
+        """Dropout modules whose input is a row-parallel linear's output (the first forward op before theirs
+        is the linear's): that output is all-reduced, full on every device, and so is the dropout on it
+        (Korthikanti et al. 2022, Sec. 4.2.1: the dropouts after attention and MLP are replicated)."""
+        found: set[str] = set()
+        seen: set[str] = set()
+        prev = ""
+        for r in tr.records:
+            if r.phase != FORWARD:
+                continue
+            if r.module != prev:
+                if r.module not in seen and "Dropout" in self.types.get(r.module, "") and self._is_row(prev):
+                    found.add(r.module)
+                seen.add(r.module)
+                prev = r.module
+        return frozenset(found)
+
+    def _is_row(self, path: str) -> bool:
+        parts = path.split(".")
+        leaf, parent = parts[-1], parts[-2] if len(parts) > 1 else ""
+        return leaf in self.row or (leaf == "dense" and parent == "output")
 
     def block_of(self, path: str) -> int | None:
         p = path
@@ -367,6 +390,8 @@ class _Classifier:
         typ = self.types.get(path, "")
         leaf = path.rpartition(".")[2]
         if "Norm" in typ or "norm" in leaf.lower() or leaf.startswith("ln"):
+            return False
+        if path in self.after_row:
             return False
         parts = path.split(".")
         for i in range(len(parts) - 1, -1, -1):
