@@ -134,6 +134,10 @@ class Workload:
         self._check()
         if self.devices is not None and "dp" not in self.given:
             object.__setattr__(self, "dp", self.devices // (self.tp * self.pp))
+        if self.micro_batch is not None and "batch" in self.given and self.micro_batch * self.dp > self.batch:
+            raise UserError(f"--micro-batch {self.micro_batch} on each of {self.dp} data-parallel replica(s) is more "
+                            f"than the --batch {self.batch} of a step; give --micro-batch "
+                            f"{max(1, self.batch // self.dp)} or less, or a larger --batch")
 
     def _check(self) -> None:
         """Every check of a workload's own fields, in one place."""
@@ -149,6 +153,11 @@ class Workload:
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+        if self.mode == "train" and self.quant in ("int4", "int8") and not self.lora_rank:
+            raise UserError(f"--quant {self.quant} with --mode train needs --lora-rank R: integer weights get no "
+                            "gradients, so only adapters train on them (QLoRA); drop --quant to train every weight")
+        if self.hardware is not None and (not isinstance(self.hardware, str) or not self.hardware.strip()):
+            raise UserError(f"--hardware must be a device id (see 'mlfootprint hardware list'), got {self.hardware!r}")
         if self.devices is not None:
             group = self.tp * self.pp
             if self.devices % group:

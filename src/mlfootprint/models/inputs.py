@@ -35,7 +35,9 @@ class InputSpec:
 
 
 def parse_input(text: str) -> InputSpec:
-    shape_part, _, dtype_part = text.strip().partition(":")
+    shape_part, colon, dtype_part = text.strip().partition(":")
+    if colon and not dtype_part.strip():
+        raise UserError(f"malformed --input {text!r}: name a dtype after the ':' (e.g. 4x128:int64) or leave the ':' out")
     shape_part = shape_part.strip().lower()
     if not _SHAPE.match(shape_part):
         raise UserError(f"malformed --input {text!r}: write the shape as sizes joined by 'x', e.g. 8x3x224x224 or 4x128:int64")

@@ -26,10 +26,14 @@ def resolve(model: str | None, inputs: Sequence[str] = (), inputs_ref: str | Non
     if not name:
         raise UserError("empty model name; give a catalog name (see 'mlfootprint models list'), a config.json path or module:callable")
     input_specs: tuple[InputSpec, ...] = tuple(parse_input(s) for s in inputs)
+    path = Path(name)
+    is_factory = looks_like_callable_ref(name) and not path.exists()
+    if (input_specs or inputs_ref) and not is_factory:
+        raise UserError(f"--input and --inputs apply to a module:callable model; {name!r} makes its own inputs from "
+                        "--batch and --seq: drop them")
     inputs_factory = load_callable(inputs_ref, "inputs callable") if inputs_ref else None
 
-    path = Path(name)
-    if looks_like_callable_ref(name) and not path.exists():
+    if is_factory:
         factory = load_callable(name)
         module, _, attr = name.rpartition(":")
         # 'small_cnn:make' for 'examples/small_cnn.py:make', 'nets:resnet' for 'mypkg.nets:resnet'

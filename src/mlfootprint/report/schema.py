@@ -188,6 +188,10 @@ class Report:
 _SCALAR = {"type": ["string", "number", "boolean", "null"]}
 _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
     ("FlopsSection", "by_module"): {"anyOf": [{"$ref": "#/$defs/_ModuleNode"}, {"type": "null"}]},
+    ("FlopsSection", "by_op"): {"anyOf": [{"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "calls": {"type": "integer"}, "flops": {"type": "number"}, "model": {"type": "number"},
+        "other": {"type": "number"}, "bytes": {"type": "number"}, "class": {"type": "string"}}}},
+        {"type": "null"}]},
     ("MemorySection", "breakdown"): {"type": "object", "additionalProperties": {
         "anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
     ("MemorySection", "layout"): {"anyOf": [{"type": "object", "additionalProperties": _SCALAR}, {"type": "null"}]},
