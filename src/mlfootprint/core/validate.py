@@ -53,6 +53,8 @@ def number(option: str, value: Any, *, low: float | None = 0.0, high: float | No
         raise UserError(f"{option} {value!r} is beyond any real value") from None
     if not math.isfinite(x):
         raise UserError(f"{option} must be a finite number, got {value!r}")
+    if low == 0 and not low_inclusive and x <= 0:
+        raise UserError(f"{option} must be a positive number, got {_fmt(x)}")
     if low is not None and (x < low or (x == low and not low_inclusive)):
         raise UserError(f"{option} must be {'at least' if low_inclusive else 'greater than'} {_fmt(low)}, got {_fmt(x)}")
     if high is not None and (x > high or (x == high and not high_inclusive)):
@@ -128,8 +130,9 @@ def _refuse_constant(name: str) -> Any:
     raise _NotJson(name)
 
 
-def parse_json(text: str, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Standard JSON (no NaN or Infinity) nested at most ``max_depth`` deep, else a UserError naming ``what``."""
+def parse_json(text: str, what: str, *, max_depth: int = MAX_JSON_DEPTH, not_json: str = "is malformed JSON") -> Any:
+    """Standard JSON (no NaN or Infinity) nested at most ``max_depth`` deep, else a UserError naming ``what``
+    (``not_json`` says what a text that does not parse is)."""
     try:
         data = json.loads(text, parse_constant=_refuse_constant)
     except _NotJson as exc:
@@ -137,7 +140,7 @@ def parse_json(text: str, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except RecursionError:
         raise UserError(f"{what} is nested too deeply to be a mlfootprint file (more than {max_depth} levels)") from None
     except ValueError as exc:
-        raise UserError(f"{what} is not valid JSON ({exc})") from None
+        raise UserError(f"{what} {not_json} ({exc})") from None
     depth = json_depth(data, stop_at=max_depth + 1)
     if depth > max_depth:
         raise UserError(f"{what} is nested too deeply to be a mlfootprint file (more than {max_depth} levels)")
@@ -166,7 +169,7 @@ def json_depth(data: Any, stop_at: int | None = None) -> int:
 # -- typed fields -------------------------------------------------------------------------------------------------
 
 _JSON_TYPES = {"object": "a table", "array": "a list", "string": "text", "number": "a number",
-               "integer": "a whole number", "boolean": "true or false", "null": "null"}
+               "integer": "a number", "boolean": "true or false", "null": "null"}
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -182,10 +185,10 @@ def _is_type(value: Any, name: str) -> bool:
         return value is None
     if isinstance(value, bool):
         return False
-    if name == "number":
+    if name in ("number", "integer"):
+        # JSON has one number type, and a figure counted as a whole number may be written as a float (a mean, a
+        # hand-made report): the check is that it is a finite number, which is what every reader relies on.
         return isinstance(value, (int, float)) and math.isfinite(value)
-    if name == "integer":
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     return True
 
 

@@ -177,7 +177,7 @@ class Report:
         if not text.strip():
             raise UserError(f"report {p} is empty; pass a file written with --format json")
         try:
-            data = parse_json(text, f"report {p}")
+            data = parse_json(text, f"report {p}", not_json="is not a JSON report (it does not parse)")
         except UserError as exc:
             raise UserError(f"{exc.cli_message}; pass a file written with --format json") from None
         return cls.from_dict(data, origin=str(p))
