@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -559,3 +560,82 @@ def test_no_log_lines_leak_to_stderr(what, argv, tmp_path):
     assert result.returncode == 2, (what, result.stderr[-2000:])
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("mlfootprint: error: "), result.stderr[-3000:]
     assert result.stdout == ""
+
+
+# -- the shared validators, by value -------------------------------------------------------------------------------
+
+def test_text_files_utf8_with_or_without_bom_and_nothing_else():
+    from mlfootprint.core.errors import UserError
+    from mlfootprint.core.validate import decode_text
+
+    assert decode_text("caf\u00e9".encode("utf-8"), "f") == "caf\u00e9"
+    assert decode_text(b"\xef\xbb\xbf{}", "f") == "{}"  # a UTF-8 byte-order mark is dropped
+    with pytest.raises(UserError, match="report r.json is UTF-16 text"):
+        decode_text("{}".encode("utf-16"), "report r.json")
+    # 'x\n{\xe9': the Latin-1 e-acute is byte 0xe9 on line 2, offset 3
+    with pytest.raises(UserError, match=r"byte 0xe9 on line 2 \(offset 3\) is not valid UTF-8 \(Latin-1"):
+        decode_text(b"x\n{\xe9", "f")
+    with pytest.raises(UserError, match="NUL byte at offset 2"):
+        decode_text(b"ab\x00c", "f")
+
+
+def test_json_depth_and_constants():
+    from mlfootprint.core.errors import UserError
+    from mlfootprint.core.validate import json_depth, parse_json
+
+    assert json_depth(1) == 0
+    assert json_depth({"a": [1, {"b": []}]}) == 4  # object > list > object > list
+    assert json_depth(parse_json("[" * 200 + "]" * 200, "f")) == 200  # the limit itself is allowed
+    with pytest.raises(UserError, match="more than 200 levels"):
+        parse_json("[" * 201 + "]" * 201, "f")
+    with pytest.raises(UserError, match="more than 200 levels"):
+        parse_json("[" * 100_000 + "]" * 100_000, "f")  # json's own RecursionError, caught
+    with pytest.raises(UserError, match="holds NaN, which is not a JSON number"):
+        parse_json('{"x": NaN}', "f")
+
+
+def test_numbers_are_finite_and_in_range():
+    from mlfootprint.core.errors import UserError
+    from mlfootprint.core.validate import number, whole
+
+    assert number("--pue", 1.2, low=1, low_inclusive=True) == 1.2
+    assert number("--x", None) is None
+    for bad, message in ((float("nan"), "finite"), (float("inf"), "finite"), (-1.0, "positive"), (0, "positive"),
+                         ("3", "must be a number"), (True, "must be a number"), (10**400, "beyond")):
+        with pytest.raises(UserError, match=message):
+            number("--x", bad)
+    with pytest.raises(UserError, match="at most 1, got 1.5"):
+        number("--mfu", 1.5, high=1)
+    assert whole("--n", 3.0) == 3
+    with pytest.raises(UserError, match="beyond any real workload"):
+        whole("--n", 1 << 41)
+
+
+def test_a_report_field_of_the_wrong_type_is_named():
+    from mlfootprint.core.errors import UserError
+    from mlfootprint.report.schema import Report
+
+    base = {"schema": "mlfootprint.report/1", "tool": "mlfootprint 0.1.0", "verb": "count",
+            "params": {"total": 10}, "provenance": {}, "assumptions": []}
+    assert Report.from_dict(base).sections["params"]["total"] == 10
+    for key, value, where in (("params", {"total": "ten"}, "params.total: expected a number, got 'ten'"),
+                              ("workload", {"batch": 2, "dp": [1]}, "workload.dp: expected a number, got a list"),
+                              ("flops", {"by_module": {"name": 7}}, "flops.by_module.name: expected text, got 7"),
+                              ("assumptions", "none", "assumptions: expected a list, got 'none'")):
+        with pytest.raises(UserError, match=re.escape(where)):
+            Report.from_dict({**base, key: value})
+
+
+def test_a_config_beyond_the_layer_limit_is_refused_before_building(tmp_path):
+    from mlfootprint.core.errors import UserError
+    from mlfootprint.models.source import resolve
+
+    cfg = json.loads((CONFIGS / "tiny-gpt2" / "config.json").read_text())
+    _write_file(tmp_path / "deep" / "config.json", json.dumps({**cfg, "n_layer": 100_000}))
+    with pytest.raises(UserError, match="has 100,000 layers, more than the 1,024 mlfootprint traces"):
+        resolve(str(tmp_path / "deep"))
+    _write_file(tmp_path / "ok" / "config.json", json.dumps({**cfg, "n_layer": 1024}))
+    assert resolve(str(tmp_path / "ok")).facts["layers"] == 1024
+    # A config saved with a UTF-8 byte-order mark (Windows editors) reads as any other.
+    _write_file(tmp_path / "bom" / "config.json", b"\xef\xbb\xbf" + json.dumps(cfg).encode())
+    assert resolve(str(tmp_path / "bom")).facts["layers"] == 2
