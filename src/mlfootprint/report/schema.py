@@ -194,7 +194,11 @@ _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
         {"type": "null"}]},
     ("MemorySection", "breakdown"): {"type": "object", "additionalProperties": {
         "anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
-    ("MemorySection", "layout"): {"anyOf": [{"type": "object", "additionalProperties": _SCALAR}, {"type": "null"}]},
+    ("MemorySection", "layout"): {"anyOf": [{"type": "object", "properties": {  # workload.Layout's fields
+        **{k: {"type": "integer"} for k in ("dp", "tp", "pp", "ep", "zero", "micro_batch", "grad_accum")},
+        **{k: {"type": "string"} for k in ("offload", "recompute", "precision", "optimizer")},
+        **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp")}}, "additionalProperties": _SCALAR},
+        {"type": "null"}]},
 }
 _MODULE_NODE = {"type": "object", "properties": {
     "name": {"type": "string"}, "path": {"type": "string"}, "type": {"type": "string"},
