@@ -639,3 +639,28 @@ def test_a_config_beyond_the_layer_limit_is_refused_before_building(tmp_path):
     # A config saved with a UTF-8 byte-order mark (Windows editors) reads as any other.
     _write_file(tmp_path / "bom" / "config.json", b"\xef\xbb\xbf" + json.dumps(cfg).encode())
     assert resolve(str(tmp_path / "bom")).facts["layers"] == 2
+
+
+# -- the Python API: the same checks, a UserError in Python's terms -------------------------------------------------
+
+@pytest.mark.parametrize("call,message", [
+    (lambda mf: mf.count(""), "empty model name"),
+    (lambda mf: mf.count(5), "not int"),
+    (lambda mf: mf.mfu(params=float("nan"), layers=2, heads=2, head_dim=2, seq=8, tokens_per_s=1.0, peak_flops=1e12),
+     "params must be a finite number"),
+    (lambda mf: mf.mfu(flops_per_token=1e9, tokens_per_s=float("inf"), peak_flops=1e12), "finite"),
+    (lambda mf: mf.mfu(flops_per_token=1e9, tokens_per_s=1.0, peak_flops=1e12, devices=10**23), "beyond any real"),
+    (lambda mf: mf.predict(GPT2, flops_per_device=float("nan")), "finite"),
+    (lambda mf: mf.memory(GPT2, mf.Workload(batch=2, micro_batch=8)), "micro_batch=8"),
+    (lambda mf: mf.memory(GPT2, mf.Workload(mode="train", quant="int4")), "lora_rank"),
+    (lambda mf: mf.memory(GPT2, mf.Workload(hardware="")), "hardware must be a device id"),
+    (lambda mf: mf.history_show(2), "no history entry 2"),
+], ids=["count-empty", "count-int", "mfu-nan-params", "mfu-inf-throughput", "mfu-devices-1e23",
+        "predict-nan-flops", "micro-batch", "int4-train", "hardware-empty", "history-empty-db"])
+def test_the_api_refuses_the_same_inputs(call, message, tmp_path, monkeypatch):
+    import mlfootprint as mf
+    from mlfootprint.core.errors import UserError
+
+    monkeypatch.setenv("MLFOOTPRINT_HISTORY", str(tmp_path / "h.sqlite"))
+    with pytest.raises(UserError, match=re.escape(message)):
+        call(mf)
