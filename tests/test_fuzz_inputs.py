@@ -632,10 +632,10 @@ def test_a_config_beyond_the_layer_limit_is_refused_before_building(tmp_path):
 
     cfg = json.loads((CONFIGS / "tiny-gpt2" / "config.json").read_text())
     _write_file(tmp_path / "deep" / "config.json", json.dumps({**cfg, "n_layer": 100_000}))
-    with pytest.raises(UserError, match="has 100,000 layers, more than the 1,024 mlfootprint traces"):
+    with pytest.raises(UserError, match="has 100,000 layers, more than the 512 mlfootprint traces"):
         resolve(str(tmp_path / "deep"))
-    _write_file(tmp_path / "ok" / "config.json", json.dumps({**cfg, "n_layer": 1024}))
-    assert resolve(str(tmp_path / "ok")).facts["layers"] == 1024
+    _write_file(tmp_path / "ok" / "config.json", json.dumps({**cfg, "n_layer": 512}))
+    assert resolve(str(tmp_path / "ok")).facts["layers"] == 512
     # A config saved with a UTF-8 byte-order mark (Windows editors) reads as any other.
     _write_file(tmp_path / "bom" / "config.json", b"\xef\xbb\xbf" + json.dumps(cfg).encode())
     assert resolve(str(tmp_path / "bom")).facts["layers"] == 2
