@@ -24,7 +24,7 @@ def claim_files(extra: list[str] | None = None) -> list[Path]:
 
 # The field types of a claims file (papers/data/claims.toml's layout), checked before any claim is read.
 _INPUT_VALUE = {"anyOf": [{"type": ["number", "string", "boolean"]},
-                          {"type": "array", "items": {"type": ["number", "string", "boolean"]}},
+                          {"type": "array", "items": {"type": ["number", "string", "boolean", "object", "array"]}},
                           {"type": "object"}]}
 _CLAIMS_FILE_TYPES = {"type": "object", "properties": {"claim": {"type": "array", "items": {
     "type": "object", "properties": {
