@@ -197,8 +197,7 @@ def type_problem(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any],
     got 'x'"``), or None. Checks ``type``, ``properties`` (of the keys present), ``additionalProperties`` given
     as a schema, ``items``, ``anyOf``, ``enum``, ``const`` and ``$ref`` into ``root``'s ``$defs``; required keys
     and unknown keys are not checked (renderers skip what is absent and what they do not know)."""
-    # Depth-first with an explicit stack: the data is already bounded in depth (parse_json), but a walk of ours
-    # should not lean on the recursion limit either.
+    # Recursive, and safe: parse_json bounds the data's depth at MAX_JSON_DEPTH, and _problem stops there too.
     return _problem(value, schema, root, path, 0)
 
 
