@@ -17,6 +17,7 @@ from typing import Any
 
 from .core.errors import UserError, suggest
 from .core.precision import PRECISION_NAMES, Precision, precision
+from .core.validate import MAX_COUNT
 
 MODES = ("inference", "train", "generate")
 PRECISIONS = PRECISION_NAMES
@@ -27,7 +28,7 @@ QUANT = ("none", "int8", "int4", "fp8")
 ATTENTION = ("sdpa", "eager")
 
 # Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
-_MAX_COUNT = 1 << 40
+_MAX_COUNT = MAX_COUNT  # the one bound of core/validate.py
 
 
 def _check_choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:

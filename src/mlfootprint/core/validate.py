@@ -27,8 +27,8 @@ from .errors import UserError
 # model), shallow enough that every recursive walk of the data stays far below Python's recursion limit.
 MAX_JSON_DEPTH = 200
 
-# The largest whole number an option may hold: far above anything real, small enough that products of a few such
-# numbers stay exact in a float64 (2^53) only when they must. Options with a tighter meaning pass their own bound.
+# The largest whole number a count option may hold (2^40, about 1.1e12): far above anything real, small enough that
+# arithmetic on it stays exact and fast. Options with a tighter meaning pass their own bound.
 MAX_COUNT = 1 << 40
 
 _BOMS = (
