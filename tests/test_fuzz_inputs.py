@@ -96,7 +96,7 @@ CLAIMS_WRONG_TYPES = [
         ('expected = 31.4', 'expected = "31.4"'), ('expected = 31.4', 'expected = [31.4]'),
         ('tolerance_abs = 0.05', 'tolerance_abs = "tight"'), ('tolerance_abs = 0.05', 'tolerance_abs = -1.0'),
         ('unit = "GB"', 'unit = 5'), ('title = "t"', 'title = { a = 1 }'), ('url = "https://example.org"', 'url = 3'),
-        ('params = 7.5e9', 'params = "7.5e9"'), ('params = 7.5e9', 'params = nan'), ('params = 7.5e9', 'params = inf'),
+        ('params = 7.5e9', 'params = "seven"'), ('params = 7.5e9', 'params = nan'), ('params = 7.5e9', 'params = inf'),
         ('dp = 64', 'dp = 0.5'), ('zero = 1', 'zero = "one"'), ('precision = "fp16-mixed"', 'precision = 16'),
         ('kind = "model_states"', 'kind = ["model_states"]'), ('inputs = {', 'inputs = 5\nx = {'),
         ('expected = 31.4', 'expected = nan'),
