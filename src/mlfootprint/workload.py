@@ -17,6 +17,7 @@ from typing import Any
 
 from .core.errors import UserError, suggest
 from .core.precision import PRECISION_NAMES, Precision, precision
+from .core.validate import MAX_COUNT
 
 MODES = ("inference", "train", "generate")
 PRECISIONS = PRECISION_NAMES
@@ -27,7 +28,7 @@ QUANT = ("none", "int8", "int4", "fp8")
 ATTENTION = ("sdpa", "eager")
 
 # Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
-_MAX_COUNT = 1 << 40
+_MAX_COUNT = MAX_COUNT  # the one bound of core/validate.py
 
 
 def _check_choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -140,6 +141,10 @@ class Workload:
         self._check()
         if self.devices is not None and "dp" not in self.given:
             object.__setattr__(self, "dp", self.devices // (self.tp * self.pp))
+        if self.micro_batch is not None and "batch" in self.given and self.micro_batch * self.dp > self.batch:
+            raise UserError(f"--micro-batch {self.micro_batch} on each of {self.dp} data-parallel replica(s) is more "
+                            f"than the --batch {self.batch} of a step; give --micro-batch "
+                            f"{max(1, self.batch // self.dp)} or less, or a larger --batch")
 
     def _check(self) -> None:
         """Every check of a workload's own fields, in one place."""
@@ -159,6 +164,11 @@ class Workload:
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
         if self.sequence_parallel is not None and not isinstance(self.sequence_parallel, bool):
             raise UserError(f"sequence_parallel must be True, False or None, got {self.sequence_parallel!r}")
+        if self.mode == "train" and self.quant in ("int4", "int8") and not self.lora_rank:
+            raise UserError(f"--quant {self.quant} with --mode train needs --lora-rank R: integer weights get no "
+                            "gradients, so only adapters train on them (QLoRA); drop --quant to train every weight")
+        if self.hardware is not None and (not isinstance(self.hardware, str) or not self.hardware.strip()):
+            raise UserError(f"--hardware must be a device id (see 'mlfootprint hardware list'), got {self.hardware!r}")
         if self.devices is not None:
             group = self.tp * self.pp
             if self.devices % group:

@@ -109,9 +109,19 @@ def add_other_bytes_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_view_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depth", type=int, default=2, help="levels of the module tree to show (default 2)")
+    p.add_argument("--depth", type=_depth, default=2, help="levels of the module tree to show (default 2)")
     p.add_argument("--by-op", action="store_true", help="also show FLOPs by operator")
     p.add_argument("--macs", action="store_true", help="show matrix-class work as MACs (labelled), not FLOPs")
+
+
+def _depth(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--depth is a whole number of levels, got {text!r}") from None
+    if not 0 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"--depth is a whole number of levels from 0 to 1000, got {text!r}")
+    return n
 
 
 def workload_from(args: argparse.Namespace) -> Workload:

@@ -73,13 +73,16 @@ def _positive_int(text: str) -> int:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    if not 1 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number (below 2^63), got {text!r}")
     return n
 
 
 def _entry_id(text: str) -> int:
     try:
-        return int(text.lstrip("#"))
+        n = int(text.lstrip("#"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"an entry id is a whole number (see 'mlfootprint history list'), got {text!r}") from None
+    if not 1 <= n < 2**63:  # SQLite's integer ids: 1 .. 2^63 - 1
+        raise argparse.ArgumentTypeError(f"an entry id is a whole number from 1 (see 'mlfootprint history list'), got {text!r}")
+    return n

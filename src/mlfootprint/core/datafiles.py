@@ -5,7 +5,6 @@ own files with the same layout. Values carry a source and a date.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from importlib import resources
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .validate import parse_json, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,18 +21,18 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 
 def load_file(path: str | os.PathLike[str]) -> Any:
-    """Parse one TOML or JSON data file, with a one-line error when it is malformed."""
+    """Parse one TOML or JSON data file (UTF-8, with or without a byte-order mark), with a one-line error naming
+    the file when it cannot be read, is not UTF-8 text, is malformed or is nested absurdly deep."""
     p = Path(path)
+    text = read_text(p, "data file")
+    if p.suffix != ".toml":
+        return parse_json(text, f"data file {p}")
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read data file {p}: {exc.strerror or exc}") from None
-    try:
-        if p.suffix == ".toml":
-            return tomllib.loads(text)
-        return json.loads(text)
+        return tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"data file {p} is malformed ({exc}); fix its syntax or remove it") from None
+    except RecursionError:
+        raise UserError(f"data file {p} is nested too deeply; fix it or remove it") from None
 
 
 def package_data_dir(subpackage: str) -> Path:

@@ -304,6 +304,13 @@ def _blocks(fn: Callable[[], Any], reps: int, sync, deadline: float, work: float
 # --------------------------------------------------------------------------- helpers
 
 
+def check_device(device: str) -> None:
+    """A UserError now, before any measuring or message, when ``device`` is not one this machine has."""
+    import torch
+
+    _resolve_device(torch, device)
+
+
 def _resolve_device(torch: Any, device: str):
     d = str(device).strip().lower()
     if d == "auto":

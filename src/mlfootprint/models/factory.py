@@ -44,12 +44,18 @@ def load_callable(ref: str, what: str = "model factory") -> Callable[..., Any]:
         sys.modules[mod_name] = module
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:
+            sys.modules.pop(mod_name, None)
+            raise UserError(f"importing {left!r} called sys.exit({exc.code!r}); a {what} file must define the "
+                            "callable, not run a program (guard it with if __name__ == '__main__':)") from None
         except Exception as exc:
             sys.modules.pop(mod_name, None)
             raise UserError(f"importing {left!r} failed: {type(exc).__name__}: {exc}") from None
     else:
         try:
             module = importlib.import_module(left)
+        except SystemExit as exc:
+            raise UserError(f"importing module {left!r} for {what} {ref!r} called sys.exit({exc.code!r})") from None
         except Exception as exc:
             raise UserError(f"cannot import module {left!r} for {what} {ref!r}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, attr, None)
@@ -78,6 +84,9 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         module = _call_with_workload(spec.factory, wl)
     except UserError:
         raise
+    except SystemExit as exc:  # the factory's own exit is not mlfootprint's answer (exit 0 would read as success)
+        raise UserError(f"model factory {spec.origin!r} called sys.exit({exc.code!r}) instead of returning a "
+                        "torch.nn.Module") from None
     except Exception as exc:
         raise UserError(f"model factory {spec.origin!r} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(module, torch.nn.Module):
@@ -95,6 +104,10 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         if spec.inputs_factory is not None:
             try:
                 made = _call_with_workload(spec.inputs_factory, wl)
+            except UserError:
+                raise
+            except SystemExit as exc:
+                raise UserError(f"inputs callable called sys.exit({exc.code!r}) instead of returning inputs") from None
             except Exception as exc:
                 raise UserError(f"inputs callable raised {type(exc).__name__}: {exc}") from None
             if isinstance(made, dict):

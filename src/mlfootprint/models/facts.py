@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from typing import Any
+
+from ..core.errors import UserError
 from .architectures import ARCHITECTURES
 
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -35,3 +37,34 @@ def facts_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if out.get("ffn") is None and out.get("hidden") and cfg.get("model_type") in ARCHITECTURES.value("defaults", "ffn_four_times_hidden"):
         out["ffn"] = 4 * out["hidden"]
     return {k: v for k, v in out.items() if v is not None}
+
+
+# Facts that count things a model has at least one of; a config giving 0, a negative or a fractional count (or
+# text) cannot be built, and transformers' own error for it is long and far from the key.
+_COUNTS = ("layers", "hidden", "heads", "kv_heads", "vocab", "context", "experts", "experts_per_token",
+           "decoder_layers", "ffn")
+
+
+def check_config(cfg: dict[str, Any], origin: str) -> None:
+    """A config's size keys are whole numbers >= 1 and its depth within ``[limits] max_layers``; a one-line
+    UserError naming the key otherwise."""
+    for fact, keys in _ALIASES.items():
+        if fact not in _COUNTS:
+            continue
+        for key in keys:
+            value = cfg.get(key)
+            if value is None:
+                continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{origin}: \"{key}\" must be a whole number >= 1, got {value!r}; fix the config")
+            break
+    limit = int(ARCHITECTURES.value("limits", "max_layers"))
+    facts = facts_from_config(cfg)
+    depth = int(facts.get("layers") or 0) + int(facts.get("decoder_layers") or 0)
+    if depth > limit:
+        raise UserError(f"{origin} has {depth:,} layers, more than the {limit:,} mlfootprint traces (a trace holds "
+                        "every layer's operations); trace a copy with fewer layers and scale the per-layer figures, "
+                        "or raise the limit with '[limits] max_layers = { value = N, source = \"...\" }' in a file in "
+                        "$XDG_CONFIG_HOME/mlfootprint/models/")

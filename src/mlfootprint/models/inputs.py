@@ -1,6 +1,7 @@
 """`--input 8x3x224x224[:dtype]` shapes and `--inputs file.py:callable`."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -17,7 +18,10 @@ DTYPES: dict[str, torch.dtype] = {
     "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
 }
 
-_SHAPE = re.compile(r"^\d+(x\d+)*$")
+_SHAPE = re.compile(r"^\d{1,20}(x\d{1,20})*$")
+# Elements of one input tensor: 2^48 is hundreds of terabytes in any dtype, yet sizes (and products with the
+# batch) stay far inside the int64 that torch keeps them in.
+MAX_INPUT_ELEMENTS = 1 << 48
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,18 @@ class InputSpec:
 
 
 def parse_input(text: str) -> InputSpec:
-    shape_part, _, dtype_part = text.strip().partition(":")
+    shape_part, colon, dtype_part = text.strip().partition(":")
+    if colon and not dtype_part.strip():
+        raise UserError(f"malformed --input {text!r}: name a dtype after the ':' (e.g. 4x128:int64) or leave the ':' out")
     shape_part = shape_part.strip().lower()
     if not _SHAPE.match(shape_part):
         raise UserError(f"malformed --input {text!r}: write the shape as sizes joined by 'x', e.g. 8x3x224x224 or 4x128:int64")
     shape = tuple(int(d) for d in shape_part.split("x"))
     if any(d < 1 for d in shape):
         raise UserError(f"malformed --input {text!r}: every size must be at least 1")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise UserError(f"--input {text!r} has {math.prod(shape):.3g} elements, beyond any real input (at most "
+                        f"2^48 = {MAX_INPUT_ELEMENTS:.3g}); check the shape")
     dtype = None
     if dtype_part:
         dtype = DTYPES.get(dtype_part.strip().lower())

@@ -1,12 +1,22 @@
 """Run the claims: recompute each, compare with the published figure, give a verdict."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from ..core.datafiles import package_data_dir
 from ..core.errors import UserError, suggest
 from ..core.progress import phase
 from .checkers import CHECKERS
 from .model import CONSISTENT, DIFFERS, ERROR, NOT_CHECKABLE, REPRODUCED, Claim, Outcome
+
+
+def _shipped(claim: Claim) -> bool:
+    """Whether a claim comes from the package's own claims file (not a file of the user's)."""
+    try:
+        return Path(claim.origin).resolve().is_relative_to(package_data_dir("papers").resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def evaluate(claim: Claim) -> Outcome:
@@ -20,6 +30,12 @@ def evaluate(claim: Claim) -> Outcome:
         out = CHECKERS[claim.kind](claim)
     except UserError:
         raise
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        if not _shipped(claim):  # the user's own claim: its inputs are the user's to fix
+            raise UserError(f"{claim.origin}: claim {claim.id!r}: its inputs cannot be used ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:160]}); give each input the type and range of the same "
+                            "input in papers/data/claims.toml") from None
+        return Outcome(None, ERROR, f"the checker crashed: {type(exc).__name__}: {exc}")
     except Exception as exc:  # a checker failing is a defect in mlfootprint: shown as such, never "not checkable"
         return Outcome(None, ERROR, f"the checker crashed: {type(exc).__name__}: {exc}")
     if out.verdict == NOT_CHECKABLE or out.ours is None:

@@ -7,6 +7,7 @@ from typing import Any
 from ..core.datafiles import load_file, package_data_dir, user_data_dirs
 from ..core.errors import UserError, suggest
 from ..models.factory import looks_like_callable_ref
+from ..core.validate import check_types
 from .model import VERDICTS, Claim
 from .checkers import CHECKERS
 
@@ -54,10 +55,25 @@ def _check_code(claim: Claim, trust: str, allow_code: bool) -> None:
     claim.allow_code = True
 
 
+# The field types of a claims file (papers/data/claims.toml's layout), checked before any claim is read.
+_INPUT_VALUE = {"anyOf": [{"type": ["number", "string", "boolean"]},
+                          {"type": "array", "items": {"type": ["number", "string", "boolean", "object", "array"]}},
+                          {"type": "object"}]}
+_CLAIMS_FILE_TYPES = {"type": "object", "properties": {"claim": {"type": "array", "items": {
+    "type": "object", "properties": {
+        **{k: {"type": "string"} for k in ("id", "title", "source", "url", "kind", "unit", "status", "note")},
+        "expected": {"type": ["number", "boolean"]}, "tolerance": {"type": "number"},
+        "tolerance_abs": {"type": "number"}, "missing": {"type": "array", "items": {"type": "string"}},
+        "cause": {"type": "string"}, "pinned": {"type": "number"}, "pin_tolerance": {"type": "number"},
+        "inputs": {"type": "object", "additionalProperties": _INPUT_VALUE}}}}}}
+
+
 def parse_claims(data: Any, origin: str, kinds: list[str]) -> list[Claim]:
     if not isinstance(data, dict) or not isinstance(data.get("claim"), list):
         raise UserError(f"claims file {origin} must hold a list of [[claim]] tables")
     out: list[Claim] = []
+    check_types(data, _CLAIMS_FILE_TYPES, f"claims file {origin}",
+                fix="see papers/data/claims.toml for the layout of a [[claim]]")
     for i, raw in enumerate(data["claim"]):
         label = f"claim #{i + 1}" + (f" ({raw.get('id')!r})" if isinstance(raw, dict) and raw.get("id") else "")
         if not isinstance(raw, dict):
@@ -84,6 +100,8 @@ def parse_claims(data: Any, origin: str, kinds: list[str]) -> list[Claim]:
         pin_tol = raw.get("pin_tolerance", 0.02)
         if isinstance(pin_tol, bool) or not isinstance(pin_tol, (int, float)) or pin_tol < 0:
             raise UserError(f"{origin}: {label}: pin_tolerance must be a non-negative number")
+        if raw.get("tolerance_abs") is not None and raw["tolerance_abs"] < 0:
+            raise UserError(f"{origin}: {label}: tolerance_abs must be a non-negative number")
         out.append(Claim(
             id=str(raw["id"]), title=str(raw["title"]), source=str(raw["source"]), url=str(raw.get("url", "")),
             kind=raw["kind"], expected=expected, unit=str(raw["unit"]), inputs=dict(raw["inputs"]),

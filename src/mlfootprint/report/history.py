@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import UserError
+from ..core.validate import decode_text, parse_json
 from .schema import Report, _json_default
 
 HISTORY_SCHEMA_VERSION = 1
@@ -285,9 +286,10 @@ class History:
             raise self._unknown(entry_id)
         origin = f"history entry {entry_id} in {self.path}"
         try:
-            data = json.loads(row[0])
-        except ValueError:
-            raise UserError(f"{origin} does not hold readable JSON") from None
+            text = row[0] if isinstance(row[0], str) else decode_text(bytes(row[0] or b""), origin)
+            data = parse_json(text, origin)
+        except UserError as exc:
+            raise UserError(f"{exc.cli_message}; show another entry (see 'mlfootprint history list')") from None
         report = Report.from_dict(data, origin=origin)
         tool = str(data.get("tool") or "")
         if tool.startswith("mlfootprint "):

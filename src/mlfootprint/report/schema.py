@@ -11,10 +11,13 @@ import argparse
 import json
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..core.datafiles import package_data_dir
 from ..core.errors import UserError
+from ..core.validate import parse_json, read_text, type_problem
 from ..core.version import __version__
 from .render import render
 from .sections import Section
@@ -155,6 +158,9 @@ class Report:
             raise UserError(
                 f"{origin} uses schema {schema}, newer than this mlfootprint reads ({SCHEMA}); upgrade mlfootprint"
             )
+        problem = type_problem(data, _shipped_schema(), _shipped_schema())
+        if problem:
+            raise UserError(f"{origin} is not a valid mlfootprint report: {problem}; write it again with --format json")
         reserved = {"schema", "tool", "verb", "provenance", "assumptions", "conventions", "key_assumptions"}
         rep = cls(verb=str(data.get("verb", "report")))
         rep.sections = {k: v for k, v in data.items() if k not in reserved and isinstance(v, dict)}
@@ -167,15 +173,52 @@ class Report:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Report:
         p = Path(path)
+        text = read_text(p, "report")  # one line for a folder, a missing file, UTF-16, Latin-1 or binary data
+        if not text.strip():
+            raise UserError(f"report {p} is empty; pass a file written with --format json")
         try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot read report {p}: {exc.strerror or exc}") from None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise UserError(f"{p} is not a JSON report (it does not parse); pass a file written with --format json") from None
+            data = parse_json(text, f"report {p}", not_json="is not a JSON report (it does not parse)")
+        except UserError as exc:
+            raise UserError(f"{exc.cli_message}; pass a file written with --format json") from None
         return cls.from_dict(data, origin=str(p))
+
+
+# The shapes of the free-form fields that renderers walk (typed ``dict[str, Any]`` in sections.py): a report read
+# back is checked against these too.
+_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+_FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
+    ("FlopsSection", "by_module"): {"anyOf": [{"$ref": "#/$defs/_ModuleNode"}, {"type": "null"}]},
+    ("FlopsSection", "by_op"): {"anyOf": [{"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "calls": {"type": "integer"}, "flops": {"type": "number"}, "model": {"type": "number"},
+        "other": {"type": "number"}, "bytes": {"type": "number"}, "class": {"type": "string"}}}},
+        {"type": "null"}]},
+    ("MemorySection", "breakdown"): {"type": "object", "additionalProperties": {
+        "anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
+    ("MemorySection", "layout"): {"anyOf": [{"type": "object", "properties": {  # workload.Layout's fields
+        **{k: {"type": "integer"} for k in ("dp", "tp", "pp", "ep", "zero", "micro_batch", "grad_accum")},
+        **{k: {"type": "string"} for k in ("offload", "recompute", "precision", "optimizer")},
+        **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp")}}, "additionalProperties": _SCALAR},
+        {"type": "null"}]},
+}
+_MODULE_NODE = {"type": "object", "properties": {
+    "name": {"type": "string"}, "path": {"type": "string"}, "type": {"type": "string"},
+    "params": {"type": "integer"}, "forward": {"type": "number"}, "backward": {"type": "number"},
+    "other": {"type": "number"}, "recompute": {"type": "number"},
+    "children": {"type": "array", "items": {"$ref": "#/$defs/_ModuleNode"}}}}
+
+
+@lru_cache(maxsize=1)
+def _shipped_schema() -> dict[str, Any]:
+    """The report schema shipped in the package (``report/data/report.schema.json``) with the shapes of its
+    free-form fields filled in: a report read back is checked against its field types, so every renderer can
+    trust what it reads."""
+    schema = json.loads((package_data_dir("report") / "report.schema.json").read_text(encoding="utf-8"))
+    defs = schema.setdefault("$defs", {})
+    defs["_ModuleNode"] = _MODULE_NODE
+    for (section, key), shape in _FREE_FORM_SHAPES.items():
+        if key in defs.get(section, {}).get("properties", {}):
+            defs[section]["properties"][key] = shape
+    return schema
 
 
 def _json_default(obj: Any) -> Any:

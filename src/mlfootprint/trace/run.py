@@ -48,7 +48,7 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
         target = Target("cpu", target.device, "a trace on real tensors runs this machine's CPU kernels")
     # The trace is ours whatever the caller's grad mode (a training step needs autograd even under the caller's
     # no_grad or inference_mode) and leaves the process's global settings as it found them.
-    with phase(f"tracing {spec.name} (batch {wl.batch}, {wl.mode})"), isolated_global_state(), \
+    with phase(f"tracing {spec.name} (batch {wl.batch}, {wl.mode})"), isolated_global_state(), _quiet_torch_logs(), \
             torch.inference_mode(False), torch.enable_grad():
         with fake_mode:
             step = _prepare(spec, wl, target)
@@ -92,6 +92,9 @@ def _prepare(spec: ModelSpec, wl: Workload, target: Target) -> _Step:
     args, kwargs = built.make_inputs()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None
+    if wl.training and not params:
+        raise UserError(f"--mode train needs trainable parameters, and {spec.name!r} has none (no parameters, or all "
+                        "frozen with requires_grad=False); trace it with --mode inference, or unfreeze some")
     if wl.training:
         optimizer, opt_notes = make_optimizer(wl, params, foreach=target.gpu and cuda_optimizer_foreach())
         notes.extend(opt_notes)
@@ -327,6 +330,8 @@ class _PhaseAwareRecording(RecordingMode):
         self.param_casts: list[tuple[int, int]] = []  # (op index, storage) of parameter dtype copies
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _SAME_KIND_OPS:
+            _check_operand_kinds(func, args, self)
         if self.phase == BACKWARD and self._depth.depth > 0:
             self.phase = RECOMPUTE
             try:
@@ -349,6 +354,45 @@ class _PhaseAwareRecording(RecordingMode):
                 self.param_casts.append((len(self.records) - 1, out.untyped_storage()._cdata))
         except (RuntimeError, NotImplementedError):
             pass
+
+
+# Matrix-class kernels refuse an integer operand next to a floating one on real tensors ("expected m1 and m2 to have
+# the same dtype"); their fake-tensor (meta) implementations do not check, so the trace checks as the kernel would.
+_SAME_KIND_OPS = frozenset(getattr(torch.ops.aten, name).default
+                            for name in ("mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "convolution"))
+
+
+def _check_operand_kinds(func: Any, args: Any, rec: RecordingMode) -> None:
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    floating = [t.dtype for t in tensors if t.dtype.is_floating_point or t.dtype.is_complex]
+    integral = [t.dtype for t in tensors if not (t.dtype.is_floating_point or t.dtype.is_complex)]
+    if floating and integral:
+        where = rec._module() if hasattr(rec, "_module") else ""
+        loc = f" in module '{where}'" if where else ""
+        name = str(getattr(func, "__name__", func)).split(".")[0]
+        raise UserError(f"cannot trace the model: {name}{loc} meets an integer tensor "
+                        f"({str(integral[0]).replace('torch.', '')}) and a floating one "
+                        f"({str(floating[0]).replace('torch.', '')}), which PyTorch refuses on real tensors; give that "
+                        "input a floating dtype (e.g. --input 2x8:float32) or cast it in the model")
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Any:
+    """While tracing, torch's own loggers stay silent: a failure on fake tensors is logged by torch with its
+    traceback (40 lines of 'failed while attempting to run meta') before the trace turns it into one clear line.
+    Each logger's ``disabled`` flag is put back as it was."""
+    import logging
+
+    names = ["torch"] + [n for n in list(logging.root.manager.loggerDict) if n.startswith("torch.")]
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, was in zip(loggers, before):
+            lg.disabled = was
 
 
 def _trace_failure(exc: Exception, rec: RecordingMode) -> str:

@@ -87,6 +87,11 @@ def apply_lora(model: nn.Module, rank: int, targets: tuple[str, ...] | list[str]
         missing = [t for t in given if not any(_matches(n, (t,)) for n, *_ in found)]
         if missing:
             raise UserError(f"--lora-targets {','.join(missing)} matches no linear layer of this model")
+    for name, _, fin, fout in found:
+        if rank > min(fin, fout):
+            raise UserError(f"--lora-rank {rank} exceeds the smaller side of the adapted layer '{name}' ({fin} → {fout}): "
+                            "a rank above min(in, out) adds parameters without adding capacity; use --lora-rank "
+                            f"{min(fin, fout)} or less")
     for p in model.parameters():
         p.requires_grad_(False)
     trainable = 0

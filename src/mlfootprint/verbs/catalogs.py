@@ -10,7 +10,7 @@ from ..analysis.count.params import parameter_stats
 from ..core.errors import UserError
 from ..hardware.catalog import get_device, load_devices
 from ..measure import opcal
-from ..measure.calibrate import calibrate, check_profile_target, save_profile
+from ..measure.calibrate import calibrate, check_device, check_profile_target, save_profile
 from ..models import catalog
 from ..models.facts import facts_from_config
 from ..report.schema import Report
@@ -171,6 +171,7 @@ def hardware_calibrate(*, budget_s: float = 45.0, device: str = "auto", save: bo
     """
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 < budget_s <= 86400:
         raise UserError(f"--budget-s must be a positive number of seconds (at most 86400), got {budget_s!r}")
+    check_device(device)  # a device this machine lacks: one line, before the first message
     if save:
         check_profile_target()  # refuse early, before spending the budget
     say = say or (lambda text: None)

@@ -8,6 +8,7 @@ from typing import Any
 from ..analysis.count.flops import flop_summary
 from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token, resolve_device
 from ..core.errors import UserError
+from ..core.validate import number, whole
 from ..core.precision import precision
 from ..report.schema import Report
 from ..report.sections import TimeSection
@@ -132,8 +133,10 @@ def _check_inputs(tokens_per_s, step_s, batch, seq, devices, peak_flops, recompu
                              ("--tokens-per-s", tokens_per_s, False), ("--step-s", step_s, False),
                              ("--batch", batch, True), ("--seq", seq, True), ("--devices", devices, True),
                              ("--peak-flops", peak_flops, False)):
-        if v is not None and (v <= 0 or (integer and int(v) != v)):
-            raise UserError(f"{name} must be a positive {'whole ' if integer else ''}number, got {v:g}")
+        if integer:
+            whole(name, v)
+        else:
+            number(name, v)
     _check_choice("recompute", recompute, RECOMPUTE)
     precision(precision_name)
     if tokens_per_s is not None and step_s is not None:

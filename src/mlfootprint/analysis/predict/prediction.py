@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.errors import UserError
+from ...core.validate import number
 from ...hardware.catalog import Device, get_device
 from .efficiency import Efficiency, _is_measured, efficiency_for
 from .inference import decode_model, decode_token, generate_time
@@ -96,8 +97,7 @@ def _utilization_inputs(mfu: float | None, hfu: float | None, flops_per_device: 
     for name, v in (("--mfu", mfu), ("--hfu", hfu)):
         if v is not None and not (0 < v <= 1):
             raise UserError(f"{name} is a fraction of the peak between 0 and 1 (e.g. 0.45), got {v:g}")
-    if flops_per_device is not None and flops_per_device <= 0:
-        raise UserError(f"--flops-per-device must be positive FLOP/s (e.g. 140e12), got {flops_per_device:g}")
+    number("--flops-per-device", flops_per_device)  # finite and > 0 (nan and inf are not a rate)
     return given[0] if given else None
 
 
