@@ -55,10 +55,13 @@ def check_config(cfg: dict[str, Any], origin: str) -> None:
             value = cfg.get(key)
             if value is None:
                 continue
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{origin}: \"{key}\" must be a whole number >= 1, got {value!r}; fix the config")
+            # per-stage sizes (Swin's heads, SegFormer's depths) are lists of whole numbers
+            for item in (value if isinstance(value, list) and value else [value]):
+                if isinstance(item, float) and item.is_integer():
+                    item = int(item)
+                if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                    raise UserError(f"{origin}: \"{key}\" must be a whole number >= 1 (or a list of them), "
+                                    f"got {value!r}; fix the config")
             break
     limit = int(ARCHITECTURES.value("limits", "max_layers"))
     facts = facts_from_config(cfg)
