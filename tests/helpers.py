@@ -13,3 +13,16 @@ def traced_for_prediction(model: Any, wl: Workload | None = None, inputs: Any = 
     wl = wl or Workload()
     spec = resolve_model(model, inputs, inputs_ref)
     return spec, wl, trace(spec, wl, checkpoint_early_stop=False)
+
+
+class FakeClock:
+    """A clock the test moves by hand (the tracker's ``clock=``)."""
+
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt

@@ -16,17 +16,9 @@ from mlfootprint.hardware.catalog import get_device
 from mlfootprint.measure.energy import EnergyMeter, EnergyReading
 from mlfootprint.measure.track import Tracker
 from mlfootprint.report.schema import Report
+from helpers import FakeClock
 
 
-class FakeClock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
 
 
 def mlp() -> torch.nn.Module:

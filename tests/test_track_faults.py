@@ -19,19 +19,11 @@ from mlfootprint.measure import distributed as dist_mod
 from mlfootprint.measure import track as track_mod
 from mlfootprint.measure.distributed import RankLog, rank_file
 from mlfootprint.measure.energy import EnergyMeter, EnergyReading
+from helpers import FakeClock
 
 A100_BF16 = 312e12  # the catalog's dense bf16 peak of a100-80gb (tests/test_track.py checks it)
 
 
-class FakeClock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
 
 
 def strict_json(text: str) -> dict:
