@@ -235,7 +235,7 @@ def predict_via_api(ref: str, wl: Any) -> dict[str, Any]:
     from mlfootprint.verbs.common import resolve_model
     rep = mf.predict(ref, wl, even_if_oom=True)
     t, mem, params = rep.sections["time"], rep.sections["memory"], rep.sections["params"]
-    return {"step_s": t["step_s"], "mfu": t.get("mfu"), "model_flops": t["model_flops_per_token"] * wl.batch * wl.seq,
+    return {"step_s": t["step_s"], "mfu": t.get("mfu"), "model_flops": t["mfu"] * t["step_s"] * t["devices"] * t["peak_flop_per_s"],
             "params": params["total"], "facts": dict(resolve_model(ref, []).facts or {}),
             "peak_bytes": mem.get("peak_bytes"), "fits": mem.get("fits"), "layout": "", "bottleneck": t.get("bottleneck", ""),
             "breakdown": {}}
