@@ -12,9 +12,10 @@ and the error is the predicted step time against it: ``predicted / published - 1
 A layout feature the predictor does not take yet (virtual pipeline stages ``vp``, context parallelism ``cp``, an
 FSDP sharding group, torch.compile, async TP, ...) is passed when ``mlfootprint.Workload`` has a field for it;
 otherwise the row says "not modelled: vp" and is counted apart. Context parallelism without a ``cp`` field is
-folded into data parallelism (the same tokens per device; attention work per device exact), or, when the global
-batch does not split over dp x cp replicas, into cp-times shorter sequences (attention work per device
-under-counted); the row says which.
+folded into data parallelism when the run has no pipeline (the same tokens and attention work per device), or
+else (or when the batch does not split over dp x cp replicas) into cp-times shorter sequences over cp-times
+more replicas: each replica keeps its micro-batches, so the pipeline bubble is the run's, and attention work per
+device is under-counted (and so is a "counted" FLOP basis); the row says which.
 
 Speed: the prediction follows ``mlfootprint.predict`` step by step (``verbs/predict.py``: trace, the memory model
 via ``runnable``, ``predict_step`` on the layout), but traces each distinct workload once: rows that differ only
@@ -170,7 +171,9 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             missing.append("cp")
             replicas = run["dp"] * cp
             per = run["global_batch"] // replicas if run["global_batch"] % replicas == 0 else 0
-            if per and per % run["micro_batch"] == 0:
+            # Folding into dp divides each replica's micro-batches by cp: exact without a pipeline, but under
+            # one it inflates the bubble (p-1)/m, so pipelined runs keep their micro-batches and shorten sequences.
+            if run["pp"] == 1 and per and per % run["micro_batch"] == 0:
                 notes.append(f"cp {cp} folded into data parallelism (dp {replicas})")
             else:
                 kw["batch"], kw["seq"] = run["global_batch"] * cp, run["seq"] // cp

@@ -71,7 +71,8 @@ def test_every_run_is_complete_and_its_layout_multiplies_out(run):
         if pub["formula"] == "counted":
             assert any("FLOPs" in a for a in run["assumed"]), "a counted FLOP basis is an assumption, said so"
     for feature in run.get("features", []):
-        assert feature in ("torch.compile", "async-tp", "parallel-block", "sliding-window-attention", "comm-overlap", "lamb")
+        assert feature in ("torch.compile", "async-tp", "parallel-block", "sliding-window-attention", "comm-overlap",
+                           "interleaved-schedule", "uneven-stages")
 
 
 def test_every_source_has_url_date_and_split():
@@ -186,15 +187,20 @@ def test_conversions_by_hand():
 
 def test_a_feature_the_predictor_lacks_is_reported_not_dropped():
     accepted = pr.workload_fields() - {"vp", "cp", "virtual_stages", "virtual_pipeline", "context_parallel"}
-    # NeMo Llama 3 70B: TP 4, PP 4, CP 2, VP 5, GBS 128 on 64 GPUs (dp 2): CP folds into dp 4 (32 sequences each)
+    # NeMo Llama 3 8B: TP 1, PP 1, CP 2, GBS 128 on 8 GPUs (dp 4): without a pipeline CP folds into dp 8
+    wl, missing, notes = pr.workload_for(RUNS["nemo2407-llama3-8b-8"], accepted)
+    assert missing == ["cp"]
+    assert notes == ["cp 2 folded into data parallelism (dp 8)"]
+    assert (wl.dp, wl.seq, wl.batch) == (8, 8192, 128)
+    # NeMo Llama 3 70B: TP 4, PP 4, CP 2, VP 5, GBS 128 on 64 GPUs (dp 2, 64 micro-batches per replica): under a
+    # pipeline the sequences are halved over dp 4 × 64 micro-batches of 4096 tokens, keeping the bubble 3/64
     wl, missing, notes = pr.workload_for(RUNS["nemo2407-llama3-70b-64"], accepted)
     assert missing == ["vp", "cp"]
-    assert notes == ["cp 2 folded into data parallelism (dp 4)"]
-    assert (wl.dp, wl.seq, wl.batch) == (4, 8192, 128)
-    # Llama 3.1 405B on 576 GPUs: GBS 252 does not split over dp 4 × cp 2 = 8, so the sequences are halved
+    assert (wl.dp, wl.seq, wl.batch, wl.batch // wl.dp // wl.micro_batch) == (4, 4096, 256, 64)
+    assert "under-counted" in notes[0]
+    # Llama 3.1 405B on 576 GPUs: GBS 252 does not split over dp 4 × cp 2 = 8 either way: halved sequences
     wl, missing, notes = pr.workload_for(RUNS["dgxc-llama31-405b-576-bf16"], accepted)
     assert "cp" in missing and (wl.batch, wl.seq, wl.dp) == (504, 4096, 8)
-    assert "under-counted" in notes[0]
     # features without a Workload field are listed too
     _, missing, _ = pr.workload_for(RUNS["megascale-175b-256-megascale"], accepted - {"tp_comm_overlap"})
     assert missing == ["vp", "parallel-block", "sliding-window-attention", "comm-overlap"]
