@@ -62,6 +62,8 @@ class Workload:
         recompute: activation recomputation, ``none``, ``selective`` or ``full``.
         zero: ZeRO stage 0-3; zeropp: ZeRO++ communication (with stage 3).
         offload: ``none``, ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
+        offload_activations: the fraction (0 to 1, or ``"all"``) of each transformer block's saved activations
+            moved to host memory between the block's forward and its backward (MEMO, Zhao et al. 2025); training only.
         dp, tp, pp, ep: data, tensor, pipeline and expert parallel degrees.
         sequence_parallel: Megatron sequence parallelism under tensor parallelism (norms, dropout and the
             residual stream sharded too); None takes what ``plan`` assumes: on when ``tp > 1``.
@@ -105,6 +107,7 @@ class Workload:
     recompute: str = "none"
     zero: int = 0
     offload: str = "none"
+    offload_activations: float = 0.0
     zeropp: bool = False
     dp: int = 1
     tp: int = 1
@@ -138,6 +141,7 @@ class Workload:
         elif self.lora_targets is not None:
             object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         object.__setattr__(self, "given", frozenset(kwargs if given is None else given))
+        object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
         self._check()
         if self.devices is not None and "dp" not in self.given:
             object.__setattr__(self, "dp", self.devices // (self.tp * self.pp))
@@ -160,6 +164,9 @@ class Workload:
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+        if self.offload_activations and self.mode != "train":
+            raise UserError("--offload-activations moves the activations a training step saves for its backward; "
+                            "add --mode train, or drop --offload-activations")
         if not isinstance(self.user_hooks, bool):
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
         if self.sequence_parallel is not None and not isinstance(self.sequence_parallel, bool):
@@ -225,7 +232,7 @@ class Workload:
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         # user_hooks says how the model is traced, not what runs: a trace without them states it as an assumption
-        skip = ("given", "user_hooks")
+        skip = ("given", "user_hooks") + (() if self.offload_activations else ("offload_activations",))
         out = {k: v for k, v in asdict(self).items() if k not in skip}
         if out.get("lora_targets") is not None:
             out["lora_targets"] = list(out["lora_targets"])
@@ -283,8 +290,10 @@ class Layout:
     grad_accum: int = 1  # micro-batches per step: bounds the micro-batches a pipeline stage holds at once
     sequence_parallel: bool = False  # Megatron sequence parallelism: shards what TP replicates (norms, dropout)
     zeropp: bool = False  # ZeRO++ quantized/hierarchical communication (with zero 3)
+    offload_activations: float = 0.0  # fraction of each block's saved activations held in host memory (MEMO)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
         for name in ("dp", "tp", "pp", "ep", "micro_batch", "grad_accum"):
             _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
@@ -299,7 +308,10 @@ class Layout:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.offload_activations:
+            del out["offload_activations"]  # listed only when activation offload is in use
+        return out
 
     @property
     def devices(self) -> int:
@@ -312,6 +324,8 @@ class Layout:
         s += f" zero={self.zero}{'++' if self.zeropp else ''} micro-batch={self.micro_batch} recompute={self.recompute}"
         if self.offload != "none":
             s += f" offload={self.offload}"
+        if self.offload_activations:
+            s += f" offload-activations={self.offload_activations:g}"
         return s
 
     @classmethod
@@ -320,7 +334,25 @@ class Layout:
         return cls(dp=wl.dp, tp=wl.tp, pp=wl.pp, ep=wl.ep, zero=wl.zero, offload=wl.offload,
                    micro_batch=micro_batch_of(wl), recompute=wl.recompute if wl.training else "none",
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum,
-                   sequence_parallel=wl.sequence_parallel_on)
+                   sequence_parallel=wl.sequence_parallel_on,
+                   offload_activations=wl.offload_activations if wl.training else 0.0)
+
+
+def offload_fraction(value: Any) -> float:
+    """``--offload-activations`` as a fraction in [0, 1]: a number, a numeric string, or ``all`` (1)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "all":
+            return 1.0
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"--offload-activations takes a fraction between 0 and 1 (e.g. 0.5) or 'all', got "
+                            f"{value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 1:
+        raise UserError(f"--offload-activations takes a fraction between 0 and 1 (e.g. 0.5) or 'all', got {value!r}")
+    return float(value)
 
 
 def micro_batch_of(wl: Workload) -> int:

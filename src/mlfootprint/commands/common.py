@@ -45,6 +45,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
     if parallel:
         g.add_argument("--zero", type=int, default=None, help="ZeRO stage 0-3")
         g.add_argument("--offload", type=_choice(OFFLOAD), default=None)
+        g.add_argument("--offload-activations", default=None, metavar="FRACTION",
+                       help="move this fraction (0-1, or 'all') of each transformer block's saved activations to host "
+                            "memory between its forward and its backward (MEMO-style activation offload; training)")
         g.add_argument("--dp", type=int, default=None)
         g.add_argument("--tp", type=int, default=None)
         g.add_argument("--pp", type=int, default=None)

@@ -27,7 +27,8 @@ TRACED_COUNT = ("trace", "count")
 TRACED_MEMORY = ("trace", "memory")
 # Workload fields a claim's inputs may set (the names and meanings of mlfootprint.Workload).
 _WORKLOAD_KEYS = ("mode", "batch", "seq", "precision", "optimizer", "attention", "micro_batch", "grad_accum",
-                  "recompute", "zero", "zeropp", "offload", "dp", "tp", "pp", "ep", "devices", "lora_rank", "quant")
+                  "recompute", "zero", "zeropp", "offload", "offload_activations", "dp", "tp", "pp", "ep", "sequence_parallel",
+                  "devices", "lora_rank", "quant")
 
 Checker = Callable[[Claim], Outcome]
 CHECKERS: dict[str, Checker] = {}
@@ -183,8 +184,11 @@ def memory_fit(claim: Claim) -> Outcome:
     spec = _resolve(claim, model)
     est = estimate_memory(spec, wl, trace(spec, wl), device_bytes=int(dev.memory_bytes))
     host = est.host_bytes
+    moved = (f", activation offload {wl.offload_activations:g}: {est.activations_host_bytes / 1e9:.4g} GB of activations "
+             f"on the host, {est.activation_offload_traffic_bytes / 1e9:.4g} GB over the host link per step, "
+             f"{est.activations_offloaded_bytes / 1e9:.4g} GB off the device peak") if wl.offload_activations else ""
     return Outcome(bool(est.fits), "", f"traced {model} ({wl.mode}, batch {wl.batch}, seq {wl.seq}, {wl.precision}, recompute {wl.recompute}, "
-                   f"ZeRO {wl.zero}, offload {wl.offload}): peak {est.peak_bytes / 1e9:.3g} GB of "
+                   f"ZeRO {wl.zero}, offload {wl.offload}{moved}): peak {est.peak_bytes / 1e9:.3g} GB of "
                    f"{dev.memory_bytes / 1e9:.3g} GB ({dev.name})" + (f"; {host / 1e9:.3g} GB on the host" if host else ""),
                    machinery=TRACED_MEMORY)
 
@@ -291,6 +295,8 @@ _STEP_METRICS = {
     "step_s": lambda p: p.step_s,
     "tokens_per_s_per_device": lambda p: p.tokens_per_s / p.devices,
     "mfu": lambda p: p.mfu,
+    "flop_per_s_per_device": lambda p: p.achieved_flops_per_device,  # model FLOPs (the MFU numerator) per second
+    "flop_per_s": lambda p: p.model_flops / p.step_s,  # the same, summed over the devices
 }
 
 
@@ -307,7 +313,8 @@ def predict_step_claim(claim: Claim) -> Outcome:
     return Outcome(_STEP_METRICS[metric](pred), "",
                    f"predicted {model} on {devices} × {pred.device.name}, {pred.layout.label()}, global batch {wl.batch} × "
                    f"seq {wl.seq}, {wl.precision}: step {pred.step_s:.3g} s, {pred.tokens_per_s / pred.devices:,.0f} "
-                   f"tokens/s per device, MFU {100 * pred.mfu:.1f}% (bottleneck: {pred.bottleneck})",
+                   f"tokens/s per device, {pred.achieved_flops_per_device / 1e12:.4g} TFLOP/s per device, MFU "
+                   f"{100 * pred.mfu:.1f}%, HFU {100 * pred.hfu:.1f}% (bottleneck: {pred.bottleneck})",
                    machinery=("trace", "predict"))
 
 

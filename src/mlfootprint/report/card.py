@@ -140,6 +140,12 @@ def memory_rows(report: Report, full: bool = False) -> list[Row]:
     stage = m.get("pipeline_stage")
     note = "; ".join(p for p in ("per device", note, f"pipeline stage {stage}" if stage is not None else "") if p)
     rows.append(("Peak memory", value, _prov(report, "memory.peak_bytes"), note))
+    if m.get("offload_activations"):  # the answer of --offload-activations: shown without --details too
+        rows.append(("Activation offload", f"{units.gb(m.get('activations_offloaded_bytes') or 0)} saved",
+                     _prov(report, "memory.activations_offloaded_bytes"),
+                     f"{m['offload_activations']:g} of the blocks' saved activations; "
+                     f"{units.gb(m.get('activations_host_bytes') or 0)} on the host, "
+                     f"{units.gb(m.get('activation_offload_traffic_bytes') or 0)} over the host link per step"))
     for key, label in (("host_bytes", "Host memory"), ("nvme_bytes", "NVMe")):
         if full and m.get(key):
             rows.append((label, units.gb(m[key]), _prov(report, f"memory.{key}"), "offloaded"))

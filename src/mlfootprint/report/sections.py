@@ -22,13 +22,14 @@ class Section:
 
     NAME: ClassVar[str] = ""
     KEEP_NONE: ClassVar[bool] = False  # keep None-valued keys (the workload lists every field)
+    LEFT_OUT_WHEN_NONE: ClassVar[tuple[str, ...]] = ()  # under KEEP_NONE, fields still left out when None
     OPEN: ClassVar[bool] = False  # keys beyond the fields are allowed (user-supplied tables)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and not self.KEEP_NONE:
+            if value is None and (not self.KEEP_NONE or f.name in self.LEFT_OUT_WHEN_NONE):
                 continue
             out[f.name] = _plain(value)
         return out
@@ -83,6 +84,7 @@ class WorkloadSection(Section):
 
     NAME: ClassVar[str] = "workload"
     KEEP_NONE: ClassVar[bool] = True
+    LEFT_OUT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("offload_activations",)  # listed only when in use
 
     batch: int = 1
     seq: int | None = None
@@ -110,6 +112,7 @@ class WorkloadSection(Section):
     tokens: float | None = None
     device_memory: int | None = None
     other_bytes: int | None = None
+    offload_activations: float | None = None  # listed only when given (activation offload in use)
     kernels: str | None = None  # whose kernels the trace emulated: cpu or cuda (the target device's)
     defaults: list[str] = field(default_factory=list)
 
@@ -198,8 +201,12 @@ class MemorySection(Section):
     kv_cache_bytes: int = 0
     other_bytes: int = 0
     peak_bytes: int = 0  # per device, the worst pipeline stage
-    host_bytes: int = 0
+    host_bytes: int = 0  # everything kept in host memory: offloaded model states and activations
     nvme_bytes: int = 0
+    offload_activations: float | None = None  # --offload-activations: the fraction moved to the host
+    activations_host_bytes: int | None = None  # of host_bytes, the offloaded activations
+    activations_offloaded_bytes: int | None = None  # device memory saved: the peak without the offload − with it
+    activation_offload_traffic_bytes: int | None = None  # host-link bytes per step, both directions
     device_bytes: int | None = None
     fits: bool | None = None
     headroom_bytes: int | None = None

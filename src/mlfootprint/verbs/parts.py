@@ -33,6 +33,8 @@ def add_memory(rep: Report, est: MemoryEstimate, wl: Workload, **extra: Any) -> 
         device_bytes=d.get("device_bytes"), fits=d.get("fits"), headroom_bytes=d.get("headroom_bytes"),
         peak_phase=d["peak_phase"], pipeline_stage=d.get("pipeline_stage"), at_peak=d["at_peak"],
         breakdown=d["breakdown"], layout=d.get("layout"),
+        **{k: d[k] for k in ("offload_activations", "activations_host_bytes", "activations_offloaded_bytes",
+                             "activation_offload_traffic_bytes") if k in d},
         weights_compression_vs_bf16_ratio=est.breakdown.get("weights_compression_vs_bf16_ratio") or None,
         quantized_compression_vs_bf16_ratio=est.breakdown.get("quantized_compression_vs_bf16_ratio") or None,
         **extra)

@@ -55,6 +55,9 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     for name, v in (("--tp", tp), ("--pp", pp)):
         if v is not None and n % v:
             raise UserError(f"--devices {n} is not divisible by {name} {v}")
+    if wl.offload_activations:
+        raise UserError("plan does not search activation offload; plan without --offload-activations, then check its "
+                        "layout with it in 'mlfootprint memory' and 'mlfootprint predict'")
     dev = resolve_device(wl.hardware)
     wl, precision_note = default_precision(wl, dev)
     peak_for_precision(dev, wl.precision)

@@ -48,6 +48,15 @@ and holds ``min(pp − k, grad_accum)`` micro-batches in flight: the replay of
 its own allocations plus (in flight − 1) × what one micro-batch saves. The
 first and last stages are evaluated; the larger is reported.
 
+**Activation offload** (``offload_activations`` = α; MEMO, Zhao et al. 2025, arXiv:2407.12117, which
+offloads activations "to CPU memory after each layer's forward pass and fetch[es] them during the backward
+pass"): α of every activation a repeated block keeps on the device from its forward to its backward (all its
+saved tensors; under full recomputation only its output, the next block's input) leaves the device when the
+block's forward ends and comes back when the backward that reads it starts (``Profile.offload_mask``). The host
+holds α × those bytes for each micro-batch in flight; each crosses the host link twice per micro-batch (out and
+back). Embedding, head and loss keep theirs on the device. MEMO picks the fraction per layer by linear programming
+and recomputes the tokens it does not swap; here the fraction is the user's, one for every block.
+
 **Generation.** Prefill is the traced forward over the prompt, with only the
 last position's logits kept (as ``generate`` does), plus the prompt's KV cache;
 decoding holds the full KV cache (prompt + generated) plus one token's
@@ -94,8 +103,12 @@ class MemoryEstimate:
     kv_cache_bytes: int
     other_bytes: int
     peak_bytes: int
-    host_bytes: int = 0
+    host_bytes: int = 0  # everything the step keeps in host memory (offloaded states and activations)
     nvme_bytes: int = 0
+    offload_activations: float = 0.0  # the fraction of the blocks' saved activations moved to the host
+    activations_host_bytes: int = 0  # of host_bytes: the offloaded activations (every micro-batch in flight)
+    activations_offloaded_bytes: int = 0  # device peak without the offload − with it
+    activation_offload_traffic_bytes: int = 0  # host-link bytes per step, both directions
     device_bytes: int | None = None
     fits: bool | None = None
     headroom_bytes: int | None = None
@@ -128,6 +141,10 @@ class MemoryEstimate:
             "kv_cache_bytes": self.kv_cache_bytes, "other_bytes": self.other_bytes, "peak_bytes": self.peak_bytes,
             "host_bytes": self.host_bytes, "nvme_bytes": self.nvme_bytes,
         }
+        if self.offload_activations:
+            out.update(offload_activations=self.offload_activations, activations_host_bytes=self.activations_host_bytes,
+                       activations_offloaded_bytes=self.activations_offloaded_bytes,
+                       activation_offload_traffic_bytes=self.activation_offload_traffic_bytes)
         if self.device_bytes is not None:
             out.update(device_bytes=self.device_bytes, fits=self.fits, headroom_bytes=self.headroom_bytes)
         out["peak_phase"] = self.peak_phase
@@ -203,6 +220,9 @@ class MemoryModel:
             est = self._variant(recompute="none").per_device(layout, other, quant, gen)
         else:
             est = self._estimate(layout, other, quant, gen)
+        if est.offload_activations:
+            base = self.per_device(layout.replace(offload_activations=0.0), other, quant, gen)
+            est.activations_offloaded_bytes = base.peak_bytes - est.peak_bytes
         if len(self._cache) > 8192:
             self._cache.clear()
         self._cache[key] = est
@@ -352,7 +372,11 @@ class MemoryModel:
                                              "to turn it off)"))
 
         convert_full = training and layout.recompute == "full" and self.traced_recompute != "full"
-        mat, phases = prof.matrix(groups, recompute_full=convert_full)
+        alpha = layout.offload_activations if training and not self.traced_zo else 0.0
+        mat, phases = prof.matrix(groups, recompute_full=convert_full, offload=alpha)
+        # bytes one micro-batch keeps on the host under activation offload (see the module docstring)
+        off_vec = prof.offload_vector(groups, convert_full) if alpha else [0.0] * N
+        offloaded_mb = alpha * sum(off_vec[k] * c[k] for k in ACT_CLASSES)
         sq_extra = 0.0
         if training and layout.recompute == "selective" and self.traced_recompute != "full":
             sq_extra = prof.sq_per_block() * c[C["sq"]]
@@ -371,7 +395,7 @@ class MemoryModel:
             if layout.recompute == "selective":
                 saved = list(saved)
                 saved[C["sq"]] = 0.0
-            inflight_bytes = (inflight - 1) * sum(saved[k] * c[k] for k in ACT_CLASSES)
+            inflight_bytes = (inflight - 1) * (sum(saved[k] * c[k] for k in ACT_CLASSES) - offloaded_mb)
             notes.append(f"pipeline stage {stage}: {inflight} micro-batches in flight under 1F1B "
                          f"(min(pp − stage, grad_accum)); {inflight - 1} more hold their saved activations")
         inputs = self.trace.input_bytes * info["batch_ratio"]
@@ -422,6 +446,13 @@ class MemoryModel:
             "kv_cache_bytes": int(kv_at_peak), "other_bytes": other,
         }
         peak_int = int(round(peak))
+        act_host = int(round(offloaded_mb * inflight))
+        if alpha:
+            notes.append(f"activation offload: {alpha:g} of each block's activations kept for backward "
+                         f"({'its output, the next block input' if layout.recompute == 'full' else 'its saved tensors'}) "
+                         "leaves the device when the block's forward ends and returns when its backward starts "
+                         "(MEMO's per-layer swap); the last block's output, embedding, head and loss stay; "
+                         f"{offloaded_mb / 1e9:.4g} GB per micro-batch, over the host link twice")
         breakdown: dict[str, Any] = dict(st.breakdown)
         breakdown.update(micro_batch=layout.micro_batch, traced_batch=self.traced_batch,
                          inputs_bytes=int(round(inputs)), inflight_activations_bytes=int(round(inflight_bytes)))
@@ -432,11 +463,13 @@ class MemoryModel:
             breakdown["quantized_compression_vs_bf16_ratio"] = round(quantized_bf16 / q, 4) if q else None
             total_w = breakdown.get("weights_full_bytes") or st.weights_bytes
             breakdown["weights_compression_vs_bf16_ratio"] = round(breakdown["weights_bf16_bytes"] / total_w, 4) if total_w else None
-        prov = self._provenance(layout, st, c, convert_full or sq_extra > 0 or inflight > 1, other)
+        prov = self._provenance(layout, st, c, convert_full or sq_extra > 0 or inflight > 1 or alpha > 0, other)
         return MemoryEstimate(
             weights_bytes=st.weights_bytes, gradients_bytes=grads_dev, optimizer_bytes=st.optimizer_bytes,
             activations_bytes=int(round(activations)), kv_cache_bytes=int(kv), other_bytes=other, peak_bytes=peak_int,
-            host_bytes=st.host_bytes, nvme_bytes=st.nvme_bytes, peak_phase=phase, stage=stage, at_peak=at_peak,
+            host_bytes=st.host_bytes + act_host, nvme_bytes=st.nvme_bytes, offload_activations=alpha,
+            activations_host_bytes=act_host,
+            activation_offload_traffic_bytes=int(round(2 * offloaded_mb * layout.grad_accum)), peak_phase=phase, stage=stage, at_peak=at_peak,
             breakdown=breakdown, provenance=prov, assumptions=notes, layout=layout)
 
     def _kv(self, layout: Layout, gen: int, act_peak: float) -> tuple[int, int, float]:
@@ -466,6 +499,9 @@ class MemoryModel:
             "other_bytes": "assumed",
             "host_bytes": "modeled",
             "nvme_bytes": "modeled",
+            "activations_host_bytes": "modeled",
+            "activations_offloaded_bytes": "modeled",
+            "activation_offload_traffic_bytes": "modeled",
         }
         unit = all(abs(c[k] - 1.0) < 1e-12 for k in ACT_CLASSES) and not converted
         prov["activations_bytes"] = "counted" if unit and self.mode != "generate" else "modeled"

@@ -110,16 +110,19 @@ class Profile:
             return torch.ones_like(arr["saved"])
         return torch.isin(arr["group"], torch.tensor(sorted(groups), dtype=torch.long))
 
-    def matrix(self, groups: frozenset[int] | None = None, recompute_full: bool = False) -> tuple[torch.Tensor, list[str]]:
+    def matrix(self, groups: frozenset[int] | None = None, recompute_full: bool = False,
+               offload: float = 0.0) -> tuple[torch.Tensor, list[str]]:
         """Live bytes per class at each candidate peak point ([points × classes], float64) and each point's phase.
 
         ``groups`` keeps only the activations of those groups (a pipeline stage); ``recompute_full`` replays
         the step as full activation recomputation would run it: each block keeps only its input (the previous
         block's output) through the forward pass, and re-creates its saved tensors — and, for a moment, its
-        forward transients — when its backward starts. Candidate points are the ends of runs of allocations:
-        for non-negative class weights the peak is always at one of them.
+        forward transients — when its backward starts. ``offload`` (a fraction) of each block's activations that
+        stay on the device from its forward to its backward (:meth:`offload_mask`) leaves the device when the block's
+        forward ends and comes back when its backward starts (MEMO's per-layer swap). Candidate points are the ends of
+        runs of allocations: for non-negative class weights the peak is always at one of them.
         """
-        key = (groups, recompute_full)
+        key = (groups, recompute_full, offload)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -146,6 +149,14 @@ class Profile:
             vals += [-size[split], size[split]]
             clss += [cls[split], cls[split]]
             phs += [arr["phase"][split], arr["phase"][split]]
+        if offload > 0 and self.n_blocks:
+            off, leave, back = self.offload_mask(groups, recompute_full)
+            off = off & keep
+            # the block's forward end (a free position) and the start of the backward that reads the tensor
+            keys += [2.0 * leave[off], 2.0 * back[off] + 1]
+            vals += [-offload * size[off], offload * size[off]]
+            clss += [cls[off], cls[off]]
+            phs += [arr["phase"][off], arr["phase"][off]]
         keys += [2.0 * start[keep] + 1]
         vals += [size[keep]]
         clss += [cls[keep]]
@@ -193,6 +204,47 @@ class Profile:
         phases = _PhaseList(names, phase_idx)
         self._cache[key] = (mat, phases)
         return mat, phases
+
+    def offload_mask(self, groups: frozenset[int] | None = None, recompute_full: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which activations activation offload moves to the host, when each leaves and when it comes back.
+
+        The rule (MEMO, Zhao et al. 2025, arXiv:2407.12117: activations are offloaded to CPU memory after each
+        layer's forward pass and fetched during the backward pass): an activation of repeated block b that stays on
+        the device from b's forward to its backward — all of b's saved tensors, or under full recomputation only
+        its output, the next block's input — leaves when b's forward ends. It comes back when the backward that
+        reads it starts: b's own, or, for b's output, block b + 1's (whose recomputation or norm reads it). The
+        last block's output feeds the head, whose backward runs first: it stays. Layers outside the blocks
+        (embedding, head, loss) keep theirs on the device.
+        """
+        key = ("offload", groups, recompute_full)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        arr = self._arrays()
+        n = self.n_blocks
+        ends = torch.tensor([-1 if x is None else x for x in self._block_fwd_ends()], dtype=torch.long)
+        starts = [-1 if x is None else x for x in self.block_bwd_start]
+        own = torch.tensor(starts, dtype=torch.long)
+        nxt = torch.tensor(starts[1:] + [-1], dtype=torch.long)  # the next block's backward start
+        g = arr["group"].clamp(min=0)
+        out = arr["output"]
+        leave = ends[g]
+        back = torch.where(out, nxt[g], own[g])
+        mask = ((arr["kind"] == self._KIND["act"]) & arr["saved"] & (arr["group"] >= 0) & self._group_mask(groups)
+                & (leave >= 0) & (back >= 0) & (arr["start"] < leave) & (leave <= back) & (back < arr["end"]))
+        if n == 0:
+            mask &= False
+        if recompute_full:
+            mask &= out  # the rest is dropped at the block's end and recomputed (see matrix)
+        hit = (mask, leave, back)
+        self._cache[key] = hit
+        return hit
+
+    def offload_vector(self, groups: frozenset[int] | None = None, recompute_full: bool = False) -> list[float]:
+        """Bytes per class that full activation offload (fraction 1) holds on the host for one micro-batch."""
+        mask, _, _ = self.offload_mask(groups, recompute_full)
+        return self._class_sums(mask)
 
     def _block_fwd_ends(self) -> list[int | None]:
         ends = self._cache.get("fwd_ends")

@@ -90,6 +90,19 @@ class StepPrediction:
 # --------------------------------------------------------------------------- step
 
 
+def activation_offload_bytes(spec: Any, wl: Any, trace: Any, par: Layout) -> float:
+    """Bytes one micro-batch of one device sends to the host under activation offload (and fetches back in its
+    backward): the memory model's figure for the layout; 0 without ``offload_activations``."""
+    if not (wl.training and par.offload_activations):
+        return 0.0
+    from ..memory.model import memory_model
+
+    lay = Layout.from_workload(wl).replace(dp=par.dp, tp=par.tp, pp=par.pp, micro_batch=par.micro_batch,
+                                           recompute=par.recompute, offload_activations=par.offload_activations)
+    est = memory_model(spec, wl, trace).per_device(lay)
+    return est.activation_offload_traffic_bytes / 2 / lay.grad_accum
+
+
 def _utilization_inputs(mfu: float | None, hfu: float | None, flops_per_device: float | None) -> str | None:
     given = [n for n, v in (("--mfu", mfu), ("--hfu", hfu), ("--flops-per-device", flops_per_device)) if v is not None]
     if len(given) > 1:
@@ -121,7 +134,7 @@ def predict_step(spec: Any, wl: Any, trace: Any, device: str | Device, *, effici
     given = _utilization_inputs(mfu, hfu, flops_per_device)
     dev, eff, profile, shape = prepare(spec, wl, trace, device, efficiency)
     par = layout or parallel_from(wl)
-    st = step_time(profile, shape, par, dev, eff)
+    st = step_time(profile, shape, par, dev, eff, activation_offload_bytes(spec, wl, trace, par))
     return _prediction(spec, wl, trace, dev, eff, profile, shape, par, st, given, mfu, hfu, flops_per_device)
 
 
@@ -188,7 +201,7 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     if par.devices > 1:
         used += ["network", "collective_latency_intra_s", "collective_latency_inter_s", "overlap_dp", "overlap_tp",
                  "overlap_pp"]
-    if par.offload != "none":
+    if par.offload != "none" or par.offload_activations:
         used.append("host_link")
     if dev.per_op_overhead_s is None:
         used.append("per_op_overhead_tpu_s" if dev.kind in ("tpu", "accelerator") else "per_op_overhead_gpu_s")

@@ -92,4 +92,5 @@ def parallel_from(wl: Any) -> Layout:
         mb = per_replica
     return Layout(dp=dp, tp=tp, pp=pp, ep=ep, zero=wl.zero if wl.training else 0, micro_batch=mb,
                     recompute=wl.recompute if wl.training else "none", offload=wl.offload if wl.training else "none",
-                    zeropp=bool(getattr(wl, "zeropp", False)))
+                    zeropp=bool(getattr(wl, "zeropp", False)),
+                    offload_activations=getattr(wl, "offload_activations", 0.0) if wl.training else 0.0)

@@ -13,6 +13,12 @@ Scaling from the trace to one device (stated in every report):
   and twice in backward (a floor on memory time at small micro-batches);
 - per-op overhead is paid per operator per micro-batch: ops/pp × micro-batches;
 - optimizer work splits over tp × pp, and over dp too with ZeRO ≥ 1.
+
+Activation offload (``offload_activations``; MEMO, Zhao et al. 2025): each micro-batch sends the bytes the memory
+model moves to the host and fetches them back, over the device's own host link (``host_link``). The rule for what
+is exposed: the sends overlap the forward pass and the fetches the backward pass (recomputation included), as
+MEMO overlaps a layer's swap with the next layer's computation; per direction, only the transfer time beyond that
+compute adds to the step: max(0, send − forward) + max(0, fetch − backward).
 """
 from __future__ import annotations
 
@@ -81,8 +87,10 @@ def _links(device: Any) -> tuple[float, float, int]:
     return float(intra), float(inter), dpn
 
 
-def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff: Efficiency) -> StepTime:
-    """Per-device time of one step under ``par`` (see the module docstring for the scaling)."""
+def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
+              activation_offload_bytes: float = 0.0) -> StepTime:
+    """Per-device time of one step under ``par`` (see the module docstring for the scaling);
+    ``activation_offload_bytes``: what one micro-batch of one device sends to the host under activation offload."""
     n = par.devices
     m = max(1, (shape.batch // par.dp) // par.micro_batch)  # micro-batches per replica
     share = shape.scale / n  # the trace's share one device does in one step
@@ -96,14 +104,16 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     overhead_opt = profile.per_op_overhead_s * opt.ops / par.pp
     c = _communication(shape, par, device, eff, m, fwd.time_s * share, bwd.time_s * share)
 
-    pipe_work = work.time_s + floor_extra + overhead_fb + c.tp_x + c.pp_x + c.ep_x
+    if shape.training and activation_offload_bytes > 0:
+        _activation_offload(c, activation_offload_bytes, m, eff, fwd.time_s * share, (bwd.time_s + rc.time_s) * share)
+    pipe_work = work.time_s + floor_extra + overhead_fb + c.tp_x + c.pp_x + c.ep_x + c.act_x
     bubble = (par.pp - 1) * pipe_work / m if par.pp > 1 else 0.0
     step = pipe_work + bubble + opt_dev.time_s + overhead_opt + c.dp_x + c.off_s
     breakdown = {
         "compute_s": work.compute_s + opt_dev.compute_s,
         "memory_s": work.memory_s + floor_extra + opt_dev.memory_s,
         "overhead_s": overhead_fb + overhead_opt,
-        "communication_s": c.tp_x + c.pp_x + c.ep_x + c.dp_x + c.off_s,
+        "communication_s": c.tp_x + c.pp_x + c.ep_x + c.dp_x + c.off_s + c.act_x,
         "bubble_s": bubble,
     }
     comm_d = {
@@ -117,6 +127,8 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
         "recompute_s": rc.time_s * share + per_op * rc.ops,
         "optimizer_s": opt_dev.time_s + overhead_opt,
     }
+    if c.act_s:
+        comm_d.update(activation_offload_s=c.act_s, activation_offload_exposed_s=c.act_x)
     notes = list(c.notes)
     if floor_extra:
         notes.append("weight-streaming floor: at this micro-batch, reading the weight shard takes longer than the "
@@ -159,10 +171,12 @@ class _Communication:
     ep_s: float = 0.0
     dp_s: float = 0.0
     off_s: float = 0.0
+    act_s: float = 0.0  # activation offload: sends and fetches over the host link
     tp_x: float = 0.0  # exposed
     pp_x: float = 0.0
     ep_x: float = 0.0
     dp_x: float = 0.0
+    act_x: float = 0.0
     volumes: dict[str, float] = field(default_factory=dict)  # bytes sent per device per step
     notes: list[str] = field(default_factory=list)
 
@@ -201,6 +215,18 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
         hideable = bwd_s / m  # the all-reduce runs in the last micro-batch's backward
     c.dp_x = comm.exposed(c.dp_s, eff["overlap_dp"], hideable)
     return c
+
+
+def _activation_offload(c: _Communication, per_micro_batch: float, m: int, eff: Efficiency, fwd_s: float,
+                        bwd_s: float) -> None:
+    """Activation offload's host-link traffic and the part of it the forward/backward compute cannot hide."""
+    one_way = m * per_micro_batch / eff["host_link"]
+    c.act_s = 2 * one_way
+    c.act_x = max(0.0, one_way - fwd_s) + max(0.0, one_way - bwd_s)
+    c.volumes["activation_offload_bytes"] = 2 * m * per_micro_batch
+    c.notes.append(f"activation offload: {m * per_micro_batch / 1e9:.4g} GB per device per step to the host and "
+                   f"back at {eff['host_link'] / 1e9:.3g} GB/s each way; sends overlap the forward "
+                   f"({fwd_s:.3g} s), fetches the backward ({bwd_s:.3g} s); exposed: {c.act_x:.3g} s")
 
 
 def _link(links: tuple[float, float, int], eff: Efficiency, inside: bool) -> tuple[float, float]:
@@ -266,7 +292,7 @@ def _bottleneck(breakdown: dict[str, float], comm_d: dict[str, float]) -> str:
     if key == "communication_s":
         parts = {"tensor-parallel all-reduces": comm_d["tp_exposed_s"], "pipeline sends": comm_d["pp_exposed_s"],
                  "expert all-to-all": comm_d["ep_exposed_s"], "data-parallel gradient sync": comm_d["dp_exposed_s"],
-                 "host offload transfers": comm_d["offload_s"]}
+                 "host offload transfers": comm_d["offload_s"] + comm_d.get("activation_offload_exposed_s", 0.0)}
         return "communication (" + max(parts, key=lambda k: parts[k]) + ")"
     return {"compute_s": "compute", "memory_s": "memory bandwidth", "overhead_s": "per-op overhead",
             "bubble_s": "pipeline bubble"}[key]
