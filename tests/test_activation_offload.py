@@ -129,8 +129,8 @@ def test_all_and_numbers_and_the_mode():
     assert Workload(mode="train", offload_activations="0.25").offload_activations == 0.25
     with pytest.raises(UserError, match="training step saves"):
         Workload(offload_activations=0.5)
-    # a workload without it reads as before: the field is not listed
-    assert "offload_activations" not in Workload(mode="train").to_dict()
+    # listed like every workload field: 0 when not used
+    assert Workload(mode="train").to_dict()["offload_activations"] == 0.0
     assert Workload(mode="train", offload_activations=1).to_dict()["offload_activations"] == 1.0
 
 

@@ -232,7 +232,7 @@ class Workload:
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         # user_hooks says how the model is traced, not what runs: a trace without them states it as an assumption
-        skip = ("given", "user_hooks") + (() if self.offload_activations else ("offload_activations",))
+        skip = ("given", "user_hooks")
         out = {k: v for k, v in asdict(self).items() if k not in skip}
         if out.get("lora_targets") is not None:
             out["lora_targets"] = list(out["lora_targets"])
@@ -308,10 +308,7 @@ class Layout:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if not self.offload_activations:
-            del out["offload_activations"]  # listed only when activation offload is in use
-        return out
+        return asdict(self)
 
     @property
     def devices(self) -> int:

@@ -66,8 +66,7 @@ def _dataclass_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
         hint = hints[f.name]
         optional = type(None) in typing.get_args(hint)
         props[f.name] = _type_schema(hint, defs)
-        left_out = f.name in getattr(cls, "LEFT_OUT_WHEN_NONE", ())
-        if (keep_none and not left_out) or not optional:  # only a None value of an optional field is left out
+        if keep_none or not optional:  # only a None value of an optional field is left out
             required.append(f.name)
     out: dict[str, Any] = {"type": "object", "properties": props, "required": required}
     out["additionalProperties"] = bool(getattr(cls, "OPEN", False))

@@ -22,14 +22,13 @@ class Section:
 
     NAME: ClassVar[str] = ""
     KEEP_NONE: ClassVar[bool] = False  # keep None-valued keys (the workload lists every field)
-    LEFT_OUT_WHEN_NONE: ClassVar[tuple[str, ...]] = ()  # under KEEP_NONE, fields still left out when None
     OPEN: ClassVar[bool] = False  # keys beyond the fields are allowed (user-supplied tables)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and (not self.KEEP_NONE or f.name in self.LEFT_OUT_WHEN_NONE):
+            if value is None and not self.KEEP_NONE:
                 continue
             out[f.name] = _plain(value)
         return out
@@ -84,7 +83,6 @@ class WorkloadSection(Section):
 
     NAME: ClassVar[str] = "workload"
     KEEP_NONE: ClassVar[bool] = True
-    LEFT_OUT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("offload_activations",)  # listed only when in use
 
     batch: int = 1
     seq: int | None = None
@@ -112,7 +110,7 @@ class WorkloadSection(Section):
     tokens: float | None = None
     device_memory: int | None = None
     other_bytes: int | None = None
-    offload_activations: float | None = None  # listed only when given (activation offload in use)
+    offload_activations: float = 0.0  # the fraction of the blocks' saved activations moved to the host
     kernels: str | None = None  # whose kernels the trace emulated: cpu or cuda (the target device's)
     defaults: list[str] = field(default_factory=list)
 
