@@ -61,6 +61,10 @@ class Workload:
         grad_accum: micro-batches accumulated per optimizer step.
         recompute: activation recomputation, ``none``, ``selective`` or ``full``.
         zero: ZeRO stage 0-3; zeropp: ZeRO++ communication (with stage 3).
+        shard_group: FSDP/HSDP sharding group: ZeRO shards inside groups of this many data-parallel ranks and
+            replicates across the groups (None: the whole data-parallel group).
+        tp_comm_overlap: tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine
+            ``--tp-comm-overlap``); default False: exposed.
         offload: ``none``, ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
         dp, tp, pp, ep: data, tensor, pipeline and expert parallel degrees.
         sequence_parallel: Megatron sequence parallelism under tensor parallelism (norms, dropout and the
@@ -106,6 +110,8 @@ class Workload:
     zero: int = 0
     offload: str = "none"
     zeropp: bool = False
+    shard_group: int | None = None
+    tp_comm_overlap: bool = False
     dp: int = 1
     tp: int = 1
     pp: int = 1
@@ -141,6 +147,9 @@ class Workload:
         self._check()
         if self.devices is not None and "dp" not in self.given:
             object.__setattr__(self, "dp", self.devices // (self.tp * self.pp))
+        if self.shard_group is not None and self.dp % self.shard_group:
+            raise UserError(f"--shard-group {self.shard_group} does not divide the {self.dp} data-parallel ranks; "
+                            f"use a divisor of {self.dp}")
         if self.micro_batch is not None and "batch" in self.given and self.micro_batch * self.dp > self.batch:
             raise UserError(f"--micro-batch {self.micro_batch} on each of {self.dp} data-parallel replica(s) is more "
                             f"than the --batch {self.batch} of a step; give --micro-batch "
@@ -150,7 +159,7 @@ class Workload:
         """Every check of a workload's own fields, in one place."""
         for name in ("batch", "gen_tokens", "grad_accum", "tp", "pp", "ep", "dp"):
             _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
-        for name in ("seq", "micro_batch", "lora_rank", "devices"):
+        for name in ("seq", "micro_batch", "lora_rank", "devices", "shard_group"):
             _check_positive(name.replace("_", "-"), getattr(self, name))
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
@@ -162,6 +171,11 @@ class Workload:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
         if not isinstance(self.user_hooks, bool):
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
+        if not isinstance(self.tp_comm_overlap, bool):
+            raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+        if self.shard_group is not None and self.zero == 0:
+            raise UserError("--shard-group shards ZeRO's states inside groups of data-parallel ranks; add --zero 1, 2 "
+                            "or 3 (--zero 3 is FSDP/HSDP)")
         if self.sequence_parallel is not None and not isinstance(self.sequence_parallel, bool):
             raise UserError(f"sequence_parallel must be True, False or None, got {self.sequence_parallel!r}")
         if self.mode == "train" and self.quant in ("int4", "int8") and not self.lora_rank:
@@ -260,6 +274,8 @@ class Layout:
             holds at once.
         sequence_parallel: Megatron sequence parallelism, sharding what TP replicates (default False).
         zeropp: ZeRO++ quantized/hierarchical communication, with ``zero=3`` (default False).
+        shard_group: FSDP/HSDP sharding group, a divisor of ``dp`` (default None: ZeRO shards over all of dp).
+        tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
         devices: (property) ``dp × tp × pp``.
 
     Example:
@@ -283,6 +299,8 @@ class Layout:
     grad_accum: int = 1  # micro-batches per step: bounds the micro-batches a pipeline stage holds at once
     sequence_parallel: bool = False  # Megatron sequence parallelism: shards what TP replicates (norms, dropout)
     zeropp: bool = False  # ZeRO++ quantized/hierarchical communication (with zero 3)
+    shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
+    tp_comm_overlap: bool = False  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
 
     def __post_init__(self) -> None:
         for name in ("dp", "tp", "pp", "ep", "micro_batch", "grad_accum"):
@@ -294,6 +312,18 @@ class Layout:
             _check_choice(name, getattr(self, name), allowed)
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+        if self.shard_group is not None:
+            _check_positive("shard-group", self.shard_group, optional=False)
+            if self.dp % self.shard_group:
+                raise UserError(f"--shard-group {self.shard_group} does not divide the {self.dp} data-parallel ranks; "
+                                f"use a divisor of {self.dp}")
+        if not isinstance(self.tp_comm_overlap, bool):
+            raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+
+    @property
+    def zero_shards(self) -> int:
+        """Ranks ZeRO shards the model states over: the sharding group, or all of dp."""
+        return (self.shard_group or self.dp) if self.zero >= 1 else 1
 
     def replace(self, **changes: Any) -> Layout:
         return replace(self, **changes)
@@ -309,7 +339,12 @@ class Layout:
         s = f"tp={self.tp} pp={self.pp} dp={self.dp}"
         if self.ep > 1:
             s += f" ep={self.ep}"
-        s += f" zero={self.zero}{'++' if self.zeropp else ''} micro-batch={self.micro_batch} recompute={self.recompute}"
+        s += f" zero={self.zero}{'++' if self.zeropp else ''}"
+        if self.shard_group and self.shard_group != self.dp:
+            s += f" shard-group={self.shard_group}"
+        s += f" micro-batch={self.micro_batch} recompute={self.recompute}"
+        if self.tp_comm_overlap:
+            s += " tp-comm-overlap"
         if self.offload != "none":
             s += f" offload={self.offload}"
         return s
@@ -320,7 +355,9 @@ class Layout:
         return cls(dp=wl.dp, tp=wl.tp, pp=wl.pp, ep=wl.ep, zero=wl.zero, offload=wl.offload,
                    micro_batch=micro_batch_of(wl), recompute=wl.recompute if wl.training else "none",
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum,
-                   sequence_parallel=wl.sequence_parallel_on)
+                   sequence_parallel=wl.sequence_parallel_on,
+                   shard_group=wl.shard_group if wl.training and wl.zero else None,
+                   tp_comm_overlap=wl.tp_comm_overlap)
 
 
 def micro_batch_of(wl: Workload) -> int:

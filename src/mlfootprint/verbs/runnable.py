@@ -27,7 +27,8 @@ from ..workload import Layout, Workload
 
 DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
 # Options that, given, mean the user chose the layout (the planner is not asked).
-_LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "offload", "micro_batch", "grad_accum", "recompute")
+_LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "shard_group", "offload", "micro_batch", "grad_accum",
+                   "recompute")
 
 
 def default_precision(wl: Workload, device: Device | None) -> tuple[Workload, str | None]:
