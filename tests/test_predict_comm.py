@@ -193,6 +193,7 @@ def test_hsdp_step_uses_both_links():
     assert c["dp_weight_gather_forward_s"] == pytest.approx(7 / 8 * 2e9 / INTRA)
     assert c["dp_grad_all_reduce_groups_s"] == pytest.approx(2e9 / 8 / INTER)
     assert st.volumes["dp_grad_all_reduce_groups_bytes"] == pytest.approx(2e9 / 8)
+    assert st.phases["optimizer_s"] == pytest.approx(0.1 / 8)  # each rank updates 1/8 (its group's shard)
 
 
 def test_tp_exposed_unless_tp_comm_overlap():
@@ -228,3 +229,13 @@ def test_precision_defaults_follow_the_device_in_api_and_cli(tmp_path):
     assert any(a.startswith("precision bf16-mixed: the default") for a in rep.assumptions)
     plan = mf.plan(GPT2, mf.Workload(seq=32, batch=8, mode="train", hardware="a100-80gb", devices=2))
     assert plan.sections["workload"]["precision"] == "bf16-mixed"
+
+
+def test_hsdp_memory_shards_over_the_group():
+    # HSDP over dp 8 in groups of 4 keeps the model states of ZeRO-3 over 4 ranks, twice those over 8
+    def states(**kw):
+        mem = mf.memory(GPT2, mf.Workload(mode="train", seq=32, batch=8, precision="bf16-mixed", zero=3, **kw))
+        return mem.sections["memory"]["optimizer_bytes"]
+    hsdp, four, eight = states(dp=8, shard_group=4), states(dp=4), states(dp=8)
+    assert hsdp == four
+    assert hsdp == pytest.approx(2 * eight, rel=0.01)

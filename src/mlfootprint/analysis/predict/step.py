@@ -122,8 +122,8 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     work = fwd.plus(bwd).plus(rc).scaled(share)  # per device per step, before the floor and overhead
     floor_extra = _weight_streaming_floor(profile, shape, par, m, work.time_s)
     overhead_fb = profile.per_op_overhead_s * (fwd.ops + bwd.ops + rc.ops) / par.pp * m
-    # Optimizer step: split over tp × pp, and over dp with ZeRO ≥ 1 (each rank updates its shard).
-    opt_dev = opt.scaled(1.0 / (par.tp * par.pp) / (par.dp if par.zero >= 1 else 1))
+    # Optimizer step: split over tp × pp, and over ZeRO's shards (dp, or the sharding group) with ZeRO ≥ 1.
+    opt_dev = opt.scaled(1.0 / (par.tp * par.pp) / par.zero_shards)
     overhead_opt = profile.per_op_overhead_s * opt.ops / par.pp
     c = _communication(shape, par, device, eff, m, fwd.time_s * share, (bwd.time_s + rc.time_s) * share)
 
@@ -219,7 +219,7 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
         _data_parallel(c, shape, par, eff, links, m, fwd_s, bwd_s)
     if shape.training and par.offload != "none":
         # Gradients go down to the host and updated weights come back every step.
-        c.off_s = (shape.grad_bytes + shape.weight_bytes) / (par.tp * par.pp) / (par.dp if par.zero >= 1 else 1) \
+        c.off_s = (shape.grad_bytes + shape.weight_bytes) / (par.tp * par.pp) / par.zero_shards \
             / eff["host_link"]
         c.notes.append("offload: gradients to the host and updated weights back over the host link each step; "
                        "the host's optimizer step is assumed to keep up")
