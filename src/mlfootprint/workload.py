@@ -53,7 +53,9 @@ class Workload:
         batch: global batch, samples per optimizer step (default 1).
         seq: sequence length; None takes the model's own (its context length, at most 4096).
         mode: ``inference``, ``train`` or ``generate``.
-        precision: ``fp32``, ``bf16``, ``fp16``, ``bf16-mixed``, ``fp16-mixed`` or ``fp8-mixed``.
+        precision: ``fp32``, ``bf16``, ``fp16``, ``bf16-mixed``, ``fp16-mixed`` or ``fp8-mixed``. Not given, the
+            verbs take ``bf16-mixed`` (training) or ``bf16`` (serving) on a device whose catalog entry has a bf16
+            peak, ``fp32`` otherwise (``verbs/runnable.py``, stated in the report's assumptions).
         optimizer: ``sgd``, ``sgd-momentum``, ``adam``, ``adamw``, ``adafactor``, ``adam-8bit``, ``lion``, ``zo-sgd``.
         attention: ``sdpa`` (fused) or ``eager`` for Hugging Face models.
         gen_tokens: tokens generated per sequence in ``generate`` mode.
