@@ -53,7 +53,9 @@ class Workload:
         batch: global batch, samples per optimizer step (default 1).
         seq: sequence length; None takes the model's own (its context length, at most 4096).
         mode: ``inference``, ``train`` or ``generate``.
-        precision: ``fp32``, ``bf16``, ``fp16``, ``bf16-mixed``, ``fp16-mixed`` or ``fp8-mixed``.
+        precision: ``fp32``, ``bf16``, ``fp16``, ``bf16-mixed``, ``fp16-mixed`` or ``fp8-mixed``. Not given, the
+            verbs take ``bf16-mixed`` (training) or ``bf16`` (serving) on a device whose catalog entry has a bf16
+            peak, ``fp32`` otherwise (``verbs/runnable.py``, stated in the report's assumptions).
         optimizer: ``sgd``, ``sgd-momentum``, ``adam``, ``adamw``, ``adafactor``, ``adam-8bit``, ``lion``, ``zo-sgd``.
         attention: ``sdpa`` (fused) or ``eager`` for Hugging Face models.
         gen_tokens: tokens generated per sequence in ``generate`` mode.
@@ -61,6 +63,10 @@ class Workload:
         grad_accum: micro-batches accumulated per optimizer step.
         recompute: activation recomputation, ``none``, ``selective`` or ``full``.
         zero: ZeRO stage 0-3; zeropp: ZeRO++ communication (with stage 3).
+        shard_group: FSDP/HSDP sharding group: ZeRO shards inside groups of this many data-parallel ranks and
+            replicates across the groups (None: the whole data-parallel group).
+        tp_comm_overlap: tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine
+            ``--tp-comm-overlap``); default False: exposed.
         offload: ``none``, ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
         offload_activations: the fraction (0 to 1, or ``"all"``) of each transformer block's saved activations
             moved to host memory between the block's forward and its backward (MEMO, Zhao et al. 2025); training only.
@@ -109,6 +115,8 @@ class Workload:
     offload: str = "none"
     offload_activations: float = 0.0
     zeropp: bool = False
+    shard_group: int | None = None
+    tp_comm_overlap: bool = False
     dp: int = 1
     tp: int = 1
     pp: int = 1
@@ -145,6 +153,9 @@ class Workload:
         self._check()
         if self.devices is not None and "dp" not in self.given:
             object.__setattr__(self, "dp", self.devices // (self.tp * self.pp))
+        if self.shard_group is not None and self.dp % self.shard_group:
+            raise UserError(f"--shard-group {self.shard_group} does not divide the {self.dp} data-parallel ranks; "
+                            f"use a divisor of {self.dp}")
         if self.micro_batch is not None and "batch" in self.given and self.micro_batch * self.dp > self.batch:
             raise UserError(f"--micro-batch {self.micro_batch} on each of {self.dp} data-parallel replica(s) is more "
                             f"than the --batch {self.batch} of a step; give --micro-batch "
@@ -154,7 +165,7 @@ class Workload:
         """Every check of a workload's own fields, in one place."""
         for name in ("batch", "gen_tokens", "grad_accum", "tp", "pp", "ep", "dp"):
             _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
-        for name in ("seq", "micro_batch", "lora_rank", "devices"):
+        for name in ("seq", "micro_batch", "lora_rank", "devices", "shard_group"):
             _check_positive(name.replace("_", "-"), getattr(self, name))
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
@@ -169,6 +180,11 @@ class Workload:
                             "add --mode train, or drop --offload-activations")
         if not isinstance(self.user_hooks, bool):
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
+        if not isinstance(self.tp_comm_overlap, bool):
+            raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+        if self.shard_group is not None and self.zero == 0:
+            raise UserError("--shard-group shards ZeRO's states inside groups of data-parallel ranks; add --zero 1, 2 "
+                            "or 3 (--zero 3 is FSDP/HSDP)")
         if self.sequence_parallel is not None and not isinstance(self.sequence_parallel, bool):
             raise UserError(f"sequence_parallel must be True, False or None, got {self.sequence_parallel!r}")
         if self.mode == "train" and self.quant in ("int4", "int8") and not self.lora_rank:
@@ -267,6 +283,8 @@ class Layout:
             holds at once.
         sequence_parallel: Megatron sequence parallelism, sharding what TP replicates (default False).
         zeropp: ZeRO++ quantized/hierarchical communication, with ``zero=3`` (default False).
+        shard_group: FSDP/HSDP sharding group, a divisor of ``dp`` (default None: ZeRO shards over all of dp).
+        tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
         devices: (property) ``dp × tp × pp``.
 
     Example:
@@ -291,6 +309,8 @@ class Layout:
     sequence_parallel: bool = False  # Megatron sequence parallelism: shards what TP replicates (norms, dropout)
     zeropp: bool = False  # ZeRO++ quantized/hierarchical communication (with zero 3)
     offload_activations: float = 0.0  # fraction of each block's saved activations held in host memory (MEMO)
+    shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
+    tp_comm_overlap: bool = False  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
@@ -303,6 +323,18 @@ class Layout:
             _check_choice(name, getattr(self, name), allowed)
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+        if self.shard_group is not None:
+            _check_positive("shard-group", self.shard_group, optional=False)
+            if self.dp % self.shard_group:
+                raise UserError(f"--shard-group {self.shard_group} does not divide the {self.dp} data-parallel ranks; "
+                                f"use a divisor of {self.dp}")
+        if not isinstance(self.tp_comm_overlap, bool):
+            raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+
+    @property
+    def zero_shards(self) -> int:
+        """Ranks ZeRO shards the model states over: the sharding group, or all of dp."""
+        return (self.shard_group or self.dp) if self.zero >= 1 else 1
 
     def replace(self, **changes: Any) -> Layout:
         return replace(self, **changes)
@@ -318,7 +350,12 @@ class Layout:
         s = f"tp={self.tp} pp={self.pp} dp={self.dp}"
         if self.ep > 1:
             s += f" ep={self.ep}"
-        s += f" zero={self.zero}{'++' if self.zeropp else ''} micro-batch={self.micro_batch} recompute={self.recompute}"
+        s += f" zero={self.zero}{'++' if self.zeropp else ''}"
+        if self.shard_group and self.shard_group != self.dp:
+            s += f" shard-group={self.shard_group}"
+        s += f" micro-batch={self.micro_batch} recompute={self.recompute}"
+        if self.tp_comm_overlap:
+            s += " tp-comm-overlap"
         if self.offload != "none":
             s += f" offload={self.offload}"
         if self.offload_activations:
@@ -332,6 +369,8 @@ class Layout:
                    micro_batch=micro_batch_of(wl), recompute=wl.recompute if wl.training else "none",
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum,
                    sequence_parallel=wl.sequence_parallel_on,
+                   shard_group=wl.shard_group if wl.training and wl.zero else None,
+                   tp_comm_overlap=wl.tp_comm_overlap,
                    offload_activations=wl.offload_activations if wl.training else 0.0)
 
 

@@ -27,7 +27,8 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
     g.add_argument("--batch", type=int, default=None, help="global batch size (default 1)")
     g.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context, at most 4096)")
     g.add_argument("--mode", type=_choice(MODES), default=None, help=f"{{{','.join(MODES)}}} (default inference)")
-    g.add_argument("--precision", type=_choice(PRECISIONS), default=None, help=f"{{{','.join(PRECISIONS)}}} (default fp32)")
+    g.add_argument("--precision", type=_choice(PRECISIONS), default=None, help=f"{{{','.join(PRECISIONS)}}} (default: bf16-mixed to train, bf16 to serve, on a "
+                        "device with a bf16 peak; fp32 otherwise)")
     g.add_argument("--optimizer", type=_choice(OPTIMIZERS), default=None, help=f"{{{','.join(OPTIMIZERS)}}} (default adamw)")
     g.add_argument("--attention", type=_choice(ATTENTION), default=None,
                    help="attention implementation of HF models: sdpa (fused; default) or eager (stores the T×T probabilities)")
@@ -55,6 +56,12 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
                        help="Megatron sequence parallelism with --tp: norms, dropout and the residual stream are "
                             "sharded too (default: on when --tp > 1, as plan assumes)")
+        g.add_argument("--shard-group", type=int, default=None, metavar="G",
+                       help="FSDP/HSDP with a ZeRO stage: shard inside groups of G data-parallel ranks, replicate "
+                            "across the groups (default: shard over all of them)")
+        g.add_argument("--tp-comm-overlap", action="store_true", default=None,
+                       help="tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine "
+                            "--tp-comm-overlap; default: exposed)")
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
         g.add_argument("--tokens", type=float, default=None, help="tokens to train on, for time-to-train")

@@ -260,9 +260,9 @@ def largest_family_model(claim: Claim) -> Outcome:
 def zeropp_ratio(claim: Claim) -> Outcome:
 
     params, dp = _need(claim, "params", "dp")
-    grad_bytes = 2.0 * float(params)  # fp16/bf16 gradients
-    base = dp_volume(grad_bytes, int(dp), zero=3)
-    pp = dp_volume(grad_bytes, int(dp), zero=3, zeropp=True, node_group=8)
+    psi = 2.0 * float(params)  # fp16 weights gathered and fp16 gradients reduced (the paper's setting)
+    base = dp_volume(psi, psi, int(dp), zero=3)
+    pp = dp_volume(psi, psi, int(dp), zero=3, zeropp=True, dp_per_node=8)
     ours = (base.inter_bytes + base.intra_bytes) / pp.inter_bytes
     # The volumes are the paper's own accounting (3Ψ and 0.75Ψ, as predict/comm.py takes them): a definition check.
     return Outcome(ours, "", f"the paper's volumes, as predict uses them: cross-node bytes per device per step, "

@@ -196,8 +196,10 @@ _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
         "anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
     ("MemorySection", "layout"): {"anyOf": [{"type": "object", "properties": {  # workload.Layout's fields
         **{k: {"type": "integer"} for k in ("dp", "tp", "pp", "ep", "zero", "micro_batch", "grad_accum")},
+        "shard_group": {"type": ["integer", "null"]},
         **{k: {"type": "string"} for k in ("offload", "recompute", "precision", "optimizer")},
-        **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp")}}, "additionalProperties": _SCALAR},
+        **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp", "tp_comm_overlap")}},
+        "additionalProperties": _SCALAR},
         {"type": "null"}]},
 }
 _MODULE_NODE = {"type": "object", "properties": {

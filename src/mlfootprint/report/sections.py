@@ -97,6 +97,8 @@ class WorkloadSection(Section):
     zero: int = 0
     offload: str = "none"
     zeropp: bool = False
+    shard_group: int | None = None
+    tp_comm_overlap: bool = False
     dp: int = 1
     tp: int = 1
     pp: int = 1

@@ -27,7 +27,8 @@ from ..workload import Layout, Workload
 
 DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
 # Options that, given, mean the user chose the layout (the planner is not asked).
-_LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "offload", "micro_batch", "grad_accum", "recompute")
+_LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "shard_group", "offload", "micro_batch", "grad_accum",
+                   "recompute")
 
 
 def default_precision(wl: Workload, device: Device | None) -> tuple[Workload, str | None]:
@@ -98,6 +99,7 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
     res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency, top=1)
     best = res.best
     full = best.memory.layout  # the layout the memory model checked (precision, accumulation, sequence parallel)
+    full = full.replace(tp_comm_overlap=wl.tp_comm_overlap)  # the stack's choice, not the planner's
     wl = wl.with_defaults(tp=full.tp, pp=full.pp, zero=full.zero, zeropp=full.zeropp, micro_batch=full.micro_batch,
                           recompute=full.recompute)
     return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id} (the fastest "

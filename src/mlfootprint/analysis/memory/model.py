@@ -319,7 +319,7 @@ class MemoryModel:
         c[C["cast"]] = 0.0 if (traced_mixed and self.training) else 1.0 / tp
         opt_const = 0.0
         if self.training and st.optimizer_on_device:
-            shard = (layout.dp if layout.zero >= 1 else 1) * tp
+            shard = layout.zero_shards * tp
             gpu = self.trace.kernels == "cuda"
             framework = layout.zero >= 1 or layout.tp > 1 or layout.pp > 1
             foreach = gpu and methods.has("optimizer_temporaries_foreach", layout.optimizer)
@@ -352,6 +352,7 @@ class MemoryModel:
         training = self.training
         lay = StateLayout(precision=layout.precision, optimizer=layout.optimizer, training=training,
                           zero=layout.zero if training else 0, dp=layout.dp, tp=layout.tp, ep=layout.ep,
+                          shard_group=layout.shard_group,
                           offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
                           fp8_copy_bytes=self._fp8_copy_bytes(layout))
         st = self._states(lay)

@@ -180,6 +180,7 @@ class StateLayout:
     dp: int = 1
     tp: int = 1
     ep: int = 1
+    shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
     offload: str = "none"
     quant: str = "none"
     lora: bool = False
@@ -254,7 +255,7 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
     st = States()
     zo = lay.optimizer == "zo-sgd"
     train = lay.training
-    zero_dp = lay.dp if (train and lay.zero >= 1) else 1
+    zero_dp = (lay.shard_group or lay.dp) if (train and lay.zero >= 1) else 1
     t = _add_up(pset, lay, zero_dp)
     st.breakdown["weights_full_bytes"] = int(t.weights_full)
     if lay.quant != "none":
@@ -290,7 +291,7 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
     zo = lay.optimizer == "zo-sgd"
     prec = precision_of(lay.precision)
     wb = prec.weight_bytes if train else prec.compute_bytes
-    expert_dp = max(1, lay.dp // lay.ep) if (train and lay.zero >= 1) else 1
+    expert_dp = max(1, min(lay.dp // lay.ep, lay.shard_group or lay.dp)) if (train and lay.zero >= 1) else 1
     persist = int(methods.value("zero", "param_persistence_threshold"))
     t = _Totals()
 

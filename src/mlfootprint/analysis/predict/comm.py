@@ -4,12 +4,19 @@ Ring collectives over n devices (Patarasuk & Yuan 2009; what NCCL's ring does):
   all-reduce       each device sends 2(n-1)/n of the buffer, in 2(n-1) steps
   reduce-scatter   (n-1)/n of the buffer, n-1 steps
   all-gather       (n-1)/n of the (gathered) buffer, n-1 steps
-ZeRO (Rajbhandari et al. 2020, section 7): stages 1 and 2 move the same 2Ψ per
-device as data-parallel all-reduce; stage 3 adds the parameter all-gathers of
-forward and backward, 3Ψ, i.e. 1.5x. ZeRO++ (Wang et al. 2023): quantized
-weight gathers (qwZ, int8: 1Ψ -> 0.5Ψ), hierarchical partitioning (hpZ, the
-backward gather stays inside the node) and quantized gradients (qgZ, int4:
-1Ψ -> 0.25Ψ) cut the cross-node volume from 3Ψ to 0.75Ψ (4x less).
+ZeRO (Rajbhandari et al. 2020, section 7): stages 1 and 2 reduce-scatter the
+gradients and all-gather the updated weights (2Ψ per device, as data-parallel
+all-reduce); stage 3 adds the weight all-gathers of forward and backward (3Ψ).
+Each collective moves its own dtype: weights in the dtype they are gathered in
+(16-bit under mixed precision), gradients in the dtype they are reduced in
+(step_model.toml [communication] states the rule). FSDP/HSDP (Zhao et al. 2023,
+PyTorch FSDP, Sec. 3.2.1): sharding inside groups of s, replication across
+n/s groups, which all-reduce their gradient shards. ZeRO++ (Wang et al. 2023):
+int8 forward weight gathers (qwZ), the backward gather inside the node from a
+secondary partition (hpZ) and int4 gradients (qgZ): cross-node 3Ψ -> 0.75Ψ at
+16-bit. Overlap (exposed_under_compute): per-layer prefetch and bucketed
+reduction under the compute of the same window; the first gather and the last
+reduce are exposed.
 Megatron tensor parallelism (Shoeybi et al. 2019): 2 all-reduces in the
 forward and 2 in the backward of each transformer layer, of b·s·h elements.
 Pipeline parallelism (GPipe / 1F1B): bubble (p-1)/(m+p-1) of the pipeline
@@ -45,6 +52,26 @@ def tp_all_reduces_per_layer(training: bool, full_recompute: bool) -> int:
     return 6 if full_recompute else 4
 
 
+# ZeRO++ (Wang et al. 2023, arXiv:2306.10209, Sec. 4): qwZ gathers weights block-quantized to int8 (1 byte per
+# element; the per-block scales are a fraction of a percent and not counted), qgZ reduces gradients in int4
+# (half a byte per element). These are the dtypes' widths, not fitted constants.
+QWZ_ELEM_BYTES = 1.0
+QGZ_ELEM_BYTES = 0.5
+
+
+@dataclass(frozen=True)
+class Collective:
+    """One data-parallel collective of a training step, per device."""
+
+    name: str  # weight_gather_forward | weight_gather_backward | grad_reduce_scatter | grad_all_reduce |
+    #            grad_all_reduce_groups | weight_gather_step
+    nbytes: float  # bytes this device sends per step (all micro-batches)
+    steps: int  # ring steps per step (latency terms)
+    inside_node: bool  # the group fits in one node (intra-node link)
+    per_micro_batch: bool  # repeated every micro-batch (else once per step)
+    formula: str
+
+
 @dataclass(frozen=True)
 class DPVolume:
     """Per-device bytes sent per training step for gradients (and ZeRO's parameter gathers)."""
@@ -53,49 +80,98 @@ class DPVolume:
     inter_bytes: float  # across nodes
     steps: int  # ring steps (latency terms)
     formula: str
+    collectives: tuple[Collective, ...] = ()
 
 
-def dp_volume(grad_bytes: float, n: int, zero: int, micro_batches: int = 1, zeropp: bool = False,
-              spans_nodes: bool = True, node_group: int = 1) -> DPVolume:
+def dp_volume(weight_bytes: float, grad_bytes: float, n: int, zero: int, micro_batches: int = 1, *,
+              weight_elem_bytes: float = 2.0, grad_elem_bytes: float = 2.0, zeropp: bool = False,
+              dp_per_node: int = 1, shard_group: int | None = None) -> DPVolume:
     """Gradient (+ZeRO) traffic per device per step over a data-parallel group of n.
 
-    grad_bytes: this device's model-parallel shard of the gradients (Ψ in bytes).
-    Stages 0/1 all-reduce once per step (gradient accumulation skips the sync);
-    stage 2 reduce-scatters every micro-batch and all-gathers the updated
-    weights once; stage 3 gathers weights in forward and backward and
-    reduce-scatters gradients every micro-batch.
+    weight_bytes: this device's model-parallel shard of the weights in the dtype they are gathered in (Ψ·w);
+    grad_bytes: its trainable gradients in the dtype they are reduced in (Ψ·g); the *_elem_bytes are those
+    dtypes' widths (ZeRO++ re-quantizes from them). dp_per_node: data-parallel ranks in one node (a group of
+    that many or fewer uses the intra-node link). shard_group: FSDP/HSDP's sharding group s (default n): ZeRO
+    shards inside groups of s and replicates across n/s groups, which all-reduce the shard's gradients.
+
+    Stage 0 all-reduces the gradients once per step (accumulation skips the sync). Stage 1 reduce-scatters them
+    once per step and all-gathers the updated weights; stage 2 reduce-scatters every micro-batch and
+    all-gathers once (ZeRO paper, Sec. 7.2.1: 2Ψ per step); stage 3 gathers the weights in forward and again in
+    backward and reduce-scatters gradients, every micro-batch (3Ψ per micro-batch, Sec. 7.2.2).
     """
     m = max(1, micro_batches)
     if n <= 1:
         return DPVolume(0.0, 0.0, 0, "no data parallelism")
-    if zero <= 1:
-        vol = all_reduce_volume(grad_bytes, n)
-        steps = 2 * (n - 1)
-        formula = "ring all-reduce 2(n-1)/n·Ψ per step"
-    elif zero == 2:
-        vol = m * reduce_scatter_volume(grad_bytes, n) + all_gather_volume(grad_bytes, n)
-        steps = (m + 1) * (n - 1)
-        formula = "ZeRO-2: reduce-scatter (n-1)/n·Ψ per micro-batch + all-gather (n-1)/n·Ψ per step (= 2Ψ at one micro-batch)"
+    s = n if (zero == 0 or not shard_group) else shard_group
+    if n % s:
+        raise ValueError(f"shard group {s} does not divide the data-parallel degree {n}")
+    r = n // s  # replica groups
+    inside_n, inside_s = n <= dp_per_node, s <= dp_per_node
+    colls: list[Collective] = []
+
+    def add(name: str, nbytes: float, steps: int, inside: bool, per_mb: bool, formula: str) -> None:
+        if nbytes > 0:
+            times = m if per_mb else 1
+            colls.append(Collective(name, times * nbytes, times * steps, inside, per_mb, formula))
+
+    if zero == 0:
+        add("grad_all_reduce", all_reduce_volume(grad_bytes, n), 2 * (n - 1), inside_n, False,
+            "ring all-reduce 2(n-1)/n·Ψg once per step")
+    elif zero in (1, 2):
+        add("grad_reduce_scatter", reduce_scatter_volume(grad_bytes, s), s - 1, inside_s, zero == 2,
+            f"reduce-scatter (s-1)/s·Ψg {'every micro-batch' if zero == 2 else 'once per step'}")
+        # only the trainable weights are updated, so only they are gathered back (in the weights' dtype)
+        add("weight_gather_step", all_gather_volume(grad_bytes * weight_elem_bytes / grad_elem_bytes, s), s - 1,
+            inside_s, False, "all-gather of the updated weights (s-1)/s·Ψw once per step")
+    elif zeropp:
+        # qwZ: forward gather in int8; hpZ: a secondary copy of the 16-bit weights sharded inside the node, so
+        # the backward gather never leaves it; qgZ: gradients reduced in int4.
+        node = max(1, min(dp_per_node, s))
+        add("weight_gather_forward", all_gather_volume(weight_bytes * QWZ_ELEM_BYTES / weight_elem_bytes, s),
+            s - 1, inside_s, True, "qwZ: int8 weight all-gather (s-1)/s·Ψ·1 B per micro-batch")
+        add("weight_gather_backward", all_gather_volume(weight_bytes, node), node - 1, True, True,
+            f"hpZ: backward weight all-gather inside the node ({node} ranks) from the secondary partition")
+        add("grad_reduce_scatter", reduce_scatter_volume(grad_bytes * QGZ_ELEM_BYTES / grad_elem_bytes, s),
+            s - 1, inside_s, True, "qgZ: int4 gradient reduce-scatter (s-1)/s·Ψ·0.5 B per micro-batch")
     else:
-        vol = m * 3 * reduce_scatter_volume(grad_bytes, n)
-        steps = 3 * m * (n - 1)
-        formula = "ZeRO-3: all-gather forward + all-gather backward + reduce-scatter, 3(n-1)/n·Ψ per micro-batch (1.5x data parallel)"
-        if zeropp and spans_nodes:
-            # qwZ halves the forward gather, qgZ quarters the gradient reduce-scatter, hpZ keeps the backward
-            # gather inside the node: cross-node 0.75Ψ instead of 3Ψ per micro-batch.
-            unit = reduce_scatter_volume(grad_bytes, n)
-            inter = m * (0.5 + 0.25) * unit
-            intra = m * all_gather_volume(grad_bytes, max(node_group, 1))
-            return DPVolume(intra, inter, steps,
-                            "ZeRO++: cross-node 0.5Ψ (int8 weight gather) + 0.25Ψ (int4 gradients) = 0.75Ψ per micro-batch; "
-                            "backward weight gather inside the node (hierarchical partitioning)")
-        if zeropp:
-            unit = reduce_scatter_volume(grad_bytes, n)
-            return DPVolume(m * (0.5 + 1.0 + 0.25) * unit, 0.0, steps,
-                            "ZeRO++ inside one node: int8 weight gather 0.5Ψ + backward gather 1Ψ + int4 gradients 0.25Ψ")
-    if spans_nodes:
-        return DPVolume(0.0, vol, steps, formula)
-    return DPVolume(vol, 0.0, steps, formula)
+        add("weight_gather_forward", all_gather_volume(weight_bytes, s), s - 1, inside_s, True,
+            "forward weight all-gather (s-1)/s·Ψw per micro-batch")
+        add("weight_gather_backward", all_gather_volume(weight_bytes, s), s - 1, inside_s, True,
+            "backward weight all-gather (s-1)/s·Ψw per micro-batch")
+        add("grad_reduce_scatter", reduce_scatter_volume(grad_bytes, s), s - 1, inside_s, True,
+            "gradient reduce-scatter (s-1)/s·Ψg per micro-batch")
+    if zero >= 1 and r > 1:
+        add("grad_all_reduce_groups", all_reduce_volume(grad_bytes / s, r), 2 * (r - 1), inside_n, False,
+            f"all-reduce of the gradient shard across the {r} replica groups 2(r-1)/r·Ψg/s once per step")
+    intra = sum(c.nbytes for c in colls if c.inside_node)
+    inter = sum(c.nbytes for c in colls if not c.inside_node)
+    stage = {0: "data parallel", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3"}[zero] + ("++" if zeropp else "")
+    group = f" sharded in groups of {s}, replicated over {r}" if r > 1 else ""
+    formula = f"{stage}{group}: " + "; ".join(c.formula for c in colls)
+    return DPVolume(intra, inter, sum(c.steps for c in colls), formula, tuple(colls))
+
+
+def exposed_under_compute(gather_s: float, reduce_s: float, compute_s: float, pieces: int) -> tuple[float, float]:
+    """Exposed (gather, reduce) time of per-piece collectives pipelined with compute, pieces of equal size.
+
+    The ZeRO-3/FSDP pattern in one window (a micro-batch's forward or backward) of ``pieces`` layers
+    (or gradient buckets): the gather of piece i is prefetched while piece i+1 computes, and the reduce of
+    piece i runs while piece i-1 computes. The first gather and the last reduce have no compute beside them
+    and are exposed whole; every other compute slot hides what of its traffic fits under it. With one piece
+    nothing is hidden. Returns the exposed seconds of the gathers and of the reduces.
+    """
+    if pieces <= 1 or compute_s <= 0:
+        return gather_s, reduce_s
+    g, r, c = gather_s / pieces, reduce_s / pieces, compute_s / pieces
+    # Slot of the first piece computed carries the next gather only; the last slot the previous reduce only;
+    # the pieces - 2 slots between carry one of each.
+    xg = g + max(0.0, g - c) if g > 0 else 0.0
+    xr = r + max(0.0, r - c) if r > 0 else 0.0
+    both = max(0.0, g + r - c) * (pieces - 2)
+    if g + r > 0:
+        xg += both * g / (g + r)
+        xr += both * r / (g + r)
+    return xg, xr
 
 
 def transfer_time(nbytes: float, bandwidth: float, efficiency: float, steps: int = 0, latency_s: float = 0.0) -> float:
@@ -103,9 +179,3 @@ def transfer_time(nbytes: float, bandwidth: float, efficiency: float, steps: int
     if nbytes <= 0 and steps <= 0:
         return 0.0
     return nbytes / (bandwidth * efficiency) + steps * latency_s
-
-
-def exposed(total_s: float, overlap: float, overlappable_s: float) -> float:
-    """Communication left on the critical path: the hidden part is at most overlap·total and at most the compute beside it."""
-    hidden = min(overlap * total_s, max(overlappable_s, 0.0))
-    return max(total_s - hidden, 0.0)

@@ -17,8 +17,7 @@ from . import opcurves
 SCHEMA = "mlfootprint.efficiency/1"
 
 #: Factors that are fractions (0, 1]; the others are seconds or bytes/s.
-FRACTIONS = ("matmul", "attention", "conv", "vector", "memory_bandwidth", "network",
-             "overlap_dp", "overlap_tp", "overlap_pp")
+FRACTIONS = ("matmul", "attention", "conv", "vector", "memory_bandwidth", "network")
 
 
 @dataclass(frozen=True)

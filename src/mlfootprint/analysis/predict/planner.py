@@ -141,7 +141,8 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                     for b in mbs:
                         for rc in rcs:
                             out.append(Layout(dp=dp, tp=t, pp=p, ep=ep, zero=z, micro_batch=b, recompute=rc,
-                                                zeropp=zpp, offload=offload))
+                                                zeropp=zpp, offload=offload,
+                                                tp_comm_overlap=bool(getattr(wl, "tp_comm_overlap", False))))
     return out
 
 

@@ -24,7 +24,7 @@ from .efficiency import Efficiency, _is_measured, efficiency_for
 from .inference import decode_model, decode_token, generate_time
 from .roofline import Profile, build_profile
 from .shape import global_batch, model_shape, parallel_from
-from .step import RANK_ORDER, ModelShape, StepTime, step_time
+from .step import RANK_ORDER, ModelShape, StepTime, communication_rule, step_time
 from ...workload import Layout
 
 __all__ = [
@@ -199,8 +199,7 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                f"({dev.source_of(f'peak_flops.{profile.peak_dtype}')})")
     used = ["matmul", "attention", "conv", "vector", "memory_bandwidth"]
     if par.devices > 1:
-        used += ["network", "collective_latency_intra_s", "collective_latency_inter_s", "overlap_dp", "overlap_tp",
-                 "overlap_pp"]
+        used += ["network", "collective_latency_intra_s", "collective_latency_inter_s"]
     if par.offload != "none" or par.offload_activations:
         used.append("host_link")
     if dev.per_op_overhead_s is None:
@@ -214,6 +213,13 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                    "pipeline stages balanced)")
         out.append(f"rank order {RANK_ORDER}; a group uses intra-node bandwidth when it fits in one node of "
                    f"{dev.devices_per_node or 1} devices, inter-node bandwidth otherwise")
+    if shape.training and par.dp > 1:
+        out.append(communication_rule(wl.precision_info))
+    if par.tp > 1 and not par.tp_comm_overlap:
+        out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under the "
+                   "GEMMs)")
+    if par.pp > 1:
+        out.append("pipeline sends and receives exposed (1F1B's blocking p2p between micro-batches)")
     if par.pp > 1:
         out.append(f"pipeline: 1F1B schedule, bubble (p-1)/(m+p-1) with p={par.pp}, m={st.micro_batches} micro-batches")
     if par.recompute != shape.trace_recompute and shape.training:

@@ -6,7 +6,7 @@ from typing import Any
 
 from ...core.errors import UserError
 from ..count.params import parameter_stats
-from .step import ModelShape
+from .step import ModelShape, communication_dtypes
 from ...workload import Layout
 
 
@@ -24,9 +24,14 @@ def tokens_per_sample(spec: Any, wl: Any, trace: Any) -> float | None:
 def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None) -> ModelShape:
     """What the step model needs; ``global_batch`` when the step covers more samples than the trace."""
     facts = spec.facts or {}
-    total = parameter_stats(trace).total
+    stats = parameter_stats(trace)
+    total = stats.total
     act_bytes = wl.precision_info.compute_bytes
     moe = trace.moe
+    gather_elem, reduce_elem = communication_dtypes(wl.precision_info)
+    weight_bytes = float(total * act_bytes if wl.mixed else trace.param_bytes)
+    if wl.precision == "fp8-mixed":
+        weight_bytes = float(total * gather_elem)
     return ModelShape(
         batch=global_batch or wl.batch,
         tokens_per_sample=tokens_per_sample(spec, wl, trace),
@@ -34,13 +39,18 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         hidden=facts.get("hidden"),
         act_bytes=act_bytes,
         grad_bytes=float(trace.grad_bytes),
-        weight_bytes=float(total * act_bytes if wl.mixed else trace.param_bytes),
+        weight_bytes=weight_bytes,
         param_bytes=float(trace.param_bytes),
         experts=int(getattr(moe, "experts", 0) or facts.get("experts") or 0),
         top_k=int(getattr(moe, "top_k", 0) or facts.get("experts_per_token") or 0),
         training=wl.training,
         trace_recompute=wl.recompute if wl.training else "none",
         traced_batch=wl.batch,
+        reduce_bytes=float(stats.trainable * reduce_elem),
+        weight_elem_bytes=weight_bytes / total if total else float(gather_elem),
+        reduce_elem_bytes=float(reduce_elem),
+        moe_layers=int(facts["moe_layers"]) if facts.get("moe_layers") else None,
+        capacity_factor=float(facts["capacity_factor"]) if facts.get("capacity_factor") else None,
     )
 
 
@@ -90,7 +100,12 @@ def parallel_from(wl: Any) -> Layout:
         mb = per_replica // wl.grad_accum
     else:
         mb = per_replica
+    shard_group = wl.shard_group if (wl.training and wl.zero) else None
+    if shard_group is not None and dp % shard_group:
+        raise UserError(f"--shard-group {shard_group} does not divide the {dp} data-parallel ranks; "
+                        f"use a divisor of {dp}")
     return Layout(dp=dp, tp=tp, pp=pp, ep=ep, zero=wl.zero if wl.training else 0, micro_batch=mb,
                     recompute=wl.recompute if wl.training else "none", offload=wl.offload if wl.training else "none",
-                    zeropp=bool(getattr(wl, "zeropp", False)),
+                    zeropp=bool(getattr(wl, "zeropp", False)), shard_group=shard_group,
+                    tp_comm_overlap=bool(wl.tp_comm_overlap),
                     offload_activations=getattr(wl, "offload_activations", 0.0) if wl.training else 0.0)

@@ -22,6 +22,7 @@ compute adds to the step: max(0, send − forward) + max(0, fetch − backward).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,29 @@ from ...workload import Layout
 STEP_MODEL = SourcedConstants("analysis.predict", "step_model.toml", "step_model")
 RANK_ORDER = "tp, dp, pp (tensor-parallel ranks adjacent, then data-parallel, then pipeline stages; Megatron-LM's default order)"
 
+
+
+def communication_dtypes(prec: Any) -> tuple[float, float]:
+    """Bytes per element of (gathered weights, reduced gradients) for a precision (step_model.toml [communication]).
+
+    Weights are gathered as the device holds them (the 16-bit working copy under *-mixed; FP8 only when the stack
+    gathers FP8); gradients are reduced in the 16-bit compute dtype under *-mixed (the DeepSpeed/FSDP default)
+    and in their own dtype otherwise."""
+    gather = float(prec.weight_bytes)
+    if prec.name == "fp8-mixed":
+        gather = float(STEP_MODEL.value("communication", "weight_gather_bytes_fp8_mixed"))
+    reduce = float(STEP_MODEL.value("communication", "gradient_reduce_bytes_mixed")) if prec.mixed \
+        else float(prec.grad_bytes)
+    return gather, reduce
+
+
+def communication_rule(prec: Any) -> str:
+    """The communication dtypes of a precision, in words (the report's assumption)."""
+    gather, reduce = communication_dtypes(prec)
+    return (f"communication dtypes ({prec.name}): weight all-gathers {gather:g} B per element, gradient "
+            f"reduction {reduce:g} B per element"
+            + (" (DeepSpeed/FSDP default: the 16-bit compute dtype; Megatron-LM's bf16 default reduces in fp32, "
+               "analysis/predict/data/step_model.toml [communication])" if prec.mixed else ""))
 
 
 @dataclass
@@ -54,6 +78,13 @@ class ModelShape:
     training: bool = True
     trace_recompute: str = "none"  # what the trace itself recomputed
     traced_batch: int | None = None  # samples in the trace (default: batch); the step is batch / traced_batch traces
+    # Data-parallel collectives (comm.dp_volume): the gradient buffer in the dtype it is reduced in (default
+    # grad_bytes) and the widths of the gathered-weight and reduced-gradient elements.
+    reduce_bytes: float | None = None
+    moe_layers: int | None = None  # layers with routed experts (default: every layer)
+    capacity_factor: float | None = None  # expert capacity factor, when the model states one
+    weight_elem_bytes: float = 2.0
+    reduce_elem_bytes: float = 2.0
 
     @property
     def scale(self) -> float:
@@ -99,10 +130,10 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     work = fwd.plus(bwd).plus(rc).scaled(share)  # per device per step, before the floor and overhead
     floor_extra = _weight_streaming_floor(profile, shape, par, m, work.time_s)
     overhead_fb = profile.per_op_overhead_s * (fwd.ops + bwd.ops + rc.ops) / par.pp * m
-    # Optimizer step: split over tp × pp, and over dp with ZeRO ≥ 1 (each rank updates its shard).
-    opt_dev = opt.scaled(1.0 / (par.tp * par.pp) / (par.dp if par.zero >= 1 else 1))
+    # Optimizer step: split over tp × pp, and over ZeRO's shards (dp, or the sharding group) with ZeRO ≥ 1.
+    opt_dev = opt.scaled(1.0 / (par.tp * par.pp) / par.zero_shards)
     overhead_opt = profile.per_op_overhead_s * opt.ops / par.pp
-    c = _communication(shape, par, device, eff, m, fwd.time_s * share, bwd.time_s * share)
+    c = _communication(shape, par, device, eff, m, fwd.time_s * share, (bwd.time_s + rc.time_s) * share)
 
     if shape.training and activation_offload_bytes > 0:
         _activation_offload(c, activation_offload_bytes, m, eff, fwd.time_s * share, (bwd.time_s + rc.time_s) * share)
@@ -119,6 +150,7 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     comm_d = {
         "tp_s": c.tp_s, "pp_s": c.pp_s, "ep_s": c.ep_s, "dp_s": c.dp_s, "offload_s": c.off_s,
         "tp_exposed_s": c.tp_x, "pp_exposed_s": c.pp_x, "ep_exposed_s": c.ep_x, "dp_exposed_s": c.dp_x,
+        **c.by_collective,
     }
     per_op = profile.per_op_overhead_s / par.pp * m
     phases = {
@@ -179,6 +211,7 @@ class _Communication:
     act_x: float = 0.0
     volumes: dict[str, float] = field(default_factory=dict)  # bytes sent per device per step
     notes: list[str] = field(default_factory=list)
+    by_collective: dict[str, float] = field(default_factory=dict)  # dp_<collective>_s and dp_<collective>_exposed_s
 
 
 def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency, m: int, fwd_s: float,
@@ -197,23 +230,26 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
     if par.ep > 1 and shape.experts and act_elems is not None and shape.layers:
         _expert_parallel(c, shape, par, eff, links, m, act_elems)
     if shape.training and par.dp > 1:
-        _data_parallel(c, shape, par, eff, links, m)
+        _data_parallel(c, shape, par, eff, links, m, fwd_s, bwd_s)
     if shape.training and par.offload != "none":
         # Gradients go down to the host and updated weights come back every step.
-        c.off_s = (shape.grad_bytes + shape.weight_bytes) / (par.tp * par.pp) / (par.dp if par.zero >= 1 else 1) \
+        c.off_s = (shape.grad_bytes + shape.weight_bytes) / (par.tp * par.pp) / par.zero_shards \
             / eff["host_link"]
         c.notes.append("offload: gradients to the host and updated weights back over the host link each step; "
                        "the host's optimizer step is assumed to keep up")
-    c.tp_x = comm.exposed(c.tp_s, eff["overlap_tp"], fwd_s + bwd_s)
-    c.pp_x = comm.exposed(c.pp_s, eff["overlap_pp"], fwd_s + bwd_s)
-    c.ep_x = c.ep_s
-    if par.zero >= 3:
-        hideable = fwd_s + bwd_s  # parameter gathers are prefetched under forward and backward
-    elif par.zero == 2:
-        hideable = bwd_s
+    # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap splits the GEMMs into
+    # chunks and runs each chunk's collective under the next one's GEMM (then only what exceeds the compute).
+    if par.tp_comm_overlap:
+        c.tp_x = max(0.0, c.tp_s - (fwd_s + bwd_s))
+        if c.tp_s:
+            c.notes.append("TP-comm overlap: the tensor-parallel collectives run under the layers' GEMMs; exposed "
+                           "is what exceeds the forward and backward compute")
     else:
-        hideable = bwd_s / m  # the all-reduce runs in the last micro-batch's backward
-    c.dp_x = comm.exposed(c.dp_s, eff["overlap_dp"], hideable)
+        c.tp_x = c.tp_s
+    # 1F1B's sends and receives block the stage between micro-batches (no p2p overlap): exposed.
+    c.pp_x = c.pp_s
+    # The token dispatch feeds the experts and the combine feeds the next layer: nothing to hide under.
+    c.ep_x = c.ep_s
     return c
 
 
@@ -265,26 +301,106 @@ def _pipeline(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency
 
 def _expert_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
                      links: tuple[float, float, int], m: int, act_elems: float) -> None:
+    """Token dispatch and combine around each MoE layer, from the routing.
+
+    Per MoE layer and direction a device sends its tokens (micro-batch × sequence / tp: tensor parallelism with
+    sequence parallelism splits them) to top-k experts each, h elements of the compute dtype per copy, padded to
+    the capacity factor when the model states one; under balanced routing (ep-1)/ep of the copies leave the
+    device. Dispatch and combine in forward, both again in backward, and once more with full recomputation."""
     bw, lat = _link(links, eff, par.tp * par.ep <= links[2])
     per_layer = STEP_MODEL.value("expert_parallel", "all_to_all_per_layer_training" if shape.training else
                                  "all_to_all_per_layer_inference")
-    count = per_layer * (shape.layers / par.pp) * m
-    vol = comm.all_to_all_volume(act_elems * max(shape.top_k, 1) * shape.act_bytes / par.tp, par.ep)
+    if shape.training and par.recompute == "full":
+        per_layer += STEP_MODEL.value("expert_parallel", "all_to_all_per_layer_inference")  # the forward again
+    moe_layers = shape.moe_layers if shape.moe_layers is not None else shape.layers
+    count = per_layer * (moe_layers / par.pp) * m
+    routed = act_elems * max(shape.top_k, 1) * (shape.capacity_factor or 1.0) / par.tp
+    vol = comm.all_to_all_volume(routed * shape.act_bytes, par.ep)
     c.volumes["ep_bytes"] = vol * count
     c.ep_s = count * comm.transfer_time(vol, bw, eff["network"], par.ep - 1, lat)
+    cf = f", capacity factor {shape.capacity_factor:g}" if shape.capacity_factor else \
+        " (no capacity factor stated: no padding, no drops)"
+    c.notes.append(f"expert all-to-all: {per_layer:g} per MoE layer × {moe_layers} MoE layers per micro-batch, "
+                   f"tokens × top-{max(shape.top_k, 1)} × hidden × {shape.act_bytes} B{cf}, (ep-1)/ep of it "
+                   "leaving the device (balanced routing); exposed (the experts wait for the dispatch)")
 
 
 def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
-                   links: tuple[float, float, int], m: int) -> None:
+                   links: tuple[float, float, int], m: int, fwd_s: float, bwd_s: float) -> None:
+    """The data-parallel collectives, their times on their links and what of each the compute beside it hides.
+
+    Windows: each micro-batch's forward hides the next layer's weight gather (ZeRO-3); each micro-batch's
+    backward hides the next layer's gather and the previous layer's (ZeRO-3) or bucket's (stages 0-2) gradient
+    reduction; the once-per-step gradient collectives run in the last micro-batch's backward; the all-gather of
+    updated weights after the optimizer step (stages 1-2) is exposed."""
     intra_bw, inter_bw, dpn = links
-    spans = par.tp * par.dp > dpn
-    v = comm.dp_volume(shape.grad_bytes / (par.tp * par.pp), par.dp, par.zero, m, par.zeropp, spans,
-                       min(dpn, par.tp * par.dp) // par.tp or 1)
+    mp = par.tp * par.pp
+    weights = shape.weight_bytes / mp
+    grads = (shape.reduce_bytes if shape.reduce_bytes is not None else shape.grad_bytes) / mp
+    v = comm.dp_volume(weights, grads, par.dp, par.zero, m, weight_elem_bytes=shape.weight_elem_bytes,
+                       grad_elem_bytes=shape.reduce_elem_bytes, zeropp=par.zeropp,
+                       dp_per_node=max(1, dpn // par.tp), shard_group=par.shard_group)
     c.volumes["dp_bytes"] = v.intra_bytes + v.inter_bytes
-    lat = eff["collective_latency_inter_s"] if spans else eff["collective_latency_intra_s"]
     net = eff["network"]
-    c.dp_s = v.inter_bytes / (inter_bw * net) + v.intra_bytes / (intra_bw * net) + v.steps * lat
+    times: dict[str, float] = {}
+    for k in v.collectives:
+        bw, lat = (intra_bw, eff["collective_latency_intra_s"]) if k.inside_node else \
+            (inter_bw, eff["collective_latency_inter_s"])
+        times[k.name] = k.nbytes / (bw * net) + k.steps * lat
+        c.volumes[f"dp_{k.name}_bytes"] = k.nbytes
+    per_mb = {k.name for k in v.collectives if k.per_micro_batch}
+    layers = max(1, round((shape.layers or 1) / par.pp))
+    f_mb, b_mb = fwd_s / m, bwd_s / m
+    exposed = dict.fromkeys(times, 0.0)
+    # forward windows: the layer-by-layer weight prefetch
+    gf = times.get("weight_gather_forward", 0.0) / m
+    exposed["weight_gather_forward"] = m * comm.exposed_under_compute(gf, 0.0, f_mb, layers)[0] if gf else 0.0
+    # backward windows: gathers of the next layer, reductions per layer (ZeRO-3) or per bucket (stages 0-2)
+    gb = times.get("weight_gather_backward", 0.0) / m
+    red_names = [n for n in ("grad_reduce_scatter", "grad_all_reduce", "grad_all_reduce_groups") if n in times]
+    red_mb = sum(times[n] / m for n in red_names if n in per_mb)
+    red_step = sum(times[n] for n in red_names if n not in per_mb)
+    if par.zero >= 3:
+        pieces = layers
+    else:
+        bucket = float(STEP_MODEL.value("communication", "gradient_bucket_bytes")) if par.zero == 0 else \
+            float(STEP_MODEL.value("communication", "zero_reduce_bucket_elements")) * shape.reduce_elem_bytes
+        pieces = max(1, math.ceil(grads / bucket))
+    xg, xr = comm.exposed_under_compute(gb, red_mb, b_mb, pieces) if (gb or red_mb) else (0.0, 0.0)
+    xg_last, xr_last = comm.exposed_under_compute(gb, red_mb + red_step, b_mb, pieces) if (gb or red_mb or red_step) \
+        else (0.0, 0.0)
+    if "weight_gather_backward" in times:
+        exposed["weight_gather_backward"] = (m - 1) * xg + xg_last
+    reduce_total = (m - 1) * red_mb + red_mb + red_step
+    reduce_exposed = (m - 1) * xr + xr_last
+    for n in red_names:  # shared in proportion to each collective's time
+        exposed[n] = reduce_exposed * times[n] / reduce_total if reduce_total else 0.0
+    if "weight_gather_step" in times:
+        exposed["weight_gather_step"] = times["weight_gather_step"]
+    c.dp_s = sum(times.values())
+    c.dp_x = sum(exposed.values())
+    for n, t in times.items():
+        c.by_collective[f"dp_{n}_s"] = t
+        c.by_collective[f"dp_{n}_exposed_s"] = exposed[n]
     c.notes.append(v.formula)
+    c.notes.append(_OVERLAP_RULE[par.zero].format(layers=layers, pieces=pieces)
+                   + ("; the all-reduce across replica groups joins the last micro-batch's gradient reduction"
+                      if "grad_all_reduce_groups" in times else ""))
+
+
+_OVERLAP_RULE = {
+    0: "overlap: the gradient all-reduce runs bucket by bucket ({pieces} bucket(s) of PyTorch DDP's 25 MiB) under "
+       "the last micro-batch's backward; the last bucket, and what does not fit under the backward, is exposed",
+    1: "overlap: the gradient reduce-scatter runs bucket by bucket ({pieces} bucket(s) of DeepSpeed's 5e8 "
+       "elements) under the last micro-batch's backward (the last bucket exposed); the all-gather of the updated "
+       "weights after the optimizer step is exposed",
+    2: "overlap: the gradient reduce-scatter runs bucket by bucket ({pieces} bucket(s) of DeepSpeed's 5e8 "
+       "elements) under each micro-batch's backward (the last bucket exposed); the all-gather of the updated "
+       "weights after the optimizer step is exposed",
+    3: "overlap: each of the {layers} layers' weights is gathered while the layer before computes (forward and "
+       "backward; the first gather exposed, and any layer whose gather outlasts its compute), each layer's gradients "
+       "reduce-scattered while the next computes (the last exposed)",
+}
 
 
 def _bottleneck(breakdown: dict[str, float], comm_d: dict[str, float]) -> str:

@@ -1,0 +1,241 @@
+"""Communication of the step model against hand-derived bytes and seconds: precision, ZeRO stages, FSDP/HSDP
+sharding groups, ZeRO++, expert all-to-all from the routing, overlap from first principles, precision defaults.
+
+The synthetic profile and links are those of tests/test_predict_step.py: forward 1 s and backward 2 s for the
+whole traced batch of 64, a100-80gb links (300 GB/s inside a node of 8, 25 GB/s per device across nodes),
+network efficiency 1, no collective latency, so every figure below is arithmetic on the inputs.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import mlfootprint as mf
+from mlfootprint.analysis.predict import comm
+from mlfootprint.analysis.predict.efficiency import efficiency_for
+from mlfootprint.analysis.predict.step import ModelShape, communication_dtypes, step_time
+from mlfootprint.cli import main
+from mlfootprint.core.errors import UserError
+from mlfootprint.core.precision import precision
+from mlfootprint.hardware.catalog import get_device
+from mlfootprint.workload import Layout, Workload
+
+from test_predict_step import EXACT, profile
+
+A100 = get_device("a100-80gb")
+GPT2 = str(Path(__file__).parent / "data" / "configs" / "tiny-gpt2")
+PSI = 124_439_808  # GPT-2 small's parameters (HF gpt2, tied head)
+INTER, INTRA = 25e9, 300e9
+
+
+def shape(**changes) -> ModelShape:
+    """1e9 parameters, bf16-mixed: 2 GB of 16-bit weights gathered, gradients reduced in bf16 (2 GB)."""
+    base = dict(batch=64, tokens_per_sample=2048, layers=4, hidden=1024, act_bytes=2, grad_bytes=4e9,
+                weight_bytes=2e9, param_bytes=4e9, training=True, reduce_bytes=2e9, weight_elem_bytes=2.0,
+                reduce_elem_bytes=2.0)
+    return ModelShape(**{**base, **changes})
+
+
+def run(par: Layout, shp: ModelShape | None = None):
+    return step_time(profile(), shp or shape(), par, A100, efficiency_for(A100, EXACT))
+
+
+# --------------------------------------------------------------------------- bytes by precision
+
+
+def test_communication_dtypes_per_precision():
+    # (gathered weights, reduced gradients) bytes per element: the stored working weights; gradients in the
+    # 16-bit compute dtype under *-mixed (DeepSpeed/FSDP default, step_model.toml), their own dtype otherwise
+    assert communication_dtypes(precision("fp32")) == (4.0, 4.0)
+    assert communication_dtypes(precision("bf16")) == (2.0, 2.0)
+    assert communication_dtypes(precision("bf16-mixed")) == (2.0, 2.0)
+    assert communication_dtypes(precision("fp16-mixed")) == (2.0, 2.0)
+    assert communication_dtypes(precision("fp8-mixed")) == (2.0, 2.0)  # FP8 gathers are off by default
+
+
+@pytest.mark.parametrize("name, w, g", [("fp32", 4, 4), ("bf16-mixed", 2, 2)])
+def test_zero_stages_bytes_per_precision(name, w, g):
+    n = 16
+    v = {z: comm.dp_volume(w * PSI, g * PSI, n, z, weight_elem_bytes=w, grad_elem_bytes=g) for z in range(4)}
+    assert v[0].inter_bytes == pytest.approx(2 * 15 / 16 * g * PSI)  # ring all-reduce of the gradients
+    assert v[1].inter_bytes == pytest.approx(15 / 16 * (g + w) * PSI)  # reduce-scatter + all-gather
+    assert v[2].inter_bytes == pytest.approx(15 / 16 * (g + w) * PSI)  # the same at one micro-batch
+    assert v[3].inter_bytes == pytest.approx(15 / 16 * (w + w + g) * PSI)  # two gathers + reduce-scatter
+    assert [c.name for c in v[3].collectives] == ["weight_gather_forward", "weight_gather_backward",
+                                                  "grad_reduce_scatter"]
+
+
+def test_gpt2_zero3_bf16_mixed_gathers_16_bit_weights():
+    # The issue's case: 3 × 15/16 × 2 B × 124.4M = 0.700 GB (it was 4 B: 1.40 GB)
+    v = comm.dp_volume(2 * PSI, 2 * PSI, 16, 3, dp_per_node=8)
+    assert v.inter_bytes == pytest.approx(3 * 15 / 16 * 2 * PSI)
+    assert v.inter_bytes == pytest.approx(0.69997e9, rel=1e-4)
+
+
+def test_megatron_fp32_gradient_reduction_with_16_bit_gathers():
+    # ZeRO-1 with bf16 weights and fp32 reduction: reduce-scatter 4 B, all-gather of updated weights 2 B
+    v = comm.dp_volume(2 * PSI, 4 * PSI, 8, 1, weight_elem_bytes=2, grad_elem_bytes=4, dp_per_node=8)
+    assert v.intra_bytes == pytest.approx(7 / 8 * (4 + 2) * PSI) and v.inter_bytes == 0
+
+
+def test_lora_gathers_every_weight_and_reduces_the_adapters():
+    # ZeRO-3 gathers frozen and trainable weights (2 GB) but reduces only 10 MB of adapter gradients; ZeRO-1/2
+    # gather back only the updated (trainable) weights
+    z3 = comm.dp_volume(2e9, 1e7, 4, 3, dp_per_node=8)
+    assert z3.intra_bytes == pytest.approx(3 / 4 * (2e9 + 2e9 + 1e7))
+    z1 = comm.dp_volume(2e9, 1e7, 4, 1, dp_per_node=8)
+    assert z1.intra_bytes == pytest.approx(3 / 4 * (1e7 + 1e7))
+
+
+def test_hsdp_shards_inside_the_group_and_all_reduces_across():
+    # 16 ranks, groups of 8 (one node each): gathers and reduce-scatter inside the node, then an all-reduce of
+    # the 1/8 gradient shard across the 2 groups: 2 × 1/2 × Ψg/8
+    w = g = 2 * PSI
+    v = comm.dp_volume(w, g, 16, 3, dp_per_node=8, shard_group=8)
+    assert v.intra_bytes == pytest.approx(7 / 8 * (w + w + g))
+    assert v.inter_bytes == pytest.approx(2 * 1 / 2 * g / 8)
+    groups = {c.name: c for c in v.collectives}["grad_all_reduce_groups"]
+    assert not groups.inside_node and not groups.per_micro_batch
+    # gradient accumulation: inside-group traffic every micro-batch, the cross-group all-reduce once
+    v4 = comm.dp_volume(w, g, 16, 3, 4, dp_per_node=8, shard_group=8)
+    assert v4.intra_bytes == pytest.approx(4 * 7 / 8 * (w + w + g))
+    assert v4.inter_bytes == pytest.approx(g / 8)
+    with pytest.raises(UserError, match="does not divide the 16"):
+        Layout(dp=16, zero=3, shard_group=6)
+    with pytest.raises(UserError, match="add zero=1, 2 or 3"):
+        Workload(dp=16, shard_group=8)
+
+
+def test_zeropp_from_the_paper_definitions():
+    # ZeRO++ (Wang et al. 2023, Sec. 4) at bf16: forward gather int8 (1 B), backward gather of the bf16
+    # secondary partition inside the node of 8, gradients int4 (0.5 B)
+    n = 32
+    v = comm.dp_volume(2 * PSI, 2 * PSI, n, 3, zeropp=True, dp_per_node=8)
+    assert v.inter_bytes == pytest.approx(31 / 32 * (1 + 0.5) * PSI)
+    assert v.intra_bytes == pytest.approx(7 / 8 * 2 * PSI)
+    base = comm.dp_volume(2 * PSI, 2 * PSI, n, 3, dp_per_node=8)
+    assert base.inter_bytes / v.inter_bytes == pytest.approx(4.0)  # the paper's 3M -> 0.75M
+
+
+# --------------------------------------------------------------------------- expert all-to-all
+
+
+def test_expert_all_to_all_from_the_routing():
+    moe = shape(experts=8, top_k=2)
+    st = run(Layout(dp=8, ep=8, micro_batch=8), moe)
+    # per direction: 8 × 2048 tokens × top-2 × 1024 × 2 B, 7/8 leaving the device; 4 per layer (dispatch and
+    # combine, forward and backward) × 4 layers × 1 micro-batch; the group of 8 is one node
+    one = 7 / 8 * 8 * 2048 * 2 * 1024 * 2
+    assert st.volumes["ep_bytes"] == pytest.approx(16 * one)
+    assert st.communication["ep_s"] == pytest.approx(16 * one / INTRA)
+    assert st.communication["ep_exposed_s"] == st.communication["ep_s"]
+    # a stated capacity factor pads the buffers; MoE every other layer halves the count; full recompute adds
+    # the forward's two again
+    st2 = run(Layout(dp=8, ep=8, micro_batch=8, recompute="full"), shape(experts=8, top_k=2, moe_layers=2,
+                                                                         capacity_factor=1.25))
+    assert st2.volumes["ep_bytes"] == pytest.approx(6 * 2 * 1.25 * one)
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+def test_exposed_under_compute_windows():
+    # 4 layers: a 0.4 s gather prefetched under 1 s of compute exposes only the first layer's 0.1 s
+    assert comm.exposed_under_compute(0.4, 0.0, 1.0, 4) == pytest.approx((0.1, 0.0))
+    # 4 s of gathers under 1 s: each layer's 1 s gather outlasts its 0.25 s compute: 1 + 3 × 0.75
+    assert comm.exposed_under_compute(4.0, 0.0, 1.0, 4) == pytest.approx((3.25, 0.0))
+    # gathers and reduces of 0.1 s per layer under 0.15 s of compute per layer: first gather and last reduce
+    # exposed; the two middle slots carry 0.2 s each and expose 0.05 s each, shared half and half
+    assert comm.exposed_under_compute(0.4, 0.4, 0.6, 4) == pytest.approx((0.15, 0.15))
+    # one piece: nothing to overlap with
+    assert comm.exposed_under_compute(0.3, 0.2, 5.0, 1) == (0.3, 0.2)
+
+
+def test_zero3_prefetch_and_reduce_scatter_exposed_per_layer():
+    st = run(Layout(dp=16, micro_batch=4, zero=3))  # one micro-batch; 4 layers
+    gather = 15 / 16 * 2e9 / INTER  # 0.075 s each way
+    rs = 15 / 16 * 2e9 / INTER  # bf16 gradients: 0.075 s
+    f, b = 1 / 16, 2 / 16  # this device's forward and backward
+    g_l, r_l, fc, bc = gather / 4, rs / 4, f / 4, b / 4
+    fwd_x = g_l + 3 * max(0.0, g_l - fc)
+    both = 2 * max(0.0, g_l + r_l - bc)
+    bwd_g = g_l + max(0.0, g_l - bc) + both / 2
+    bwd_r = r_l + max(0.0, r_l - bc) + both / 2
+    c = st.communication
+    assert c["dp_weight_gather_forward_s"] == pytest.approx(gather)
+    assert c["dp_weight_gather_forward_exposed_s"] == pytest.approx(fwd_x)
+    assert c["dp_weight_gather_backward_exposed_s"] == pytest.approx(bwd_g)
+    assert c["dp_grad_reduce_scatter_exposed_s"] == pytest.approx(bwd_r)
+    assert c["dp_exposed_s"] == pytest.approx(fwd_x + bwd_g + bwd_r)
+    assert c["dp_s"] == pytest.approx(3 * gather)
+
+
+def test_zero2_buckets_every_micro_batch_and_gathers_after_the_step():
+    # dp 16, micro-batch 1: 4 micro-batches. DeepSpeed buckets of 5e8 elements × 2 B = 1 GB: 2 buckets of the
+    # 2 GB of gradients. Each micro-batch: reduce-scatter 15/16 × 2 GB / 25 GB/s = 0.075 s under 2/16/4 s of
+    # backward: the last bucket (0.0375 s) plus the other's excess over its 1/64 s of compute
+    st = run(Layout(dp=16, micro_batch=1, zero=2))
+    assert st.micro_batches == 4
+    rs_mb = 15 / 16 * 2e9 / INTER
+    per_mb = rs_mb / 2 + max(0.0, rs_mb / 2 - 2 / 16 / 4 / 2)
+    ag = 15 / 16 * 2e9 / INTER  # updated bf16 weights, after the optimizer: exposed
+    assert st.communication["dp_grad_reduce_scatter_exposed_s"] == pytest.approx(4 * per_mb)
+    assert st.communication["dp_weight_gather_step_exposed_s"] == pytest.approx(ag)
+    assert st.communication["dp_exposed_s"] == pytest.approx(4 * per_mb + ag)
+
+
+def test_hsdp_step_uses_both_links():
+    st = run(Layout(dp=16, micro_batch=4, zero=3, shard_group=8))
+    c = st.communication
+    assert c["dp_weight_gather_forward_s"] == pytest.approx(7 / 8 * 2e9 / INTRA)
+    assert c["dp_grad_all_reduce_groups_s"] == pytest.approx(2e9 / 8 / INTER)
+    assert st.volumes["dp_grad_all_reduce_groups_bytes"] == pytest.approx(2e9 / 8)
+    assert st.phases["optimizer_s"] == pytest.approx(0.1 / 8)  # each rank updates 1/8 (its group's shard)
+
+
+def test_tp_exposed_unless_tp_comm_overlap():
+    one = 2 * 1 / 2 * 16 * 2048 * 1024 * 2  # a ring all-reduce of b·s·h bf16 over 2
+    off = run(Layout(dp=4, tp=2, micro_batch=16))
+    assert off.communication["tp_exposed_s"] == pytest.approx(16 * one / INTRA)
+    on = run(Layout(dp=4, tp=2, micro_batch=16, tp_comm_overlap=True))
+    assert on.communication["tp_s"] == pytest.approx(16 * one / INTRA)
+    assert on.communication["tp_exposed_s"] == 0.0  # 0.0036 s of collectives under 0.375 s of GEMMs
+    assert on.step_s == pytest.approx(off.step_s - 16 * one / INTRA)
+
+
+# --------------------------------------------------------------------------- precision defaults
+
+
+def _precision_of(argv: list[str], tmp_path: Path) -> tuple[str, bool]:
+    out = tmp_path / "r.json"
+    assert main(argv + ["--format", "json", "-o", str(out), "--force"]) == 0
+    rep = json.loads(out.read_text())
+    return rep["workload"]["precision"], "precision" in rep["workload"]["defaults"]
+
+
+def test_precision_defaults_follow_the_device_in_api_and_cli(tmp_path):
+    base = ["predict", GPT2, "--seq", "32", "--batch", "8", "--mode", "train"]
+    assert _precision_of(["plan", GPT2, "--seq", "32", "--batch", "8", "--hardware", "a100-80gb", "--devices", "2"],
+                         tmp_path) == ("bf16-mixed", True)
+    # a100-80gb has a bf16 peak: bf16-mixed, marked as a default; v100-32gb has none: fp32
+    assert _precision_of(base + ["--hardware", "a100-80gb"], tmp_path) == ("bf16-mixed", True)
+    assert _precision_of(base + ["--hardware", "v100-32gb"], tmp_path) == ("fp32", True)
+    assert _precision_of(base + ["--hardware", "a100-80gb", "--precision", "fp32"], tmp_path) == ("fp32", False)
+    rep = mf.predict(GPT2, mf.Workload(seq=32, batch=8, mode="train", hardware="a100-80gb"))
+    assert rep.sections["workload"]["precision"] == "bf16-mixed"
+    assert any(a.startswith("precision bf16-mixed: the default") for a in rep.assumptions)
+    plan = mf.plan(GPT2, mf.Workload(seq=32, batch=8, mode="train", hardware="a100-80gb", devices=2))
+    assert plan.sections["workload"]["precision"] == "bf16-mixed"
+
+
+def test_hsdp_memory_shards_over_the_group():
+    # HSDP over dp 8 in groups of 4 keeps the model states of ZeRO-3 over 4 ranks, twice those over 8
+    def states(**kw):
+        mem = mf.memory(GPT2, mf.Workload(mode="train", seq=32, batch=8, precision="bf16-mixed", zero=3, **kw))
+        return mem.sections["memory"]["optimizer_bytes"]
+    hsdp, four, eight = states(dp=8, shard_group=4), states(dp=4), states(dp=8)
+    assert hsdp == four
+    assert hsdp == pytest.approx(2 * eight, rel=0.01)
