@@ -101,6 +101,10 @@ class WorkloadSection(Section):
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    cp: int = 1  # context-parallel degree
+    vp: int = 1  # virtual pipeline stages per device
+    schedule: str = "1f1b"  # pipeline schedule
+    cp_comm: str = "ring"  # context-parallel exchange
     sequence_parallel: bool | None = None
     lora_rank: int | None = None
     lora_targets: list[str] | None = None

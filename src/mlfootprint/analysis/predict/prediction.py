@@ -197,12 +197,10 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     out.extend(eff.describe(used))
     out.extend(profile.fallbacks)
     if par.devices > 1:
-        out.append("work splits evenly over the dp × tp × pp devices (sequence parallelism under tensor parallelism; "
-                   "pipeline stages balanced)")
+        out.append("work splits evenly over the dp × tp × cp devices (sequence parallelism under tensor parallelism); "
+                   "pipeline stages by their blocks, the head and loss on the last; the slowest stage sets the step")
         out.append(f"rank order {RANK_ORDER}; a group uses intra-node bandwidth when it fits in one node of "
                    f"{dev.devices_per_node or 1} devices, inter-node bandwidth otherwise")
-    if par.pp > 1:
-        out.append(f"pipeline: 1F1B schedule, bubble (p-1)/(m+p-1) with p={par.pp}, m={st.micro_batches} micro-batches")
     if par.recompute != shape.trace_recompute and shape.training:
         out.append(f"recompute={par.recompute} modeled from the traced forward (full: every block's forward again; "
                    "selective: the unfused attention products again; nothing with fused SDPA/flash attention)")

@@ -41,6 +41,10 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         training=wl.training,
         trace_recompute=wl.recompute if wl.training else "none",
         traced_batch=wl.batch,
+        heads=facts.get("heads"),
+        kv_heads=facts.get("kv_heads") or facts.get("heads"),
+        head_dim=facts.get("head_dim") or ((facts.get("hidden") // facts.get("heads"))
+                                           if facts.get("hidden") and facts.get("heads") else None),
     )
 
 
@@ -64,13 +68,15 @@ def parallel_from(wl: Any) -> Layout:
     The micro-batch follows the memory model's reading (``mlfootprint.workload.micro_batch_of``):
     ``--micro-batch`` if given, else the per-replica batch / ``--grad-accum``.
     """
-    tp, pp, ep = wl.tp, wl.pp, wl.ep
-    if wl.devices is not None and wl.devices % (tp * pp):
-        raise UserError(f"--devices {wl.devices} is not divisible by --tp {tp} × --pp {pp} = {tp * pp}; "
-                        f"use a device count that is a multiple of {tp * pp}, or change --tp/--pp")
-    dp = wl.devices // (tp * pp) if wl.devices is not None else wl.dp
+    tp, pp, ep, cp = wl.tp, wl.pp, wl.ep, wl.cp
+    group = tp * pp * cp
+    names = f"--tp {tp} × --pp {pp}" + (f" × --cp {cp}" if cp > 1 else "")
+    if wl.devices is not None and wl.devices % group:
+        raise UserError(f"--devices {wl.devices} is not divisible by {names} = {group}; "
+                        f"use a device count that is a multiple of {group}, or change --tp/--pp/--cp")
+    dp = wl.devices // group if wl.devices is not None else wl.dp
     if wl.devices is not None and wl.dp not in (1, dp):
-        raise UserError(f"--dp {wl.dp} × --tp {tp} × --pp {pp} = {wl.dp * tp * pp} devices, but --devices is "
+        raise UserError(f"--dp {wl.dp} × {names} = {wl.dp * group} devices, but --devices is "
                         f"{wl.devices}; drop --dp (it follows from the others) or make them agree")
     if ep > 1 and dp % ep:
         raise UserError(f"--ep {ep} must divide the data-parallel degree {dp} (experts are sharded across data-parallel ranks)")
@@ -92,4 +98,5 @@ def parallel_from(wl: Any) -> Layout:
         mb = per_replica
     return Layout(dp=dp, tp=tp, pp=pp, ep=ep, zero=wl.zero if wl.training else 0, micro_batch=mb,
                     recompute=wl.recompute if wl.training else "none", offload=wl.offload if wl.training else "none",
-                    zeropp=bool(getattr(wl, "zeropp", False)))
+                    zeropp=bool(getattr(wl, "zeropp", False)), cp=cp, vp=wl.vp, schedule=wl.schedule,
+                    cp_comm=wl.cp_comm)
