@@ -11,6 +11,7 @@ user gave (``given``); every other field is a default, marked ``assumed`` in rep
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
@@ -359,6 +360,7 @@ def _check_pipeline(pp: int, vp: int, schedule: str) -> None:
                         "--schedule 1f1b for the interleaved schedule")
 
 
+@functools.lru_cache(maxsize=4096)
 def stage_layers(layers: int, pp: int) -> tuple[int, ...]:
     """Blocks on each pipeline stage: as even as possible (sizes differ by at most one), the smaller stages at the
     two ends, which also hold the embedding (first) and the head and loss (last).
