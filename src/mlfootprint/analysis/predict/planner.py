@@ -116,8 +116,12 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                       recompute: str | None = None, ep: int = 1, shape: Any = None,
                       offload: str = "none", cp: int | None = None, vp: int | None = None,
                       schedule: str | None = None, cp_comm: str = "ring",
-                      cp_min_seq: float = 0.0) -> list[Layout]:
-    """Every layout of the search space (see the module docstring), before any memory or time is asked."""
+                      cp_min_seq: float | None = None) -> list[Layout]:
+    """Every layout of the search space (see the module docstring), before any memory or time is asked.
+    ``cp_min_seq``: the shortest sequence for which cp > 1 is tried (default: the efficiency factor
+    ``plan_cp_min_seq``)."""
+    if cp_min_seq is None:
+        cp_min_seq = efficiency_for(device)["plan_cp_min_seq"]
     facts = spec.facts or {}
     heads = facts.get("heads")
     layers = facts.get("layers")
