@@ -84,6 +84,9 @@ def test_interleaving_multiplies_the_pipeline_sends_by_v():
     assert st.volumes["pp_bytes"] == 2 * 16 * 2 * 128 * 64 * 2 == 1_048_576
     st1 = step_time(profile(), shape(), Layout(pp=4, micro_batch=1), FAST, EFF)
     assert st1.volumes["pp_bytes"] == 1_048_576 / 2
+    # under tensor parallelism 2 each rank sends its half (Megatron's scatter/gather, Narayanan et al. 2021, Sec. 4.1)
+    st2 = step_time(profile(), shape(), Layout(pp=4, tp=2, micro_batch=1), FAST, EFF)
+    assert st2.volumes["pp_bytes"] == 1_048_576 / 4
 
 
 def test_uneven_stages_the_slowest_sets_the_step():

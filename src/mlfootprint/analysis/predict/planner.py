@@ -379,15 +379,17 @@ def _parts(st: StepTime) -> dict[str, float]:
 
 
 def why_slower(c: Candidate, best: Candidate) -> str:
-    """What makes ``c`` slower than ``best``: the one or two parts of the step that grew most, as a share of the
-    best step time ("+18% bubble, +3% exposed DP traffic")."""
+    """What makes ``c`` slower than ``best``: its step time over #1's, then the one or two parts of the step that
+    grew most, each as a share of #1's step time ("+4.1% step: +18% bubble, +3% exposed DP traffic"; other parts
+    may have shrunk)."""
     mine, theirs = _parts(c.st), _parts(best.st)
     base = best.st.step_s
     grew = sorted(((mine[k] - theirs[k]) / base, label) for k, label in _LOSS_PARTS if k in mine)
     grew = [(d, label) for d, label in reversed(grew) if d >= 0.005]
     if not grew:
-        return f"+{(c.st.step_s - base) / base:.1%} (small parts)" if c.st.step_s > base * 1.0005 else "ties"
-    return ", ".join(f"+{d:.0%} {label}" for d, label in grew[:2])
+        return f"+{(c.st.step_s - base) / base:.1%} step (small parts)" if c.st.step_s > base * 1.0005 else "ties"
+    net = (c.st.step_s - base) / base
+    return f"+{net:.1%} step: " + ", ".join(f"+{d:.0%} {label}" for d, label in grew[:2])
 
 
 def _thrift(par: Layout) -> tuple:

@@ -325,7 +325,9 @@ def _pipeline(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency
     bw, lat = _link(links, eff, par.devices <= links[2])
     per_mb = STEP_MODEL.value("pipeline", "p2p_per_micro_batch_training") if shape.training else 1
     transfers = per_mb * m * par.vp  # the interleaved schedule crosses v× the stage boundaries
-    vol = act_elems * shape.act_bytes
+    # Under tensor parallelism each of the tp ranks sends 1/tp of the boundary activation (Megatron's scatter/gather
+    # optimization, Narayanan et al. 2021, Sec. 4.1; with sequence parallelism the activation is already split so)
+    vol = act_elems * shape.act_bytes / par.tp
     c.volumes["pp_bytes"] = vol * transfers
     c.pp_s = transfers * comm.transfer_time(vol, bw, eff["network"], 1, lat)
 
