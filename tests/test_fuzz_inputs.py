@@ -335,6 +335,19 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
     add("tp-not-dividing-heads", ["memory", GPT2, "--tp", "3", "--devices", "3"])
     add("pp>layers", ["memory", GPT2, "--pp", "8", "--devices", "8"])
     add("ep-no-experts", ["memory", GPT2, "--ep", "2", "--devices", "2"])
+    # pipeline schedules and context parallelism (issue 12)
+    for opt in ("--cp", "--vp"):
+        for bad in ("0", "-1", "1.5", "abc"):
+            add(f"predict{opt}={bad}", ["predict", GPT2, opt, bad])
+    add("schedule-unknown", ["predict", GPT2, "--schedule", "gpipe"])
+    add("cp-comm-unknown", ["predict", GPT2, "--cp-comm", "mesh"])
+    add("vp-without-pp", ["predict", GPT2, "--mode", "train", "--vp", "2"])
+    add("zero-bubble-with-vp", ["predict", GPT2, "--mode", "train", "--pp", "2", "--vp", "2", "--schedule", "zero-bubble"])
+    add("pp-times-vp>layers", ["memory", GPT2, "--mode", "train", "--pp", "4", "--vp", "4", "--devices", "4"])
+    add("cp-ring-seq-odd", ["memory", GPT2, "--mode", "train", "--seq", "100", "--cp", "4", "--devices", "4"])
+    add("cp-all-to-all-heads", ["memory", GPT2, "--mode", "train", "--seq", "128", "--cp", "8", "--cp-comm",
+                                "all-to-all", "--devices", "8"])
+    add("cp-devices-not-divisible", ["plan", GPT2, "--devices", "6", "--cp", "4", "--hardware", "h100-sxm"])
     add("devices-1e23", ["predict", GPT2, "--devices", "1e23"])
     add("devices-huge", ["predict", GPT2, "--devices", "100000000000000000000000"])
     # -- MODEL --------------------------------------------------------------------------------------------------------

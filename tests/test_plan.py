@@ -30,9 +30,10 @@ def test_enumeration_respects_heads_layers_nodes_and_batch(tiny):
     lays = enumerate_layouts(spec, wl, 16, dev, shape=model_shape(spec, wl, tr))
     assert lays
     for p in lays:
-        assert p.dp * p.tp * p.pp == 16
-        assert p.tp <= 8 and heads % p.tp == 0
-        assert layers % p.pp == 0
+        assert p.dp * p.tp * p.pp * p.cp == 16
+        assert 8 % p.tp == 0 and heads % p.tp == 0  # a tensor-parallel group inside one node of 8
+        assert p.pp <= layers and p.pp * p.vp <= layers  # uneven stages allowed, one block per virtual stage
+        assert p.cp == 1  # 64-token sequences: below plan_cp_min_seq, context parallelism is not tried
         assert 64 % (p.dp * p.micro_batch) == 0
         assert p.pp == 1 or p.zero <= 1  # ZeRO 2/3 only without pipeline parallelism
         assert not p.zeropp or (p.zero == 3 and p.tp * p.dp > 8)
@@ -101,8 +102,9 @@ def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
     capacity = get_device("a100-80gb").memory_bytes
     speeds = []
     for lay in p["layouts"]:
-        assert lay["tp"] * lay["pp"] * lay["dp"] == 64
-        est = mm.per_device(Layout(dp=lay["dp"], tp=lay["tp"], pp=lay["pp"], zero=lay["zero"],
+        assert lay["tp"] * lay["pp"] * lay["dp"] * lay["cp"] == 64
+        est = mm.per_device(Layout(dp=lay["dp"], tp=lay["tp"], pp=lay["pp"], vp=lay["vp"], cp=lay["cp"],
+                                   schedule=lay["schedule"], zero=lay["zero"],
                                    micro_batch=lay["micro_batch"], recompute=lay["recompute"],
                                    precision="bf16-mixed", optimizer="adamw", grad_accum=lay["micro_batches"],
                                    sequence_parallel=lay["tp"] > 1))

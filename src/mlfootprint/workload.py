@@ -11,6 +11,7 @@ user gave (``given``); every other field is a default, marked ``assumed`` in rep
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
@@ -26,6 +27,8 @@ RECOMPUTE = ("none", "selective", "full")
 OFFLOAD = ("none", "cpu", "nvme")
 QUANT = ("none", "int8", "int4", "fp8")
 ATTENTION = ("sdpa", "eager")
+SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
+CP_COMM = ("ring", "all-to-all")  # context parallelism: ring attention (Megatron CP) or DeepSpeed-Ulysses
 
 # Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
 _MAX_COUNT = MAX_COUNT  # the one bound of core/validate.py
@@ -71,6 +74,10 @@ class Workload:
         offload_activations: the fraction (0 to 1, or ``"all"``) of each transformer block's saved activations
             moved to host memory between the block's forward and its backward (MEMO, Zhao et al. 2025); training only.
         dp, tp, pp, ep: data, tensor, pipeline and expert parallel degrees.
+        cp: context-parallel degree (each sequence split over cp devices); cp_comm: ``ring`` (ring attention,
+            Megatron CP) or ``all-to-all`` (DeepSpeed-Ulysses).
+        vp: virtual pipeline stages per device (interleaved 1F1B when > 1); schedule: ``1f1b`` or
+            ``zero-bubble`` (ZB-H1).
         sequence_parallel: Megatron sequence parallelism under tensor parallelism (norms, dropout and the
             residual stream sharded too); None takes what ``plan`` assumes: on when ``tp > 1``.
         lora_rank, lora_targets: LoRA adapters (rank; module-name parts to adapt).
@@ -83,10 +90,10 @@ class Workload:
             its computation (default True); False traces without them (a hook that only logs or reads values).
         given: the fields the user set; by default exactly the keywords passed.
 
-    With ``devices`` and no ``dp``, the data-parallel degree is what is left: ``devices / (tp × pp)``.
+    With ``devices`` and no ``dp``, the data-parallel degree is what is left: ``devices / (tp × pp × cp)``.
     Defaults: ``batch=1``, ``mode="inference"``, ``precision="fp32"``, ``optimizer="adamw"``,
     ``attention="sdpa"``, ``gen_tokens=128``, ``grad_accum=1``, ``recompute="none"``, ``zero=0``,
-    ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=1``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
+    ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=cp=vp=1``, ``schedule="1f1b"``, ``cp_comm="ring"``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
     :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it with
     ``with_changes``.
 
@@ -121,6 +128,10 @@ class Workload:
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    cp: int = 1
+    vp: int = 1
+    schedule: str = "1f1b"
+    cp_comm: str = "ring"
     sequence_parallel: bool | None = None
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] | None = None
@@ -152,7 +163,7 @@ class Workload:
         object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
         self._check()
         if self.devices is not None and "dp" not in self.given:
-            object.__setattr__(self, "dp", self.devices // (self.tp * self.pp))
+            object.__setattr__(self, "dp", self.devices // (self.tp * self.pp * self.cp))
         if self.shard_group is not None and self.dp % self.shard_group:
             raise UserError(f"--shard-group {self.shard_group} does not divide the {self.dp} data-parallel ranks; "
                             f"use a divisor of {self.dp}")
@@ -163,14 +174,14 @@ class Workload:
 
     def _check(self) -> None:
         """Every check of a workload's own fields, in one place."""
-        for name in ("batch", "gen_tokens", "grad_accum", "tp", "pp", "ep", "dp"):
+        for name in ("batch", "gen_tokens", "grad_accum", "tp", "pp", "ep", "dp", "cp", "vp"):
             _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
         for name in ("seq", "micro_batch", "lora_rank", "devices", "shard_group"):
             _check_positive(name.replace("_", "-"), getattr(self, name))
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
-                              ("attention", ATTENTION)):
-            _check_choice(name, getattr(self, name), allowed)
+                              ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM)):
+            _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.zeropp and self.zero != 3:
@@ -178,6 +189,7 @@ class Workload:
         if self.offload_activations and self.mode != "train":
             raise UserError("--offload-activations moves the activations a training step saves for its backward; "
                             "add --mode train, or drop --offload-activations")
+        _check_pipeline(self.pp, self.vp, self.schedule)
         if not isinstance(self.user_hooks, bool):
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
         if not isinstance(self.tp_comm_overlap, bool):
@@ -193,12 +205,13 @@ class Workload:
         if self.hardware is not None and (not isinstance(self.hardware, str) or not self.hardware.strip()):
             raise UserError(f"--hardware must be a device id (see 'mlfootprint hardware list'), got {self.hardware!r}")
         if self.devices is not None:
-            group = self.tp * self.pp
+            group = self.tp * self.pp * self.cp
+            names = f"--tp {self.tp} × --pp {self.pp}" + (f" × --cp {self.cp}" if self.cp > 1 else "")
             if self.devices % group:
-                raise UserError(f"--devices {self.devices} is not divisible by --tp {self.tp} × --pp {self.pp} = {group}; "
-                                f"use a device count that is a multiple of {group}, or change --tp/--pp")
+                raise UserError(f"--devices {self.devices} is not divisible by {names} = {group}; "
+                                f"use a device count that is a multiple of {group}, or change --tp/--pp/--cp")
             if "dp" in self.given and self.dp * group != self.devices:
-                raise UserError(f"--dp {self.dp} × --tp {self.tp} × --pp {self.pp} = {self.dp * group} devices, but "
+                raise UserError(f"--dp {self.dp} × {names} = {self.dp * group} devices, but "
                                 f"--devices is {self.devices}; drop --dp (it follows from the others) or make them agree")
         for name in ("tokens",):
             value = getattr(self, name)
@@ -285,7 +298,10 @@ class Layout:
         zeropp: ZeRO++ quantized/hierarchical communication, with ``zero=3`` (default False).
         shard_group: FSDP/HSDP sharding group, a divisor of ``dp`` (default None: ZeRO shards over all of dp).
         tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
-        devices: (property) ``dp × tp × pp``.
+        cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default) or ``all-to-all``.
+        vp, schedule: virtual pipeline stages per device (default 1; > 1 is interleaved 1F1B) and the schedule,
+            ``1f1b`` (default) or ``zero-bubble`` (ZB-H1).
+        devices: (property) ``dp × tp × pp × cp``.
 
     Example:
         >>> lay = mf.Layout(dp=8, zero=3, micro_batch=4, precision="bf16-mixed")
@@ -311,16 +327,20 @@ class Layout:
     offload_activations: float = 0.0  # fraction of each block's saved activations held in host memory (MEMO)
     shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
     tp_comm_overlap: bool = False  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
+    cp: int = 1  # context parallelism: each sequence split over cp devices
+    vp: int = 1  # virtual pipeline stages per device (interleaved 1F1B when > 1)
+    schedule: str = "1f1b"  # pipeline schedule: 1f1b (interleaved with vp > 1) or zero-bubble (ZB-H1)
+    cp_comm: str = "ring"  # ring attention (Megatron CP) or all-to-all (DeepSpeed-Ulysses)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
-        for name in ("dp", "tp", "pp", "ep", "micro_batch", "grad_accum"):
+        for name in ("dp", "tp", "pp", "ep", "micro_batch", "grad_accum", "cp", "vp"):
             _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         for name, allowed in (("offload", OFFLOAD), ("recompute", RECOMPUTE), ("precision", PRECISIONS),
-                              ("optimizer", OPTIMIZERS)):
-            _check_choice(name, getattr(self, name), allowed)
+                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("cp-comm", CP_COMM)):
+            _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
         if self.shard_group is not None:
@@ -330,11 +350,13 @@ class Layout:
                                 f"use a divisor of {self.dp}")
         if not isinstance(self.tp_comm_overlap, bool):
             raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+        _check_pipeline(self.pp, self.vp, self.schedule)
 
     @property
     def zero_shards(self) -> int:
-        """Ranks ZeRO shards the model states over: the sharding group, or all of dp."""
-        return (self.shard_group or self.dp) if self.zero >= 1 else 1
+        """Ranks ZeRO shards the model states over: the sharding group (of dp ranks) or all of dp, times cp (the
+        context-parallel ranks hold the same weights)."""
+        return (self.shard_group or self.dp) * self.cp if self.zero >= 1 else 1
 
     def replace(self, **changes: Any) -> Layout:
         return replace(self, **changes)
@@ -344,10 +366,17 @@ class Layout:
 
     @property
     def devices(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
 
     def label(self) -> str:
-        s = f"tp={self.tp} pp={self.pp} dp={self.dp}"
+        s = f"tp={self.tp} pp={self.pp}"
+        if self.vp > 1:
+            s += f" vp={self.vp}"
+        if self.schedule != "1f1b":
+            s += f" schedule={self.schedule}"
+        if self.cp > 1:
+            s += f" cp={self.cp}" + ("" if self.cp_comm == "ring" else f" cp-comm={self.cp_comm}")
+        s += f" dp={self.dp}"
         if self.ep > 1:
             s += f" ep={self.ep}"
         s += f" zero={self.zero}{'++' if self.zeropp else ''}"
@@ -371,7 +400,8 @@ class Layout:
                    sequence_parallel=wl.sequence_parallel_on,
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
                    tp_comm_overlap=wl.tp_comm_overlap,
-                   offload_activations=wl.offload_activations if wl.training else 0.0)
+                   offload_activations=wl.offload_activations if wl.training else 0.0,
+                   cp=wl.cp, vp=wl.vp, schedule=wl.schedule, cp_comm=wl.cp_comm)
 
 
 def offload_fraction(value: Any) -> float:
@@ -389,6 +419,53 @@ def offload_fraction(value: Any) -> float:
             or not 0 <= value <= 1:
         raise UserError(f"--offload-activations takes a fraction between 0 and 1 (e.g. 0.5) or 'all', got {value!r}")
     return float(value)
+
+
+def _check_pipeline(pp: int, vp: int, schedule: str) -> None:
+    if vp > 1 and pp == 1:
+        raise UserError(f"--vp {vp} (virtual pipeline stages) needs pipeline parallelism; add --pp 2 or more, or drop --vp")
+    if schedule == "zero-bubble" and vp > 1:
+        raise UserError("--schedule zero-bubble is modeled as ZB-H1 (one stage per device); drop --vp, or use "
+                        "--schedule 1f1b for the interleaved schedule")
+
+
+@functools.lru_cache(maxsize=4096)
+def stage_layers(layers: int, pp: int) -> tuple[int, ...]:
+    """Blocks on each pipeline stage: as even as possible (sizes differ by at most one), the smaller stages at the
+    two ends, which also hold the embedding (first) and the head and loss (last).
+
+    126 layers on 16 stages: 7, 8 × 14, 7 — what Megatron-LM's ``account_for_embedding_in_pipeline_split`` and
+    ``account_for_loss_in_pipeline_split`` give (the embedding and the loss each count as one layer: 128 / 16 = 8).
+    """
+    if pp < 1 or layers < pp:
+        raise UserError(f"--pp {pp} exceeds the model's {layers} layers; use --pp {max(layers, 1)} or fewer")
+    small, extra = divmod(layers, pp)
+    sizes = [small] * pp
+    # the extra blocks go to the middle stages, outward from the centre
+    order = sorted(range(pp), key=lambda k: (min(k, pp - 1 - k), k), reverse=True)
+    for k in order[:extra]:
+        sizes[k] += 1
+    return tuple(sizes)
+
+
+def check_context_parallel(layout: Layout, seq: int | None, heads: int | None) -> None:
+    """Context-parallel constraints that depend on the sequence and the heads: one line, the fix included."""
+    if layout.cp == 1:
+        return
+    if not seq:
+        raise UserError(f"--cp {layout.cp} splits each sequence over devices; this model has no sequence length "
+                        "(use --cp 1)")
+    if layout.cp_comm == "ring" and seq % (2 * layout.cp):
+        raise UserError(f"--cp {layout.cp} with ring attention needs --seq divisible by 2 × cp = {2 * layout.cp} "
+                        f"(each device takes two chunks, one early and one late, to balance causal attention); "
+                        f"--seq {seq} is not")
+    if layout.cp_comm == "all-to-all":
+        if seq % layout.cp:
+            raise UserError(f"--cp {layout.cp} needs --seq divisible by {layout.cp}; --seq {seq} is not")
+        if heads and (heads // max(layout.tp, 1)) % layout.cp:
+            raise UserError(f"--cp {layout.cp} --cp-comm all-to-all splits the attention heads: the {heads} heads / "
+                            f"--tp {layout.tp} must be divisible by cp; use --cp-comm ring or a cp dividing "
+                            f"{heads // max(layout.tp, 1)}")
 
 
 def micro_batch_of(wl: Workload) -> int:
@@ -421,6 +498,9 @@ def check_against_model(layout: Layout, facts: dict[str, Any], n_blocks: int | N
             raise UserError(f"--pp {layout.pp} needs a model made of repeated blocks; this one has none to split into stages")
         if layout.pp > layers:
             raise UserError(f"--pp {layout.pp} exceeds the model's {layers} layers; use --pp {layers} or fewer")
+        if layout.pp * layout.vp > layers:
+            raise UserError(f"--pp {layout.pp} × --vp {layout.vp} = {layout.pp * layout.vp} model chunks, more than "
+                            f"the model's {layers} layers; use a --vp of at most {layers // layout.pp}")
     experts = facts.get("experts")
     if layout.ep > 1:
         if not experts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.units import parse_size
-from ..workload import ATTENTION, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, Workload
+from ..workload import ATTENTION, CP_COMM, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, SCHEDULES, Workload
 
 
 def _choice(allowed: tuple[str, ...]):
@@ -53,6 +53,16 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--tp", type=int, default=None)
         g.add_argument("--pp", type=int, default=None)
         g.add_argument("--ep", type=int, default=None)
+        g.add_argument("--cp", type=int, default=None,
+                       help="context parallelism: each sequence split over CP devices (devices = dp × tp × pp × cp)")
+        g.add_argument("--cp-comm", type=_choice(CP_COMM), default=None,
+                       help="context-parallel exchange: ring (ring attention, Megatron CP; default) or all-to-all "
+                            "(DeepSpeed-Ulysses)")
+        g.add_argument("--vp", type=int, default=None,
+                       help="virtual pipeline stages per device: interleaved 1F1B, bubble (pp-1)/(vp·m) (default 1)")
+        g.add_argument("--schedule", type=_choice(SCHEDULES), default=None,
+                       help=f"pipeline schedule {{{','.join(SCHEDULES)}}}: 1f1b (default; interleaved with --vp) or "
+                            "zero-bubble (ZB-H1, Qi et al. 2023)")
         g.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
                        help="Megatron sequence parallelism with --tp: norms, dropout and the residual stream are "
                             "sharded too (default: on when --tp > 1, as plan assumes)")

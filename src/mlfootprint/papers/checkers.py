@@ -27,7 +27,8 @@ TRACED_COUNT = ("trace", "count")
 TRACED_MEMORY = ("trace", "memory")
 # Workload fields a claim's inputs may set (the names and meanings of mlfootprint.Workload).
 _WORKLOAD_KEYS = ("mode", "batch", "seq", "precision", "optimizer", "attention", "micro_batch", "grad_accum",
-                  "recompute", "zero", "zeropp", "offload", "offload_activations", "dp", "tp", "pp", "ep", "sequence_parallel",
+                  "recompute", "zero", "zeropp", "offload", "offload_activations", "dp", "tp", "pp", "ep", "cp", "vp",
+                  "schedule", "cp_comm", "sequence_parallel",
                   "devices", "lora_rank", "quant")
 
 Checker = Callable[[Claim], Outcome]
@@ -383,7 +384,7 @@ def plan_claim(claim: Claim) -> Outcome:
     model, hardware, devices, tp, pp = _need(claim, "model", "hardware", "devices", "tp", "pp")
     top = int(claim.inputs.get("top", 10))
     wl = _workload(claim, mode="train", hardware=hardware)
-    wl = wl.with_changes(recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, devices=None)
+    wl = wl.with_changes(recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1, vp=1, devices=None)
     spec = _resolve(claim, model)
     res = plan_layouts(spec, wl, trace(spec, wl, checkpoint_early_stop=False), hardware, int(devices), top=1000)
     ranks = [i + 1 for i, c in enumerate(res.layouts) if c.par.tp == int(tp) and c.par.pp == int(pp)]

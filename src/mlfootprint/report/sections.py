@@ -103,6 +103,10 @@ class WorkloadSection(Section):
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    cp: int = 1  # context-parallel degree
+    vp: int = 1  # virtual pipeline stages per device
+    schedule: str = "1f1b"  # pipeline schedule
+    cp_comm: str = "ring"  # context-parallel exchange
     sequence_parallel: bool | None = None
     lora_rank: int | None = None
     lora_targets: list[str] | None = None
@@ -436,6 +440,13 @@ class PlanLayout:
     fits: bool | None
     bottleneck: str
     breakdown: dict[str, float]
+    cp: int = 1  # context-parallel degree
+    vp: int = 1  # virtual pipeline stages per device
+    schedule: str = "1f1b"
+    cp_comm: str = "ring"
+    stage_layers: list[int] | None = None  # blocks per pipeline stage
+    bubble_fraction: float = 0.0  # bubble / the slowest stage's busy time
+    why: str = ""  # why it loses to #1: the parts of the step that grew most ("+18% bubble")
 
 
 @dataclass

@@ -52,7 +52,8 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     n = wl.devices
     tp = wl.tp if "tp" in wl.given else None
     pp = wl.pp if "pp" in wl.given else None
-    for name, v in (("--tp", tp), ("--pp", pp)):
+    cp = wl.cp if "cp" in wl.given else None
+    for name, v in (("--tp", tp), ("--pp", pp), ("--cp", cp)):
         if v is not None and n % v:
             raise UserError(f"--devices {n} is not divisible by {name} {v}")
     if wl.offload_activations:
@@ -67,17 +68,19 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     # The trace is the whole model at the global batch, without recomputation, on one device: the planner
     # scales it to each layout.
     fixed = {"zero": wl.zero if "zero" in wl.given else None, "offload": wl.offload,
-             "micro_batch": wl.micro_batch, "recompute": wl.recompute if "recompute" in wl.given else None}
-    traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1,
-                                devices=None, offload="none", zeropp=False, given=wl.given)
+             "micro_batch": wl.micro_batch, "recompute": wl.recompute if "recompute" in wl.given else None,
+             "vp": wl.vp if "vp" in wl.given else None,
+             "schedule": wl.schedule if "schedule" in wl.given else None, "cp_comm": wl.cp_comm}
+    traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1,
+                                vp=1, schedule="1f1b", devices=None, offload="none", zeropp=False, given=wl.given)
     tr = trace(spec, traced_wl, checkpoint_early_stop=False)
-    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, **fixed)
+    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, cp=cp, **fixed)
     best = res.best
     # the report's workload is the one the best layout runs: the traced sequence, the planner's layout
     par = best.par
     rep = base_report("plan", spec, wl.with_defaults(
         batch=batch, seq=tr.tokens // batch if tr.token_unit == "tokens" else None, dp=par.dp, tp=par.tp, pp=par.pp, zero=par.zero, micro_batch=par.micro_batch,
-        recompute=par.recompute, zeropp=par.zeropp))
+        recompute=par.recompute, zeropp=par.zeropp, cp=par.cp, vp=par.vp, schedule=par.schedule, cp_comm=par.cp_comm))
     if precision_note:
         rep.assume(precision_note, key=True)
     section = PlanSection(

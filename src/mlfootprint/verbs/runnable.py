@@ -28,7 +28,7 @@ from ..workload import Layout, Workload
 DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
 # Options that, given, mean the user chose the layout (the planner is not asked).
 _LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "shard_group", "offload", "micro_batch", "grad_accum",
-                   "recompute")
+                   "recompute", "cp", "vp", "schedule", "cp_comm")
 
 
 def default_precision(wl: Workload, device: Device | None) -> tuple[Workload, str | None]:
@@ -101,10 +101,10 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
     full = best.memory.layout  # the layout the memory model checked (precision, accumulation, sequence parallel)
     full = full.replace(tp_comm_overlap=wl.tp_comm_overlap)  # the stack's choice, not the planner's
     wl = wl.with_defaults(tp=full.tp, pp=full.pp, zero=full.zero, zeropp=full.zeropp, micro_batch=full.micro_batch,
-                          recompute=full.recompute)
+                          recompute=full.recompute, cp=full.cp, vp=full.vp, schedule=full.schedule)
     return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id} (the fastest "
                       f"of {res.considered} layouts that fits; see 'mlfootprint plan'); fix any choice with "
-                      "--tp/--pp/--zero/--micro-batch/--recompute")
+                      "--tp/--pp/--vp/--cp/--zero/--micro-batch/--recompute")
 
 
 def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_bytes: int

@@ -43,10 +43,18 @@ tensors (softmax output, dropout mask: Korthikanti et al. Sec. 5) and adds one
 block's worth back as a transient; with SDPA/flash attention there are none.
 
 **Pipeline parallelism** (1F1B schedule, Narayanan et al. 2021): stage k keeps
-its blocks (the first stage also the embedding, the last the head and loss)
+its blocks (``workload.stage_layers``: as even as possible, the smaller stages at
+the ends; the first stage also the embedding, the last the head and loss)
 and holds ``min(pp − k, grad_accum)`` micro-batches in flight: the replay of
-its own allocations plus (in flight − 1) × what one micro-batch saves. The
-first and last stages are evaluated; the larger is reported.
+its own allocations plus (in flight − 1) × what one micro-batch saves. With
+``vp`` virtual stages (interleaved 1F1B) stage k holds Megatron's warm-up of
+``(pp − k − 1)·2 + (vp − 1)·pp + 1`` model chunks of 1/vp stage each: the first
+stage ``(1 + (pp − 1)/(pp·vp))·pp`` micro-batches' worth (Korthikanti et al. 2022,
+Sec. 4.2.3). ZB-H1 keeps 1F1B's. The first stage, the first of the biggest and
+the last are evaluated; the largest is reported.
+
+**Context parallelism** (``cp``): each device holds 1/cp of each sequence's
+activations; ZeRO shards over the dp × cp ranks (they hold the same weights).
 
 **Activation offload** (``offload_activations`` = α; MEMO, Zhao et al. 2025, arXiv:2407.12117, which
 offloads activations "to CPU memory after each layer's forward pass and fetch[es] them during the backward
@@ -84,11 +92,24 @@ from ...trace.run import trace as run_trace
 from ...workload import Workload
 from . import methods
 from .kvcache import kv_cache_bytes
-from ...workload import Layout, check_against_model, micro_batch_of
+from ...workload import Layout, check_against_model, check_context_parallel, micro_batch_of, stage_layers
 from .states import (ParamInfo, ParamSet, StateLayout, States, model_states, params_from_trace,
                      quantizable)
 from .timeline import ACT_CLASSES, CLASSES, C, N, POST, PRE, Profile, build_profile
 
+
+
+def inflight_micro_batches(pp: int, vp: int, stage: int, micro_batches: int) -> float:
+    """Micro-batches' worth of saved activations stage ``stage`` holds at its peak (in whole-stage units).
+
+    1F1B: min(pp − stage, m). Interleaved (Megatron-LM's schedule): (pp − stage − 1)·2 + (vp − 1)·pp warm-up
+    chunks plus one, each 1/vp of the stage, at most the m·vp chunks there are; stage 0 holds
+    (1 + (pp − 1)/(pp·vp))·pp (Korthikanti et al. 2022, Sec. 4.2.3; Narayanan et al. 2021, Sec. 2.2.2)."""
+    m = max(1, micro_batches)
+    if vp <= 1:
+        return float(max(1, min(pp - stage, m)))
+    chunks = min((pp - stage - 1) * 2 + (vp - 1) * pp + 1, m * vp)
+    return max(1.0, chunks / vp)
 
 
 @dataclass
@@ -212,6 +233,7 @@ class MemoryModel:
         if hit is not None:
             return hit
         check_against_model(layout, self.facts, self.profile.n_blocks or None, self.training)
+        check_context_parallel(layout, self.profile.seq, self.facts.get("heads"))
         if self.training and layout.optimizer == "zo-sgd" and not self.traced_zo:
             est = self._variant(optimizer="zo-sgd").per_device(layout, other, quant, gen)
         elif self.training and self.traced_zo and layout.optimizer != "zo-sgd":
@@ -269,18 +291,22 @@ class MemoryModel:
     def _on_stage(p: ParamInfo, lay: StateLayout) -> bool:
         return lay.stage_groups is None or p.group in lay.stage_groups or (p.tied_output and lay.last_stage)
 
-    def _stages(self, layout: Layout) -> list[tuple[int | None, frozenset[int] | None, bool, int]]:
-        """(stage index, its groups, is last, micro-batches in flight) for the stages worth evaluating."""
+    def _stages(self, layout: Layout) -> list[tuple[int | None, frozenset[int] | None, bool, float]]:
+        """(stage index, its groups, is last, micro-batches in flight) for the stages worth evaluating: the
+        first, the first of the biggest, the last (``workload.stage_layers``: the ends hold fewer blocks)."""
         if layout.pp == 1:
-            return [(None, None, True, 1)]
+            return [(None, None, True, 1.0)]
         L = self.profile.n_blocks
-        p = layout.pp
-        bounds = [round(k * L / p) for k in range(p + 1)]
+        p, v = layout.pp, layout.vp
+        sizes = stage_layers(L, p)
+        bounds = [0]
+        for size in sizes:
+            bounds.append(bounds[-1] + size)
         out = []
-        for k in sorted({0, p - 1}):
+        for k in sorted({0, sizes.index(max(sizes)), p - 1}):
             groups = self.profile.group_of_block_range(bounds[k], bounds[k + 1], k == 0, k == p - 1)
-            inflight = min(p - k, layout.grad_accum) if self.training else 1
-            out.append((k, groups, k == p - 1, max(inflight, 1)))
+            out.append((k, groups, k == p - 1, inflight_micro_batches(p, v, k, layout.grad_accum)
+                        if self.training else 1.0))
         return out
 
     def _estimate(self, layout: Layout, other: int, quant: str, gen: int) -> MemoryEstimate:
@@ -294,7 +320,7 @@ class MemoryModel:
 
     def _coefficients(self, layout: Layout, st: States) -> tuple[list[float], dict[str, Any]]:
         prof = self.profile
-        rb = layout.micro_batch / self.traced_batch
+        rb = layout.micro_batch / self.traced_batch / layout.cp  # context parallelism: 1/cp of each sequence
         tp = layout.tp
         repl_div = tp if layout.sequence_parallel else 1
         pr = precision_of(layout.precision).compute_bytes / precision_of(self.traced_precision).compute_bytes
@@ -347,12 +373,12 @@ class MemoryModel:
         return c, info
 
     def _estimate_stage(self, layout: Layout, other: int, quant: str, gen: int, stage: int | None,
-                        groups: frozenset[int] | None, last: bool, inflight: int) -> MemoryEstimate:
+                        groups: frozenset[int] | None, last: bool, inflight: float) -> MemoryEstimate:
         prof = self.profile
         training = self.training
         lay = StateLayout(precision=layout.precision, optimizer=layout.optimizer, training=training,
-                          zero=layout.zero if training else 0, dp=layout.dp, tp=layout.tp, ep=layout.ep,
-                          shard_group=layout.shard_group,
+                          zero=layout.zero if training else 0, dp=layout.dp * layout.cp, tp=layout.tp, ep=layout.ep,
+                          shard_group=layout.shard_group * layout.cp if layout.shard_group else None,
                           offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
                           fp8_copy_bytes=self._fp8_copy_bytes(layout))
         st = self._states(lay)
@@ -397,8 +423,14 @@ class MemoryModel:
                 saved = list(saved)
                 saved[C["sq"]] = 0.0
             inflight_bytes = (inflight - 1) * (sum(saved[k] * c[k] for k in ACT_CLASSES) - offloaded_mb)
-            notes.append(f"pipeline stage {stage}: {inflight} micro-batches in flight under 1F1B "
-                         f"(min(pp − stage, grad_accum)); {inflight - 1} more hold their saved activations")
+            if layout.vp > 1:
+                notes.append(f"pipeline stage {stage}: {inflight:.3g} micro-batches' activations in flight under "
+                             f"interleaved 1F1B with vp={layout.vp} (Megatron's warm-up (pp − stage − 1)·2 + (vp − 1)·pp "
+                             f"+ 1 model chunks of 1/vp stage each; the first stage holds (1 + (pp−1)/(pp·vp))·pp "
+                             "micro-batches: Korthikanti et al. 2022, Sec. 4.2.3)")
+            else:
+                notes.append(f"pipeline stage {stage}: {inflight:g} micro-batches in flight under 1F1B "
+                             f"(min(pp − stage, grad_accum)); {inflight - 1:g} more hold their saved activations")
         inputs = self.trace.input_bytes * info["batch_ratio"]
         dequant = 0.0
         if self.lora and quant != "none" and training:
@@ -456,7 +488,8 @@ class MemoryModel:
                          f"{offloaded_mb / 1e9:.4g} GB per micro-batch, over the host link twice")
         breakdown: dict[str, Any] = dict(st.breakdown)
         breakdown.update(micro_batch=layout.micro_batch, traced_batch=self.traced_batch,
-                         inputs_bytes=int(round(inputs)), inflight_activations_bytes=int(round(inflight_bytes)))
+                         inputs_bytes=int(round(inputs)), inflight_activations_bytes=int(round(inflight_bytes)),
+                         inflight_micro_batches=round(inflight, 4))
         if quant != "none" and "quantized_weights_bytes" in breakdown and breakdown["quantized_weights_bytes"]:
             q = breakdown["quantized_weights_bytes"]
             quantized_bf16 = sum(2 * p.numel / self._tp_div(p, lay) for p in self.params

@@ -1,16 +1,24 @@
 """The planner: parallel layouts for N devices, kept when they fit in memory, ranked by predicted throughput.
 
-Enumerates tensor (TP) × pipeline (PP) × data (DP) parallel degrees with a ZeRO
-stage, a micro-batch size and a recomputation choice for one global batch.
-Each layout's step time comes from one roofline profile of one trace (O(1) per
-layout); whether it fits comes from the memory model
-(``memory_model(spec, wl, trace).per_device(layout)``), asked in rank order only
-until enough fitting layouts are found — except when none fits, when every
-layout is checked to say how far the smallest one is from fitting.
+Enumerates tensor (TP) × context (CP) × pipeline (PP, with virtual stages VP) ×
+data (DP) parallel degrees with a ZeRO stage, a micro-batch size and a
+recomputation choice for one global batch. A cheap lower bound on the memory
+of the first and the biggest stage (weights, gradients, optimizer states of its
+blocks, sharded as the layout shards them, and the activations its in-flight
+micro-batches save) prunes layouts that cannot fit before their step time is
+computed; each remaining layout's step time comes from one
+roofline profile of one trace (O(1) per layout); whether it fits comes from the
+memory model (``memory_model(spec, wl, trace).per_device(layout)``), asked in
+rank order only until enough fitting layouts are found — except when none
+fits, when the most frugal layout of each group is checked to say how far the
+smallest one is from fitting.
 
-Constraints: TP divides the attention heads and stays inside a node; PP divides
-the layers; DP divides the global batch; ZeRO 2/3 only without pipeline
-parallelism (as in DeepSpeed); ZeRO++ is tried with ZeRO 3 when the
+Constraints: TP divides the attention heads and stays inside a node; PP is any
+degree up to the layers (uneven stages: ``workload.stage_layers``); VP virtual
+stages with at least one block each (pp × vp ≤ layers); CP splits sequences
+(divisible by 2·cp, ring attention) for sequences of at least
+``plan_cp_min_seq`` tokens; DP divides the global batch; ZeRO 2/3 only without
+pipeline parallelism (as in DeepSpeed); ZeRO++ is tried with ZeRO 3 when the
 data-parallel group spans nodes. Offload is not enumerated.
 """
 from __future__ import annotations
@@ -27,12 +35,14 @@ from .efficiency import efficiency_for
 from .roofline import build_profile
 from .shape import model_shape
 from .step import StepTime, step_time
-from ...workload import Layout
+from ...workload import Layout, stage_layers
 from ..memory.model import memory_model
 from .prediction import _flops, resolve_device
 
 RECOMPUTE_CHOICES = ("none", "selective", "full")
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
+VIRTUAL_STAGES = (1, 2, 3, 4, 6, 8)
+CONTEXT_PARALLEL = (1, 2, 4, 8, 16)
 
 
 @dataclass
@@ -45,6 +55,7 @@ class Candidate:
     peak_bytes: float | None = None
     fits: bool | None = None
     memory: Any = None
+    why: str = ""  # why it loses to the best layout ("" for the best)
 
     def to_dict(self) -> dict[str, Any]:
         p = self.par
@@ -52,7 +63,9 @@ class Candidate:
              "micro_batch": p.micro_batch, "micro_batches": self.st.micro_batches, "recompute": p.recompute,
              "step_s": self.st.step_s, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu, "hfu": self.hfu,
              "peak_bytes": self.peak_bytes, "fits": self.fits, "bottleneck": self.st.bottleneck,
-             "breakdown": dict(self.st.breakdown)}
+             "breakdown": dict(self.st.breakdown), "cp": p.cp, "vp": p.vp, "schedule": p.schedule,
+             "cp_comm": p.cp_comm, "stage_layers": list(self.st.stages) or None,
+             "bubble_fraction": self.st.bubble_fraction, "why": self.why}
         return d
 
 
@@ -82,8 +95,8 @@ def _divisors(n: int) -> list[int]:
     return sorted(out)
 
 
-def _memory_checker(spec: Any, wl: Any, trace: Any, device: Device):
-    model = memory_model(spec, wl, trace)
+def _memory_checker(spec: Any, wl: Any, trace: Any, device: Device, model: Any = None):
+    model = model or memory_model(spec, wl, trace)
     capacity = int(device.memory_bytes)
 
     def check(par: Layout) -> tuple[float, bool, Any]:
@@ -101,99 +114,194 @@ def _memory_checker(spec: Any, wl: Any, trace: Any, device: Device):
 def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: int | None = None,
                       pp: int | None = None, zero: int | None = None, micro_batch: int | None = None,
                       recompute: str | None = None, ep: int = 1, shape: Any = None,
-                      offload: str = "none") -> list[Layout]:
+                      offload: str = "none", cp: int | None = None, vp: int | None = None,
+                      schedule: str | None = None, cp_comm: str = "ring",
+                      cp_min_seq: float | None = None) -> list[Layout]:
+    """Every layout of the search space (see the module docstring), before any memory or time is asked.
+    ``cp_min_seq``: the shortest sequence for which cp > 1 is tried (default: the efficiency factor
+    ``plan_cp_min_seq``)."""
+    if cp_min_seq is None:
+        cp_min_seq = efficiency_for(device)["plan_cp_min_seq"]
     facts = spec.facts or {}
     heads = facts.get("heads")
     layers = facts.get("layers")
     dpn = int(device.devices_per_node or 1)
     transformer = bool(layers and facts.get("hidden") and shape is not None and shape.tokens_per_sample)
-    tps = [tp] if tp else [d for d in _divisors(devices) if d <= dpn and (not heads or heads % d == 0)]
+    seq = int(shape.tokens_per_sample) if transformer else None
+    # a tensor-parallel group stays inside one node: its size divides the devices per node
+    tps = [tp] if tp else [d for d in _divisors(devices) if dpn % d == 0 and (not heads or heads % d == 0)]
     if not transformer and not tp:
         tps = [1]
     out: list[Layout] = []
     B = wl.batch
+    tp_overlap = bool(getattr(wl, "tp_comm_overlap", False))
     for t in tps:
         if devices % t:
             continue
-        rest = devices // t
-        pps = [pp] if pp else [d for d in _divisors(rest) if (not layers or (d <= layers and layers % d == 0))]
-        if not transformer and not pp:
-            pps = [1]
-        for p in pps:
-            if rest % p:
+        cps = [cp] if cp else [c for c in CONTEXT_PARALLEL if transformer and (c == 1 or (
+            seq >= cp_min_seq and _cp_ok(seq, heads, t, c, cp_comm)))] or [1]
+        for c in cps:
+            if devices % (t * c):
                 continue
-            dp = rest // p
-            if B % dp or (ep > 1 and dp % ep):
-                continue
-            per_replica = B // dp
-            zeros = [zero] if zero is not None else ([0, 1] if p > 1 else [0, 1, 2, 3])
-            if dp == 1 and zero is None:
-                zeros = [0]
-            if offload != "none" and zero is None:  # ZeRO-Offload moves the partitioned optimizer states
-                zeros = [1] if p > 1 else [1, 2, 3]
-            mbs = [micro_batch] if micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]
-            if not mbs:
-                continue
-            rcs = [recompute] if recompute else list(RECOMPUTE_CHOICES)
-            for z in zeros:
-                variants = [False, True] if (z == 3 and t * dp > dpn) else [False]
-                for zpp in variants:
-                    for b in mbs:
-                        for rc in rcs:
-                            out.append(Layout(dp=dp, tp=t, pp=p, ep=ep, zero=z, micro_batch=b, recompute=rc,
-                                                zeropp=zpp, offload=offload,
-                                                tp_comm_overlap=bool(getattr(wl, "tp_comm_overlap", False))))
+            rest = devices // (t * c)
+            pps = [pp] if pp else [d for d in _divisors(rest) if (not layers or d <= layers)]
+            if not transformer and not pp:
+                pps = [1]
+            for p in pps:
+                if rest % p:
+                    continue
+                dp = rest // p
+                if B % dp or (ep > 1 and dp % ep):
+                    continue
+                per_replica = B // dp
+                zeros = [zero] if zero is not None else ([0, 1] if p > 1 else [0, 1, 2, 3])
+                if dp * c == 1 and zero is None:
+                    zeros = [0]
+                if offload != "none" and zero is None:  # ZeRO-Offload moves the partitioned optimizer states
+                    zeros = [1] if p > 1 else [1, 2, 3]
+                mbs = [micro_batch] if micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]
+                if not mbs:
+                    continue
+                rcs = [recompute] if recompute else list(RECOMPUTE_CHOICES)
+                if p == 1:
+                    pipes = [(1, schedule or "1f1b")]
+                elif schedule == "zero-bubble":
+                    pipes = [(1, "zero-bubble")]
+                else:
+                    vps = [vp] if vp else [v for v in VIRTUAL_STAGES if layers and p * v <= layers]
+                    pipes = [(v, "1f1b") for v in vps]
+                for z in zeros:
+                    variants = [False, True] if (z == 3 and t * c * dp > dpn) else [False]
+                    for zpp in variants:
+                        for b in mbs:
+                            for rc in rcs:
+                                for v, sched in pipes:
+                                    out.append(Layout(dp=dp, tp=t, pp=p, ep=ep, zero=z, micro_batch=b, recompute=rc,
+                                                      zeropp=zpp, offload=offload, cp=c, vp=v, schedule=sched,
+                                                      cp_comm=cp_comm, tp_comm_overlap=tp_overlap))
     return out
+
+
+def _cp_ok(seq: int, heads: int | None, tp: int, cp: int, cp_comm: str) -> bool:
+    if cp_comm == "ring":
+        return seq % (2 * cp) == 0
+    return seq % cp == 0 and (not heads or (heads // tp) % cp == 0)
+
+
+def _memory_bound(spec: Any, wl: Any, trace: Any, model: Any, other: float):
+    """A lower bound on a layout's per-device memory, in O(1): for the first stage and the biggest stage, the
+    blocks' weights, gradients and optimizer states divided as TP, PP and ZeRO divide them, plus the activations
+    its in-flight micro-batches save in those blocks (each at least at the end of its forward pass), at 1/(tp·cp)
+    and micro-batch / traced batch of the traced ones. Embeddings, the head, temporaries and the timeline's own
+    peak are left out, so it stays under the memory model's figure (2% of margin for rounding)."""
+    from ..count.params import parameter_stats
+    from ..memory.model import inflight_micro_batches
+    from ..memory.timeline import ACT_CLASSES, C
+
+    ref = model.per_device(Layout(precision=wl.precision, optimizer=wl.optimizer, micro_batch=1, recompute="full"))
+    w, g, o = float(ref.weights_bytes), float(ref.gradients_bytes), float(ref.optimizer_bytes)
+    stats = parameter_stats(trace)
+    block_share = stats.non_embedding / stats.total if stats.total else 1.0
+    prof = model.profile
+    L = int(prof.n_blocks or 0)
+    saved = {"none": 0.0, "selective": 0.0, "full": 0.0}  # bytes the blocks save per traced batch
+    if L:
+        blocks = prof.group_of_block_range(0, L, False, False)
+        vec = prof.saved_vector(blocks)
+        saved["none"] = sum(vec[k] for k in ACT_CLASSES)
+        saved["selective"] = saved["none"] - vec[C["sq"]]
+        saved["full"] = sum(prof.recompute_kept_vector(blocks)[k] for k in ACT_CLASSES)
+    traced_batch = float(model.traced_batch)
+
+    def bound(par: Layout) -> float:
+        group = par.dp * par.cp
+        states = (w / (group if par.zero >= 3 else 1) + g / (group if par.zero >= 2 else 1)
+                  + (o / (group if par.zero >= 1 else 1) if par.offload == "none" else 0.0))
+        states /= par.tp * max(par.ep, 1)
+        per_mb = saved[par.recompute] * par.micro_batch / (traced_batch * par.cp * par.tp)
+        if par.pp == 1 or not L:
+            worst = states + per_mb
+        else:
+            sizes = stage_layers(L, par.pp)
+            m = max(1, wl.batch // (par.dp * par.micro_batch))
+            worst = 0.0
+            for k in {0, sizes.index(max(sizes))}:
+                share = sizes[k] / L
+                inflight = inflight_micro_batches(par.pp, par.vp, k, m)
+                worst = max(worst, states * block_share * share + per_mb * share * inflight)
+        return worst * 0.98 + other
+
+    return bound
 
 
 def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, efficiency: Any = None,
          top: int = 10, tp: int | None = None, pp: int | None = None, zero: int | None = None,
          micro_batch: int | None = None, recompute: str | None = None, offload: str = "none",
+         cp: int | None = None, vp: int | None = None, schedule: str | None = None, cp_comm: str = "ring",
          memory_check: Any = None) -> PlanResult:
     """Rank the layouts of ``devices`` devices for ``wl`` (a training workload traced at its global batch).
 
     ``memory_check(par) -> (peak_bytes, fits, estimate)`` replaces the memory model (tests, or callers
-    with their own).
+    with their own); it also turns the model-states bound off.
     """
     t0 = time.perf_counter()
     if not wl.training:
         raise UserError("plan ranks training layouts; use --mode train (the default of plan)")
     if devices < 1:
         raise UserError(f"--devices must be a positive whole number, got {devices}")
-    for name, v in (("--tp", tp), ("--pp", pp)):
+    for name, v in (("--tp", tp), ("--pp", pp), ("--cp", cp)):
         if v is not None and devices % v:
             raise UserError(f"--devices {devices} is not divisible by {name} {v}")
-    if tp and pp and devices % (tp * pp):
-        raise UserError(f"--devices {devices} is not divisible by --tp {tp} × --pp {pp} = {tp * pp}")
+    fixed = (tp or 1) * (pp or 1) * (cp or 1)
+    if devices % fixed:
+        raise UserError(f"--devices {devices} is not divisible by the fixed --tp × --pp × --cp = {fixed}")
     dev = resolve_device(device)
     eff = efficiency_for(dev, efficiency)
     profile = build_profile(trace, dev, eff, wl.precision)
     shape = model_shape(spec, wl, trace)
     layouts = enumerate_layouts(spec, wl, devices, dev, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch,
-                                recompute=recompute, ep=wl.ep, shape=shape, offload=offload)
+                                recompute=recompute, ep=wl.ep, shape=shape, offload=offload, cp=cp, vp=vp,
+                                schedule=schedule, cp_comm=cp_comm, cp_min_seq=eff["plan_cp_min_seq"])
     fused_only = profile.attention_forward.ops == 0
     if fused_only and recompute is None:  # nothing for selective recomputation to drop or redo
         layouts = [p for p in layouts if p.recompute != "selective"]
     if not layouts:
         raise UserError(f"no layout of {devices} devices divides the global batch {wl.batch} into whole data-parallel "
                         f"replicas and micro-batches; use a --batch that is a multiple of {devices}")
+    enumerated = len(layouts)
+    capacity = float(dev.memory_bytes)
+    mem_model = None
+    if memory_check is None:
+        mem_model = memory_model(spec, wl, trace)
+        bound = _memory_bound(spec, wl, trace, mem_model, float(mem_model._default_other()))
+        kept = [p for p in layouts if bound(p) <= capacity]
+        pruned = enumerated - len(kept)
+        layouts = kept or layouts  # when nothing passes, the memory model says how far the smallest is
+    else:
+        pruned = 0
     model, recompute_flops = _flops(trace)
     peak = profile.peak_flops
     cands: list[Candidate] = []
     for par in layouts:
-        st = step_time(profile, shape, par, dev, eff)
+        try:
+            st = step_time(profile, shape, par, dev, eff)
+        except UserError:
+            continue
         hw = model + recompute_flops + st.hardware_extra_flops
         cands.append(Candidate(par, st, trace.tokens * st.scale / st.step_s, model / (st.step_s * devices * peak),
                                hw / (st.step_s * devices * peak)))
+    if not cands:
+        step_time(profile, shape, layouts[0], dev, eff)  # raises the layout's own one-line reason
     order = {r: i for i, r in enumerate(RECOMPUTE_CHOICES)}
-    cands.sort(key=lambda c: (-c.tokens_per_s, c.par.tp * c.par.pp, c.par.zero, order[c.par.recompute],
-                              c.par.zeropp, c.par.micro_batch))
-    check = memory_check or _memory_checker(spec, wl, trace, dev)
-    # The most frugal layout of each (tp, pp, dp) group — smallest micro-batch, highest ZeRO stage, full
-    # recomputation: memory does not grow when a layout saves more, so if none of these fits, none fits.
-    frugal: dict[tuple[int, int, int], Candidate] = {}
+    cands.sort(key=lambda c: (-c.tokens_per_s, c.par.tp * c.par.pp * c.par.cp, c.par.vp, c.par.zero,
+                              order[c.par.recompute], c.par.zeropp, c.par.micro_batch))
+    check = memory_check or _memory_checker(spec, wl, trace, dev, mem_model)
+    # The most frugal layout of each (tp, cp, pp, dp) group — smallest micro-batch, highest ZeRO stage, full
+    # recomputation, fewest virtual stages: memory does not grow when a layout saves more, so if none of these
+    # fits, none fits.
+    frugal: dict[tuple[int, int, int, int], Candidate] = {}
     for c in cands:
-        key = (c.par.tp, c.par.pp, c.par.dp)
+        key = (c.par.tp, c.par.cp, c.par.pp, c.par.dp)
         cur = frugal.get(key)
         if cur is None or _thrift(c.par) < _thrift(cur.par):
             frugal[key] = c
@@ -230,24 +338,64 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             f"most frugal one ({smallest.par.label()}) still needs {smallest.peak_bytes / 2**30:.1f} GiB per device — "
             f"use more devices, a device with more memory, LoRA, or quantization")
     best = fitting[0]
+    for c in fitting[1:]:
+        c.why = why_slower(c, best)
     explanation = explain(best, dev, devices)
     notes = [f"global batch {wl.batch} {'sequences' if shape.tokens_per_sample else 'samples'} "
              f"({trace.tokens:,} tokens per step)",
-             f"{len(cands)} layouts considered; memory checked for {checked}, in rank order (and the most frugal of "
-             f"each tp × pp × dp group when the first ones do not fit); the {len(fitting)} shown fit the "
-             "memory model",
-             "constraints: tp divides the heads and stays within a node; pp divides the layers; ZeRO 2/3 only "
-             "without pipeline parallelism; ZeRO++ tried with ZeRO 3 when the data-parallel group spans nodes; "
-             f"offload not enumerated ({offload if offload != 'none' else 'none'}, as given)"]
+             f"{enumerated:,} layouts enumerated; {pruned:,} pruned by a lower bound on their memory (the biggest "
+             f"stage's model states and the activations its in-flight micro-batches save); {len(cands):,} ranked by predicted step time; the full memory model asked for "
+             f"{checked}, in rank order (and the most frugal of each tp × cp × pp × dp group when the first ones do "
+             f"not fit); the {len(fitting)} shown fit",
+             "constraints: tp divides the heads and the devices per node (a group stays within a node); pp up to the layers, stages uneven when pp "
+             "does not divide them (the smaller stages at the ends); pp × vp ≤ layers; cp divides the sequence into "
+             f"2·cp chunks (ring attention), tried from {eff['plan_cp_min_seq']:g} tokens; ZeRO 2/3 only without "
+             "pipeline parallelism; ZeRO++ tried with ZeRO 3 when the data-parallel group spans nodes; offload not "
+             f"enumerated ({offload if offload != 'none' else 'none'}, as given)"]
     if fused_only and recompute is None:
         notes.append("selective recomputation left out: with fused (SDPA/flash) attention it keeps and redoes "
                      "the same as no recomputation")
     return PlanResult(fitting, len(cands), checked, dev, devices, wl.batch, explanation, time.perf_counter() - t0, notes)
 
 
+_LOSS_PARTS = (("bubble", "bubble"), ("recompute", "recompute"), ("dp", "exposed DP traffic"),
+               ("tp", "exposed TP traffic"), ("cp", "exposed CP exchange"), ("pp", "pipeline sends"),
+               ("ep", "expert all-to-all"), ("offload", "offload transfers"), ("work", "work"),
+               ("optimizer", "optimizer step"))
+
+
+def _parts(st: StepTime) -> dict[str, float]:
+    """A step split into what layouts trade against each other (sums to the step time)."""
+    b, c, ph = st.breakdown, st.communication, st.phases
+    out = {
+        "bubble": b.get("bubble_s", 0.0),
+        "recompute": ph.get("recompute_s", 0.0),
+        "dp": c.get("dp_exposed_s", 0.0), "tp": c.get("tp_exposed_s", 0.0), "cp": c.get("cp_exposed_s", 0.0),
+        "pp": c.get("pp_exposed_s", 0.0), "ep": c.get("ep_exposed_s", 0.0), "offload": c.get("offload_s", 0.0),
+        "optimizer": ph.get("optimizer_s", 0.0),
+    }
+    # the rest: the slowest stage's forward and backward with their per-op overhead and the weight-streaming floor
+    out["work"] = st.step_s - sum(out.values())
+    return out
+
+
+def why_slower(c: Candidate, best: Candidate) -> str:
+    """What makes ``c`` slower than ``best``: its step time over #1's, then the one or two parts of the step that
+    grew most, each as a share of #1's step time ("+4.1% step: +18% bubble, +3% exposed DP traffic"; other parts
+    may have shrunk)."""
+    mine, theirs = _parts(c.st), _parts(best.st)
+    base = best.st.step_s
+    grew = sorted(((mine[k] - theirs[k]) / base, label) for k, label in _LOSS_PARTS if k in mine)
+    grew = [(d, label) for d, label in reversed(grew) if d >= 0.005]
+    if not grew:
+        return f"+{(c.st.step_s - base) / base:.1%} step (small parts)" if c.st.step_s > base * 1.0005 else "ties"
+    net = (c.st.step_s - base) / base
+    return f"+{net:.1%} step: " + ", ".join(f"+{d:.0%} {label}" for d, label in grew[:2])
+
+
 def _thrift(par: Layout) -> tuple:
     """Sort key: the layout that saves the most memory first."""
-    return (par.micro_batch, -par.zero, -RECOMPUTE_CHOICES.index(par.recompute), par.zeropp)
+    return (par.micro_batch, -par.zero, -RECOMPUTE_CHOICES.index(par.recompute), par.vp, par.zeropp)
 
 
 def explain(c: Candidate, dev: Device, devices: int) -> str:
@@ -260,7 +408,8 @@ def explain(c: Candidate, dev: Device, devices: int) -> str:
     comm = st.communication
     detail = []
     for key, label in (("tp_exposed_s", "tensor-parallel all-reduces"), ("dp_exposed_s", "data-parallel gradient sync"),
-                       ("pp_exposed_s", "pipeline sends"), ("ep_exposed_s", "expert all-to-all")):
+                       ("pp_exposed_s", "pipeline sends"), ("ep_exposed_s", "expert all-to-all"),
+                       ("cp_exposed_s", "context-parallel exchange")):
         if comm.get(key, 0) / total >= 0.005:
             detail.append(f"{label} {comm[key] / total:.0%}")
     mem = ""

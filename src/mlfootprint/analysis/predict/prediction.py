@@ -209,8 +209,8 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     out.extend(eff.describe(used))
     out.extend(profile.fallbacks)
     if par.devices > 1:
-        out.append("work splits evenly over the dp × tp × pp devices (sequence parallelism under tensor parallelism; "
-                   "pipeline stages balanced)")
+        out.append("work splits evenly over the dp × tp × cp devices (sequence parallelism under tensor parallelism); "
+                   "pipeline stages by their blocks, the head and loss on the last; the slowest stage sets the step")
         out.append(f"rank order {RANK_ORDER}; a group uses intra-node bandwidth when it fits in one node of "
                    f"{dev.devices_per_node or 1} devices, inter-node bandwidth otherwise")
     if shape.training and par.dp > 1:
@@ -219,9 +219,7 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
         out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under the "
                    "GEMMs)")
     if par.pp > 1:
-        out.append("pipeline sends and receives exposed (1F1B's blocking p2p between micro-batches)")
-    if par.pp > 1:
-        out.append(f"pipeline: 1F1B schedule, bubble (p-1)/(m+p-1) with p={par.pp}, m={st.micro_batches} micro-batches")
+        out.append("pipeline sends and receives exposed (blocking p2p between micro-batches)")
     if par.recompute != shape.trace_recompute and shape.training:
         out.append(f"recompute={par.recompute} modeled from the traced forward (full: every block's forward again; "
                    "selective: the unfused attention products again; nothing with fused SDPA/flash attention)")

@@ -51,6 +51,10 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         reduce_elem_bytes=float(reduce_elem),
         moe_layers=int(facts["moe_layers"]) if facts.get("moe_layers") else None,
         capacity_factor=float(facts["capacity_factor"]) if facts.get("capacity_factor") else None,
+        heads=facts.get("heads"),
+        kv_heads=facts.get("kv_heads") or facts.get("heads"),
+        head_dim=facts.get("head_dim") or ((facts.get("hidden") // facts.get("heads"))
+                                           if facts.get("hidden") and facts.get("heads") else None),
     )
 
 
@@ -74,13 +78,15 @@ def parallel_from(wl: Any) -> Layout:
     The micro-batch follows the memory model's reading (``mlfootprint.workload.micro_batch_of``):
     ``--micro-batch`` if given, else the per-replica batch / ``--grad-accum``.
     """
-    tp, pp, ep = wl.tp, wl.pp, wl.ep
-    if wl.devices is not None and wl.devices % (tp * pp):
-        raise UserError(f"--devices {wl.devices} is not divisible by --tp {tp} × --pp {pp} = {tp * pp}; "
-                        f"use a device count that is a multiple of {tp * pp}, or change --tp/--pp")
-    dp = wl.devices // (tp * pp) if wl.devices is not None else wl.dp
+    tp, pp, ep, cp = wl.tp, wl.pp, wl.ep, wl.cp
+    group = tp * pp * cp
+    names = f"--tp {tp} × --pp {pp}" + (f" × --cp {cp}" if cp > 1 else "")
+    if wl.devices is not None and wl.devices % group:
+        raise UserError(f"--devices {wl.devices} is not divisible by {names} = {group}; "
+                        f"use a device count that is a multiple of {group}, or change --tp/--pp/--cp")
+    dp = wl.devices // group if wl.devices is not None else wl.dp
     if wl.devices is not None and wl.dp not in (1, dp):
-        raise UserError(f"--dp {wl.dp} × --tp {tp} × --pp {pp} = {wl.dp * tp * pp} devices, but --devices is "
+        raise UserError(f"--dp {wl.dp} × {names} = {wl.dp * group} devices, but --devices is "
                         f"{wl.devices}; drop --dp (it follows from the others) or make them agree")
     if ep > 1 and dp % ep:
         raise UserError(f"--ep {ep} must divide the data-parallel degree {dp} (experts are sharded across data-parallel ranks)")
@@ -107,5 +113,6 @@ def parallel_from(wl: Any) -> Layout:
     return Layout(dp=dp, tp=tp, pp=pp, ep=ep, zero=wl.zero if wl.training else 0, micro_batch=mb,
                     recompute=wl.recompute if wl.training else "none", offload=wl.offload if wl.training else "none",
                     zeropp=bool(getattr(wl, "zeropp", False)), shard_group=shard_group,
-                    tp_comm_overlap=bool(wl.tp_comm_overlap),
+                    tp_comm_overlap=bool(wl.tp_comm_overlap), cp=cp, vp=wl.vp, schedule=wl.schedule,
+                    cp_comm=wl.cp_comm,
                     offload_activations=getattr(wl, "offload_activations", 0.0) if wl.training else 0.0)

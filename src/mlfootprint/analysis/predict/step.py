@@ -6,9 +6,17 @@ inference) step under a layout, in O(1): the planner evaluates thousands of
 layouts from one trace this way.
 
 Scaling from the trace to one device (stated in every report):
-- forward/backward work splits evenly over dp × tp × pp devices (sequence
-  parallelism keeps norms and dropouts split under tensor parallelism; the
-  embedding and head are assumed balanced across pipeline stages);
+- forward/backward work splits evenly over dp × tp × cp devices (sequence
+  parallelism keeps norms and dropouts split under tensor parallelism; context
+  parallelism splits each sequence, load-balanced for causal attention);
+- pipeline stages hold ``workload.stage_layers(layers, pp)`` blocks each; the
+  blocks' work splits by layer count, the rest of the model (head, loss,
+  embedding) runs on the last stage; the slowest stage sets the step time;
+- the schedule's bubble, per micro-batch time t of the slowest stage: 1F1B
+  (p−1)·t, i.e. (p−1)/m of the ideal m·t (Narayanan et al. 2021, arXiv:2104.04473,
+  Sec. 2.2.1); interleaved with v virtual stages (p−1)·t/v, with v× the
+  point-to-point sends (Sec. 2.2.2); zero-bubble ZB-H1 (p−1)·(T_F + T_B − T_W)
+  (Qi et al. 2023, arXiv:2401.10241), T_B and T_W each half the backward;
 - each micro-batch reads the device's weight shard at least once in forward
   and twice in backward (a floor on memory time at small micro-batches);
 - per-op overhead is paid per operator per micro-batch: ops/pp × micro-batches;
@@ -31,7 +39,7 @@ from ...core.errors import UserError
 from . import comm
 from .efficiency import Efficiency
 from .roofline import PhaseProfile, Profile
-from ...workload import Layout
+from ...workload import Layout, check_context_parallel, stage_layers
 
 STEP_MODEL = SourcedConstants("analysis.predict", "step_model.toml", "step_model")
 RANK_ORDER = "tp, dp, pp (tensor-parallel ranks adjacent, then data-parallel, then pipeline stages; Megatron-LM's default order)"
@@ -85,6 +93,9 @@ class ModelShape:
     capacity_factor: float | None = None  # expert capacity factor, when the model states one
     weight_elem_bytes: float = 2.0
     reduce_elem_bytes: float = 2.0
+    heads: int | None = None  # attention heads (query), kv_heads (key/value), head_dim: context-parallel volumes
+    kv_heads: int | None = None
+    head_dim: int | None = None
 
     @property
     def scale(self) -> float:
@@ -103,6 +114,8 @@ class StepTime:
     bottleneck: str = ""
     volumes: dict[str, float] = field(default_factory=dict)  # bytes sent per device per step
     notes: list[str] = field(default_factory=list)
+    stages: tuple[int, ...] = ()  # blocks per pipeline stage (empty without pipeline parallelism)
+    bubble_fraction: float = 0.0  # bubble / the slowest stage's busy time (1F1B: (p-1)/m)
 
 
 def _links(device: Any) -> tuple[float, float, int]:
@@ -122,29 +135,36 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
               activation_offload_bytes: float = 0.0) -> StepTime:
     """Per-device time of one step under ``par`` (see the module docstring for the scaling);
     ``activation_offload_bytes``: what one micro-batch of one device sends to the host under activation offload."""
+    if par.cp > 1:
+        check_context_parallel(par, int(shape.tokens_per_sample) if shape.tokens_per_sample else None, shape.heads)
     n = par.devices
     m = max(1, (shape.batch // par.dp) // par.micro_batch)  # micro-batches per replica
-    share = shape.scale / n  # the trace's share one device does in one step
+    share = shape.scale / n  # the trace's share one device does in one step, with balanced stages
     fwd, bwd, opt = profile.phase("forward"), profile.phase("backward"), profile.phase("optimizer")
     rc, extra_flops = _recomputation(profile, shape, par)
-    work = fwd.plus(bwd).plus(rc).scaled(share)  # per device per step, before the floor and overhead
+    stages, model_k, block_k = _stage_factors(profile, shape, par)
+    # the slowest stage: its share of the blocks (and, on the last stage, the head and loss), × pp
+    work = fwd.plus(bwd).scaled(share * model_k).plus(rc.scaled(share * block_k))
     floor_extra = _weight_streaming_floor(profile, shape, par, m, work.time_s)
     overhead_fb = profile.per_op_overhead_s * (fwd.ops + bwd.ops + rc.ops) / par.pp * m
-    # Optimizer step: split over tp × pp, and over ZeRO's shards (dp, or the sharding group) with ZeRO ≥ 1.
+    # Optimizer step: split over tp × pp, and over ZeRO's shards (dp × cp, or the sharding group) with ZeRO ≥ 1.
     opt_dev = opt.scaled(1.0 / (par.tp * par.pp) / par.zero_shards)
     overhead_opt = profile.per_op_overhead_s * opt.ops / par.pp
-    c = _communication(shape, par, device, eff, m, fwd.time_s * share, (bwd.time_s + rc.time_s) * share)
-
+    fwd_s, bwd_s, rc_s = fwd.time_s * share * model_k, bwd.time_s * share * model_k, rc.time_s * share * block_k
+    attention_s = (fwd.by_class.get("attention", 0.0) + bwd.by_class.get("attention", 0.0)) * share * block_k \
+        + rc.by_class.get("attention", 0.0) * share * block_k
+    c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s)
     if shape.training and activation_offload_bytes > 0:
-        _activation_offload(c, activation_offload_bytes, m, eff, fwd.time_s * share, (bwd.time_s + rc.time_s) * share)
-    pipe_work = work.time_s + floor_extra + overhead_fb + c.tp_x + c.pp_x + c.ep_x + c.act_x
-    bubble = (par.pp - 1) * pipe_work / m if par.pp > 1 else 0.0
+        _activation_offload(c, activation_offload_bytes, m, eff, fwd_s, bwd_s + rc_s)
+
+    pipe_work = work.time_s + floor_extra + overhead_fb + c.tp_x + c.pp_x + c.ep_x + c.cp_x + c.act_x
+    bubble, bubble_note = _bubble(par, m, pipe_work, fwd_s + rc_s, bwd_s)
     step = pipe_work + bubble + opt_dev.time_s + overhead_opt + c.dp_x + c.off_s
     breakdown = {
         "compute_s": work.compute_s + opt_dev.compute_s,
         "memory_s": work.memory_s + floor_extra + opt_dev.memory_s,
         "overhead_s": overhead_fb + overhead_opt,
-        "communication_s": c.tp_x + c.pp_x + c.ep_x + c.dp_x + c.off_s + c.act_x,
+        "communication_s": c.tp_x + c.pp_x + c.ep_x + c.cp_x + c.dp_x + c.off_s + c.act_x,
         "bubble_s": bubble,
     }
     comm_d = {
@@ -152,21 +172,83 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
         "tp_exposed_s": c.tp_x, "pp_exposed_s": c.pp_x, "ep_exposed_s": c.ep_x, "dp_exposed_s": c.dp_x,
         **c.by_collective,
     }
+    if par.cp > 1:
+        comm_d.update(cp_s=c.cp_s, cp_exposed_s=c.cp_x)
     per_op = profile.per_op_overhead_s / par.pp * m
     phases = {
-        "forward_s": fwd.time_s * share + per_op * fwd.ops,
-        "backward_s": bwd.time_s * share + per_op * bwd.ops,
-        "recompute_s": rc.time_s * share + per_op * rc.ops,
+        "forward_s": fwd_s + per_op * fwd.ops,
+        "backward_s": bwd_s + per_op * bwd.ops,
+        "recompute_s": rc_s + per_op * rc.ops,
         "optimizer_s": opt_dev.time_s + overhead_opt,
     }
     if c.act_s:
         comm_d.update(activation_offload_s=c.act_s, activation_offload_exposed_s=c.act_x)
     notes = list(c.notes)
+    if bubble_note:
+        notes.append(bubble_note)
+    if stages and len(set(stages)) > 1:
+        notes.append(f"uneven pipeline stages: {_stage_text(stages)} blocks (the smaller stages at the ends, which "
+                     "hold the embedding and the head); the slowest stage sets the step time")
     if floor_extra:
         notes.append("weight-streaming floor: at this micro-batch, reading the weight shard takes longer than the "
                      "operators' own traffic")
     return StepTime(step, breakdown, phases, comm_d, m, extra_flops, shape.scale, _bottleneck(breakdown, comm_d),
-                    c.volumes, notes)
+                    c.volumes, notes, stages, bubble / pipe_work if pipe_work else 0.0)
+
+
+def _stage_text(stages: tuple[int, ...]) -> str:
+    """7, 8 × 14, 7: runs of equal stages."""
+    out: list[str] = []
+    k = 0
+    while k < len(stages):
+        j = k
+        while j < len(stages) and stages[j] == stages[k]:
+            j += 1
+        out.append(f"{stages[k]}" + (f" × {j - k}" if j - k > 1 else ""))
+        k = j
+    return ", ".join(out)
+
+
+def _stage_factors(profile: Profile, shape: ModelShape, par: Layout) -> tuple[tuple[int, ...], float, float]:
+    """(blocks per stage, the slowest stage's share of the model's forward/backward × pp, its share of the
+    blocks × pp). Balanced stages give (…, 1, 1).
+
+    A stage's share of the forward/backward: its blocks' part of the traced blocks' work plus, on the last stage,
+    the work outside the blocks (the head and the loss; the embedding lookup on the first stage is a gather,
+    counted with the rest on the last). The block share of the backward is taken to be the forward's."""
+    if par.pp == 1 or not shape.layers:
+        return (), 1.0, 1.0
+    stages = stage_layers(int(shape.layers), par.pp)
+    L = float(sum(stages))
+    fwd = profile.phase("forward").time_s
+    block = min(profile.block_forward.time_s / fwd, 1.0) if fwd > 0 and profile.block_forward.ops else 1.0
+    rest = 1.0 - block
+    shares = [block * l / L for l in stages]
+    shares[-1] += rest
+    model_k = max(shares) * par.pp
+    block_k = max(stages) / L * par.pp
+    return stages, model_k, block_k
+
+
+def _bubble(par: Layout, m: int, pipe_work: float, fwd_s: float, bwd_s: float) -> tuple[float, str]:
+    """Idle time of the slowest stage under the schedule, and the note that says how it was modeled."""
+    p = par.pp
+    if p == 1:
+        return 0.0, ""
+    one_f_one_b = (p - 1) * pipe_work / m  # (p-1) micro-batch times of the slowest stage
+    if par.schedule == "zero-bubble":
+        w = STEP_MODEL.value("pipeline", "weight_grad_share_of_backward")
+        busy = fwd_s + bwd_s
+        ratio = (fwd_s + bwd_s * (1 - 2 * w)) / busy if busy > 0 else 1.0
+        return one_f_one_b * ratio, (f"pipeline: zero-bubble ZB-H1 (Qi et al. 2023), bubble (p-1)·(T_F + T_B − T_W) "
+                                     f"= {ratio:.2f} × 1F1B's (p-1)/m with p={p}, m={m}; backward split into input "
+                                     f"and weight gradients, {w:g} each")
+    if par.vp > 1:
+        return one_f_one_b / par.vp, (f"pipeline: interleaved 1F1B with {par.vp} virtual stages per device, bubble "
+                                      f"(p-1)/(v·m) = {(p - 1) / (par.vp * m):.3g} of the busy time with p={p}, "
+                                      f"m={m} (Narayanan et al. 2021, Sec. 2.2.2); {par.vp}× the point-to-point sends")
+    return one_f_one_b, (f"pipeline: 1F1B, bubble (p-1)/m = {(p - 1) / m:.3g} of the busy time with p={p}, m={m} "
+                         "(Narayanan et al. 2021, Sec. 2.2.1)")
 
 
 def _recomputation(profile: Profile, shape: ModelShape, par: Layout) -> tuple[PhaseProfile, float]:
@@ -209,19 +291,22 @@ class _Communication:
     ep_x: float = 0.0
     dp_x: float = 0.0
     act_x: float = 0.0
+    cp_s: float = 0.0
+    cp_x: float = 0.0
     volumes: dict[str, float] = field(default_factory=dict)  # bytes sent per device per step
     notes: list[str] = field(default_factory=list)
     by_collective: dict[str, float] = field(default_factory=dict)  # dp_<collective>_s and dp_<collective>_exposed_s
 
 
 def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency, m: int, fwd_s: float,
-                   bwd_s: float) -> _Communication:
+                   bwd_s: float, attention_s: float = 0.0) -> _Communication:
     """Tensor-, pipeline- and expert-parallel traffic, the data-parallel gradient sync and offload transfers,
     and how much of each is exposed (not hidden under the compute it overlaps with)."""
     c = _Communication()
     n = par.devices
     links = _links(device) if n > 1 else (1.0, 1.0, 1)
-    act_elems = par.micro_batch * shape.tokens_per_sample * shape.hidden \
+    # one micro-batch's activations on one device: its 1/cp of each sequence
+    act_elems = par.micro_batch * shape.tokens_per_sample / par.cp * shape.hidden \
         if shape.tokens_per_sample and shape.hidden else None
     if par.tp > 1:
         _tensor_parallel(c, shape, par, eff, links, m, act_elems)
@@ -229,7 +314,9 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
         _pipeline(c, shape, par, eff, links, m, act_elems)
     if par.ep > 1 and shape.experts and act_elems is not None and shape.layers:
         _expert_parallel(c, shape, par, eff, links, m, act_elems)
-    if shape.training and par.dp > 1:
+    if par.cp > 1:
+        _context_parallel(c, shape, par, eff, links, m, attention_s)
+    if shape.training and par.dp * par.cp > 1:
         _data_parallel(c, shape, par, eff, links, m, fwd_s, bwd_s)
     if shape.training and par.offload != "none":
         # Gradients go down to the host and updated weights come back every step.
@@ -237,6 +324,11 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
             / eff["host_link"]
         c.notes.append("offload: gradients to the host and updated weights back over the host link each step; "
                        "the host's optimizer step is assumed to keep up")
+    if par.cp > 1 and par.cp_comm == "ring":
+        # each ring step's KV transfer runs beside the attention of the block already received
+        c.cp_x = max(c.cp_s - attention_s, 0.0)
+    else:
+        c.cp_x = c.cp_s  # the all-to-alls sit between the projections and attention: on the critical path
     # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap splits the GEMMs into
     # chunks and runs each chunk's collective under the next one's GEMM (then only what exceeds the compute).
     if par.tp_comm_overlap:
@@ -293,8 +385,11 @@ def _pipeline(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency
         raise UserError("pipeline parallelism is modeled for sequence models (sequence length and hidden size "
                         "known); use --pp 1 for this model")
     bw, lat = _link(links, eff, par.devices <= links[2])
-    transfers = (2 if shape.training else 1) * m
-    vol = act_elems * shape.act_bytes
+    per_mb = STEP_MODEL.value("pipeline", "p2p_per_micro_batch_training") if shape.training else 1
+    transfers = per_mb * m * par.vp  # the interleaved schedule crosses v× the stage boundaries
+    # Under tensor parallelism each of the tp ranks sends 1/tp of the boundary activation (Megatron's scatter/gather
+    # optimization, Narayanan et al. 2021, Sec. 4.1; with sequence parallelism the activation is already split so)
+    vol = act_elems * shape.act_bytes / par.tp
     c.volumes["pp_bytes"] = vol * transfers
     c.pp_s = transfers * comm.transfer_time(vol, bw, eff["network"], 1, lat)
 
@@ -325,6 +420,44 @@ def _expert_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
                    "leaving the device (balanced routing); exposed (the experts wait for the dispatch)")
 
 
+def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
+                      links: tuple[float, float, int], m: int, attention_s: float) -> None:
+    """Ring: cp−1 steps per layer each passing the local K and V block (b·s/cp·kv_heads·head_dim/tp elements
+    each) on, once in forward (again under full recomputation), KV and dKV in backward. All-to-all (Ulysses):
+    Q, K, V and the output, (cp−1)/cp of each buffer, in forward and again in backward."""
+    if not (shape.tokens_per_sample and shape.layers and shape.heads and shape.head_dim):
+        raise UserError(f"--cp {par.cp} is modeled for transformer models (layers, heads, head size and sequence "
+                        "length known); use --cp 1 for this model")
+    bw, lat = _link(links, eff, par.tp * par.cp <= links[2])  # CP ranks sit next to the TP ranks (Megatron order)
+    kv_heads = shape.kv_heads or shape.heads
+    tokens = par.micro_batch * shape.tokens_per_sample / par.cp
+    # layer passes of the slowest stage's blocks, summed over micro-batches
+    layers = max(stage_layers(int(shape.layers), par.pp)) * m if par.pp > 1 else shape.layers * m
+    refwd = 1 if (shape.training and par.recompute == "full") else 0
+    if par.cp_comm == "ring":
+        block = 2 * tokens * kv_heads * shape.head_dim / par.tp * shape.act_bytes  # K and V of the local chunk
+        passes = STEP_MODEL.value("context_parallel", "ring_kv_passes_forward") * (1 + refwd)
+        if shape.training:
+            passes += STEP_MODEL.value("context_parallel", "ring_kv_passes_backward")
+        vol = passes * (par.cp - 1) * block * layers
+        steps = passes * (par.cp - 1) * layers
+        c.notes.append(f"context parallelism {par.cp}, ring attention: {par.cp - 1} KV blocks of "
+                       f"{block / 1e6:.3g} MB passed per layer ({passes:g}× per micro-batch with the backward), "
+                       "overlapped with the attention of the block in hand; exposed only beyond it")
+    else:
+        qkvo = tokens * (2 * shape.heads + 2 * kv_heads) * shape.head_dim / par.tp * shape.act_bytes
+        count = STEP_MODEL.value("context_parallel", "ulysses_all_to_all_per_layer_forward") * (1 + refwd)
+        if shape.training:
+            count += STEP_MODEL.value("context_parallel", "ulysses_all_to_all_per_layer_backward")
+        per_layer = comm.all_to_all_volume(qkvo, par.cp) * count / 4  # qkvo holds the four buffers
+        vol = per_layer * layers
+        steps = count * (par.cp - 1) * layers
+        c.notes.append(f"context parallelism {par.cp}, all-to-all (DeepSpeed-Ulysses): Q, K, V and output exchanged "
+                       "around attention in forward and backward, not overlapped")
+    c.volumes["cp_bytes"] = vol
+    c.cp_s = comm.transfer_time(vol, bw, eff["network"], int(steps), lat)
+
+
 def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
                    links: tuple[float, float, int], m: int, fwd_s: float, bwd_s: float) -> None:
     """The data-parallel collectives, their times on their links and what of each the compute beside it hides.
@@ -337,9 +470,11 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     mp = par.tp * par.pp
     weights = shape.weight_bytes / mp
     grads = (shape.reduce_bytes if shape.reduce_bytes is not None else shape.grad_bytes) / mp
-    v = comm.dp_volume(weights, grads, par.dp, par.zero, m, weight_elem_bytes=shape.weight_elem_bytes,
+    # gradients are reduced over the data- and context-parallel ranks together (they hold the same weights)
+    v = comm.dp_volume(weights, grads, par.dp * par.cp, par.zero, m, weight_elem_bytes=shape.weight_elem_bytes,
                        grad_elem_bytes=shape.reduce_elem_bytes, zeropp=par.zeropp,
-                       dp_per_node=max(1, dpn // par.tp), shard_group=par.shard_group)
+                       dp_per_node=max(1, dpn // par.tp),
+                       shard_group=par.shard_group * par.cp if par.shard_group else None)
     c.volumes["dp_bytes"] = v.intra_bytes + v.inter_bytes
     net = eff["network"]
     times: dict[str, float] = {}
@@ -408,6 +543,7 @@ def _bottleneck(breakdown: dict[str, float], comm_d: dict[str, float]) -> str:
     if key == "communication_s":
         parts = {"tensor-parallel all-reduces": comm_d["tp_exposed_s"], "pipeline sends": comm_d["pp_exposed_s"],
                  "expert all-to-all": comm_d["ep_exposed_s"], "data-parallel gradient sync": comm_d["dp_exposed_s"],
+                 "context-parallel exchange": comm_d.get("cp_exposed_s", 0.0),
                  "host offload transfers": comm_d["offload_s"] + comm_d.get("activation_offload_exposed_s", 0.0)}
         return "communication (" + max(parts, key=lambda k: parts[k]) + ")"
     return {"compute_s": "compute", "memory_s": "memory bandwidth", "overhead_s": "per-op overhead",

@@ -1,0 +1,222 @@
+"""Pipeline schedules, uneven stages and context parallelism (issue 12, parts 2 and 3), by hand.
+
+The step-model tests run on a hand-built roofline profile (no trace): one device does 1 s of forward and 2 s of
+backward work for the whole traced batch, so every figure below is arithmetic on those numbers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mlfootprint.analysis.memory.model import inflight_micro_batches, memory_model
+from mlfootprint.analysis.predict.roofline import PhaseProfile, Profile
+from mlfootprint.analysis.predict.step import ModelShape, step_time
+from mlfootprint.cli import main
+from mlfootprint.core.errors import UserError
+from mlfootprint.workload import Layout, Workload, check_context_parallel, stage_layers
+from tests.helpers import traced_for_prediction
+
+# no communication cost unless a test sets a bandwidth: only the schedule's own arithmetic shows
+EFF = {"network": 1.0, "collective_latency_intra_s": 0.0, "collective_latency_inter_s": 0.0, "overlap_tp": 0.0,
+       "overlap_pp": 0.0, "overlap_dp": 0.0, "host_link": 1e9}
+FAST = SimpleNamespace(id="fast", devices_per_node=8, intra_node_bandwidth_bytes_per_s=1e30,
+                       inter_node_bandwidth_bytes_per_s=1e30)
+
+
+def profile(block_share: float = 1.0, attention_fwd_s: float = 0.0, attention_bwd_s: float = 0.0) -> Profile:
+    fwd = PhaseProfile(compute_s=1.0, ops=0, by_class={"matmul": 1.0 - attention_fwd_s, "attention": attention_fwd_s})
+    bwd = PhaseProfile(compute_s=2.0, ops=0, by_class={"matmul": 2.0 - attention_bwd_s, "attention": attention_bwd_s})
+    block = PhaseProfile(compute_s=block_share, ops=1)
+    return Profile(phases={"forward": fwd, "backward": bwd}, block_forward=block, attention_forward=PhaseProfile(),
+                   fused_recompute_flops=0, per_op_overhead_s=0.0, peak_flops=1e15, peak_dtype="bf16",
+                   rates={"memory": 1e30}, fallbacks=[], overhead_source="test")
+
+
+def shape(layers: int = 16, batch: int = 16, **kw) -> ModelShape:
+    base = dict(batch=batch, tokens_per_sample=128, layers=layers, hidden=64, act_bytes=2, grad_bytes=0.0,
+                weight_bytes=0.0, param_bytes=0.0, heads=4, kv_heads=2, head_dim=16)
+    base.update(kw)
+    return ModelShape(**base)
+
+
+# ------------------------------------------------------------------ uneven stages
+
+def test_stage_layers_even_uneven_and_126_on_16():
+    assert stage_layers(96, 8) == (12,) * 8
+    # 126 = 14 × 8 + 2 × 7: the two 7-block stages at the ends, which also hold the embedding and the head
+    # (Megatron-LM's account_for_embedding/loss_in_pipeline_split gives the same: (126 + 2) / 16 = 8)
+    assert stage_layers(126, 16) == (7,) + (8,) * 14 + (7,)
+    assert stage_layers(18, 4) == (4, 5, 5, 4)
+    assert stage_layers(10, 4) == (2, 3, 3, 2)
+    assert sum(stage_layers(127, 16)) == 127
+    with pytest.raises(UserError, match="exceeds the model's 4 layers"):
+        stage_layers(4, 8)
+
+
+# ------------------------------------------------------------------ schedules
+
+def test_bubble_1f1b_interleaved_and_zero_bubble_by_hand():
+    # pp 4, 16 micro-batches of 1 on one replica; each device does 1/4 of 3 s = 0.75 s of work
+    base = Layout(pp=4, micro_batch=1)
+    st = step_time(profile(), shape(), base, FAST, EFF)
+    assert st.micro_batches == 16
+    assert st.breakdown["compute_s"] == pytest.approx(0.75)
+    # 1F1B: (p-1)/m of the ideal time = 3/16 × 0.75 s
+    assert st.breakdown["bubble_s"] == pytest.approx(3 / 16 * 0.75)
+    assert st.bubble_fraction == pytest.approx(3 / 16)
+    assert st.step_s == pytest.approx(0.75 * (1 + 3 / 16))
+    # interleaved, v = 2: (p-1)/(v·m)
+    st2 = step_time(profile(), shape(), base.replace(vp=2), FAST, EFF)
+    assert st2.breakdown["bubble_s"] == pytest.approx(3 / 32 * 0.75)
+    # ZB-H1: (p-1)(T_F + T_B - T_W) with T_B = T_W = half the backward: T_F / (T_F + T_B + T_W) = 1/3 of 1F1B's
+    zb = step_time(profile(), shape(), base.replace(schedule="zero-bubble"), FAST, EFF)
+    assert zb.breakdown["bubble_s"] == pytest.approx(st.breakdown["bubble_s"] / 3)
+    assert any("ZB-H1" in n for n in zb.notes)
+
+
+def test_interleaving_multiplies_the_pipeline_sends_by_v():
+    # 2 sends (activation forward, gradient back) per micro-batch per boundary, × v when interleaved:
+    # 2 × 16 micro-batches × v 2 × (1 × 128 tokens × 64 hidden × 2 B) = 1,048,576 B
+    st = step_time(profile(), shape(), Layout(pp=4, vp=2, micro_batch=1), FAST, EFF)
+    assert st.volumes["pp_bytes"] == 2 * 16 * 2 * 128 * 64 * 2 == 1_048_576
+    st1 = step_time(profile(), shape(), Layout(pp=4, micro_batch=1), FAST, EFF)
+    assert st1.volumes["pp_bytes"] == 1_048_576 / 2
+    # under tensor parallelism 2 each rank sends its half (Megatron's scatter/gather, Narayanan et al. 2021, Sec. 4.1)
+    st2 = step_time(profile(), shape(), Layout(pp=4, tp=2, micro_batch=1), FAST, EFF)
+    assert st2.volumes["pp_bytes"] == 1_048_576 / 4
+
+
+def test_uneven_stages_the_slowest_sets_the_step():
+    # 18 blocks on 4 stages: 4, 5, 5, 4; all work in the blocks: the 5-block stage does 5/18 of it
+    st = step_time(profile(), shape(layers=18), Layout(pp=4, micro_batch=1), FAST, EFF)
+    assert st.stages == (4, 5, 5, 4)
+    assert st.breakdown["compute_s"] == pytest.approx(3.0 * 5 / 18)
+    assert st.breakdown["bubble_s"] == pytest.approx(3 / 16 * 3.0 * 5 / 18)
+    # 80% of the forward in the blocks, 20% (head, loss) on the last stage: 0.8 × 4/18 + 0.2 = 0.3778 of the
+    # model, more than a middle stage's 0.8 × 5/18 = 0.2222
+    st = step_time(profile(block_share=0.8), shape(layers=18), Layout(pp=4, micro_batch=1), FAST, EFF)
+    assert st.breakdown["compute_s"] == pytest.approx(3.0 * (0.8 * 4 / 18 + 0.2))
+    assert any("uneven pipeline stages: 4, 5 × 2, 4" in n for n in st.notes)
+
+
+# ------------------------------------------------------------------ context parallelism
+
+def test_ring_context_parallel_volume_and_overlap_by_hand():
+    # cp 4 (devices = dp 1 × cp 4): each device holds 128 / 4 = 32 tokens of each sequence; its K and V block is
+    # 2 × 32 tokens × 2 kv heads × 16 × 2 B = 4,096 B. Per layer and micro-batch: 3 − 1 = 3 ring steps forward
+    # (one KV pass) and backward (KV and dKV: two), so 3 passes × 3 steps × 4,096 B; × 16 layers × 16 micro-batches
+    dev = SimpleNamespace(id="slow", devices_per_node=8, intra_node_bandwidth_bytes_per_s=1e9,
+                          inter_node_bandwidth_bytes_per_s=1e9)
+    par = Layout(cp=4, micro_batch=1)
+    assert par.devices == 4
+    st = step_time(profile(attention_fwd_s=0.01, attention_bwd_s=0.02), shape(), par, dev, EFF)
+    volume = 3 * 3 * 4096 * 16 * 16
+    assert st.volumes["cp_bytes"] == volume == 9_437_184
+    assert st.communication["cp_s"] == pytest.approx(volume / 1e9)
+    # hidden under the attention of the block in hand: (0.01 + 0.02) s / 4 devices of attention per device
+    assert st.communication["cp_exposed_s"] == pytest.approx(volume / 1e9 - 0.03 / 4)
+    # work splits over the 4 devices
+    assert st.breakdown["compute_s"] == pytest.approx(3.0 / 4)
+
+
+def test_all_to_all_context_parallel_volume_by_hand():
+    # Ulysses: Q, K, V, output of 32 tokens × (2 × 4 heads + 2 × 2 kv heads) × 16 × 2 B = 12,288 B per layer pass;
+    # each all-to-all sends (cp-1)/cp of its buffer, forward and backward: 2 × 3/4 × 12,288 = 18,432 B per layer
+    dev = SimpleNamespace(id="slow", devices_per_node=8, intra_node_bandwidth_bytes_per_s=1e9,
+                          inter_node_bandwidth_bytes_per_s=1e9)
+    st = step_time(profile(), shape(), Layout(cp=4, cp_comm="all-to-all", micro_batch=1), dev, EFF)
+    assert st.volumes["cp_bytes"] == 18_432 * 16 * 16
+    assert st.communication["cp_exposed_s"] == st.communication["cp_s"]  # not overlapped
+
+
+def test_gradients_reduce_over_dp_times_cp():
+    # dp 2 × cp 2 hold the same weights: ring all-reduce over 4 ranks, 2 × 3/4 × 1 MB
+    st = step_time(profile(), shape(grad_bytes=1e6), Layout(dp=2, cp=2, micro_batch=1), FAST, EFF)
+    assert st.volumes["dp_bytes"] == pytest.approx(2 * 3 / 4 * 1e6)
+
+
+def test_context_parallel_checks():
+    check_context_parallel(Layout(cp=4), 1024, 32)
+    with pytest.raises(UserError, match="divisible by 2 × cp = 8"):
+        check_context_parallel(Layout(cp=4), 100, 32)
+    with pytest.raises(UserError, match="heads"):
+        check_context_parallel(Layout(cp=8, cp_comm="all-to-all"), 1024, 4)
+    with pytest.raises(UserError, match="devices=12 is not divisible by tp=2 × pp=1 × cp=4 = 8"):
+        Workload(devices=12, tp=2, cp=4)
+    assert Workload(devices=64, tp=2, pp=2, cp=4).dp == 4
+    with pytest.raises(UserError, match="zero-bubble"):
+        Layout(pp=4, vp=2, schedule="zero-bubble")
+    with pytest.raises(UserError, match="needs pipeline parallelism"):
+        Layout(vp=2)
+
+
+# ------------------------------------------------------------------ memory
+
+def test_inflight_micro_batches_by_schedule():
+    assert inflight_micro_batches(16, 1, 0, 128) == 16  # 1F1B: pp − stage
+    assert inflight_micro_batches(16, 1, 15, 128) == 1
+    assert inflight_micro_batches(16, 1, 0, 4) == 4  # at most the micro-batches there are
+    # interleaved, first stage: (1 + (p−1)/(p·v))·p = (1 + 15/32)·16 = 23.5 (Korthikanti et al. 2022, Sec. 4.2.3)
+    assert inflight_micro_batches(16, 2, 0, 128) == pytest.approx((1 + 15 / 32) * 16) == 23.5
+    assert inflight_micro_batches(16, 2, 15, 128) == pytest.approx((0 + 16 + 1) / 2)
+    assert inflight_micro_batches(4, 2, 0, 2) == 2  # capped by the 2 × 2 chunks there are
+
+
+DEEP = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256, "hidden_size": 32,
+        "intermediate_size": 64, "num_hidden_layers": 12, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 128, "tie_word_embeddings": False}
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    path = tmp_path_factory.mktemp("deep") / "config.json"
+    path.write_text(json.dumps(DEEP))
+    spec, wl, tr = traced_for_prediction(str(path), Workload(batch=8, seq=64, mode="train", precision="bf16-mixed"))
+    return path, memory_model(spec, wl, tr)
+
+
+def test_memory_interleaved_first_stage_and_context_parallel(deep):
+    _, mm = deep
+    base = Layout(pp=4, micro_batch=1, grad_accum=8, precision="bf16-mixed")
+    one = mm.per_device(base)
+    two = mm.per_device(base.replace(vp=2))
+    # 12 blocks on 4 stages of 3; stage 0 holds min(4, 8) = 4 micro-batches under 1F1B, (1 + 3/8)·4 = 5.5
+    # interleaved: 3 and 4.5 more than the one being computed
+    assert (one.stage, two.stage) == (0, 0)  # the first stage holds the most micro-batches
+    assert one.breakdown["inflight_micro_batches"] == 4 and two.breakdown["inflight_micro_batches"] == 5.5
+    per_micro_batch = one.breakdown["inflight_activations_bytes"] / 3
+    assert two.breakdown["inflight_activations_bytes"] == pytest.approx(per_micro_batch * 4.5, abs=2)
+    assert two.peak_bytes - one.peak_bytes == pytest.approx(per_micro_batch * 1.5, abs=4)
+    # context parallelism 2: each device keeps half of each sequence's activations
+    full = mm.per_device(Layout(micro_batch=2, precision="bf16-mixed"))
+    half = mm.per_device(Layout(micro_batch=2, cp=2, precision="bf16-mixed"))
+    assert half.activations_bytes == pytest.approx(full.activations_bytes / 2, abs=2)
+    assert half.weights_bytes == full.weights_bytes
+
+
+def test_uneven_stages_in_memory(deep):
+    _, mm = deep
+    # 12 blocks on 5 stages: the two extra blocks go to the middle stages
+    assert stage_layers(12, 5) == (2, 2, 3, 3, 2)
+    # the first stage (2 blocks, the embedding, 5 micro-batches in flight) outweighs the middle 3-block stage
+    # (3 in flight): 2 × 5 > 3 × 3 block-micro-batches of saved activations
+    est = mm.per_device(Layout(pp=5, micro_batch=1, grad_accum=8, precision="bf16-mixed"))
+    assert est.stage == 0 and est.breakdown["inflight_micro_batches"] == 5
+
+
+def test_pp_16_on_a_126_layer_model_from_the_command_line(tmp_path):
+    cfg = dict(DEEP, num_hidden_layers=126, hidden_size=16, intermediate_size=32)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "p.json"
+    assert main(["predict", str(path), "--mode", "train", "--batch", "32", "--seq", "32", "--pp", "16", "--vp", "2",
+                 "--devices", "16", "--hardware", "h100-sxm", "--format", "json", "-o", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    notes = " ".join(rep["assumptions"])
+    assert "uneven pipeline stages: 7, 8 × 14, 7 blocks" in notes
+    assert "interleaved 1F1B with 2 virtual stages" in notes
+    assert rep["workload"]["pp"] == 16 and rep["workload"]["vp"] == 2
+    assert rep["time"]["breakdown"]["bubble_s"] > 0
