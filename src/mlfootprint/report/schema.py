@@ -192,8 +192,10 @@ _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
         "calls": {"type": "integer"}, "flops": {"type": "number"}, "model": {"type": "number"},
         "other": {"type": "number"}, "bytes": {"type": "number"}, "class": {"type": "string"}}}},
         {"type": "null"}]},
-    ("MemorySection", "breakdown"): {"type": "object", "additionalProperties": {
-        "anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
+    ("MemorySection", "breakdown"): {"type": "object", "properties": {  # what MemoryModel always states
+        **{k: {"type": "integer"} for k in ("micro_batch", "inputs_bytes", "inflight_activations_bytes")},
+        "traced_batch": {"type": ["integer", "null"]}, "inflight_micro_batches": {"type": "number"}},
+        "additionalProperties": {"anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
     ("MemorySection", "layout"): {"anyOf": [{"type": "object", "properties": {  # workload.Layout's fields
         **{k: {"type": "integer"} for k in ("dp", "tp", "pp", "ep", "cp", "vp", "zero", "micro_batch", "grad_accum")},
         "shard_group": {"type": ["integer", "null"]},
