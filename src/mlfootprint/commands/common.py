@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.units import parse_size
-from ..workload import ATTENTION, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, Workload
+from ..workload import ATTENTION, FUSION, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, Workload
 
 
 def _choice(allowed: tuple[str, ...]):
@@ -54,6 +54,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                             "sharded too (default: on when --tp > 1, as plan assumes)")
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
+        g.add_argument("--fusion", type=_choice(FUSION), default=None,
+                       help=f"{{{','.join(FUSION)}}}: operators fused into kernels by the step-time model (default: "
+                            "the target stack's: fused on GPUs, compiled on TPUs, none on CPUs and --hardware this)")
         g.add_argument("--tokens", type=float, default=None, help="tokens to train on, for time-to-train")
 
 

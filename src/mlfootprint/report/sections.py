@@ -111,6 +111,7 @@ class WorkloadSection(Section):
     device_memory: int | None = None
     other_bytes: int | None = None
     kernels: str | None = None  # whose kernels the trace emulated: cpu or cuda (the target device's)
+    fusion: str | None = None  # the kernel-fusion stack asked for (none | fused | compiled); absent: the default
     defaults: list[str] = field(default_factory=list)
 
 
@@ -248,6 +249,9 @@ class TimeSection(Section):
     bottleneck: str | None = None
     token_unit: str | None = None
     breakdown: dict[str, float] | None = None
+    fusion: str | None = None  # the kernel-fusion stack the step model used: none | fused | compiled
+    fusion_counts: dict[str, float] | None = None  # ops, kernels, ops_fused_away, bytes_before/after/fused_away
+    gemm_efficiency: float | None = None  # FLOP-weighted achieved/peak of the size-rated GEMMs at this layout
     phases: dict[str, float] | None = None
     communication: dict[str, float] | None = None
     communication_volume: dict[str, float] | None = None

@@ -12,7 +12,9 @@ Scaling from the trace to one device (stated in every report):
 - each micro-batch reads the device's weight shard at least once in forward
   and twice in backward (a floor on memory time at small micro-batches);
 - per-op overhead is paid per operator per micro-batch: ops/pp × micro-batches;
-- optimizer work splits over tp × pp, and over dp too with ZeRO ≥ 1.
+- optimizer work splits over tp × pp, and over dp too with ZeRO ≥ 1;
+- a GEMM rated by a size table (roofline.py, gemm.py) runs at its size on one device for one micro-batch:
+  the traced call's FLOPs × micro-batch / traced batch / tp (:func:`gemm_scale`).
 """
 from __future__ import annotations
 
@@ -81,13 +83,20 @@ def _links(device: Any) -> tuple[float, float, int]:
     return float(intra), float(inter), dpn
 
 
+def gemm_scale(shape: ModelShape, par: Layout) -> float:
+    """A traced GEMM call's FLOPs → the same call on one device for one micro-batch: the batch dimension shrinks
+    to the micro-batch and tensor parallelism splits N (column-parallel) or K (row-parallel) by tp."""
+    return par.micro_batch / (shape.traced_batch or shape.batch) / par.tp
+
+
 def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff: Efficiency) -> StepTime:
     """Per-device time of one step under ``par`` (see the module docstring for the scaling)."""
     n = par.devices
     m = max(1, (shape.batch // par.dp) // par.micro_batch)  # micro-batches per replica
     share = shape.scale / n  # the trace's share one device does in one step
-    fwd, bwd, opt = profile.phase("forward"), profile.phase("backward"), profile.phase("optimizer")
-    rc, extra_flops = _recomputation(profile, shape, par)
+    k = gemm_scale(shape, par)
+    fwd, bwd, opt = profile.phase("forward", k), profile.phase("backward", k), profile.phase("optimizer", k)
+    rc, extra_flops = _recomputation(profile, shape, par, k)
     work = fwd.plus(bwd).plus(rc).scaled(share)  # per device per step, before the floor and overhead
     floor_extra = _weight_streaming_floor(profile, shape, par, m, work.time_s)
     overhead_fb = profile.per_op_overhead_s * (fwd.ops + bwd.ops + rc.ops) / par.pp * m
@@ -125,20 +134,21 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
                     c.volumes, notes)
 
 
-def _recomputation(profile: Profile, shape: ModelShape, par: Layout) -> tuple[PhaseProfile, float]:
+def _recomputation(profile: Profile, shape: ModelShape, par: Layout, k: float) -> tuple[PhaseProfile, float]:
     """The recomputed work of the layout, and the hardware FLOPs it adds over the trace's own (global, per step).
 
     The trace's own recomputation is kept when the layout asks for the same; otherwise full recomputation is
     modeled as the blocks' forward again, selective as the unfused attention products again."""
     if not shape.training:
         return PhaseProfile(), 0.0
-    traced = profile.phase("recompute")
+    traced = profile.phase("recompute", k)
     if par.recompute == shape.trace_recompute:
         return traced, 0.0
     if par.recompute == "full":
         if shape.trace_recompute == "full":
             return traced, 0.0
-        return profile.block_forward, float(profile.block_forward.model_flops) * shape.scale
+        block = profile.block(k)
+        return block, float(block.model_flops) * shape.scale
     if par.recompute == "selective":
         return profile.attention_forward, float(profile.attention_forward.model_flops) * shape.scale
     return PhaseProfile(), -float(traced.model_flops) * shape.scale
