@@ -289,5 +289,6 @@ def test_predict_rows_are_published_layouts_with_the_median_error_reported():
     # Table 1 of TorchTitan: 5,762 tokens/s per GPU; ours is what the predictor gives for that layout.
     row = sec["rows"]["torchtitan-llama3.1-8b-8xh100"]
     assert sec["predict_rows"] == 1
-    assert sec["predict_median_abs_difference"] == pytest.approx(abs(row["ours"] - 5762) / 5762, rel=1e-6)
+    # the section rounds the median to 6 decimals
+    assert sec["predict_median_abs_difference"] == pytest.approx(abs(row["ours"] - 5762) / 5762, abs=5e-7)
     assert "median |difference|" in rep.to_text()

@@ -63,6 +63,16 @@ def test_chain_reads_side_inputs_and_writes_only_its_last_output():
     assert (s.bytes_before, s.bytes_after, s.bytes_fused_away) == (12000, 8000, 4000)
 
 
+def test_an_op_that_cannot_read_its_predecessors_output_leaves_it_written():
+    # a LayerNorm (reads 1,000 B, writes 1,000 B) then a weight cast that reads nothing the LayerNorm wrote
+    # (0 B recorded, 400 B written): both outputs are written, nothing is saved
+    ln = Rec("aten.native_layer_norm.default", "forward", 50, 1000, 1000)
+    cast = Rec("aten._to_copy.default", "forward", 0, 0, 400)
+    assert chain_bytes([ln, cast]) == (1000, 1400)
+    _, s = fuse([ln, cast], "compiled")
+    assert s.ops_fused_away == 1 and s.bytes_fused_away == 0
+
+
 def test_matrix_ops_phases_and_casts_break_chains_as_each_stack_says():
     a = Rec("aten.gelu.default", "forward", 10, 100, 100)
     cast = Rec("aten._to_copy.default", "forward", 0, 100, 50)

@@ -27,7 +27,7 @@ TRACED_COUNT = ("trace", "count")
 TRACED_MEMORY = ("trace", "memory")
 # Workload fields a claim's inputs may set (the names and meanings of mlfootprint.Workload).
 _WORKLOAD_KEYS = ("mode", "batch", "seq", "precision", "optimizer", "attention", "micro_batch", "grad_accum",
-                  "recompute", "zero", "zeropp", "offload", "dp", "tp", "pp", "ep", "devices", "lora_rank", "quant")
+                  "recompute", "zero", "zeropp", "offload", "dp", "tp", "pp", "ep", "devices", "lora_rank", "quant", "fusion")
 
 Checker = Callable[[Claim], Outcome]
 CHECKERS: dict[str, Checker] = {}

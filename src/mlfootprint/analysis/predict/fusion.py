@@ -156,10 +156,15 @@ def chain_bytes(chain: Iterable[Any]) -> tuple[int, int]:
     read = written = 0
     prev = None
     for r in chain:
-        read += r.bytes_read if prev is None else max(0, r.bytes_read - prev.bytes_written)
-        written = r.bytes_written
+        if prev is None:
+            read += r.bytes_read
+        elif r.bytes_read >= prev.bytes_written:
+            read += r.bytes_read - prev.bytes_written  # the predecessor's output is read on chip
+        else:  # it reads less than its predecessor wrote: not that output, which is then written to memory
+            read += r.bytes_read
+            written += prev.bytes_written
         prev = r
-    return read, written
+    return read, written + prev.bytes_written if prev is not None else 0
 
 
 def _merge(chain: list[Any]) -> FusedKernel:
