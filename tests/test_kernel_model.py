@@ -157,7 +157,9 @@ def test_fusion_moves_the_prediction_and_the_report_states_the_rule(tiny_gpt2, c
     rep = json.loads(capsys.readouterr().out)
     t = rep["time"]
     assert t["fusion"] == "compiled" and rep["workload"]["fusion"] == "compiled"
-    assert t["fusion_counts"]["ops_fused_away"] == t["fusion_counts"]["ops"] - t["fusion_counts"]["kernels"] > 0
+    c = t["fusion_counts"]
+    assert c["ops_fused_away"] == c["ops"] - c["kernels"] > 0
+    assert c["traffic_fused_away_bytes"] == c["traffic_unfused_bytes"] - c["traffic_fused_bytes"] > 0
     assert any(a.startswith("kernel fusion: compiled (given with --fusion)") for a in rep["assumptions"])
 
 

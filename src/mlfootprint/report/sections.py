@@ -250,7 +250,7 @@ class TimeSection(Section):
     token_unit: str | None = None
     breakdown: dict[str, float] | None = None
     fusion: str | None = None  # the kernel-fusion stack the step model used: none | fused | compiled
-    fusion_counts: dict[str, float] | None = None  # ops, kernels, ops_fused_away, bytes_before/after/fused_away
+    fusion_counts: dict[str, float] | None = None  # ops, kernels, ops_fused_away, traffic_{unfused,fused,fused_away}_bytes
     gemm_efficiency: float | None = None  # FLOP-weighted achieved/peak of the size-rated GEMMs at this layout
     phases: dict[str, float] | None = None
     communication: dict[str, float] | None = None

@@ -153,8 +153,9 @@ def _fusion_counts(pred: StepPrediction) -> dict[str, float]:
     f = pred.fusion
     if f is None or f.mode == "none":
         return {}
-    return {"ops": f.ops, "kernels": f.kernels, "ops_fused_away": f.ops_fused_away, "bytes_before": f.bytes_before,
-            "bytes_after": f.bytes_after, "bytes_fused_away": f.bytes_fused_away}
+    return {"ops": f.ops, "kernels": f.kernels, "ops_fused_away": f.ops_fused_away,
+            "traffic_unfused_bytes": f.bytes_before, "traffic_fused_bytes": f.bytes_after,
+            "traffic_fused_away_bytes": f.bytes_fused_away}
 
 
 def _serving(section: TimeSection, spec: Any, wl: Workload, trace: Any, pred: StepPrediction,
