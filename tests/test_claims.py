@@ -179,11 +179,12 @@ def test_reproduced_figures(results):
     assert "66.57 GB of activations on the host" in memo.detail and "peak 79.2 GB" in memo.detail
     # The predicted rows (pinned in the claims file; each verdict is what the predictor reaches)
     assert by_id["memo-7b-1m-mfu"].ours == pytest.approx(0.3960, rel=0.02)  # full recomputation charged
-    # 16-bit ZeRO-3 gathers and per-layer overlap of the prefetch (issue 12): 121.9 -> 146.4 TFLOP/s, now within 10%
-    assert by_id["opt-175b-992xa100"].ours == pytest.approx(146.39e12, rel=0.02)  # vs 147 TFLOP/s published
-    assert by_id["opt-175b-992xa100"].verdict == REPRODUCED
-    # fp16 gradient all-reduce hidden under the backward: 10.4 -> 17.2 PFLOP/s, now 14% above the published figure
-    assert by_id["megatron-lm-2019-8.3b-512gpu"].ours == pytest.approx(17.20e15, rel=0.02)  # vs 15.1 PFLOP/s
+    # 16-bit ZeRO-3 gathers, per-layer overlap of the prefetch and fused elementwise kernels with size-rated GEMMs
+    # (issue 12): 121.9 -> 164.2 TFLOP/s, 12% above the published "up to" figure
+    assert by_id["opt-175b-992xa100"].ours == pytest.approx(164.2e12, rel=0.02)  # vs 147 TFLOP/s published
+    assert by_id["opt-175b-992xa100"].verdict == DIFFERS
+    # fp16 gradient all-reduce hidden under the backward and fused kernels: 10.4 -> 18.0 PFLOP/s, 19% above
+    assert by_id["megatron-lm-2019-8.3b-512gpu"].ours == pytest.approx(18.00e15, rel=0.02)  # vs 15.1 PFLOP/s
 
 
 def test_rows_link_to_sources(results):
@@ -303,7 +304,8 @@ def test_predict_rows_are_published_layouts_with_the_median_error_reported():
     # Table 1 of TorchTitan: 5,762 tokens/s per GPU; ours is what the predictor gives for that layout.
     row = sec["rows"]["torchtitan-llama3.1-8b-8xh100"]
     assert sec["predict_rows"] == 1
-    assert sec["predict_median_abs_difference"] == pytest.approx(abs(row["ours"] - 5762) / 5762, rel=1e-6)
+    # the section rounds the median to 6 decimals
+    assert sec["predict_median_abs_difference"] == pytest.approx(abs(row["ours"] - 5762) / 5762, abs=5e-7)
     assert "median |difference|" in rep.to_text()
 
 

@@ -317,7 +317,7 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
         add(f"predict--efficiency={bad}", ["predict", GPT2, "--efficiency", bad])
     # -- choices -----------------------------------------------------------------------------------------------------
     for opt in ("--mode", "--precision", "--optimizer", "--attention", "--recompute", "--quant", "--offload",
-                "--hardware"):
+                "--hardware", "--fusion"):
         for bad in ("", "banana", "TRAIN"):
             add(f"analyze{opt}={bad!r}", ["analyze", GPT2, opt, bad])
     add("format-bad", ["count", GPT2, "--format", "xml"])

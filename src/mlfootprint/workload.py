@@ -29,6 +29,8 @@ QUANT = ("none", "int8", "int4", "fp8")
 ATTENTION = ("sdpa", "eager")
 SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
 CP_COMM = ("ring", "all-to-all")  # context parallelism: ring attention (Megatron CP) or DeepSpeed-Ulysses
+#: Kernel-fusion stacks of the step-time model (analysis/predict/fusion.py); None: the target stack's default.
+FUSION = ("none", "fused", "compiled")
 
 # Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
 _MAX_COUNT = MAX_COUNT  # the one bound of core/validate.py
@@ -83,6 +85,9 @@ class Workload:
         lora_rank, lora_targets: LoRA adapters (rank; module-name parts to adapt).
         quant: weight quantization, ``none``, ``int8``, ``int4`` or ``fp8``.
         hardware: a device id of the hardware catalog; devices: how many.
+        fusion: how the step-time model groups operators into kernels: ``none`` (eager), ``fused`` (fused-kernel
+            stacks: Megatron-LM / Transformer Engine) or ``compiled`` (torch.compile / XLA); None (default) takes
+            the target stack's: ``fused`` on GPUs, ``compiled`` on TPUs, ``none`` on CPUs and calibrated profiles.
         tokens: tokens to train on (time to train).
         device_memory: bytes of one device's memory, when no ``hardware`` gives it.
         other_bytes: per-device framework overhead; None takes the memory model's default.
@@ -138,6 +143,7 @@ class Workload:
     quant: str = "none"
     hardware: str | None = None
     devices: int | None = None
+    fusion: str | None = None
     tokens: float | None = None
     device_memory: int | None = None
     other_bytes: int | None = None
@@ -182,6 +188,8 @@ class Workload:
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
                               ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
+        if self.fusion is not None:
+            _check_choice("fusion", self.fusion, FUSION)
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.zeropp and self.zero != 3:

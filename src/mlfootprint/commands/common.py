@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..core.units import parse_size
-from ..workload import ATTENTION, CP_COMM, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, SCHEDULES, Workload
+from ..workload import (ATTENTION, CP_COMM, FUSION, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE,
+                        SCHEDULES, Workload)
 
 
 def _choice(allowed: tuple[str, ...]):
@@ -74,6 +75,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                             "--tp-comm-overlap; default: exposed)")
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
+        g.add_argument("--fusion", type=_choice(FUSION), default=None,
+                       help=f"{{{','.join(FUSION)}}}: operators fused into kernels by the step-time model (default: "
+                            "the target stack's: fused on GPUs, compiled on TPUs, none on CPUs and --hardware this)")
         g.add_argument("--tokens", type=float, default=None, help="tokens to train on, for time-to-train")
 
 

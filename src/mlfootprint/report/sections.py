@@ -118,6 +118,7 @@ class WorkloadSection(Section):
     other_bytes: int | None = None
     offload_activations: float = 0.0  # the fraction of the blocks' saved activations moved to the host
     kernels: str | None = None  # whose kernels the trace emulated: cpu or cuda (the target device's)
+    fusion: str | None = None  # the kernel-fusion stack asked for (none | fused | compiled); absent: the default
     defaults: list[str] = field(default_factory=list)
 
 
@@ -259,6 +260,9 @@ class TimeSection(Section):
     bottleneck: str | None = None
     token_unit: str | None = None
     breakdown: dict[str, float] | None = None
+    fusion: str | None = None  # the kernel-fusion stack the step model used: none | fused | compiled
+    fusion_counts: dict[str, float] | None = None  # ops, kernels, ops_fused_away, traffic_{unfused,fused,fused_away}_bytes
+    gemm_efficiency: float | None = None  # FLOP-weighted achieved/peak of the size-rated GEMMs at this layout
     phases: dict[str, float] | None = None
     communication: dict[str, float] | None = None
     communication_volume: dict[str, float] | None = None

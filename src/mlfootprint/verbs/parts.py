@@ -102,7 +102,7 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
 
 _MODELED_TIME = ("step_s", "tokens_per_s", "samples_per_s", "mfu", "hfu", "train_s", "device_hours", "prefill_s",
                  "decode_token_s", "decode_tokens_per_s", "generate_s", "generate_tokens_per_s", "devices_for_deadline",
-                 "train_steps", "achieved_per_device_flop_per_s")
+                 "train_steps", "achieved_per_device_flop_per_s", "fusion", "fusion_counts", "gemm_efficiency")
 
 
 def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: Any, *, efficiency: Any = None,
@@ -117,6 +117,8 @@ def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: 
         peak_dtype=pred.peak_dtype, basis=pred.basis, bottleneck=pred.bottleneck,
         token_unit=pred.token_unit if pred.token_unit != "tokens" else None,
         breakdown=dict(pred.breakdown) or None, phases=dict(pred.phases) or None,
+        fusion=pred.fusion.mode if pred.fusion else None,
+        fusion_counts=_fusion_counts(pred) or None, gemm_efficiency=pred.gemm_efficiency,
         communication={k: v for k, v in pred.communication.items() if v} or None,
         communication_volume=dict(pred.volumes) or None)
     notes = list(pred.assumptions)
@@ -126,8 +128,11 @@ def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: 
         notes += _training_run(section, pred, float(wl.tokens), active_params, deadline_s, deadline_mfu)
     if pred.basis == "roofline":
         eff = pred.efficiency
-        rep.assume(f"step time: a roofline over the traced operators at assumed efficiencies (matmul "
-                   f"{eff.get('matmul', 0):g}, memory bandwidth {eff.get('memory_bandwidth', 0):g} of the peaks"
+        matmul = (f"16-bit GEMMs {pred.gemm_efficiency:.2f} by size" if pred.gemm_efficiency is not None
+                  else f"matmul {eff.get('matmul', 0):g}")
+        fusion = f"kernel fusion: {pred.fusion.mode}; " if pred.fusion else ""
+        rep.assume(f"step time: a roofline over the traced operators ({fusion}change it with --fusion) at assumed "
+                   f"efficiencies ({matmul}, memory bandwidth {eff.get('memory_bandwidth', 0):g} of the peaks"
                    + (f", network {eff.get('network', 0):g}" if pred.devices > 1 else "")
                    + "); change them with --efficiency", key=True)
     data = rep.add(section)
@@ -143,6 +148,16 @@ def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: 
     for n in notes:
         rep.assume(n)
     return section
+
+
+def _fusion_counts(pred: StepPrediction) -> dict[str, float]:
+    """What kernel fusion did in the traced step: operators and memory-traffic bytes before and after."""
+    f = pred.fusion
+    if f is None or f.mode == "none":
+        return {}
+    return {"ops": f.ops, "kernels": f.kernels, "ops_fused_away": f.ops_fused_away,
+            "traffic_unfused_bytes": f.bytes_before, "traffic_fused_bytes": f.bytes_after,
+            "traffic_fused_away_bytes": f.bytes_fused_away}
 
 
 def _serving(section: TimeSection, spec: Any, wl: Workload, trace: Any, pred: StepPrediction,

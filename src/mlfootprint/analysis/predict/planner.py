@@ -257,7 +257,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         raise UserError(f"--devices {devices} is not divisible by the fixed --tp × --pp × --cp = {fixed}")
     dev = resolve_device(device)
     eff = efficiency_for(dev, efficiency)
-    profile = build_profile(trace, dev, eff, wl.precision)
+    profile = build_profile(trace, dev, eff, wl.precision, getattr(wl, "fusion", None))
     shape = model_shape(spec, wl, trace)
     layouts = enumerate_layouts(spec, wl, devices, dev, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch,
                                 recompute=recompute, ep=wl.ep, shape=shape, offload=offload, cp=cp, vp=vp,

@@ -24,7 +24,8 @@ from .efficiency import Efficiency, _is_measured, efficiency_for
 from .inference import decode_model, decode_token, generate_time
 from .roofline import Profile, build_profile
 from .shape import global_batch, model_shape, parallel_from
-from .step import RANK_ORDER, ModelShape, StepTime, communication_rule, step_time
+from .fusion import FusionSummary
+from .step import RANK_ORDER, ModelShape, StepTime, communication_rule, gemm_scale, step_time
 from ...workload import Layout
 
 __all__ = [
@@ -70,6 +71,8 @@ class StepPrediction:
     efficiency: dict[str, float] = field(default_factory=dict)
     assumptions: list[str] = field(default_factory=list)
     provenance: str = "modeled"
+    fusion: FusionSummary | None = None  # how the operators were grouped into kernels
+    gemm_efficiency: float | None = None  # FLOP-weighted achieved/peak of the size-rated GEMMs (None: flat factor)
 
     @property
     def achieved_flops_per_device(self) -> float:
@@ -118,7 +121,7 @@ def prepare(spec: Any, wl: Any, trace: Any, device: str | Device, efficiency: An
             ) -> tuple[Device, Efficiency, Profile, ModelShape]:
     dev = resolve_device(device)
     eff = efficiency_for(dev, efficiency)
-    profile = build_profile(trace, dev, eff, wl.precision)
+    profile = build_profile(trace, dev, eff, wl.precision, getattr(wl, "fusion", None))
     return dev, eff, profile, model_shape(spec, wl, trace, global_batch(wl)[0])
 
 
@@ -181,7 +184,8 @@ def _prediction(spec: Any, wl: Any, trace: Any, dev: Device, eff: Efficiency, pr
         token_unit=trace.token_unit,
         bottleneck=st.bottleneck if not given else "given utilization", phases=dict(st.phases) if not given else {},
         communication=dict(st.communication) if not given else {}, volumes=dict(st.volumes), basis=basis,
-        efficiency=eff.to_dict(), assumptions=a,
+        efficiency=eff.to_dict(), assumptions=a, fusion=profile.fusion if not given else None,
+        gemm_efficiency=profile.gemm_efficiency(gemm_scale(shape, par)) if not given else None,
     )
 
 
@@ -206,6 +210,15 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
         used.append("per_op_overhead_tpu_s" if dev.kind in ("tpu", "accelerator") else "per_op_overhead_gpu_s")
     else:
         out.append(f"per-op overhead {dev.per_op_overhead_s * 1e6:.3g} µs ({profile.overhead_source})")
+    if profile.gemm is not None:
+        k = gemm_scale(shape, par)
+        out.append(f"16-bit GEMMs rated by size, not by the flat matmul factor: achieved/peak interpolated in "
+                   f"log2(FLOPs per call) from published microbenchmarks, at each call's size on one device for one "
+                   f"micro-batch (the traced call × {k:.4g}); FLOP-weighted mean "
+                   f"{profile.gemm_efficiency(k):.3f} of the peak ({profile.gemm.how}); --efficiency matmul=X "
+                   "sets a flat factor instead")
+        used = [u for u in used if u != "matmul"] + (["matmul"] if profile.peak_dtype not in ("bf16", "fp16") else [])
+    out.append(profile.fusion.describe())
     out.extend(eff.describe(used))
     out.extend(profile.fallbacks)
     if par.devices > 1:

@@ -9,17 +9,29 @@ Op classes: attention (attention products), conv (convolutions), matmul (the
 rest of the matrix-class work), vector (elementwise / norm / softmax /
 reduction only). The profile keeps the sums per phase, so a parallel layout can
 be evaluated without re-tracing (see ``step.py``).
+
+Two refinements follow the target stack:
+- kernel fusion (``fusion.py``): the records are first grouped into the kernels
+  the stack launches (eager, fused-kernel or compiled), and each kernel is one
+  roofline term with its own memory traffic and one per-op overhead;
+- GEMM efficiency by size (``gemm.py``): 16-bit matmuls on a GPU are rated at
+  peak × efficiency(FLOPs per call), the call's size being the traced one scaled
+  to the layout's micro-batch and tensor-parallel shard. They are kept in bins of
+  (size, arithmetic intensity) so that each layout re-rates them in O(bins).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.errors import UserError
 from ...hardware.catalog import dtype_for_precision
-from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
 from .efficiency import Efficiency
+from .fusion import FusionSummary, check_fusion, default_fusion, fuse
+from .gemm import GemmCurve, gemm_curve
+from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
 
 CLASSES = ("matmul", "attention", "conv", "vector", "movement")
 
@@ -46,15 +58,19 @@ class PhaseProfile:
         return self.compute_s + self.memory_s
 
     def add(self, cls: str, tc: float, tm: float, r: Any) -> None:
+        self.add_totals(cls, tc, tm, 1, r.model_flops, r.other_flops, r.bytes_read + r.bytes_written)
+
+    def add_totals(self, cls: str, tc: float, tm: float, ops: int, model_flops: int, other_flops: int,
+                   nbytes: int) -> None:
         t = max(tc, tm)
         if tc >= tm and tc > 0:
             self.compute_s += t
         else:
             self.memory_s += t
-        self.ops += 1
-        self.model_flops += r.model_flops
-        self.other_flops += r.other_flops
-        self.bytes += r.bytes_read + r.bytes_written
+        self.ops += ops
+        self.model_flops += model_flops
+        self.other_flops += other_flops
+        self.bytes += nbytes
         self.by_class[cls] = self.by_class.get(cls, 0.0) + t
 
     def scaled(self, k: float) -> PhaseProfile:
@@ -72,8 +88,31 @@ class PhaseProfile:
 
 
 @dataclass
+class GemmBin:
+    """16-bit matmuls of one phase with about the same size and arithmetic intensity (a quarter octave of each)."""
+
+    calls: int = 0
+    model_flops: int = 0
+    other_flops: int = 0
+    bytes: int = 0
+    peak: float = 0.0  # dense peak of their dtype
+    memory_s: float = 0.0  # their traffic / bandwidth, summed
+    other_s: float = 0.0  # their elementwise arithmetic (a bias) / vector rate, summed
+
+    def times(self, curve: GemmCurve, gemm_scale: float) -> tuple[float, float]:
+        flops_per_call = self.model_flops / self.calls * gemm_scale
+        return self.model_flops / (self.peak * curve(flops_per_call)) + self.other_s, self.memory_s
+
+
+BLOCK_FORWARD = "block_forward"  # the key of the blocks' forward GEMMs in Profile.gemm_bins
+
+
+@dataclass
 class Profile:
-    """Roofline sums of one traced step on one device, before any parallel layout is applied."""
+    """Roofline sums of one traced step on one device, before any parallel layout is applied.
+
+    ``phases`` and ``block_forward`` hold every kernel but the 16-bit GEMMs that a size table rates
+    (``gemm_bins``); :meth:`phase` and :meth:`block` add those at a layout's GEMM size."""
 
     phases: dict[str, PhaseProfile]
     block_forward: PhaseProfile  # forward ops inside repeated blocks (what full recomputation re-runs)
@@ -85,9 +124,45 @@ class Profile:
     rates: dict[str, float]  # achievable rates used: class → FLOP/s, 'memory' → B/s
     fallbacks: list[str]
     overhead_source: str
+    fusion: FusionSummary = field(default_factory=lambda: FusionSummary("none", "not modelled"))
+    gemm: GemmCurve | None = None  # the size table 16-bit GEMMs are rated by (None: the flat matmul factor)
+    gemm_bins: dict[str, dict[tuple, GemmBin]] = field(default_factory=dict)
+    _at: dict[tuple[str, float], PhaseProfile] = field(default_factory=dict, repr=False)
 
-    def phase(self, name: str) -> PhaseProfile:
-        return self.phases.get(name) or PhaseProfile()
+    def phase(self, name: str, gemm_scale: float = 1.0) -> PhaseProfile:
+        """The phase's sums with its GEMMs at ``gemm_scale`` × their traced FLOPs per call."""
+        return self._with_gemms(name, self.phases.get(name) or PhaseProfile(), gemm_scale)
+
+    def block(self, gemm_scale: float = 1.0) -> PhaseProfile:
+        """The repeated blocks' forward (what full recomputation re-runs), GEMMs at ``gemm_scale``."""
+        return self._with_gemms(BLOCK_FORWARD, self.block_forward, gemm_scale)
+
+    def gemm_efficiency(self, gemm_scale: float = 1.0) -> float | None:
+        """FLOP-weighted mean efficiency of the table-rated GEMMs of one step at ``gemm_scale`` (None: no table)."""
+        if self.gemm is None:
+            return None
+        flops = ideal = 0.0
+        for name, bins in self.gemm_bins.items():
+            if name == BLOCK_FORWARD:
+                continue
+            for b in bins.values():
+                flops += b.model_flops
+                ideal += b.model_flops / self.gemm(b.model_flops / b.calls * gemm_scale)
+        return flops / ideal if ideal else None
+
+    def _with_gemms(self, name: str, base: PhaseProfile, gemm_scale: float) -> PhaseProfile:
+        bins = self.gemm_bins.get(name)
+        if not bins or self.gemm is None:
+            return base
+        key = (name, gemm_scale)
+        cached = self._at.get(key)
+        if cached is None:
+            cached = base.plus(PhaseProfile())
+            for b in bins.values():
+                tc, tm = b.times(self.gemm, gemm_scale)
+                cached.add_totals("matmul", tc, tm, b.calls, b.model_flops, b.other_flops, b.bytes)
+            self._at[key] = cached
+        return cached
 
 
 def _op_dtype(out_dtype: str) -> str | None:
@@ -128,15 +203,29 @@ def peak_for_precision(device: Any, precision: str) -> tuple[float, str]:
         raise UserError(f"--precision {precision} needs a {dtype} peak: {exc}") from None
 
 
-def _accumulate(trace: Any, op_time: Any) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int]:
-    """Sum each op's (compute, memory) time by phase, for the transformer blocks' forward and for
-    unfused attention's forward; total the recompute FLOPs of fused backward kernels."""
+def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None
+                ) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int, dict[str, dict[tuple, GemmBin]]]:
+    """Sum each kernel's (compute, memory) time by phase, for the transformer blocks' forward and for
+    unfused attention's forward; total the recompute FLOPs of fused backward kernels. A kernel for which
+    ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes into that bin instead of the sums."""
     phases: dict[str, PhaseProfile] = {}
     block_fwd = PhaseProfile()
     attn_fwd = PhaseProfile()
     fused = 0
-    for r in trace.records:
+    bins: dict[str, dict[tuple, GemmBin]] = {}
+    for r in records:
         cls = op_class(r)
+        binned = gemm_bin(r, cls) if gemm_bin is not None else None
+        if binned is not None:
+            key, fill = binned
+            places = [r.phase]
+            if r.phase == "forward" and _BLOCK_RE.search(r.module or ""):
+                places.append(BLOCK_FORWARD)
+            for place in places:
+                b = bins.setdefault(place, {}).setdefault(key, GemmBin())
+                fill(b)
+            phases.setdefault(r.phase, PhaseProfile())
+            continue
         tc, tm = op_time(r, cls)
         ph = phases.get(r.phase)
         if ph is None:
@@ -149,16 +238,36 @@ def _accumulate(trace: Any, op_time: Any) -> tuple[dict[str, PhaseProfile], Phas
                 attn_fwd.add(cls, tc, tm, r)
         elif r.phase == "backward":
             fused += r.recompute_flops
-    return phases, block_fwd, attn_fwd, fused
+    return phases, block_fwd, attn_fwd, fused, bins
 
 
-def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
+def resolve_fusion(device: Any, eff: Efficiency, fusion: str | None) -> tuple[str, str]:
+    """The fusion mode a prediction uses, and why: the option when given, else the target stack's default."""
+    if check_fusion(fusion) is not None:
+        return str(fusion), "given with --fusion"
+    return default_fusion(device, eff.measured_device)
+
+
+def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusion: str | None = None) -> Profile:
+    """The roofline profile of one trace on ``device``; ``fusion`` (none | fused | compiled; None: the target
+    stack's default) groups the operators into the kernels the stack launches."""
+    mode, why = resolve_fusion(device, eff, fusion)
+    kernels, summary = fuse(trace.records, mode, why)
     if eff.curves:
-        return _build_profile_curves(trace, device, eff, precision)
-    return _build_profile(trace, device, eff, precision)
+        profile = _build_profile_curves(trace, kernels, device, eff, precision)
+    else:
+        profile = _build_profile(kernels, device, eff, precision)
+    profile.fusion = summary
+    return profile
 
 
-def _build_profile(trace: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
+def _gemm_table_applies(eff: Efficiency) -> bool:
+    """A size table rates GEMMs unless the device was calibrated or the user set the matmul factor."""
+    f = eff.factors.get("matmul")
+    return not eff.measured_device and not (f is not None and f.provenance == "given")
+
+
+def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
     peak, peak_dtype = peak_for_precision(device, precision)
     fallbacks: list[str] = []
     bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
@@ -189,19 +298,45 @@ def _build_profile(trace: Any, device: Any, eff: Efficiency, precision: str) -> 
             tc += r.other_flops / vector_rate
         return tc, (r.bytes_read + r.bytes_written) / bw
 
-    phases, block_fwd, attn_fwd, fused = _accumulate(trace, op_time)
+    curves: dict[str, GemmCurve | None] = {}
+    use_table = _gemm_table_applies(eff)
+
+    def gemm_bin(r: Any, cls: str) -> Any:
+        if cls != "matmul" or not use_table:
+            return None
+        d = _op_dtype(r.out_dtype) or peak_dtype
+        if d not in curves:
+            curves[d] = gemm_curve(device, d)
+        if curves[d] is None or d not in device.peak_flops:
+            return None
+        nbytes = r.bytes_read + r.bytes_written
+        key = (d, round(math.log2(r.model_flops) * 4), round(math.log2(r.model_flops / max(nbytes, 1)) * 4))
+
+        def fill(b: GemmBin) -> None:
+            b.calls += 1
+            b.model_flops += r.model_flops
+            b.other_flops += r.other_flops
+            b.bytes += nbytes
+            b.peak = device.peak_flops[d]
+            b.memory_s += nbytes / bw
+            b.other_s += r.other_flops / vector_rate
+        return key, fill
+
+    phases, block_fwd, attn_fwd, fused, bins = _accumulate(records, op_time, gemm_bin)
     overhead, overhead_source = per_op_overhead(device, eff)
     rates = {c: peak * eff[c] for c in ("matmul", "attention", "conv")}
     rates["vector"] = vector_rate
     rates["memory"] = bw
-    return Profile(phases, block_fwd, attn_fwd, fused, overhead, peak, peak_dtype, rates, fallbacks, overhead_source)
+    table = next((c for c in curves.values() if c is not None), None) if bins else None
+    return Profile(phases, block_fwd, attn_fwd, fused, overhead, peak, peak_dtype, rates, fallbacks, overhead_source,
+                   gemm=table, gemm_bins=bins)
 
 
-def _build_profile_curves(trace: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
+def _build_profile_curves(trace: Any, records: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
     """As _build_profile, with rates from a per-op-class calibration (mlfootprint.analysis.predict.opcurves) for fp32
     operators: compute kernels by FLOPs per byte moved, norms/pooling/elementwise by bytes moved."""
 
-    base = _build_profile(_NoRecords(trace), device, eff, precision)
+    base = _build_profile([], device, eff, precision)
     curves = {c: Curve(p) for c, p in (eff.curves or {}).items()}
     bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
     vector_rate = base.rates["vector"]
@@ -229,13 +364,6 @@ def _build_profile_curves(trace: Any, device: Any, eff: Efficiency, precision: s
             tm = nbytes / (mem_curve(nbytes) if mem_curve is not None else bw)
         return tc, tm
 
-    phases, block_fwd, attn_fwd, fused = _accumulate(trace, op_time)
+    phases, block_fwd, attn_fwd, fused, _ = _accumulate(records, op_time)
     base.phases, base.block_forward, base.attention_forward, base.fused_recompute_flops = phases, block_fwd, attn_fwd, fused
     return base
-
-
-class _NoRecords:
-    """A trace's stand-in with no records: builds the rates and overhead of a profile only."""
-
-    def __init__(self, trace: Any) -> None:
-        self.records: list[Any] = []

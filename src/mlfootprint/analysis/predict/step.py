@@ -20,7 +20,9 @@ Scaling from the trace to one device (stated in every report):
 - each micro-batch reads the device's weight shard at least once in forward
   and twice in backward (a floor on memory time at small micro-batches);
 - per-op overhead is paid per operator per micro-batch: ops/pp × micro-batches;
-- optimizer work splits over tp × pp, and over dp too with ZeRO ≥ 1.
+- optimizer work splits over tp × pp, and over dp too with ZeRO ≥ 1;
+- a GEMM rated by a size table (roofline.py, gemm.py) runs at its size on one device for one micro-batch:
+  the traced call's FLOPs × micro-batch / traced batch / (tp × cp) (:func:`gemm_scale`).
 
 Activation offload (``offload_activations``; MEMO, Zhao et al. 2025): each micro-batch sends the bytes the memory
 model moves to the host and fetches them back, over the device's own host link (``host_link``). The rule for what
@@ -131,6 +133,13 @@ def _links(device: Any) -> tuple[float, float, int]:
     return float(intra), float(inter), dpn
 
 
+def gemm_scale(shape: ModelShape, par: Layout) -> float:
+    """A traced GEMM call's FLOPs → the same call on one device for one micro-batch: the batch dimension shrinks
+    to the micro-batch, context parallelism splits the tokens by cp and tensor parallelism splits N
+    (column-parallel) or K (row-parallel) by tp."""
+    return par.micro_batch / (shape.traced_batch or shape.batch) / (par.tp * par.cp)
+
+
 def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
               activation_offload_bytes: float = 0.0) -> StepTime:
     """Per-device time of one step under ``par`` (see the module docstring for the scaling);
@@ -140,9 +149,10 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     n = par.devices
     m = max(1, (shape.batch // par.dp) // par.micro_batch)  # micro-batches per replica
     share = shape.scale / n  # the trace's share one device does in one step, with balanced stages
-    fwd, bwd, opt = profile.phase("forward"), profile.phase("backward"), profile.phase("optimizer")
-    rc, extra_flops = _recomputation(profile, shape, par)
-    stages, model_k, block_k = _stage_factors(profile, shape, par)
+    k = gemm_scale(shape, par)
+    fwd, bwd, opt = profile.phase("forward", k), profile.phase("backward", k), profile.phase("optimizer", k)
+    rc, extra_flops = _recomputation(profile, shape, par, k)
+    stages, model_k, block_k = _stage_factors(profile, shape, par, k)
     # the slowest stage: its share of the blocks (and, on the last stage, the head and loss), × pp
     work = fwd.plus(bwd).scaled(share * model_k).plus(rc.scaled(share * block_k))
     floor_extra = _weight_streaming_floor(profile, shape, par, m, work.time_s)
@@ -209,7 +219,8 @@ def _stage_text(stages: tuple[int, ...]) -> str:
     return ", ".join(out)
 
 
-def _stage_factors(profile: Profile, shape: ModelShape, par: Layout) -> tuple[tuple[int, ...], float, float]:
+def _stage_factors(profile: Profile, shape: ModelShape, par: Layout, k: float = 1.0
+                   ) -> tuple[tuple[int, ...], float, float]:
     """(blocks per stage, the slowest stage's share of the model's forward/backward × pp, its share of the
     blocks × pp). Balanced stages give (…, 1, 1).
 
@@ -220,8 +231,8 @@ def _stage_factors(profile: Profile, shape: ModelShape, par: Layout) -> tuple[tu
         return (), 1.0, 1.0
     stages = stage_layers(int(shape.layers), par.pp)
     L = float(sum(stages))
-    fwd = profile.phase("forward").time_s
-    block = min(profile.block_forward.time_s / fwd, 1.0) if fwd > 0 and profile.block_forward.ops else 1.0
+    fwd = profile.phase("forward", k).time_s
+    block = min(profile.block(k).time_s / fwd, 1.0) if fwd > 0 and profile.block_forward.ops else 1.0
     rest = 1.0 - block
     shares = [block * l / L for l in stages]
     shares[-1] += rest
@@ -251,20 +262,21 @@ def _bubble(par: Layout, m: int, pipe_work: float, fwd_s: float, bwd_s: float) -
                          "(Narayanan et al. 2021, Sec. 2.2.1)")
 
 
-def _recomputation(profile: Profile, shape: ModelShape, par: Layout) -> tuple[PhaseProfile, float]:
+def _recomputation(profile: Profile, shape: ModelShape, par: Layout, k: float) -> tuple[PhaseProfile, float]:
     """The recomputed work of the layout, and the hardware FLOPs it adds over the trace's own (global, per step).
 
     The trace's own recomputation is kept when the layout asks for the same; otherwise full recomputation is
     modeled as the blocks' forward again, selective as the unfused attention products again."""
     if not shape.training:
         return PhaseProfile(), 0.0
-    traced = profile.phase("recompute")
+    traced = profile.phase("recompute", k)
     if par.recompute == shape.trace_recompute:
         return traced, 0.0
     if par.recompute == "full":
         if shape.trace_recompute == "full":
             return traced, 0.0
-        return profile.block_forward, float(profile.block_forward.model_flops) * shape.scale
+        block = profile.block(k)
+        return block, float(block.model_flops) * shape.scale
     if par.recompute == "selective":
         return profile.attention_forward, float(profile.attention_forward.model_flops) * shape.scale
     return PhaseProfile(), -float(traced.model_flops) * shape.scale

@@ -1,0 +1,178 @@
+"""Kernel fusion: the traced operators as the target stack would launch them.
+
+Eager PyTorch runs every operator as its own kernel, each reading its inputs from and writing its output to
+device memory. Fused-kernel stacks (Megatron-LM, Transformer Engine) and compilers (torch.compile's Inductor,
+XLA) run chains of elementwise and normalization operators as one kernel. The rule and its sources are in
+``data/fusion.toml``: a chain is a maximal run of consecutive operators of one phase whose class the stack
+fuses; it reads the first operator's inputs and, of each later one, what it reads beyond its predecessor's
+output; it writes the last operator's output.
+
+    kernels, summary = fuse(trace.records, "fused")
+    summary.ops_fused_away, summary.bytes_fused_away
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...core.datafiles import SourcedConstants
+from ...core.errors import UserError, suggest
+from ...workload import FUSION as CHOICES
+
+FUSION = SourcedConstants("analysis.predict", "fusion.toml", "fusion")
+_DESCRIPTION = {
+    "none": "eager: every traced operator is its own kernel and pays its own memory traffic and launch",
+    "fused": "fused-kernel stack (Megatron-LM / Transformer Engine): each chain of elementwise and normalization "
+             "operators between two matrix operators is one kernel; casts and copies stay separate",
+    "compiled": "compiled (torch.compile / XLA): each chain of elementwise, normalization, cast and copy operators "
+                "between two matrix operators is one kernel",
+}
+
+
+@dataclass(slots=True)
+class FusedKernel:
+    """A chain of traced operators run as one kernel (the fields a roofline reads, as on an op record)."""
+
+    index: int
+    op: str
+    module: str
+    phase: str
+    other_flops: int
+    bytes_read: int
+    bytes_written: int
+    out_dtype: str
+    ops: int  # traced operators in the chain
+    model_flops: int = 0
+    attention_flops: int = 0
+    recompute_flops: int = 0
+    causal: bool | None = None
+
+
+@dataclass
+class FusionSummary:
+    """What fusion did to one trace: operators and bytes of memory traffic before and after."""
+
+    mode: str
+    why: str  # where the mode came from (the option, or the target stack's default)
+    ops: int = 0  # traced operators in the phases that fuse
+    kernels: int = 0  # kernels they become
+    bytes_before: int = 0  # memory traffic of those operators, unfused
+    bytes_after: int = 0
+    chains: int = 0  # chains of two or more operators
+
+    @property
+    def ops_fused_away(self) -> int:
+        return self.ops - self.kernels
+
+    @property
+    def bytes_fused_away(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+    def describe(self) -> str:
+        line = f"kernel fusion: {self.mode} ({self.why}); {_DESCRIPTION[self.mode]}"
+        if self.mode != "none":
+            line += (f"; in the traced step {self.ops_fused_away:,} of {self.ops:,} operators and "
+                     f"{self.bytes_fused_away / 1e9:.3g} GB of {self.bytes_before / 1e9:.3g} GB of their memory "
+                     f"traffic were fused away ({self.chains:,} chains; rule and sources: "
+                     "mlfootprint/analysis/predict/data/fusion.toml)")
+        return line
+
+
+def check_fusion(mode: str | None) -> str | None:
+    """``mode`` if it is a known stack (or None, the default); a one-line UserError otherwise."""
+    if mode is None or mode in CHOICES:
+        return mode
+    raise UserError(f"--fusion must be one of {', '.join(CHOICES)}, got {mode!r}.{suggest(str(mode), CHOICES)}")
+
+
+def default_fusion(device: Any, measured: bool) -> tuple[str, str]:
+    """The stack a device gets when --fusion is not given, and why."""
+    key = "measured" if measured else str(getattr(device, "kind", "cpu"))
+    if not FUSION.has("defaults", key):
+        key = "cpu"
+    mode = str(FUSION.value("defaults", key))
+    what = "a calibrated profile" if key == "measured" else f"a {key}"
+    return mode, f"the default for {what}; change it with --fusion {{{','.join(CHOICES)}}}"
+
+
+def _op_class(r: Any) -> str:
+    if r.model_flops:
+        return "matrix"
+    return "vector" if r.other_flops else "movement"
+
+
+def fuse(records: Sequence[Any], mode: str, why: str = "") -> tuple[list[Any], FusionSummary]:
+    """The kernels the target stack would launch for ``records``, and what fusion saved.
+
+    With ``mode == "none"`` the records are returned as they are."""
+    summary = FusionSummary(mode, why)
+    if mode == "none":
+        return list(records), summary
+    fusible = set(FUSION.value("stacks", f"{mode}_classes"))
+    phases = set(FUSION.value("stacks", "phases"))
+    out: list[Any] = []
+    chain: list[Any] = []
+
+    def close() -> None:
+        if not chain:
+            return
+        if len(chain) == 1:
+            out.append(chain[0])
+            summary.kernels += 1
+            nbytes = chain[0].bytes_read + chain[0].bytes_written
+            summary.bytes_before += nbytes
+            summary.bytes_after += nbytes
+        else:
+            k = _merge(chain)
+            out.append(k)
+            summary.kernels += 1
+            summary.chains += 1
+            summary.bytes_before += sum(r.bytes_read + r.bytes_written for r in chain)
+            summary.bytes_after += k.bytes_read + k.bytes_written
+        summary.ops += len(chain)
+        chain.clear()
+
+    for r in records:
+        if r.phase in phases and _op_class(r) in fusible:
+            if chain and chain[-1].phase != r.phase:
+                close()
+            chain.append(r)
+            continue
+        close()
+        out.append(r)
+        if r.phase in phases:
+            summary.ops += 1
+            summary.kernels += 1
+            nbytes = r.bytes_read + r.bytes_written
+            summary.bytes_before += nbytes
+            summary.bytes_after += nbytes
+    close()
+    return out, summary
+
+
+def chain_bytes(chain: Iterable[Any]) -> tuple[int, int]:
+    """(bytes read, bytes written) of a chain run as one kernel (the rule of ``data/fusion.toml``)."""
+    read = written = 0
+    prev = None
+    for r in chain:
+        if prev is None:
+            read += r.bytes_read
+        elif r.bytes_read >= prev.bytes_written:
+            read += r.bytes_read - prev.bytes_written  # the predecessor's output is read on chip
+        else:  # it reads less than its predecessor wrote: not that output, which is then written to memory
+            read += r.bytes_read
+            written += prev.bytes_written
+        prev = r
+    return read, written + prev.bytes_written if prev is not None else 0
+
+
+def _merge(chain: list[Any]) -> FusedKernel:
+    read, written = chain_bytes(chain)
+    first, last = chain[0], chain[-1]
+    name = "+".join(r.op.split(".")[1] if r.op.count(".") >= 2 else r.op for r in chain[:4])
+    if len(chain) > 4:
+        name += f"+…({len(chain)} ops)"
+    return FusedKernel(index=first.index, op=f"fused[{name}]", module=first.module, phase=first.phase,
+                       other_flops=sum(r.other_flops for r in chain), bytes_read=read, bytes_written=written,
+                       out_dtype=last.out_dtype, ops=len(chain))

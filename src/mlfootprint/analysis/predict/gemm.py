@@ -1,0 +1,111 @@
+"""GEMM efficiency by size: achieved / peak of a 16-bit matrix multiplication as a function of its FLOPs per call.
+
+The points are published microbenchmarks, one table per device class (``data/gemm.toml``, each with its source
+and date). For a FLOP count F the efficiency is the median, over the table's shapes with that count (2·m·n·k),
+of achieved / peak; between counts it is interpolated linearly in log2(F), and it is flat beyond the ends. A GPU
+that is no class's member takes the class whose dense 16-bit peak is nearest on a log scale.
+
+    curve = gemm_curve(get_device("h100-sxm"), "bf16")
+    curve(2 * 1024**3)     # 0.220: a 1024³ GEMM reaches about a quarter of the peak
+    curve(2 * 8192**3)     # 0.801: the large-GEMM ceiling (MAMF)
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from ...core.datafiles import SourcedConstants
+
+GEMM = SourcedConstants("analysis.predict", "gemm.toml", "gemm")
+CLASSES = ("h100", "a100")
+#: Dtypes the tables describe: 16-bit tensor-core GEMMs (fp16 runs at the bf16 rate on these GPUs).
+DTYPES = ("bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class GemmCurve:
+    """Efficiency (fraction of the dense peak) against FLOPs per GEMM call, for one device class."""
+
+    device_class: str
+    log2_flops: tuple[float, ...]
+    efficiency: tuple[float, ...]
+    how: str  # how the class was chosen, and where its points come from
+
+    def __call__(self, flops: float) -> float:
+        if flops <= 0:
+            return self.efficiency[0]
+        x = math.log2(flops)
+        i = bisect.bisect_left(self.log2_flops, x)
+        if i <= 0:
+            return self.efficiency[0]
+        if i >= len(self.log2_flops):
+            return self.efficiency[-1]
+        x0, x1 = self.log2_flops[i - 1], self.log2_flops[i]
+        y0, y1 = self.efficiency[i - 1], self.efficiency[i]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def _measured_points(cls: str) -> list[tuple[float, float]]:
+    """(log2 FLOPs, efficiency): the median over the shapes of each FLOP count, then the ceiling."""
+    peak = float(GEMM.value(cls, "peak_flops"))
+    by_flops: dict[float, list[float]] = {}
+    for m, n, k, rate in GEMM.value(cls, "points"):
+        by_flops.setdefault(2.0 * m * n * k, []).append(float(rate) / peak)
+    pts = [(math.log2(f), statistics.median(v)) for f, v in sorted(by_flops.items())]
+    m, n, k, rate = GEMM.value(cls, "ceiling")
+    ceiling = (math.log2(2.0 * m * n * k), float(rate) / peak)
+    return sorted([p for p in pts if p[0] < ceiling[0]] + [ceiling])
+
+
+_curves: dict[str, GemmCurve] = {}
+
+
+def class_curve(cls: str) -> GemmCurve:
+    """The curve of one device class (cached)."""
+    if cls in _curves:
+        return _curves[cls]
+    if GEMM.has(cls, "points"):
+        pts = _measured_points(cls)
+        how = f"{cls} table: {GEMM.source(cls, 'points')}; ceiling: {GEMM.source(cls, 'ceiling')}"
+    else:
+        # Only a ceiling was published: the shape of another class's curve, scaled to meet it.
+        base = class_curve(str(GEMM.value(cls, "shape_from")))
+        m, n, k, rate = GEMM.value(cls, "ceiling")
+        f = 2.0 * m * n * k
+        scale = float(rate) / float(GEMM.value(cls, "peak_flops")) / base(f)
+        pts = sorted([(x, min(1.0, y * scale)) for x, y in zip(base.log2_flops, base.efficiency) if x < math.log2(f)]
+                     + [(math.log2(f), float(rate) / float(GEMM.value(cls, "peak_flops")))])
+        how = (f"{cls} ceiling: {GEMM.source(cls, 'ceiling')}; below it the {base.device_class} curve scaled by "
+               f"{scale:.3f} ({GEMM.source(cls, 'shape_from')})")
+    curve = GemmCurve(cls, tuple(p[0] for p in pts), tuple(p[1] for p in pts), how)
+    _curves[cls] = curve
+    return curve
+
+
+def device_class(device: Any) -> tuple[str | None, str]:
+    """The class whose table rates ``device``'s GEMMs, and why; None for non-GPUs and GPUs without a 16-bit peak."""
+    if getattr(device, "kind", None) != "gpu":
+        return None, f"{device.id} is a {getattr(device, 'kind', '?')}: no GEMM-by-size table"
+    for cls in CLASSES:
+        if device.id in GEMM.value(cls, "members"):
+            return cls, f"{device.id} is in the {cls} class"
+    peak = device.peak_flops.get("bf16") or device.peak_flops.get("fp16")
+    if not peak:
+        return None, f"{device.id} lists no 16-bit peak: no GEMM-by-size table"
+    nearest = min(CLASSES, key=lambda c: abs(math.log(peak / float(GEMM.value(c, "peak_flops")))))
+    return nearest, (f"{device.id} takes the {nearest} class, the nearest by dense 16-bit peak "
+                     f"({peak / 1e12:.0f} vs {float(GEMM.value(nearest, 'peak_flops')) / 1e12:.0f} TFLOP/s)")
+
+
+def gemm_curve(device: Any, dtype: str) -> GemmCurve | None:
+    """The curve for ``device``'s ``dtype`` GEMMs, or None when no table applies (the flat factor does)."""
+    if dtype not in DTYPES:
+        return None
+    cls, why = device_class(device)
+    if cls is None:
+        return None
+    c = class_curve(cls)
+    return GemmCurve(c.device_class, c.log2_flops, c.efficiency, f"{why}; {c.how}")

@@ -1,0 +1,246 @@
+"""Kernel fusion and GEMM efficiency by size (issue 12, parts 4 and 6) against hand-derived values.
+
+Fusion: the rule of analysis/predict/data/fusion.toml on synthetic records, then on the forward of one block of a
+tiny GPT-2 (hidden 64, MLP 256, 2 × 16 tokens, bf16-mixed on an A100 target) counted by hand.
+GEMM efficiency: lookups at the points of analysis/predict/data/gemm.toml and between them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlfootprint.analysis.predict.efficiency import Efficiency, efficiency_for
+from mlfootprint.analysis.predict.fusion import chain_bytes, fuse
+from mlfootprint.analysis.predict.gemm import class_curve, device_class, gemm_curve
+from mlfootprint.analysis.predict.prediction import predict_step
+from mlfootprint.analysis.predict.roofline import build_profile
+from mlfootprint.analysis.predict.step import ModelShape, gemm_scale
+from mlfootprint.cli import main
+from mlfootprint.core.errors import UserError
+from mlfootprint.hardware.catalog import get_device
+from mlfootprint.models import resolve
+from mlfootprint.trace.run import trace
+from mlfootprint.workload import Layout, Workload
+
+TINY_GPT2 = str(Path(__file__).parent / "data" / "configs" / "tiny-gpt2")
+H100, A100 = get_device("h100-sxm"), get_device("a100-80gb")
+
+
+@dataclass
+class Rec:
+    """The fields of an op record the fusion rule reads."""
+
+    op: str
+    phase: str
+    other_flops: int
+    bytes_read: int
+    bytes_written: int
+    model_flops: int = 0
+    attention_flops: int = 0
+    recompute_flops: int = 0
+    module: str = "m"
+    out_dtype: str = "torch.bfloat16"
+    index: int = 0
+    causal: bool | None = None
+
+
+# ------------------------------------------------------------------------------------------ fusion, synthetic
+
+
+def test_chain_reads_side_inputs_and_writes_only_its_last_output():
+    # y = (x · s) + r over 1,000 bf16 elements (2,000 B each): mul reads x and s, add reads the product and r.
+    mul = Rec("aten.mul.Tensor", "forward", 1000, bytes_read=4000, bytes_written=2000)
+    add = Rec("aten.add.Tensor", "forward", 1000, bytes_read=4000, bytes_written=2000)
+    # fused: read x, s (4,000) + r (4,000 - the product's 2,000 on chip) ; write y (2,000)
+    assert chain_bytes([mul, add]) == (6000, 2000)
+    kernels, s = fuse([mul, add], "fused")
+    assert len(kernels) == 1 and kernels[0].other_flops == 2000 and kernels[0].ops == 2
+    assert (s.ops, s.kernels, s.ops_fused_away, s.chains) == (2, 1, 1, 1)
+    assert (s.bytes_before, s.bytes_after, s.bytes_fused_away) == (12000, 8000, 4000)
+
+
+def test_an_op_that_cannot_read_its_predecessors_output_leaves_it_written():
+    # a LayerNorm (reads 1,000 B, writes 1,000 B) then a weight cast that reads nothing the LayerNorm wrote
+    # (0 B recorded, 400 B written): both outputs are written, nothing is saved
+    ln = Rec("aten.native_layer_norm.default", "forward", 50, 1000, 1000)
+    cast = Rec("aten._to_copy.default", "forward", 0, 0, 400)
+    assert chain_bytes([ln, cast]) == (1000, 1400)
+    _, s = fuse([ln, cast], "compiled")
+    assert s.ops_fused_away == 1 and s.bytes_fused_away == 0
+
+
+def test_matrix_ops_phases_and_casts_break_chains_as_each_stack_says():
+    a = Rec("aten.gelu.default", "forward", 10, 100, 100)
+    cast = Rec("aten._to_copy.default", "forward", 0, 100, 50)
+    b = Rec("aten.mul.Tensor", "forward", 10, 50, 50)
+    mm = Rec("aten.mm.default", "forward", 0, 300, 100, model_flops=1000)
+    c = Rec("aten.add.Tensor", "forward", 10, 100, 100)
+    d = Rec("aten.add.Tensor", "backward", 10, 100, 100)
+    opt = [Rec("aten.mul_.Tensor", "optimizer", 10, 100, 100), Rec("aten.add_.Tensor", "optimizer", 10, 100, 100)]
+    records = [a, cast, b, mm, c, d, *opt]
+    # none: every op a kernel
+    kernels, s = fuse(records, "none")
+    assert kernels == records and s.ops_fused_away == 0
+    # fused: the cast (no arithmetic) stays its own kernel and splits a | b; the matmul ends a chain; c and d are
+    # in different phases; the optimizer step is left as traced
+    kernels, s = fuse(records, "fused")
+    assert len(kernels) == len(records) and s.ops_fused_away == 0 and s.ops == 6
+    # compiled: a + cast + b is one kernel: reads a's 100 B, nothing more (cast and mul read only their
+    # predecessor's output), writes b's 50 B
+    kernels, s = fuse(records, "compiled")
+    assert len(kernels) == len(records) - 2 and s.ops_fused_away == 2
+    assert (kernels[0].bytes_read, kernels[0].bytes_written) == (100, 50)
+    assert s.bytes_fused_away == (200 + 150 + 100) - 150
+
+
+# ------------------------------------------------------------------------------------------ fusion, a tiny GPT-2
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    spec = resolve(TINY_GPT2)
+    wl = Workload(batch=2, seq=16, mode="train", precision="bf16-mixed", hardware="a100-80gb")
+    return spec, wl, trace(spec, wl, checkpoint_early_stop=False)
+
+
+def _block0_forward(tr):
+    """The forward records of block 0 from its first LayerNorm to the last MLP projection (ln_1 … c_proj)."""
+    recs = [r for r in tr.records if r.phase == "forward" and r.module.startswith("transformer.h.0")]
+    end = max(i for i, r in enumerate(recs) if r.module == "transformer.h.0.mlp.c_proj" and r.model_flops)
+    return recs[: end + 1]
+
+
+def test_fused_bytes_of_one_gpt2_block_by_hand(tiny_gpt2):
+    _, _, tr = tiny_gpt2
+    recs = _block0_forward(tr)
+    # T = 2 × 16 = 32 tokens, hidden 64, MLP 256; under bf16 autocast the residual stream is fp32 (4 B) and
+    # the MLP activation bf16 (2 B): x_res = 32·64·4 = 8,192 B, attn out = 32·64·2 = 4,096 B,
+    # LayerNorm reads x_res + weight and bias (2·64·4 = 512 B) = 8,704 B and writes y 8,192 B + mean, rstd 256 B,
+    # h = 32·256·2 = 16,384 B.
+    x_res, attn, ln_in, ln_out, h = 8192, 4096, 8704, 8448, 16384
+    vec = [r for r in recs if not r.model_flops and r.other_flops]
+    assert [r.op.split(".")[1] for r in vec] == ["native_layer_norm", "add", "native_layer_norm", "mul", "pow",
+                                                 "mul", "add", "mul", "tanh", "add", "mul"]
+    # Chain 1: residual add (reads x_res + attn out, writes x_res) then ln_2.
+    eager_1 = (x_res + attn) + x_res + ln_in + ln_out
+    fused_1 = (x_res + attn) + (ln_in - x_res) + ln_out  # ln_2 reads the sum on chip, its weight and bias from memory
+    # Chain 2: gelu_new = 0.5·h·(1 + tanh(√(2/π)·(h + 0.044715·h³))) in 8 ops of h's size; two of them read a
+    # second h-sized tensor (the add of h and the final multiply).
+    eager_2 = (6 * h + 2 * 2 * h) + 8 * h
+    fused_2 = h + h + h + h  # reads h, then the two side inputs; writes the output
+    kernels, s = fuse(recs, "fused")
+    assert s.ops == len(recs)
+    assert s.ops_fused_away == (2 - 1) + (8 - 1)
+    assert s.bytes_fused_away == (eager_1 - fused_1) + (eager_2 - fused_2) == 16384 + 229376
+    # compiled also takes the casts of the weights (bf16 copies) into the chains next to them
+    _, c = fuse(recs, "compiled")
+    assert c.ops_fused_away > s.ops_fused_away and c.bytes_fused_away >= s.bytes_fused_away
+
+
+def test_fusion_moves_the_prediction_and_the_report_states_the_rule(tiny_gpt2, capsys):
+    spec, wl, tr = tiny_gpt2
+    p_none = predict_step(spec, Workload(**{**_fields(wl), "fusion": "none"}), tr, "a100-80gb")
+    p_fused = predict_step(spec, wl, tr, "a100-80gb")  # the GPU default: fused
+    assert p_fused.fusion.mode == "fused" and p_none.fusion.mode == "none"
+    assert p_fused.breakdown["memory_s"] < p_none.breakdown["memory_s"]
+    # one launch per kernel: the 48 operators fused away no longer pay the A100's 5 µs per-op overhead
+    assert p_fused.fusion.ops_fused_away == 48
+    assert p_none.breakdown["overhead_s"] - p_fused.breakdown["overhead_s"] == pytest.approx(48 * 5e-6)
+    assert any(a.startswith("kernel fusion: fused (the default for a gpu") for a in p_fused.assumptions)
+    # the command line: the option, the time section's counts and the assumption
+    assert main(["predict", TINY_GPT2, "--mode", "train", "--batch", "2", "--seq", "16", "--hardware", "a100-80gb",
+                 "--fusion", "compiled", "--format", "json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    t = rep["time"]
+    assert t["fusion"] == "compiled" and rep["workload"]["fusion"] == "compiled"
+    c = t["fusion_counts"]
+    assert c["ops_fused_away"] == c["ops"] - c["kernels"] > 0
+    assert c["traffic_fused_away_bytes"] == c["traffic_unfused_bytes"] - c["traffic_fused_bytes"] > 0
+    assert any(a.startswith("kernel fusion: compiled (given with --fusion)") for a in rep["assumptions"])
+
+
+def test_fusion_defaults_follow_the_target_stack():
+    from mlfootprint.analysis.predict.fusion import default_fusion
+    assert default_fusion(A100, measured=False)[0] == "fused"
+    assert default_fusion(get_device("tpu-v4"), measured=False)[0] == "compiled"
+    assert default_fusion(A100, measured=True)[0] == "none"  # a calibrated profile measured eager kernels
+    with pytest.raises(UserError, match="fusion 'inductor'; choose one of: none, fused, compiled"):
+        Workload(fusion="inductor")
+
+
+def _fields(wl: Workload) -> dict:
+    return {k: getattr(wl, k) for k in wl.given}
+
+
+# ------------------------------------------------------------------------------------------ GEMM efficiency
+
+
+def test_gemm_efficiency_at_the_data_points_and_between():
+    c = gemm_curve(H100, "bf16")
+    # 256³ and 4096³ are the only shapes with 2·256³ = 2^25 and 2·4096³ = 2^37 FLOPs: 6.45 and 783.33 TFLOP/s
+    # of the 989.4 TFLOP/s dense bf16 peak
+    assert c(2 * 256**3) == pytest.approx(6.45 / 989.4)
+    assert c(2 * 4096**3) == pytest.approx(783.33 / 989.4)
+    # 2^36 FLOPs: three shapes (4096·4096·2048 738.74, 2048·4096·4096 753.64, 4096·2048·4096 758.43): the median
+    assert c(2**36) == pytest.approx(753.64 / 989.4)
+    # halfway in log2(FLOPs) between 2^36 and 2^37: the mean of the two
+    assert c(2**36.5) == pytest.approx((753.64 + 783.33) / 2 / 989.4)
+    # the large-GEMM ceiling (MAMF 792.1 TFLOP/s at 6144·17920·2816), flat beyond it and below the smallest point
+    assert c(2 * 6144 * 17920 * 2816) == pytest.approx(792.1 / 989.4)
+    assert c(1e15) == pytest.approx(792.1 / 989.4)
+    assert c(1e3) == pytest.approx(6.45 / 989.4)
+    # fp16 runs at the same tensor-core rate; fp32/fp8 and non-GPUs keep the flat factor
+    assert gemm_curve(H100, "fp16")(2**36) == c(2**36)
+    assert gemm_curve(H100, "fp32") is None and gemm_curve(H100, "fp8") is None
+    assert gemm_curve(get_device("tpu-v4"), "bf16") is None
+
+
+def test_a_small_gemm_gets_a_lower_factor_than_a_large_one():
+    for dev in (H100, A100):
+        c = gemm_curve(dev, "bf16")
+        sizes = [2 * n**3 for n in (256, 512, 1024, 2048, 4096, 8192)]
+        values = [c(f) for f in sizes]
+        assert values == sorted(values) and values[0] < 0.01 < 0.75 < values[-1]
+
+
+def test_a100_takes_its_ceiling_and_the_h100_shape_below_it():
+    a = gemm_curve(A100, "bf16")
+    f = 2 * 6912 * 16384 * 2048
+    assert a(f) == pytest.approx(267.9 / 312)  # MAMF: 85.9% of 312 TFLOP/s
+    h = class_curve("h100")
+    scale = (267.9 / 312) / h(f)
+    assert a(2**33) == pytest.approx(h(2**33) * scale)
+
+
+def test_devices_outside_a_class_take_the_nearest_by_peak():
+    assert device_class(get_device("b200"))[0] == "h100"  # 2,250 TFLOP/s: nearer 989 than 312 on a log scale
+    assert device_class(get_device("v100-32gb"))[0] == "a100"  # 125 TFLOP/s fp16
+    assert device_class(get_device("tpu-v4"))[0] is None
+
+
+def test_gemm_size_follows_the_layout(tiny_gpt2):
+    shape = ModelShape(batch=16, tokens_per_sample=1024, layers=12, hidden=768, act_bytes=2, grad_bytes=1.0,
+                       weight_bytes=1.0, param_bytes=1.0, traced_batch=16)
+    # micro-batch 2 of the 16 traced samples, column/row split over tp = 2: each call has 2/16/2 of its FLOPs
+    assert gemm_scale(shape, Layout(dp=8, tp=2, micro_batch=2)) == pytest.approx(1 / 16)
+    spec, wl, tr = tiny_gpt2
+    prof = build_profile(tr, A100, efficiency_for(A100), wl.precision)
+    # the tiny model's calls (2^18-2^20 FLOPs) sit below the table; 2^10 and 2^6 times larger they are on it
+    assert prof.gemm is not None and prof.gemm_efficiency(2**10) > prof.gemm_efficiency(2**6) > prof.gemm_efficiency(1)
+    # smaller GEMMs: more compute time for the same FLOPs
+    assert prof.phase("forward", 2**6).compute_s > prof.phase("forward", 2**10).compute_s
+
+
+def test_a_given_matmul_factor_or_a_calibrated_profile_replaces_the_table(tiny_gpt2):
+    spec, wl, tr = tiny_gpt2
+    assert build_profile(tr, A100, efficiency_for(A100, "matmul=0.6"), wl.precision).gemm is None
+    measured = Efficiency(dict(efficiency_for(A100).factors), measured_device=True)
+    assert build_profile(tr, A100, measured, wl.precision).gemm is None
+    # the flat factor then rates every matmul: the forward's compute is its GEMM FLOPs / (312 T × 0.6) + the rest
+    prof = build_profile(tr, A100, efficiency_for(A100, "matmul=0.6"), wl.precision)
+    assert prof.rates["matmul"] == pytest.approx(312e12 * 0.6)
+    assert not math.isnan(prof.phase("forward").time_s)
