@@ -89,7 +89,8 @@ SAMPLES = {
     "logsumexp": lambda h, x: h.logsumexp(-1),
     "mse_loss": lambda h, x: F.mse_loss(h, h),
     "nll_loss": lambda h, x: F.nll_loss(h, torch.zeros(4, dtype=torch.long)),
-    "norm.Scalar": lambda h, x: h.norm(),
+    "linalg_vector_norm": lambda h, x: h.norm(),
+    "norm.Scalar": lambda h, x: torch.ops.aten.norm.Scalar(h),
     "addcmul": lambda h, x: torch.addcmul(h, h, h),
     "dot": lambda h, x: torch.dot(h[0], x[0]),  # bf16 · fp32: only autocast's promote makes this legal
     "gelu": lambda h, x: F.gelu(h),  # on no list: the input's dtype

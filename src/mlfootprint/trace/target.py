@@ -12,7 +12,9 @@ none is named) decides which kernels the trace emulates:
   the RNG seed/offset are kept, no T×T tensor, with or without dropout. Their FLOP formulas count the
   backward's recomputed Q·Kᵀ as hardware FLOPs, not model FLOPs (formulas/attention.py). Dropout runs as
   CUDA's fused ``native_dropout`` with a one-byte (bool) mask. Optimizers take CUDA's default foreach
-  implementation (its whole-model temporaries).
+  implementation (its whole-model temporaries). Mixed precision follows CUDA autocast's operator lists
+  (:class:`CudaAutocast`), not the CPU's. oneDNN's LSTM workspace is not booked; cuDNN's reserve space, which has
+  no published size rule, is not modelled (an assumption line says so).
 * ``cpu``: the CPU's own kernels, unchanged.
 
 ``torch.nn.functional`` is never patched: the mode sees the calls through PyTorch's ``__torch_function__``
@@ -263,6 +265,12 @@ def cpu_autocast_operators() -> list[str]:
             for name in CONSTANTS.value("autocast", key)]
 
 
+def _with_defaults(op: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with the positional arguments the caller left to their defaults filled in from ``op``'s schema."""
+    positional = [a for a in op._schema.arguments if not a.kwarg_only]
+    return tuple(args) + tuple(a.default_value for a in positional[len(args):])
+
+
 def _eligible(t: Any) -> bool:
     # autocast's is_eligible: a defined floating tensor that is not double
     return isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
@@ -294,18 +302,23 @@ class CudaAutocast:
     def __enter__(self) -> "CudaAutocast":
         import warnings
 
-        self._lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - removed in __exit__
+        self._lib = torch.library.Library("aten", "IMPL")  # its registrations are removed in __exit__
         names = dict.fromkeys(list(self.policies) + cpu_autocast_operators())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Overriding a previously registered kernel": the CPU's, on purpose
-            for name in names:
-                op = _overload(name)
-                if op is not None:
-                    self._lib.impl(name, self._kernel(op, self.policies.get(name)), "AutocastCPU")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Overriding a previously registered kernel": the CPU's, on purpose
+                for name in names:
+                    op = _overload(name)
+                    if op is not None:
+                        self._lib.impl(name, self._kernel(op, self.policies.get(name)), "AutocastCPU")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._lib._destroy()
+        if self._lib is not None:
+            self._lib._destroy()
         self._lib = None
         self._cache = None
 
@@ -330,9 +343,11 @@ class CudaAutocast:
                 if policy == "fp32_set_opt_dtype":
                     return self._set_opt_dtype(op, args, kwargs)
                 if policy == "fp32_append_dtype":
+                    # norm without a dtype → the overload with one (norm.Scalar → norm.ScalarOpt_dtype, …_dim → …_dim_dtype)
                     out = torch.float32 if _eligible(args[0]) else args[0].dtype
-                    with_dtype = getattr(aten.norm, f"{op._overloadname}_dtype")
-                    return with_dtype(*args, **kwargs, dtype=out)
+                    name = op._overloadname
+                    with_dtype = getattr(aten.norm, ("ScalarOpt" if name == "Scalar" else name) + "_dtype")
+                    return with_dtype(*_with_defaults(op, args), **kwargs, dtype=out)
                 to = self.dtype if policy == "lower_precision_fp" else torch.float32
                 if policy == "promote":
                     to = self._promote_type(list(args) + list(kwargs.values()))
