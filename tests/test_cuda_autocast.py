@@ -255,3 +255,29 @@ def test_lstm_on_a_gpu_target_has_no_onednn_workspace_and_says_so():
     # under CUDA autocast the LSTM runs in the lower precision (cuDNN's RNN is cast, AutocastRNN.cpp)
     mixed = run(GPU, "bf16-mixed")
     assert any(r.op == "aten.mkldnn_rnn_layer.default" and r.out_dtype == "bfloat16" for r in mixed.records)
+
+
+def test_other_threads_keep_the_cpus_autocast_while_a_gpu_target_is_traced():
+    # The registrations are process-wide for the step; a user's own CPU autocast in another thread (real tensors)
+    # keeps the CPU's lists: softmax on bf16 stays bf16 there, while the tracing thread gets CUDA's fp32.
+    import threading
+
+    from mlfootprint.trace.target import CudaAutocast
+
+    h = torch.randn(4, 8, dtype=torch.bfloat16)
+    other: list[torch.dtype] = []
+
+    def user_loop() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            other.append(h.softmax(-1).dtype)
+            other.append(torch.mm(torch.randn(4, 8), torch.randn(8, 4)).dtype)
+
+    with CudaAutocast(torch.bfloat16) as emulation, emulation.forward():
+        ours = h.softmax(-1).dtype
+        worker = threading.Thread(target=user_loop)
+        worker.start()
+        worker.join()
+    assert ours == torch.float32
+    assert other == [torch.bfloat16, torch.bfloat16]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # and the CPU's own kernels are back afterwards
+        assert h.softmax(-1).dtype == torch.bfloat16

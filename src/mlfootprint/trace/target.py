@@ -23,6 +23,7 @@ protocol, only while the trace runs.
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections import Counter
 from dataclasses import dataclass
@@ -295,6 +296,11 @@ class CudaAutocast:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
         self.policies = cuda_autocast_policies()
+        # The registrations are process-wide: another thread's CPU autocast (a user's real training loop while the
+        # trace runs) keeps the CPU's own policy through them.
+        self._cpu_policies = {name: key[len("cpu_"):] for key in ("cpu_lower_precision_fp", "cpu_fp32", "cpu_promote")
+                              for name in CONSTANTS.value("autocast", key)}
+        self._thread = threading.get_ident()
         self._lib: Any = None
         self._cache: dict[int, tuple[Any, torch.Tensor]] | None = None
 
@@ -333,8 +339,12 @@ class CudaAutocast:
             self._cache = None
 
     # -- the policy -------------------------------------------------------------------------------------------
-    def _kernel(self, op: Any, policy: str | None):
+    def _kernel(self, op: Any, cuda_policy: str | None):
+        cpu_policy = self._cpu_policies.get(op._schema.name.split("::")[1] + (
+            "." + op._overloadname if op._overloadname != "default" else ""))
+
         def kernel(*args: Any, **kwargs: Any) -> Any:
+            policy = cuda_policy if threading.get_ident() == self._thread else cpu_policy
             with torch._C._ExcludeDispatchKeyGuard(self._KEYS):
                 if policy is None:  # on the CPU's lists only: CUDA autocast lets it through uncast
                     return op(*args, **kwargs)
@@ -348,9 +358,10 @@ class CudaAutocast:
                     name = op._overloadname
                     with_dtype = getattr(aten.norm, ("ScalarOpt" if name == "Scalar" else name) + "_dtype")
                     return with_dtype(*_with_defaults(op, args), **kwargs, dtype=out)
-                to = self.dtype if policy == "lower_precision_fp" else torch.float32
+                lower = torch.get_autocast_dtype("cpu")  # the trace's compute dtype in its own thread
+                to = lower if policy == "lower_precision_fp" else torch.float32
                 if policy == "promote":
-                    to = self._promote_type(list(args) + list(kwargs.values()))
+                    to = self._promote_type(list(args) + list(kwargs.values()), lower)
                 return op(*[self._cast(a, to) for a in args], **{k: self._cast(v, to) for k, v in kwargs.items()})
         return kernel
 
@@ -367,9 +378,10 @@ class CudaAutocast:
             args = args[:index] + (torch.float32,) + args[index + 1:]
         return op(*args, **kwargs)
 
-    def _promote_type(self, values: list[Any]) -> torch.dtype:
+    @staticmethod
+    def _promote_type(values: list[Any], lower: torch.dtype) -> torch.dtype:
         # autocast_mode.h prioritize(): float32 wins over the lower precision; doubles are ignored
-        to = self.dtype
+        to = lower
         for v in values:
             for t in (v if isinstance(v, (list, tuple)) else (v,)):
                 if _eligible(t) and t.dtype == torch.float32:
@@ -381,7 +393,8 @@ class CudaAutocast:
             return type(value)(self._cast(v, to) for v in value)
         if not _eligible(value) or value.dtype == to:
             return value
-        cacheable = (self._cache is not None and to == self.dtype and value.dtype == torch.float32
+        cacheable = (self._cache is not None and threading.get_ident() == self._thread and to == self.dtype
+                     and value.dtype == torch.float32
                      and value.requires_grad and value.is_leaf and not value._is_view()
                      and torch.is_autocast_cache_enabled())
         if not cacheable:
