@@ -78,3 +78,44 @@ def test_mamba2_chunked_scan_is_not_attention():
     assert sum(r.attention_flops for r in tr.records) == 0
     assert sum(r.scan_flops for r in tr.records) > 0
     assert all(r.module.endswith(".mixer") for r in tr.records if r.scan_flops)
+
+
+def ssd_chunked_scan_flops(batch: int, seq: int, chunk: int, heads: int, head_dim: int, state: int) -> int:
+    """FLOPs of the products in one layer of Mamba-2's chunked SSD scan, as HF's torch fallback runs it.
+
+    Dao & Gu 2024 (arXiv:2405.21060) §6, the SSD algorithm: the sequence is cut into c = ⌈T/Q⌉ chunks of Q
+    (the last one zero-padded, and computed); B and C are repeated from their groups to every head, so the groups
+    do not enter. Each product is a batched matmul, 2 FLOPs per multiply–accumulate:
+      1. diagonal blocks, C·Bᵀ within a chunk:          2·b·c·Q²·H·N
+      2. diagonal blocks, (C·Bᵀ ∘ L)·X:                  2·b·c·Q²·H·P
+      3. each chunk's final state, Bᵀ·X:                 2·b·c·Q·H·P·N
+      4. state passing across chunks (c + 1 with the zero initial state, a (c+1)×(c+1) decay matrix):
+                                                         2·b·(c+1)²·H·P·N
+      5. off-diagonal blocks, C·state:                   2·b·c·Q·H·P·N
+    """
+    c = -(-seq // chunk)
+    return 2 * batch * heads * (c * chunk * chunk * state + c * chunk * chunk * head_dim
+                                + 2 * c * chunk * head_dim * state + (c + 1) ** 2 * head_dim * state)
+
+
+@pytest.mark.parametrize("seq, groups, mode", [(8, 1, "inference"), (7, 2, "inference"), (7, 2, "train")])
+def test_mamba2_chunked_scan_count_is_exact(seq, groups, mode):
+    # hidden 32, expand 2 → 64 = H·P with H = 4 heads of P = 16; state N = 8; chunk Q = 4; batch 2; 2 layers.
+    # seq 8: c = 2 chunks. Per layer: 4,096 + 8,192 + 16,384 + 18,432 + 16,384 = 63,488; 2 layers 126,976.
+    # seq 7 pads to the same 2 chunks (the padded position is computed), and 2 groups change nothing in the scan.
+    # Training: each product's backward takes both operands' gradients (two products of the same size): 3×.
+    from mlfootprint.verbs.common import traced
+
+    assert ssd_chunked_scan_flops(2, 8, 4, 4, 16, 8) == 63_488
+    cfg = transformers.Mamba2Config(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2,
+                                    conv_kernel=4, head_dim=16, num_heads=4, n_groups=groups, chunk_size=4,
+                                    use_cache=False)
+    _, _, tr = traced(transformers.Mamba2ForCausalLM(cfg), mf.Workload(mode=mode),
+                      inputs=[torch.zeros(2, seq, dtype=torch.long)])
+    per_layer = ssd_chunked_scan_flops(2, seq, 4, 4, 16, 8)
+    forward = sum(r.scan_flops for r in tr.records if r.phase == "forward")
+    assert forward == 2 * per_layer == 126_976
+    backward = sum(r.scan_flops for r in tr.records if r.phase == "backward")
+    assert backward == (2 * forward if mode == "train" else 0)
+    assert sum(r.attention_flops for r in tr.records) == 0
+    assert not tr.unsupported

@@ -67,6 +67,9 @@ _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
             torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes,
             torch.ops.aten._native_multi_head_attention.default: native_mha_scratch_bytes,
             torch.ops.aten._transformer_encoder_layer_fwd.default: encoder_layer_scratch_bytes}
+# oneDNN's, which a GPU target does not run: its LSTM runs cuDNN, whose reserve space has no published size rule
+# (cudnnGetRNNTempSpaceSizes reports it at run time only), so a GPU target gets neither (stated in the report).
+_CPU_KERNEL_ONLY = frozenset({torch.ops.aten.mkldnn_rnn_layer.default, torch.ops.aten.mkldnn_rnn_layer_backward.default})
 
 
 def _is_state_space_mixer(module: torch.nn.Module) -> bool:
@@ -91,6 +94,7 @@ class RecordingMode(TorchDispatchMode):
         self._how: dict[Any, str] = {}
         self._live: dict[int, int] = {}  # storage key → bytes, storages created during the trace
         self.param_storages = param_storages or set()
+        self.cpu_kernels = True  # False for a GPU target: the CPU-only kernels' hidden memory is not booked
         self.stack: list[str] = []  # module paths of the running forwards, innermost last
         self._node_module: dict[int, str] = {}  # autograd sequence number → module path
         self._param_module: dict[int, str] = {}  # id(parameter) → owning module (gradient accumulation)
@@ -176,7 +180,7 @@ class RecordingMode(TorchDispatchMode):
     # -- the dispatch hook ------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        shim = _FAKE_SHIMS.get(func)
+        shim = _FAKE_SHIMS.get(func) if (self.cpu_kernels or func not in _CPU_KERNEL_ONLY) else None
         out = shim(func, args, kwargs) if shim is not None else func(*args, **kwargs)
         if func.namespace in _SKIP_NAMESPACES:
             return out
@@ -191,7 +195,7 @@ class RecordingMode(TorchDispatchMode):
         index = len(self.records)
         flat_out, _ = tree_flatten(out)
         created = self._track_outputs(flat_out, index)
-        scratch = _SCRATCH.get(func)
+        scratch = _SCRATCH.get(func) if (self.cpu_kernels or func not in _CPU_KERNEL_ONLY) else None
         if scratch is not None:
             self._transient(index, scratch(func, args, kwargs, out))
         if how == "zero" and not created:

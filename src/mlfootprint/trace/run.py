@@ -24,7 +24,7 @@ from ..workload import Workload
 from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
 from .mode import RecordingMode
 from .optim import make_optimizer, zo_sgd_perturb
-from .target import CudaKernels, Target, cuda_optimizer_foreach, target_of
+from .target import CudaAutocast, CudaKernels, Target, cuda_optimizer_foreach, target_of
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
 from .transforms import prepare_model
@@ -125,6 +125,7 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
     buffer_storages = {b.untyped_storage()._cdata for b in model.buffers()}
     depth = _ForwardDepth()
     rec = _PhaseAwareRecording(depth, param_storages=param_storages | buffer_storages)
+    rec.cpu_kernels = not target.gpu
     saved: dict[int, int] = {}
     saved_meta: list[SavedTensor] = []
     blocks = _BlockSpans(model, rec)
@@ -143,11 +144,18 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
         return t
 
     compute = getattr(torch, wl.precision_info.compute_dtype)
-    autocast = torch.autocast(device_type="cpu", dtype=compute) if wl.mixed else contextlib.nullcontext()
+    # Mixed precision: CPU autocast for the CPU target; for a GPU target, CUDA's autocast lists applied on the CPU's
+    # autocast key (CudaAutocast), registered for the whole step (a checkpointed forward recomputes under autocast).
+    cuda_autocast = CudaAutocast(compute) if (wl.mixed and target.gpu) else None
+    if cuda_autocast is not None:
+        autocast: Any = cuda_autocast.forward()
+    else:
+        autocast = torch.autocast(device_type="cpu", dtype=compute) if wl.mixed else contextlib.nullcontext()
     phases: list[str] = []
     kernels = CudaKernels(fp8=wl.precision == "fp8-mixed") if target.gpu else None
     try:
-        with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake):
+        with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake), \
+                cuda_autocast or contextlib.nullcontext():
             with rec, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), kernels or contextlib.nullcontext():
                 output, loss = _forward_backward_step(step, wl, rec, autocast, phases)
     except UserError:
@@ -164,6 +172,14 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
     events = list(rec.events)  # what happened in the step; frees after it (the model's teardown) are not part of it
     del output, loss
     notes = [f"kernels: {target.reason}"]
+    if target.gpu and wl.training and any(isinstance(m, torch.nn.RNNBase) for m in model.modules()):
+        notes.append("cuDNN's RNN reserve space (what cuDNN keeps for an LSTM/GRU/RNN layer's backward) is not "
+                     "modelled on GPU targets: cuDNN publishes no size rule (cudnnGetRNNTempSpaceSizes reports it at "
+                     "run time only), so the recurrent layers' activation memory is a lower bound")
+    if cuda_autocast is not None:
+        notes.append(f"mixed precision follows CUDA autocast's operator lists (PyTorch autocast_mode.h): matmuls, "
+                     f"convolutions and attention in {wl.precision_info.compute_dtype}; softmax, log_softmax, norms, "
+                     "exp/log/pow, the losses, sum and cumsum in fp32")
     if kernels is not None and kernels.summary():
         notes.append(f"kernels emulated for the {target.device or 'GPU'} target: {kernels.summary()}")
     return _Recorded(rec, tree, saved, saved_meta, blocks.spans, phases, events, target.kernels, notes)
@@ -403,6 +419,9 @@ def _trace_failure(exc: Exception, rec: RecordingMode) -> str:
     hint = ("the model reads tensor values (data-dependent control flow), which a fake-tensor trace cannot do; "
             "make the branch depend on shapes, or trace the model's inference path with --mode inference"
             if "DataDependent" in kind or "item()" in msg or "data-dependent" in msg.lower() else
+            "CUDA's autocast refuses this operator on a GPU target, as a real GPU run would; use "
+            "binary_cross_entropy_with_logits (BCEWithLogitsLoss), or a precision without autocast (--precision bf16)"
+            if "unsafe to autocast" in msg else
             "an operator without a fake-tensor implementation, or a model that cannot run these inputs")
     loc = f" in module '{where}'" if where else ""
     return f"cannot trace the model: {kind} after {last}{loc}: {msg[:200]} — {hint}"

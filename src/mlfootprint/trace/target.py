@@ -12,7 +12,9 @@ none is named) decides which kernels the trace emulates:
   the RNG seed/offset are kept, no T×T tensor, with or without dropout. Their FLOP formulas count the
   backward's recomputed Q·Kᵀ as hardware FLOPs, not model FLOPs (formulas/attention.py). Dropout runs as
   CUDA's fused ``native_dropout`` with a one-byte (bool) mask. Optimizers take CUDA's default foreach
-  implementation (its whole-model temporaries).
+  implementation (its whole-model temporaries). Mixed precision follows CUDA autocast's operator lists
+  (:class:`CudaAutocast`), not the CPU's. oneDNN's LSTM workspace is not booked; cuDNN's reserve space, which has
+  no published size rule, is not modelled (an assumption line says so).
 * ``cpu``: the CPU's own kernels, unchanged.
 
 ``torch.nn.functional`` is never patched: the mode sees the calls through PyTorch's ``__torch_function__``
@@ -20,6 +22,9 @@ protocol, only while the trace runs.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -231,3 +236,172 @@ class CudaKernels(TorchFunctionMode):
 def cuda_optimizer_foreach() -> bool:
     """Whether torch.optim on CUDA defaults to the foreach implementation (data file ``[optimizer]``)."""
     return bool(CONSTANTS.value("optimizer", "cuda_foreach"))
+
+
+# -- CUDA's autocast policy on the CPU's autocast key ----------------------------------------------------------
+AUTOCAST_POLICIES = ("lower_precision_fp", "fp32", "fp32_set_opt_dtype", "fp32_append_dtype", "promote", "banned")
+_BANNED_MESSAGE = ("torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast on CUDA; "
+                   "use binary_cross_entropy_with_logits / BCEWithLogitsLoss (CUDA autocast refuses this operator)")
+
+
+def _overload(name: str) -> Any:
+    """The OpOverload ``aten.<name>`` ("softmax.int", "exp"), or None where this torch build has no such overload."""
+    packet_name, _, overload = name.partition(".")
+    packet = getattr(aten, packet_name, None)
+    return getattr(packet, overload or "default", None) if packet is not None else None
+
+
+def cuda_autocast_policies() -> dict[str, str]:
+    """CUDA autocast's policy of every operator on its lists (data file ``[autocast]``), by ATen overload name."""
+    policies = {name: "lower_precision_fp" for name in CONSTANTS.value("autocast", "cuda_rnn_stand_ins")}
+    for policy in AUTOCAST_POLICIES:
+        key = "cuda_lower_precision_fp" if policy == "lower_precision_fp" else f"cuda_{policy}"
+        policies.update({name: policy for name in CONSTANTS.value("autocast", key)})
+    return policies
+
+
+def cpu_autocast_operators() -> list[str]:
+    """The operators CPU autocast has its own kernels for (data file ``[autocast]``)."""
+    return [name for key in ("cpu_lower_precision_fp", "cpu_fp32", "cpu_promote")
+            for name in CONSTANTS.value("autocast", key)]
+
+
+def _with_defaults(op: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with the positional arguments the caller left to their defaults filled in from ``op``'s schema."""
+    positional = [a for a in op._schema.arguments if not a.kwarg_only]
+    return tuple(args) + tuple(a.default_value for a in positional[len(args):])
+
+
+def _eligible(t: Any) -> bool:
+    # autocast's is_eligible: a defined floating tensor that is not double
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+
+
+class CudaAutocast:
+    """CUDA's autocast policy, run on the CPU's autocast dispatch key while a GPU target is traced.
+
+    Autocast works in the dispatcher, before autograd records an operator (so a cast is part of the graph, and what
+    backward keeps is the cast tensor), and it sees every operator, also those a composite one (einsum, cross
+    entropy) calls. The CPU-only torch cannot run CUDA tensors, and its CUDA autocast kernels only cast CUDA tensors,
+    so the trace keeps CPU autocast on and, for the step, registers through ``torch.library`` a kernel on the
+    ``AutocastCPU`` key for every operator on either device's lists: it applies CUDA's policy (data file
+    ``[autocast]``) and redispatches below autocast, as ``autocast_mode.h``'s ``WrapFunction_`` does. The
+    registrations are removed when the step ends, which puts the CPU's own kernels back. Like CUDA autocast it
+    caches the lower-precision copy of an fp32 leaf parameter while the forward runs (``forward()``); the forward
+    that checkpointing recomputes inside backward casts again.
+    """
+
+    _KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.policies = cuda_autocast_policies()
+        # The registrations are process-wide: another thread's CPU autocast (a user's real training loop while the
+        # trace runs) keeps the CPU's own policy through them.
+        self._cpu_policies = {name: key[len("cpu_"):] for key in ("cpu_lower_precision_fp", "cpu_fp32", "cpu_promote")
+                              for name in CONSTANTS.value("autocast", key)}
+        self._thread = threading.get_ident()
+        self._lib: Any = None
+        self._cache: dict[int, tuple[Any, torch.Tensor]] | None = None
+
+    # -- the registrations ------------------------------------------------------------------------------------
+    def __enter__(self) -> "CudaAutocast":
+        import warnings
+
+        self._lib = torch.library.Library("aten", "IMPL")  # its registrations are removed in __exit__
+        names = dict.fromkeys(list(self.policies) + cpu_autocast_operators())
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Overriding a previously registered kernel": the CPU's, on purpose
+                for name in names:
+                    op = _overload(name)
+                    if op is not None:
+                        self._lib.impl(name, self._kernel(op, self.policies.get(name)), "AutocastCPU")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._lib is not None:
+            self._lib._destroy()
+        self._lib = None
+        self._cache = None
+
+    @contextlib.contextmanager
+    def forward(self) -> Any:
+        """The forward pass: CPU autocast on (it routes operators to the kernels above), casts of weights cached."""
+        self._cache = {}
+        try:
+            with torch.autocast(device_type="cpu", dtype=self.dtype):
+                yield
+        finally:
+            self._cache = None
+
+    # -- the policy -------------------------------------------------------------------------------------------
+    def _kernel(self, op: Any, cuda_policy: str | None):
+        cpu_policy = self._cpu_policies.get(op._schema.name.split("::")[1] + (
+            "." + op._overloadname if op._overloadname != "default" else ""))
+
+        def kernel(*args: Any, **kwargs: Any) -> Any:
+            policy = cuda_policy if threading.get_ident() == self._thread else cpu_policy
+            with torch._C._ExcludeDispatchKeyGuard(self._KEYS):
+                if policy is None:  # on the CPU's lists only: CUDA autocast lets it through uncast
+                    return op(*args, **kwargs)
+                if policy == "banned":
+                    raise RuntimeError(_BANNED_MESSAGE)
+                if policy == "fp32_set_opt_dtype":
+                    return self._set_opt_dtype(op, args, kwargs)
+                if policy == "fp32_append_dtype":
+                    # norm without a dtype → the overload with one (norm.Scalar → norm.ScalarOpt_dtype, …_dim → …_dim_dtype)
+                    out = torch.float32 if _eligible(args[0]) else args[0].dtype
+                    name = op._overloadname
+                    with_dtype = getattr(aten.norm, ("ScalarOpt" if name == "Scalar" else name) + "_dtype")
+                    return with_dtype(*_with_defaults(op, args), **kwargs, dtype=out)
+                lower = torch.get_autocast_dtype("cpu")  # the trace's compute dtype in its own thread
+                to = lower if policy == "lower_precision_fp" else torch.float32
+                if policy == "promote":
+                    to = self._promote_type(list(args) + list(kwargs.values()), lower)
+                return op(*[self._cast(a, to) for a in args], **{k: self._cast(v, to) for k, v in kwargs.items()})
+        return kernel
+
+    def _set_opt_dtype(self, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not _eligible(args[0]):
+            return op(*args, **kwargs)
+        arguments = op._schema.arguments
+        index = next(i for i, a in enumerate(arguments) if a.name == "dtype")
+        if arguments[index].kwarg_only or index >= len(args):
+            if kwargs.get("dtype") is None:
+                kwargs = {**kwargs, "dtype": torch.float32}
+            return op(*args, **kwargs)
+        if args[index] is None:
+            args = args[:index] + (torch.float32,) + args[index + 1:]
+        return op(*args, **kwargs)
+
+    @staticmethod
+    def _promote_type(values: list[Any], lower: torch.dtype) -> torch.dtype:
+        # autocast_mode.h prioritize(): float32 wins over the lower precision; doubles are ignored
+        to = lower
+        for v in values:
+            for t in (v if isinstance(v, (list, tuple)) else (v,)):
+                if _eligible(t) and t.dtype == torch.float32:
+                    to = torch.float32
+        return to
+
+    def _cast(self, value: Any, to: torch.dtype) -> Any:
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._cast(v, to) for v in value)
+        if not _eligible(value) or value.dtype == to:
+            return value
+        cacheable = (self._cache is not None and threading.get_ident() == self._thread and to == self.dtype
+                     and value.dtype == torch.float32
+                     and value.requires_grad and value.is_leaf and not value._is_view()
+                     and torch.is_autocast_cache_enabled())
+        if not cacheable:
+            return value.to(to)
+        hit = self._cache.get(id(value))
+        if hit is not None and hit[0]() is value:
+            return hit[1]
+        cast = value.to(to)
+        self._cache[id(value)] = (weakref.ref(value), cast)
+        return cast
