@@ -7,6 +7,7 @@ never moved or mutated. The result is a :class:`~.records.Trace`, the one source
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from ..workload import Workload
 from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
 from .mode import RecordingMode
 from .optim import make_optimizer, zo_sgd_perturb
-from . import dedup
+from . import dedup as _dedup
 from .target import CudaKernels, Target, cuda_optimizer_foreach, kernel_summary, target_of
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
@@ -44,9 +45,10 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
 
     ``dedup`` (on by default): a deep stack of identical blocks built from a config is traced at four small
     depths and the full trace synthesized from them, exactly (``dedup.py``); off, or where that is not exact,
-    every block is traced.
+    every block is traced (also when the environment sets ``MLFOOTPRINT_TRACE_DEDUP=0``).
     """
     start = time.perf_counter()
+    dedup = dedup and os.environ.get("MLFOOTPRINT_TRACE_DEDUP", "1") != "0"
     result = _trace_deduplicated(spec, wl, checkpoint_early_stop) if fake and dedup else None
     if result is None:
         result, _ = _trace_once(spec, wl, fake, checkpoint_early_stop)
@@ -81,14 +83,14 @@ def _target(wl: Workload, fake: bool) -> Target:
 
 def _trace_deduplicated(spec: ModelSpec, wl: Workload, checkpoint_early_stop: bool) -> Trace | None:
     """The trace synthesized from four shallow ones (``dedup.py``), or None where it would not be exact."""
-    plan = dedup.plan_for(spec, wl)
+    plan = _dedup.plan_for(spec, wl)
     if plan is None:
         return None
     traces: list[Trace] = []
     used: list[dict[str, int]] = []
     try:
         for depth in plan.depths():
-            tr, kernel_used = _trace_once(dedup.variant(spec, plan, depth), wl, True, checkpoint_early_stop)
+            tr, kernel_used = _trace_once(_dedup.variant(spec, plan, depth), wl, True, checkpoint_early_stop)
             traces.append(tr)
             used.append(kernel_used)
     except UserError:
@@ -101,8 +103,8 @@ def _trace_deduplicated(spec: ModelSpec, wl: Workload, checkpoint_early_stop: bo
             return None
         kernel_used[name] = a + (b - a) * copies
     try:
-        return dedup.synthesize(plan, traces, lambda: _full_facts(spec, wl, kernel_used))
-    except dedup.NotRepeating:
+        return _dedup.synthesize(plan, traces, lambda: _full_facts(spec, wl, kernel_used))
+    except _dedup.NotRepeating:
         return None
 
 
