@@ -209,19 +209,36 @@ def _events_by_record(tr: Trace) -> list[list[int]]:
     return slots
 
 
-def _instances(tr: Trace) -> list[int]:
+def _instances(tr: Trace) -> list[int | None]:
     """For each event position, the position of the allocation it belongs to (itself for an allocation)."""
-    out: list[int] = []
+    out: list[int | None] = []
     open_: dict[int, int] = {}
     for pos, e in enumerate(tr.events):
         if e.delta > 0:
             open_[e.storage] = pos
             out.append(pos)
+        elif e.delta == 0:  # an empty storage: the analyses see neither its allocation nor its free
+            out.append(None)
         else:
             j = open_.pop(e.storage, None)
             if j is None:
                 raise NotRepeating("a free without its allocation")
             out.append(j)
+    return out
+
+
+def _frees_by_allocation(slot: list[int], tr: Trace, inst: list[int | None]) -> list[int]:
+    """``slot`` with each run of consecutive frees sorted by the position of the allocation it frees."""
+    out: list[int] = []
+    run: list[int] = []
+    for pos in slot + [-1]:
+        if pos >= 0 and tr.events[pos].delta < 0:
+            run.append(pos)
+            continue
+        out.extend(sorted(run, key=lambda p: inst[p]))
+        run = []
+        if pos >= 0:
+            out.append(pos)
     return out
 
 
@@ -246,6 +263,9 @@ class _Indexed:
         self.tr = tr
         self.slots = _events_by_record(tr)
         self.inst = _instances(tr)
+        # Storages freed together after one operator (a cache cleared, a list dropped) go in the order of a hash
+        # map's keys, not of the blocks: each such run is taken in the order of the allocations it frees.
+        self.slots = [_frees_by_allocation(slot, tr, self.inst) for slot in self.slots]
         self.stages = _stages(tr.records)
         self.allocs_by_key: dict[int, list[int]] = {}
         for pos, e in enumerate(tr.events):
@@ -607,8 +627,25 @@ def _canonical(tr: Trace) -> tuple[Any, ...]:
         if e.delta > 0:
             open_[e.storage] = pos
             events.append((e.index, e.delta, e.phase, pos))
+        elif e.delta == 0:
+            events.append((e.index, 0, e.phase, None))
         else:
             events.append((e.index, e.delta, e.phase, open_.pop(e.storage, None)))
+    # runs of frees after one operator, in the order of their allocations (as the synthesis emits them)
+    ordered: list[tuple[Any, ...]] = []
+    run: list[tuple[Any, ...]] = []
+    for ev in events + [None]:
+        if ev is not None and ev[1] < 0 and (not run or run[0][0] == ev[0]):
+            run.append(ev)
+            continue
+        ordered.extend(sorted(run, key=lambda x: x[3]))
+        run = []
+        if ev is not None:
+            if ev[1] < 0:
+                run.append(ev)
+            else:
+                ordered.append(ev)
+    events = ordered
     allocs_by_key: dict[int, list[int]] = {}
     for pos, e in enumerate(tr.events):
         if e.delta > 0:
