@@ -60,8 +60,6 @@ def _assert_exact(spec, wl: Workload) -> None:
     a, b = _figures(spec, wl, full), _figures(spec, wl, synthesized)
     for key in a:
         assert a[key] == b[key], f"{spec.name} {wl.mode}: {key} differs"
-    # the public entry point takes the deduplicated path and gives the same figures
-    assert _figures(spec, wl, run.trace(spec, wl))["memory"] == a["memory"]
 
 
 DEDUPLICATED = [n for n in catalog.names() if n != "t5-base"]
@@ -73,7 +71,7 @@ def test_catalog_model_train(name):
     _assert_exact(spec, Workload(batch=1, seq=8, mode="train"))
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama-2-7b", "mixtral-8x7b", "bert-base", "vit-base-16", "opt-350m"])
+@pytest.mark.parametrize("name", ["gpt2", "llama-2-7b", "mixtral-8x7b", "vit-base-16", "opt-350m"])
 def test_catalog_model_inference(name):
     _assert_exact(_shallow(name), Workload(batch=2, seq=8, mode="inference"))
 
@@ -118,6 +116,23 @@ def test_alternating_layers_group_by_period(tmp_path):
     _assert_exact(spec, Workload(batch=1, seq=16, mode="train"))
 
 
+def test_trace_deduplicates_by_default_and_on_request_not(monkeypatch):
+    """``trace()`` takes the deduplicated path by default (4 shallow traces, not the 12 blocks: its op records are
+    the synthesis'), and every block with ``dedup=False`` or ``MLFOOTPRINT_TRACE_DEDUP=0``; the figures agree."""
+    spec, wl = _shallow("gpt2", 12), Workload(batch=1, seq=8, mode="train")
+    calls = []
+    original = run._trace_once
+    monkeypatch.setattr(run, "_trace_once", lambda s, *a: calls.append(s.hf_config["n_layer"]) or original(s, *a))
+    deduplicated = run.trace(spec, wl)
+    assert calls == [1, 2, 3, 4]
+    full = run.trace(spec, wl, dedup=False)
+    monkeypatch.setenv("MLFOOTPRINT_TRACE_DEDUP", "0")
+    run.trace(spec, wl)
+    assert calls == [1, 2, 3, 4, 12, 12]
+    assert _figures(spec, wl, deduplicated) == _figures(spec, wl, full)
+    assert len(full.records) == len(deduplicated.records)
+
+
 def test_blocks_that_do_not_repeat_are_traced_in_full(tmp_path):
     """A per-layer list without a short period (one global layer among sliding ones), an encoder-decoder, and a
     stack too shallow to gain: no plan, and the trace is the full one."""
@@ -129,6 +144,16 @@ def test_blocks_that_do_not_repeat_are_traced_in_full(tmp_path):
     assert dedup.plan_for(_shallow("gpt2", 4), wl) is None  # 1 base block + 3 copies: not worth four traces
     assert run._trace_deduplicated(spec, wl, True) is None
     assert dedup._canonical(run.trace(spec, wl)) == dedup._canonical(run.trace(spec, wl, dedup=False))
+
+
+def test_a_top_block_that_frees_differently_is_traced_in_full():
+    """BERT in inference: the top encoder layer frees a hidden state that a lower layer leaves to the next one,
+    so the copies' memory events differ by position in the stack; the check refuses, and the trace is the full
+    one."""
+    spec, wl = _shallow("bert-base"), Workload(batch=2, seq=8, mode="inference")
+    assert dedup.plan_for(spec, wl) is not None
+    assert run._trace_deduplicated(spec, wl, True) is None
+    assert _figures(spec, wl, run.trace(spec, wl)) == _figures(spec, wl, run.trace(spec, wl, dedup=False))
 
 
 def test_the_check_refuses_traces_that_do_not_repeat():

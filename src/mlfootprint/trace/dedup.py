@@ -1,31 +1,35 @@
 """Trace a deep model's repeated block a few times, not N times: the N-block trace synthesized exactly.
 
 Strategy (issue 16, part 1). A model built from a config (catalog name, config.json, hub id) whose depth is one
-config key (``num_hidden_layers``, ``n_layer``, ``num_layers``) is traced at four small depths, n, n+p, 2n+p…
-precisely ``L_k = n + k·p`` for k = 0..3 (n = p, p the period of the per-layer pattern: 1 for identical blocks,
-2 for alternating layer types). Between consecutive depths each phase of the step (forward, backward with its
-recomputation, optimizer) gains one contiguous run of operators — p more blocks' worth — and nothing else. The
-depth-``L_2`` trace then holds two such copies, the *lower* and the *upper* one (by layer index), and shows how a
-copy's storages relate to the rest of the step: a tensor a copy frees was allocated in the copy itself, in the
-copy just below or above it (the residual stream, the gradient flowing down), or outside the copies (rotary
-tables, masks, the head). The N-block trace is the depth-``L_2`` trace with its two copies replaced by
-(N − n)/p copies: the lowest keeps the lower copy's relations, the highest the upper copy's, and those between
-take "the copy below" from the upper and "the copy above" from the lower. Op records are renamed
-(``model.layers.17.mlp``), renumbered, and their memory events, saved tensors, weight casts, block spans,
-gradients and optimizer states follow with one storage key per instance.
+config key (``num_hidden_layers``, ``n_layer``, ``num_layers``) is traced at four small depths ``L_k = n + k·p``,
+k = 0..3, where p is the period of the per-layer pattern (1 for identical blocks, 2 for alternating layer types)
+and n = p. Between consecutive depths each phase of the step (forward, backward with its recomputation, optimizer)
+gains runs of operators — p more blocks' worth, one run per loop over them (the optimizer's state initialization
+and its update are two loops over the parameters) — and an operator over every parameter at once (the foreach
+optimizer's) grows in place: its FLOPs and bytes by a fixed amount, its memory events by a run. The depth-``L_2``
+trace then holds two copies of each run, the *lower* and the *upper* one (by layer index), and shows how a copy's
+storages relate to the rest of the step: a tensor a copy frees was allocated in the copy itself, in the copy just
+below or above it (the residual stream, the gradient flowing down), or outside the copies (rotary tables, masks,
+the head). The N-block trace is the depth-``L_2`` trace with its two copies replaced by (N − n)/p copies: the
+lowest keeps the lower copy's relations, the highest the upper copy's, and those between take "the copy below"
+from the upper and "the copy above" from the lower. Op records are renamed (``model.layers.17.mlp``) and
+renumbered, and their memory events, saved tensors, weight casts, block spans, gradients and optimizer states
+follow, with one storage key per allocation. Frees that land together after one operator (autocast's weight
+cache cleared, in a hash map's order) are taken in the order of their allocations.
 
 Why this strategy rather than replaying one block's records inside the full forward: the full forward would
 still have to run (a block's outputs are what the next block reads, and autograd's graph is what backward
-walks), so replay saves only the recording, not the fake-tensor dispatch that dominates the cost. Small depths
-cost a few blocks whatever N is.
+walks), so replay saves only the recording, not the fake-tensor dispatch that dominates the cost. Four shallow
+traces cost a few blocks whatever N is.
 
 Exactness is checked, not assumed: the same synthesis builds the depth-``L_3`` trace from the others and it must
-equal the real depth-``L_3`` trace record for record and event for event (storages compared as instances); the
-scalar totals must grow by the same amount per copy. Anything else — a model whose depth is not one key, an
-encoder–decoder, a per-layer setting that does not repeat with a short period, a phase where the extra blocks
-do not form one contiguous run (the foreach optimizer's per-tensor lists), generation, zeroth-order steps — is
-traced in full. The parameters, module tree and inputs come from the full model, built on fake tensors (cheap);
-only the step is synthesized.
+equal the real depth-``L_3`` trace record for record and event for event (storages compared as allocation
+instances); scalar totals and kernel counts must grow by the same amount per copy. Anything else is traced in
+full: a model whose depth is not one key, an encoder–decoder or composite model, a per-layer setting without a
+short period, copies whose memory events differ with their place in the stack (BERT's top layer in inference
+frees a hidden state the others leave to the next layer), generation, zeroth-order steps, user modules. The
+parameters, module tree and inputs come from the full model, built (not run) on fake tensors; only the step is
+synthesized.
 """
 from __future__ import annotations
 
@@ -368,7 +372,7 @@ class _Layout:
             for m in sorted(second.changed):
                 j = second.back[m]
                 if j not in first.changed:
-                    raise NotRepeating(f"an operator grows from one depth on only: {tok[1][j]} {tok[2][m]}")
+                    raise NotRepeating("an operator grows from one depth on only")
                 self.scaled[s2 + m] = self._scaled(i0, i1, i2, s0 + first.back[j], s1 + j, s2 + m)
         # every event of a copy: its position → (the lower copy's event it repeats, 0 lower | 1 upper)
         self.ev_where: dict[int, tuple[int, int]] = {}
