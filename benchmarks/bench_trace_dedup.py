@@ -33,7 +33,7 @@ CHILD = ("import atexit, resource, runpy, sys\n"
          "sys.argv = ['mlfootprint'] + sys.argv[1:]\n"
          "runpy.run_module('mlfootprint', run_name='__main__')\n")
 
-VOLATILE = {"trace_s", "created", "created_at", "elapsed_s", "wall_s", "duration_s", "version", "timestamp"}
+VOLATILE = {"trace_s", "plan_s", "created", "created_at", "elapsed_s", "wall_s", "duration_s", "version", "timestamp"}
 
 
 def run(args: list[str], dedup: bool, out: str) -> tuple[float, int]:

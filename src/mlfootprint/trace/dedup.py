@@ -276,6 +276,13 @@ class _Indexed:
             if e.delta > 0:
                 self.allocs_by_key.setdefault(e.storage, []).append(pos)
 
+    def site(self, pos: int) -> str:
+        """The module whose operator allocated the storage event ``pos`` frees ('' for an allocation)."""
+        alloc = self.inst[pos]
+        if self.tr.events[pos].delta >= 0 or alloc is None or self.tr.events[alloc].index < 0:
+            return ""
+        return self.tr.records[self.tr.events[alloc].index].module
+
     def token(self, i: int) -> tuple[Any, ...]:
         """Record i with the shape of its events (not their storages): what alignment compares."""
         evs = tuple((self.tr.events[p].delta, self.tr.events[p].phase) for p in self.slots[i + 1])
@@ -407,7 +414,8 @@ class _Layout:
         for name in _NUMERIC:
             if getattr(r2, name) - getattr(r1, name) != getattr(r1, name) - getattr(r0, name):
                 raise NotRepeating("an operator does not grow linearly with depth")
-        ev = [[(x.tr.events[p].delta, x.tr.events[p].phase) for p in x.slots[i + 1]]
+        # a free names the module that allocated its storage: which block's cast a cleared cache frees
+        ev = [[(x.tr.events[p].delta, x.tr.events[p].phase, x.site(p)) for p in x.slots[i + 1]]
               for x, i in ((i0, a), (i1, b), (i2, c))]
         return r1, _copy_runs(_align(ev[0], ev[1]), _align(ev[1], ev[2]))
 
