@@ -167,3 +167,8 @@ def test_the_check_refuses_traces_that_do_not_repeat():
     traces.append(run._trace_once(dedup.variant(wider, plan, plan.depths()[3]), wl, True, True)[0])
     with pytest.raises(dedup.NotRepeating):
         dedup.synthesize(plan, traces, lambda: {})
+
+
+def test_full_depth_llama_2_7b_with_recompute():
+    """At the catalog's own depth (32 blocks: 31 synthesized copies), with full recomputation in backward."""
+    _assert_exact(resolve("llama-2-7b"), Workload(batch=2, seq=64, mode="train", recompute="full"))
