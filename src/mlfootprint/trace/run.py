@@ -7,6 +7,7 @@ never moved or mutated. The result is a :class:`~.records.Trace`, the one source
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,14 +25,16 @@ from ..workload import Workload
 from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
 from .mode import RecordingMode
 from .optim import make_optimizer, zo_sgd_perturb
-from .target import CudaAutocast, CudaKernels, Target, cuda_optimizer_foreach, target_of
+from . import dedup as _dedup
+from .target import CudaAutocast, CudaKernels, Target, cuda_optimizer_foreach, kernel_summary, target_of
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
 from .transforms import prepare_model
 import sys
 
 
-def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_stop: bool = True) -> Trace:
+def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_stop: bool = True,
+          dedup: bool = True) -> Trace:
     """Trace one step of ``wl`` (its batch is the traced batch) of the model ``spec`` names.
 
     ``checkpoint_early_stop=False`` runs the whole recomputed forward of a checkpointed block. With early stop
@@ -39,13 +42,24 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
     its module post-hooks do not run, and the trace files the backward operators that follow as recomputation
     (model FLOPs drop, HFU-only FLOPs grow); prediction keeps forward, backward and recompute apart this way,
     at the cost of recomputing the few operators after a block's last saved tensor.
+
+    ``dedup`` (on by default): a deep stack of identical blocks built from a config is traced at four small
+    depths and the full trace synthesized from them, exactly (``dedup.py``); off, or where that is not exact,
+    every block is traced (also when the environment sets ``MLFOOTPRINT_TRACE_DEDUP=0``).
     """
     start = time.perf_counter()
+    dedup = dedup and os.environ.get("MLFOOTPRINT_TRACE_DEDUP", "1") != "0"
+    result = _trace_deduplicated(spec, wl, checkpoint_early_stop) if fake and dedup else None
+    if result is None:
+        result, _ = _trace_once(spec, wl, fake, checkpoint_early_stop)
+    result.trace_s = time.perf_counter() - start
+    return result
+
+
+def _trace_once(spec: ModelSpec, wl: Workload, fake: bool, checkpoint_early_stop: bool) -> tuple[Trace, dict[str, int]]:
+    """One full trace, and the counts of the target's kernel choices (for the deduplicated trace's note)."""
     fake_mode: Any = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
-    target = target_of(wl)
-    if target.gpu and not fake:
-        # real CPU tensors cannot run CUDA's fused kernels: a real trace is the CPU's own
-        target = Target("cpu", target.device, "a trace on real tensors runs this machine's CPU kernels")
+    target = _target(wl, fake)
     # The trace is ours whatever the caller's grad mode (a training step needs autograd even under the caller's
     # no_grad or inference_mode) and leaves the process's global settings as it found them.
     with phase(f"tracing {spec.name} (batch {wl.batch}, {wl.mode})"), isolated_global_state(), _quiet_torch_logs(), \
@@ -56,8 +70,65 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
                 _user_hooks_off(step.user_hooks, off=not wl.user_hooks):
             recorded = _run_step(step, wl, fake_mode, fake, target)
         result = _assemble(step, wl, recorded)
-    result.trace_s = time.perf_counter() - start
-    return result
+    return result, dict(recorded.kernel_used)
+
+
+def _target(wl: Workload, fake: bool) -> Target:
+    target = target_of(wl)
+    if target.gpu and not fake:
+        # real CPU tensors cannot run CUDA's fused kernels: a real trace is the CPU's own
+        target = Target("cpu", target.device, "a trace on real tensors runs this machine's CPU kernels")
+    return target
+
+
+def _trace_deduplicated(spec: ModelSpec, wl: Workload, checkpoint_early_stop: bool) -> Trace | None:
+    """The trace synthesized from four shallow ones (``dedup.py``), or None where it would not be exact."""
+    plan = _dedup.plan_for(spec, wl)
+    if plan is None:
+        return None
+    traces: list[Trace] = []
+    used: list[dict[str, int]] = []
+    try:
+        for depth in plan.depths():
+            tr, kernel_used = _trace_once(_dedup.variant(spec, plan, depth), wl, True, checkpoint_early_stop)
+            traces.append(tr)
+            used.append(kernel_used)
+    except UserError:
+        return None  # the full trace says what is wrong, in the full model's terms
+    copies = (plan.depth - plan.base) // plan.period
+    kernel_used: dict[str, int] = {}
+    for name in set().union(*used):
+        a, b, c, d = (u.get(name, 0) for u in used)
+        if not b - a == c - b == d - c:
+            return None
+        kernel_used[name] = a + (b - a) * copies
+    try:
+        return _dedup.synthesize(plan, traces, lambda: _full_facts(spec, wl, kernel_used))
+    except _dedup.NotRepeating:
+        return None
+
+
+def _full_facts(spec: ModelSpec, wl: Workload, kernel_used: dict[str, int]) -> dict[str, Any]:
+    """What a deduplicated trace takes from the full model, built (not run) on fake tensors."""
+    target = _target(wl, True)
+    with isolated_global_state(), _quiet_torch_logs(), torch.inference_mode(False), torch.enable_grad(), \
+            FakeTensorMode(allow_non_fake_inputs=True):
+        step = _prepare(spec, wl, target)
+        model, built = step.model, step.built
+        unique = list(model.parameters())
+        tensors_in = [t for t in list(step.args) + list(step.kwargs.values()) if isinstance(t, torch.Tensor)]
+        notes = _kernel_notes(wl, target, model, kernel_used)
+        return {
+            "module_tree": module_tree(model), "params": _param_facts(model, built),
+            "param_bytes": sum(p.numel() * p.element_size() for p in unique),
+            "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()),
+            "input_bytes": sum(t.numel() * t.element_size() for t in tensors_in),
+            "inputs": [(tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in tensors_in],
+            "batch": int(tensors_in[0].shape[0]) if tensors_in and tensors_in[0].dim() > 0 else wl.batch,
+            "output_embedding": _output_embedding(model), "tokens": built.tokens, "token_unit": built.token_unit,
+            "causal": built.causal, "moe": MoEFacts(built.moe.experts, built.moe.top_k) if built.moe is not None else None,
+            "assumptions": built.assumptions + step.notes + notes,
+        }
 
 
 # ------------------------------------------------------------------------------------------ the named steps
@@ -115,6 +186,7 @@ class _Recorded:
     events: list[Any]
     kernels: str = "cpu"
     kernel_notes: list[str] = field(default_factory=list)
+    kernel_used: dict[str, int] = field(default_factory=dict)  # how often each target kernel was chosen
 
 
 def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Target) -> _Recorded:
@@ -171,18 +243,25 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
         raise UserError(_trace_failure(exc, rec)) from None
     events = list(rec.events)  # what happened in the step; frees after it (the model's teardown) are not part of it
     del output, loss
+    used = dict(kernels.used) if kernels is not None else {}
+    return _Recorded(rec, tree, saved, saved_meta, blocks.spans, phases, events, target.kernels,
+                     _kernel_notes(wl, target, model, used), used)
+
+
+def _kernel_notes(wl: Workload, target: Target, model: torch.nn.Module, kernel_used: dict[str, int]) -> list[str]:
+    """What the trace states about the kernels it emulated (one source for full and deduplicated traces)."""
     notes = [f"kernels: {target.reason}"]
     if target.gpu and wl.training and any(isinstance(m, torch.nn.RNNBase) for m in model.modules()):
         notes.append("cuDNN's RNN reserve space (what cuDNN keeps for an LSTM/GRU/RNN layer's backward) is not "
                      "modelled on GPU targets: cuDNN publishes no size rule (cudnnGetRNNTempSpaceSizes reports it at "
                      "run time only), so the recurrent layers' activation memory is a lower bound")
-    if cuda_autocast is not None:
+    if wl.mixed and target.gpu:  # CudaAutocast ran (_run_step)
         notes.append(f"mixed precision follows CUDA autocast's operator lists (PyTorch autocast_mode.h): matmuls, "
                      f"convolutions and attention in {wl.precision_info.compute_dtype}; softmax, log_softmax, norms, "
                      "exp/log/pow, the losses, sum and cumsum in fp32")
-    if kernels is not None and kernels.summary():
-        notes.append(f"kernels emulated for the {target.device or 'GPU'} target: {kernels.summary()}")
-    return _Recorded(rec, tree, saved, saved_meta, blocks.spans, phases, events, target.kernels, notes)
+    if target.gpu and kernel_summary(kernel_used):
+        notes.append(f"kernels emulated for the {target.device or 'GPU'} target: {kernel_summary(kernel_used)}")
+    return notes
 
 
 def _forward_backward_step(step: _Step, wl: Workload, rec: RecordingMode, autocast: Any,

@@ -223,14 +223,19 @@ class CudaKernels(TorchFunctionMode):
 
     def summary(self) -> str:
         """One line for the report: which kernels the emulation chose, and how often."""
-        parts = []
-        for name, label in (("flash", "flash attention"), ("efficient", "memory-efficient attention"),
-                            ("math", "math-path attention (no fused kernel fits)"),
-                            ("dropout", "fused dropout (bool mask)"),
-                            ("fp8", "FP8 linear layers (Transformer Engine: FP8 input and weight kept for backward)")):
-            if self.used[name]:
-                parts.append(f"{label} ×{self.used[name]}")
-        return ", ".join(parts)
+        return kernel_summary(self.used)
+
+
+def kernel_summary(used: dict[str, int]) -> str:
+    """The report's line for kernel-choice counts (``CudaKernels.used``)."""
+    parts = []
+    for name, label in (("flash", "flash attention"), ("efficient", "memory-efficient attention"),
+                        ("math", "math-path attention (no fused kernel fits)"),
+                        ("dropout", "fused dropout (bool mask)"),
+                        ("fp8", "FP8 linear layers (Transformer Engine: FP8 input and weight kept for backward)")):
+        if used.get(name):
+            parts.append(f"{label} ×{used[name]}")
+    return ", ".join(parts)
 
 
 def cuda_optimizer_foreach() -> bool:
