@@ -71,7 +71,7 @@ from ...hardware.catalog import get_device
 from ...core.precision import precision as precision_of
 from ...models.spec import ModelSpec
 from ...trace.records import Trace
-from ...trace.run import trace as run_trace
+from ...trace.cache import traced_step
 from ...workload import Workload
 from . import methods
 from .kvcache import kv_cache_bytes
@@ -218,7 +218,7 @@ class MemoryModel:
         hit = self._variants.get(key)
         if hit is None:
             wl = self.wl.with_changes(batch=self.traced_batch, **changes)
-            hit = MemoryModel(self.spec, wl, run_trace(self.spec, wl))
+            hit = MemoryModel(self.spec, wl, traced_step(self.spec, wl))
             self._variants[key] = hit
         return hit
 
@@ -533,7 +533,7 @@ def _max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: in
             return verdicts[mb]
         if tr is None:
             # the trace of one device's micro-batch: the layout is the memory model's to apply
-            tr = run_trace(spec, wl.with_changes(batch=mb, micro_batch=None, dp=1, grad_accum=1, devices=None))
+            tr = traced_step(spec, wl.with_changes(batch=mb, micro_batch=None, dp=1, grad_accum=1, devices=None))
             traces_made.append(mb)
         traced = tr.memory.batch or mb
         if traced != mb:
