@@ -70,10 +70,11 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
                                              and getattr(params, k) is not None})
     extra = memory_extras(run)
     if max_batch:
-        probes: list[tuple[int, int, bool]] = []
+        probes: list[tuple[int, int, bool, bool]] = []
         best = _max_batch(spec, wl, run.device_bytes, other_bytes=wl.other_bytes, trace=tr, probes=probes)
         extra.update(max_micro_batch=best, max_batch=best * layout.dp * layout.grad_accum,
-                     max_batch_traces=sum(1 for *_, new in probes if new))  # traces made by the search itself
+                     max_batch_traces=sum(1 for _, _, new, _ in probes if new))  # traces made by the search itself
+        derived = sorted(mb for mb, _, _, was_derived in probes if was_derived)
     add_memory(rep, run.estimate, run.workload, **extra)
     for note in ([precision_note] if precision_note else []) + run.notes:
         rep.assume(note, key=True)
@@ -82,7 +83,13 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
         rep.mark("memory.max_micro_batch", "counted")
         rep.assume("memory: max_batch is the largest global batch (max_micro_batch × dp × grad_accum) whose traced "
                    "peak fits; found by re-tracing (a guess from one trace, then galloping and bisection), "
-                   "each verdict from a trace at that micro-batch")
+                   "each verdict from a trace at that micro-batch, and the answer and the next micro-batch always "
+                   "from real traces")
+        if derived:
+            rep.assume(f"memory: the traces of micro-batch(es) {', '.join(map(str, derived))} in that search were "
+                       "derived, not traced: every op record's FLOPs and bytes, allocation size, saved tensor and "
+                       "input on the line through two real traces of the same step at other micro-batches (exact "
+                       "for a step affine in the batch; the answer was then confirmed by real traces)")
     for a in tr.assumptions:
         rep.assume(a)
     return rep
