@@ -49,6 +49,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import UserError
 from ..core.version import __version__
 from ..models.spec import ModelSpec
 from ..workload import Workload
@@ -111,7 +112,6 @@ def reusing_traces(cache: bool = True) -> Iterator[None]:
     """Within the block, a trace asked for twice is made once; ``cache=False`` also keeps the persistent cache
     out (``--no-cache``). A block inside another shares its traces, and a ``cache=False`` outside wins."""
     if not isinstance(cache, bool):
-        from ..core.errors import UserError
         raise UserError(f"cache must be True or False, got {cache!r}")
     outer = _SCOPE.get()
     scope = _Scope(persistent=cache and (outer.persistent if outer else True),
