@@ -16,6 +16,9 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.delenv("MLFOOTPRINT_HISTORY", raising=False)
+    # The persistent trace cache too: each test starts with an empty one of its own (never ~/.cache).
+    monkeypatch.setenv("MLFOOTPRINT_CACHE_DIR", str(home / "cache"))
+    monkeypatch.delenv("MLFOOTPRINT_CACHE_MAX_BYTES", raising=False)
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:

@@ -121,6 +121,38 @@ def test_help_and_version_do_not_import_torch():
     assert r.returncode == 0, r.stderr
 
 
+_HELP_SCRIPT = """
+import argparse, contextlib, io, sys
+from mlfootprint.cli import build_parser, main
+
+def helps(parser, prefix):
+    yield prefix + ["--help"]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from helps(sub, prefix + [name])
+
+lines = list(helps(build_parser(), []))
+for argv in lines:
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            main(argv)
+        except SystemExit as exc:
+            assert exc.code in (0, None), (argv, exc.code)
+    assert "usage:" in out.getvalue(), argv
+    loaded = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+    assert not loaded, (argv, loaded)
+print(len(lines))
+"""
+
+
+def test_every_help_imports_neither_torch_nor_transformers():
+    # `mlfootprint --help` and `mlfootprint VERB [SUB] --help` as the command line runs them, in a fresh process
+    r = subprocess.run([sys.executable, "-c", _HELP_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.strip()) >= 20  # the top level, every verb and every subcommand (models list, ...)
+
+
 def test_errors_speak_python_from_python_and_flags_from_the_command_line(capsys):
     from mlfootprint import plan
     from mlfootprint.cli import main

@@ -26,4 +26,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace):
     from ..verbs.analyze import analyze  # torch loads with the verb, not for --help
     return analyze(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref, efficiency=args.efficiency,
-                   site=site_from(args), even_if_oom=args.even_if_oom)
+                   site=site_from(args), even_if_oom=args.even_if_oom, cache=args.cache)

@@ -33,4 +33,5 @@ def run(args: argparse.Namespace):
     from ..verbs.bench import bench  # torch loads with the verb, not for --help
     return bench(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref,
                  repeats=args.repeats, warmup=args.warmup, max_time_s=args.max_time, threshold=args.threshold,
-                 device=args.device, energy=not args.no_energy, progress=False if args.no_progress else None)
+                 device=args.device, energy=not args.no_energy, progress=False if args.no_progress else None,
+                 cache=args.cache)

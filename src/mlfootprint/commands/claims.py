@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from ..report.schema import Report
+from .common import add_cache_option
 from .output import add_output_options
 
 
@@ -15,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", action="append", default=[], metavar="CLAIMS.toml", help="your own claims file (repeatable)")
     p.add_argument("--allow-code", action="store_true",
                    help="let the --file claims name Python code to import (a model 'file.py:make'); off by default")
+    add_cache_option(p)
     p.add_argument("--only", action="append", default=[], metavar="ID", help="check only this claim (repeatable)")
     add_output_options(p, formats=("table", "json", "md", "html"))
     p.set_defaults(func=run)
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> Report:
     from ..verbs.claims import claims  # torch loads with the verb, not for --help
     if args.check:
         args.after_emit = _check
-    return claims(args.file, args.only, allow_code=args.allow_code)
+    return claims(args.file, args.only, allow_code=args.allow_code, cache=args.cache)
 
 
 def _check(report: Report) -> int:

@@ -44,6 +44,7 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                    help="trace a module:callable model without its own forward/backward/gradient hooks (they run "
                         "by default, as part of the model)")
     add_save_options(p)
+    add_cache_option(p)
     if parallel:
         g.add_argument("--zero", type=int, default=None, help="ZeRO stage 0-3")
         g.add_argument("--offload", type=_choice(OFFLOAD), default=None)
@@ -79,6 +80,13 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                        help=f"{{{','.join(FUSION)}}}: operators fused into kernels by the step-time model (default: "
                             "the target stack's: fused on GPUs, compiled on TPUs, none on CPUs and --hardware this)")
         g.add_argument("--tokens", type=float, default=None, help="tokens to train on, for time-to-train")
+
+
+def add_cache_option(p: argparse.ArgumentParser) -> None:
+    """--no-cache, for every verb that traces a model (the API's ``cache=False``)."""
+    p.add_argument("--no-cache", dest="cache", action="store_false", default=True,
+                   help="trace the model anew instead of reusing a trace from the trace cache "
+                        "($MLFOOTPRINT_CACHE_DIR, else ~/.cache/mlfootprint/traces), and store nothing there")
 
 
 def add_save_options(p: argparse.ArgumentParser) -> None:

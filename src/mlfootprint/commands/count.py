@@ -18,4 +18,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace):
     from ..verbs.count import count  # torch loads with the verb, not for --help
-    return count(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref, macs=args.macs)
+    return count(args.model, workload_from(args), inputs=args.input, inputs_ref=args.inputs_ref, macs=args.macs, cache=args.cache)

@@ -26,4 +26,5 @@ def run(args: argparse.Namespace):
     from ..verbs.memory import memory  # torch loads with the verb, not for --help
     options = dict(vars(args), device_memory=None, other_bytes=None)  # sizes go to the verb as text
     return memory(args.model, Workload.from_options(options), inputs=args.input, inputs_ref=args.inputs_ref,
-                  device_memory=args.device_memory, max_batch=args.max_batch, other_bytes=args.other_bytes)
+                  device_memory=args.device_memory, max_batch=args.max_batch, other_bytes=args.other_bytes,
+                  cache=args.cache)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_cache_option
 from .output import add_output_options
 from ..workload import PRECISIONS, RECOMPUTE
 
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recompute", default="none", help=f"{{{','.join(RECOMPUTE)}}}: recomputation, for HFU")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]", help="inputs of a module:callable MODEL")
     p.add_argument("--inputs", dest="inputs_ref", default=None, metavar="FILE.py:CALLABLE")
+    add_cache_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -51,4 +53,4 @@ def run(args: argparse.Namespace):
                hardware=args.hardware, devices=args.devices, precision=args.precision, peak_flops=args.peak_flops,
                recompute=args.recompute, params=args.params, layers=args.layers, heads=args.heads,
                head_dim=args.head_dim, flops_per_token=args.flops_per_token, inputs=args.input,
-               inputs_ref=args.inputs_ref)
+               inputs_ref=args.inputs_ref, cache=args.cache)

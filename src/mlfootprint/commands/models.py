@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_cache_option
 from .output import add_output_options
 
 
@@ -14,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.set_defaults(func=_list)
     ps = msub.add_parser("show", help="one model: source, architecture and counted parameters")
     ps.add_argument("name", metavar="NAME")
+    add_cache_option(ps)
     add_output_options(ps)
     ps.set_defaults(func=_show)
     add_output_options(p)
@@ -30,4 +32,4 @@ def _list(args: argparse.Namespace):
 def _show(args: argparse.Namespace):
     from ..verbs.catalogs import models_show
 
-    return models_show(args.name)
+    return models_show(args.name, cache=args.cache)

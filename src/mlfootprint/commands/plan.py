@@ -26,4 +26,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace):
     from ..verbs.plan import plan  # torch loads with the verb, not for --help
     return plan(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency,
-                top=args.top)
+                top=args.top, cache=args.cache)

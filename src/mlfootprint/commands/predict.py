@@ -51,4 +51,4 @@ def run(args: argparse.Namespace):
     return predict(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency, mfu=args.mfu,
                    hfu=args.hfu, flops_per_device=args.flops_per_device, deadline=args.deadline,
                    deadline_mfu=args.deadline_mfu, site=site_from(args),
-                   even_if_oom=args.even_if_oom)
+                   even_if_oom=args.even_if_oom, cache=args.cache)

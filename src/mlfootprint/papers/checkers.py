@@ -19,7 +19,7 @@ from ..core.errors import UserError
 from ..hardware.catalog import get_device
 from ..models import resolve
 from ..models.factory import looks_like_callable_ref
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import Workload
 from .model import NOT_CHECKABLE, Claim, Outcome
 
@@ -60,7 +60,7 @@ def _resolve(claim: Claim, model: Any) -> Any:
 
 def _train_flops(claim: Claim, model: str, seq: int) -> FlopSummary:
     """The traced training step of a catalog model at batch 1."""
-    return flop_summary(trace(_resolve(claim, model), Workload(mode="train", batch=1, seq=seq)))
+    return flop_summary(traced_step(_resolve(claim, model), Workload(mode="train", batch=1, seq=seq)))
 
 
 def not_checkable(claim: Claim, why: str) -> Outcome:
@@ -183,7 +183,7 @@ def memory_fit(claim: Claim) -> Outcome:
     dev = _device(hardware)
     wl = _workload(claim, hardware=hardware)
     spec = _resolve(claim, model)
-    est = estimate_memory(spec, wl, trace(spec, wl), device_bytes=int(dev.memory_bytes))
+    est = estimate_memory(spec, wl, traced_step(spec, wl), device_bytes=int(dev.memory_bytes))
     host = est.host_bytes
     moved = (f", activation offload {wl.offload_activations:g}: {est.activations_host_bytes / 1e9:.4g} GB of activations "
              f"on the host, {est.activation_offload_traffic_bytes / 1e9:.4g} GB over the host link per step, "
@@ -243,7 +243,7 @@ def largest_family_model(claim: Claim) -> Outcome:
     seen = []
     for name in family:  # smallest first; memory grows with the model, so stop at the first that does not fit
         spec = _resolve(claim, name)
-        tr = trace(spec, wl)
+        tr = traced_step(spec, wl)
         est = estimate_memory(spec, wl, tr, device_bytes=int(dev.memory_bytes))
         seen.append(f"{name} {est.peak_bytes / 1e9:.3g} GB")
         if not est.fits:
@@ -310,7 +310,7 @@ def predict_step_claim(claim: Claim) -> Outcome:
         raise UserError(f"claim {claim.id!r} ({claim.origin}): metric must be one of {', '.join(_STEP_METRICS)}")
     wl = _workload(claim, mode="train", hardware=hardware, devices=int(devices))
     spec = _resolve(claim, model)
-    pred = predict_step(spec, wl, trace(spec, wl, checkpoint_early_stop=False), hardware)
+    pred = predict_step(spec, wl, traced_step(spec, wl, checkpoint_early_stop=False), hardware)
     return Outcome(_STEP_METRICS[metric](pred), "",
                    f"predicted {model} on {devices} × {pred.device.name}, {pred.layout.label()}, global batch {wl.batch} × "
                    f"seq {wl.seq}, {wl.precision}: step {pred.step_s:.3g} s, {pred.tokens_per_s / pred.devices:,.0f} "
@@ -326,7 +326,7 @@ def memory_peak(claim: Claim) -> Outcome:
     hardware = claim.inputs.get("hardware")
     wl = _workload(claim, **({"hardware": hardware} if hardware else {}))
     spec = _resolve(claim, model)
-    est = estimate_memory(spec, wl, trace(spec, wl))
+    est = estimate_memory(spec, wl, traced_step(spec, wl))
     parts = ", ".join(f"{k.removesuffix('_bytes')} {v / 1e9:.3g}" for k, v in est.at_peak.items() if v) \
         if getattr(est, "at_peak", None) else ""
     return Outcome(est.peak_bytes / 1e9, "", f"traced {model} ({wl.mode}, {wl.optimizer}, {wl.precision}, batch {wl.batch}, "
@@ -386,7 +386,7 @@ def plan_claim(claim: Claim) -> Outcome:
     wl = _workload(claim, mode="train", hardware=hardware)
     wl = wl.with_changes(recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1, vp=1, devices=None)
     spec = _resolve(claim, model)
-    res = plan_layouts(spec, wl, trace(spec, wl, checkpoint_early_stop=False), hardware, int(devices), top=1000)
+    res = plan_layouts(spec, wl, traced_step(spec, wl, checkpoint_early_stop=False), hardware, int(devices), top=1000)
     ranks = [i + 1 for i, c in enumerate(res.layouts) if c.par.tp == int(tp) and c.par.pp == int(pp)]
     best = res.best.par
     where = f"rank {ranks[0]} of {len(res.layouts)} fitting layouts" if ranks else \
@@ -402,7 +402,7 @@ def count_claim(claim: Claim) -> Outcome:
     """Parameters of a catalog model, counted from its trace."""
     (model,) = _need(claim, "model")
     spec = _resolve(claim, model)
-    stats = parameter_stats(trace(spec, Workload(batch=1, seq=int(claim.inputs.get("seq", 8)))))
+    stats = parameter_stats(traced_step(spec, Workload(batch=1, seq=int(claim.inputs.get("seq", 8)))))
     return Outcome(float(stats.total), "", f"traced {model}: {stats.total:,} parameters", machinery=TRACED_COUNT)
 
 

@@ -7,17 +7,18 @@ from typing import Any
 from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.prediction import predict_step, resolve_device
 from ..report.schema import Report
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import Workload
-from .common import add_count, base_report, resolve_model
+from .common import add_count, base_report, resolve_model, reuses_traces
 from .parts import add_memory, add_run_footprint, add_time, site_inputs
 from .predict import withhold_time, memory_extras
 from .runnable import DEFAULTS, default_precision, runnable
 
 
+@reuses_traces
 def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
             inputs_ref: str | None = None, *, efficiency: Any = None, site: dict[str, Any] | None = None,
-            even_if_oom: bool = False) -> Report:
+            even_if_oom: bool = False, cache: bool = True) -> Report:
     """The efficiency card of one workload: params, FLOPs, memory and fit, step time, MFU, energy, CO2e, cost.
 
     Without ``workload.hardware`` (or ``device_memory``) the card is for one assumed device (an A100-80GB,
@@ -32,6 +33,8 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
             (gCO2e/kWh), ``facility``, ``pue``, ``wue``, ``utilization``, ``water_intensity`` (L/kWh),
             ``price_per_hour``, ``price_per_kwh`` — as for :func:`mlfootprint.footprint`.
         even_if_oom: give time and footprint even when the workload does not fit in memory.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with ``params``, ``flops``, ``memory``, ``time`` and ``footprint`` sections.
@@ -49,7 +52,7 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     site_inputs(site)
     wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
-    tr = trace(spec, wl)
+    tr = traced_step(spec, wl)
     run = runnable(spec, wl, tr, dev, efficiency=efficiency)
     rep = base_report("analyze", spec, run.workload)
     if assumed_device:

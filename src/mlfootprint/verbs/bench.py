@@ -18,19 +18,21 @@ from ..measure.reference import peak_flops, predictions
 from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import MeasuredSection, VersusPredicted
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import Workload
-from .common import add_count, base_report, resolve_model
+from .common import add_count, base_report, resolve_model, reuses_traces
 
 _MEASURED = ("step_s", "tokens_per_s", "samples_per_s", "peak_bytes", "reserved_bytes", "mfu", "hfu",
              "achieved_flops_per_s")
 
 
+@reuses_traces
 def bench(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (), inputs_ref: str | None = None,
           *, repeats: int | None = None, warmup: int = DEFAULT_WARMUP, max_time_s: float | None = None,
           threshold: float = DEFAULT_THRESHOLD, min_repeats: int = DEFAULT_MIN_REPEATS, device: str | None = "auto",
           energy: bool = True, progress: bool | None = None, seed: int = 0,
-          clock: Callable[[], float] = time.perf_counter, meter_factory: Callable[[], Any] | None = None) -> Report:
+          clock: Callable[[], float] = time.perf_counter, meter_factory: Callable[[], Any] | None = None,
+          cache: bool = True) -> Report:
     """Run ``workload`` for real on this machine (CPU, or CUDA when present) and report what was measured —
     latency distribution, throughput, MFU, peak memory, energy — next to the prediction.
 
@@ -64,6 +66,8 @@ def bench(model: Any = None, workload: Workload | None = None, inputs: Sequence[
         clock: the timer, a callable returning seconds (default :func:`time.perf_counter`); for tests.
         meter_factory: a callable returning the energy meter to use instead of the automatic one (default None);
             for tests and custom meters.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with ``model``, ``workload``, ``params``, ``flops`` (when the model can be traced) and
@@ -97,7 +101,7 @@ def bench(model: Any = None, workload: Workload | None = None, inputs: Sequence[
     # The trace of the workload that ran: FLOPs for MFU, and the prediction's input.
     tr, trace_why = None, ""
     try:
-        tr = trace(spec, run.workload)
+        tr = traced_step(spec, run.workload)
         add_count(rep, tr, run.workload, ops=False)
     except UserError as exc:
         trace_why = f"the model could not be traced: {exc}"

@@ -15,9 +15,9 @@ from ..models import catalog
 from ..models.facts import facts_from_config
 from ..report.schema import Report
 from ..report.sections import CatalogSection, ParamsSection
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import Workload
-from .common import base_report, resolve_model
+from .common import base_report, resolve_model, reuses_traces
 
 
 def models_list() -> Report:
@@ -52,7 +52,8 @@ def models_list() -> Report:
     return rep
 
 
-def models_show(name: str) -> Report:
+@reuses_traces
+def models_show(name: str, *, cache: bool = True) -> Report:
     """One catalog model: its source, architecture and counted parameters (beside the published count).
 
     The parameters are counted from a trace of the model (batch 1, sequence 8, on fake tensors).
@@ -60,6 +61,8 @@ def models_show(name: str) -> Report:
     Args:
         name: a catalog model name (``"gpt2"``, ``"llama-2-7b"``; see :func:`mlfootprint.models_list`). An
             unknown name raises :class:`~mlfootprint.core.errors.UserError` with the closest names.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report (verb ``models show``) with a ``model`` section (``name``, ``source``, ``hub_id``, ``layers``,
@@ -74,7 +77,7 @@ def models_show(name: str) -> Report:
     """
     entry = catalog.get(name)  # unknown name: one-line error with suggestions
     spec = resolve_model(name)
-    tr = trace(spec, Workload(batch=1, seq=8))
+    tr = traced_step(spec, Workload(batch=1, seq=8))
     params = parameter_stats(tr)
     rep = base_report("models show", spec, None)
     published = (entry.get("published_params") or {}).get("value")

@@ -5,12 +5,15 @@ import statistics
 from collections.abc import Sequence
 
 from ..papers import as_rows, load_claims, run_claims
+from .common import reuses_traces
 from ..papers.model import ERROR
 from ..report.schema import Report
 from ..report.sections import ClaimRow, ClaimsSection
 
 
-def claims(files: Sequence[str] = (), only: Sequence[str] = (), allow_code: bool = False) -> Report:
+@reuses_traces
+def claims(files: Sequence[str] = (), only: Sequence[str] = (), allow_code: bool = False, *,
+           cache: bool = True) -> Report:
     """Recompute the bundled claims (and those of ``files``), or ``only`` the named ones.
 
     The claims are read from the bundled file, then the ``*.toml`` of the user's folders
@@ -25,6 +28,8 @@ def claims(files: Sequence[str] = (), only: Sequence[str] = (), allow_code: bool
         allow_code: let the claims of ``files`` name Python code to import (a model ``"file.py:make"``);
             default False: such a claim is refused. Claims in the user folders never run code; the bundled ones
             are trusted.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with a ``claims`` section: per claim the published figure, ours, the difference and a verdict

@@ -6,8 +6,10 @@ them into report sections (``mlfootprint.report.sections``) with their provenanc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -19,7 +21,7 @@ from ..models.module import spec_from_module
 from ..report.schema import Report
 from ..report.sections import FlopsSection, ModelSection, ParamsSection, WorkloadSection
 from ..trace.records import Trace
-from ..trace.run import trace
+from ..trace.cache import reusing_traces, traced_step
 from ..trace.target import target_of
 from ..workload import Workload
 
@@ -39,6 +41,26 @@ _COUNTED_FLOPS = ("forward", "backward", "model", "other", "optimizer", "recompu
                   "attention_causal_halved", "scan", "per_token")
 
 
+_Verb = TypeVar("_Verb", bound=Callable[..., Any])
+
+
+def reuses_traces(verb: _Verb) -> _Verb:
+    """A verb that traces: its ``cache`` keyword (default True; ``--no-cache``) decides whether the persistent
+    trace cache is used, and within the call a trace asked for twice is made once (``trace/cache.py``)."""
+    signature = inspect.signature(verb)
+    if "cache" not in signature.parameters:
+        raise TypeError(f"{verb.__name__} needs a 'cache' keyword to reuse traces")
+
+    @functools.wraps(verb)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with reusing_traces(bound.arguments["cache"]):
+            return verb(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def resolve_model(model: str | torch.nn.Module | ModelSpec | None, inputs: Sequence[Any] = (),
                   inputs_ref: str | None = None) -> ModelSpec:
     """What the user named: a MODEL string (None: the bundled default), an nn.Module instance, or a ModelSpec."""
@@ -54,7 +76,7 @@ def traced(model: Any, workload: Workload | None, inputs: Sequence[Any] = (),
     """Resolve and trace: the one pass every figure of a model verb comes from."""
     wl = workload or Workload()
     spec = resolve_model(model, inputs, inputs_ref)
-    return spec, wl, trace(spec, wl)
+    return spec, wl, traced_step(spec, wl)
 
 
 def base_report(verb: str, spec: ModelSpec | None, wl: Workload | None) -> Report:

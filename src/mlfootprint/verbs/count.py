@@ -6,11 +6,12 @@ from typing import Any
 
 from ..report.schema import Report
 from ..workload import Workload
-from .common import add_count, base_report, traced
+from .common import add_count, base_report, traced, reuses_traces
 
 
+@reuses_traces
 def count(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (), inputs_ref: str | None = None,
-          *, ops: bool = True, macs: bool = False) -> Report:
+          *, ops: bool = True, macs: bool = False, cache: bool = True) -> Report:
     """Parameters and FLOPs of one step of ``workload``, by module and (``ops``) by operator.
 
     Args:
@@ -22,6 +23,8 @@ def count(model: Any = None, workload: Workload | None = None, inputs: Sequence[
         inputs_ref: ``"file.py:callable"`` returning the model's inputs.
         ops: include FLOPs by operator (``flops.by_op``).
         macs: also give matrix-class work as MACs (``flops.macs_forward``/``macs_backward``; 1 MAC = 2 FLOPs).
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with ``params`` and ``flops`` sections (``rep.sections["flops"]["model"]``).

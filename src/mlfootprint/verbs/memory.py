@@ -11,17 +11,18 @@ from ..core.errors import UserError
 from ..core.units import parse_size
 from ..report.schema import Report
 from ..report.sections import ParamsSection
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import Layout, Workload, check_against_model, micro_batch_of
-from .common import base_report, resolve_model
+from .common import base_report, resolve_model, reuses_traces
 from .parts import add_memory
 from .predict import memory_extras
 from .runnable import default_precision, runnable
 
 
+@reuses_traces
 def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
            inputs_ref: str | None = None, *, device_memory: int | str | None = None, max_batch: bool = False,
-           other_bytes: int | str | None = None) -> Report:
+           other_bytes: int | str | None = None, cache: bool = True) -> Report:
     """Per-device memory of ``workload`` by component, whether it fits, and the largest batch that fits.
 
     The model is traced at the per-device micro-batch (``batch / (dp × grad_accum)``) and the traced step's
@@ -33,6 +34,8 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
             workload's ``device_memory``, else its ``hardware``'s catalog figure.
         max_batch: also search for the largest batch that fits, by re-tracing (needs a device size).
         other_bytes: per-device framework overhead (bytes or "1GB"); default: the memory model's 1 GB.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with ``params`` and ``memory`` sections (``memory.peak_bytes``, ``memory.fits``).
@@ -57,7 +60,7 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     mb = micro_batch_of(wl)
     traced_wl = wl.with_changes(batch=mb, micro_batch=None,
                                 given=wl.given | ({"batch"} if "batch" in wl.given or mb != 1 else set()))
-    tr = trace(spec, traced_wl)
+    tr = traced_step(spec, traced_wl)
     if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
         layout = layout.replace(micro_batch=tr.memory.batch)  # the batch of --input shapes / an inputs callable
     run = runnable(spec, wl, tr, dev, layout=layout, traced_wl=traced_wl)
@@ -67,10 +70,11 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
                                              and getattr(params, k) is not None})
     extra = memory_extras(run)
     if max_batch:
-        probes: list[tuple[int, int, bool]] = []
+        probes: list[tuple[int, int, bool, bool]] = []
         best = _max_batch(spec, wl, run.device_bytes, other_bytes=wl.other_bytes, trace=tr, probes=probes)
         extra.update(max_micro_batch=best, max_batch=best * layout.dp * layout.grad_accum,
-                     max_batch_traces=sum(1 for *_, new in probes if new))  # traces made by the search itself
+                     max_batch_traces=sum(1 for _, _, new, _ in probes if new))  # traces made by the search itself
+        derived = sorted(mb for mb, _, _, was_derived in probes if was_derived)
     add_memory(rep, run.estimate, run.workload, **extra)
     for note in ([precision_note] if precision_note else []) + run.notes:
         rep.assume(note, key=True)
@@ -79,7 +83,13 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
         rep.mark("memory.max_micro_batch", "counted")
         rep.assume("memory: max_batch is the largest global batch (max_micro_batch × dp × grad_accum) whose traced "
                    "peak fits; found by re-tracing (a guess from one trace, then galloping and bisection), "
-                   "each verdict from a trace at that micro-batch")
+                   "each verdict from a trace at that micro-batch, and the answer and the next micro-batch always "
+                   "from real traces")
+        if derived:
+            rep.assume(f"memory: the traces of micro-batch(es) {', '.join(map(str, derived))} in that search were "
+                       "derived, not traced: every op record's FLOPs and bytes, allocation size, saved tensor and "
+                       "input on the line through two real traces of the same step at other micro-batches (exact "
+                       "for a step affine in the batch; the answer was then confirmed by real traces)")
     for a in tr.assumptions:
         rep.assume(a)
     return rep

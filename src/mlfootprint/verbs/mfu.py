@@ -12,9 +12,9 @@ from ..core.validate import number, whole
 from ..core.precision import precision
 from ..report.schema import Report
 from ..report.sections import TimeSection
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import RECOMPUTE, Workload, _check_choice
-from .common import base_report, model_section, resolve_model
+from .common import base_report, model_section, resolve_model, reuses_traces
 
 
 @dataclass
@@ -29,12 +29,13 @@ class _PerToken:
     spec: Any = None
 
 
+@reuses_traces
 def mfu(model: Any = None, *, tokens_per_s: float | None = None, step_s: float | None = None,
         batch: int | None = None, seq: int | None = None, hardware: str | None = None, devices: int = 1,
         precision: str = "bf16", peak_flops: float | None = None, recompute: str = "none",
         params: float | None = None, layers: int | None = None, heads: int | None = None,
         head_dim: int | None = None, flops_per_token: float | None = None, inputs: Sequence[Any] = (),
-        inputs_ref: str | None = None) -> Report:
+        inputs_ref: str | None = None, cache: bool = True) -> Report:
     """MFU and HFU from a measured throughput (the ``time`` section).
 
     FLOPs per token from exactly one of: a ``model`` (its traced training step), ``params`` with ``layers``,
@@ -71,6 +72,8 @@ def mfu(model: Any = None, *, tokens_per_s: float | None = None, step_s: float |
         flops_per_token: model FLOPs per token, given directly (forward + backward).
         inputs: input shapes (``"8x3x224x224"``) or example tensors, for a factory or module ``model``.
         inputs_ref: ``"file.py:callable"`` returning the inputs of ``model``.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with a ``time`` section (and a ``model`` section when ``model`` is given):
@@ -160,7 +163,7 @@ def _traced_per_token(model: Any, batch: int | None, seq: int | None, precision_
     given = {"batch": batch or 1, "mode": "train", "precision": precision_name, "recompute": recompute}
     wl = Workload(**given, **({"seq": seq} if seq else {}))
     spec = resolve_model(model, inputs, inputs_ref)
-    tr = trace(spec, wl, checkpoint_early_stop=False)
+    tr = traced_step(spec, wl, checkpoint_early_stop=False)
     fs = flop_summary(tr)
     seq = seq or (tr.tokens // wl.batch if tr.token_unit == "tokens" else None)
     formula = (f"traced training step of {spec.name} at seq {seq}: model FLOPs (forward + backward matrix work, "

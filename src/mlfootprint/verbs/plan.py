@@ -13,14 +13,15 @@ from ..core.errors import UserError
 from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from .runnable import default_precision
 from ..workload import Workload
-from .common import base_report, resolve_model
+from .common import base_report, resolve_model, reuses_traces
 
 
+@reuses_traces
 def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
-         inputs_ref: str | None = None, *, efficiency: Any = None, top: int = 10) -> Report:
+         inputs_ref: str | None = None, *, efficiency: Any = None, top: int = 10, cache: bool = True) -> Report:
     """Ranked parallel layouts of ``workload.devices`` × ``workload.hardware`` that fit in memory.
 
     The workload's tp/pp/zero/micro_batch/recompute/offload, when given, fix those choices; its mode is
@@ -32,6 +33,8 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
             ``workload.devices`` are needed.
         efficiency: efficiency-factor overrides, as for :func:`mlfootprint.predict`.
         top: how many fitting layouts to rank.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with a ``plan`` section: the best layout, its step time, MFU and bottleneck, and the ranking.
@@ -73,7 +76,7 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
              "schedule": wl.schedule if "schedule" in wl.given else None, "cp_comm": wl.cp_comm}
     traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1,
                                 vp=1, schedule="1f1b", devices=None, offload="none", zeropp=False, given=wl.given)
-    tr = trace(spec, traced_wl, checkpoint_early_stop=False)
+    tr = traced_step(spec, traced_wl, checkpoint_early_stop=False)
     res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, cp=cp, **fixed)
     best = res.best
     # the report's workload is the one the best layout runs: the traced sequence, the planner's layout

@@ -11,9 +11,9 @@ from ..analysis.predict.shape import parallel_from
 from ..core.errors import UserError
 from ..core.units import parse_duration
 from ..report.schema import Report
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import Workload
-from .common import add_count, base_report, resolve_model
+from .common import add_count, base_report, resolve_model, reuses_traces
 from .parts import add_memory, add_run_footprint, add_time, site_inputs
 from .runnable import DEFAULTS, Run, default_precision, runnable
 
@@ -21,11 +21,12 @@ from .runnable import DEFAULTS, Run, default_precision, runnable
 DEFAULT_MODE = "train"
 
 
+@reuses_traces
 def predict(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
             inputs_ref: str | None = None, *, efficiency: Any = None, mfu: float | None = None,
             hfu: float | None = None, flops_per_device: float | None = None, deadline: str | float | None = None,
             deadline_mfu: float | None = None, site: dict[str, Any] | None = None,
-            even_if_oom: bool = False) -> Report:
+            even_if_oom: bool = False, cache: bool = True) -> Report:
     """Step time, tokens/s, MFU/HFU, time to train and device-hours of ``workload`` on ``workload.hardware``.
 
     Without ``workload.hardware`` it predicts for the assumed device of :func:`mlfootprint.analyze` (an
@@ -45,6 +46,8 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
             (gCO2e/kWh), ``facility``, ``pue``, ``wue``, ``utilization``, ``water_intensity`` (L/kWh),
             ``price_per_hour``, ``price_per_kwh`` — as for :func:`mlfootprint.footprint`.
         even_if_oom: give time and footprint even when the workload does not fit in memory.
+        cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
+            anew and stores nothing.
 
     Returns:
         A Report with ``params``, ``flops``, ``memory``, ``time`` and ``footprint`` sections.
@@ -70,7 +73,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     site_inputs(site)
     parallel_from(wl)
     spec = resolve_model(model, inputs, inputs_ref)
-    tr = trace(spec, wl, checkpoint_early_stop=False)
+    tr = traced_step(spec, wl, checkpoint_early_stop=False)
     run = runnable(spec, wl, tr, dev, efficiency=efficiency)
     rep = base_report("predict", spec, run.workload)
     if assumed_device:

@@ -22,7 +22,7 @@ from ..core.errors import UserError
 from ..hardware.catalog import Device
 from ..models.spec import ModelSpec
 from ..trace.records import Trace
-from ..trace.run import trace
+from ..trace.cache import traced_step
 from ..workload import Layout, Workload
 
 DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
@@ -225,6 +225,6 @@ def _lora_model(spec: ModelSpec, wl: Workload, layout: Layout) -> MemoryModel | 
     try:
         lora_wl = wl.with_changes(lora_rank=8, batch=layout.micro_batch, micro_batch=None, dp=1, devices=None,
                                   grad_accum=1)
-        return memory_model(spec, lora_wl, trace(spec, lora_wl))
+        return memory_model(spec, lora_wl, traced_step(spec, lora_wl))
     except UserError:
         return None

@@ -88,7 +88,8 @@ from ...hardware.catalog import get_device
 from ...core.precision import precision as precision_of
 from ...models.spec import ModelSpec
 from ...trace.records import Trace
-from ...trace.run import trace as run_trace
+from ...trace.cache import traced_step
+from ...trace.scaling import derive_at_batch
 from ...workload import Workload
 from . import methods
 from .kvcache import kv_cache_bytes
@@ -260,7 +261,7 @@ class MemoryModel:
         hit = self._variants.get(key)
         if hit is None:
             wl = self.wl.with_changes(batch=self.traced_batch, **changes)
-            hit = MemoryModel(self.spec, wl, run_trace(self.spec, wl))
+            hit = MemoryModel(self.spec, wl, traced_step(self.spec, wl))
             self._variants[key] = hit
         return hit
 
@@ -575,36 +576,63 @@ def estimate_memory(spec: ModelSpec, wl: Workload, trace: Trace, device_bytes: i
 
 
 def max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: int | None = None,
-              limit: int = 1 << 20, trace: Trace | None = None, probes: list[tuple[int, int]] | None = None) -> int:
+              limit: int = 1 << 20, trace: Trace | None = None, probes: list[tuple[int, int, bool, bool]] | None = None
+              ) -> int:
     """The largest per-device micro-batch whose peak fits in ``device_bytes`` (see :func:`_max_batch`)."""
     with phase(f"searching the largest micro-batch of {spec.name} (a trace per candidate)"):
         return _max_batch(spec, wl, device_bytes, other_bytes, limit, trace, probes)
 
 
 def _max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: int | None = None,
-               limit: int = 1 << 20, trace: Trace | None = None, probes: list[tuple[int, int]] | None = None) -> int:
-    """The largest per-device micro-batch whose peak fits in ``device_bytes``, found by re-tracing.
+               limit: int = 1 << 20, trace: Trace | None = None, probes: list[tuple[int, int, bool, bool]] | None = None
+               ) -> int:
+    """The largest per-device micro-batch whose peak fits in ``device_bytes``.
 
     The search starts from the memory model's guess (one trace, scaled), then gallops — doubling its
-    step — away from the guess until a traced micro-batch that fits and one that does not bracket the
-    answer, then bisects. Every verdict comes from a trace at that very micro-batch, so a model whose
-    memory is not linear in the batch is still answered correctly; the answer ``b`` always has a trace
-    at ``b`` that fits and one at ``b + 1`` that does not (unless ``b`` is ``limit``). Returns 0 when one
-    sample does not fit. ``trace`` may be a trace of ``wl`` already made (it is reused); ``probes``, if
-    given, receives (micro_batch, peak_bytes, traced_now) for each verdict.
+    step — away from the guess until a micro-batch that fits and one that does not bracket the answer,
+    then bisects. Each verdict is the memory model's peak of a trace at that very micro-batch: a real
+    trace for the first probes; once two real traces at micro-batches of 2 or more exist, a trace derived
+    from them (``trace/scaling.py``: every figure on the line through the two, where the two traces are
+    the same step), which is exact for a step affine in the batch. The answer ``b`` is then confirmed by
+    real traces at ``b`` (fits) and ``b + 1`` (does not); if either disagrees with its derived verdict,
+    the search runs again on real traces only, so a model whose memory is not linear in the batch is
+    still answered correctly, and the answer always has a real trace at ``b`` that fits and one at
+    ``b + 1`` that does not (unless ``b`` is ``limit``). Returns 0 when one sample does not fit.
+    ``trace`` may be a trace of ``wl`` already made (it is reused); ``probes``, if given, receives
+    (micro_batch, peak_bytes, traced_now, derived) for each verdict.
     """
     base_layout = Layout.from_workload(wl)
     verdicts: dict[int, int] = {}
     models: dict[int, MemoryModel] = {}
-    traces_made: list[int] = []
+    real: dict[int, Trace] = {}
+    derived: set[int] = set()
+    derive = [True]
 
-    def peak_at(mb: int, tr: Trace | None = None) -> int:
+    def probe_workload(mb: int) -> Workload:
+        return wl.with_changes(batch=mb, micro_batch=None, dp=1, grad_accum=1, devices=None)
+
+    def trace_at(mb: int) -> tuple[Trace, bool, bool]:
+        """(trace at mb, made now, derived)."""
+        probe_wl = probe_workload(mb)
+        bases = sorted(b for b in real if b >= 2)  # batch 1 may run another step (a squeezed loss): not a base
+        if derive[0] and len(bases) >= 2 and mb not in real:
+            near = sorted(bases, key=lambda b: (abs(b - mb), b))[:2]
+            got = derive_at_batch(real[min(near)], real[max(near)], mb)
+            if got is not None:
+                return replace(got, workload=probe_wl), False, True
+        # the trace of one device's micro-batch: the layout is the memory model's to apply
+        got = traced_step(spec, probe_wl)
+        real[mb] = got
+        return got, True, False
+
+    def peak_at(mb: int, tr: Trace | None = None, now: bool = False) -> int:
         if mb in verdicts:
             return verdicts[mb]
+        is_derived = False
         if tr is None:
-            # the trace of one device's micro-batch: the layout is the memory model's to apply
-            tr = run_trace(spec, wl.with_changes(batch=mb, micro_batch=None, dp=1, grad_accum=1, devices=None))
-            traces_made.append(mb)
+            tr, now, is_derived = trace_at(mb)
+        else:
+            real[mb] = tr
         traced = tr.memory.batch or mb
         if traced != mb:
             raise UserError(f"asked for a batch of {mb} but the model's inputs have {traced} samples (its inputs "
@@ -613,12 +641,25 @@ def _max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: in
         models[mb] = model
         est = model.per_device(replace(base_layout, micro_batch=mb), other_bytes=other_bytes)
         verdicts[mb] = est.peak_bytes
+        if is_derived:
+            derived.add(mb)
         if probes is not None:
-            probes.append((mb, est.peak_bytes, bool(traces_made and traces_made[-1] == mb)))
+            probes.append((mb, est.peak_bytes, now, is_derived))
         return est.peak_bytes
 
     def fits(mb: int) -> bool:
         return peak_at(mb) <= device_bytes
+
+    def confirmed(answer: int) -> bool:
+        """Real traces at the answer and the next micro-batch agree with their derived verdicts."""
+        for mb in (answer, answer + 1):
+            if mb in derived and 1 <= mb <= limit:
+                said = verdicts.pop(mb) <= device_bytes
+                derived.discard(mb)
+                tr = traced_step(spec, probe_workload(mb))
+                if (peak_at(mb, tr, now=True) <= device_bytes) != said:
+                    return False
+        return True
 
     b0 = min(base_layout.micro_batch, limit)
     reuse = trace if (trace is not None and trace.memory.batch == b0) else None
@@ -627,8 +668,20 @@ def _max_batch(spec: ModelSpec, wl: Workload, device_bytes: int, other_bytes: in
     p1 = models[b0].per_device(replace(base_layout, micro_batch=b0 + 1), other_bytes=other_bytes).peak_bytes
     slope = max(p1 - p0, 1)
     guess = max(1, min(limit, b0 + math.floor((device_bytes - p0) / slope)))
-    lo: int | None = b0 if p0 <= device_bytes else None
-    hi: int | None = None if p0 <= device_bytes else b0
+    answer = _search(fits, b0, p0 <= device_bytes, guess, limit)
+    if not confirmed(answer):
+        derive[0] = False
+        for mb in list(derived):
+            verdicts.pop(mb, None)
+        derived.clear()
+        answer = _search(fits, b0, p0 <= device_bytes, guess, limit)
+    return answer
+
+
+def _search(fits: Any, b0: int, b0_fits: bool, guess: int, limit: int) -> int:
+    """Gallop from the guess, then bisect: the largest micro-batch that ``fits`` (0: none; ``limit``: all)."""
+    lo: int | None = b0 if b0_fits else None
+    hi: int | None = None if b0_fits else b0
     if guess != b0 and (lo is None or guess > lo) and (hi is None or guess < hi):
         if fits(guess):
             lo = guess

@@ -1,0 +1,117 @@
+"""Speed of the commands users iterate on, as whole processes, with a cold and a warm trace cache (issue 16).
+
+    python benchmarks/bench_speed.py                 # everything (several minutes on 2 cores)
+    python benchmarks/bench_speed.py --only count    # one case: count, plan, memory, max-batch, claims, help
+
+Each command runs as a fresh process, as a user types it, first with an empty trace cache (cold: a new
+``MLFOOTPRINT_CACHE_DIR``), then again with the cache the first run left (warm). For each run it prints the wall
+time and the process's own peak RSS (``os.wait4``'s resource usage of that child), beside the issue's target.
+``count`` is also compared with PyTorch's FlopCounterMode alone on the same model as a whole process (it imports
+torch and transformers, builds the model from the same catalog config on fake tensors and runs one train step,
+forward + backward + AdamW, under FlopCounterMode), measured in the same run; the ratio is printed. Nothing is
+asserted: figures vary with the machine and its load (the targets are for the project's 2-core machine).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOG = ROOT / "src" / "mlfootprint" / "models" / "data"
+MF = [sys.executable, "-m", "mlfootprint"]
+
+# (name, command line, {run: target seconds}); targets from issue 16 ("Targets")
+CASES: list[tuple[str, list[str], dict[str, float]]] = [
+    ("count", ["count", "llama-2-70b", "--mode", "train", "--seq", "4096"], {}),  # its target is the ratio
+    ("plan", ["plan", "gpt3-175b", "--devices", "12288", "--hardware", "h100-sxm", "--seq", "2048", "--batch", "6144"],
+     {"cold": 5.0, "warm": 2.0}),
+    ("memory", ["memory", "llama-3.1-405b", "--mode", "train", "--seq", "8192", "--zero", "3", "--dp", "1024"],
+     {"cold": 5.0, "warm": 5.0}),
+    ("max-batch", ["memory", "llama-2-7b", "--mode", "train", "--seq", "4096", "--hardware", "h100-sxm", "--zero", "3",
+                   "--dp", "8", "--max-batch"], {"cold": 10.0, "warm": 10.0}),
+    ("claims", ["claims"], {"cold": 20.0, "warm": 20.0}),
+    ("help", ["--help"], {"cold": 0.5, "warm": 0.5}),
+]
+COUNT_RATIO_TARGET = 0.7  # count (cold cache) ≤ 0.7 × FlopCounterMode's whole-process time
+RSS_TARGET_BYTES = 1e9
+
+# The baseline: PyTorch's FlopCounterMode alone over one train step of the same model on fake tensors.
+FLOPCOUNTER = """
+import json, sys
+import torch, transformers
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+entry = json.load(open(sys.argv[1]))
+seq = int(sys.argv[2])
+config = transformers.AutoConfig.for_model(**entry["config"])
+with FakeTensorMode(allow_non_fake_inputs=True):
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), foreach=False)
+    ids = torch.zeros(1, seq, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+print(counter.get_total_flops())
+"""
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, the child's own peak RSS in bytes, its stdout) of one process."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so the usage is this child's alone
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.read().decode()[-2000:]}")
+        return wall, usage.ru_maxrss * 1024.0, out.read().decode()  # Linux: ru_maxrss in KiB
+
+
+def fmt(wall: float, rss: float, target: float | None) -> str:
+    verdict = "" if target is None else (f"  target ≤ {target:g} s: " + ("ok" if wall <= target else "OVER"))
+    mem = f"peak RSS {rss / 1e9:5.2f} GB" + ("" if rss <= RSS_TARGET_BYTES else " (OVER 1 GB)")
+    return f"{wall:7.2f} s   {mem}{verdict}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", action="append", choices=[c[0] for c in CASES], help="run only these cases")
+    args = ap.parse_args()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               MLFOOTPRINT_NO_PROGRESS="1")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; each figure is one whole process")
+    for name, argv, targets in CASES:
+        if args.only and name not in args.only:
+            continue
+        with tempfile.TemporaryDirectory(prefix="mlfootprint-cache-") as cache:
+            case_env = dict(env, MLFOOTPRINT_CACHE_DIR=cache)
+            tail = [] if name == "help" else ["--format", "json", "-o", str(Path(cache) / "report.json"), "--force"]
+            print(f"\nmlfootprint {' '.join(argv)}")
+            cold = run(MF + argv + tail, case_env)
+            print(f"  cold cache  {fmt(cold[0], cold[1], targets.get('cold'))}")
+            warm = run(MF + argv + tail, case_env)
+            print(f"  warm cache  {fmt(warm[0], warm[1], targets.get('warm'))}")
+            size = sum(p.stat().st_size for p in Path(cache).glob("*.trace"))
+            print(f"  cache: {len(list(Path(cache).glob('*.trace')))} trace(s), {size / 1e6:.1f} MB")
+        if name == "count":
+            model, seq = argv[1], argv[argv.index("--seq") + 1]
+            base = run([sys.executable, "-c", FLOPCOUNTER, str(CATALOG / f"{model}.json"), seq], env)
+            print(f"  FlopCounterMode alone, same model and step (whole process): {fmt(base[0], base[1], None)}"
+                  f"   {float(base[2]):.4g} FLOPs")
+            for label, (wall, _, _) in (("cold", cold), ("warm", warm)):
+                ratio = wall / base[0]
+                print(f"  ratio {label}: {ratio:.2f} × FlopCounterMode (target ≤ {COUNT_RATIO_TARGET} cold: "
+                      f"{'ok' if ratio <= COUNT_RATIO_TARGET else 'OVER'})")
+
+
+if __name__ == "__main__":
+    main()
