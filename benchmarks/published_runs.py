@@ -53,10 +53,14 @@ FEATURE_FIELDS = {
     "async-tp": ("tp_comm_overlap",),
     "comm-overlap": ("tp_comm_overlap",),
 }
+# Features the step model always applies (no field to set): pipeline stages split as Megatron-LM / Llama 3 do,
+# the first and last stages one block short when the layers do not divide (workload.stage_layers).
+ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # Workload fields the trace does not read (how one step is spread over devices): rows that differ only in these
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
-                           "sequence_parallel", "given"})
+                           "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
+                           "tp_comm_overlap", "offload_activations"})
 
 
 # --------------------------------------------------------------------------- the data
@@ -157,6 +161,8 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
         else:
             missing.append("shard_group")
     for feature in run.get("features", []):
+        if feature in ALWAYS_MODELLED:
+            continue
         name = field_for(feature)
         if name:
             kw[name] = True

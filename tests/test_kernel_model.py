@@ -128,14 +128,17 @@ def test_fused_bytes_of_one_gpt2_block_by_hand(tiny_gpt2):
     # Chain 1: residual add (reads x_res + attn out, writes x_res) then ln_2.
     eager_1 = (x_res + attn) + x_res + ln_in + ln_out
     fused_1 = (x_res + attn) + (ln_in - x_res) + ln_out  # ln_2 reads the sum on chip, its weight and bias from memory
-    # Chain 2: gelu_new = 0.5·h·(1 + tanh(√(2/π)·(h + 0.044715·h³))) in 8 ops of h's size; two of them read a
-    # second h-sized tensor (the add of h and the final multiply).
-    eager_2 = (6 * h + 2 * 2 * h) + 8 * h
-    fused_2 = h + h + h + h  # reads h, then the two side inputs; writes the output
+    # Chain 2: gelu_new = 0.5·h·(1 + tanh(√(2/π)·(h + 0.044715·h³))) in 8 ops of h's size. CUDA autocast runs pow
+    # in fp32 (the GPU target's lists), so the first multiply (0.5·h, bf16) stands alone and a cast to fp32 (a chain
+    # break under "fused") feeds the last 7 ops, on h32 = 32·256·4 = 32,768 B: pow, mul, add (+ h, a bf16 side
+    # input), mul, tanh, add, mul (× 0.5·h, bf16 side input).
+    h32 = 2 * h
+    eager_2 = (5 * h32 + 2 * (h32 + h)) + 7 * h32
+    fused_2 = h32 + h + h + h32  # reads the cast output, then the two side inputs; writes the output
     kernels, s = fuse(recs, "fused")
     assert s.ops == len(recs)
-    assert s.ops_fused_away == (2 - 1) + (8 - 1)
-    assert s.bytes_fused_away == (eager_1 - fused_1) + (eager_2 - fused_2) == 16384 + 229376
+    assert s.ops_fused_away == (2 - 1) + (7 - 1)
+    assert s.bytes_fused_away == (eager_1 - fused_1) + (eager_2 - fused_2) == 16384 + 393216
     # compiled also takes the casts of the weights (bf16 copies) into the chains next to them
     _, c = fuse(recs, "compiled")
     assert c.ops_fused_away > s.ops_fused_away and c.bytes_fused_away >= s.bytes_fused_away
@@ -147,9 +150,10 @@ def test_fusion_moves_the_prediction_and_the_report_states_the_rule(tiny_gpt2, c
     p_fused = predict_step(spec, wl, tr, "a100-80gb")  # the GPU default: fused
     assert p_fused.fusion.mode == "fused" and p_none.fusion.mode == "none"
     assert p_fused.breakdown["memory_s"] < p_none.breakdown["memory_s"]
-    # one launch per kernel: the 48 operators fused away no longer pay the A100's 5 µs per-op overhead
-    assert p_fused.fusion.ops_fused_away == 48
-    assert p_none.breakdown["overhead_s"] - p_fused.breakdown["overhead_s"] == pytest.approx(48 * 5e-6)
+    # one launch per kernel: the 40 operators fused away (2 blocks, forward and backward; the fp32 casts CUDA
+    # autocast puts around gelu_new's pow break its chain) no longer pay the A100's 5 µs per-op overhead
+    assert p_fused.fusion.ops_fused_away == 40
+    assert p_none.breakdown["overhead_s"] - p_fused.breakdown["overhead_s"] == pytest.approx(40 * 5e-6)
     assert any(a.startswith("kernel fusion: fused (the default for a gpu") for a in p_fused.assumptions)
     # the command line: the option, the time section's counts and the assumption
     assert main(["predict", TINY_GPT2, "--mode", "train", "--batch", "2", "--seq", "16", "--hardware", "a100-80gb",
@@ -244,3 +248,38 @@ def test_a_given_matmul_factor_or_a_calibrated_profile_replaces_the_table(tiny_g
     prof = build_profile(tr, A100, efficiency_for(A100, "matmul=0.6"), wl.precision)
     assert prof.rates["matmul"] == pytest.approx(312e12 * 0.6)
     assert not math.isnan(prof.phase("forward").time_s)
+
+
+def test_fp8_mixed_rates_the_linear_gemms_at_the_fp8_peak():
+    from mlfootprint.analysis.predict.roofline import _build_profile
+
+    # one compute-bound GEMM (2^40 FLOPs, 16 bytes) and one attention kernel, bf16 outputs as TE's fp8 GEMMs write
+    gemm = Rec("aten.mm", "forward", 0, 8, 8, model_flops=2**40)
+    attn = Rec("aten._scaled_dot_product_flash_attention", "forward", 0, 8, 8, model_flops=2**40,
+               attention_flops=2**40)
+    eff = efficiency_for(H100, "matmul=0.5,attention=0.5")
+    assert H100.peak_flops["fp8"] == pytest.approx(1978.9e12) and H100.peak_flops["bf16"] == pytest.approx(989.4e12)
+    fp8 = _build_profile([gemm, attn], H100, eff, "fp8-mixed").phase("forward").by_class
+    bf16 = _build_profile([gemm, attn], H100, eff, "bf16-mixed").phase("forward").by_class
+    assert fp8["matmul"] == pytest.approx(2**40 / (1978.9e12 * 0.5))  # the FP8 GEMM: half the bf16 time
+    assert bf16["matmul"] == pytest.approx(2**40 / (989.4e12 * 0.5))
+    assert fp8["attention"] == pytest.approx(bf16["attention"]) == pytest.approx(2**40 / (989.4e12 * 0.5))
+    # a device without an fp8 peak is refused for fp8-mixed before any rating (one line, the fix named)
+    with pytest.raises(UserError, match="fp8"):
+        _build_profile([gemm], A100, efficiency_for(A100), "fp8-mixed")
+
+
+def test_grouped_expert_gemms_run_16_bit_on_a_fused_stack_and_as_traced_in_eager():
+    from mlfootprint.analysis.predict.roofline import _build_profile
+
+    # HF's MoE casts the expert input to the fp32 master weights' dtype (aten._grouped_mm has no autocast kernel)
+    experts = Rec("aten._grouped_mm.default", "forward", 0, 8, 8, model_flops=2**40, out_dtype="torch.float32")
+    eff = efficiency_for(H100, "matmul=0.5")
+    fused = _build_profile([experts], H100, eff, "bf16-mixed", "fused")
+    eager = _build_profile([experts], H100, eff, "bf16-mixed", "none")
+    assert fused.phase("forward").by_class["matmul"] == pytest.approx(2**40 / (989.4e12 * 0.5))
+    assert eager.phase("forward").by_class["matmul"] == pytest.approx(2**40 / (H100.peak_flops["fp32"] * 0.5))
+    assert any("aten._grouped_mm" in f for f in fused.fallbacks) and not any("_grouped_mm" in f for f in eager.fallbacks)
+    # full fp32 training keeps fp32 expert GEMMs whatever the stack
+    fp32 = _build_profile([experts], H100, eff, "fp32", "fused")
+    assert fp32.phase("forward").by_class["matmul"] == pytest.approx(2**40 / (H100.peak_flops["fp32"] * 0.5))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.errors import UserError
+from ...core.precision import precision as precision_of
 from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
 from .fusion import FusionSummary, check_fusion, default_fusion, fuse
@@ -256,7 +257,7 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     if eff.curves:
         profile = _build_profile_curves(trace, kernels, device, eff, precision)
     else:
-        profile = _build_profile(kernels, device, eff, precision)
+        profile = _build_profile(kernels, device, eff, precision, mode)
     profile.fusion = summary
     return profile
 
@@ -267,7 +268,7 @@ def _gemm_table_applies(eff: Efficiency) -> bool:
     return not eff.measured_device and not (f is not None and f.provenance == "given")
 
 
-def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
+def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, fusion: str = "none") -> Profile:
     peak, peak_dtype = peak_for_precision(device, precision)
     fallbacks: list[str] = []
     bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
@@ -275,13 +276,37 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str) -
     if "fp32" not in device.peak_flops:
         fallbacks.append(f"{device.id} lists no fp32 peak: elementwise arithmetic is rated against its {peak_dtype} peak")
     vector_rate = vector_peak * eff["vector"]
-    rate_cache: dict[tuple[str, str], float] = {}
+    rate_cache: dict[tuple[str, str, bool], float] = {}
+    # fp8-mixed (Transformer Engine's fp8 autocast): the linear layers' GEMMs take FP8 inputs and write 16-bit
+    # outputs, so a 16-bit matmul is an FP8 GEMM; attention and convolution stay 16-bit.
+    fp8_gemms = precision == "fp8-mixed" and "fp8" in device.peak_flops
+    if fp8_gemms:
+        fallbacks.append("fp8-mixed: the 16-bit matmuls (linear layers, forward and backward) run as FP8 GEMMs "
+                         "(Transformer Engine's fp8 autocast), rated against the fp8 peak × the flat matmul factor "
+                         "(the GEMM size table is for 16-bit GEMMs); attention stays 16-bit; the casts to FP8 and "
+                         "the scaling-factor updates are not timed")
 
-    def rate(cls: str, dtype_name: str) -> float:
-        key = (cls, dtype_name)
+    # Grouped expert GEMMs (aten._grouped_mm) have no autocast kernel: Hugging Face's MoE code runs them in the
+    # weights' dtype, fp32 under mixed precision with fp32 master weights (pytorch/pytorch#174763). A fused or
+    # compiled training stack (Megatron-Core's grouped GEMM, TorchTitan) runs them on the 16-bit working weights.
+    mixed = precision.endswith("-mixed")
+    expert_dtype = _op_dtype(precision_of(precision).compute_dtype) if mixed and fusion != "none" else None
+    if expert_dtype and any(r.op.startswith("aten._grouped_mm") and _op_dtype(r.out_dtype) == "fp32" for r in records):
+        fallbacks.append(f"MoE expert GEMMs (aten._grouped_mm, fp32 in the traced Hugging Face code, which casts to "
+                         f"the fp32 master weights' dtype) rated as {expert_dtype} grouped GEMMs, as the {fusion} "
+                         "training stack runs them on its 16-bit working weights; their bytes stay as traced")
+
+    def math_dtype(cls: str, dtype_name: str, op: str = "") -> str:
+        d = _op_dtype(dtype_name) or peak_dtype
+        if expert_dtype and d == "fp32" and cls == "matmul" and op.startswith("aten._grouped_mm"):
+            d = expert_dtype
+        return "fp8" if fp8_gemms and cls == "matmul" and d in ("bf16", "fp16") else d
+
+    def rate(cls: str, dtype_name: str, op: str = "") -> float:
+        key = (cls, dtype_name, op.startswith("aten._grouped_mm"))
         r = rate_cache.get(key)
         if r is None:
-            d = _op_dtype(dtype_name) or peak_dtype
+            d = math_dtype(cls, dtype_name, op)
             p = device.peak_flops.get(d)
             if p is None:
                 note = f"{device.id} lists no {d} peak: {d} matrix operators are rated against its {peak_dtype} peak"
@@ -293,7 +318,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str) -
         return r
 
     def op_time(r: Any, cls: str) -> tuple[float, float]:
-        tc = r.model_flops / rate(cls, r.out_dtype) if r.model_flops else 0.0
+        tc = r.model_flops / rate(cls, r.out_dtype, r.op) if r.model_flops else 0.0
         if r.other_flops:
             tc += r.other_flops / vector_rate
         return tc, (r.bytes_read + r.bytes_written) / bw
@@ -304,7 +329,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str) -
     def gemm_bin(r: Any, cls: str) -> Any:
         if cls != "matmul" or not use_table:
             return None
-        d = _op_dtype(r.out_dtype) or peak_dtype
+        d = math_dtype(cls, r.out_dtype, r.op)
         if d not in curves:
             curves[d] = gemm_curve(device, d)
         if curves[d] is None or d not in device.peak_flops:
