@@ -52,7 +52,7 @@ REQUIRED = {
     "megascale-megatron-mfu", "megatron-lm-2019-single-gpu", "moe-folding-mixtral-8x22b-mfu", "zero-infinity-25pf",
     "zo2-opt-175b-18gb", "memo-7b-1m-tokens", "fuyou-175b-rtx4090", "pixart-alpha-cost", "pixart-alpha-sd15-cost",
     "flops-to-footprints-gpt4", "gpt3-params", "nemo-gpt3-175b-128xh100-plan", "distzo2-3x",
-    "memo-7b-1m-mfu", "opt-175b-992xa100", "megatron-lm-2019-8.3b-512gpu",
+    "memo-7b-1m-mfu", "opt-175b-992xa100", "megatron-lm-2019-8.3b-512gpu", "megatron-lm-2019-scaling-efficiency",
 }
 
 
@@ -78,6 +78,8 @@ SMALL = {
     "mfu_from_throughput": {"model": "gpt2", "seq": 64, "tokens_per_s": 1e5, "devices": 1, "hardware": "a100-80gb",
                             "dtype": "bf16"},
     "predict_step": {"model": "gpt2", "hardware": "a100-80gb", "devices": 2, "batch": 4, "seq": 64},
+    "scaling_efficiency": {"model": "gpt2", "hardware": "a100-80gb", "devices": 2, "batch": 4, "seq": 64,
+                           "baseline": {"model": "gpt2", "devices": 1, "batch": 2, "seq": 64}},
     "memory_peak": {"model": "gpt2", "mode": "train", "seq": 64},
     "footprint": {"device_hours": 100, "hardware": "a100-80gb"},
     "devices_for_budget": {"hardware": "a100-80gb", "mfu": 0.4, "flops": 1e24, "days": 30},
@@ -185,6 +187,10 @@ def test_reproduced_figures(results):
     assert by_id["opt-175b-992xa100"].verdict == DIFFERS
     # fp16 gradient all-reduce hidden under the backward and fused kernels: 10.4 -> 18.0 PFLOP/s, 19% above
     assert by_id["megatron-lm-2019-8.3b-512gpu"].ours == pytest.approx(18.00e15, rel=0.02)  # vs 15.1 PFLOP/s
+    # Megatron-LM's weak scaling: the 8.3B model's predicted model FLOP/s per device on 512 V100 (TP 8, DP 64) over
+    # the 1.2B model's on one V100 (batch 8), both with full checkpointing: 34.6 / 47.0 TFLOP/s = 73.6% (76% published)
+    eff = by_id["megatron-lm-2019-scaling-efficiency"]
+    assert eff.ours == pytest.approx(0.7365, rel=0.02) and eff.verdict == REPRODUCED
 
 
 def test_rows_link_to_sources(results):
@@ -218,6 +224,16 @@ def test_user_claims_file_malformed_entry(tmp_path):
     line = proc.stderr.strip()
     assert "\n" not in line and "Traceback" not in proc.stderr
     assert "'broken'" in line and "mfu_from_throughput" in line  # names the entry and suggests the kind
+
+
+def test_scaling_efficiency_claim_without_a_baseline_table_is_one_line(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('[[claim]]\nid = "weak"\ntitle = "t"\nsource = "s"\nkind = "scaling_efficiency"\nexpected = 0.8\n'
+                 'unit = "fraction"\ninputs = { model = "gpt2", hardware = "a100-80gb", devices = 8, baseline = 3 }\n')
+    proc = run_cli("claims", "--file", str(f), "--only", "weak")
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "'baseline' must be a table" in proc.stderr
 
 
 def test_user_claim_that_stops_reproducing_fails_check(tmp_path):

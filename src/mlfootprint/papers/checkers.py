@@ -147,9 +147,10 @@ def _device(hardware: str) -> Any:
     return get_device(hardware)
 
 
-def _workload(claim: Claim, **fixed: Any) -> Workload:
-    """The workload a claim publishes (its inputs named as Workload fields), with ``fixed`` on top."""
-    given = {k: claim.inputs[k] for k in _WORKLOAD_KEYS if k in claim.inputs}
+def _workload(claim: Claim, inputs: dict[str, Any] | None = None, **fixed: Any) -> Workload:
+    """The workload a claim publishes (its inputs, or ``inputs``, named as Workload fields), with ``fixed`` on top."""
+    inputs = claim.inputs if inputs is None else inputs
+    given = {k: inputs[k] for k in _WORKLOAD_KEYS if k in inputs}
     given.update(fixed)
     return Workload(**given)
 
@@ -316,6 +317,30 @@ def predict_step_claim(claim: Claim) -> Outcome:
                    f"seq {wl.seq}, {wl.precision}: step {pred.step_s:.3g} s, {pred.tokens_per_s / pred.devices:,.0f} "
                    f"tokens/s per device, {pred.achieved_flops_per_device / 1e12:.4g} TFLOP/s per device, MFU "
                    f"{100 * pred.mfu:.1f}%, HFU {100 * pred.hfu:.1f}% (bottleneck: {pred.bottleneck})",
+                   machinery=("trace", "predict"))
+
+
+@checker("scaling_efficiency")
+def scaling_efficiency_claim(claim: Claim) -> Outcome:
+    """A published weak-scaling efficiency: the scaled run's predicted model FLOP/s per device over the single-device
+    baseline's (``inputs.baseline``: its own model and workload), both predicted from their published layouts."""
+    model, hardware, devices, base = _need(claim, "model", "hardware", "devices", "baseline")
+    if not isinstance(base, dict) or "model" not in base:
+        raise UserError(f"claim {claim.id!r} ({claim.origin}): 'baseline' must be a table with the baseline's model "
+                        "and workload (e.g. baseline = {{ model = \"gpt2\", devices = 1, batch = 8 }})")
+    runs = []
+    for inputs, name in ((claim.inputs, model), (base, base["model"])):
+        hw = str(inputs.get("hardware", hardware))
+        wl = _workload(claim, inputs, mode="train", hardware=hw, devices=int(inputs.get("devices", 1)))
+        spec = _resolve(claim, name)
+        runs.append(predict_step(spec, wl, traced_step(spec, wl, checkpoint_early_stop=False), hw))
+    scaled, one = runs
+    ours = scaled.achieved_flops_per_device / one.achieved_flops_per_device
+    return Outcome(ours, "",
+                   f"predicted {model} on {scaled.devices} × {scaled.device.name} ({scaled.layout.label()}): "
+                   f"{scaled.achieved_flops_per_device / 1e12:.4g} TFLOP/s per device; {base['model']} on "
+                   f"{one.devices} ({one.layout.label()}): {one.achieved_flops_per_device / 1e12:.4g} TFLOP/s; "
+                   f"efficiency {100 * ours:.1f}% (model FLOPs)",
                    machinery=("trace", "predict"))
 
 
