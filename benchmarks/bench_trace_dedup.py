@@ -37,11 +37,14 @@ VOLATILE = {"trace_s", "plan_s", "created", "created_at", "elapsed_s", "wall_s",
 
 
 def run(args: list[str], dedup: bool, out: str) -> tuple[float, int]:
-    env = dict(os.environ, MLFOOTPRINT_TRACE_DEDUP="1" if dedup else "0", MLFOOTPRINT_NO_PROGRESS="1")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, *args, "--format", "json", "-o", out, "--force"],
-                          capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
+    # each run traces: an empty trace cache of its own (a cached trace would answer the second run)
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, MLFOOTPRINT_TRACE_DEDUP="1" if dedup else "0", MLFOOTPRINT_NO_PROGRESS="1",
+                   MLFOOTPRINT_CACHE_DIR=cache)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", CHILD, *args, "--format", "json", "-o", out, "--force"],
+                              capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"{' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
     rss = next(int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("MAXRSS"))
