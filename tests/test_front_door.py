@@ -196,3 +196,25 @@ def test_site_options_reach_the_card_footprint():
 
     with pytest.raises(UserError, match="unknown site option 'regoin'"):
         analyze("gpt2", Workload(seq=64), site={"regoin": "de"})
+
+
+def test_more_devices_suggestions_keep_context_parallelism():
+    # gpt2 at 1,024 tokens on 2 devices with cp 2 in fp32 on a 2 GB budget: the suggested device count is the
+    # whole dp × tp × pp × cp, and each suggestion applied as a user would fits on exactly that many devices
+    wl = Workload(mode="train", seq=1024, batch=16, hardware="h100-sxm", devices=2, cp=2, precision="fp32",
+                  device_memory=2 * 2**30)
+    m = memory("gpt2", wl).sections["memory"]
+    assert m["fits"] is False
+    grown = [s for s in m["suggestions"] if s["change"].startswith("--devices")]
+    assert grown
+    for s in grown:
+        flags = shlex.split(s["change"])
+        options = dict(mode="train", seq=1024, batch=16, hardware="h100-sxm", cp=2, precision="fp32",
+                       device_memory=2 * 2**30)
+        for flag, value in zip(flags[::2], flags[1::2]):
+            key = flag.lstrip("-").replace("-", "_")
+            options[key] = value if key in ("recompute", "quant", "precision") else int(value)
+        checked = memory("gpt2", Workload(**options)).sections["memory"]
+        assert s["devices"] == options["devices"] == checked["layout"]["dp"] * checked["layout"]["tp"] \
+            * checked["layout"]["pp"] * checked["layout"]["cp"]
+        assert checked["fits"] is True

@@ -208,14 +208,15 @@ def _more_devices(attempt: Any, layout: Layout, training: bool, spec: ModelSpec,
     inference; with the cheap changes when the devices alone are not enough."""
     heads = (spec.facts or {}).get("heads")
     n = layout.devices
+    cp = layout.cp  # kept: the devices are dp × tp × pp × cp
     for _ in range(12):
         n *= 2
         if training:
-            more = (f"--devices {n} --zero 3", {"dp": max(1, n // (layout.tp * layout.pp)), "zero": 3})
-        elif heads and heads % n == 0:
-            more = (f"--devices {n} --tp {n}", {"tp": n, "dp": 1})
+            more = (f"--devices {n} --zero 3", {"dp": max(1, n // (layout.tp * layout.pp * cp)), "zero": 3})
+        elif heads and heads % (n // cp) == 0:
+            more = (f"--devices {n} --tp {n // cp}", {"tp": n // cp, "dp": 1})
         else:
-            more = (f"--devices {n} --pp {n}", {"pp": n, "dp": 1})
+            more = (f"--devices {n} --pp {n // cp}", {"pp": n // cp, "dp": 1})
         if any(attempt([more] + changes) for changes in subsets):
             return
 
