@@ -242,18 +242,25 @@ def largest_family_model(claim: Claim) -> Outcome:
     wl = Workload(**{k: claim.inputs[k] for k in keys if k in claim.inputs})
     best = None
     seen = []
-    for name in family:  # smallest first; memory grows with the model, so stop at the first that does not fit
+    # smallest first, and memory grows with the model: bisect for the last that fits (log2 of the family's traces)
+    lo, hi = 0, len(family) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        name = family[mid]
         spec = _resolve(claim, name)
         tr = traced_step(spec, wl)
         est = estimate_memory(spec, wl, tr, device_bytes=int(dev.memory_bytes))
-        seen.append(f"{name} {est.peak_bytes / 1e9:.3g} GB")
-        if not est.fits:
-            break
-        best = (name, parameter_stats(tr).total)
+        seen.append((mid, f"{name} {est.peak_bytes / 1e9:.3g} GB"))
+        if est.fits:
+            best = (name, parameter_stats(tr).total)
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    peaks = ", ".join(text for _, text in sorted(seen))
     if best is None:
-        return Outcome(0, "", f"no model of the family fits {dev.name}: " + ", ".join(seen), machinery=TRACED_MEMORY)
+        return Outcome(0, "", f"no model of the family fits {dev.name}: " + peaks, machinery=TRACED_MEMORY)
     return Outcome(float(best[1]), "", f"largest that fits {dev.name} ({dev.memory_bytes / 1e9:.3g} GB): {best[0]}; "
-                   f"traced peaks: " + ", ".join(seen), machinery=TRACED_MEMORY)
+                   f"traced peaks: " + peaks, machinery=TRACED_MEMORY)
 
 
 # --- prediction -----------------------------------------------------------------------------------------
