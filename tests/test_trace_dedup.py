@@ -81,6 +81,13 @@ def test_recompute(name, recompute):
     _assert_exact(_shallow(name), Workload(batch=1, seq=8, mode="train", recompute=recompute))
 
 
+@pytest.mark.parametrize("name,precision", [("opt-125m", "fp16"), ("llama-2-7b", "fp32"), ("mixtral-8x7b", "fp16")])
+def test_zeroth_order_step(name, precision):
+    """MeZO's step alternates parameter perturbations (optimizer phase) with forward passes: each run of a phase
+    is deduplicated on its own."""
+    _assert_exact(_shallow(name), Workload(batch=1, seq=8, mode="train", optimizer="zo-sgd", precision=precision))
+
+
 @pytest.mark.parametrize("name,precision", [("gpt3-175b", "bf16-mixed"), ("llama-3-8b", "bf16-mixed"),
                                             ("mixtral-8x7b", "bf16")])
 def test_gpu_target(name, precision):

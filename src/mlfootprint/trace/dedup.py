@@ -27,7 +27,8 @@ equal the real depth-``L_3`` trace record for record and event for event (storag
 instances); scalar totals and kernel counts must grow by the same amount per copy. Anything else is traced in
 full: a model whose depth is not one key, an encoder–decoder or composite model, a per-layer setting without a
 short period, copies whose memory events differ with their place in the stack (BERT's top layer in inference
-frees a hidden state the others leave to the next layer), generation, zeroth-order steps, user modules. The
+frees a hidden state the others leave to the next layer), generation, user modules. A zeroth-order (MeZO) step,
+whose parameter perturbations alternate with forward passes, is synthesized run by run of each phase. The
 parameters, module tree and inputs come from the full model, built (not run) on fake tensors; only the step is
 synthesized.
 """
@@ -74,7 +75,7 @@ def plan_for(spec: ModelSpec, wl: Workload) -> Plan | None:
     """The depth plan for ``spec`` under ``wl``, or None where the trace must run in full."""
     if spec.source not in ("catalog", "hf-config", "hf-hub") or not spec.hf_config:
         return None
-    if wl.mode not in ("train", "inference") or (wl.training and wl.optimizer == "zo-sgd"):
+    if wl.mode not in ("train", "inference"):
         return None
     cfg = spec.hf_config
     if any(cfg.get(k) for k in _NOT_ONE_STACK):
@@ -185,19 +186,19 @@ def _block_list(tr: Trace, depth: int) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _stages(records: list[OpRecord]) -> list[tuple[int, int]]:
-    """Record ranges of forward, backward (with recomputation) and optimizer, in that order."""
+def _stages(records: list[OpRecord]) -> list[tuple[int, int, int]]:
+    """Record ranges (kind, start, end) of the step's runs of one kind: forward, backward (with recomputation) or
+    optimizer. A backpropagation step is one run of each, in that order; a zeroth-order (MeZO) step alternates
+    parameter perturbations (optimizer) with forward passes. Traces at other depths must have the same runs."""
     kinds = [0 if r.phase == FORWARD else 1 if r.phase in (BACKWARD, RECOMPUTE) else 2 for r in records]
-    bounds = []
+    bounds: list[tuple[int, int, int]] = []
     start = 0
-    for kind in range(3):
+    while start < len(kinds):
         end = start
-        while end < len(kinds) and kinds[end] == kind:
+        while end < len(kinds) and kinds[end] == kinds[start]:
             end += 1
-        bounds.append((start, end))
+        bounds.append((kinds[start], start, end))
         start = end
-    if start != len(records):
-        raise NotRepeating("phases interleave")
     return bounds
 
 
@@ -369,8 +370,10 @@ class _Layout:
         self.i2 = i2
         self.copies: list[tuple[int, int, int, bool]] = []  # record runs (absolute depth-L2 positions)
         self.scaled: dict[int, tuple[OpRecord, list[tuple[int, int, int, bool]]]] = {}  # record → (depth-L1 twin, event runs)
-        for stage in range(3):
-            (s0, e0), (s1, e1), (s2, e2) = i0.stages[stage], i1.stages[stage], i2.stages[stage]
+        if not [k for k, _, _ in i0.stages] == [k for k, _, _ in i1.stages] == [k for k, _, _ in i2.stages]:
+            raise NotRepeating("the phases run in another order at another depth")
+        for stage in range(len(i0.stages)):
+            (_, s0, e0), (_, s1, e1), (_, s2, e2) = i0.stages[stage], i1.stages[stage], i2.stages[stage]
             tok = [[x.token(i) for i in range(s, e)] for x, (s, e) in ((i0, (s0, e0)), (i1, (s1, e1)), (i2, (s2, e2)))]
             sk = [[_skeleton(x.tr.records[i]) for i in range(s, e)]
                   for x, (s, e) in ((i0, (s0, e0)), (i1, (s1, e1)), (i2, (s2, e2)))]
