@@ -109,10 +109,18 @@ def _trace_deduplicated(spec: ModelSpec, wl: Workload, checkpoint_early_stop: bo
 
 
 def _full_facts(spec: ModelSpec, wl: Workload, kernel_used: dict[str, int]) -> dict[str, Any]:
-    """What a deduplicated trace takes from the full model, built (not run) on fake tensors."""
+    """What a deduplicated trace takes from the full model, built (not run): shapes, dtypes and identities only,
+    so on the meta device, which builds a deep stack several times faster than fake tensors; a model whose
+    construction reads values (a schedule's ``.tolist()``) is built on fake tensors instead."""
+    try:
+        return _built_facts(spec, wl, kernel_used, torch.device("meta"))
+    except Exception:  # noqa: BLE001 - the fake build below raises what is really wrong
+        return _built_facts(spec, wl, kernel_used, FakeTensorMode(allow_non_fake_inputs=True))
+
+
+def _built_facts(spec: ModelSpec, wl: Workload, kernel_used: dict[str, int], where: Any) -> dict[str, Any]:
     target = _target(wl, True)
-    with isolated_global_state(), _quiet_torch_logs(), torch.inference_mode(False), torch.enable_grad(), \
-            FakeTensorMode(allow_non_fake_inputs=True):
+    with isolated_global_state(), _quiet_torch_logs(), torch.inference_mode(False), torch.enable_grad(), where:
         step = _prepare(spec, wl, target)
         model, built = step.model, step.built
         unique = list(model.parameters())
