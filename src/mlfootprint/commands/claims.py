@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="let the --file claims name Python code to import (a model 'file.py:make'); off by default")
     add_cache_option(p)
     p.add_argument("--only", action="append", default=[], metavar="ID", help="check only this claim (repeatable)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="processes that share the claims (default: one per CPU, at most 4; 1: no workers; Linux forks "
+                        "workers, elsewhere the claims run in one process)")
     add_output_options(p, formats=("table", "json", "md", "html"))
     p.set_defaults(func=run)
 
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> Report:
     from ..verbs.claims import claims  # torch loads with the verb, not for --help
     if args.check:
         args.after_emit = _check
-    return claims(args.file, args.only, allow_code=args.allow_code, cache=args.cache)
+    return claims(args.file, args.only, allow_code=args.allow_code, cache=args.cache, jobs=args.jobs)
 
 
 def _check(report: Report) -> int:

@@ -42,3 +42,27 @@ def phase(description: str, total: int | None = None) -> Iterator[Callable[[int]
         yield lambda steps=1: display.advance(handle, steps)
     finally:
         display.end(handle)
+
+
+class LazyPhase:
+    """A phase of ``total`` steps that begins at its first ``advance`` rather than when entered: for work that
+    forks worker processes first (``core/forked.py``), as a display may start a thread, and forking is only
+    safe with one thread running."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self.description, self.total = description, total
+        self._cm: Any = None
+        self._advance: Callable[[int], None] | None = None
+
+    def advance(self, steps: int = 1) -> None:
+        if self._advance is None:
+            self._cm = phase(self.description, total=self.total)
+            self._advance = self._cm.__enter__()
+        self._advance(steps)
+
+    def __enter__(self) -> "LazyPhase":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)

@@ -13,7 +13,7 @@ from ..report.sections import ClaimRow, ClaimsSection
 
 @reuses_traces
 def claims(files: Sequence[str] = (), only: Sequence[str] = (), allow_code: bool = False, *,
-           cache: bool = True) -> Report:
+           cache: bool = True, jobs: int | None = None) -> Report:
     """Recompute the bundled claims (and those of ``files``), or ``only`` the named ones.
 
     The claims are read from the bundled file, then the ``*.toml`` of the user's folders
@@ -30,6 +30,9 @@ def claims(files: Sequence[str] = (), only: Sequence[str] = (), allow_code: bool
             are trusted.
         cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
             anew and stores nothing.
+        jobs: processes that share the claims (``--jobs``); default None: one per CPU this process may use, at
+            most four; 1: this process alone. Workers are forked copies of this process, on Linux only (elsewhere
+            the claims run here); the figures are the same whatever the split.
 
     Returns:
         A Report with a ``claims`` section: per claim the published figure, ours, the difference and a verdict
@@ -47,7 +50,7 @@ def claims(files: Sequence[str] = (), only: Sequence[str] = (), allow_code: bool
         >>> rep.sections["claims"]["rows"]["palm-540b-mfu"]["verdict"]  # the paper's formula on its numbers
         'consistent'
     """
-    rows = as_rows(run_claims(load_claims(list(files), allow_code=allow_code), list(only) or None))
+    rows = as_rows(run_claims(load_claims(list(files), allow_code=allow_code), list(only) or None, jobs=jobs))
     rep = Report(verb="claims")
     counts: dict[str, int] = {}
     for row in rows.values():
