@@ -60,7 +60,7 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "offload_activations"})
+                           "tp_comm_overlap", "grad_reduce", "offload_activations"})
 
 
 # --------------------------------------------------------------------------- the data
@@ -144,6 +144,11 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
         kw["sequence_parallel"] = bool(run["sequence_parallel"])
     missing: list[str] = []
     notes: list[str] = []
+    if run.get("grad_reduce", "overlap") != "overlap":
+        if "grad_reduce" in accepted:
+            kw["grad_reduce"] = run["grad_reduce"]
+        else:
+            missing.append(f"grad_reduce {run['grad_reduce']}")
 
     def field_for(feature: str) -> str | None:
         return next((f for f in FEATURE_FIELDS.get(feature, ()) if f in accepted), None)

@@ -187,6 +187,35 @@ def test_zero2_buckets_every_micro_batch_and_gathers_after_the_step():
     assert st.communication["dp_exposed_s"] == pytest.approx(4 * per_mb + ag)
 
 
+def test_gradient_reduction_after_the_backward_is_all_exposed():
+    """Megatron-LM's default (--grad-reduce after-backward): the all-reduce of dp 16 over 2 nodes runs after the last
+    micro-batch's backward, so all of it is exposed: 2 × 15/16 × 2 GB of bf16 gradients over 25 GB/s = 0.15 s.
+    Overlapped (PyTorch DDP's 25 MiB buckets: ceil(2e9 / 26,214,400) = 77), each bucket's 0.15/77 s runs under the
+    next bucket's 0.125/77 s of backward (this device's 2/16 s): the last bucket shows, and 76 excesses."""
+    over = run(Layout(dp=16, micro_batch=4))
+    after = run(Layout(dp=16, micro_batch=4, grad_reduce="after-backward"))
+    ar = 2 * 15 / 16 * 2e9 / INTER
+    overlapped = ar / 77 + 76 * (ar - 2 / 16) / 77
+    assert after.communication["dp_grad_all_reduce_s"] == pytest.approx(ar)
+    assert after.communication["dp_grad_all_reduce_exposed_s"] == pytest.approx(ar)
+    assert over.communication["dp_grad_all_reduce_exposed_s"] == pytest.approx(overlapped)
+    assert after.step_s == pytest.approx(over.step_s + ar - overlapped)
+    # ZeRO-1 (the distributed optimizer): the reduce-scatter after the backward, then the gather after the step
+    z1 = run(Layout(dp=16, micro_batch=1, zero=1, grad_reduce="after-backward"))
+    rs = ag = 15 / 16 * 2e9 / INTER
+    assert z1.communication["dp_exposed_s"] == pytest.approx(rs + ag)
+
+
+def test_grad_reduce_is_a_checked_choice_in_the_api_and_the_cli(capsys):
+    with pytest.raises(UserError, match="grad_reduce"):
+        Layout(dp=2, grad_reduce="late")
+    with pytest.raises(UserError, match="grad_reduce"):
+        Workload(grad_reduce="never")
+    assert Layout(dp=2, grad_reduce="after-backward").label().endswith("grad-reduce=after-backward")
+    assert main(["predict", GPT2, "--mode", "train", "--grad-reduce", "later"]) == 2
+    assert "--grad-reduce" in capsys.readouterr().err
+
+
 def test_hsdp_step_uses_both_links():
     st = run(Layout(dp=16, micro_batch=4, zero=3, shard_group=8))
     c = st.communication

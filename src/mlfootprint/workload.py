@@ -29,6 +29,9 @@ QUANT = ("none", "int8", "int4", "fp8")
 ATTENTION = ("sdpa", "eager")
 SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
 CP_COMM = ("ring", "all-to-all")  # context parallelism: ring attention (Megatron CP) or DeepSpeed-Ulysses
+# when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
+# Megatron-LM with --overlap-grad-reduce), or after the last micro-batch's backward (Megatron-LM's default)
+GRAD_REDUCE = ("overlap", "after-backward")
 #: Kernel-fusion stacks of the step-time model (analysis/predict/fusion.py); None: the target stack's default.
 FUSION = ("none", "fused", "compiled")
 
@@ -72,6 +75,9 @@ class Workload:
             replicates across the groups (None: the whole data-parallel group).
         tp_comm_overlap: tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine
             ``--tp-comm-overlap``); default False: exposed.
+        grad_reduce: when the data-parallel gradient reduction runs: ``overlap`` (default: bucket by bucket under
+            the backward, as PyTorch DDP, FSDP and DeepSpeed do) or ``after-backward`` (after the last
+            micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
         offload: ``none``, ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
         offload_activations: the fraction (0 to 1, or ``"all"``) of each transformer block's saved activations
             moved to host memory between the block's forward and its backward (MEMO, Zhao et al. 2025); training only.
@@ -129,6 +135,7 @@ class Workload:
     zeropp: bool = False
     shard_group: int | None = None
     tp_comm_overlap: bool = False
+    grad_reduce: str = "overlap"
     dp: int = 1
     tp: int = 1
     pp: int = 1
@@ -186,7 +193,8 @@ class Workload:
             _check_positive(name.replace("_", "-"), getattr(self, name))
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
-                              ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM)):
+                              ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
+                              ("grad-reduce", GRAD_REDUCE)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.fusion is not None:
             _check_choice("fusion", self.fusion, FUSION)
@@ -306,6 +314,7 @@ class Layout:
         zeropp: ZeRO++ quantized/hierarchical communication, with ``zero=3`` (default False).
         shard_group: FSDP/HSDP sharding group, a divisor of ``dp`` (default None: ZeRO shards over all of dp).
         tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
+        grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
         cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default) or ``all-to-all``.
         vp, schedule: virtual pipeline stages per device (default 1; > 1 is interleaved 1F1B) and the schedule,
             ``1f1b`` (default) or ``zero-bubble`` (ZB-H1).
@@ -335,6 +344,7 @@ class Layout:
     offload_activations: float = 0.0  # fraction of each block's saved activations held in host memory (MEMO)
     shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
     tp_comm_overlap: bool = False  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
+    grad_reduce: str = "overlap"  # gradient reduction under the backward, or after it (Megatron-LM's default)
     cp: int = 1  # context parallelism: each sequence split over cp devices
     vp: int = 1  # virtual pipeline stages per device (interleaved 1F1B when > 1)
     schedule: str = "1f1b"  # pipeline schedule: 1f1b (interleaved with vp > 1) or zero-bubble (ZB-H1)
@@ -347,7 +357,8 @@ class Layout:
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         for name, allowed in (("offload", OFFLOAD), ("recompute", RECOMPUTE), ("precision", PRECISIONS),
-                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("cp-comm", CP_COMM)):
+                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
+                              ("grad-reduce", GRAD_REDUCE)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
@@ -393,6 +404,8 @@ class Layout:
         s += f" micro-batch={self.micro_batch} recompute={self.recompute}"
         if self.tp_comm_overlap:
             s += " tp-comm-overlap"
+        if self.grad_reduce != "overlap":
+            s += f" grad-reduce={self.grad_reduce}"
         if self.offload != "none":
             s += f" offload={self.offload}"
         if self.offload_activations:
@@ -407,7 +420,7 @@ class Layout:
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum,
                    sequence_parallel=wl.sequence_parallel_on,
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
-                   tp_comm_overlap=wl.tp_comm_overlap,
+                   tp_comm_overlap=wl.tp_comm_overlap, grad_reduce=wl.grad_reduce,
                    offload_activations=wl.offload_activations if wl.training else 0.0,
                    cp=wl.cp, vp=wl.vp, schedule=wl.schedule, cp_comm=wl.cp_comm)
 

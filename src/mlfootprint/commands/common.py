@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..core.units import parse_size
-from ..workload import (ATTENTION, CP_COMM, FUSION, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE,
-                        SCHEDULES, Workload)
+from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
+                        RECOMPUTE, SCHEDULES, Workload)
 
 
 def _choice(allowed: tuple[str, ...]):
@@ -74,6 +74,10 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--tp-comm-overlap", action="store_true", default=None,
                        help="tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine "
                             "--tp-comm-overlap; default: exposed)")
+        g.add_argument("--grad-reduce", type=_choice(GRAD_REDUCE), default=None,
+                       help="when the data-parallel gradient reduction runs: overlap (bucket by bucket under the "
+                            "backward, as PyTorch DDP, FSDP and DeepSpeed do; default) or after-backward (after the "
+                            "last micro-batch's backward, exposed: Megatron-LM without --overlap-grad-reduce)")
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
         g.add_argument("--fusion", type=_choice(FUSION), default=None,

@@ -99,6 +99,7 @@ class WorkloadSection(Section):
     zeropp: bool = False
     shard_group: int | None = None
     tp_comm_overlap: bool = False
+    grad_reduce: str = "overlap"
     dp: int = 1
     tp: int = 1
     pp: int = 1

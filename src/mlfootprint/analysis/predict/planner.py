@@ -135,6 +135,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
     out: list[Layout] = []
     B = wl.batch
     tp_overlap = bool(getattr(wl, "tp_comm_overlap", False))
+    grad_reduce = getattr(wl, "grad_reduce", "overlap")  # the stack's, not searched
     for t in tps:
         if devices % t:
             continue
@@ -178,7 +179,8 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                                 for v, sched in pipes:
                                     out.append(Layout(dp=dp, tp=t, pp=p, ep=ep, zero=z, micro_batch=b, recompute=rc,
                                                       zeropp=zpp, offload=offload, cp=c, vp=v, schedule=sched,
-                                                      cp_comm=cp_comm, tp_comm_overlap=tp_overlap))
+                                                      cp_comm=cp_comm, tp_comm_overlap=tp_overlap,
+                                                      grad_reduce=grad_reduce))
     return out
 
 

@@ -520,6 +520,8 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         exposed["weight_gather_backward"] = (m - 1) * xg + xg_last
     reduce_total = (m - 1) * red_mb + red_mb + red_step
     reduce_exposed = (m - 1) * xr + xr_last
+    if par.grad_reduce == "after-backward":  # nothing of the reduction runs under a backward
+        reduce_exposed = reduce_total
     for n in red_names:  # shared in proportion to each collective's time
         exposed[n] = reduce_exposed * times[n] / reduce_total if reduce_total else 0.0
     if "weight_gather_step" in times:
@@ -530,10 +532,17 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         c.by_collective[f"dp_{n}_s"] = t
         c.by_collective[f"dp_{n}_exposed_s"] = exposed[n]
     c.notes.append(v.formula)
-    c.notes.append(_OVERLAP_RULE[par.zero].format(layers=layers, pieces=pieces)
-                   + ("; the all-reduce across replica groups joins the last micro-batch's gradient reduction"
-                      if "grad_all_reduce_groups" in times else ""))
+    if par.grad_reduce == "after-backward":
+        c.notes.append(_AFTER_BACKWARD)
+    else:
+        c.notes.append(_OVERLAP_RULE[par.zero].format(layers=layers, pieces=pieces)
+                       + ("; the all-reduce across replica groups joins the last micro-batch's gradient reduction"
+                          if "grad_all_reduce_groups" in times else ""))
 
+
+_AFTER_BACKWARD = ("no gradient overlap (--grad-reduce after-backward): the gradient reduction runs after the last "
+                   "micro-batch's backward, all of it exposed (Megatron-LM's default: its DDP reduces the gradient "
+                   "buffer after the pipeline's last backward unless --overlap-grad-reduce is given)")
 
 _OVERLAP_RULE = {
     0: "overlap: the gradient all-reduce runs bucket by bucket ({pieces} bucket(s) of PyTorch DDP's 25 MiB) under "
