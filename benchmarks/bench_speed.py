@@ -7,7 +7,7 @@ Each command runs as a fresh process, as a user types it, first with an empty tr
 ``MLFOOTPRINT_CACHE_DIR``), then again with the cache the first run left (warm). For each run it prints the wall
 time and its peak memory, beside the issue's target: the larger of the process's own peak RSS (``os.wait4``'s
 resource usage of that child) and the peak proportional set size of it and its forked workers together (sampled
-every 50 ms from /proc: ``claims`` forks one worker per CPU, and PSS counts the pages they share once).
+every 250 ms from /proc: ``claims`` forks one worker per CPU, and PSS counts the pages they share once).
 ``claims`` runs again with ``--jobs 1`` (one process, no workers): its baseline in the same run.
 ``count`` is also compared with PyTorch's FlopCounterMode alone on the same model as a whole process (it imports
 torch and transformers, builds the model from the same catalog config on fake tensors and runs one train step,
@@ -85,7 +85,7 @@ def _tree_pss(pid: int) -> int:
 
 
 class _PssSampler(threading.Thread):
-    """The peak of :func:`_tree_pss` of a running process, sampled every 50 ms."""
+    """The peak of :func:`_tree_pss` of a running process, sampled every 250 ms."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -93,7 +93,7 @@ class _PssSampler(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        while not self.stop.wait(0.05):
+        while not self.stop.wait(0.25):
             self.peak = max(self.peak, _tree_pss(self.pid))
 
 
