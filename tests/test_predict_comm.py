@@ -139,6 +139,42 @@ def test_expert_all_to_all_from_the_routing():
     assert st2.volumes["ep_bytes"] == pytest.approx(6 * 2 * 1.25 * one)
 
 
+def test_routed_experts_reduce_over_the_expert_data_parallel_ranks():
+    """Expert parallelism: each device holds 1/ep of the routed experts, and their gradients are reduced over the
+    dp/ep ranks that hold the same experts (Megatron's expert-data-parallel group). 2 GB of bf16 gradients, 75% in
+    experts, dp 16, ep 8: the dense 0.5 GB all-reduced over 16 ranks (2 nodes): 2 × 15/16 × 0.5 GB / 25 GB/s =
+    0.0375 s; the experts' 1.5 GB / 8 = 0.1875 GB over 2 ranks, ep × tp = 8 apart (one per node): 2 × 1/2 × 0.1875 GB
+    / 25 GB/s = 0.0075 s. Without the split (the model before): 2 × 15/16 × 2 GB / 25 GB/s = 0.15 s."""
+    moe = shape(experts=8, top_k=2, expert_weight_share=0.75, expert_grad_share=0.75)
+    st = run(Layout(dp=16, ep=8, micro_batch=4), moe)
+    dense, expert = 2 * 15 / 16 * 0.5e9, 2 * 1 / 2 * 0.1875e9
+    assert st.communication["dp_grad_all_reduce_s"] == pytest.approx((dense + expert) / INTER)
+    assert st.volumes["dp_bytes"] == pytest.approx(dense + expert)
+    assert run(Layout(dp=16, micro_batch=4), moe).communication["dp_grad_all_reduce_s"] == \
+        pytest.approx(2 * 15 / 16 * 2e9 / INTER)  # ep 1: every expert on every rank, reduced over all 16
+    # ZeRO-1: reduce-scatter and the gather of the updated weights, each group over its own ranks
+    z1 = run(Layout(dp=16, ep=8, micro_batch=4, zero=1), moe)
+    assert z1.communication["dp_weight_gather_step_s"] == pytest.approx((15 / 16 * 0.5e9 + 1 / 2 * 0.1875e9) / INTER)
+
+
+def test_expert_shares_come_from_the_traced_parameters():
+    from mlfootprint.analysis.count.params import parameter_stats
+    from mlfootprint.analysis.predict.shape import model_shape
+    from mlfootprint.models.source import resolve
+    from mlfootprint.trace.run import trace
+
+    spec = resolve("mixtral-8x7b")
+    wl = Workload(batch=1, seq=16, mode="train", precision="bf16-mixed")
+    tr = trace(spec, wl)
+    stats = parameter_stats(tr)
+    ms = model_shape(spec, wl, tr)
+    # Mixtral 8x7B: 8 experts × 32 layers × 3 × 4096 × 14336 = 45.1e9 of its 46.7e9 parameters are routed experts
+    assert stats.expert == 8 * 32 * 3 * 4096 * 14336
+    assert ms.expert_weight_share == pytest.approx(stats.expert / stats.total) == pytest.approx(0.9655, abs=1e-3)
+    assert ms.expert_grad_share == pytest.approx(ms.expert_weight_share)  # everything trains
+    assert model_shape(resolve("gpt2"), wl, trace(resolve("gpt2"), wl)).expert_weight_share == 0.0
+
+
 # --------------------------------------------------------------------------- overlap
 
 

@@ -1,6 +1,7 @@
 """From a workload and its trace to the inputs of the step model: the layout and the model's shape."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -26,6 +27,8 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
     facts = spec.facts or {}
     stats = parameter_stats(trace)
     total = stats.total
+    trainable = sum(math.prod(p.shape) for p in trace.params if p.trainable)
+    expert_trainable = sum(math.prod(p.shape) for p in trace.params if p.trainable and p.expert)
     act_bytes = wl.precision_info.compute_bytes
     moe = trace.moe
     gather_elem, reduce_elem = communication_dtypes(wl.precision_info)
@@ -53,6 +56,8 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         capacity_factor=float(facts["capacity_factor"]) if facts.get("capacity_factor") else None,
         heads=facts.get("heads"),
         kv_heads=facts.get("kv_heads") or facts.get("heads"),
+        expert_weight_share=(stats.expert or 0) / total if total else 0.0,
+        expert_grad_share=expert_trainable / trainable if trainable else 0.0,
         head_dim=facts.get("head_dim") or ((facts.get("hidden") // facts.get("heads"))
                                            if facts.get("hidden") and facts.get("heads") else None),
     )

@@ -98,6 +98,10 @@ class ModelShape:
     heads: int | None = None  # attention heads (query), kv_heads (key/value), head_dim: context-parallel volumes
     kv_heads: int | None = None
     head_dim: int | None = None
+    # Routed experts' share of the weights and of the trainable gradients (MoE): under expert parallelism a device
+    # holds 1/ep of them, and they are reduced over the expert-data-parallel ranks (dp·cp/ep), the rest over dp·cp.
+    expert_weight_share: float = 0.0
+    expert_grad_share: float = 0.0
 
     @property
     def scale(self) -> float:
@@ -482,20 +486,35 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     mp = par.tp * par.pp
     weights = shape.weight_bytes / mp
     grads = (shape.reduce_bytes if shape.reduce_bytes is not None else shape.grad_bytes) / mp
-    # gradients are reduced over the data- and context-parallel ranks together (they hold the same weights)
-    v = comm.dp_volume(weights, grads, par.dp * par.cp, par.zero, m, weight_elem_bytes=shape.weight_elem_bytes,
-                       grad_elem_bytes=shape.reduce_elem_bytes, zeropp=par.zeropp,
-                       dp_per_node=max(1, dpn // par.tp),
-                       shard_group=par.shard_group * par.cp if par.shard_group else None)
-    c.volumes["dp_bytes"] = v.intra_bytes + v.inter_bytes
+    ranks = par.dp * par.cp
+    # gradients are reduced over the data- and context-parallel ranks together (they hold the same weights);
+    # under expert parallelism the routed experts' share is split over ep and reduced over the n/ep ranks that
+    # hold the same experts (Megatron's expert-data-parallel group, its ranks ep·tp apart)
+    experts = par.ep > 1 and ranks % par.ep == 0 and (shape.expert_weight_share or shape.expert_grad_share)
+    ws, gs = (shape.expert_weight_share, shape.expert_grad_share) if experts else (0.0, 0.0)
+    groups = [(weights * (1 - ws), grads * (1 - gs), ranks, max(1, dpn // par.tp),
+               par.shard_group * par.cp if par.shard_group else None)]
+    if experts:
+        groups.append((weights * ws / par.ep, grads * gs / par.ep, ranks // par.ep, max(1, dpn // (par.tp * par.ep)),
+                       None))
     net = eff["network"]
     times: dict[str, float] = {}
-    for k in v.collectives:
-        bw, lat = (intra_bw, eff["collective_latency_intra_s"]) if k.inside_node else \
-            (inter_bw, eff["collective_latency_inter_s"])
-        times[k.name] = k.nbytes / (bw * net) + k.steps * lat
-        c.volumes[f"dp_{k.name}_bytes"] = k.nbytes
-    per_mb = {k.name for k in v.collectives if k.per_micro_batch}
+    per_mb: set[str] = set()
+    formulas = []
+    c.volumes["dp_bytes"] = 0.0
+    for w, g, size, per_node, shard in groups:
+        v = comm.dp_volume(w, g, size, par.zero, m, weight_elem_bytes=shape.weight_elem_bytes,
+                           grad_elem_bytes=shape.reduce_elem_bytes, zeropp=par.zeropp, dp_per_node=per_node,
+                           shard_group=shard)
+        c.volumes["dp_bytes"] += v.intra_bytes + v.inter_bytes
+        formulas.append(v.formula)
+        for k in v.collectives:  # the two groups' collectives of one kind run one after the other
+            bw, lat = (intra_bw, eff["collective_latency_intra_s"]) if k.inside_node else \
+                (inter_bw, eff["collective_latency_inter_s"])
+            times[k.name] = times.get(k.name, 0.0) + k.nbytes / (bw * net) + k.steps * lat
+            c.volumes[f"dp_{k.name}_bytes"] = c.volumes.get(f"dp_{k.name}_bytes", 0.0) + k.nbytes
+            if k.per_micro_batch:
+                per_mb.add(k.name)
     layers = max(1, round((shape.layers or 1) / par.pp))
     f_mb, b_mb = fwd_s / m, bwd_s / m
     exposed = dict.fromkeys(times, 0.0)
@@ -531,7 +550,9 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     for n, t in times.items():
         c.by_collective[f"dp_{n}_s"] = t
         c.by_collective[f"dp_{n}_exposed_s"] = exposed[n]
-    c.notes.append(v.formula)
+    c.notes.append(formulas[0] if not experts else
+                   f"dense weights ({100 * (1 - ws):.0f}%): {formulas[0]}; routed experts ({100 * ws:.0f}%, 1/{par.ep} of "
+                   f"them per device, over the {ranks // par.ep} expert-data-parallel ranks): {formulas[1]}")
     if par.grad_reduce == "after-backward":
         c.notes.append(_AFTER_BACKWARD)
     else:
