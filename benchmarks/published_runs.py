@@ -10,7 +10,8 @@ device under the source's own FLOP formula) is turned into a step time with the 
 and the error is the predicted step time against it: ``predicted / published - 1`` (positive = pessimistic).
 
 A layout feature the predictor does not take yet (virtual pipeline stages ``vp``, context parallelism ``cp``, an
-FSDP sharding group, torch.compile, async TP, ...) is passed when ``mlfootprint.Workload`` has a field for it;
+FSDP sharding group, async TP, ...) is passed when ``mlfootprint.Workload`` has a field for it (torch.compile as
+``fusion="compiled"``, a row's ``fusion`` and ``grad_reduce`` as given);
 otherwise the row says "not modelled: vp" and is counted apart. Context parallelism without a ``cp`` field is
 folded into data parallelism when the run has no pipeline (the same tokens and attention work per device), or
 else (or when the batch does not split over dp x cp replicas) into cp-times shorter sequences over cp-times
@@ -144,6 +145,14 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
         kw["sequence_parallel"] = bool(run["sequence_parallel"])
     missing: list[str] = []
     notes: list[str] = []
+    # the kernels the framework runs: eager PyTorch launches each elementwise op on its own ("none"), torch.compile
+    # fuses them ("compiled"); absent, the predictor's default for the device (fused kernels on GPUs)
+    if "fusion" in run or "torch.compile" in run.get("features", []):
+        name = "fusion" if "fusion" in accepted else None
+        if name:
+            kw[name] = run.get("fusion", "compiled")
+        else:
+            missing.append(f"fusion {run.get('fusion', 'compiled')}")
     if run.get("grad_reduce", "overlap") != "overlap":
         if "grad_reduce" in accepted:
             kw["grad_reduce"] = run["grad_reduce"]
@@ -166,7 +175,7 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
         else:
             missing.append("shard_group")
     for feature in run.get("features", []):
-        if feature in ALWAYS_MODELLED:
+        if feature in ALWAYS_MODELLED or (feature == "torch.compile" and "fusion" in kw):
             continue
         name = field_for(feature)
         if name:
