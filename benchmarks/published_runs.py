@@ -61,7 +61,7 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "grad_reduce", "offload_activations"})
+                           "tp_comm_overlap", "grad_reduce", "etp", "offload_activations"})
 
 
 # --------------------------------------------------------------------------- the data
@@ -153,6 +153,11 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw[name] = run.get("fusion", "compiled")
         else:
             missing.append(f"fusion {run.get('fusion', 'compiled')}")
+    if run.get("etp") is not None:  # MoE Parallel Folding's expert tensor parallelism
+        if "etp" in accepted:
+            kw["etp"] = run["etp"]
+        else:
+            missing.append("etp")
     if run.get("grad_reduce", "overlap") != "overlap":
         if "grad_reduce" in accepted:
             kw["grad_reduce"] = run["grad_reduce"]

@@ -395,3 +395,39 @@ def test_per_device_is_cached_and_cheap_to_call_again() -> None:
     lay = Layout.from_workload(w).replace(tp=2, micro_batch=3)
     assert mm.per_device(lay) is mm.per_device(lay)
     assert torch.is_tensor(mm.profile.matrix()[0])
+
+
+# --------------------------------------------------------------------------- expert tensor parallelism (--etp)
+
+def _packed_experts():
+    """One MoE block's packed experts, as Hugging Face stores them: [8 experts, 64 rows, 32 columns] (16,384
+    elements), plus a dense 32×32 matrix (1,024), all trainable, bf16-mixed with Adam."""
+    from mlfootprint.analysis.memory.states import ParamInfo
+
+    return [ParamInfo("mlp.experts.gate_up_proj", (8, 64, 32), "float32", True, 0, expert=True),
+            ParamInfo("attn.q_proj.weight", (32, 32), "float32", True, 0)]
+
+
+def test_packed_experts_split_by_ep_along_experts_and_by_tp_along_rows():
+    """TP 2 × EP 8 holds 16,384 / 16 = 1,024 expert elements per device, and Adam keeps 12 B for each (fp32 master
+    weight, m, v): 12,288 B, plus the dense matrix's 1,024 / 2 × 12 = 6,144 B. (The expert dimension was divided by
+    tp too, then by ep with rounding up: 8 / 2 = 4 experts, then ceil(4 / 8) = 1, i.e. 2,048 elements, twice too many.)"""
+    from mlfootprint.analysis.memory.states import StateLayout, model_states
+
+    st = model_states(_packed_experts(), StateLayout(precision="bf16-mixed", optimizer="adam", training=True, tp=2, ep=8))
+    assert st.optimizer_bytes == 1024 * 12 + 512 * 12
+    assert st.weights_bytes == (1024 + 512) * 2  # bf16 working weights
+
+
+def test_expert_tensor_parallelism_splits_the_experts_over_etp_and_shards_over_the_expert_data_parallel_ranks():
+    """--etp 1 with TP 2, EP 8, dp 8 and ZeRO-1 (MoE Parallel Folding's Mixtral layout): each device holds 16,384 /
+    8 = 2,048 expert elements (not split by tp), and their optimizer states are sharded over the tp·dp/(ep·etp) =
+    2 ranks holding the same experts: 2,048 × 12 / 2 = 12,288 B, the same as with etp = tp (1,024 × 12 over the
+    dp/ep = 1 rank); the dense matrix is TP-split and sharded over dp 8: 512 × 12 / 8 = 768 B."""
+    from mlfootprint.analysis.memory.states import StateLayout, model_states
+
+    base = dict(precision="bf16-mixed", optimizer="adam", training=True, tp=2, ep=8, dp=8, zero=1)
+    folded = model_states(_packed_experts(), StateLayout(**base, etp=1))
+    classic = model_states(_packed_experts(), StateLayout(**base))
+    assert folded.weights_bytes == (2048 + 512) * 2 and classic.weights_bytes == (1024 + 512) * 2
+    assert folded.optimizer_bytes == classic.optimizer_bytes == 2048 * 12 // 2 + 512 * 12 // 8

@@ -157,6 +157,33 @@ def test_routed_experts_reduce_over_the_expert_data_parallel_ranks():
     assert z1.communication["dp_weight_gather_step_s"] == pytest.approx((15 / 16 * 0.5e9 + 1 / 2 * 0.1875e9) / INTER)
 
 
+def test_expert_tensor_parallelism_folds_the_expert_groups_into_the_node():
+    """MoE Parallel Folding (--etp 1 with TP 2, EP 8, dp 16 on nodes of 8): an expert-parallel group is 8 ranks 1
+    apart, inside one node, where with etp = tp its ranks are 2 apart and span 16 devices (two nodes). The all-to-all
+    bytes are the same (each device dispatches its tokens / tp); only the link changes. The experts' gradients:
+    1.5 GB / (ep·etp = 8) = 0.1875 GB per device, all-reduced over tp·dp/(ep·etp) = 4 ranks, 8 apart (inter-node):
+    2 × 3/4 × 0.1875 GB / 25 GB/s."""
+    moe = shape(experts=8, top_k=2, expert_weight_share=0.75, expert_grad_share=0.75)
+    classic = run(Layout(dp=16, tp=2, ep=8, micro_batch=4), moe)
+    folded = run(Layout(dp=16, tp=2, ep=8, etp=1, micro_batch=4), moe)
+    assert folded.volumes["ep_bytes"] == pytest.approx(classic.volumes["ep_bytes"])
+    assert classic.communication["ep_s"] == pytest.approx(classic.volumes["ep_bytes"] / INTER)
+    assert folded.communication["ep_s"] == pytest.approx(folded.volumes["ep_bytes"] / INTRA)
+    dense = 2 * 15 / 16 * 0.5e9 / 2  # the dense half per tp rank, over dp 16
+    assert folded.communication["dp_grad_all_reduce_s"] == pytest.approx((dense + 2 * 3 / 4 * 0.1875e9) / INTER)
+    # etp = tp: 1.5 GB / 16 per device over dp/ep = 2 ranks
+    assert classic.communication["dp_grad_all_reduce_s"] == pytest.approx((dense + 2 * 1 / 2 * 1.5e9 / 16) / INTER)
+
+
+def test_etp_is_checked():
+    with pytest.raises(UserError, match=r"etp.3 must divide .*tp.2"):
+        Layout(dp=8, tp=2, ep=8, etp=3)
+    with pytest.raises(UserError, match=r"etp.1 splits the routed experts"):
+        Workload(tp=2, etp=1)
+    assert Layout(dp=8, tp=2, ep=8, etp=1).label().endswith("etp=1")
+    assert "etp" not in Layout(dp=8, tp=2, ep=8, etp=2).label()
+
+
 def test_expert_shares_come_from_the_traced_parameters():
     from mlfootprint.analysis.count.params import parameter_stats
     from mlfootprint.analysis.predict.shape import model_shape

@@ -44,6 +44,18 @@ def _check_choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise UserError(f"unknown --{option} {value!r}; choose one of: {', '.join(allowed)}.{suggest(str(value), allowed)}")
 
 
+def _check_expert_tp(etp: int | None, tp: int, ep: int) -> None:
+    if etp is None:
+        return
+    _check_positive("etp", etp, optional=False)
+    if ep <= 1:
+        raise UserError(f"--etp {etp} splits the routed experts of expert parallelism; add --ep (2 or more) with a "
+                        "mixture-of-experts model, or drop --etp")
+    if tp % etp:
+        raise UserError(f"--etp {etp} must divide --tp {tp} (the experts split over a part of the tensor-parallel "
+                        f"ranks); use a divisor of {tp}")
+
+
 def _check_positive(option: str, value: Any, *, optional: bool = True) -> None:
     if value is None and optional:
         return
@@ -78,6 +90,9 @@ class Workload:
         grad_reduce: when the data-parallel gradient reduction runs: ``overlap`` (default: bucket by bucket under
             the backward, as PyTorch DDP, FSDP and DeepSpeed do) or ``after-backward`` (after the last
             micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
+        etp: expert tensor-parallel size, a divisor of ``tp`` (Megatron Core's ``--expert-tensor-parallel-size``,
+            MoE Parallel Folding): the routed experts split over ``etp`` ranks instead of ``tp``, and each
+            expert-parallel group is ``ep`` ranks ``etp`` apart; default None: ``tp`` (ranks ``tp`` apart).
         offload: ``none``, ``cpu`` or ``nvme`` (ZeRO-Offload / ZeRO-Infinity).
         offload_activations: the fraction (0 to 1, or ``"all"``) of each transformer block's saved activations
             moved to host memory between the block's forward and its backward (MEMO, Zhao et al. 2025); training only.
@@ -136,6 +151,7 @@ class Workload:
     shard_group: int | None = None
     tp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
+    etp: int | None = None
     dp: int = 1
     tp: int = 1
     pp: int = 1
@@ -189,7 +205,7 @@ class Workload:
         """Every check of a workload's own fields, in one place."""
         for name in ("batch", "gen_tokens", "grad_accum", "tp", "pp", "ep", "dp", "cp", "vp"):
             _check_positive(name.replace("_", "-"), getattr(self, name), optional=False)
-        for name in ("seq", "micro_batch", "lora_rank", "devices", "shard_group"):
+        for name in ("seq", "micro_batch", "lora_rank", "devices", "shard_group", "etp"):
             _check_positive(name.replace("_", "-"), getattr(self, name))
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
@@ -206,6 +222,7 @@ class Workload:
             raise UserError("--offload-activations moves the activations a training step saves for its backward; "
                             "add --mode train, or drop --offload-activations")
         _check_pipeline(self.pp, self.vp, self.schedule)
+        _check_expert_tp(self.etp, self.tp, self.ep)
         if not isinstance(self.user_hooks, bool):
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
         if not isinstance(self.tp_comm_overlap, bool):
@@ -315,6 +332,7 @@ class Layout:
         shard_group: FSDP/HSDP sharding group, a divisor of ``dp`` (default None: ZeRO shards over all of dp).
         tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
         grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
+        etp: expert tensor-parallel size, a divisor of ``tp`` (default None: ``tp``); see :class:`Workload`.
         cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default) or ``all-to-all``.
         vp, schedule: virtual pipeline stages per device (default 1; > 1 is interleaved 1F1B) and the schedule,
             ``1f1b`` (default) or ``zero-bubble`` (ZB-H1).
@@ -345,6 +363,7 @@ class Layout:
     shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
     tp_comm_overlap: bool = False  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
     grad_reduce: str = "overlap"  # gradient reduction under the backward, or after it (Megatron-LM's default)
+    etp: int | None = None  # expert tensor parallelism (MoE Parallel Folding); None: tp
     cp: int = 1  # context parallelism: each sequence split over cp devices
     vp: int = 1  # virtual pipeline stages per device (interleaved 1F1B when > 1)
     schedule: str = "1f1b"  # pipeline schedule: 1f1b (interleaved with vp > 1) or zero-bubble (ZB-H1)
@@ -370,6 +389,12 @@ class Layout:
         if not isinstance(self.tp_comm_overlap, bool):
             raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
         _check_pipeline(self.pp, self.vp, self.schedule)
+        _check_expert_tp(self.etp, self.tp, self.ep)
+
+    @property
+    def expert_tp(self) -> int:
+        """The ranks a routed expert is split over: ``etp``, else ``tp``."""
+        return self.etp if self.etp is not None else self.tp
 
     @property
     def zero_shards(self) -> int:
@@ -406,6 +431,8 @@ class Layout:
             s += " tp-comm-overlap"
         if self.grad_reduce != "overlap":
             s += f" grad-reduce={self.grad_reduce}"
+        if self.etp is not None and self.etp != self.tp:
+            s += f" etp={self.etp}"
         if self.offload != "none":
             s += f" offload={self.offload}"
         if self.offload_activations:
@@ -420,7 +447,7 @@ class Layout:
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum,
                    sequence_parallel=wl.sequence_parallel_on,
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
-                   tp_comm_overlap=wl.tp_comm_overlap, grad_reduce=wl.grad_reduce,
+                   tp_comm_overlap=wl.tp_comm_overlap, grad_reduce=wl.grad_reduce, etp=wl.etp,
                    offload_activations=wl.offload_activations if wl.training else 0.0,
                    cp=wl.cp, vp=wl.vp, schedule=wl.schedule, cp_comm=wl.cp_comm)
 

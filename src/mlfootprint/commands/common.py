@@ -74,6 +74,10 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--tp-comm-overlap", action="store_true", default=None,
                        help="tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine "
                             "--tp-comm-overlap; default: exposed)")
+        g.add_argument("--etp", type=int, default=None, metavar="N",
+                       help="expert tensor-parallel size with --ep, a divisor of --tp (Megatron Core's "
+                            "--expert-tensor-parallel-size, MoE Parallel Folding): routed experts split over N ranks, "
+                            "each expert-parallel group ep ranks N apart (default: --tp)")
         g.add_argument("--grad-reduce", type=_choice(GRAD_REDUCE), default=None,
                        help="when the data-parallel gradient reduction runs: overlap (bucket by bucket under the "
                             "backward, as PyTorch DDP, FSDP and DeepSpeed do; default) or after-backward (after the "

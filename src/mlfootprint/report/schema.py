@@ -198,7 +198,8 @@ _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
         "additionalProperties": {"anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
     ("MemorySection", "layout"): {"anyOf": [{"type": "object", "properties": {  # workload.Layout's fields
         **{k: {"type": "integer"} for k in ("dp", "tp", "pp", "ep", "cp", "vp", "zero", "micro_batch", "grad_accum")},
-        "shard_group": {"type": ["integer", "null"]}, "offload_activations": {"type": "number"},
+        "shard_group": {"type": ["integer", "null"]}, "etp": {"type": ["integer", "null"]},
+        "offload_activations": {"type": "number"},
         **{k: {"type": "string"} for k in ("offload", "recompute", "precision", "optimizer", "schedule", "cp_comm",
                                            "grad_reduce")},
         **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp", "tp_comm_overlap")}},

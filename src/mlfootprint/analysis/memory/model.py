@@ -285,7 +285,8 @@ class MemoryModel:
 
     @staticmethod
     def _tp_div(p: ParamInfo, lay: StateLayout) -> float:
-        d = lay.tp if p.matrix else 1
+        tp = lay.etp if (p.expert and lay.etp is not None) else lay.tp
+        d = tp if p.matrix else 1
         return d * (lay.ep if p.expert else 1)
 
     @staticmethod
@@ -379,6 +380,7 @@ class MemoryModel:
         training = self.training
         lay = StateLayout(precision=layout.precision, optimizer=layout.optimizer, training=training,
                           zero=layout.zero if training else 0, dp=layout.dp * layout.cp, tp=layout.tp, ep=layout.ep,
+                          etp=layout.etp,
                           shard_group=layout.shard_group * layout.cp if layout.shard_group else None,
                           offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
                           fp8_copy_bytes=self._fp8_copy_bytes(layout))

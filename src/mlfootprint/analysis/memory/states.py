@@ -180,6 +180,7 @@ class StateLayout:
     dp: int = 1
     tp: int = 1
     ep: int = 1
+    etp: int | None = None  # expert tensor parallelism: routed experts split over etp ranks, not tp (None: tp)
     shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
     offload: str = "none"
     quant: str = "none"
@@ -191,8 +192,9 @@ class StateLayout:
 
 def _per_device_numel(p: ParamInfo, lay: StateLayout) -> float:
     n = float(p.numel)
-    if p.matrix and lay.tp > 1:
-        n /= lay.tp
+    tp = lay.etp if (p.expert and lay.etp is not None) else lay.tp
+    if p.matrix and tp > 1:
+        n /= tp
     if p.expert and lay.ep > 1:
         n /= lay.ep
     return n
@@ -291,7 +293,10 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
     zo = lay.optimizer == "zo-sgd"
     prec = precision_of(lay.precision)
     wb = prec.weight_bytes if train else prec.compute_bytes
-    expert_dp = max(1, min(lay.dp // lay.ep, lay.shard_group or lay.dp)) if (train and lay.zero >= 1) else 1
+    # the ranks holding the same expert shard: tp·dp/(ep·etp) (dp/ep when etp is tp)
+    etp = lay.etp if lay.etp is not None else lay.tp
+    expert_dp = max(1, min(lay.dp * lay.tp // (lay.ep * etp), lay.shard_group or lay.dp)) \
+        if (train and lay.zero >= 1) else 1
     persist = int(methods.value("zero", "param_persistence_threshold"))
     t = _Totals()
 
@@ -404,10 +409,14 @@ def _offload_optimizer(st: States, t: _Totals, lay: StateLayout) -> None:
 
 
 def _sharded_shape(p: ParamInfo, lay: StateLayout) -> tuple[int, ...]:
-    """The tensor a device holds under TP/EP (for per-tensor rules: Adafactor factors, 8-bit blocks)."""
+    """The tensor a device holds under TP/EP (for per-tensor rules: Adafactor factors, 8-bit blocks, and every
+    optimizer's state). A packed expert tensor [experts, out, in] (Hugging Face's grouped experts) is split by
+    expert parallelism along its experts and by tensor parallelism along its rows; a 2-D one along its rows."""
     shape = list(p.shape)
-    if p.matrix and lay.tp > 1 and shape:
-        shape[0] = max(1, math.ceil(shape[0] / lay.tp))
+    tp = lay.etp if (p.expert and lay.etp is not None) else lay.tp
+    rows = 1 if (p.expert and len(shape) >= 3) else 0
+    if p.matrix and tp > 1 and shape:
+        shape[rows] = max(1, math.ceil(shape[rows] / tp))
     if p.expert and lay.ep > 1 and shape:
         shape[0] = max(1, math.ceil(shape[0] / lay.ep))
     return tuple(shape)

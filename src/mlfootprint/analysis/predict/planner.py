@@ -136,8 +136,9 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
     B = wl.batch
     tp_overlap = bool(getattr(wl, "tp_comm_overlap", False))
     grad_reduce = getattr(wl, "grad_reduce", "overlap")  # the stack's, not searched
+    etp = getattr(wl, "etp", None)  # the user's expert tensor parallelism: layouts whose tp it divides
     for t in tps:
-        if devices % t:
+        if devices % t or (etp is not None and (t % etp or ep <= 1)):
             continue
         cps = [cp] if cp else [c for c in CONTEXT_PARALLEL if transformer and (c == 1 or (
             seq >= cp_min_seq and _cp_ok(seq, heads, t, c, cp_comm)))] or [1]
@@ -180,7 +181,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                                     out.append(Layout(dp=dp, tp=t, pp=p, ep=ep, zero=z, micro_batch=b, recompute=rc,
                                                       zeropp=zpp, offload=offload, cp=c, vp=v, schedule=sched,
                                                       cp_comm=cp_comm, tp_comm_overlap=tp_overlap,
-                                                      grad_reduce=grad_reduce))
+                                                      grad_reduce=grad_reduce, etp=etp))
     return out
 
 

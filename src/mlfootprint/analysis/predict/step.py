@@ -418,7 +418,8 @@ def _expert_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
     sequence parallelism splits them) to top-k experts each, h elements of the compute dtype per copy, padded to
     the capacity factor when the model states one; under balanced routing (ep-1)/ep of the copies leave the
     device. Dispatch and combine in forward, both again in backward, and once more with full recomputation."""
-    bw, lat = _link(links, eff, par.tp * par.ep <= links[2])
+    # an expert-parallel group is ep ranks expert-tp apart (tp, or --etp under MoE Parallel Folding)
+    bw, lat = _link(links, eff, par.expert_tp * par.ep <= links[2])
     per_layer = STEP_MODEL.value("expert_parallel", "all_to_all_per_layer_training" if shape.training else
                                  "all_to_all_per_layer_inference")
     if shape.training and par.recompute == "full":
@@ -488,15 +489,18 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     grads = (shape.reduce_bytes if shape.reduce_bytes is not None else shape.grad_bytes) / mp
     ranks = par.dp * par.cp
     # gradients are reduced over the data- and context-parallel ranks together (they hold the same weights);
-    # under expert parallelism the routed experts' share is split over ep and reduced over the n/ep ranks that
-    # hold the same experts (Megatron's expert-data-parallel group, its ranks ep·tp apart)
-    experts = par.ep > 1 and ranks % par.ep == 0 and (shape.expert_weight_share or shape.expert_grad_share)
+    # under expert parallelism the routed experts are split over ep × etp ranks (etp: tp unless --etp) and reduced
+    # over the tp·dp·cp/(ep·etp) ranks that hold the same expert shard (Megatron's expert-data-parallel group,
+    # its ranks ep·etp apart)
+    etp = par.expert_tp
+    expert_ranks = par.tp * ranks // (par.ep * etp) if (par.tp * ranks) % (par.ep * etp) == 0 else 0
+    experts = par.ep > 1 and expert_ranks >= 1 and (shape.expert_weight_share or shape.expert_grad_share)
     ws, gs = (shape.expert_weight_share, shape.expert_grad_share) if experts else (0.0, 0.0)
     groups = [(weights * (1 - ws), grads * (1 - gs), ranks, max(1, dpn // par.tp),
                par.shard_group * par.cp if par.shard_group else None)]
     if experts:
-        groups.append((weights * ws / par.ep, grads * gs / par.ep, ranks // par.ep, max(1, dpn // (par.tp * par.ep)),
-                       None))
+        split = par.tp / (par.ep * etp)  # weights above are per tp rank: per expert shard instead
+        groups.append((weights * ws * split, grads * gs * split, expert_ranks, max(1, dpn // (etp * par.ep)), None))
     net = eff["network"]
     times: dict[str, float] = {}
     per_mb: set[str] = set()
@@ -551,8 +555,8 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         c.by_collective[f"dp_{n}_s"] = t
         c.by_collective[f"dp_{n}_exposed_s"] = exposed[n]
     c.notes.append(formulas[0] if not experts else
-                   f"dense weights ({100 * (1 - ws):.0f}%): {formulas[0]}; routed experts ({100 * ws:.0f}%, 1/{par.ep} of "
-                   f"them per device, over the {ranks // par.ep} expert-data-parallel ranks): {formulas[1]}")
+                   f"dense weights ({100 * (1 - ws):.0f}%): {formulas[0]}; routed experts ({100 * ws:.0f}%, 1/{par.ep * etp} of "
+                   f"them per device, over the {expert_ranks} expert-data-parallel ranks): {formulas[1]}")
     if par.grad_reduce == "after-backward":
         c.notes.append(_AFTER_BACKWARD)
     else:
