@@ -11,10 +11,10 @@ process running one Python thread (a thread holding a lock at the fork would lea
 forever: start forked work before a progress display starts its refresh thread). A child runs torch on one thread:
 OpenMP's pool is not copied by a fork, and a child entering a parallel region would wait for it forever (the
 memory model's real-tensor arithmetic did, under a test process that had multiplied matrices before). Elsewhere,
-or with one job, the work runs here, in order. A child prints nothing (its output goes to ``/dev/null``; progress is this process's to show).
-A child that dies, cannot send its results, or stalls (no CPU used for :data:`STALL_S` seconds) has its share
-redone here; a :class:`UserError` raised in a child
-is raised here, after every child has ended.
+or with one job, the work runs here, in order. A child prints nothing (its output goes to ``/dev/null``; progress
+is this process's to show). A child that dies, cannot send its results, or stalls (no CPU used for
+:data:`STALL_S` seconds) has its share redone here; a :class:`UserError` raised in a child is raised here, after
+every child has ended.
 """
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ class ModelShape:
     kv_heads: int | None = None
     head_dim: int | None = None
     # Routed experts' share of the weights and of the trainable gradients (MoE): under expert parallelism a device
-    # holds 1/ep of them, and they are reduced over the expert-data-parallel ranks (dp·cp/ep), the rest over dp·cp.
+    # holds 1/(ep·etp) of them, reduced over the expert-data-parallel ranks (tp·dp·cp/(ep·etp)); the rest over dp·cp.
     expert_weight_share: float = 0.0
     expert_grad_share: float = 0.0
 
@@ -555,8 +555,9 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         c.by_collective[f"dp_{n}_s"] = t
         c.by_collective[f"dp_{n}_exposed_s"] = exposed[n]
     c.notes.append(formulas[0] if not experts else
-                   f"dense weights ({100 * (1 - ws):.0f}%): {formulas[0]}; routed experts ({100 * ws:.0f}%, 1/{par.ep * etp} of "
-                   f"them per device, over the {expert_ranks} expert-data-parallel ranks): {formulas[1]}")
+                   f"dense weights ({100 * (1 - ws):.0f}%): {formulas[0]}; routed experts ({100 * ws:.0f}%, "
+                   f"1/{par.ep * etp} of them per device, over the {expert_ranks} expert-data-parallel ranks): "
+                   f"{formulas[1]}")
     if par.grad_reduce == "after-backward":
         c.notes.append(_AFTER_BACKWARD)
     else:
