@@ -285,8 +285,7 @@ class MemoryModel:
 
     @staticmethod
     def _tp_div(p: ParamInfo, lay: StateLayout) -> float:
-        tp = lay.etp if (p.expert and lay.etp is not None) else lay.tp
-        d = tp if p.matrix else 1
+        d = lay.tp_of(p) if p.matrix else 1
         return d * (lay.ep if p.expert else 1)
 
     @staticmethod

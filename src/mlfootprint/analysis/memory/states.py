@@ -189,10 +189,19 @@ class StateLayout:
     last_stage: bool = True
     fp8_copy_bytes: int = 0  # per linear-weight element: Transformer Engine's FP8 weight copies (GPU fp8-mixed)
 
+    @property
+    def expert_tp(self) -> int:
+        """The ranks a routed expert's matrices are split over: etp, else tp."""
+        return self.etp if self.etp is not None else self.tp
+
+    def tp_of(self, p: ParamInfo) -> int:
+        """The tensor-parallel split of one parameter (a routed expert's is expert_tp)."""
+        return self.expert_tp if p.expert else self.tp
+
 
 def _per_device_numel(p: ParamInfo, lay: StateLayout) -> float:
     n = float(p.numel)
-    tp = lay.etp if (p.expert and lay.etp is not None) else lay.tp
+    tp = lay.tp_of(p)
     if p.matrix and tp > 1:
         n /= tp
     if p.expert and lay.ep > 1:
@@ -294,8 +303,7 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
     prec = precision_of(lay.precision)
     wb = prec.weight_bytes if train else prec.compute_bytes
     # the ranks holding the same expert shard: tp·dp/(ep·etp) (dp/ep when etp is tp)
-    etp = lay.etp if lay.etp is not None else lay.tp
-    expert_dp = max(1, min(lay.dp * lay.tp // (lay.ep * etp), lay.shard_group or lay.dp)) \
+    expert_dp = max(1, min(lay.dp * lay.tp // (lay.ep * lay.expert_tp), lay.shard_group or lay.dp)) \
         if (train and lay.zero >= 1) else 1
     persist = int(methods.value("zero", "param_persistence_threshold"))
     t = _Totals()
@@ -413,7 +421,7 @@ def _sharded_shape(p: ParamInfo, lay: StateLayout) -> tuple[int, ...]:
     optimizer's state). A packed expert tensor [experts, out, in] (Hugging Face's grouped experts) is split by
     expert parallelism along its experts and by tensor parallelism along its rows; a 2-D one along its rows."""
     shape = list(p.shape)
-    tp = lay.etp if (p.expert and lay.etp is not None) else lay.tp
+    tp = lay.tp_of(p)
     rows = 1 if (p.expert and len(shape) >= 3) else 0
     if p.matrix and tp > 1 and shape:
         shape[rows] = max(1, math.ceil(shape[rows] / tp))
