@@ -53,6 +53,9 @@ def test_why_names_the_part_that_grew(planned):
     for c in res.layouts[1:]:
         # "+x% step: +y% <the part that grew most>, ...", shares of #1's step time
         net = (c.st.step_s - best.st.step_s) / best.st.step_s
+        if c.why == "ties":  # within 0.05% of #1's step
+            assert 0 <= net <= 0.0005
+            continue
         assert c.why.startswith(f"+{net:.1%} step")
         d_bubble = (c.st.breakdown["bubble_s"] - best.st.breakdown["bubble_s"]) / best.st.step_s
         if ": " in c.why and "bubble" in c.why.split(": ")[1].split(",")[0]:

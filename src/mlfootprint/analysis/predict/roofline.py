@@ -175,6 +175,19 @@ def _fused_attention(op: str) -> bool:
     return "scaled_dot_product" in op or "flash" in op or "efficient_attention" in op
 
 
+# A fused attention kernel told is_causal (FlashAttention, memory-efficient, cuDNN, PyTorch's CPU flash) skips the
+# score tiles above the diagonal: about half the L×S square (Dao 2023, FlashAttention-2, arXiv:2307.08691, §3.1.1).
+# FlashAttention's TFLOP/s figures, the source of the attention factor, count that half for causal runs (§4.1), so
+# its time is the causal-halved FLOPs at that rate. The counted FLOPs stay the full square (DESIGN.md).
+CAUSAL_TILE_SHARE = 0.5
+
+
+def compute_share(r: Any) -> float:
+    """Share of an operator's counted arithmetic its kernel runs: CAUSAL_TILE_SHARE for a fused causal attention
+    kernel, 1 otherwise (an unfused causal attention multiplies the whole square, then masks it)."""
+    return CAUSAL_TILE_SHARE if r.attention_flops and r.causal and _fused_attention(r.op) else 1.0
+
+
 def op_class(r: Any) -> str:
     if r.model_flops:
         if r.attention_flops:
@@ -259,6 +272,13 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     else:
         profile = _build_profile(kernels, device, eff, precision, mode)
     profile.fusion = summary
+    causal = sum(1 for k in kernels if compute_share(k) < 1.0)
+    if causal:
+        profile.fallbacks.append(
+            f"causal fused attention ({causal:,} kernel calls) timed on {CAUSAL_TILE_SHARE:g} of its counted score "
+            "products: the kernels skip the tiles above the diagonal (FlashAttention-2 §3.1.1), and FlashAttention's "
+            "TFLOP/s, the attention factor's source, count that share. FLOPs, MFU and HFU count the full square "
+            "(the PaLM convention), so at long sequences MFU and HFU exceed the share of the peak the kernels use")
     return profile
 
 
@@ -321,7 +341,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         tc = r.model_flops / rate(cls, r.out_dtype, r.op) if r.model_flops else 0.0
         if r.other_flops:
             tc += r.other_flops / vector_rate
-        return tc, (r.bytes_read + r.bytes_written) / bw
+        return tc * compute_share(r), (r.bytes_read + r.bytes_written) / bw
 
     curves: dict[str, GemmCurve | None] = {}
     use_table = _gemm_table_applies(eff)
@@ -386,6 +406,7 @@ def _build_profile_curves(trace: Any, records: Any, device: Any, eff: Efficiency
                 tc = r.model_flops / rate
             if r.other_flops:
                 tc += r.other_flops / (curve(r.other_flops) if curve is not None else vector_rate)
+            tc *= compute_share(r)  # rated at peak × factor, as in _build_profile
             tm = nbytes / (mem_curve(nbytes) if mem_curve is not None else bw)
         return tc, tm
 

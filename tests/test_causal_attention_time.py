@@ -1,0 +1,107 @@
+"""Causal fused attention is timed on the half of the square its kernel computes (issue 12).
+
+FlashAttention-2 (Dao 2023, arXiv:2307.08691, §3.1.1) skips the score tiles above the diagonal when told is_causal,
+and its TFLOP/s figures (§4.1), the attention factor's source, count that half. FLOPs, MFU and HFU keep the full
+square (DESIGN.md, the PaLM convention).
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from mlfootprint.analysis.predict.efficiency import efficiency_for
+from mlfootprint.analysis.predict.roofline import CAUSAL_TILE_SHARE, build_profile, compute_share
+from mlfootprint.hardware.catalog import get_device
+from mlfootprint.trace.records import OpRecord
+
+# One attention call: B·H = 32, L = S = 1024, E = Ev = 128: products 2·32·1024²·128·2 = 17,179,869,184 FLOPs.
+SCORES = 32 * 1024 * 1024
+PRODUCTS = 2 * SCORES * 128 * 2
+SOFTMAX = 5 * SCORES
+QKV_BYTES = 4 * 32 * 1024 * 128 * 2  # q, k, v, out in bf16: far below the compute time at these FLOPs
+
+
+def _attention(op: str, causal: bool, index: int = 0) -> OpRecord:
+    return OpRecord(index=index, op=op, module="layers.0.attn", phase="forward", model_flops=PRODUCTS,
+                    other_flops=SOFTMAX, attention_flops=PRODUCTS, causal=causal, recompute_flops=0,
+                    bytes_read=3 * QKV_BYTES // 4, bytes_written=QKV_BYTES // 4, alloc_bytes=0, supported=True,
+                    out_dtype="torch.bfloat16")
+
+
+def _attention_seconds(record: OpRecord, device_id: str = "a100-80gb") -> float:
+    dev = get_device(device_id)
+    eff = efficiency_for(dev, None)
+    trace = SimpleNamespace(records=[record])
+    profile = build_profile(trace, dev, eff, "bf16-mixed", fusion="none")
+    return profile.phases["forward"].by_class["attention"], profile
+
+
+def _expected(share: float, device_id: str = "a100-80gb") -> float:
+    dev = get_device(device_id)
+    eff = efficiency_for(dev, None)
+    # products at the bf16 peak × the attention factor, the softmax at the fp32 peak × the vector factor
+    return share * (PRODUCTS / (dev.peak_flops["bf16"] * eff["attention"])
+                    + SOFTMAX / (dev.peak_flops["fp32"] * eff["vector"]))
+
+
+def test_a_causal_flash_kernel_is_timed_on_half_the_square():
+    t, profile = _attention_seconds(_attention("aten._scaled_dot_product_flash_attention.default", causal=True))
+    # A100: 312e12 × 0.6 = 187.2 TFLOP/s; 17.18 GFLOP / 2 / 187.2e12 = 45.9 µs (+ softmax 5·33.5M / 2 / 9.75 TFLOP/s)
+    assert t == pytest.approx(_expected(0.5), rel=1e-12)
+    assert t == pytest.approx(PRODUCTS / 2 / 187.2e12 + SOFTMAX / 2 / (19.5e12 * 0.5), rel=1e-12)
+    assert any("causal fused attention (1 kernel calls) timed on 0.5" in f for f in profile.fallbacks)
+
+
+@pytest.mark.parametrize("op, causal", [
+    ("aten._scaled_dot_product_flash_attention.default", False),  # not causal: the whole square
+    ("aten.bmm.default", True),  # unfused products compute the whole square, then mask it
+])
+def test_other_attention_is_timed_on_the_whole_square(op, causal):
+    t, profile = _attention_seconds(_attention(op, causal=causal))
+    assert t == pytest.approx(_expected(1.0), rel=1e-12)
+    assert not any("causal fused attention" in f for f in profile.fallbacks)
+
+
+def test_compute_share_names_each_kernel():
+    assert CAUSAL_TILE_SHARE == 0.5
+    for op in ("aten._scaled_dot_product_flash_attention_backward.default",
+               "aten._scaled_dot_product_efficient_attention.default",
+               "aten._scaled_dot_product_cudnn_attention.default",
+               "aten._scaled_dot_product_flash_attention_for_cpu.default", "aten._flash_attention_forward.default"):
+        assert compute_share(_attention(op, causal=True)) == 0.5, op
+    assert compute_share(_attention("aten.mm.default", causal=None)) == 1.0
+
+
+def test_a_real_causal_lm_on_a_gpu_halves_its_attention_time_not_its_flops():
+    """A traced Llama step on the H100 target: every attention call is a causal flash kernel; the attention time is
+    half the whole square's at the attention rate, while model and hardware FLOPs keep the full square."""
+    from mlfootprint.analysis.predict.prediction import predict_step
+    from mlfootprint.workload import Workload
+    from tests.helpers import traced_for_prediction
+
+    wl = Workload(mode="train", batch=1, seq=2048, hardware="h100-sxm", precision="bf16-mixed")
+    spec, wl, tr = traced_for_prediction("llama-2-7b", wl)
+    flash = [r for r in tr.records if r.attention_flops]
+    assert len(flash) == 64 and all(r.causal and "flash" in r.op for r in flash)  # 32 layers, forward and backward
+    p = predict_step(spec, wl, tr, "h100-sxm")
+    model = sum(r.model_flops for r in tr.records if r.phase in ("forward", "backward"))
+    recompute = sum(r.recompute_flops for r in flash)  # the flash backward's Q·Kᵀ again
+    assert p.model_flops == pytest.approx(model, rel=1e-12)
+    assert p.hardware_flops == pytest.approx(model + recompute, rel=1e-12)
+    assert any("causal fused attention (64 kernel calls)" in a for a in p.assumptions)
+
+    dev = get_device("h100-sxm")
+    eff = efficiency_for(dev, None)
+    profile = build_profile(tr, dev, eff, "bf16-mixed")
+    bandwidth = dev.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
+
+    def seconds(r, share: float) -> float:  # the roofline of one call: max(compute, memory)
+        compute = (r.model_flops / (dev.peak_flops["bf16"] * eff["attention"])
+                   + r.other_flops / (dev.peak_flops["fp32"] * eff["vector"]))
+        return max(share * compute, (r.bytes_read + r.bytes_written) / bandwidth)
+
+    fwd = [r for r in flash if r.phase == "forward"]
+    halved = sum(seconds(r, 0.5) for r in fwd)
+    assert profile.phases["forward"].by_class["attention"] == pytest.approx(halved, rel=1e-9)
+    assert halved < 0.6 * sum(seconds(r, 1.0) for r in fwd)  # compute-bound at 2,048 tokens: the halving shows
