@@ -63,6 +63,21 @@ def test_other_attention_is_timed_on_the_whole_square(op, causal):
     assert not any("causal fused attention" in f for f in profile.fallbacks)
 
 
+def test_a_fused_backward_is_timed_with_its_recomputed_scores():
+    """The flash backward recomputes Q·Kᵀ (2·B·H·L·S·E, hardware FLOPs): with the backward's 2 × the forward
+    products that is FlashAttention's 2.5 × forward (Dao 2023, §4.1), all of it run by the kernel."""
+    r = _attention("aten._scaled_dot_product_flash_attention_backward.default", causal=True)
+    r.phase, r.model_flops, r.attention_flops = "backward", 2 * PRODUCTS, 2 * PRODUCTS
+    r.other_flops, r.recompute_flops = 4 * SCORES, 2 * SCORES * 128
+    dev = get_device("a100-80gb")
+    eff = efficiency_for(dev, None)
+    profile = build_profile(SimpleNamespace(records=[r]), dev, eff, "bf16-mixed", fusion="none")
+    products = 2 * PRODUCTS + 2 * SCORES * 128  # = 2.5 × the forward's products
+    assert products == 2.5 * PRODUCTS
+    expected = 0.5 * (products / (312e12 * 0.6) + 4 * SCORES / (19.5e12 * 0.5))
+    assert profile.phases["backward"].by_class["attention"] == pytest.approx(expected, rel=1e-12)
+
+
 def test_compute_share_names_each_kernel():
     assert CAUSAL_TILE_SHARE == 0.5
     for op in ("aten._scaled_dot_product_flash_attention_backward.default",

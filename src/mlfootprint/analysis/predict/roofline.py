@@ -338,7 +338,8 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         return r
 
     def op_time(r: Any, cls: str) -> tuple[float, float]:
-        tc = r.model_flops / rate(cls, r.out_dtype, r.op) if r.model_flops else 0.0
+        # a fused attention backward also recomputes Q·Kᵀ (recompute_flops): hardware work its kernel runs
+        tc = (r.model_flops + r.recompute_flops) / rate(cls, r.out_dtype, r.op) if r.model_flops else 0.0
         if r.other_flops:
             tc += r.other_flops / vector_rate
         return tc * compute_share(r), (r.bytes_read + r.bytes_written) / bw
@@ -403,7 +404,7 @@ def _build_profile_curves(trace: Any, records: Any, device: Any, eff: Efficiency
         else:
             if r.model_flops:
                 rate = (device.peak_flops.get(d) or base.peak_flops) * eff[cls]
-                tc = r.model_flops / rate
+                tc = (r.model_flops + r.recompute_flops) / rate
             if r.other_flops:
                 tc += r.other_flops / (curve(r.other_flops) if curve is not None else vector_rate)
             tc *= compute_share(r)  # rated at peak × factor, as in _build_profile
