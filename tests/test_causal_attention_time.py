@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from mlfootprint.analysis.predict.attention_rate import attention_rate, training_rate
 from mlfootprint.analysis.predict.efficiency import efficiency_for
 from mlfootprint.analysis.predict.roofline import CAUSAL_TILE_SHARE, build_profile, compute_share
 from mlfootprint.hardware.catalog import get_device
@@ -29,7 +30,7 @@ def _attention(op: str, causal: bool, index: int = 0) -> OpRecord:
                     out_dtype="torch.bfloat16")
 
 
-def _attention_seconds(record: OpRecord, device_id: str = "a100-80gb") -> float:
+def _attention_seconds(record: OpRecord, device_id: str = "a100-80gb") -> tuple[float, object]:
     dev = get_device(device_id)
     eff = efficiency_for(dev, None)
     trace = SimpleNamespace(records=[record])
@@ -111,8 +112,10 @@ def test_a_real_causal_lm_on_a_gpu_halves_its_attention_time_not_its_flops():
     profile = build_profile(tr, dev, eff, "bf16-mixed")
     bandwidth = dev.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
 
+    share_of_peak = attention_rate(dev).share  # H100: cuDNN's measured rate, not the flat factor
+
     def seconds(r, share: float) -> float:  # the roofline of one call: max(compute, memory)
-        compute = (r.model_flops / (dev.peak_flops["bf16"] * eff["attention"])
+        compute = (r.model_flops / (dev.peak_flops["bf16"] * share_of_peak)
                    + r.other_flops / (dev.peak_flops["fp32"] * eff["vector"]))
         return max(share * compute, (r.bytes_read + r.bytes_written) / bandwidth)
 
@@ -120,3 +123,33 @@ def test_a_real_causal_lm_on_a_gpu_halves_its_attention_time_not_its_flops():
     halved = sum(seconds(r, 0.5) for r in fwd)
     assert profile.phases["forward"].by_class["attention"] == pytest.approx(halved, rel=1e-9)
     assert halved < 0.6 * sum(seconds(r, 1.0) for r in fwd)  # compute-bound at 2,048 tokens: the halving shows
+
+
+def test_the_h100_class_rate_is_cudnns_measured_training_rate():
+    """FlashAttention-3 (arXiv:2407.08608) Figs. 5-6, cuDNN on an H100 SXM5, head dim 128: forward (causal) and
+    backward at 4k tokens 518 and 499 TFLOP/s; a training step's rate with the backward at 2.5 × the forward's
+    FLOPs is 3.5 / (1/518 + 2.5/499) = 504.3 TFLOP/s, the median of the 2k/4k/8k points (470.3, 504.3, 521.1)."""
+    assert training_rate(518e12, 499e12) == pytest.approx(3.5 / (1 / 518e12 + 2.5 / 499e12), rel=1e-12)
+    assert training_rate(518e12, 499e12) == pytest.approx(504.27e12, rel=1e-4)
+    rate = attention_rate(get_device("h100-sxm"))
+    assert rate.share == pytest.approx(504.27e12 / 989.4e12, rel=1e-4)  # 0.5097
+    assert attention_rate(get_device("h200")).share == rate.share
+    assert attention_rate(get_device("a100-80gb")) is None  # the flat factor (FlashAttention-2's A100 range)
+
+
+def test_the_class_rate_times_fused_attention_unless_the_factor_is_given():
+    r = _attention("aten._scaled_dot_product_flash_attention.default", causal=False)
+    t, profile = _attention_seconds(r, "h100-sxm")
+    share = attention_rate(get_device("h100-sxm")).share
+    assert t == pytest.approx(PRODUCTS / (989.4e12 * share) + SOFTMAX / (66.9e12 * 0.5), rel=1e-3)
+    assert profile.attention is not None
+    assert any("rated by its class" in f for f in profile.fallbacks)
+    dev = get_device("h100-sxm")
+    given = efficiency_for(dev, "attention=0.7")
+    p = build_profile(SimpleNamespace(records=[r]), dev, given, "bf16-mixed", fusion="none")
+    assert p.phases["forward"].by_class["attention"] == pytest.approx(
+        PRODUCTS / (dev.peak_flops["bf16"] * 0.7) + SOFTMAX / (dev.peak_flops["fp32"] * 0.5), rel=1e-12)
+    assert p.attention is None
+    # an unfused attention product on the H100 keeps the flat factor
+    t, _ = _attention_seconds(_attention("aten.bmm.default", causal=True), "h100-sxm")
+    assert t == pytest.approx(_expected(1.0, "h100-sxm"), rel=1e-12)

@@ -218,6 +218,8 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                    f"{profile.gemm_efficiency(k):.3f} of the peak ({profile.gemm.how}); --efficiency matmul=X "
                    "sets a flat factor instead")
         used = [u for u in used if u != "matmul"] + (["matmul"] if profile.peak_dtype not in ("bf16", "fp16") else [])
+    if profile.attention is not None and profile.attention_forward.ops == 0:
+        used.remove("attention")  # all attention is fused and rated by its class (a line below says how)
     out.append(profile.fusion.describe())
     out.extend(eff.describe(used))
     out.extend(profile.fallbacks)

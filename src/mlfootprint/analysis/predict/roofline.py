@@ -30,6 +30,7 @@ from ...core.errors import UserError
 from ...core.precision import precision as precision_of
 from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
+from .attention_rate import AttentionRate, attention_rate
 from .fusion import FusionSummary, check_fusion, default_fusion, fuse
 from .gemm import GemmCurve, gemm_curve
 from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
@@ -128,6 +129,7 @@ class Profile:
     fusion: FusionSummary = field(default_factory=lambda: FusionSummary("none", "not modelled"))
     gemm: GemmCurve | None = None  # the size table 16-bit GEMMs are rated by (None: the flat matmul factor)
     gemm_bins: dict[str, dict[tuple, GemmBin]] = field(default_factory=dict)
+    attention: AttentionRate | None = None  # the class rate 16-bit fused attention was timed at (None: the factor)
     _at: dict[tuple[str, float], PhaseProfile] = field(default_factory=dict, repr=False)
 
     def phase(self, name: str, gemm_scale: float = 1.0) -> PhaseProfile:
@@ -282,6 +284,13 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     return profile
 
 
+def _attention_table_applies(eff: Efficiency) -> bool:
+    """A class rate (data/attention.toml) times fused attention unless the device was calibrated or the user set
+    the attention factor."""
+    f = eff.factors.get("attention")
+    return not eff.measured_device and not (f is not None and f.provenance == "given")
+
+
 def _gemm_table_applies(eff: Efficiency) -> bool:
     """A size table rates GEMMs unless the device was calibrated or the user set the matmul factor."""
     f = eff.factors.get("matmul")
@@ -322,8 +331,12 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             d = expert_dtype
         return "fp8" if fp8_gemms and cls == "matmul" and d in ("bf16", "fp16") else d
 
+    attn_rate = attention_rate(device) if _attention_table_applies(eff) else None
+    used_rate: list[AttentionRate] = []
+
     def rate(cls: str, dtype_name: str, op: str = "") -> float:
-        key = (cls, dtype_name, op.startswith("aten._grouped_mm"))
+        fused_attention = cls == "attention" and _fused_attention(op)
+        key = (cls, dtype_name, op.startswith("aten._grouped_mm"), fused_attention)
         r = rate_cache.get(key)
         if r is None:
             d = math_dtype(cls, dtype_name, op)
@@ -333,7 +346,11 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
                 if note not in fallbacks:
                     fallbacks.append(note)
                 p = peak
-            r = p * eff[cls]
+            share = eff[cls]
+            if fused_attention and attn_rate is not None and d in ("bf16", "fp16"):
+                share = attn_rate.share
+                used_rate.append(attn_rate)
+            r = p * share
             rate_cache[key] = r
         return r
 
@@ -374,8 +391,11 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
     rates["vector"] = vector_rate
     rates["memory"] = bw
     table = next((c for c in curves.values() if c is not None), None) if bins else None
+    if used_rate:
+        fallbacks.append(f"16-bit fused attention on {device.id} rated by its class, not the flat attention factor: "
+                         f"{attn_rate.how}")
     return Profile(phases, block_fwd, attn_fwd, fused, overhead, peak, peak_dtype, rates, fallbacks, overhead_source,
-                   gemm=table, gemm_bins=bins)
+                   gemm=table, gemm_bins=bins, attention=attn_rate if used_rate else None)
 
 
 def _build_profile_curves(trace: Any, records: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
