@@ -11,7 +11,7 @@ and the error is the predicted step time against it: ``predicted / published - 1
 
 A layout feature the predictor does not take yet (virtual pipeline stages ``vp``, context parallelism ``cp``, an
 FSDP sharding group, async TP, ...) is passed when ``mlfootprint.Workload`` has a field for it (torch.compile as
-``fusion="compiled"``, a row's ``fusion`` and ``grad_reduce`` as given);
+``fusion="compiled"``, a row's ``fusion``, ``grad_reduce`` and ``grad_reduce_dtype`` as given);
 otherwise the row says "not modelled: vp" and is counted apart. Context parallelism without a ``cp`` field is
 folded into data parallelism when the run has no pipeline (the same tokens and attention work per device), or
 else (or when the batch does not split over dp x cp replicas) into cp-times shorter sequences over cp-times
@@ -61,7 +61,7 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "grad_reduce", "etp", "offload_activations"})
+                           "tp_comm_overlap", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
 
 
 # --------------------------------------------------------------------------- the data
@@ -158,6 +158,11 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw["etp"] = run["etp"]
         else:
             missing.append("etp")
+    if run.get("grad_reduce_dtype", "compute") != "compute":  # fp32 gradient reduction (the framework's code)
+        if "grad_reduce_dtype" in accepted:
+            kw["grad_reduce_dtype"] = run["grad_reduce_dtype"]
+        else:
+            missing.append(f"grad_reduce_dtype {run['grad_reduce_dtype']}")
     if run.get("grad_reduce", "overlap") != "overlap":
         if "grad_reduce" in accepted:
             kw["grad_reduce"] = run["grad_reduce"]

@@ -16,7 +16,7 @@ import pytest
 import mlfootprint as mf
 from mlfootprint.analysis.predict import comm
 from mlfootprint.analysis.predict.efficiency import efficiency_for
-from mlfootprint.analysis.predict.step import ModelShape, communication_dtypes, step_time
+from mlfootprint.analysis.predict.step import ModelShape, communication_dtypes, communication_rule, step_time
 from mlfootprint.cli import main
 from mlfootprint.core.errors import UserError
 from mlfootprint.core.precision import precision
@@ -79,6 +79,39 @@ def test_megatron_fp32_gradient_reduction_with_16_bit_gathers():
     # ZeRO-1 with bf16 weights and fp32 reduction: reduce-scatter 4 B, all-gather of updated weights 2 B
     v = comm.dp_volume(2 * PSI, 4 * PSI, 8, 1, weight_elem_bytes=2, grad_elem_bytes=4, dp_per_node=8)
     assert v.intra_bytes == pytest.approx(7 / 8 * (4 + 2) * PSI) and v.inter_bytes == 0
+
+
+def test_grad_reduce_dtype_fp32_doubles_the_mixed_gradient_bytes_only():
+    # --grad-reduce-dtype fp32 (Megatron-LM/NeMo under bf16, TorchTitan): 4 B per gradient element under *-mixed;
+    # the weight gathers stay 16-bit; without mixed precision gradients move in their own dtype either way
+    assert communication_dtypes(precision("bf16-mixed"), "fp32") == (2.0, 4.0)
+    assert communication_dtypes(precision("fp8-mixed"), "fp32") == (2.0, 4.0)
+    assert communication_dtypes(precision("bf16"), "fp32") == (2.0, 2.0)
+    assert communication_dtypes(precision("fp32"), "fp32") == (4.0, 4.0)
+    assert "reduction 4 B per element (--grad-reduce-dtype fp32" in communication_rule(precision("bf16-mixed"), "fp32")
+
+
+def test_grad_reduce_dtype_reaches_the_traced_shape_and_the_step(capsys):
+    from mlfootprint.analysis.predict.prediction import predict_step
+    from mlfootprint.analysis.predict.shape import model_shape
+    from tests.helpers import traced_for_prediction
+
+    wl = Workload(mode="train", batch=16, seq=128, precision="bf16-mixed", hardware="a100-80gb", dp=16, zero=1)
+    spec, wl, tr = traced_for_prediction(GPT2, wl)
+    trainable = sum(math.prod(p.shape) for p in tr.params if p.trainable)
+    fp32 = wl.with_changes(grad_reduce_dtype="fp32")
+    assert model_shape(spec, wl, tr).reduce_bytes == 2 * trainable
+    assert model_shape(spec, fp32, tr).reduce_bytes == 4 * trainable
+    a, b = predict_step(spec, wl, tr, "a100-80gb"), predict_step(spec, fp32, tr, "a100-80gb")
+    # ZeRO-1 over 16 ranks: reduce-scatter (n-1)/n·Ψ·g, then the all-gather (n-1)/n·Ψ·2 of the updated weights
+    assert a.volumes["dp_grad_reduce_scatter_bytes"] == pytest.approx(15 / 16 * 2 * trainable, rel=1e-9)
+    assert b.volumes["dp_grad_reduce_scatter_bytes"] == pytest.approx(15 / 16 * 4 * trainable, rel=1e-9)
+    assert b.volumes["dp_bytes"] - a.volumes["dp_bytes"] == pytest.approx(15 / 16 * 2 * trainable, rel=1e-9)
+    assert b.communication["dp_s"] > a.communication["dp_s"]
+    with pytest.raises(UserError, match="grad_reduce_dtype 'fp8'; choose one of: compute, fp32"):
+        Workload(grad_reduce_dtype="fp8")
+    assert main(["predict", GPT2, "--mode", "train", "--grad-reduce-dtype", "int8"]) == 2
+    assert "--grad-reduce-dtype" in capsys.readouterr().err
 
 
 def test_lora_gathers_every_weight_and_reduces_the_adapters():

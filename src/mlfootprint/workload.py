@@ -32,6 +32,9 @@ CP_COMM = ("ring", "all-to-all")  # context parallelism: ring attention (Megatro
 # when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
 # Megatron-LM with --overlap-grad-reduce), or after the last micro-batch's backward (Megatron-LM's default)
 GRAD_REDUCE = ("overlap", "after-backward")
+# the dtype the data-parallel gradients are reduced in under mixed precision: the 16-bit compute dtype (DeepSpeed's
+# communication_data_type and FSDP's reduce_dtype defaults) or fp32 (Megatron-LM and NeMo under bf16, TorchTitan)
+GRAD_REDUCE_DTYPE = ("compute", "fp32")
 #: Kernel-fusion stacks of the step-time model (analysis/predict/fusion.py); None: the target stack's default.
 FUSION = ("none", "fused", "compiled")
 
@@ -90,6 +93,10 @@ class Workload:
         grad_reduce: when the data-parallel gradient reduction runs: ``overlap`` (default: bucket by bucket under
             the backward, as PyTorch DDP, FSDP and DeepSpeed do) or ``after-backward`` (after the last
             micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
+        grad_reduce_dtype: the dtype the data-parallel gradient reduction moves under mixed precision: ``compute``
+            (default: the 16-bit compute dtype, DeepSpeed's and FSDP's default) or ``fp32`` (Megatron-LM and NeMo
+            under bf16, which force ``--accumulate-allreduce-grads-in-fp32``; TorchTitan's
+            ``mixed_precision_reduce``; the Llama 3 run). Without mixed precision gradients move in their own dtype.
         etp: expert tensor-parallel size, a divisor of ``tp`` (Megatron Core's ``--expert-tensor-parallel-size``,
             MoE Parallel Folding): the routed experts split over ``etp`` ranks instead of ``tp``, and each
             expert-parallel group is ``ep`` ranks ``etp`` apart; default None: ``tp`` (ranks ``tp`` apart).
@@ -151,6 +158,7 @@ class Workload:
     shard_group: int | None = None
     tp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
+    grad_reduce_dtype: str = "compute"
     etp: int | None = None
     dp: int = 1
     tp: int = 1
@@ -210,7 +218,7 @@ class Workload:
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
                               ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
-                              ("grad-reduce", GRAD_REDUCE)):
+                              ("grad-reduce", GRAD_REDUCE), ("grad-reduce-dtype", GRAD_REDUCE_DTYPE)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.fusion is not None:
             _check_choice("fusion", self.fusion, FUSION)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.units import parse_size
-from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
+from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
                         RECOMPUTE, SCHEDULES, Workload)
 
 
@@ -82,6 +82,10 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                        help="when the data-parallel gradient reduction runs: overlap (bucket by bucket under the "
                             "backward, as PyTorch DDP, FSDP and DeepSpeed do; default) or after-backward (after the "
                             "last micro-batch's backward, exposed: Megatron-LM without --overlap-grad-reduce)")
+        g.add_argument("--grad-reduce-dtype", type=_choice(GRAD_REDUCE_DTYPE), default=None,
+                       help="the dtype data-parallel gradients are reduced in under mixed precision: compute (the "
+                            "16-bit compute dtype, DeepSpeed's and FSDP's default; default) or fp32 (Megatron-LM and "
+                            "NeMo under bf16, TorchTitan's mixed_precision_reduce)")
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
         g.add_argument("--fusion", type=_choice(FUSION), default=None,

@@ -100,6 +100,7 @@ class WorkloadSection(Section):
     shard_group: int | None = None
     tp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
+    grad_reduce_dtype: str = "compute"
     etp: int | None = None
     dp: int = 1
     tp: int = 1

@@ -229,7 +229,7 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
         out.append(f"rank order {RANK_ORDER}; a group uses intra-node bandwidth when it fits in one node of "
                    f"{dev.devices_per_node or 1} devices, inter-node bandwidth otherwise")
     if shape.training and par.dp > 1:
-        out.append(communication_rule(wl.precision_info))
+        out.append(communication_rule(wl.precision_info, wl.grad_reduce_dtype))
     if par.tp > 1 and not par.tp_comm_overlap:
         out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under the "
                    "GEMMs)")

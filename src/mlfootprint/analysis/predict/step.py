@@ -48,27 +48,39 @@ RANK_ORDER = "tp, dp, pp (tensor-parallel ranks adjacent, then data-parallel, th
 
 
 
-def communication_dtypes(prec: Any) -> tuple[float, float]:
+def communication_dtypes(prec: Any, grad_reduce_dtype: str = "compute") -> tuple[float, float]:
     """Bytes per element of (gathered weights, reduced gradients) for a precision (step_model.toml [communication]).
 
     Weights are gathered as the device holds them (the 16-bit working copy under *-mixed; FP8 only when the stack
-    gathers FP8); gradients are reduced in the 16-bit compute dtype under *-mixed (the DeepSpeed/FSDP default)
+    gathers FP8); gradients are reduced under *-mixed in the 16-bit compute dtype (``grad_reduce_dtype``
+    ``compute``: the DeepSpeed/FSDP default) or in fp32 (``fp32``: Megatron-LM and NeMo under bf16, TorchTitan),
     and in their own dtype otherwise."""
     gather = float(prec.weight_bytes)
     if prec.name == "fp8-mixed":
         gather = float(STEP_MODEL.value("communication", "weight_gather_bytes_fp8_mixed"))
-    reduce = float(STEP_MODEL.value("communication", "gradient_reduce_bytes_mixed")) if prec.mixed \
-        else float(prec.grad_bytes)
+    if not prec.mixed:
+        reduce = float(prec.grad_bytes)
+    elif grad_reduce_dtype == "fp32":
+        reduce = float(STEP_MODEL.value("communication", "gradient_reduce_bytes_fp32"))
+    else:
+        reduce = float(STEP_MODEL.value("communication", "gradient_reduce_bytes_mixed"))
     return gather, reduce
 
 
-def communication_rule(prec: Any) -> str:
+def communication_rule(prec: Any, grad_reduce_dtype: str = "compute") -> str:
     """The communication dtypes of a precision, in words (the report's assumption)."""
-    gather, reduce = communication_dtypes(prec)
+    gather, reduce = communication_dtypes(prec, grad_reduce_dtype)
+    if not prec.mixed:
+        why = ""
+    elif grad_reduce_dtype == "fp32":
+        why = (" (--grad-reduce-dtype fp32: Megatron-LM and NeMo under bf16, TorchTitan's default; "
+               "analysis/predict/data/step_model.toml [communication])")
+    else:
+        why = (" (the 16-bit compute dtype, DeepSpeed's and FSDP's default; --grad-reduce-dtype fp32 for "
+               "Megatron-LM and NeMo under bf16 and for TorchTitan, analysis/predict/data/step_model.toml "
+               "[communication])")
     return (f"communication dtypes ({prec.name}): weight all-gathers {gather:g} B per element, gradient "
-            f"reduction {reduce:g} B per element"
-            + (" (DeepSpeed/FSDP default: the 16-bit compute dtype; Megatron-LM's bf16 default reduces in fp32, "
-               "analysis/predict/data/step_model.toml [communication])" if prec.mixed else ""))
+            f"reduction {reduce:g} B per element{why}")
 
 
 @dataclass
