@@ -284,16 +284,10 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     return profile
 
 
-def _attention_table_applies(eff: Efficiency) -> bool:
-    """A class rate (data/attention.toml) times fused attention unless the device was calibrated or the user set
-    the attention factor."""
-    f = eff.factors.get("attention")
-    return not eff.measured_device and not (f is not None and f.provenance == "given")
-
-
-def _gemm_table_applies(eff: Efficiency) -> bool:
-    """A size table rates GEMMs unless the device was calibrated or the user set the matmul factor."""
-    f = eff.factors.get("matmul")
+def _table_applies(eff: Efficiency, factor: str) -> bool:
+    """A published table (GEMMs by size, fused attention by device class) replaces the flat ``factor`` unless the
+    device was calibrated or the user set that factor."""
+    f = eff.factors.get(factor)
     return not eff.measured_device and not (f is not None and f.provenance == "given")
 
 
@@ -331,7 +325,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             d = expert_dtype
         return "fp8" if fp8_gemms and cls == "matmul" and d in ("bf16", "fp16") else d
 
-    attn_rate = attention_rate(device) if _attention_table_applies(eff) else None
+    attn_rate = attention_rate(device) if _table_applies(eff, "attention") else None
     used_rate: list[AttentionRate] = []
 
     def rate(cls: str, dtype_name: str, op: str = "") -> float:
@@ -362,7 +356,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         return tc * compute_share(r), (r.bytes_read + r.bytes_written) / bw
 
     curves: dict[str, GemmCurve | None] = {}
-    use_table = _gemm_table_applies(eff)
+    use_table = _table_applies(eff, "matmul")
 
     def gemm_bin(r: Any, cls: str) -> Any:
         if cls != "matmul" or not use_table:
