@@ -72,9 +72,11 @@ def test_monotone_in_batch_seq_and_devices(gpt2_train):
     inside = by_devices[:4]  # up to one node of 8: NVLink
     assert [p.step_s for p in inside] == sorted((p.step_s for p in inside), reverse=True)
     assert [p.tokens_per_s for p in inside] == sorted(p.tokens_per_s for p in inside)
-    # 16 devices span two nodes: the gradient all-reduce moves to the 25 GB/s inter-node links
-    # (2·15/16 of the fp32 gradients), 12x slower per byte than NVLink.
-    assert by_devices[4].communication["dp_s"] > 10 * by_devices[3].communication["dp_s"]
+    # 16 devices span two nodes: the gradient all-reduce (2·15/16 of the gradients against 2·7/8 at 8) crosses
+    # the nodes on their 8 × 25 GB/s links, 200 GB/s against NVLink's 300 GB/s: 15/14 × 3/2 = 1.61 × the time
+    # of the bytes (the latency of 30 ring steps at 20 µs, against 14 at 10 µs, comes on top)
+    ratio = by_devices[4].communication["dp_s"] / by_devices[3].communication["dp_s"]
+    assert 15 / 14 * 3 / 2 < ratio < 2.5
 
 
 def test_given_utilization_replaces_the_roofline(gpt2_train):

@@ -29,6 +29,8 @@ A100 = get_device("a100-80gb")
 GPT2 = str(Path(__file__).parent / "data" / "configs" / "tiny-gpt2")
 PSI = 124_439_808  # GPT-2 small's parameters (HF gpt2, tied head)
 INTER, INTRA = 25e9, 300e9
+# a group with k ranks in each node crosses the nodes on k NICs at once (NCCL runs one ring per NIC), up to NVLink
+INTER2, INTER4, INTER8 = 2 * INTER, 4 * INTER, min(8 * INTER, INTRA)
 
 
 def shape(**changes) -> ModelShape:
@@ -175,27 +177,28 @@ def test_expert_all_to_all_from_the_routing():
 def test_routed_experts_reduce_over_the_expert_data_parallel_ranks():
     """Expert parallelism: each device holds 1/ep of the routed experts, and their gradients are reduced over the
     dp/ep ranks that hold the same experts (Megatron's expert-data-parallel group). 2 GB of bf16 gradients, 75% in
-    experts, dp 16, ep 8: the dense 0.5 GB all-reduced over 16 ranks (2 nodes): 2 × 15/16 × 0.5 GB / 25 GB/s =
-    0.0375 s; the experts' 1.5 GB / 8 = 0.1875 GB over 2 ranks, ep × tp = 8 apart (one per node): 2 × 1/2 × 0.1875 GB
-    / 25 GB/s = 0.0075 s. Without the split (the model before): 2 × 15/16 × 2 GB / 25 GB/s = 0.15 s."""
+    experts, dp 16, ep 8: the dense 0.5 GB all-reduced over 16 ranks (2 nodes, 8 in each: 8 NICs, 200 GB/s):
+    2 × 15/16 × 0.5 GB / 200 GB/s; the experts' 1.5 GB / 8 = 0.1875 GB over 2 ranks, ep × tp = 8 apart (one per
+    node, one NIC): 2 × 1/2 × 0.1875 GB / 25 GB/s = 0.0075 s. Without the split: 2 × 15/16 × 2 GB / 200 GB/s."""
     moe = shape(experts=8, top_k=2, expert_weight_share=0.75, expert_grad_share=0.75)
     st = run(Layout(dp=16, ep=8, micro_batch=4), moe)
     dense, expert = 2 * 15 / 16 * 0.5e9, 2 * 1 / 2 * 0.1875e9
-    assert st.communication["dp_grad_all_reduce_s"] == pytest.approx((dense + expert) / INTER)
+    assert st.communication["dp_grad_all_reduce_s"] == pytest.approx(dense / INTER8 + expert / INTER)
     assert st.volumes["dp_bytes"] == pytest.approx(dense + expert)
     assert run(Layout(dp=16, micro_batch=4), moe).communication["dp_grad_all_reduce_s"] == \
-        pytest.approx(2 * 15 / 16 * 2e9 / INTER)  # ep 1: every expert on every rank, reduced over all 16
+        pytest.approx(2 * 15 / 16 * 2e9 / INTER8)  # ep 1: every expert on every rank, reduced over all 16
     # ZeRO-1: reduce-scatter and the gather of the updated weights, each group over its own ranks
     z1 = run(Layout(dp=16, ep=8, micro_batch=4, zero=1), moe)
-    assert z1.communication["dp_weight_gather_step_s"] == pytest.approx((15 / 16 * 0.5e9 + 1 / 2 * 0.1875e9) / INTER)
+    assert z1.communication["dp_weight_gather_step_s"] == pytest.approx(15 / 16 * 0.5e9 / INTER8
+                                                                        + 1 / 2 * 0.1875e9 / INTER)
 
 
 def test_expert_tensor_parallelism_folds_the_expert_groups_into_the_node():
     """MoE Parallel Folding (--etp 1 with TP 2, EP 8, dp 16 on nodes of 8): an expert-parallel group is 8 ranks 1
     apart, inside one node, where with etp = tp its ranks are 2 apart and span 16 devices (two nodes). The all-to-all
     bytes are the same (each device dispatches its tokens / tp); only the link changes. The experts' gradients:
-    1.5 GB / (ep·etp = 8) = 0.1875 GB per device, all-reduced over tp·dp/(ep·etp) = 4 ranks, 8 apart (inter-node):
-    2 × 3/4 × 0.1875 GB / 25 GB/s."""
+    1.5 GB / (ep·etp = 8) = 0.1875 GB per device, all-reduced over tp·dp/(ep·etp) = 4 ranks, 8 apart (inter-node,
+    one per node): 2 × 3/4 × 0.1875 GB / 25 GB/s. The dense gradients' dp group has 4 ranks in a node: 100 GB/s."""
     moe = shape(experts=8, top_k=2, expert_weight_share=0.75, expert_grad_share=0.75)
     classic = run(Layout(dp=16, tp=2, ep=8, micro_batch=4), moe)
     folded = run(Layout(dp=16, tp=2, ep=8, etp=1, micro_batch=4), moe)
@@ -203,9 +206,9 @@ def test_expert_tensor_parallelism_folds_the_expert_groups_into_the_node():
     assert classic.communication["ep_s"] == pytest.approx(classic.volumes["ep_bytes"] / INTER)
     assert folded.communication["ep_s"] == pytest.approx(folded.volumes["ep_bytes"] / INTRA)
     dense = 2 * 15 / 16 * 0.5e9 / 2  # the dense half per tp rank, over dp 16
-    assert folded.communication["dp_grad_all_reduce_s"] == pytest.approx((dense + 2 * 3 / 4 * 0.1875e9) / INTER)
+    assert folded.communication["dp_grad_all_reduce_s"] == pytest.approx(dense / INTER4 + 2 * 3 / 4 * 0.1875e9 / INTER)
     # etp = tp: 1.5 GB / 16 per device over dp/ep = 2 ranks
-    assert classic.communication["dp_grad_all_reduce_s"] == pytest.approx((dense + 2 * 1 / 2 * 1.5e9 / 16) / INTER)
+    assert classic.communication["dp_grad_all_reduce_s"] == pytest.approx(dense / INTER4 + 2 * 1 / 2 * 1.5e9 / 16 / INTER)
 
 
 def test_etp_is_checked():
@@ -252,8 +255,8 @@ def test_exposed_under_compute_windows():
 
 def test_zero3_prefetch_and_reduce_scatter_exposed_per_layer():
     st = run(Layout(dp=16, micro_batch=4, zero=3))  # one micro-batch; 4 layers
-    gather = 15 / 16 * 2e9 / INTER  # 0.075 s each way
-    rs = 15 / 16 * 2e9 / INTER  # bf16 gradients: 0.075 s
+    gather = 15 / 16 * 2e9 / INTER8  # 0.009375 s each way (8 NICs per node)
+    rs = 15 / 16 * 2e9 / INTER8  # bf16 gradients
     f, b = 1 / 16, 2 / 16  # this device's forward and backward
     g_l, r_l, fc, bc = gather / 4, rs / 4, f / 4, b / 4
     fwd_x = g_l + 3 * max(0.0, g_l - fc)
@@ -271,13 +274,13 @@ def test_zero3_prefetch_and_reduce_scatter_exposed_per_layer():
 
 def test_zero2_buckets_every_micro_batch_and_gathers_after_the_step():
     # dp 16, micro-batch 1: 4 micro-batches. DeepSpeed buckets of 5e8 elements × 2 B = 1 GB: 2 buckets of the
-    # 2 GB of gradients. Each micro-batch: reduce-scatter 15/16 × 2 GB / 25 GB/s = 0.075 s under 2/16/4 s of
-    # backward: the last bucket (0.0375 s) plus the other's excess over its 1/64 s of compute
+    # 2 GB of gradients. Each micro-batch: reduce-scatter 15/16 × 2 GB / 200 GB/s (8 NICs per node) under 2/16/4 s
+    # of backward: the last bucket plus any excess of the other over its 1/64 s of compute
     st = run(Layout(dp=16, micro_batch=1, zero=2))
     assert st.micro_batches == 4
-    rs_mb = 15 / 16 * 2e9 / INTER
+    rs_mb = 15 / 16 * 2e9 / INTER8
     per_mb = rs_mb / 2 + max(0.0, rs_mb / 2 - 2 / 16 / 4 / 2)
-    ag = 15 / 16 * 2e9 / INTER  # updated bf16 weights, after the optimizer: exposed
+    ag = 15 / 16 * 2e9 / INTER8  # updated bf16 weights, after the optimizer: exposed
     assert st.communication["dp_grad_reduce_scatter_exposed_s"] == pytest.approx(4 * per_mb)
     assert st.communication["dp_weight_gather_step_exposed_s"] == pytest.approx(ag)
     assert st.communication["dp_exposed_s"] == pytest.approx(4 * per_mb + ag)
@@ -285,20 +288,20 @@ def test_zero2_buckets_every_micro_batch_and_gathers_after_the_step():
 
 def test_gradient_reduction_after_the_backward_is_all_exposed():
     """Megatron-LM's default (--grad-reduce after-backward): the all-reduce of dp 16 over 2 nodes runs after the last
-    micro-batch's backward, so all of it is exposed: 2 × 15/16 × 2 GB of bf16 gradients over 25 GB/s = 0.15 s.
-    Overlapped (PyTorch DDP's 25 MiB buckets: ceil(2e9 / 26,214,400) = 77), each bucket's 0.15/77 s runs under the
-    next bucket's 0.125/77 s of backward (this device's 2/16 s): the last bucket shows, and 76 excesses."""
+    micro-batch's backward, so all of it is exposed: 2 × 15/16 × 2 GB of bf16 gradients over the node's 8 NICs,
+    200 GB/s = 0.01875 s. Overlapped (PyTorch DDP's 25 MiB buckets: ceil(2e9 / 26,214,400) = 77), each bucket's
+    0.01875/77 s runs under the next bucket's 0.125/77 s of backward (this device's 2/16 s): the last bucket shows."""
     over = run(Layout(dp=16, micro_batch=4))
     after = run(Layout(dp=16, micro_batch=4, grad_reduce="after-backward"))
-    ar = 2 * 15 / 16 * 2e9 / INTER
-    overlapped = ar / 77 + 76 * (ar - 2 / 16) / 77
+    ar = 2 * 15 / 16 * 2e9 / INTER8
+    overlapped = ar / 77 + 76 * max(0.0, ar - 2 / 16) / 77
     assert after.communication["dp_grad_all_reduce_s"] == pytest.approx(ar)
     assert after.communication["dp_grad_all_reduce_exposed_s"] == pytest.approx(ar)
     assert over.communication["dp_grad_all_reduce_exposed_s"] == pytest.approx(overlapped)
     assert after.step_s == pytest.approx(over.step_s + ar - overlapped)
     # ZeRO-1 (the distributed optimizer): the reduce-scatter after the backward, then the gather after the step
     z1 = run(Layout(dp=16, micro_batch=1, zero=1, grad_reduce="after-backward"))
-    rs = ag = 15 / 16 * 2e9 / INTER
+    rs = ag = 15 / 16 * 2e9 / INTER8
     assert z1.communication["dp_exposed_s"] == pytest.approx(rs + ag)
 
 
@@ -310,6 +313,24 @@ def test_grad_reduce_is_a_checked_choice_in_the_api_and_the_cli(capsys):
     assert Layout(dp=2, grad_reduce="after-backward").label().endswith("grad-reduce=after-backward")
     assert main(["predict", GPT2, "--mode", "train", "--grad-reduce", "later"]) == 2
     assert "--grad-reduce" in capsys.readouterr().err
+
+
+def test_a_group_crosses_the_nodes_on_the_nics_it_has_in_each_node():
+    """NCCL runs one ring per NIC: a group with k ranks in each node moves its inter-node share k links at a time
+    (8 × 25 GB/s of HDR InfiniBand on a DGX A100 for a full node), never faster than NVLink (300 GB/s)."""
+    w = g = 2 * PSI
+    names = lambda v: {c.name: c.node_ranks for c in v.collectives}  # noqa: E731
+    assert names(comm.dp_volume(w, g, 16, 0, dp_per_node=8)) == {"grad_all_reduce": 8}
+    assert names(comm.dp_volume(w, g, 16, 1, dp_per_node=2)) == {"grad_reduce_scatter": 2, "weight_gather_step": 2}
+    # HSDP in groups of 4: each group inside a node (4 of its ranks), the replica groups' members 4 apart: 2 a node
+    assert names(comm.dp_volume(w, g, 16, 3, dp_per_node=8, shard_group=4)) == {
+        "weight_gather_forward": 4, "weight_gather_backward": 4, "grad_reduce_scatter": 4, "grad_all_reduce_groups": 2}
+    st = run(Layout(dp=16, micro_batch=4, zero=3, shard_group=4))
+    assert st.communication["dp_grad_all_reduce_groups_s"] == pytest.approx(2 * 3 / 4 * 2e9 / 4 / INTER2)
+    # tp 2 (1 GB of gradients per rank): four ranks of each data-parallel group in a node, 100 GB/s; tp 8
+    # (0.25 GB): one, on its own 25 GB/s
+    assert run(Layout(dp=16, tp=2, micro_batch=4)).communication["dp_s"] == pytest.approx(2 * 15 / 16 * 1e9 / INTER4)
+    assert run(Layout(dp=2, tp=8, micro_batch=4)).communication["dp_s"] == pytest.approx(2 * 1 / 2 * 0.25e9 / INTER)
 
 
 def test_hsdp_step_uses_both_links():

@@ -94,14 +94,18 @@ def test_data_parallel_inside_a_node():
     assert sum(st.breakdown.values()) == pytest.approx(st.step_s)
 
 
-def test_data_parallel_across_nodes_uses_the_inter_node_link():
+def test_data_parallel_across_nodes_uses_the_nodes_inter_node_links():
     st = run(Layout(dp=16, micro_batch=4))
     assert st.volumes["dp_bytes"] == pytest.approx(2 * 15 / 16 * 4e9)
-    assert st.communication["dp_s"] == pytest.approx(7.5e9 / 25e9)
-    # each bucket (0.3 s / 153) outlasts its share of the 0.125 s backward: exposed is the last bucket and the
-    # excess of the other 152, i.e. 0.3 - 152/153 × 0.125
-    assert st.communication["dp_exposed_s"] == pytest.approx(0.3 - (BUCKETS - 1) / BUCKETS * 0.125)
-    assert st.step_s == pytest.approx(3 / 16 + 0.1 + 0.3 - (BUCKETS - 1) / BUCKETS * 0.125)
+    # 8 ranks of the ring in each node: NCCL runs one ring per NIC, 8 × 25 GB/s = 200 GB/s (under NVLink's 300)
+    assert st.communication["dp_s"] == pytest.approx(7.5e9 / 200e9)
+    # each bucket (0.0375 s / 153) is shorter than its share of the 0.125 s backward: the last one is exposed
+    assert st.communication["dp_exposed_s"] == pytest.approx(0.0375 / BUCKETS)
+    assert st.step_s == pytest.approx(3 / 16 + 0.1 + 0.0375 / BUCKETS)
+    # one rank per node (tp 8 takes the node): the ring crosses nodes on that rank's own 25 GB/s link
+    one = run(Layout(dp=2, tp=8, micro_batch=4))
+    assert one.volumes["dp_bytes"] == pytest.approx(2 * 1 / 2 * 4e9 / 8)
+    assert one.communication["dp_s"] == pytest.approx(0.5e9 / 25e9)
 
 
 def test_zero3_and_zeropp():
@@ -111,7 +115,7 @@ def test_zero3_and_zeropp():
     zpp = run(Layout(dp=16, micro_batch=4, zero=3, zeropp=True))
     # int8 forward gather of 1e9 weights + int4 gradients across nodes; bf16 backward gather inside the node of 8
     inter, intra = 15 / 16 * (1e9 + 0.5e9), 7 / 8 * 2e9
-    assert zpp.communication["dp_s"] == pytest.approx(inter / 25e9 + intra / 300e9)
+    assert zpp.communication["dp_s"] == pytest.approx(inter / 200e9 + intra / 300e9)  # 8 NICs per node
     assert zpp.step_s < z3.step_s
 
 

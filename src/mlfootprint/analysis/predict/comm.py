@@ -14,7 +14,9 @@ PyTorch FSDP, Sec. 3.2.1): sharding inside groups of s, replication across
 n/s groups, which all-reduce their gradient shards. ZeRO++ (Wang et al. 2023):
 int8 forward weight gathers (qwZ), the backward gather inside the node from a
 secondary partition (hpZ) and int4 gradients (qgZ): cross-node 3Ψ -> 0.75Ψ at
-16-bit. Overlap (exposed_under_compute): per-layer prefetch and bucketed
+16-bit. A group with k ranks in each node crosses the nodes on k NICs at once
+(NCCL builds one ring per NIC; Collective.node_ranks), up to the intra-node
+bandwidth. Overlap (exposed_under_compute): per-layer prefetch and bucketed
 reduction under the compute of the same window; the first gather and the last
 reduce are exposed.
 Megatron tensor parallelism (Shoeybi et al. 2019): 2 all-reduces in the
@@ -70,6 +72,7 @@ class Collective:
     inside_node: bool  # the group fits in one node (intra-node link)
     per_micro_batch: bool  # repeated every micro-batch (else once per step)
     formula: str
+    node_ranks: int = 1  # ranks of its group in one node: a group across nodes drives that many NICs at once
 
 
 @dataclass(frozen=True)
@@ -109,40 +112,45 @@ def dp_volume(weight_bytes: float, grad_bytes: float, n: int, zero: int, micro_b
     inside_n, inside_s = n <= dp_per_node, s <= dp_per_node
     colls: list[Collective] = []
 
-    def add(name: str, nbytes: float, steps: int, inside: bool, per_mb: bool, formula: str) -> None:
+    def add(name: str, nbytes: float, steps: int, inside: bool, per_mb: bool, formula: str,
+            node_ranks: int = 1) -> None:
         if nbytes > 0:
             times = m if per_mb else 1
-            colls.append(Collective(name, times * nbytes, times * steps, inside, per_mb, formula))
+            colls.append(Collective(name, times * nbytes, times * steps, inside, per_mb, formula, max(1, node_ranks)))
+
+    # ranks of one group in a node: the whole group (n or s ranks, adjacent after tp) up to the node's dp ranks;
+    # the replica groups' members are s apart, so a node holds dp_per_node // s of them
+    in_n, in_s, in_r = min(n, dp_per_node), min(s, dp_per_node), max(1, dp_per_node // s)
 
     if zero == 0:
         add("grad_all_reduce", all_reduce_volume(grad_bytes, n), 2 * (n - 1), inside_n, False,
-            "ring all-reduce 2(n-1)/n·Ψg once per step")
+            "ring all-reduce 2(n-1)/n·Ψg once per step", in_n)
     elif zero in (1, 2):
         add("grad_reduce_scatter", reduce_scatter_volume(grad_bytes, s), s - 1, inside_s, zero == 2,
-            f"reduce-scatter (s-1)/s·Ψg {'every micro-batch' if zero == 2 else 'once per step'}")
+            f"reduce-scatter (s-1)/s·Ψg {'every micro-batch' if zero == 2 else 'once per step'}", in_s)
         # only the trainable weights are updated, so only they are gathered back (in the weights' dtype)
         add("weight_gather_step", all_gather_volume(grad_bytes * weight_elem_bytes / grad_elem_bytes, s), s - 1,
-            inside_s, False, "all-gather of the updated weights (s-1)/s·Ψw once per step")
+            inside_s, False, "all-gather of the updated weights (s-1)/s·Ψw once per step", in_s)
     elif zeropp:
         # qwZ: forward gather in int8; hpZ: a secondary copy of the 16-bit weights sharded inside the node, so
         # the backward gather never leaves it; qgZ: gradients reduced in int4.
         node = max(1, min(dp_per_node, s))
         add("weight_gather_forward", all_gather_volume(weight_bytes * QWZ_ELEM_BYTES / weight_elem_bytes, s),
-            s - 1, inside_s, True, "qwZ: int8 weight all-gather (s-1)/s·Ψ·1 B per micro-batch")
+            s - 1, inside_s, True, "qwZ: int8 weight all-gather (s-1)/s·Ψ·1 B per micro-batch", in_s)
         add("weight_gather_backward", all_gather_volume(weight_bytes, node), node - 1, True, True,
             f"hpZ: backward weight all-gather inside the node ({node} ranks) from the secondary partition")
         add("grad_reduce_scatter", reduce_scatter_volume(grad_bytes * QGZ_ELEM_BYTES / grad_elem_bytes, s),
-            s - 1, inside_s, True, "qgZ: int4 gradient reduce-scatter (s-1)/s·Ψ·0.5 B per micro-batch")
+            s - 1, inside_s, True, "qgZ: int4 gradient reduce-scatter (s-1)/s·Ψ·0.5 B per micro-batch", in_s)
     else:
         add("weight_gather_forward", all_gather_volume(weight_bytes, s), s - 1, inside_s, True,
-            "forward weight all-gather (s-1)/s·Ψw per micro-batch")
+            "forward weight all-gather (s-1)/s·Ψw per micro-batch", in_s)
         add("weight_gather_backward", all_gather_volume(weight_bytes, s), s - 1, inside_s, True,
-            "backward weight all-gather (s-1)/s·Ψw per micro-batch")
+            "backward weight all-gather (s-1)/s·Ψw per micro-batch", in_s)
         add("grad_reduce_scatter", reduce_scatter_volume(grad_bytes, s), s - 1, inside_s, True,
-            "gradient reduce-scatter (s-1)/s·Ψg per micro-batch")
+            "gradient reduce-scatter (s-1)/s·Ψg per micro-batch", in_s)
     if zero >= 1 and r > 1:
         add("grad_all_reduce_groups", all_reduce_volume(grad_bytes / s, r), 2 * (r - 1), inside_n, False,
-            f"all-reduce of the gradient shard across the {r} replica groups 2(r-1)/r·Ψg/s once per step")
+            f"all-reduce of the gradient shard across the {r} replica groups 2(r-1)/r·Ψg/s once per step", in_r)
     intra = sum(c.nbytes for c in colls if c.inside_node)
     inter = sum(c.nbytes for c in colls if not c.inside_node)
     stage = {0: "data parallel", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3"}[zero] + ("++" if zeropp else "")

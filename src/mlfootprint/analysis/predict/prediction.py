@@ -227,7 +227,9 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
         out.append("work splits evenly over the dp × tp × cp devices (sequence parallelism under tensor parallelism); "
                    "pipeline stages by their blocks, the head and loss on the last; the slowest stage sets the step")
         out.append(f"rank order {RANK_ORDER}; a group uses intra-node bandwidth when it fits in one node of "
-                   f"{dev.devices_per_node or 1} devices, inter-node bandwidth otherwise")
+                   f"{dev.devices_per_node or 1} devices, inter-node bandwidth otherwise; a data-parallel group with "
+                   "k ranks in each node crosses the nodes on k links at once (NCCL runs one ring per NIC), up to "
+                   "the intra-node bandwidth")
     if shape.training and par.dp > 1:
         out.append(communication_rule(wl.precision_info, wl.grad_reduce_dtype))
     if par.tp > 1 and not par.tp_comm_overlap:

@@ -525,8 +525,10 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         c.volumes["dp_bytes"] += v.intra_bytes + v.inter_bytes
         formulas.append(v.formula)
         for k in v.collectives:  # the two groups' collectives of one kind run one after the other
+            # across nodes, NCCL runs one ring per NIC the group has in a node (k.node_ranks of them, each GPU
+            # with its own inter-node link): the node's share of the ring goes k times as fast, up to NVLink's rate
             bw, lat = (intra_bw, eff["collective_latency_intra_s"]) if k.inside_node else \
-                (inter_bw, eff["collective_latency_inter_s"])
+                (min(inter_bw * k.node_ranks, intra_bw), eff["collective_latency_inter_s"])
             times[k.name] = times.get(k.name, 0.0) + k.nbytes / (bw * net) + k.steps * lat
             c.volumes[f"dp_{k.name}_bytes"] = c.volumes.get(f"dp_{k.name}_bytes", 0.0) + k.nbytes
             if k.per_micro_batch:
