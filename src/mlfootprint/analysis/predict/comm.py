@@ -134,7 +134,7 @@ def dp_volume(weight_bytes: float, grad_bytes: float, n: int, zero: int, micro_b
     elif zeropp:
         # qwZ: forward gather in int8; hpZ: a secondary copy of the 16-bit weights sharded inside the node, so
         # the backward gather never leaves it; qgZ: gradients reduced in int4.
-        node = max(1, min(dp_per_node, s))
+        node = max(1, in_s)
         add("weight_gather_forward", all_gather_volume(weight_bytes * QWZ_ELEM_BYTES / weight_elem_bytes, s),
             s - 1, inside_s, True, "qwZ: int8 weight all-gather (s-1)/s·Ψ·1 B per micro-batch", in_s)
         add("weight_gather_backward", all_gather_volume(weight_bytes, node), node - 1, True, True,

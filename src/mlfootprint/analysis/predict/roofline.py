@@ -326,9 +326,10 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         return "fp8" if fp8_gemms and cls == "matmul" and d in ("bf16", "fp16") else d
 
     attn_rate = attention_rate(device) if _table_applies(eff, "attention") else None
-    used_rate: list[AttentionRate] = []
+    rated_by_class = False
 
     def rate(cls: str, dtype_name: str, op: str = "") -> float:
+        nonlocal rated_by_class
         fused_attention = cls == "attention" and _fused_attention(op)
         key = (cls, dtype_name, op.startswith("aten._grouped_mm"), fused_attention)
         r = rate_cache.get(key)
@@ -342,8 +343,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
                 p = peak
             share = eff[cls]
             if fused_attention and attn_rate is not None and d in ("bf16", "fp16"):
-                share = attn_rate.share
-                used_rate.append(attn_rate)
+                share, rated_by_class = attn_rate.share, True
             r = p * share
             rate_cache[key] = r
         return r
@@ -385,11 +385,11 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
     rates["vector"] = vector_rate
     rates["memory"] = bw
     table = next((c for c in curves.values() if c is not None), None) if bins else None
-    if used_rate:
+    if rated_by_class:
         fallbacks.append(f"16-bit fused attention on {device.id} rated by its class, not the flat attention factor: "
                          f"{attn_rate.how}")
     return Profile(phases, block_fwd, attn_fwd, fused, overhead, peak, peak_dtype, rates, fallbacks, overhead_source,
-                   gemm=table, gemm_bins=bins, attention=attn_rate if used_rate else None)
+                   gemm=table, gemm_bins=bins, attention=attn_rate if rated_by_class else None)
 
 
 def _build_profile_curves(trace: Any, records: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
