@@ -11,7 +11,7 @@ and the error is the predicted step time against it: ``predicted / published - 1
 
 A layout feature the predictor does not take yet (virtual pipeline stages ``vp``, context parallelism ``cp``, an
 FSDP sharding group, async TP, ...) is passed when ``mlfootprint.Workload`` has a field for it (torch.compile as
-``fusion="compiled"``, a row's ``fusion``, ``grad_reduce`` and ``grad_reduce_dtype`` as given);
+``fusion="compiled"``, a row's ``fusion``, ``attention``, ``grad_reduce`` and ``grad_reduce_dtype`` as given);
 otherwise the row says "not modelled: vp" and is counted apart. Context parallelism without a ``cp`` field is
 folded into data parallelism when the run has no pipeline (the same tokens and attention work per device), or
 else (or when the batch does not split over dp x cp replicas) into cp-times shorter sequences over cp-times
@@ -153,6 +153,11 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw[name] = run.get("fusion", "compiled")
         else:
             missing.append(f"fusion {run.get('fusion', 'compiled')}")
+    if run.get("attention", "sdpa") != "sdpa":  # the attention kernels of the framework's era (ATTENTION KERNEL)
+        if "attention" in accepted:
+            kw["attention"] = run["attention"]
+        else:
+            missing.append(f"attention {run['attention']}")
     if run.get("etp") is not None:  # MoE Parallel Folding's expert tensor parallelism
         if "etp" in accepted:
             kw["etp"] = run["etp"]

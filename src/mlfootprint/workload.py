@@ -26,7 +26,9 @@ OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adafactor", "adam-8bit", 
 RECOMPUTE = ("none", "selective", "full")
 OFFLOAD = ("none", "cpu", "nvme")
 QUANT = ("none", "int8", "int4", "fp8")
-ATTENTION = ("sdpa", "eager")
+# attention of Hugging Face models: transformers' SDPA (fused kernels), its eager code, or Megatron-LM's unfused
+# kernels of before FlashAttention (models/unfused_attention.py)
+ATTENTION = ("sdpa", "eager", "unfused")
 SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
 CP_COMM = ("ring", "all-to-all")  # context parallelism: ring attention (Megatron CP) or DeepSpeed-Ulysses
 # when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
@@ -80,7 +82,9 @@ class Workload:
             verbs take ``bf16-mixed`` (training) or ``bf16`` (serving) on a device whose catalog entry has a bf16
             peak, ``fp32`` otherwise (``verbs/runnable.py``, stated in the report's assumptions).
         optimizer: ``sgd``, ``sgd-momentum``, ``adam``, ``adamw``, ``adafactor``, ``adam-8bit``, ``lion``, ``zo-sgd``.
-        attention: ``sdpa`` (fused) or ``eager`` for Hugging Face models.
+        attention: ``sdpa`` (fused), ``eager`` (transformers' eager code) or ``unfused`` (Megatron-LM's
+            attention before FlashAttention: 16-bit scores, one fused scale-mask-softmax kernel, dropout, two
+            batched GEMMs) for Hugging Face models.
         gen_tokens: tokens generated per sequence in ``generate`` mode.
         micro_batch: samples per device per forward/backward (default: the per-replica batch / grad_accum).
         grad_accum: micro-batches accumulated per optimizer step.

@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 from ..core.errors import MissingExtraError, UserError
 from ..core.state import quiet_dependency_loggers
 from ..workload import Workload
+from . import unfused_attention
 from .architectures import ARCHITECTURES
 from .spec import BuiltModel, ModelSpec, MoEInfo
 
@@ -37,6 +38,10 @@ _LAYERDROP = ("layerdrop", "encoder_layerdrop", "decoder_layerdrop")
 # SpecAugment (wav2vec 2.0 family, Whisper): random time/feature masks, applied in training when a mask
 # probability is positive and `apply_spec_augment` (default true, absent from some configs) allows it.
 _SPEC_AUGMENT_PROBS = ("mask_time_prob", "mask_feature_prob")
+UNFUSED_NOTE = ("attention: unfused, as Megatron-LM ran it before FlashAttention (--attention unfused): a batched GEMM "
+                "writes the 16-bit T×T scores, one fused kernel scales, masks and soft-maxes them (16 bits in and "
+                "out), dropout saves a one-byte mask, a batched GEMM multiplies the values; the whole square is "
+                "computed (models/unfused_attention.py)")
 
 
 def transformers_module(what: str = "a Hugging Face model") -> Any:
@@ -338,7 +343,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         assumptions.append(f"MoE routing: balanced top-{moe.top_k} of {moe.experts} experts "
                            "(each token visits exactly k experts; capacity limits and drops not modelled)")
     kwargs: dict[str, Any] = {"dtype": getattr(torch, wl.precision_info.traced_param_dtype)}
-    want_attn = wl.attention
+    want_attn = unfused_attention.register(transformers) if wl.attention == "unfused" else wl.attention
     try:
         with _no_init(transformers), _ConstantSchedules():
             module = from_config(config, attn_implementation=want_attn, **kwargs)
@@ -347,7 +352,16 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
             raise UserError(f"model {spec.name!r} cannot be built: {exc}") from None
         with _no_init(transformers), _ConstantSchedules():
             module = from_config(config, attn_implementation="eager", **kwargs)
-        assumptions.append(f"{type(module).__name__} has no SDPA implementation in transformers; eager attention traced")
+        what = "takes no attention function (--attention unfused)" if wl.attention == "unfused" else \
+            "has no SDPA implementation"
+        assumptions.append(f"{type(module).__name__} {what} in transformers; eager attention traced")
+    else:
+        if wl.attention == "unfused":
+            # a model whose attention is its own code (BLOOM's ALiBi baddbmm) takes no attention function
+            takes_functions = bool(getattr(type(module), "_supports_attention_backend", False))
+            assumptions.append(UNFUSED_NOTE if takes_functions else
+                               f"{type(module).__name__} runs its own attention code, which takes no attention "
+                               "function in transformers: --attention unfused not applied, its eager attention traced")
     # Building without weight init skips transformers' own tying of input and output embeddings.
     if getattr(module, "tie_weights", None) is not None:
         module.tie_weights()

@@ -21,6 +21,7 @@ from ..core.progress import phase
 from ..core.state import isolated_global_state
 from ..models.build import build
 from ..models.spec import BuiltModel, ModelSpec
+from ..models.unfused_attention import NAME as UNFUSED_ATTENTION
 from ..workload import Workload
 from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
 from .mode import RecordingMode
@@ -572,7 +573,8 @@ def _hf_masks_as_on_real_tensors(fake: bool):
     batch×1×T×T mask, converts it to a float mask in every layer (saved for backward) and copies keys and
     values to all query heads: for Llama-3.1-405B at 8k tokens that is ~17 GB of masks and ~63 GB of
     key/value copies that a real run never allocates. During the trace the "sdpa" mask function is
-    replaced (through transformers' public AttentionMaskInterface registry, restored afterwards) by one
+    (and that of ``--attention unfused``, the same function) replaced (through transformers' public
+    AttentionMaskInterface registry, restored afterwards) by one
     that returns no mask exactly where the real-tensor logic would, and delegates otherwise (padding,
     sliding windows).
     """
@@ -581,20 +583,25 @@ def _hf_masks_as_on_real_tensors(fake: bool):
         yield
         return
     registry = masking.ALL_MASK_ATTENTION_FUNCTIONS
-    original = registry["sdpa"]
+    # SDPA's, and --attention unfused's, which builds its masks with SDPA's function (models/unfused_attention.py)
+    originals = {name: registry[name] for name in ("sdpa", UNFUSED_ATTENTION) if name in registry}
 
-    def sdpa_mask_as_real(*args: Any, **kwargs: Any) -> Any:
-        attention_mask = kwargs.get("attention_mask")
-        local_size = kwargs.get("local_size")
-        q_length = kwargs.get("q_length")
-        kv_length = kwargs.get("kv_length")
-        if (not args and attention_mask is None and q_length is not None and kv_length is not None
-                and (local_size is None or kv_length <= local_size) and (q_length == kv_length or q_length == 1)):
-            return None
-        return original(*args, **kwargs)
+    def as_real(original: Any) -> Any:
+        def sdpa_mask_as_real(*args: Any, **kwargs: Any) -> Any:
+            attention_mask = kwargs.get("attention_mask")
+            local_size = kwargs.get("local_size")
+            q_length = kwargs.get("q_length")
+            kv_length = kwargs.get("kv_length")
+            if (not args and attention_mask is None and q_length is not None and kv_length is not None
+                    and (local_size is None or kv_length <= local_size) and (q_length == kv_length or q_length == 1)):
+                return None
+            return original(*args, **kwargs)
+        return sdpa_mask_as_real
 
-    registry.register("sdpa", sdpa_mask_as_real)
+    for name, original in originals.items():
+        registry.register(name, as_real(original))
     try:
         yield
     finally:
-        registry.register("sdpa", original)
+        for name, original in originals.items():
+            registry.register(name, original)

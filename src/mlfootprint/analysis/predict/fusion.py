@@ -24,7 +24,8 @@ FUSION = SourcedConstants("analysis.predict", "fusion.toml", "fusion")
 _DESCRIPTION = {
     "none": "eager: every traced operator is its own kernel and pays its own memory traffic and launch",
     "fused": "fused-kernel stack (Megatron-LM / Transformer Engine): each chain of elementwise and normalization "
-             "operators between two matrix operators is one kernel; casts and copies stay separate",
+             "operators between two matrix operators is one kernel; casts and copies stay separate; a "
+             "softmax ends its kernel (its scale and mask fused in) and a softmax backward starts one",
     "compiled": "compiled (torch.compile / XLA): each chain of elementwise, normalization, cast and copy operators "
                 "between two matrix operators is one kernel",
 }
@@ -111,6 +112,8 @@ def fuse(records: Sequence[Any], mode: str, why: str = "") -> tuple[list[Any], F
         return list(records), summary
     fusible = set(FUSION.value("stacks", f"{mode}_classes"))
     phases = set(FUSION.value("stacks", "phases"))
+    ends = _ops(f"{mode}_chain_ends")  # a kernel of the stack that writes its output: the chain stops after it
+    starts = _ops(f"{mode}_chain_starts")  # one that starts from memory: a chain starts with it
     out: list[Any] = []
     chain: list[Any] = []
 
@@ -135,9 +138,11 @@ def fuse(records: Sequence[Any], mode: str, why: str = "") -> tuple[list[Any], F
 
     for r in records:
         if r.phase in phases and _op_class(r) in fusible:
-            if chain and chain[-1].phase != r.phase:
+            if chain and (chain[-1].phase != r.phase or r.op in starts):
                 close()
             chain.append(r)
+            if r.op in ends:
+                close()
             continue
         close()
         out.append(r)
@@ -149,6 +154,10 @@ def fuse(records: Sequence[Any], mode: str, why: str = "") -> tuple[list[Any], F
             summary.bytes_after += nbytes
     close()
     return out, summary
+
+
+def _ops(key: str) -> frozenset[str]:
+    return frozenset(FUSION.value("stacks", key)) if FUSION.has("stacks", key) else frozenset()
 
 
 def chain_bytes(chain: Iterable[Any]) -> tuple[int, int]:

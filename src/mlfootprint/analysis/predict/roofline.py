@@ -118,7 +118,7 @@ class Profile:
 
     phases: dict[str, PhaseProfile]
     block_forward: PhaseProfile  # forward ops inside repeated blocks (what full recomputation re-runs)
-    attention_forward: PhaseProfile  # unfused forward attention products (what selective recomputation re-runs)
+    attention_forward: PhaseProfile  # unfused attention's forward core (what selective recomputation re-runs)
     fused_recompute_flops: int  # FLOPs fused attention kernels recompute in backward (HFU only)
     per_op_overhead_s: float
     peak_flops: float  # dense peak of the workload's dtype (the MFU denominator)
@@ -222,13 +222,14 @@ def peak_for_precision(device: Any, precision: str) -> tuple[float, str]:
 def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None
                 ) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int, dict[str, dict[tuple, GemmBin]]]:
     """Sum each kernel's (compute, memory) time by phase, for the transformer blocks' forward and for
-    unfused attention's forward; total the recompute FLOPs of fused backward kernels. A kernel for which
+    unfused attention's forward core (its two products and every kernel between them); total the recompute FLOPs of fused backward kernels. A kernel for which
     ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes into that bin instead of the sums."""
     phases: dict[str, PhaseProfile] = {}
     block_fwd = PhaseProfile()
     attn_fwd = PhaseProfile()
     fused = 0
     bins: dict[str, dict[tuple, GemmBin]] = {}
+    core: str | None = None  # the module whose unfused attention core (scores product .. values product) is open
     for r in records:
         cls = op_class(r)
         binned = gemm_bin(r, cls) if gemm_bin is not None else None
@@ -250,8 +251,15 @@ def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None
         if r.phase == "forward":
             if _BLOCK_RE.search(r.module or ""):
                 block_fwd.add(cls, tc, tm, r)
-            if r.attention_flops and not _fused_attention(r.op):
+            # Selective recomputation (Korthikanti et al. 2022, Sec. 4.2) re-runs the attention core: from the
+            # scores product to the values product, with the softmax, mask and dropout between them.
+            product = bool(r.attention_flops) and not _fused_attention(r.op)
+            if core is not None and r.module != core:
+                core = None  # a product without its pair: the core ended where its module did
+            if product or core is not None:
                 attn_fwd.add(cls, tc, tm, r)
+            if product:
+                core = r.module if core is None else None
         elif r.phase == "backward":
             fused += r.recompute_flops
     return phases, block_fwd, attn_fwd, fused, bins

@@ -47,7 +47,8 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         experts=int(getattr(moe, "experts", 0) or facts.get("experts") or 0),
         top_k=int(getattr(moe, "top_k", 0) or facts.get("experts_per_token") or 0),
         training=wl.training,
-        trace_recompute=wl.recompute if wl.training else "none",
+        # a trace under --recompute selective is the trace without it (trace/transforms.py): it recomputed nothing
+        trace_recompute="full" if wl.training and wl.recompute == "full" else "none",
         traced_batch=wl.batch,
         reduce_bytes=float(stats.trainable * reduce_elem),
         weight_elem_bytes=weight_bytes / total if total else float(gather_elem),
