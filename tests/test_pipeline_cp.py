@@ -129,7 +129,16 @@ def test_all_to_all_context_parallel_volume_by_hand():
                           inter_node_bandwidth_bytes_per_s=1e9)
     st = step_time(profile(), shape(), Layout(cp=4, cp_comm="all-to-all", micro_batch=1), dev, EFF)
     assert st.volumes["cp_bytes"] == 18_432 * 16 * 16
+    assert st.communication["cp_s"] == pytest.approx(18_432 * 16 * 16 / 1e9)  # one node: all on its 1 GB/s links
     assert st.communication["cp_exposed_s"] == st.communication["cp_s"]  # not overlapped
+    # cp 16 over two nodes of 8: a rank's buffers go 7/16 to node peers (10 GB/s) and 8/16 over its own NIC (1 GB/s)
+    # at once: the NIC sets the time, 8/16 of the buffers where one link for all of them would carry 15/16
+    two = SimpleNamespace(id="two", devices_per_node=8, intra_node_bandwidth_bytes_per_s=10e9,
+                          inter_node_bandwidth_bytes_per_s=1e9)
+    wide = step_time(profile(), shape(tokens_per_sample=256, heads=16, kv_heads=16),
+                     Layout(cp=16, cp_comm="all-to-all", micro_batch=1), two, EFF)
+    buffers = wide.volumes["cp_bytes"] * 16 / 15
+    assert wide.communication["cp_s"] == pytest.approx(8 / 16 * buffers / 1e9)
 
 
 def test_gradients_reduce_over_dp_times_cp():

@@ -195,15 +195,19 @@ def test_routed_experts_reduce_over_the_expert_data_parallel_ranks():
 
 def test_expert_tensor_parallelism_folds_the_expert_groups_into_the_node():
     """MoE Parallel Folding (--etp 1 with TP 2, EP 8, dp 16 on nodes of 8): an expert-parallel group is 8 ranks 1
-    apart, inside one node, where with etp = tp its ranks are 2 apart and span 16 devices (two nodes). The all-to-all
-    bytes are the same (each device dispatches its tokens / tp); only the link changes. The experts' gradients:
+    apart, inside one node, where with etp = tp its ranks are 2 apart and span 16 devices (two nodes, 4 ranks in
+    each). The all-to-all bytes are the same (each device dispatches its tokens / tp); only the links change. The experts' gradients:
     1.5 GB / (ep·etp = 8) = 0.1875 GB per device, all-reduced over tp·dp/(ep·etp) = 4 ranks, 8 apart (inter-node,
     one per node): 2 × 3/4 × 0.1875 GB / 25 GB/s. The dense gradients' dp group has 4 ranks in a node: 100 GB/s."""
     moe = shape(experts=8, top_k=2, expert_weight_share=0.75, expert_grad_share=0.75)
     classic = run(Layout(dp=16, tp=2, ep=8, micro_batch=4), moe)
     folded = run(Layout(dp=16, tp=2, ep=8, etp=1, micro_batch=4), moe)
     assert folded.volumes["ep_bytes"] == pytest.approx(classic.volumes["ep_bytes"])
-    assert classic.communication["ep_s"] == pytest.approx(classic.volumes["ep_bytes"] / INTER)
+    # classic: 4 of the group's 8 ranks in each node. Of a rank's buffer B (the bytes sent are 7/8 B), 3/8 B goes to
+    # its 3 node peers over NVLink and 4/8 B to the 4 in the other node over its own NIC, at once
+    buffer = classic.volumes["ep_bytes"] * 8 / 7
+    assert classic.communication["ep_s"] == pytest.approx(max(3 / 8 * buffer / INTRA, 4 / 8 * buffer / INTER))
+    assert classic.communication["ep_s"] == pytest.approx(4 / 8 * buffer / INTER)
     assert folded.communication["ep_s"] == pytest.approx(folded.volumes["ep_bytes"] / INTRA)
     dense = 2 * 15 / 16 * 0.5e9 / 2  # the dense half per tp rank, over dp 16
     assert folded.communication["dp_grad_all_reduce_s"] == pytest.approx(dense / INTER4 + 2 * 3 / 4 * 0.1875e9 / INTER)
@@ -385,3 +389,22 @@ def test_hsdp_memory_shards_over_the_group():
     hsdp, four, eight = states(dp=8, shard_group=4), states(dp=4), states(dp=8)
     assert hsdp == four
     assert hsdp == pytest.approx(2 * eight, rel=0.01)
+
+
+def test_an_all_to_all_across_nodes_sends_to_node_peers_over_nvlink_and_to_the_rest_over_the_nic():
+    """An expert-parallel group of 32 ranks 1 apart on nodes of 8: of a rank's buffer B, 7/32 goes to its node
+    peers at 300 GB/s and 24/32 to the 24 ranks in other nodes over its own 25 GB/s link, at once; the NIC part
+    sets the time: 24/32 B / 25 GB/s, where one link for all of (31/32) B would take 31/24 as long."""
+    moe = shape(experts=32, top_k=2)
+    st = run(Layout(dp=32, ep=32, micro_batch=8), moe)
+    buffer = st.volumes["ep_bytes"] * 32 / 31
+    assert st.communication["ep_s"] == pytest.approx(24 / 32 * buffer / INTER)
+    assert comm.all_to_all_time(32e6, 32, 8, INTRA, INTER, 1.0) == pytest.approx(24e6 / INTER)
+    # inside a node only the intra-node link works; with one rank per node only the NIC
+    assert comm.all_to_all_time(8e6, 8, 8, INTRA, INTER, 1.0) == pytest.approx(7e6 / INTRA)
+    assert comm.all_to_all_time(8e6, 8, 1, INTRA, INTER, 1.0) == pytest.approx(7e6 / INTER)
+    # a fast NIC against a slow node link: the node part sets the time (16 ranks, 8 per node: 7/16 vs 8/16 of B)
+    assert comm.all_to_all_time(16e6, 16, 8, 10e9, 400e9, 1.0) == pytest.approx(7e6 / 10e9)
+    # the latency is one per peer, per all-to-all
+    assert comm.all_to_all_time(8e6, 8, 8, INTRA, INTER, 1.0, latency_s=1e-5, rounds=3) == \
+        pytest.approx(3 * (7e6 / INTRA + 7 * 1e-5))

@@ -3,7 +3,8 @@
 Megatron-LM (2019–2022) and Megatron-DeepSpeed write the T×T scores in 16 bits with a batched GEMM, scale, mask and
 soft-max them in one fused kernel (16 bits in and out), drop out the probabilities (a one-byte mask) and multiply
 the values with a second batched GEMM. Korthikanti et al. 2022 (arXiv:2205.05198, Sec. 4.1) count what that core
-saves per layer: 2·a·s²·b bytes of softmax output, a·s²·b of dropout mask and 2·a·s²·b of dropout output, 5·a·s²·b.
+saves per layer: 2·a·s²·b bytes of softmax output, a·s²·b of dropout mask and 2·a·s²·b of dropout output,
+5·a·s²·b in all.
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ Hugging Face's ``eager`` attention is not that kernel under mixed precision: CUD
 Megatron's sequence instead: the scale and the mask are elementwise operators right before the softmax (a fused
 stack runs them in the softmax's kernel, ``analysis/predict/data/fusion.toml``), and the softmax runs with autocast
 off, in the scores' dtype. It saves what Korthikanti et al. 2022 (arXiv:2205.05198, Sec. 4.1) count for the attention
-core, 5·a·s²·b bytes per layer in 16 bits with dropout: the softmax output (2), the dropout mask (1) and its output (2).
+core, 5·a·s²·b bytes per layer in 16 bits with dropout: the softmax output (2), the dropout mask (1) and its
+output (2).
 
 It is registered with transformers' own attention registry (``AttentionInterface``, with the SDPA mask builder,
 which gives no mask for a plain causal or unpadded model), so every model that takes an attention function runs it.

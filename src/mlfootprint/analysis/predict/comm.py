@@ -47,6 +47,22 @@ def all_to_all_volume(nbytes: float, n: int) -> float:
     return 0.0 if n <= 1 else (n - 1) / n * nbytes
 
 
+def all_to_all_time(nbytes: float, n: int, node_ranks: int, intra: float, inter: float, efficiency: float,
+                    latency_s: float = 0.0, rounds: float = 1.0) -> float:
+    """Time of ``rounds`` all-to-alls of ``nbytes`` per rank over n ranks, ``node_ranks`` of them in each node.
+
+    A rank keeps 1/n of its buffer and sends 1/n to each peer: to the node_ranks − 1 peers in its node over the
+    intra-node link, to the n − node_ranks others over its own inter-node link, both at once (NCCL's all-to-all
+    posts every peer's send together; each GPU of a DGX-class node has its own NIC). The slower of the two sets
+    the time; the latency is one per peer."""
+    if n <= 1 or rounds <= 0:
+        return 0.0
+    k = max(1, min(node_ranks, n))
+    inside = (k - 1) / n * nbytes / (intra * efficiency)
+    across = (n - k) / n * nbytes / (inter * efficiency) if n > k else 0.0
+    return rounds * (max(inside, across) + (n - 1) * latency_s)
+
+
 def tp_all_reduces_per_layer(training: bool, full_recompute: bool) -> int:
     """Megatron: 2 in forward (attention and MLP output), 2 in backward; a recomputed forward repeats its 2."""
     if not training:

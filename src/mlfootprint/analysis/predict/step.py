@@ -431,7 +431,8 @@ def _expert_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
     the capacity factor when the model states one; under balanced routing (ep-1)/ep of the copies leave the
     device. Dispatch and combine in forward, both again in backward, and once more with full recomputation."""
     # an expert-parallel group is ep ranks expert-tp apart (tp, or --etp under MoE Parallel Folding)
-    bw, lat = _link(links, eff, par.expert_tp * par.ep <= links[2])
+    inside = par.expert_tp * par.ep <= links[2]
+    _, lat = _link(links, eff, inside)
     per_layer = STEP_MODEL.value("expert_parallel", "all_to_all_per_layer_training" if shape.training else
                                  "all_to_all_per_layer_inference")
     if shape.training and par.recompute == "full":
@@ -439,14 +440,21 @@ def _expert_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
     moe_layers = shape.moe_layers if shape.moe_layers is not None else shape.layers
     count = per_layer * (moe_layers / par.pp) * m
     routed = act_elems * max(shape.top_k, 1) * (shape.capacity_factor or 1.0) / par.tp
-    vol = comm.all_to_all_volume(routed * shape.act_bytes, par.ep)
-    c.volumes["ep_bytes"] = vol * count
-    c.ep_s = count * comm.transfer_time(vol, bw, eff["network"], par.ep - 1, lat)
+    buffer = routed * shape.act_bytes
+    c.volumes["ep_bytes"] = comm.all_to_all_volume(buffer, par.ep) * count
+    c.ep_s = comm.all_to_all_time(buffer, par.ep, _group_ranks_per_node(par.ep, par.expert_tp, links[2]), links[0],
+                                  links[1], eff["network"], lat, count)
     cf = f", capacity factor {shape.capacity_factor:g}" if shape.capacity_factor else \
         " (no capacity factor stated: no padding, no drops)"
     c.notes.append(f"expert all-to-all: {per_layer:g} per MoE layer × {moe_layers} MoE layers per micro-batch, "
                    f"tokens × top-{max(shape.top_k, 1)} × hidden × {shape.act_bytes} B{cf}, (ep-1)/ep of it "
-                   "leaving the device (balanced routing); exposed (the experts wait for the dispatch)")
+                   "leaving the device (balanced routing), to peers in the node over its links and to the others "
+                   "over the device's own network link at once; exposed (the experts wait for the dispatch)")
+
+
+def _group_ranks_per_node(n: int, stride: int, per_node: int) -> int:
+    """Ranks of a group of n, ``stride`` ranks apart, that share one node of ``per_node`` devices."""
+    return max(1, min(n, per_node // max(1, stride)))
 
 
 def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
@@ -457,7 +465,8 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
     if not (shape.tokens_per_sample and shape.layers and shape.heads and shape.head_dim):
         raise UserError(f"--cp {par.cp} is modeled for transformer models (layers, heads, head size and sequence "
                         "length known); use --cp 1 for this model")
-    bw, lat = _link(links, eff, par.tp * par.cp <= links[2])  # CP ranks sit next to the TP ranks (Megatron order)
+    inside = par.tp * par.cp <= links[2]  # CP ranks sit next to the TP ranks (Megatron order): tp apart
+    bw, lat = _link(links, eff, inside)
     kv_heads = shape.kv_heads or shape.heads
     tokens = par.micro_batch * shape.tokens_per_sample / par.cp
     # layer passes of the slowest stage's blocks, summed over micro-batches
@@ -479,10 +488,13 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
         if shape.training:
             count += STEP_MODEL.value("context_parallel", "ulysses_all_to_all_per_layer_backward")
         per_layer = comm.all_to_all_volume(qkvo, par.cp) * count / 4  # qkvo holds the four buffers
-        vol = per_layer * layers
-        steps = count * (par.cp - 1) * layers
+        c.volumes["cp_bytes"] = per_layer * layers
+        # count all-to-alls of one buffer each per layer (qkvo / 4 bytes on average: the time is linear in bytes)
+        c.cp_s = comm.all_to_all_time(qkvo / 4, par.cp, _group_ranks_per_node(par.cp, par.tp, links[2]), links[0],
+                                      links[1], eff["network"], lat, count * layers)
         c.notes.append(f"context parallelism {par.cp}, all-to-all (DeepSpeed-Ulysses): Q, K, V and output exchanged "
                        "around attention in forward and backward, not overlapped")
+        return
     c.volumes["cp_bytes"] = vol
     c.cp_s = comm.transfer_time(vol, bw, eff["network"], int(steps), lat)
 
