@@ -343,7 +343,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         assumptions.append(f"MoE routing: balanced top-{moe.top_k} of {moe.experts} experts "
                            "(each token visits exactly k experts; capacity limits and drops not modelled)")
     kwargs: dict[str, Any] = {"dtype": getattr(torch, wl.precision_info.traced_param_dtype)}
-    want_attn = unfused_attention.register(transformers) if wl.attention == "unfused" else wl.attention
+    want_attn = unfused_attention.register() if wl.attention == "unfused" else wl.attention
     try:
         with _no_init(transformers), _ConstantSchedules():
             module = from_config(config, attn_implementation=want_attn, **kwargs)

@@ -65,7 +65,7 @@ def _repeat_heads(t: torch.Tensor, times: int) -> torch.Tensor:
     return t[:, :, None].expand(batch, kv_heads, times, length, dim).reshape(batch, kv_heads * times, length, dim)
 
 
-def register(transformers: Any) -> str:
+def register() -> str:
     """Register the function (and the SDPA mask builder for it) with transformers; returns its name.
 
     The registries are transformers' documented extension points; registering adds a name and changes no other."""

@@ -222,8 +222,9 @@ def peak_for_precision(device: Any, precision: str) -> tuple[float, str]:
 def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None
                 ) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int, dict[str, dict[tuple, GemmBin]]]:
     """Sum each kernel's (compute, memory) time by phase, for the transformer blocks' forward and for
-    unfused attention's forward core (its two products and every kernel between them); total the recompute FLOPs of fused backward kernels. A kernel for which
-    ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes into that bin instead of the sums."""
+    unfused attention's forward core (its two products and every kernel between them); total the recompute
+    FLOPs of fused backward kernels. A kernel for which ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes
+    into that bin instead of the sums."""
     phases: dict[str, PhaseProfile] = {}
     block_fwd = PhaseProfile()
     attn_fwd = PhaseProfile()

@@ -431,8 +431,7 @@ def _expert_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
     the capacity factor when the model states one; under balanced routing (ep-1)/ep of the copies leave the
     device. Dispatch and combine in forward, both again in backward, and once more with full recomputation."""
     # an expert-parallel group is ep ranks expert-tp apart (tp, or --etp under MoE Parallel Folding)
-    inside = par.expert_tp * par.ep <= links[2]
-    _, lat = _link(links, eff, inside)
+    _, lat = _link(links, eff, par.expert_tp * par.ep <= links[2])
     per_layer = STEP_MODEL.value("expert_parallel", "all_to_all_per_layer_training" if shape.training else
                                  "all_to_all_per_layer_inference")
     if shape.training and par.recompute == "full":
@@ -465,8 +464,7 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
     if not (shape.tokens_per_sample and shape.layers and shape.heads and shape.head_dim):
         raise UserError(f"--cp {par.cp} is modeled for transformer models (layers, heads, head size and sequence "
                         "length known); use --cp 1 for this model")
-    inside = par.tp * par.cp <= links[2]  # CP ranks sit next to the TP ranks (Megatron order): tp apart
-    bw, lat = _link(links, eff, inside)
+    bw, lat = _link(links, eff, par.tp * par.cp <= links[2])  # CP ranks sit next to the TP ranks: tp apart
     kv_heads = shape.kv_heads or shape.heads
     tokens = par.micro_batch * shape.tokens_per_sample / par.cp
     # layer passes of the slowest stage's blocks, summed over micro-batches
