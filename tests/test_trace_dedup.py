@@ -96,6 +96,14 @@ def test_gpu_target(name, precision):
     _assert_exact(_shallow(name), Workload(batch=1, seq=8, mode="train", precision=precision, hardware="h100-sxm"))
 
 
+@pytest.mark.parametrize("name,recompute", [("gpt3-175b", "none"), ("llama-3-8b", "selective")])
+def test_unfused_attention(name, recompute):
+    """--attention unfused: Megatron-LM's attention core (16-bit scores, softmax with autocast off, dropout with
+    GPT-3's attention dropout) is synthesized exactly too."""
+    _assert_exact(_shallow(name), Workload(batch=1, seq=8, mode="train", precision="bf16-mixed", hardware="h100-sxm",
+                                           attention="unfused", recompute=recompute))
+
+
 def _sweep_config(model_type: str, folder, depth: int, **extra):
     from tests.test_hf_sweep import CASES, _write_config
 
