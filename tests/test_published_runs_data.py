@@ -57,7 +57,7 @@ def test_every_run_is_complete_and_its_layout_multiplies_out(run):
         assert isinstance(run.get(key), typ), f"{run['id']}: {key} missing or not {typ.__name__}"
     assert run["split"] in pr.SPLITS
     assert run["precision"] in pr.PRECISIONS
-    assert run["recompute"] in ("none", "selective", "full")
+    assert run["recompute"] in ("none", "selective", "selective-op", "full")
     assert run["zero"] in (0, 1, 2, 3)
     assert len(run["passage"]) >= 30
     assert run["dp"] * run["tp"] * run["pp"] * run["cp"] == run["devices"]

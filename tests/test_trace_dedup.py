@@ -76,7 +76,8 @@ def test_catalog_model_inference(name):
     _assert_exact(_shallow(name), Workload(batch=2, seq=8, mode="inference"))
 
 
-@pytest.mark.parametrize("name,recompute", [("llama-2-7b", "full"), ("gpt2", "selective"), ("opt-125m", "full")])
+@pytest.mark.parametrize("name,recompute", [("llama-2-7b", "full"), ("gpt2", "selective"), ("opt-125m", "full"),
+                                            ("llama-3-8b", "selective-op")])
 def test_recompute(name, recompute):
     _assert_exact(_shallow(name), Workload(batch=1, seq=8, mode="train", recompute=recompute))
 

@@ -23,7 +23,9 @@ from .core.validate import MAX_COUNT
 MODES = ("inference", "train", "generate")
 PRECISIONS = PRECISION_NAMES
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adafactor", "adam-8bit", "lion", "zo-sgd")
-RECOMPUTE = ("none", "selective", "full")
+# selective: Korthikanti et al.'s attention core; selective-op: PyTorch selective activation checkpointing with
+# TorchTitan's 'op' policy (trace/transforms.py)
+RECOMPUTE = ("none", "selective", "selective-op", "full")
 OFFLOAD = ("none", "cpu", "nvme")
 QUANT = ("none", "int8", "int4", "fp8")
 # attention of Hugging Face models: transformers' SDPA (fused kernels), its eager code, or Megatron-LM's unfused
@@ -88,7 +90,9 @@ class Workload:
         gen_tokens: tokens generated per sequence in ``generate`` mode.
         micro_batch: samples per device per forward/backward (default: the per-replica batch / grad_accum).
         grad_accum: micro-batches accumulated per optimizer step.
-        recompute: activation recomputation, ``none``, ``selective`` or ``full``.
+        recompute: activation recomputation, ``none``, ``selective`` (Korthikanti et al.'s attention core),
+            ``selective-op`` (PyTorch selective activation checkpointing with TorchTitan's op policy: every other
+            matmul's and the attention kernel's outputs kept, the rest of each block re-run) or ``full``.
         zero: ZeRO stage 0-3; zeropp: ZeRO++ communication (with stage 3).
         shard_group: FSDP/HSDP sharding group: ZeRO shards inside groups of this many data-parallel ranks and
             replicates across the groups (None: the whole data-parallel group).

@@ -116,7 +116,9 @@ def apply_recompute(model: nn.Module, wl: Workload) -> list[str]:
     if wl.recompute == "selective":
         return ["selective recomputation (Korthikanti et al. 2022) recomputes attention's softmax/dropout; "
                 "with SDPA/flash attention those are not stored anyway, so the trace is unchanged"]
-    kwargs = {"use_reentrant": False}
+    kwargs: dict = {"use_reentrant": False}
+    if wl.recompute == "selective-op":
+        kwargs["context_fn"] = _op_policy_context
     if getattr(model, "activation_checkpointing_enable", None) is not None:  # transformers >= 5
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     elif getattr(model, "gradient_checkpointing_enable", None) is not None:
@@ -124,7 +126,37 @@ def apply_recompute(model: nn.Module, wl: Workload) -> list[str]:
     else:
         raise UserError("--recompute full needs a Hugging Face model (activation checkpointing); "
                         "for a custom model, checkpoint its blocks in your factory with torch.utils.checkpoint")
+    if wl.recompute == "selective-op":
+        return ["selective-op recomputation (PyTorch selective activation checkpointing with TorchTitan's 'op' "
+                "policy, torchtitan/parallelisms/parallelize_llama.py at 9dec370): each transformer block keeps "
+                "the outputs of every other matmul and of its attention kernel and re-runs the rest in backward"]
     return ["full recomputation: every transformer block's forward is re-run in backward (HF gradient checkpointing)"]
+
+
+# TorchTitan's 'op' policy (torchtitan/parallelisms/parallelize_llama.py, _save_list at 9dec370): the outputs of
+# matmuls and of the attention kernel are saved, except every second matmul of a block (counted separately in the
+# forward and in its recomputation); everything else is recomputed. The trace's attention kernel may be the CPU's
+# stand-in for the target's (trace/target.py), so every SDPA-family kernel counts as the attention kernel.
+_OP_SAVED = ("mm", "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+             "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu", "abs", "max")
+
+
+def _op_policy_context() -> tuple:
+    from collections import defaultdict
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    counts: dict[str, int] = defaultdict(int)
+
+    def policy(ctx, func, *args, **kwargs):  # noqa: ANN001, ANN202 - torch's policy signature
+        name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else ""
+        key = "recompute" if ctx.is_recompute else "forward"
+        if name == "mm":
+            counts[key] += 1
+        save = name in _OP_SAVED and func._overloadname == "default" and not (name == "mm" and counts[key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 def prepare_model(model: nn.Module, wl: Workload) -> list[str]:

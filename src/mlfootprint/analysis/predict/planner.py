@@ -255,6 +255,9 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     for name, v in (("--tp", tp), ("--pp", pp), ("--cp", cp)):
         if v is not None and devices % v:
             raise UserError(f"--devices {devices} is not divisible by {name} {v}")
+    if recompute is not None and recompute not in RECOMPUTE_CHOICES:
+        raise UserError(f"plan derives --recompute {', '.join(RECOMPUTE_CHOICES)} from one trace; --recompute "
+                        f"{recompute} needs its own trace: give the layout to predict or memory instead")
     fixed = (tp or 1) * (pp or 1) * (cp or 1)
     if devices % fixed:
         raise UserError(f"--devices {devices} is not divisible by the fixed --tp × --pp × --cp = {fixed}")

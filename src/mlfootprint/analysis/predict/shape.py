@@ -47,8 +47,9 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         experts=int(getattr(moe, "experts", 0) or facts.get("experts") or 0),
         top_k=int(getattr(moe, "top_k", 0) or facts.get("experts_per_token") or 0),
         training=wl.training,
-        # a trace under --recompute selective is the trace without it (trace/transforms.py): it recomputed nothing
-        trace_recompute="full" if wl.training and wl.recompute == "full" else "none",
+        # what the trace itself recomputed: full and selective-op run checkpointed blocks; a trace under --recompute
+        # selective is the trace without it (trace/transforms.py) and recomputed nothing
+        trace_recompute=wl.recompute if wl.training and wl.recompute in ("full", "selective-op") else "none",
         traced_batch=wl.batch,
         reduce_bytes=float(stats.trainable * reduce_elem),
         weight_elem_bytes=weight_bytes / total if total else float(gather_elem),
