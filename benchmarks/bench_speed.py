@@ -2,6 +2,7 @@
 
     python benchmarks/bench_speed.py                 # everything (several minutes on 2 cores)
     python benchmarks/bench_speed.py --only count    # one case: count, plan, memory, max-batch, claims, help
+    python benchmarks/bench_speed.py --repeat 3      # each figure the median of 3 runs, with their range
 
 Each command runs as a fresh process, as a user types it, first with an empty trace cache (cold: a new
 ``MLFOOTPRINT_CACHE_DIR``), then again with the cache the first run left (warm). For each run it prints the wall
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,38 +119,56 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
         return wall, max(usage.ru_maxrss * 1024.0, float(sampler.peak)), out.read().decode()
 
 
-def fmt(wall: float, rss: float, target: float | None) -> str:
+def fmt(wall: float, rss: float, target: float | None, walls: list[float] | None = None) -> str:
     verdict = "" if target is None else (f"  target ≤ {target:g} s: " + ("ok" if wall <= target else "OVER"))
     mem = f"peak memory {rss / 1e9:5.2f} GB" + ("" if rss <= RSS_TARGET_BYTES else " (OVER 1 GB)")
-    return f"{wall:7.2f} s   {mem}{verdict}"
+    spread = f" (median of {len(walls)}: {min(walls):.2f}–{max(walls):.2f} s)" if walls and len(walls) > 1 else ""
+    return f"{wall:7.2f} s{spread}   {mem}{verdict}"
+
+
+def summary(results: list[tuple[float, float, str]]) -> tuple[float, float, str, list[float]]:
+    """Runs of one measurement: (the median wall time, the largest peak memory, the last stdout, the walls)."""
+    walls = [r[0] for r in results]
+    return statistics.median(walls), max(r[1] for r in results), results[-1][2], walls
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", choices=[c[0] for c in CASES], help="run only these cases")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each measurement N times (each cold run with a new empty cache) and print the median "
+                         "and the range: this machine's run-to-run spread is larger than some targets' margins")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error(f"--repeat must be at least 1, got {args.repeat}")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                MLFOOTPRINT_NO_PROGRESS="1")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; each figure is one whole process")
     for name, argv, targets in CASES:
         if args.only and name not in args.only:
             continue
-        with tempfile.TemporaryDirectory(prefix="mlfootprint-cache-") as cache:
-            case_env = dict(env, MLFOOTPRINT_CACHE_DIR=cache)
-            tail = [] if name == "help" else ["--format", "json", "-o", str(Path(cache) / "report.json"), "--force"]
-            print(f"\nmlfootprint {' '.join(argv)}")
-            cold = run(MF + argv + tail, case_env)
-            print(f"  cold cache  {fmt(cold[0], cold[1], targets.get('cold'))}")
-            warm = run(MF + argv + tail, case_env)
-            print(f"  warm cache  {fmt(warm[0], warm[1], targets.get('warm'))}")
-            size = sum(p.stat().st_size for p in Path(cache).glob("*.trace"))
-            print(f"  cache: {len(list(Path(cache).glob('*.trace')))} trace(s), {size / 1e6:.1f} MB")
+        print(f"\nmlfootprint {' '.join(argv)}")
+        colds, warms = [], []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory(prefix="mlfootprint-cache-") as cache:
+                case_env = dict(env, MLFOOTPRINT_CACHE_DIR=cache)
+                tail = [] if name == "help" else ["--format", "json", "-o", str(Path(cache) / "report.json"),
+                                                  "--force"]
+                colds.append(run(MF + argv + tail, case_env))
+                warms.append(run(MF + argv + tail, case_env))
+                size = sum(p.stat().st_size for p in Path(cache).glob("*.trace"))
+                traces = len(list(Path(cache).glob("*.trace")))
+        cold, warm = summary(colds), summary(warms)
+        print(f"  cold cache  {fmt(cold[0], cold[1], targets.get('cold'), cold[3])}")
+        print(f"  warm cache  {fmt(warm[0], warm[1], targets.get('warm'), warm[3])}")
+        print(f"  cache: {traces} trace(s), {size / 1e6:.1f} MB")
         if name == "count":
             model, seq = argv[1], argv[argv.index("--seq") + 1]
-            base = run([sys.executable, "-c", FLOPCOUNTER, str(CATALOG / f"{model}.json"), seq], env)
-            print(f"  FlopCounterMode alone, same model and step (whole process): {fmt(base[0], base[1], None)}"
-                  f"   {float(base[2]):.4g} FLOPs")
-            for label, (wall, _, _) in (("cold", cold), ("warm", warm)):
+            baseline = [sys.executable, "-c", FLOPCOUNTER, str(CATALOG / f"{model}.json"), seq]
+            base = summary([run(baseline, env) for _ in range(args.repeat)])
+            print(f"  FlopCounterMode alone, same model and step (whole process): "
+                  f"{fmt(base[0], base[1], None, base[3])}   {float(base[2]):.4g} FLOPs")
+            for label, (wall, _, _, _) in (("cold", cold), ("warm", warm)):
                 ratio = wall / base[0]
                 print(f"  ratio {label}: {ratio:.2f} × FlopCounterMode (target ≤ {COUNT_RATIO_TARGET} cold: "
                       f"{'ok' if ratio <= COUNT_RATIO_TARGET else 'OVER'})")

@@ -123,21 +123,23 @@ def _built_facts(spec: ModelSpec, wl: Workload, kernel_used: dict[str, int], whe
     target = _target(wl, True)
     with isolated_global_state(), _quiet_torch_logs(), torch.inference_mode(False), torch.enable_grad(), where:
         step = _prepare(spec, wl, target)
-        model, built = step.model, step.built
-        unique = list(model.parameters())
-        tensors_in = [t for t in list(step.args) + list(step.kwargs.values()) if isinstance(t, torch.Tensor)]
-        notes = _kernel_notes(wl, target, model, kernel_used)
-        return {
-            "module_tree": module_tree(model), "params": _param_facts(model, built),
-            "param_bytes": sum(p.numel() * p.element_size() for p in unique),
-            "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()),
-            "input_bytes": sum(t.numel() * t.element_size() for t in tensors_in),
-            "inputs": [(tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in tensors_in],
-            "batch": int(tensors_in[0].shape[0]) if tensors_in and tensors_in[0].dim() > 0 else wl.batch,
-            "output_embedding": _output_embedding(model), "tokens": built.tokens, "token_unit": built.token_unit,
-            "causal": built.causal, "moe": MoEFacts(built.moe.experts, built.moe.top_k) if built.moe is not None else None,
-            "assumptions": built.assumptions + step.notes + notes,
-        }
+    # The facts are read outside the build's context: under torch.device("meta") every tensor method (numel on
+    # each parameter of a 126-layer stack) goes through the device mode's Python __torch_function__.
+    model, built = step.model, step.built
+    unique = list(model.parameters())
+    tensors_in = [t for t in list(step.args) + list(step.kwargs.values()) if isinstance(t, torch.Tensor)]
+    notes = _kernel_notes(wl, target, model, kernel_used)
+    return {
+        "module_tree": module_tree(model), "params": _param_facts(model, built),
+        "param_bytes": sum(p.numel() * p.element_size() for p in unique),
+        "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()),
+        "input_bytes": sum(t.numel() * t.element_size() for t in tensors_in),
+        "inputs": [(tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in tensors_in],
+        "batch": int(tensors_in[0].shape[0]) if tensors_in and tensors_in[0].dim() > 0 else wl.batch,
+        "output_embedding": _output_embedding(model), "tokens": built.tokens, "token_unit": built.token_unit,
+        "causal": built.causal, "moe": MoEFacts(built.moe.experts, built.moe.top_k) if built.moe is not None else None,
+        "assumptions": built.assumptions + step.notes + notes,
+    }
 
 
 # ------------------------------------------------------------------------------------------ the named steps
