@@ -133,19 +133,14 @@ def apply_recompute(model: nn.Module, wl: Workload) -> list[str]:
     return ["full recomputation: every transformer block's forward is re-run in backward (HF gradient checkpointing)"]
 
 
-# TorchTitan's 'op' policy (torchtitan/parallelisms/parallelize_llama.py, _save_list at 9dec370): the outputs of
-# matmuls and of the attention kernel are saved, except every second matmul of a block (counted separately in the
-# forward and in its recomputation); everything else is recomputed. The trace's attention kernel may be the CPU's
-# stand-in for the target's (trace/target.py), so every SDPA-family kernel counts as the attention kernel.
-_OP_SAVED = ("mm", "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-             "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu", "abs", "max")
-
-
 def _op_policy_context() -> tuple:
+    """TorchTitan's 'op' policy (data file [recompute] selective_op_saved): the outputs of the listed operators are
+    kept, except every second matmul of a block; everything else is recomputed."""
     from collections import defaultdict
 
     from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
+    saved = frozenset(CONSTANTS.value("recompute", "selective_op_saved"))
     counts: dict[str, int] = defaultdict(int)
 
     def policy(ctx, func, *args, **kwargs):  # noqa: ANN001, ANN202 - torch's policy signature
@@ -153,7 +148,7 @@ def _op_policy_context() -> tuple:
         key = "recompute" if ctx.is_recompute else "forward"
         if name == "mm":
             counts[key] += 1
-        save = name in _OP_SAVED and func._overloadname == "default" and not (name == "mm" and counts[key] % 2 == 0)
+        save = name in saved and func._overloadname == "default" and not (name == "mm" and counts[key] % 2 == 0)
         return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
 
     return create_selective_checkpoint_contexts(policy)
