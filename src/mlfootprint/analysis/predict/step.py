@@ -518,11 +518,12 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     expert_ranks = par.tp * ranks // (par.ep * etp) if (par.tp * ranks) % (par.ep * etp) == 0 else 0
     experts = par.ep > 1 and expert_ranks >= 1 and (shape.expert_weight_share or shape.expert_grad_share)
     ws, gs = (shape.expert_weight_share, shape.expert_grad_share) if experts else (0.0, 0.0)
-    groups = [(weights * (1 - ws), grads * (1 - gs), ranks, max(1, dpn // par.tp),
+    groups = [(weights * (1 - ws), grads * (1 - gs), ranks, _group_ranks_per_node(ranks, par.tp, dpn),
                par.shard_group * par.cp if par.shard_group else None)]
     if experts:
         split = par.tp / (par.ep * etp)  # weights above are per tp rank: per expert shard instead
-        groups.append((weights * ws * split, grads * gs * split, expert_ranks, max(1, dpn // (etp * par.ep)), None))
+        groups.append((weights * ws * split, grads * gs * split, expert_ranks,
+                       _group_ranks_per_node(expert_ranks, etp * par.ep, dpn), None))
     net = eff["network"]
     times: dict[str, float] = {}
     per_mb: set[str] = set()
