@@ -152,6 +152,33 @@ def test_published_figures_agree_with_the_other_figures_their_sources_print():
     assert checked == 16 + 9 + 10
 
 
+def test_torchtitan_a100_throughputs_reproduce_the_docs_mfu_column():
+    # TorchTitan at 1ea476e9f (torchtitan/utils.py get_num_flop_per_token, train.py): MFU = (6·N + 12·l·H·q·s) × WPS /
+    # 312 TFLOP/s, N every parameter (untied embedding and output). N by hand from each Llama's dimensions:
+    # 2·V·h + l·(2·h² (q, o) + 2·h·kv (k, v) + 3·h·ffn + 2·h (norms)) + h. The check holds only with the
+    # sequence lengths the rows take from the train configs (8,192 for Llama 3, 4,096 for Llama 2).
+    dims = {"llama-3-8b": (128256, 4096, 32, 1024, 14336), "llama-3-70b": (128256, 8192, 80, 1024, 28672),
+            "llama-2-13b": (32000, 5120, 40, 5120, 13824), "llama-2-70b": (32000, 8192, 80, 1024, 28672)}
+    rows = [r for r in DS.runs if r["source"] == "torchtitan-a100-2024"]
+    assert len(rows) == 6 and all(r["split"] == "calibration" for r in rows)
+    for run in rows:
+        v, h, l, kv, ffn = dims[run["model"]]
+        n = 2 * v * h + l * (2 * h * h + 2 * h * kv + 3 * h * ffn + 2 * h) + h
+        flop_per_token = 6 * n + 12 * l * h * run["seq"]  # heads × head dim = h
+        mfu = float(re.search(r"\| ([\d.]+)% \|$", run["passage"]).group(1)) / 100
+        assert flop_per_token * run["published"]["value"] / 312e12 == pytest.approx(mfu, abs=0.0006), run["id"]
+
+
+def test_the_a100_gemm_level_is_calibrated_on_calibration_rows_only():
+    # gemm.toml's [a100] calibrated_scale names the runs it was chosen from; every one of them is a calibration row
+    gemm = tomllib.loads((ROOT / "src" / "mlfootprint" / "analysis" / "predict" / "data" / "gemm.toml").read_text())
+    entry = gemm["a100"]["calibrated_scale"]
+    assert entry["provenance"] == "calibrated" and "torchtitan-a100-" in entry["source"]
+    named = [r for r in DS.runs if r["id"].startswith("torchtitan-a100-")]
+    assert len(named) == 6 and {r["split"] for r in named} == {"calibration"}
+    assert DS.sources["torchtitan-a100-2024"]["split"] == "calibration"
+
+
 def test_korthikanti_iteration_times_reproduce_the_papers_mfu():
     # Korthikanti et al. 2022, model FLOPs per iteration 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)); MFU against
     # 312 TFLOP/s: the paper prints 41.5% (22B), 51.4% (175B), 56.0% (530B), 56.3% (1T) for the present work.

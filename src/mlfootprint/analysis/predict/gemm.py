@@ -80,6 +80,12 @@ def class_curve(cls: str) -> GemmCurve:
                      + [(math.log2(f), float(rate) / float(GEMM.value(cls, "peak_flops")))])
         how = (f"{cls} ceiling: {GEMM.source(cls, 'ceiling')}; below it the {base.device_class} curve scaled by "
                f"{scale:.3f} ({GEMM.source(cls, 'shape_from')})")
+    if GEMM.has(cls, "calibrated_scale"):
+        # The level of a class with no sweep, set from published training runs of the calibration split (the data
+        # file names them): every point, the ceiling included, times the factor.
+        factor = float(GEMM.value(cls, "calibrated_scale"))
+        pts = [(x, min(1.0, y * factor)) for x, y in pts]
+        how += f"; the whole curve times {factor:.3f} ({GEMM.source(cls, 'calibrated_scale')})"
     curve = GemmCurve(cls, tuple(p[0] for p in pts), tuple(p[1] for p in pts), how)
     _curves[cls] = curve
     return curve
