@@ -408,3 +408,43 @@ def test_an_all_to_all_across_nodes_sends_to_node_peers_over_nvlink_and_to_the_r
     # the latency is one per peer, per all-to-all
     assert comm.all_to_all_time(8e6, 8, 8, INTRA, INTER, 1.0, latency_s=1e-5, rounds=3) == \
         pytest.approx(3 * (7e6 / INTRA + 7 * 1e-5))
+
+
+@pytest.mark.parametrize("config, parallel", [
+    ({"model_type": "gptj"}, True), ({"model_type": "phi"}, True), ({"model_type": "cohere"}, True),
+    ({"model_type": "gpt_neox"}, True), ({"model_type": "gpt_neox", "use_parallel_residual": False}, False),
+    ({"model_type": "stablelm"}, False), ({"model_type": "stablelm", "use_parallel_residual": True}, True),
+    ({"model_type": "falcon"}, True), ({"model_type": "falcon", "parallel_attn": False}, False),
+    ({"model_type": "falcon", "parallel_attn": False, "new_decoder_architecture": True}, True),
+    ({"model_type": "llama"}, False), ({"model_type": "gpt2"}, False),
+])
+def test_parallel_blocks_are_read_from_the_config(config, parallel):
+    from mlfootprint.models.facts import facts_from_config
+    assert bool(facts_from_config(config).get("parallel_block")) is parallel
+
+
+def test_a_parallel_residual_model_all_reduces_three_times_per_layer_not_four(tmp_path):
+    # The same tiny GPT-NeoX with use_parallel_residual true and false: identical shapes and activations, so the
+    # TP volume is per-layer all-reduces × the same volume each: 3/4 in training, 1/2 in inference (prefill)
+    cfg = json.loads((Path(__file__).parent / "data" / "configs" / "tiny-gpt-neox" / "config.json").read_text())
+    assert cfg["use_parallel_residual"] is True
+    sequential = tmp_path / "tiny-gpt-neox-sequential"
+    sequential.mkdir()
+    (sequential / "config.json").write_text(json.dumps({**cfg, "use_parallel_residual": False}))
+    parallel = str(Path(__file__).parent / "data" / "configs" / "tiny-gpt-neox")
+
+    def tp_bytes(model: str, mode: str) -> tuple[float, dict]:
+        wl = Workload(batch=8, seq=32, mode=mode, hardware="a100-80gb", devices=8, tp=2, precision="bf16-mixed")
+        rep = mf.predict(model, wl)
+        return rep.sections["time"]["communication_volume"]["tp_bytes"], rep
+
+    par_train, rep = tp_bytes(parallel, "train")
+    seq_train, _ = tp_bytes(str(sequential), "train")
+    # one all-reduce of b·s·h bf16 elements over 2 ranks: 2·(1/2)·(micro-batch 2 × 32 × 64)·2 bytes; 2 layers, 1 micro-batch
+    one = 2 * 1 / 2 * 2 * 32 * 64 * 2
+    assert seq_train == pytest.approx(4 * 2 * one) and par_train == pytest.approx(3 * 2 * one)
+    assert rep.sections["model"]["parallel_block"] is True
+    assert any("parallel attention+MLP blocks" in a and "3 per layer" in a for a in rep.assumptions)
+    par_inf, _ = tp_bytes(parallel, "inference")
+    seq_inf, _ = tp_bytes(str(sequential), "inference")
+    assert par_inf == pytest.approx(seq_inf / 2)

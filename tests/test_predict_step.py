@@ -8,6 +8,7 @@ tests/test_predict_comm.py); the shape here reduces its 4 GB of gradients in one
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -129,6 +130,22 @@ def test_tensor_parallel_all_reduces():
     across = run(Layout(dp=1, tp=16, micro_batch=64))  # a TP group larger than a node: inter-node link
     vol16 = 2 * 15 / 16 * 64 * 2048 * 1024 * 2
     assert across.communication["tp_s"] == pytest.approx(16 * vol16 / 25e9)
+
+
+def test_parallel_block_all_reduces_the_summed_outputs_once_in_the_forward():
+    # GPT-NeoX's gpt_j_residual: one forward all-reduce of attn + mlp per layer; the backward keeps one per branch
+    assert [comm.tp_all_reduces_per_layer(False, False), comm.tp_all_reduces_per_layer(True, False),
+            comm.tp_all_reduces_per_layer(True, True)] == [2, 4, 6]
+    assert [comm.tp_all_reduces_per_layer(False, False, True), comm.tp_all_reduces_per_layer(True, False, True),
+            comm.tp_all_reduces_per_layer(True, True, True)] == [1, 3, 4]
+    parallel = dataclasses.replace(SHAPE, parallel_block=True)
+    one = 2 * 1 / 2 * 16 * 2048 * 1024 * 2  # as in test_tensor_parallel_all_reduces
+    st = step_time(profile(0.0), parallel, Layout(dp=4, tp=2, micro_batch=16), A100, efficiency_for(A100, EXACT))
+    assert st.volumes["tp_bytes"] == pytest.approx(3 * 4 * one)  # 3 per layer × 4 layers × 1 micro-batch
+    assert st.communication["tp_s"] == pytest.approx(12 * one / 300e9)
+    full = step_time(profile(0.0), parallel, Layout(dp=4, tp=2, micro_batch=16, recompute="full"), A100,
+                     efficiency_for(A100, EXACT))
+    assert full.volumes["tp_bytes"] == pytest.approx(4 * 4 * one)
 
 
 def test_pipeline_bubble():

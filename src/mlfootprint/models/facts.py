@@ -36,7 +36,23 @@ def facts_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
         out["head_dim"] = cfg.get("head_dim") or out["hidden"] // out["heads"]
     if out.get("ffn") is None and out.get("hidden") and cfg.get("model_type") in ARCHITECTURES.value("defaults", "ffn_four_times_hidden"):
         out["ffn"] = 4 * out["hidden"]
+    if parallel_block(cfg):
+        out["parallel_block"] = True
     return {k: v for k, v in out.items() if v is not None}
+
+
+def parallel_block(cfg: dict[str, Any]) -> bool:
+    """Whether the config's blocks run attention and the MLP in parallel on one input (data file [parallel_block])."""
+    model_type = cfg.get("model_type")
+    if model_type in ARCHITECTURES.value("parallel_block", "always"):
+        return True
+    by_key = ARCHITECTURES.value("parallel_block", "by_config_key").get(model_type)
+    if by_key is None:
+        return False
+    key, default = by_key
+    if model_type == "falcon" and cfg.get("new_decoder_architecture"):
+        return True  # FalconDecoderLayer: the new architecture always adds attention and MLP in parallel
+    return bool(cfg.get(key, default))
 
 
 # Facts that count things a model has at least one of; a config giving 0, a negative or a fractional count (or

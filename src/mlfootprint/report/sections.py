@@ -74,6 +74,7 @@ class ModelSection(Section):
     image_size: int | None = None
     patch_size: int | None = None
     architecture: str | None = None
+    parallel_block: bool | None = None  # attention and MLP side by side on one input (GPT-J, GPT-NeoX, Falcon, Phi)
     params: int | None = None  # track: parameters of the tracked module (its own count, not a trace's)
 
 

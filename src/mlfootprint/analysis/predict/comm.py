@@ -63,11 +63,18 @@ def all_to_all_time(nbytes: float, n: int, node_ranks: int, intra: float, inter:
     return rounds * (max(inside, across) + (n - 1) * latency_s)
 
 
-def tp_all_reduces_per_layer(training: bool, full_recompute: bool) -> int:
-    """Megatron: 2 in forward (attention and MLP output), 2 in backward; a recomputed forward repeats its 2."""
+def tp_all_reduces_per_layer(training: bool, full_recompute: bool, parallel_block: bool = False) -> int:
+    """Megatron: 2 in forward (attention and MLP output), 2 in backward; a recomputed forward repeats its 2.
+
+    A parallel attention+MLP block sums the two row-parallel outputs and all-reduces the sum once in the forward;
+    its backward still all-reduces the input gradient of each branch's column-parallel layer (GPT-NeoX,
+    megatron/model/transformer.py ParallelTransformerLayer with gpt_j_residual: "we can do a single allreduce
+    after we add mlp / attn outputs"; each branch enters through its own copy_to_model_parallel_region).
+    """
+    forward = 1 if parallel_block else 2
     if not training:
-        return 2
-    return 6 if full_recompute else 4
+        return forward
+    return forward + 2 + (forward if full_recompute else 0)
 
 
 # ZeRO++ (Wang et al. 2023, arXiv:2306.10209, Sec. 4): qwZ gathers weights block-quantized to int8 (1 byte per

@@ -36,6 +36,7 @@ class DecodeModel:
     hidden: int
     act_bytes: int
     forward_ops: int
+    parallel_block: bool = False  # attention and MLP side by side: one TP all-reduce per layer, not two
 
 
 
@@ -78,6 +79,7 @@ def decode_model(spec: Any, wl: Any, trace: Any) -> DecodeModel | None:
         hidden=int(hidden),
         act_bytes=act,
         forward_ops=len(fwd),
+        parallel_block=bool(facts.get("parallel_block")),
     )
 
 
@@ -179,7 +181,8 @@ def decode_line(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff
         bw = intra if inside else (device.inter_node_bandwidth_bytes_per_s or intra)
         lat = eff["collective_latency_intra_s"] if inside else eff["collective_latency_inter_s"]
         vol = comm.all_reduce_volume(batch * dm.hidden * dm.act_bytes, par.tp)
-        tp_s = 2 * dm.layers / par.pp * comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)
+        per_layer = comm.tp_all_reduces_per_layer(False, False, dm.parallel_block)
+        tp_s = per_layer * dm.layers / par.pp * comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)
     p2p_s = 0.0
     if par.pp > 1:
         inside = par.tp * par.pp <= int(device.devices_per_node or 1)

@@ -60,6 +60,7 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         kv_heads=facts.get("kv_heads") or facts.get("heads"),
         expert_weight_share=(stats.expert or 0) / total if total else 0.0,
         expert_grad_share=expert_trainable / trainable if trainable else 0.0,
+        parallel_block=bool(facts.get("parallel_block")),
         head_dim=facts.get("head_dim") or ((facts.get("hidden") // facts.get("heads"))
                                            if facts.get("hidden") and facts.get("heads") else None),
     )

@@ -114,6 +114,7 @@ class ModelShape:
     # holds 1/(ep·etp) of them, reduced over the expert-data-parallel ranks (tp·dp·cp/(ep·etp)); the rest over dp·cp.
     expert_weight_share: float = 0.0
     expert_grad_share: float = 0.0
+    parallel_block: bool = False  # attention and MLP side by side on one input (one forward TP all-reduce per layer)
 
     @property
     def scale(self) -> float:
@@ -399,7 +400,12 @@ def _tensor_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
     dpn = links[2]
     inside = par.tp <= dpn
     bw, lat = _link(links, eff, inside)
-    count = comm.tp_all_reduces_per_layer(shape.training, par.recompute == "full") * (shape.layers / par.pp) * m
+    per_layer = comm.tp_all_reduces_per_layer(shape.training, par.recompute == "full", shape.parallel_block)
+    count = per_layer * (shape.layers / par.pp) * m
+    if shape.parallel_block:
+        c.notes.append(f"parallel attention+MLP blocks: the two outputs are summed before one tensor-parallel all-reduce "
+                       f"in the forward, the backward all-reduces each branch's input gradient ({per_layer} per layer "
+                       "and micro-batch, GPT-NeoX's gpt_j_residual)")
     vol = comm.all_reduce_volume(act_elems * shape.act_bytes, par.tp)
     c.volumes["tp_bytes"] = vol * count
     c.tp_s = count * comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)
