@@ -99,6 +99,9 @@ class RecordingMode(TorchDispatchMode):
         self._node_module: dict[int, str] = {}  # autograd sequence number → module path
         self._param_module: dict[int, str] = {}  # id(parameter) → owning module (gradient accumulation)
         self._scan_paths: set[str] = set()  # state-space mixers: their activation products are scans
+        # storages holding a causal sliding-window mask (and what is computed from it, e.g. SDPA's float bias), with
+        # the window: registered where transformers builds the mask (trace/run.py), dropped when the storage is freed
+        self.windows: dict[int, int] = {}
 
     # -- storage tracking -------------------------------------------------
     def _track_outputs(self, flat_out: list[Any], index: int) -> int:
@@ -128,6 +131,7 @@ class RecordingMode(TorchDispatchMode):
             self.events.append(MemoryEvent(index, -nbytes, self.phase, key))
 
     def _on_free(self, key: int, nbytes: int) -> None:
+        self.windows.pop(key, None)
         if self._live.pop(key, None) is not None:
             self.events.append(MemoryEvent(len(self.records) - 1, -nbytes, self.phase, key))
 
@@ -219,6 +223,7 @@ class RecordingMode(TorchDispatchMode):
         bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
         model = cost.model if cost else 0
         attention = cost.attention if cost else 0
+        window_share = self._window_share(func, flat_in, flat_out, model) if self.windows else 0.0
         scan = cost.scan if cost else 0
         if model and not attention and not scan and not param_operand and func.overloadpacket.__name__ in _ATTN_CANDIDATES:
             # a batched product of two activations: a state-space scan's inside a mixer, else eager attention's
@@ -248,5 +253,45 @@ class RecordingMode(TorchDispatchMode):
             out_dtype=dtype,
             scan_flops=scan,
             upper_bound=bool(cost and cost.upper_bound),
+            window_share=window_share,
         ))
         return out
+
+    def _window_share(self, func: Any, flat_in: list[Any], flat_out: list[Any], model: int) -> float:
+        """A fused attention kernel reading a causal sliding-window mask (or the float bias SDPA makes of it) gets
+        the share of its square inside the window. Elementwise ops on the mask pass the window to outputs of the
+        mask's T×T shape (the boolean mask becomes SDPA's bias; eager attention adds it to the scores); a matrix
+        op passes nothing on, so nothing downstream of the attention is taken for a mask."""
+        mask, window = None, 0
+        for t in flat_in:
+            if isinstance(t, torch.Tensor) and t.dim() >= 2:
+                try:
+                    window = self.windows.get(t.untyped_storage()._cdata, 0)
+                except (RuntimeError, NotImplementedError):
+                    continue
+                if window:
+                    mask = t
+                    break
+        if mask is None:
+            return 0.0
+        if model:
+            name = func.overloadpacket.__name__
+            fused = "scaled_dot_product" in name or "flash" in name or "efficient_attention" in name
+            return sliding_window_share(int(mask.shape[-2]), int(mask.shape[-1]), window) if fused else 0.0
+        for o in flat_out:
+            if isinstance(o, torch.Tensor) and o.dim() >= 2 and tuple(o.shape[-2:]) == tuple(mask.shape[-2:]):
+                try:
+                    self.windows[o.untyped_storage()._cdata] = window
+                except (RuntimeError, NotImplementedError):
+                    pass
+        return 0.0
+
+
+def sliding_window_share(queries: int, keys: int, window: int) -> float:
+    """Share of the queries × keys score square a causal sliding window of ``window`` keys keeps (query i sees keys
+    i−window+1 … i, transformers' sliding_window_overlay): Σ min(i+1, w) over the T queries, over T². Only a square
+    (queries = keys, a training or prefill step) is described; 0 otherwise."""
+    if queries != keys or queries <= 0 or window <= 0:
+        return 0.0
+    t, w = queries, min(window, queries)
+    return (w * t - w * (w - 1) / 2) / (t * t)

@@ -35,6 +35,9 @@ class OpRecord:
     out_dtype: str = ""
     scan_flops: int = 0  # part of model_flops that is a state-space scan's products (never attention)
     upper_bound: bool = False  # its FLOPs are an upper bound (e.g. packed attention whose lengths were fake)
+    # attention masked to a causal sliding window (the mask transformers builds for SDPA): the share of the T×T score
+    # square inside the window, what a windowed FlashAttention kernel computes (0: no window)
+    window_share: float = 0.0
 
 
 @dataclass(slots=True)

@@ -237,7 +237,7 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
     phases: list[str] = []
     kernels = CudaKernels(fp8=wl.precision == "fp8-mixed") if target.gpu else None
     try:
-        with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake), \
+        with fake_mode, rec.attributing(model), depth, blocks, _hf_masks_as_on_real_tensors(fake, rec, model), \
                 cuda_autocast or contextlib.nullcontext():
             with rec, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), kernels or contextlib.nullcontext():
                 output, loss = _forward_backward_step(step, wl, rec, autocast, phases)
@@ -566,7 +566,7 @@ class _BlockSpans:
 
 
 @contextlib.contextmanager
-def _hf_masks_as_on_real_tensors(fake: bool):
+def _hf_masks_as_on_real_tensors(fake: bool, rec: RecordingMode | None = None, model: Any = None):
     """Make Hugging Face's SDPA mask logic take the path it takes on real tensors.
 
     The traced inputs are one unpadded, unpacked sequence per row. On real tensors transformers proves that
@@ -585,6 +585,10 @@ def _hf_masks_as_on_real_tensors(fake: bool):
         yield
         return
     registry = masking.ALL_MASK_ATTENTION_FUNCTIONS
+    # transformers passes local_size for sliding windows and for chunked attention (Llama 4's attention_chunk_size),
+    # which is not a window: a model with chunks records none
+    chunked = getattr(getattr(model, "config", None), "attention_chunk_size", None) is not None
+    windows = rec.windows if rec is not None and not chunked else None
     # SDPA's, and --attention unfused's, which builds its masks with SDPA's function (models/unfused_attention.py)
     originals = {name: registry[name] for name in ("sdpa", UNFUSED_ATTENTION) if name in registry}
 
@@ -597,7 +601,12 @@ def _hf_masks_as_on_real_tensors(fake: bool):
             if (not args and attention_mask is None and q_length is not None and kv_length is not None
                     and (local_size is None or kv_length <= local_size) and (q_length == kv_length or q_length == 1)):
                 return None
-            return original(*args, **kwargs)
+            mask = original(*args, **kwargs)
+            if (windows is not None and local_size and isinstance(mask, torch.Tensor)
+                    and mask.dtype == torch.bool):
+                # a causal sliding-window mask: what reads it is windowed attention (trace/mode.py)
+                windows[mask.untyped_storage()._cdata] = int(local_size)
+            return mask
         return sdpa_mask_as_real
 
     for name, original in originals.items():

@@ -184,9 +184,14 @@ def _fused_attention(op: str) -> bool:
 CAUSAL_TILE_SHARE = 0.5
 
 
-def compute_share(r: Any) -> float:
+def compute_share(r: Any, fusion: str = "none") -> float:
     """Share of an operator's counted arithmetic its kernel runs: CAUSAL_TILE_SHARE for a fused causal attention
-    kernel, 1 otherwise (an unfused causal attention multiplies the whole square, then masks it)."""
+    kernel, 1 otherwise (an unfused causal attention multiplies the whole square, then masks it). On the fused
+    stack a fused attention masked to a causal sliding window runs the tiles inside the window only (Transformer
+    Engine's FlashAttention with window_size; the trace's share of the square inside it); elsewhere the kernel
+    transformers' SDPA path picks for a mask (memory-efficient attention with a bias) runs the whole square."""
+    if r.attention_flops and fusion == "fused" and getattr(r, "window_share", 0.0):
+        return float(r.window_share)
     return CAUSAL_TILE_SHARE if r.attention_flops and r.causal and _fused_attention(r.op) else 1.0
 
 
@@ -283,7 +288,15 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     else:
         profile = _build_profile(kernels, device, eff, precision, mode)
     profile.fusion = summary
-    causal = sum(1 for k in kernels if compute_share(k) < 1.0)
+    windowed = [k for k in kernels if k.attention_flops and compute_share(k, mode) != compute_share(k)]
+    if windowed:
+        shares = sorted({round(float(k.window_share), 4) for k in windowed})
+        profile.fallbacks.append(
+            f"sliding-window attention ({len(windowed):,} kernel calls) timed on the share of its score square inside "
+            f"the window ({', '.join(f'{x:g}' for x in shares)}): the {mode} stack's FlashAttention kernels take a "
+            "window size and skip the tiles outside it; the counted FLOPs stay the full square, and the mask "
+            "transformers builds for SDPA (and its traffic) is still in the trace")
+    causal = sum(1 for k in kernels if compute_share(k, mode) == CAUSAL_TILE_SHARE)
     if causal:
         profile.fallbacks.append(
             f"causal fused attention ({causal:,} kernel calls) timed on {CAUSAL_TILE_SHARE:g} of its counted score "
@@ -362,7 +375,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         tc = (r.model_flops + r.recompute_flops) / rate(cls, r.out_dtype, r.op) if r.model_flops else 0.0
         if r.other_flops:
             tc += r.other_flops / vector_rate
-        return tc * compute_share(r), (r.bytes_read + r.bytes_written) / bw
+        return tc * compute_share(r, fusion), (r.bytes_read + r.bytes_written) / bw
 
     curves: dict[str, GemmCurve | None] = {}
     use_table = _table_applies(eff, "matmul")
