@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten
 from ..formulas import classify, cost_of
 from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
 from .fused_scratch import encoder_layer_scratch_bytes, native_mha_scratch_bytes
-from .records import FORWARD, MemoryEvent, OpRecord
+from .records import FORWARD, MemoryEvent, OpRecord, fused_attention_op
 
 _SKIP_NAMESPACES = {"prim", "prims"}
 _ATTN_CANDIDATES = {"bmm", "baddbmm"}
@@ -275,8 +275,7 @@ class RecordingMode(TorchDispatchMode):
         if mask is None:
             return 0.0
         if model:
-            name = func.overloadpacket.__name__
-            fused = "scaled_dot_product" in name or "flash" in name or "efficient_attention" in name
+            fused = fused_attention_op(func.overloadpacket.__name__)
             return sliding_window_share(int(mask.shape[-2]), int(mask.shape[-1]), window) if fused else 0.0
         for o in flat_out:
             if isinstance(o, torch.Tensor) and o.dim() >= 2 and tuple(o.shape[-2:]) == tuple(mask.shape[-2:]):

@@ -17,6 +17,12 @@ RECOMPUTE = "recompute"  # a forward re-run inside backward (activation checkpoi
 PHASES = (FORWARD, BACKWARD, OPTIMIZER)
 
 
+def fused_attention_op(op: str) -> bool:
+    """Whether the operator (its name, with or without namespace and overload) is a fused attention kernel (SDPA,
+    flash, memory-efficient), which keeps no T×T tensors."""
+    return "scaled_dot_product" in op or "flash" in op or "efficient_attention" in op
+
+
 @dataclass(slots=True)
 class OpRecord:
     index: int

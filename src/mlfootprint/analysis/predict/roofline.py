@@ -34,6 +34,7 @@ from .attention_rate import AttentionRate, attention_rate
 from .fusion import FusionSummary, check_fusion, default_fusion, fuse
 from .gemm import GemmCurve, gemm_curve
 from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
+from ...trace.records import fused_attention_op
 
 CLASSES = ("matmul", "attention", "conv", "vector", "movement")
 
@@ -174,7 +175,7 @@ def _op_dtype(out_dtype: str) -> str | None:
 
 def _fused_attention(op: str) -> bool:
     """SDPA / flash kernels keep no T×T tensors, so selective recomputation has nothing to redo."""
-    return "scaled_dot_product" in op or "flash" in op or "efficient_attention" in op
+    return fused_attention_op(op)
 
 
 # A fused attention kernel told is_causal (FlashAttention, memory-efficient, cuDNN, PyTorch's CPU flash) skips the
