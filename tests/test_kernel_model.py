@@ -225,8 +225,24 @@ def test_a100_takes_its_ceiling_and_the_h100_shape_below_it_at_the_calibrated_le
     assert "times" not in class_curve("h100").how and h(2 * 6144 * 17920 * 2816) == pytest.approx(792.1 / 989.4)
 
 
+def test_b200_takes_openxlas_sm_100_table_and_its_mamf_ceiling():
+    # OpenXLA's kDefaultMatmulPTable, key sm_100, b = 1, bf16: 256³ at 6.77 TFLOP/s and 4096³ at 1,416.87 TFLOP/s,
+    # the only shapes of their FLOP counts; Bekman's MAMF for B200 SXM: 1,745.0 TFLOP/s at 1792·16128·3072
+    c = gemm_curve(get_device("b200"), "bf16")
+    assert device_class(get_device("b200"))[0] == "b200" and "sm_100" in c.how
+    assert c(2 * 256**3) == pytest.approx(6.77 / 2250)
+    assert c(2 * 4096**3) == pytest.approx(1416.87 / 2250)
+    f = 2 * 1792 * 16128 * 3072
+    assert c(f) == pytest.approx(1745.0 / 2250) and c(1e16) == pytest.approx(1745.0 / 2250)
+    # between the largest table point and the ceiling: linear in log2(FLOPs)
+    x0, x1 = math.log2(2 * 4096**3), math.log2(f)
+    mid = 2 ** ((x0 + x1) / 2)
+    assert c(mid) == pytest.approx((1416.87 + 1745.0) / 2 / 2250)
+    assert gemm_curve(get_device("b200"), "fp8") is None  # FP8 GEMMs keep the flat factor
+
+
 def test_devices_outside_a_class_take_the_nearest_by_peak():
-    assert device_class(get_device("b200"))[0] == "h100"  # 2,250 TFLOP/s: nearer 989 than 312 on a log scale
+    assert device_class(get_device("mi300x"))[0] == "h100"  # 1,307 TFLOP/s: nearer 989 than 2,250 on a log scale
     assert device_class(get_device("v100-32gb"))[0] == "a100"  # 125 TFLOP/s fp16
     assert device_class(get_device("tpu-v4"))[0] is None
 

@@ -20,7 +20,7 @@ from typing import Any
 from ...core.datafiles import SourcedConstants
 
 GEMM = SourcedConstants("analysis.predict", "gemm.toml", "gemm")
-CLASSES = ("h100", "a100")
+CLASSES = ("h100", "a100", "b200")
 #: Dtypes the tables describe: 16-bit tensor-core GEMMs (fp16 runs at the bf16 rate on these GPUs).
 DTYPES = ("bf16", "fp16")
 
