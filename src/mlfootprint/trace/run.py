@@ -566,7 +566,7 @@ class _BlockSpans:
 
 
 @contextlib.contextmanager
-def _hf_masks_as_on_real_tensors(fake: bool, rec: RecordingMode | None = None, model: Any = None):
+def _hf_masks_as_on_real_tensors(fake: bool, rec: RecordingMode, model: Any):
     """Make Hugging Face's SDPA mask logic take the path it takes on real tensors.
 
     The traced inputs are one unpadded, unpacked sequence per row. On real tensors transformers proves that
@@ -578,7 +578,8 @@ def _hf_masks_as_on_real_tensors(fake: bool, rec: RecordingMode | None = None, m
     (and that of ``--attention unfused``, the same function) replaced (through transformers' public
     AttentionMaskInterface registry, restored afterwards) by one
     that returns no mask exactly where the real-tensor logic would, and delegates otherwise (padding,
-    sliding windows).
+    sliding windows). A causal sliding-window mask it delegates for is registered with the recording mode
+    (``rec.windows``), which marks the attention kernels reading it (trace/mode.py).
     """
     masking = sys.modules.get("transformers.masking_utils")
     if not fake or masking is None:
@@ -588,7 +589,7 @@ def _hf_masks_as_on_real_tensors(fake: bool, rec: RecordingMode | None = None, m
     # transformers passes local_size for sliding windows and for chunked attention (Llama 4's attention_chunk_size),
     # which is not a window: a model with chunks records none
     chunked = getattr(getattr(model, "config", None), "attention_chunk_size", None) is not None
-    windows = rec.windows if rec is not None and not chunked else None
+    windows = None if chunked else rec.windows
     # SDPA's, and --attention unfused's, which builds its masks with SDPA's function (models/unfused_attention.py)
     originals = {name: registry[name] for name in ("sdpa", UNFUSED_ATTENTION) if name in registry}
 
