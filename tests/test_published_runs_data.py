@@ -64,6 +64,10 @@ def test_every_run_is_complete_and_its_layout_multiplies_out(run):
     assert run["dp"] % run["ep"] == 0, "expert-parallel groups are carved out of the data-parallel devices"
     assert run["global_batch"] % run["dp"] == 0
     assert (run["global_batch"] // run["dp"]) % run["micro_batch"] == 0
+    if run["vp"] > 1:
+        # Megatron's interleaved schedule: each stage's layers split evenly into vp chunks, and the micro-batches
+        # of a replica come in whole rounds of pp (schedules.py: "number of microbatches ... divisible by pp")
+        assert (run["global_batch"] // run["dp"] // run["micro_batch"]) % run["pp"] == 0, run["id"]
     pub = run["published"]
     assert pub["kind"] in pr.KINDS and pub["value"] > 0
     if pub["kind"] == "tflops_per_device":
@@ -128,6 +132,26 @@ def test_every_model_and_hardware_id_resolves():
             assert m, run["id"]
             f = facts[DS.model_ref(run)]
             assert (f["heads"], f["hidden"], f["layers"]) == tuple(map(int, m.groups())), run["id"]
+
+
+def test_narayanan_layouts_are_the_papers_run_script():
+    # Megatron-LM examples/sc21/run_table_1.sh at de7dc40f88 (2021-08-10, "scripts for sc21"), one case per Table 1
+    # row: TP, PP, MBS, GBS, --DDP-impl and --num-layers-per-virtual-pipeline-stage (layers per virtual stage)
+    script = {"1.7b": (1, 1, 16, 512, "torch", None), "3.6b": (2, 1, 16, 512, "torch", None),
+              "7.5b": (4, 1, 16, 512, "torch", None), "18.4b": (8, 1, 8, 1024, "torch", None),
+              "39.1b": (8, 2, 4, 1536, "local", None), "76.1b": (8, 4, 2, 1792, "local", 5),
+              "145.6b": (8, 8, 2, 2304, "local", 5), "310.1b": (8, 16, 1, 2160, "local", 3),
+              "529.6b": (8, 35, 1, 2520, "local", 1), "1008b": (8, 64, 1, 3072, "local", None)}
+    rows = {r["id"].split("-")[2]: r for r in DS.runs if r["source"] == "narayanan-2021"}
+    assert sorted(rows) == sorted(script)
+    for size, (tp, pp, mbs, gbs, ddp, per_chunk) in script.items():
+        run = rows[size]
+        layers = int(run["passage"].split(" | ")[3])
+        vp = 1 if per_chunk is None else layers // pp // per_chunk  # 76.1B: 60 layers / 4 stages / 5 = 3 chunks
+        assert (run["tp"], run["pp"], run["micro_batch"], run["global_batch"], run["vp"]) == (tp, pp, mbs, gbs, vp), size
+        # torch DDP all-reduces bucket by bucket during the backward; Megatron's local DDP after it
+        assert run["grad_reduce"] == ("overlap" if ddp == "torch" else "after-backward"), size
+        assert run["recompute"] == "full" and run["precision"] == "fp16", size  # --checkpoint-activations, --fp16
 
 
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
