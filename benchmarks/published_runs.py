@@ -168,6 +168,11 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw["grad_reduce_dtype"] = run["grad_reduce_dtype"]
         else:
             missing.append(f"grad_reduce_dtype {run['grad_reduce_dtype']}")
+    if run.get("mixed_weights", "fp32") != "fp32":  # 16-bit working weights (WORKING WEIGHTS)
+        if "mixed_weights" in accepted:
+            kw["mixed_weights"] = run["mixed_weights"]
+        else:
+            missing.append(f"mixed_weights {run['mixed_weights']}")
     if run.get("grad_reduce", "overlap") != "overlap":
         if "grad_reduce" in accepted:
             kw["grad_reduce"] = run["grad_reduce"]

@@ -185,21 +185,25 @@ def test_reproduced_figures(results):
     assert by_id["memo-7b-1m-mfu"].ours == pytest.approx(0.7024, rel=0.02)
     # 16-bit ZeRO-3 gathers, per-layer overlap of the prefetch and fused elementwise kernels with size-rated GEMMs
     # (issue 12): 121.9 -> 164.2 TFLOP/s; then the A100 GEMM curve at its calibrated level (gemm.toml [a100]
-    # calibrated_scale 0.837, from TorchTitan's A100 runs, not from this claim): 144.3 TFLOP/s, 1.8% below 147
-    assert by_id["opt-175b-992xa100"].ours == pytest.approx(144.3e12, rel=0.02)  # vs 147 TFLOP/s published
+    # calibrated_scale 0.837, from TorchTitan's A100 runs, not from this claim): 144.3 TFLOP/s; then 16-bit working
+    # weights (the paper: 'the model weights remained in FP16'; no autocast) with the level re-chosen from
+    # TorchTitan's 16-bit-weight runs (0.793): 139.4 TFLOP/s, 5.2% below 147
+    assert by_id["opt-175b-992xa100"].ours == pytest.approx(139.4e12, rel=0.02)  # vs 147 TFLOP/s published
     assert by_id["opt-175b-992xa100"].verdict == REPRODUCED
     # Megatron-LM of 2019 all-reduces the fp16 gradients after the backward (its code; grad_reduce after-backward):
     # 2 × 63/64 × 2.08 GB per GPU over the V100's 6.25 GB/s exposed, 0.82 s of a 2.35 s step; its attention is unfused
     # (--attention unfused: 16-bit T×T scores, softmax and dropout between two batched GEMMs); the V100 takes the A100
-    # class's GEMM curve at its calibrated level: 11.1 PFLOP/s, 26% below
-    assert by_id["megatron-lm-2019-8.3b-512gpu"].ours == pytest.approx(11.11e15, rel=0.02)  # vs 15.1 PFLOP/s
+    # class's GEMM curve at its calibrated level: 11.1 PFLOP/s; with its 16-bit working weights (FP16_Module: the
+    # model in fp16, no autocast) and the level re-chosen (0.793): 11.5 PFLOP/s, 24% below
+    assert by_id["megatron-lm-2019-8.3b-512gpu"].ours == pytest.approx(11.49e15, rel=0.02)  # vs 15.1 PFLOP/s
     # Megatron-LM's weak scaling: the 8.3B model's predicted model FLOP/s per device on 512 V100 (TP 8, DP 64) over
     # the 1.2B model's on one V100 (batch 8), both with full checkpointing and unfused attention: 59.6% (76%
     # published). The unfused square slows the single GPU (48.5 -> 39.6 TFLOP/s, the paper's 39) more than the
     # 512-GPU run, which waits on its all-reduce (24.2 -> 22.9); the A100 class's calibrated GEMM level (which the
-    # V100 takes) then slows both: 36.4 and 21.7 TFLOP/s.
+    # V100 takes) then slows both: 36.4 and 21.7 TFLOP/s. 16-bit working weights (FP16_Module) speed the single
+    # GPU's elementwise traffic more than the communication-bound 512-GPU run: 41.3 and 22.4 TFLOP/s, 54.4%.
     eff = by_id["megatron-lm-2019-scaling-efficiency"]
-    assert eff.ours == pytest.approx(0.5963, rel=0.02) and eff.verdict == DIFFERS
+    assert eff.ours == pytest.approx(0.5438, rel=0.02) and eff.verdict == DIFFERS
 
 
 def test_rows_link_to_sources(results):

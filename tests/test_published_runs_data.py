@@ -64,6 +64,11 @@ def test_every_run_is_complete_and_its_layout_multiplies_out(run):
     assert run["dp"] % run["ep"] == 0, "expert-parallel groups are carved out of the data-parallel devices"
     assert run["global_batch"] % run["dp"] == 0
     assert (run["global_batch"] // run["dp"]) % run["micro_batch"] == 0
+    # WORKING WEIGHTS: Megatron-LM (Float16Module), its descendants and TorchTitan (FSDP2 param_dtype bf16) keep
+    # 16-bit weights; the flash-attention scripts autocast over fp32 ones; a framework not public states none
+    expected = ("fp32" if run["source"] == "flashattention2-2023" else None if run["source"] == "llama3-2024"
+                else "16-bit")
+    assert run.get("mixed_weights") == expected, run["id"]
     if run["vp"] > 1:
         # Megatron's interleaved schedule: each stage's layers split evenly into vp chunks, and the micro-batches
         # of a replica come in whole rounds of pp (schedules.py: "number of microbatches ... divisible by pp")

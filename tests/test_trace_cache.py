@@ -97,6 +97,8 @@ def test_the_key_is_the_config_content_not_its_path(tmp_path, traces_made):
     # what the trace reads is in the key; the layout is not
     assert trace_key(a, TRAIN) != trace_key(a, TRAIN.with_changes(seq=16))
     assert trace_key(a, TRAIN) != trace_key(a, TRAIN.with_changes(precision="bf16-mixed"))
+    mixed = TRAIN.with_changes(precision="bf16-mixed")
+    assert trace_key(a, mixed) != trace_key(a, mixed.with_changes(mixed_weights="16-bit"))  # another model dtype
     assert trace_key(a, TRAIN) != trace_key(a, TRAIN.with_changes(hardware="h100-sxm"))  # CUDA kernels
     assert trace_key(a, TRAIN) != trace_key(a, TRAIN, checkpoint_early_stop=False)
     assert trace_key(a, TRAIN) == trace_key(a, TRAIN.with_changes(dp=2, micro_batch=1, zero=3))

@@ -97,6 +97,14 @@ def test_gpu_target(name, precision):
     _assert_exact(_shallow(name), Workload(batch=1, seq=8, mode="train", precision=precision, hardware="h100-sxm"))
 
 
+@pytest.mark.parametrize("name", ["gpt3-175b", "mixtral-8x7b"])
+def test_gpu_target_with_16bit_working_weights(name):
+    """--mixed-weights 16-bit: the optimizer steps fp32 master copies (their gradient buffers filled and the
+    weights written back in place): the step still repeats block by block."""
+    _assert_exact(_shallow(name), Workload(batch=1, seq=8, mode="train", precision="bf16-mixed", hardware="h100-sxm",
+                                           mixed_weights="16-bit"))
+
+
 @pytest.mark.parametrize("name,recompute", [("gpt3-175b", "none"), ("llama-3-8b", "selective")])
 def test_unfused_attention(name, recompute):
     """--attention unfused: Megatron-LM's attention core (16-bit scores, softmax with autocast off, dropout with

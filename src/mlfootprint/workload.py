@@ -41,6 +41,11 @@ GRAD_REDUCE = ("overlap", "after-backward")
 GRAD_REDUCE_DTYPE = ("compute", "fp32")
 #: Kernel-fusion stacks of the step-time model (analysis/predict/fusion.py); None: the target stack's default.
 FUSION = ("none", "fused", "compiled")
+# The dtype of the model's own weights under mixed precision: fp32, cast operator by operator by autocast (PyTorch
+# AMP: Hugging Face Trainer, Lightning), or 16-bit working copies of fp32 master weights that the optimizer keeps
+# (Megatron-LM's Float16Module, DeepSpeed's bf16/fp16 engines, FSDP's param_dtype, NeMo): no autocast, 16-bit
+# activations and residual stream.
+MIXED_WEIGHTS = ("fp32", "16-bit")
 
 # Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
 _MAX_COUNT = MAX_COUNT  # the one bound of core/validate.py
@@ -105,6 +110,10 @@ class Workload:
             (default: the 16-bit compute dtype, DeepSpeed's and FSDP's default) or ``fp32`` (Megatron-LM and NeMo
             under bf16, which force ``--accumulate-allreduce-grads-in-fp32``; TorchTitan's
             ``mixed_precision_reduce``; the Llama 3 run). Without mixed precision gradients move in their own dtype.
+        mixed_weights: under mixed precision, the dtype of the model's own weights: ``fp32`` (default: PyTorch
+            AMP, autocast casting them operator by operator; Hugging Face Trainer, Lightning) or ``16-bit``
+            (16-bit working weights and activations, the fp32 master copies kept with the optimizer: Megatron-LM,
+            NeMo, DeepSpeed's bf16/fp16 engines, FSDP's ``param_dtype``). Ignored without mixed precision.
         etp: expert tensor-parallel size, a divisor of ``tp`` (Megatron Core's ``--expert-tensor-parallel-size``,
             MoE Parallel Folding): the routed experts split over ``etp`` ranks instead of ``tp``, and each
             expert-parallel group is ``ep`` ranks ``etp`` apart; default None: ``tp`` (ranks ``tp`` apart).
@@ -167,6 +176,7 @@ class Workload:
     tp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "compute"
+    mixed_weights: str = "fp32"
     etp: int | None = None
     dp: int = 1
     tp: int = 1
@@ -226,7 +236,8 @@ class Workload:
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
                               ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
-                              ("grad-reduce", GRAD_REDUCE), ("grad-reduce-dtype", GRAD_REDUCE_DTYPE)):
+                              ("grad-reduce", GRAD_REDUCE), ("grad-reduce-dtype", GRAD_REDUCE_DTYPE),
+                              ("mixed-weights", MIXED_WEIGHTS)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.fusion is not None:
             _check_choice("fusion", self.fusion, FUSION)
@@ -286,6 +297,23 @@ class Workload:
     @property
     def mixed(self) -> bool:
         return self.precision_info.mixed
+
+    @property
+    def traced_weights_dtype(self) -> str:
+        """The dtype (torch's name) of the traced model's floating weights and inputs: fp32 under autocast, else the
+        compute dtype."""
+        return self.precision_info.compute_dtype if self.weights_16bit else self.precision_info.traced_param_dtype
+
+    @property
+    def autocast(self) -> bool:
+        """Whether the step runs under autocast: mixed precision over fp32 weights."""
+        return self.mixed and not self.weights_16bit
+
+    @property
+    def weights_16bit(self) -> bool:
+        """Mixed precision with 16-bit working weights (``mixed_weights="16-bit"``): the model runs as in its compute
+        dtype, without autocast, and the optimizer steps fp32 master copies."""
+        return self.mixed and self.mixed_weights == "16-bit"
 
     @property
     def sequence_parallel_on(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.units import parse_size
-from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
+from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MIXED_WEIGHTS, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
                         RECOMPUTE, SCHEDULES, Workload)
 
 
@@ -88,6 +88,10 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                        help="the dtype data-parallel gradients are reduced in under mixed precision: compute (the "
                             "16-bit compute dtype, DeepSpeed's and FSDP's default; default) or fp32 (Megatron-LM and "
                             "NeMo under bf16, TorchTitan's mixed_precision_reduce)")
+        g.add_argument("--mixed-weights", type=_choice(MIXED_WEIGHTS), default=None,
+                       help="under mixed precision, the dtype of the model's own weights: fp32 (PyTorch AMP: autocast "
+                            "casts them per operator; default) or 16-bit (16-bit weights and activations with fp32 "
+                            "master weights in the optimizer: Megatron-LM, NeMo, DeepSpeed, FSDP's param_dtype)")
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
         g.add_argument("--fusion", type=_choice(FUSION), default=None,

@@ -158,7 +158,7 @@ class _Run:
 
 
 def _autocast(wl: Workload, dev: torch.device):
-    if not wl.mixed:
+    if not wl.autocast:  # full precision, or 16-bit working weights (the model is built in its compute dtype)
         return contextlib.nullcontext()
     return torch.autocast(device_type=dev.type, dtype=getattr(torch, wl.precision_info.compute_dtype))
 

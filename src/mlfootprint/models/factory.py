@@ -91,13 +91,14 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         raise UserError(f"model factory {spec.origin!r} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(module, torch.nn.Module):
         raise UserError(f"model factory {spec.origin!r} returned {type(module).__name__}, not a torch.nn.Module")
-    if any(t.dtype.is_floating_point and t.dtype != getattr(torch, wl.precision_info.traced_param_dtype) for t in list(module.parameters()) + list(module.buffers())):
-        module = module.to(getattr(torch, wl.precision_info.traced_param_dtype))
+    weights_dtype = getattr(torch, wl.traced_weights_dtype)
+    if any(t.dtype.is_floating_point and t.dtype != weights_dtype for t in list(module.parameters()) + list(module.buffers())):
+        module = module.to(weights_dtype)
     module.train(wl.training)
     if spec.inputs_factory is None and not spec.input_specs:
         raise UserError(f"model {spec.origin!r} needs inputs: give --input SHAPE[:dtype] (e.g. --input 8x3x224x224) "
                         "or --inputs file.py:callable")
-    float_dtype = torch.float32 if wl.mixed else getattr(torch, wl.precision_info.compute_dtype)
+    float_dtype = weights_dtype
     given_batch = "batch" in wl.given
 
     def make_inputs() -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -342,7 +342,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
                       lambda name: ".experts." in f".{name}" and "shared_expert" not in name)
         assumptions.append(f"MoE routing: balanced top-{moe.top_k} of {moe.experts} experts "
                            "(each token visits exactly k experts; capacity limits and drops not modelled)")
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, wl.precision_info.traced_param_dtype)}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, wl.traced_weights_dtype)}
     want_attn = unfused_attention.register() if wl.attention == "unfused" else wl.attention
     try:
         with _no_init(transformers), _ConstantSchedules():
@@ -380,7 +380,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
 
 
 def _float_dtype(wl: Workload) -> torch.dtype:
-    return torch.float32 if wl.mixed else getattr(torch, wl.precision_info.compute_dtype)
+    return getattr(torch, wl.traced_weights_dtype)
 
 
 def _image_size(config: Any) -> tuple[int, int, int]:

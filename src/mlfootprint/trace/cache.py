@@ -66,7 +66,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 _MEMORY_ENTRIES = 8
 # Workload fields the trace reads (trace/, models/); the others (the layout) are the analyses'.
 _TRACED_FIELDS = ("batch", "seq", "mode", "precision", "optimizer", "attention", "gen_tokens", "recompute",
-                  "lora_rank", "lora_targets", "quant", "user_hooks")
+                  "lora_rank", "lora_targets", "quant", "user_hooks", "mixed_weights")
 CACHED_NOTE = "trace: reused from the trace cache"
 
 

@@ -83,10 +83,68 @@ def zo_sgd_perturb(params: list[torch.Tensor], scale: float) -> None:
             p.add_(z, alpha=scale)
 
 
+class MasterWeights:
+    """The optimizer step of mixed precision with 16-bit working weights (Megatron-LM's Float16OptimizerWithFloat16Params,
+    DeepSpeed's bf16 optimizer): an optimizer over fp32 master copies of the 16-bit weights, each with an fp32
+    gradient buffer (Megatron's main_grad). A step copies every 16-bit gradient into its buffer, steps the masters
+    and copies each one back into its 16-bit weight. Masters and buffers are made with the model, before the traced
+    step, as the weights are; the copies are in place (the trace records no traffic for in-place copies)."""
+
+    def __init__(self, params: list[torch.Tensor], make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]) -> None:
+        self.params = params
+        with torch.no_grad():
+            self.masters = [p.detach().float().requires_grad_(True) for p in params]
+            for m in self.masters:
+                m.grad = torch.zeros_like(m)
+        self.optimizer = make(self.masters)
+
+    @property
+    def state(self) -> dict[torch.Tensor, dict[str, object]]:
+        return self.optimizer.state  # type: ignore[return-value]
+
+    def storages(self) -> set[int]:
+        """The storages of the masters and their gradient buffers (persistent, like the weights)."""
+        return {t.untyped_storage()._cdata for m in self.masters for t in (m, m.grad) if t is not None}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The 16-bit weights' gradients, as torch.optim's zero_grad (the masters' buffers are overwritten)."""
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def step(self) -> None:
+        with torch.no_grad():
+            for p, m in zip(self.params, self.masters):
+                if p.grad is not None and m.grad is not None:
+                    m.grad.copy_(p.grad)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, m in zip(self.params, self.masters):
+                p.copy_(m)
+
+
 def make_optimizer(wl: Workload, params: list[torch.Tensor],
-                   foreach: bool = False) -> tuple[torch.optim.Optimizer | None, list[str]]:
-    """The workload's optimizer over ``params``. ``foreach``: torch.optim's multi-tensor implementation (CUDA's
-    default; its temporaries span every parameter at once), else the single-tensor loop (the CPU's default)."""
+                   foreach: bool = False) -> tuple[torch.optim.Optimizer | MasterWeights | None, list[str]]:
+    """The workload's optimizer over ``params`` (over their fp32 master copies with 16-bit working weights).
+    ``foreach``: torch.optim's multi-tensor implementation (CUDA's default; its temporaries span every parameter at
+    once), else the single-tensor loop (the CPU's default)."""
+    if wl.weights_16bit and wl.optimizer != "zo-sgd":
+        notes: list[str] = []
+
+        def make(masters: list[torch.Tensor]) -> torch.optim.Optimizer:
+            opt, more = _optimizer(wl, masters, foreach)
+            assert opt is not None  # only zo-sgd has none
+            notes.extend(more)
+            return opt
+
+        return MasterWeights(params, make), notes
+    return _optimizer(wl, params, foreach)
+
+
+def _optimizer(wl: Workload, params: list[torch.Tensor],
+               foreach: bool = False) -> tuple[torch.optim.Optimizer | None, list[str]]:
     notes: list[str] = []
     name = wl.optimizer
     if name == "zo-sgd":

@@ -25,7 +25,7 @@ from ..models.unfused_attention import NAME as UNFUSED_ATTENTION
 from ..workload import Workload
 from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_hooks_off
 from .mode import RecordingMode
-from .optim import make_optimizer, zo_sgd_perturb
+from .optim import MasterWeights, make_optimizer, zo_sgd_perturb
 from . import dedup as _dedup
 from .target import CudaAutocast, CudaKernels, Target, cuda_optimizer_foreach, kernel_summary, target_of
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
@@ -154,7 +154,7 @@ class _Step:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     params: list[torch.nn.Parameter]  # trainable
-    optimizer: torch.optim.Optimizer | None
+    optimizer: torch.optim.Optimizer | MasterWeights | None
     notes: list[str] = field(default_factory=list)
     user_hooks: list[UserHook] = field(default_factory=list)  # on the model as its source built it
 
@@ -205,6 +205,8 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
     model = step.model
     tree = module_tree(model)
     param_storages = {p.untyped_storage()._cdata for p in model.parameters()}
+    if isinstance(step.optimizer, MasterWeights):  # fp32 master weights: made with the model, as persistent
+        param_storages |= step.optimizer.storages()
     buffer_storages = {b.untyped_storage()._cdata for b in model.buffers()}
     depth = _ForwardDepth()
     rec = _PhaseAwareRecording(depth, param_storages=param_storages | buffer_storages)
@@ -229,11 +231,12 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
     compute = getattr(torch, wl.precision_info.compute_dtype)
     # Mixed precision: CPU autocast for the CPU target; for a GPU target, CUDA's autocast lists applied on the CPU's
     # autocast key (CudaAutocast), registered for the whole step (a checkpointed forward recomputes under autocast).
-    cuda_autocast = CudaAutocast(compute) if (wl.mixed and target.gpu) else None
+    # With 16-bit working weights (--mixed-weights 16-bit) there is no autocast: the model runs in its compute dtype.
+    cuda_autocast = CudaAutocast(compute) if (wl.autocast and target.gpu) else None
     if cuda_autocast is not None:
         autocast: Any = cuda_autocast.forward()
     else:
-        autocast = torch.autocast(device_type="cpu", dtype=compute) if wl.mixed else contextlib.nullcontext()
+        autocast = torch.autocast(device_type="cpu", dtype=compute) if wl.autocast else contextlib.nullcontext()
     phases: list[str] = []
     kernels = CudaKernels(fp8=wl.precision == "fp8-mixed") if target.gpu else None
     try:
@@ -266,7 +269,12 @@ def _kernel_notes(wl: Workload, target: Target, model: torch.nn.Module, kernel_u
         notes.append("cuDNN's RNN reserve space (what cuDNN keeps for an LSTM/GRU/RNN layer's backward) is not "
                      "modelled on GPU targets: cuDNN publishes no size rule (cudnnGetRNNTempSpaceSizes reports it at "
                      "run time only), so the recurrent layers' activation memory is a lower bound")
-    if wl.mixed and target.gpu:  # CudaAutocast ran (_run_step)
+    if wl.weights_16bit:
+        notes.append(f"mixed precision with 16-bit working weights (--mixed-weights 16-bit, as Megatron-LM, NeMo, "
+                     f"DeepSpeed and FSDP's param_dtype run it): weights, activations and gradients in "
+                     f"{wl.precision_info.compute_dtype}, no autocast; the optimizer steps fp32 master copies of the "
+                     "weights (each gradient cast to fp32, the updated master copied back)")
+    if wl.autocast and target.gpu:  # CudaAutocast ran (_run_step)
         notes.append(f"mixed precision follows CUDA autocast's operator lists (PyTorch autocast_mode.h): matmuls, "
                      f"convolutions and attention in {wl.precision_info.compute_dtype}; softmax, log_softmax, norms, "
                      "exp/log/pow, the losses, sum and cumsum in fp32")

@@ -53,7 +53,10 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
             rep.assume("memory: mixed precision as in Megatron-LM/DeepSpeed and the ZeRO paper: 16-bit working weights "
                        "and gradients (2 + 2 bytes/param), fp32 master weights with the optimizer states "
                        "(K = 12 bytes/param for Adam); PyTorch autocast over fp32 weights instead keeps 4 + 4 + 8 and "
-                       "16-bit weight copies during forward and backward")
+                       "16-bit weight copies during forward and backward. The activations are traced "
+                       + ("with 16-bit working weights (--mixed-weights 16-bit: no autocast, a 16-bit residual stream)"
+                          if wl.weights_16bit else "under autocast over fp32 weights (--mixed-weights fp32, PyTorch AMP: "
+                          "an fp32 residual stream; --mixed-weights 16-bit traces Megatron-LM's and DeepSpeed's)"))
         if wl.optimizer == "adam-8bit":
             rep.assume("memory: adam-8bit as bitsandbytes keeps it: two 8-bit states plus one fp32 absmax per block of "
                        f"{methods.value('adam_8bit', 'block_size')} values each; tensors under "

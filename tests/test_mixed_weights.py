@@ -1,0 +1,91 @@
+"""Mixed precision with 16-bit working weights (--mixed-weights 16-bit): the stack of Megatron-LM, NeMo, DeepSpeed
+and FSDP's param_dtype, against PyTorch AMP's autocast over fp32 weights (the default).
+
+The model: tests/data/configs/tiny-llama (vocabulary 256, hidden 64, 2 layers, 4 heads of 16 with 2 KV heads,
+SwiGLU width 176, untied head). Its parameters by hand: embedding 256·64 = 16,384; per layer q 64·64 = 4,096,
+k and v 64·32 = 2,048 each, o 4,096, gate/up/down 3 · 64·176 = 33,792, two norms 128 → 46,208; final norm 64;
+head 16,384. Total 16,384 + 2 · 46,208 + 64 + 16,384 = 125,248.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlfootprint.models.source import resolve
+from mlfootprint.trace import run
+from mlfootprint.trace.optim import MasterWeights
+from mlfootprint.workload import Workload
+
+from conftest import run_cli
+
+pytest.importorskip("transformers")
+
+CONFIG = Path(__file__).parent / "data" / "configs" / "tiny-llama"
+PARAMS = 125_248
+STEP = dict(batch=2, seq=32, mode="train", precision="bf16-mixed", hardware="h100-sxm")
+
+
+@pytest.fixture(scope="module")
+def traces():
+    spec = resolve(str(CONFIG))
+    return {w: run.trace(spec, Workload(**STEP, mixed_weights=w), dedup=False) for w in ("fp32", "16-bit")}
+
+
+def test_the_weights_are_16_bit_and_the_optimizer_states_stay_fp32(traces):
+    amp, half = traces["fp32"], traces["16-bit"]
+    assert amp.param_bytes == 4 * PARAMS and half.param_bytes == 2 * PARAMS
+    assert {p.dtype for p in half.params} == {"bfloat16"}
+    # Adam's m and v belong to the fp32 masters under 16-bit weights, to the fp32 weights themselves under autocast
+    assert amp.optimizer_state_bytes == half.optimizer_state_bytes == 2 * 4 * PARAMS
+    # the gradients the backward leaves are the weights' own dtype
+    assert amp.grad_bytes == 4 * PARAMS and half.grad_bytes == 2 * PARAMS
+
+
+def test_no_autocast_weight_casts_and_a_16_bit_residual_stream(traces):
+    amp, half = traces["fp32"], traces["16-bit"]
+    casts = [r for r in amp.records if r.phase == "forward" and r.op == "aten._to_copy.default" and r.out_dtype == "bfloat16"]
+    assert len(casts) >= 2 * 7 + 1  # autocast's copies of each layer's seven weights and of the head, at least
+    assert amp.memory.param_casts and not half.memory.param_casts
+    # the residual adds of the decoder layers: fp32 under autocast (the embedding's fp32 output flows through),
+    # bf16 with 16-bit weights
+    def residual_dtypes(tr):
+        return {r.out_dtype for r in tr.records if r.phase == "forward" and r.op == "aten.add.Tensor"
+                and r.module in ("model.layers.0", "model.layers.1")}
+    assert residual_dtypes(amp) == {"float32"} and residual_dtypes(half) == {"bfloat16"}
+    assert all(r.out_dtype == "bfloat16" for r in half.records if r.phase == "forward" and r.model_flops)
+    assert any("16-bit working weights" in a for a in half.assumptions)
+
+
+def test_the_master_step_updates_fp32_copies_and_writes_the_weights_back():
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        w = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.bfloat16))
+        w.grad = torch.ones(4, 3, dtype=torch.bfloat16)
+        step = MasterWeights([w], lambda ps: torch.optim.SGD(ps, lr=0.5))
+        assert step.masters[0].dtype == torch.float32 and step.masters[0].grad.dtype == torch.float32
+        assert len(step.storages()) == 2  # the master and its gradient buffer
+    # on real tensors: 1 - 0.5 · 1 = 0.5 in the fp32 master, copied back into the bf16 weight
+    w = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.bfloat16))
+    w.grad = torch.ones(4, 3, dtype=torch.bfloat16)
+    step = MasterWeights([w], lambda ps: torch.optim.SGD(ps, lr=0.5))
+    step.step()
+    assert step.masters[0].dtype == torch.float32 and torch.equal(step.masters[0], torch.full((4, 3), 0.5))
+    assert w.dtype == torch.bfloat16 and torch.equal(w.detach(), torch.full((4, 3), 0.5, dtype=torch.bfloat16))
+
+
+def test_activations_shrink_and_the_cli_states_the_choice():
+    figures = {}
+    for w in ("fp32", "16-bit"):
+        out = run_cli("memory", str(CONFIG), "--mode", "train", "--batch", "2", "--seq", "32", "--hardware",
+                      "h100-sxm", "--precision", "bf16-mixed", "--mixed-weights", w, "--format", "json", "--no-cache")
+        assert out.returncode == 0, out.stderr
+        rep = json.loads(out.stdout)
+        assert rep["workload"]["mixed_weights"] == w
+        figures[w] = rep["memory"]["activations_bytes"]
+    assert figures["16-bit"] < figures["fp32"]
+    bad = run_cli("memory", str(CONFIG), "--mixed-weights", "8-bit")
+    assert bad.returncode == 2 and "--mixed-weights" in bad.stderr and "Traceback" not in bad.stderr
