@@ -159,6 +159,22 @@ def test_narayanan_layouts_are_the_papers_run_script():
         assert run["recompute"] == "full" and run["precision"] == "fp16", size  # --checkpoint-activations, --fp16
 
 
+def test_flashattention2_batches_are_the_repositorys_training_configs():
+    # Dao-AILab/flash-attention training/configs/experiment/pile at 0251105a, for a GPU of 80 GB or more:
+    # (global_batch_size, datamodule.batch_size, heads); optimizer adamw-zero = ZeroRedundancyOptimizer (ZeRO-1)
+    configs = {"fa2-gpt3-1.3b-seq2048": (512, 8, 16),  # gpt3xl-flash.yaml
+               "fa2-gpt3-1.3b-seq8192": (128, 4, 16),  # gpt3xl-flash-8k.yaml
+               "fa2-gpt3-2.7b-seq2048": (512, 4, 20),  # gpt3-2.7B-flash-hdim128.yaml (head dimension 128)
+               "fa2-gpt3-2.7b-seq8192": (128, 4, 32)}  # gpt3-2.7B-flash-8k.yaml
+    from mlfootprint.models import resolve
+
+    for rid, (gbs, mbs, heads) in configs.items():
+        run = RUNS[rid]
+        assert (run["global_batch"], run["micro_batch"], run["zero"], run["dp"]) == (gbs, mbs, 1, 8), rid
+        assert resolve(DS.model_ref(run)).facts["heads"] == heads, rid
+        assert run["recompute"] == "none" and run["mixed_weights"] == "fp32", rid  # Lightning bf16: autocast
+
+
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
     checked = 0
     for run in DS.runs:
@@ -231,12 +247,12 @@ def test_conversions_by_hand():
     nemo = RUNS["nemo2407-llama2-7b-8"]  # 128 × 4096 / (16,847 × 8) = 3.8902 s
     assert pr.to_step_s("tokens_per_s_per_device", 16847, nemo, None) == pytest.approx(3.8902, rel=1e-4)
     assert pr.from_step_s("tokens_per_s_per_device", 3.8902, nemo, None) == pytest.approx(16847, rel=1e-4)
-    # FlashAttention-2: B·(6·s·N + 12·l·h·s²); the row's B 64 (8 GPUs × 8), s 2048, N 1.3e9, l 24, h 2048:
-    # 64 × (1.59744e13 + 2.47390e12) = 64 × 1.84483e13 = 1.18069e15
+    # FlashAttention-2: B·(6·s·N + 12·l·h·s²); the row's B 512 (the repository's global_batch_size), s 2048,
+    # N 1.3e9, l 24, h 2048: 512 × (1.59744e13 + 2.47390e12) = 512 × 1.84483e13 = 9.44553e15
     fa = RUNS["fa2-gpt3-1.3b-seq2048"]
-    assert fa["global_batch"] == 64
+    assert fa["global_batch"] == 512
     assert pr.formula_flops("fa2", fa, {"layers": 24, "hidden": 2048}, params=1_300_000_000, counted=0.0) == \
-        pytest.approx(1.18069e15, rel=1e-5)
+        pytest.approx(9.44553e15, rel=1e-5)
     with pytest.raises(ValueError):
         pr.formula_flops("6nd", run, facts, 0, 0.0)
 
