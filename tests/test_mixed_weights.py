@@ -89,3 +89,12 @@ def test_activations_shrink_and_the_cli_states_the_choice():
     assert figures["16-bit"] < figures["fp32"]
     bad = run_cli("memory", str(CONFIG), "--mixed-weights", "8-bit")
     assert bad.returncode == 2 and "--mixed-weights" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_inference_keeps_the_weights_in_their_traced_dtype():
+    # 125,248 parameters: 4 B each under autocast over fp32 weights, 2 B each as 16-bit working weights
+    for w, nbytes in (("fp32", 4), ("16-bit", 2)):
+        out = run_cli("memory", str(CONFIG), "--mode", "inference", "--seq", "32", "--hardware", "h100-sxm",
+                      "--precision", "bf16-mixed", "--mixed-weights", w, "--format", "json", "--no-cache")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["memory"]["weights_bytes"] == nbytes * PARAMS

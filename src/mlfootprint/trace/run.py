@@ -273,7 +273,8 @@ def _kernel_notes(wl: Workload, target: Target, model: torch.nn.Module, kernel_u
         notes.append(f"mixed precision with 16-bit working weights (--mixed-weights 16-bit, as Megatron-LM, NeMo, "
                      f"DeepSpeed and FSDP's param_dtype run it): weights, activations and gradients in "
                      f"{wl.precision_info.compute_dtype}, no autocast; the optimizer steps fp32 master copies of the "
-                     "weights (each gradient cast to fp32, the updated master copied back)")
+                     "weights (each gradient copied into an fp32 buffer, the updated master copied back; in-place "
+                     "copies, whose traffic the trace does not record)")
     if wl.autocast and target.gpu:  # CudaAutocast ran (_run_step)
         notes.append(f"mixed precision follows CUDA autocast's operator lists (PyTorch autocast_mode.h): matmuls, "
                      f"convolutions and attention in {wl.precision_info.compute_dtype}; softmax, log_softmax, norms, "

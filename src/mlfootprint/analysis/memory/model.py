@@ -271,8 +271,10 @@ class MemoryModel:
         if hit is None:
             hit = model_states(self.pset, lay)
             if not self.training and lay.quant == "none":
-                # inference keeps the weights as traced (fp32 under *-mixed autocast)
-                hit.weights_bytes = int(sum(p.numel * precision_of(lay.precision).traced_param_bytes / self._tp_div(p, lay) for p in self.params
+                # inference keeps the weights as traced (fp32 under *-mixed autocast, 16-bit with 16-bit weights)
+                prec = precision_of(lay.precision)
+                bpp = prec.compute_bytes if (prec.mixed and self.trace.workload.weights_16bit) else prec.traced_param_bytes
+                hit.weights_bytes = int(sum(p.numel * bpp / self._tp_div(p, lay) for p in self.params
                                             if self._on_stage(p, lay)))
             self._states_cache[lay] = hit
         return hit
