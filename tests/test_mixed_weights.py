@@ -15,7 +15,7 @@ import pytest
 
 from mlfootprint.models.source import resolve
 from mlfootprint.trace import run
-from mlfootprint.trace.optim import MasterWeights
+from mlfootprint.trace.optim import MasterWeights, master_copies
 from mlfootprint.workload import Workload
 
 from conftest import run_cli
@@ -65,13 +65,15 @@ def test_the_master_step_updates_fp32_copies_and_writes_the_weights_back():
     with FakeTensorMode():
         w = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.bfloat16))
         w.grad = torch.ones(4, 3, dtype=torch.bfloat16)
-        step = MasterWeights([w], lambda ps: torch.optim.SGD(ps, lr=0.5))
+        masters = master_copies([w])
+        step = MasterWeights([w], masters, torch.optim.SGD(masters, lr=0.5))
         assert step.masters[0].dtype == torch.float32 and step.masters[0].grad.dtype == torch.float32
         assert len(step.storages()) == 2  # the master and its gradient buffer
     # on real tensors: 1 - 0.5 · 1 = 0.5 in the fp32 master, copied back into the bf16 weight
     w = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.bfloat16))
     w.grad = torch.ones(4, 3, dtype=torch.bfloat16)
-    step = MasterWeights([w], lambda ps: torch.optim.SGD(ps, lr=0.5))
+    masters = master_copies([w])
+    step = MasterWeights([w], masters, torch.optim.SGD(masters, lr=0.5))
     step.step()
     assert step.masters[0].dtype == torch.float32 and torch.equal(step.masters[0], torch.full((4, 3), 0.5))
     assert w.dtype == torch.bfloat16 and torch.equal(w.detach(), torch.full((4, 3), 0.5, dtype=torch.bfloat16))

@@ -85,18 +85,13 @@ def zo_sgd_perturb(params: list[torch.Tensor], scale: float) -> None:
 
 class MasterWeights:
     """The optimizer step of mixed precision with 16-bit working weights (Megatron-LM's Float16OptimizerWithFloat16Params,
-    DeepSpeed's bf16 optimizer): an optimizer over fp32 master copies of the 16-bit weights, each with an fp32
-    gradient buffer (Megatron's main_grad). A step copies every 16-bit gradient into its buffer, steps the masters
-    and copies each one back into its 16-bit weight. Masters and buffers are made with the model, before the traced
-    step, as the weights are; the copies are in place (the trace records no traffic for in-place copies)."""
+    DeepSpeed's bf16 optimizer): ``optimizer`` steps fp32 master copies of the 16-bit weights, each with an fp32
+    gradient buffer (Megatron's main_grad; see :func:`master_copies`). A step copies every 16-bit gradient into its
+    buffer, steps the masters and copies each one back into its 16-bit weight; the copies are in place (the trace
+    records no traffic for in-place copies)."""
 
-    def __init__(self, params: list[torch.Tensor], make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]) -> None:
-        self.params = params
-        with torch.no_grad():
-            self.masters = [p.detach().float().requires_grad_(True) for p in params]
-            for m in self.masters:
-                m.grad = torch.zeros_like(m)
-        self.optimizer = make(self.masters)
+    def __init__(self, params: list[torch.Tensor], masters: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+        self.params, self.masters, self.optimizer = params, masters, optimizer
 
     @property
     def state(self) -> dict[torch.Tensor, dict[str, object]]:
@@ -117,12 +112,22 @@ class MasterWeights:
     def step(self) -> None:
         with torch.no_grad():
             for p, m in zip(self.params, self.masters):
-                if p.grad is not None and m.grad is not None:
+                if p.grad is not None:
                     m.grad.copy_(p.grad)
         self.optimizer.step()
         with torch.no_grad():
             for p, m in zip(self.params, self.masters):
                 p.copy_(m)
+
+
+def master_copies(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """fp32 master copies of ``params``, each with a zeroed fp32 gradient buffer: made with the model, before the
+    traced step, as the weights are."""
+    with torch.no_grad():
+        masters = [p.detach().float().requires_grad_(True) for p in params]
+        for m in masters:
+            m.grad = torch.zeros_like(m)
+    return masters
 
 
 def make_optimizer(wl: Workload, params: list[torch.Tensor],
@@ -131,15 +136,10 @@ def make_optimizer(wl: Workload, params: list[torch.Tensor],
     ``foreach``: torch.optim's multi-tensor implementation (CUDA's default; its temporaries span every parameter at
     once), else the single-tensor loop (the CPU's default)."""
     if wl.weights_16bit and wl.optimizer != "zo-sgd":
-        notes: list[str] = []
-
-        def make(masters: list[torch.Tensor]) -> torch.optim.Optimizer:
-            opt, more = _optimizer(wl, masters, foreach)
-            assert opt is not None  # only zo-sgd has none
-            notes.extend(more)
-            return opt
-
-        return MasterWeights(params, make), notes
+        masters = master_copies(params)
+        inner, notes = _optimizer(wl, masters, foreach)
+        assert inner is not None  # only zo-sgd has none
+        return MasterWeights(params, masters, inner), notes
     return _optimizer(wl, params, foreach)
 
 
