@@ -40,6 +40,9 @@ def test_rule_by_hand():
                                    (8, 48, 26, 1), (60, 113, 24, 6)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rule_equals_the_real_kernel(shape, dtype):
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # oneDNN runs bf16 only on CPUs with AVX512-BF16/AMX or AVX-NE-CONVERT; elsewhere the kernel refuses to build
+        pytest.skip("this CPU has no oneDNN bf16 support: no real bf16 LSTM kernel to compare the rule with")
     i, h, t, b = shape
     assert lstm_workspace_bytes(i, h, t, b, torch.tensor([], dtype=dtype).element_size()) == \
         _real_workspace(i, h, t, b, dtype)

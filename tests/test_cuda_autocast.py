@@ -19,7 +19,7 @@ from mlfootprint.core.errors import UserError
 from mlfootprint.models import resolve
 from mlfootprint.trace.cpu_rnn import lstm_workspace_bytes
 from mlfootprint.trace.run import trace
-from mlfootprint.trace.target import CONSTANTS, _overload
+from mlfootprint.trace.kernels import CONSTANTS, _overload
 from mlfootprint.verbs.common import traced
 
 GPU = "h100-sxm"
@@ -262,7 +262,7 @@ def test_other_threads_keep_the_cpus_autocast_while_a_gpu_target_is_traced():
     # keeps the CPU's lists: softmax on bf16 stays bf16 there, while the tracing thread gets CUDA's fp32.
     import threading
 
-    from mlfootprint.trace.target import CudaAutocast
+    from mlfootprint.trace.kernels import CudaAutocast
 
     h = torch.randn(4, 8, dtype=torch.bfloat16)
     other: list[torch.dtype] = []

@@ -187,7 +187,12 @@ def _reference(folder, case: Case) -> torch.nn.Module:
     config._experts_implementation = "eager"
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return getattr(transformers, case.cls)(config).eval()
+        model = getattr(transformers, case.cls)(config).eval()
+    # Frozen: it only runs forwards under no_grad. Trainable weights make FlopCounterMode's module tracker hook the
+    # gradients of a function-as-module's inputs, which fails on a weight passed in as a leaf (transformers 5.25
+    # wraps Mamba's causal_conv1d_fn as a hub-kernel layer: "Expected gradient function to be set").
+    model.requires_grad_(False)
+    return model
 
 
 def _counter_forward(model: torch.nn.Module, spec, wl: Workload) -> int:

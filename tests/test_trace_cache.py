@@ -10,6 +10,8 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +115,8 @@ def test_a_version_change_invalidates(monkeypatch, traces_made):
         m.setattr(trace_cache, "__version__", "99.0")
         traced_step(spec, TRAIN)
         assert len(traces_made) == 2
-        m.setattr(torch, "__version__", "99.0.0")
+        installed = trace_cache._installed
+        m.setattr(trace_cache, "_installed", lambda package: "99.0.0" if package == "torch" else installed(package))
         traced_step(spec, TRAIN)
         assert len(traces_made) == 3
         m.setattr(trace_cache, "code_digest", lambda: "an edited checkout")
@@ -128,6 +131,39 @@ def test_a_version_change_invalidates(monkeypatch, traces_made):
     entry["key"] = {**key, "versions": {**key["versions"], "torch": "1.0"}}
     path.write_bytes(trace_cache._MAGIC + pickle.dumps(entry))
     assert TraceCache().get(key, TRAIN) is None
+
+
+# Each command line, run again in a fresh process on the cache the first runs filled: it must not import torch or
+# transformers (issue 16: importing torch alone takes about as long as a warm plan's whole run).
+_WARM_RUNS = """
+import json, sys
+from mlfootprint.cli import main
+for argv in json.loads(sys.argv[1]):
+    assert main(argv) == 0, argv
+    loaded = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+    assert not loaded, (argv, loaded)
+"""
+
+
+def test_a_hit_runs_without_torch_or_transformers(capsys):
+    # a catalog model: a config.json path asks transformers which task its class does (models/hf.py task_for)
+    shape = ["--seq", "32", "--batch", "4"]
+    runs = [["plan", "gpt2", "--devices", "4", "--hardware", "h100-sxm", *shape],
+            ["memory", "gpt2", "--mode", "train", *shape, "--hardware", "a100-80gb", "--zero", "3", "--dp", "4"],
+            ["predict", "gpt2", "--mode", "train", *shape, "--hardware", "a100-80gb"],
+            ["count", "gpt2", "--mode", "train", *shape]]
+    for argv in runs:
+        assert main(argv) == 0, argv  # here: traced and stored
+    capsys.readouterr()
+    r = subprocess.run([sys.executable, "-c", _WARM_RUNS, json.dumps(runs)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("gpt2") >= len(runs)
+    # and a miss does import them: the check above can fail
+    miss = [["count", "gpt2", "--mode", "train", "--seq", "48", "--batch", "2"]]
+    r = subprocess.run([sys.executable, "-c", _WARM_RUNS, json.dumps(miss)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "'torch'" in r.stderr
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "foreign class"])

@@ -6,11 +6,11 @@ weights (``bench`` does).
 from __future__ import annotations
 
 from ..workload import Workload
-from . import factory, hf
+from . import factory, hf_build
 from .spec import BuiltModel, ModelSpec
 
 
 def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
     if spec.source in ("factory", "module"):
         return factory.build(spec, wl)
-    return hf.build(spec, wl)
+    return hf_build.build(spec, wl)

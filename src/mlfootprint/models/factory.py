@@ -12,13 +12,14 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UserError
 from ..workload import Workload
 from .spec import BuiltModel, ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 def looks_like_callable_ref(text: str) -> bool:
@@ -80,6 +81,8 @@ def _call_with_workload(fn: Callable[..., Any], wl: Workload) -> Any:
 
 def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
     """Call the factory (inside the fake mode) and make the inputs its forward takes."""
+    import torch  # here, not at the top: resolving a model (and a cached trace) needs no torch
+
     try:
         module = _call_with_workload(spec.factory, wl)
     except UserError:
@@ -135,6 +138,8 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
 
 
 def factory_loss(output: Any) -> torch.Tensor:
+    import torch
+
     first = output
     while isinstance(first, (tuple, list)) and first:
         first = first[0]

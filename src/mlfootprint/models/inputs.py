@@ -4,18 +4,21 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
-    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
-    "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
+if TYPE_CHECKING:
+    import torch
+
+# --input dtype names → torch dtype attribute names (torch is imported only when an input is parsed)
+DTYPE_NAMES: dict[str, str] = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "float64": "float64", "fp64": "float64", "double": "float64",
+    "int64": "int64", "long": "int64", "int32": "int32", "int": "int32",
+    "int8": "int8", "uint8": "uint8", "bool": "bool",
 }
 
 _SHAPE = re.compile(r"^\d{1,20}(x\d{1,20})*$")
@@ -49,7 +52,10 @@ def parse_input(text: str) -> InputSpec:
                         f"2^48 = {MAX_INPUT_ELEMENTS:.3g}); check the shape")
     dtype = None
     if dtype_part:
-        dtype = DTYPES.get(dtype_part.strip().lower())
-        if dtype is None:
-            raise UserError(f"unknown dtype {dtype_part!r} in --input {text!r}; use one of: {', '.join(sorted(DTYPES))}")
+        name = DTYPE_NAMES.get(dtype_part.strip().lower())
+        if name is None:
+            raise UserError(f"unknown dtype {dtype_part!r} in --input {text!r}; use one of: {', '.join(sorted(DTYPE_NAMES))}")
+        import torch
+
+        dtype = getattr(torch, name)
     return InputSpec(shape, dtype)

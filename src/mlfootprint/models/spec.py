@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .inputs import InputSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass

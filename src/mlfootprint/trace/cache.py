@@ -55,7 +55,6 @@ from ..models.spec import ModelSpec
 from ..workload import Workload
 from . import records
 from .records import Trace
-from .run import trace
 
 # Bumped when the entry layout (not the trace) changes.
 FORMAT = 1
@@ -71,6 +70,13 @@ CACHED_NOTE = "trace: reused from the trace cache"
 
 
 # ------------------------------------------------------------------------------------------ the one door
+
+
+def trace(spec: ModelSpec, wl: Workload, *, checkpoint_early_stop: bool = True) -> Trace:
+    """A fresh trace (:func:`.run.trace`), imported on a miss only: a cache hit needs neither torch nor transformers."""
+    from .run import trace as run_trace
+
+    return run_trace(spec, wl, checkpoint_early_stop=checkpoint_early_stop)
 
 
 def traced_step(spec: ModelSpec, wl: Workload, *, checkpoint_early_stop: bool = True) -> Trace:
@@ -151,16 +157,26 @@ def key_digest(key: dict[str, Any]) -> str:
 
 
 def versions() -> dict[str, Any]:
-    """The versions a cached trace is valid for."""
-    import torch
+    """The versions a cached trace is valid for (torch's from its installed metadata, as transformers': a cache hit
+    does not import either)."""
+    return {"mlfootprint": __version__, "code": code_digest(), "torch": _installed("torch"),
+            "transformers": _installed("transformers"), "python": "%d.%d" % sys.version_info[:2]}
+
+
+@lru_cache(maxsize=None)
+def _installed(package: str) -> str | None:
+    """The installed version of ``package``; None where it is not installed. A build without package metadata
+    (torch from source on the path) is asked for its ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
-        from importlib.metadata import version
-        transformers = version("transformers")
-    except Exception:  # noqa: BLE001 - not installed: HF models cannot be traced either
-        transformers = None
-    return {"mlfootprint": __version__, "code": code_digest(), "torch": str(torch.__version__),
-            "transformers": transformers, "python": "%d.%d" % sys.version_info[:2]}
+        return version(package)
+    except PackageNotFoundError:
+        pass
+    try:
+        return str(__import__(package).__version__)
+    except Exception:  # noqa: BLE001 - not importable: models that need it cannot be traced either
+        return None
 
 
 @lru_cache(maxsize=1)
@@ -180,8 +196,7 @@ def _constants_digest() -> str:
     """The merged constants the trace reads, with the user's overrides (``$XDG_CONFIG_HOME/mlfootprint/trace``,
     ``…/models``): an override changes the trace, so it changes the key."""
     from ..models.architectures import ARCHITECTURES
-    from .target import CONSTANTS as KERNELS
-    from .transforms import CONSTANTS as TRANSFORMS
+    from .constants import KERNELS, TRANSFORMS
 
     tables = []
     for constants in (TRANSFORMS, KERNELS, ARCHITECTURES):

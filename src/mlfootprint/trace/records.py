@@ -148,7 +148,7 @@ class Trace:
     memory: MemoryFacts = field(default_factory=MemoryFacts)
     assumptions: list[str] = field(default_factory=list)
     trace_s: float = 0.0
-    kernels: str = "cpu"  # whose kernels the trace emulated: cpu or cuda (trace/target.py)
+    kernels: str = "cpu"  # whose kernels the trace emulated: cpu or cuda (trace/target.py, emulated by trace/kernels.py)
 
     @property
     def batch(self) -> int:

@@ -27,7 +27,8 @@ from .hooks import UserHook, failing_hook, user_hooks, user_hooks_off as _user_h
 from .mode import RecordingMode
 from .optim import MasterWeights, make_optimizer, zo_sgd_perturb
 from . import dedup as _dedup
-from .target import CudaAutocast, CudaKernels, Target, cuda_optimizer_foreach, kernel_summary, target_of
+from .kernels import CudaAutocast, CudaKernels, cuda_optimizer_foreach, kernel_summary
+from .target import Target, target_of
 from .records import (BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryFacts, ModuleNode, MoEFacts,
                       ParamFact, SavedTensor, Trace)
 from .transforms import prepare_model

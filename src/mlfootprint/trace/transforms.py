@@ -19,11 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.datafiles import SourcedConstants
 from ..core.errors import UserError
 from ..workload import Workload
+from .constants import TRANSFORMS as CONSTANTS
 
-CONSTANTS = SourcedConstants("trace", "transforms.toml", "trace")
 
 
 class LoRALinear(nn.Module):

@@ -8,22 +8,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..analysis.count.flops import FlopSummary, by_module, by_op, flop_summary
 from ..analysis.count.params import ParamStats, parameter_stats
 from ..models import ModelSpec, resolve
 from ..models.factory import load_callable
-from ..models.module import spec_from_module
 from ..report.schema import Report
 from ..report.sections import FlopsSection, ModelSection, ParamsSection, WorkloadSection
 from ..trace.records import Trace
 from ..trace.cache import reusing_traces, traced_step
 from ..trace.target import target_of
 from ..workload import Workload
+
+if TYPE_CHECKING:
+    import torch
 
 # The definitions behind the numbers, stated in every model report (DESIGN.md's trust contract).
 CONVENTIONS = {
@@ -66,9 +67,14 @@ def resolve_model(model: str | torch.nn.Module | ModelSpec | None, inputs: Seque
     """What the user named: a MODEL string (None: the bundled default), an nn.Module instance, or a ModelSpec."""
     if isinstance(model, ModelSpec):
         return dataclasses.replace(model, inputs_factory=load_callable(inputs_ref, "inputs callable")) if inputs_ref else model
-    if isinstance(model, torch.nn.Module):
+    # An nn.Module or a tensor exists only once the caller has imported torch: a MODEL string resolves without it.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from ..models.module import spec_from_module
+
         return spec_from_module(model, inputs, inputs_ref)
-    return resolve(model, [str(i) for i in inputs if not isinstance(i, torch.Tensor)], inputs_ref)
+    tensor = torch.Tensor if torch is not None else ()
+    return resolve(model, [str(i) for i in inputs if not isinstance(i, tensor)], inputs_ref)
 
 
 def traced(model: Any, workload: Workload | None, inputs: Sequence[Any] = (),

@@ -80,7 +80,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
+import numpy as np
 
 from ...core.errors import UserError
 from ...core.progress import phase
@@ -412,9 +412,9 @@ class MemoryModel:
         if training and layout.recompute == "selective" and self.traced_recompute != "full":
             sq_extra = prof.sq_per_block() * c[C["sq"]]
             c[C["sq"]] = 0.0
-        weights = torch.tensor([c, [c[k] if k in ACT_CLASSES else 0.0 for k in range(N)]], dtype=torch.float64).T
+        weights = np.array([c, [c[k] if k in ACT_CLASSES else 0.0 for k in range(N)]], dtype=np.float64).T
         series = mat @ weights  # [points, 2]: everything on the timeline, and the activations alone
-        i = int(torch.argmax(series[:, 0]))
+        i = int(np.argmax(series[:, 0]))
         timeline_peak = float(series[i, 0])
         act_peak = float(series[:, 1].max())
         row = mat[i].tolist()

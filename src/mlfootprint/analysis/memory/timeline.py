@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+import numpy as np
 
 from ...core.datafiles import SourcedConstants
 from ...trace.records import BACKWARD, FORWARD, OPTIMIZER, BlockSpan, MemoryFacts, SavedTensor, Trace
@@ -83,35 +83,35 @@ class Profile:
     # ------------------------------------------------------------------ replays
     _KIND = {"act": 0, "grad": 1, "cast": 2, "opt": 3, "state": 4}
 
-    def _arrays(self) -> dict[str, torch.Tensor]:
+    def _arrays(self) -> dict[str, np.ndarray]:
         arr = self._cache.get("arrays")
         if arr is None:
             al = self.allocs
             phase_names = sorted({a.phase for a in al} | {FORWARD, "recompute"})
             outputs = [a.group >= 0 and a.key in self.block_outputs[a.group] for a in al]
             arr = {
-                "size": torch.tensor([float(a.size) for a in al], dtype=torch.float64),
-                "cls": torch.tensor([a.cls for a in al], dtype=torch.long),
-                "group": torch.tensor([a.group for a in al], dtype=torch.long),
-                "start": torch.tensor([a.start for a in al], dtype=torch.long),
-                "end": torch.tensor([a.end for a in al], dtype=torch.long),
-                "kind": torch.tensor([self._KIND[a.kind] for a in al], dtype=torch.long),
-                "saved": torch.tensor([a.saved for a in al], dtype=torch.bool),
-                "output": torch.tensor(outputs, dtype=torch.bool),
-                "phase": torch.tensor([phase_names.index(a.phase) for a in al], dtype=torch.long),
+                "size": np.array([float(a.size) for a in al], dtype=np.float64),
+                "cls": np.array([a.cls for a in al], dtype=np.int64),
+                "group": np.array([a.group for a in al], dtype=np.int64),
+                "start": np.array([a.start for a in al], dtype=np.int64),
+                "end": np.array([a.end for a in al], dtype=np.int64),
+                "kind": np.array([self._KIND[a.kind] for a in al], dtype=np.int64),
+                "saved": np.array([a.saved for a in al], dtype=bool),
+                "output": np.array(outputs, dtype=bool),
+                "phase": np.array([phase_names.index(a.phase) for a in al], dtype=np.int64),
             }
             self._cache["phase_names"] = phase_names
             self._cache["arrays"] = arr
         return arr
 
-    def _group_mask(self, groups: frozenset[int] | None) -> torch.Tensor:
+    def _group_mask(self, groups: frozenset[int] | None) -> np.ndarray:
         arr = self._arrays()
         if groups is None:
-            return torch.ones_like(arr["saved"])
-        return torch.isin(arr["group"], torch.tensor(sorted(groups), dtype=torch.long))
+            return np.ones_like(arr["saved"])
+        return np.isin(arr["group"], np.array(sorted(groups), dtype=np.int64))
 
     def matrix(self, groups: frozenset[int] | None = None, recompute_full: bool = False,
-               offload: float = 0.0) -> tuple[torch.Tensor, list[str]]:
+               offload: float = 0.0) -> tuple[np.ndarray, list[str]]:
         """Live bytes per class at each candidate peak point ([points × classes], float64) and each point's phase.
 
         ``groups`` keeps only the activations of those groups (a pipeline stage); ``recompute_full`` replays
@@ -132,16 +132,16 @@ class Profile:
         if groups is not None:
             keep &= (kind != self._KIND["act"]) | self._group_mask(groups)
         n = self.n_events
-        keys: list[torch.Tensor] = []
-        vals: list[torch.Tensor] = []
-        clss: list[torch.Tensor] = []
-        phs: list[torch.Tensor] = []
+        keys: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        clss: list[np.ndarray] = []
+        phs: list[np.ndarray] = []
         start, end = arr["start"], arr["end"]
-        split = torch.zeros_like(keep)
+        split = np.zeros_like(keep)
         if recompute_full and self.n_blocks:
-            block_end = torch.tensor([-1 if x is None else x for x in self._block_fwd_ends()], dtype=torch.long)
-            restart = torch.tensor([-1 if x is None else x for x in self.block_bwd_start], dtype=torch.long)
-            g = arr["group"].clamp(min=0)
+            block_end = np.array([-1 if x is None else x for x in self._block_fwd_ends()], dtype=np.int64)
+            restart = np.array([-1 if x is None else x for x in self.block_bwd_start], dtype=np.int64)
+            g = np.maximum(arr["group"], 0)
             be, rs = block_end[g], restart[g]
             split = (keep & (kind == self._KIND["act"]) & arr["saved"] & (arr["group"] >= 0) & ~arr["output"]
                      & (be >= 0) & (rs >= 0) & (start < be) & (be <= rs) & (rs < end))
@@ -166,12 +166,12 @@ class Profile:
         vals += [-size[freed]]
         clss += [cls[freed]]
         phs += [arr["phase"][freed]]
-        k = torch.cat(keys)
-        v = torch.cat(vals)
-        c = torch.cat(clss)
-        ph = torch.cat(phs)
-        delta = torch.zeros((k.numel(), N), dtype=torch.float64)
-        delta[torch.arange(k.numel()), c] = v
+        k = np.concatenate(keys)
+        v = np.concatenate(vals)
+        c = np.concatenate(clss)
+        ph = np.concatenate(phs)
+        delta = np.zeros((k.size, N), dtype=np.float64)
+        delta[np.arange(k.size), c] = v
         if recompute_full and self.n_blocks:
             spikes = []
             for b in range(self.n_blocks):
@@ -180,23 +180,23 @@ class Profile:
                 if spike is not None and r is not None and (groups is None or b in groups):
                     spikes.append((r, spike))
             if spikes:
-                sk = torch.tensor([[2.0 * r + 1.5, 2.0 * r + 1.75] for r, _ in spikes], dtype=torch.float64).reshape(-1)
-                sv = torch.tensor([[sp, [-x for x in sp]] for _, sp in spikes], dtype=torch.float64).reshape(-1, N)
+                sk = np.array([[2.0 * r + 1.5, 2.0 * r + 1.75] for r, _ in spikes], dtype=np.float64).reshape(-1)
+                sv = np.array([[sp, [-x for x in sp]] for _, sp in spikes], dtype=np.float64).reshape(-1, N)
                 rec_phase = self._cache["phase_names"].index("recompute")
-                k = torch.cat([k, sk])
-                delta = torch.cat([delta, sv])
-                v = torch.cat([v, sv.sum(1)])
-                ph = torch.cat([ph, torch.full((sk.numel(),), rec_phase, dtype=torch.long)])
-        order = torch.sort(k, stable=True).indices
+                k = np.concatenate([k, sk])
+                delta = np.concatenate([delta, sv])
+                v = np.concatenate([v, sv.sum(axis=1)])
+                ph = np.concatenate([ph, np.full((sk.size,), rec_phase, dtype=np.int64)])
+        order = np.argsort(k, kind="stable")
         delta, v, ph = delta[order], v[order], ph[order]
-        live = torch.cumsum(delta, dim=0)
+        live = np.cumsum(delta, axis=0)
         grows = v > 0
-        nxt = torch.ones_like(grows)
+        nxt = np.ones_like(grows)
         nxt[:-1] = ~grows[1:]
         rows = grows & nxt
         mat = live[rows]
-        if mat.numel() == 0:
-            mat = torch.zeros((1, N), dtype=torch.float64)
+        if mat.size == 0:
+            mat = np.zeros((1, N), dtype=np.float64)
             phase_idx: list[int] = [self._cache["phase_names"].index(FORWARD)]
         else:
             phase_idx = ph[rows].tolist()
@@ -206,7 +206,7 @@ class Profile:
         return mat, phases
 
     def offload_mask(self, groups: frozenset[int] | None = None, recompute_full: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Which activations activation offload moves to the host, when each leaves and when it comes back.
 
         The rule (MEMO, Zhao et al. 2025, arXiv:2407.12117: activations are offloaded to CPU memory after each
@@ -223,14 +223,14 @@ class Profile:
             return hit
         arr = self._arrays()
         n = self.n_blocks
-        ends = torch.tensor([-1 if x is None else x for x in self._block_fwd_ends()], dtype=torch.long)
+        ends = np.array([-1 if x is None else x for x in self._block_fwd_ends()], dtype=np.int64)
         starts = [-1 if x is None else x for x in self.block_bwd_start]
-        own = torch.tensor(starts, dtype=torch.long)
-        nxt = torch.tensor(starts[1:] + [-1], dtype=torch.long)  # the next block's backward start
-        g = arr["group"].clamp(min=0)
+        own = np.array(starts, dtype=np.int64)
+        nxt = np.array(starts[1:] + [-1], dtype=np.int64)  # the next block's backward start
+        g = np.maximum(arr["group"], 0)
         out = arr["output"]
         leave = ends[g]
-        back = torch.where(out, nxt[g], own[g])
+        back = np.where(out, nxt[g], own[g])
         mask = ((arr["kind"] == self._KIND["act"]) & arr["saved"] & (arr["group"] >= 0) & self._group_mask(groups)
                 & (leave >= 0) & (back >= 0) & (arr["start"] < leave) & (leave <= back) & (back < arr["end"]))
         if n == 0:
@@ -287,11 +287,9 @@ class Profile:
         return cache.get(b)
 
     # ------------------------------------------------------------------ summaries
-    def _class_sums(self, mask: torch.Tensor) -> list[float]:
+    def _class_sums(self, mask: np.ndarray) -> list[float]:
         arr = self._arrays()
-        out = torch.zeros(N, dtype=torch.float64)
-        out.index_add_(0, arr["cls"][mask], arr["size"][mask])
-        return out.tolist()
+        return np.bincount(arr["cls"][mask], weights=arr["size"][mask], minlength=N).tolist()
 
     def saved_vector(self, groups: frozenset[int] | None = None) -> list[float]:
         """Bytes per class alive at the end of the forward pass (what one in-flight micro-batch holds)."""
