@@ -187,8 +187,9 @@ def test_reproduced_figures(results):
     # (issue 12): 121.9 -> 164.2 TFLOP/s; then the A100 GEMM curve at its calibrated level (gemm.toml [a100]
     # calibrated_scale 0.837, from TorchTitan's A100 runs, not from this claim): 144.3 TFLOP/s; then 16-bit working
     # weights (the paper: 'the model weights remained in FP16'; no autocast) with the level re-chosen from
-    # TorchTitan's 16-bit-weight runs (0.793): 139.4 TFLOP/s, 5.2% below 147
-    assert by_id["opt-175b-992xa100"].ours == pytest.approx(139.4e12, rel=0.02)  # vs 147 TFLOP/s published
+    # TorchTitan's 16-bit-weight runs (0.793): 139.4 TFLOP/s; then copies, casts and gathers charged what they read
+    # (formulas/movement.py) and the level re-chosen (0.805): 141.2 TFLOP/s, 4.0% below 147
+    assert by_id["opt-175b-992xa100"].ours == pytest.approx(141.2e12, rel=0.02)  # vs 147 TFLOP/s published
     assert by_id["opt-175b-992xa100"].verdict == REPRODUCED
     # Megatron-LM of 2019 all-reduces the fp16 gradients after the backward (its code; grad_reduce after-backward):
     # 2 × 63/64 × 2.08 GB per GPU over the V100's 6.25 GB/s exposed, 0.82 s of a 2.35 s step; its attention is unfused

@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..formulas import classify, cost_of
+from ..formulas.movement import movement_bytes_read
 from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
 from .fused_scratch import encoder_layer_scratch_bytes, native_mha_scratch_bytes
 from .records import FORWARD, MemoryEvent, OpRecord, fused_attention_op
@@ -221,6 +222,8 @@ class RecordingMode(TorchDispatchMode):
                     except (RuntimeError, NotImplementedError):
                         pass
         bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
+        if how == "zero":  # a copy, cast or gather reads what it writes; creation reads nothing
+            bytes_read = movement_bytes_read(func, flat_in, flat_out)
         model = cost.model if cost else 0
         attention = cost.attention if cost else 0
         window_share = self._window_share(func, flat_in, flat_out, model) if self.windows else 0.0
@@ -246,7 +249,7 @@ class RecordingMode(TorchDispatchMode):
             attention_flops=attention,
             causal=cost.causal if cost else None,
             recompute_flops=cost.recompute if cost else 0,
-            bytes_read=bytes_read if how != "zero" else 0,
+            bytes_read=bytes_read,
             bytes_written=bytes_written,
             alloc_bytes=created,
             supported=supported,
