@@ -213,17 +213,18 @@ class RecordingMode(TorchDispatchMode):
         flat_in, _ = tree_flatten((args, kwargs))
         bytes_read = 0
         param_operand = False
-        for t in flat_in:
-            if isinstance(t, torch.Tensor):
-                bytes_read += _nbytes(t)
-                if not param_operand and self.param_storages:
-                    try:
-                        param_operand = t.untyped_storage()._cdata in self.param_storages
-                    except (RuntimeError, NotImplementedError):
-                        pass
-        bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
-        if how == "zero":  # a copy, cast or gather reads what it writes; creation reads nothing
+        if how == "zero":  # a copy, cast or gather reads what it writes; creation reads nothing (no FLOPs either)
             bytes_read = movement_bytes_read(func, flat_in, flat_out)
+        else:
+            for t in flat_in:
+                if isinstance(t, torch.Tensor):
+                    bytes_read += _nbytes(t)
+                    if not param_operand and self.param_storages:
+                        try:
+                            param_operand = t.untyped_storage()._cdata in self.param_storages
+                        except (RuntimeError, NotImplementedError):
+                            pass
+        bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
         model = cost.model if cost else 0
         attention = cost.attention if cost else 0
         window_share = self._window_share(func, flat_in, flat_out, model) if self.windows else 0.0
