@@ -173,6 +173,9 @@ def test_flashattention2_batches_are_the_repositorys_training_configs():
         assert (run["global_batch"], run["micro_batch"], run["zero"], run["dp"]) == (gbs, mbs, 1, 8), rid
         assert resolve(DS.model_ref(run)).facts["heads"] == heads, rid
         assert run["recompute"] == "none" and run["mixed_weights"] == "fp32", rid  # Lightning bf16: autocast
+        # flash_attn/models/gpt.py create_mlp_cls (fused_mlp: True) runs gelu_new as FusedMLP's "gelu_approx", the
+        # tanh GELU in the autocast dtype; Hugging Face's gelu_new would run its pow in fp32 under CUDA autocast
+        assert resolve(DS.model_ref(run)).hf_config["activation_function"] == "gelu_pytorch_tanh", rid
 
 
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
