@@ -83,6 +83,20 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _mutated_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Bytes of the arguments ``func`` writes in place (its schema marks them ``(a!)``): what an operator that
+    returns nothing, as the in-place foreach operators of torch.optim, writes."""
+    total = 0
+    for i, arg in enumerate(func._schema.arguments):
+        info = arg.alias_info
+        if info is None or not info.is_write:
+            continue
+        value = args[i] if i < len(args) else kwargs.get(arg.name)
+        flat, _ = tree_flatten(value)
+        total += sum(_nbytes(t) for t in flat if isinstance(t, torch.Tensor))
+    return total
+
+
 class RecordingMode(TorchDispatchMode):
     """Records an :class:`OpRecord` per operator and a memory event per storage alloc/free."""
 
@@ -225,6 +239,8 @@ class RecordingMode(TorchDispatchMode):
                         except (RuntimeError, NotImplementedError):
                             pass
         bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
+        if not bytes_written and func._schema.is_mutable:
+            bytes_written = _mutated_bytes(func, args, kwargs)  # in place, returning nothing (_foreach_mul_)
         model = cost.model if cost else 0
         attention = cost.attention if cost else 0
         window_share = self._window_share(func, flat_in, flat_out, model) if self.windows else 0.0

@@ -18,6 +18,7 @@ from typing import Any
 
 from ...core.datafiles import SourcedConstants
 from ...core.errors import UserError, suggest
+from ...core.precision import DTYPE_BYTES
 from ...workload import FUSION as CHOICES
 
 FUSION = SourcedConstants("analysis.predict", "fusion.toml", "fusion")
@@ -103,13 +104,77 @@ def _op_class(r: Any) -> str:
     return "vector" if r.other_flops else "movement"
 
 
-def fuse(records: Sequence[Any], mode: str, why: str = "") -> tuple[list[Any], FusionSummary]:
+def first_step_only(r: Any) -> bool:
+    """An operator of the optimizer phase that only a first step runs: the creation of a state tensor (torch.optim's
+    zeros_like of Adam's moments, its step counters), which reads nothing and computes nothing."""
+    return (r.phase == "optimizer" and not r.bytes_read and not r.model_flops and not r.other_flops
+            and bool(getattr(r, "alloc_bytes", 0)))
+
+
+@dataclass(frozen=True)
+class OptimizerKernels:
+    """What a stack runs for the optimizer step instead of the traced foreach kernels (``data/fusion.toml``
+    [optimizer]): the fused step, and the copy of the fp32 masters into the 16-bit weights."""
+
+    name: str  # the optimizer
+    step_read: int | None  # the fused step's bytes (None: the stack runs the traced kernels)
+    step_written: int | None
+    copy_read: int  # the master copy (0: none)
+    copy_written: int
+    copy_dtype: str = ""
+
+    def describe(self, mode: str, traced_bytes: int) -> str:
+        parts = []
+        if self.step_read is not None:
+            parts.append(f"the {self.name} step as one fused multi-tensor kernel (the {mode} stack's fused optimizer) "
+                         f"reading each parameter, gradient and state once and writing the parameter and state once: "
+                         f"{(self.step_read + self.step_written) / 1e9:.4g} GB against {traced_bytes / 1e9:.4g} GB "
+                         "for the traced foreach kernels")
+        if self.copy_read:
+            parts.append(f"the fp32 masters copied into the {self.copy_dtype} weights after the step "
+                         f"({(self.copy_read + self.copy_written) / 1e9:.4g} GB)")
+        return ("optimizer step (steady state: the first step's creation of the optimizer state is not timed): "
+                + "; ".join(parts) + "; rule and sources: mlfootprint/analysis/predict/data/fusion.toml [optimizer]")
+
+
+def optimizer_kernels(trace: Any, mode: str) -> OptimizerKernels | None:
+    """The optimizer step's kernels on the ``mode`` stack for a traced training step, or None where the traced
+    kernels stand as they are (no optimizer phase, an optimizer without a fused kernel on an eager stack, and no
+    master weights)."""
+    wl = trace.workload
+    if "optimizer" not in getattr(trace, "phases_run", ()) or not wl.training:
+        return None
+    trainable = [p for p in trace.params if p.trainable]
+    masters = wl.weights_16bit and wl.optimizer != "zo-sgd"
+    if masters:  # fp32 masters and fp32 gradient buffers (trace/optim.py MasterWeights)
+        master_bytes = sum(p.numel for p in trainable) * DTYPE_BYTES["float32"]
+    else:
+        master_bytes = sum(p.numel * DTYPE_BYTES.get(p.dtype, 4) for p in trainable)
+    fused = mode in FUSION.value("optimizer", "stacks") and wl.optimizer in FUSION.value("optimizer", "fused")
+    copy = masters and bool(FUSION.value("optimizer", "master_copy"))
+    if not fused and not copy:
+        return None
+    state = int(trace.optimizer_state_bytes)
+    copy_written = sum(p.numel * DTYPE_BYTES.get(p.dtype, 2) for p in trainable) if copy else 0
+    return OptimizerKernels(
+        name=wl.optimizer,
+        # reads parameter, gradient and state; writes parameter and state
+        step_read=2 * master_bytes + state if fused else None, step_written=master_bytes + state if fused else None,
+        copy_read=master_bytes if copy else 0, copy_written=copy_written,
+        copy_dtype=trainable[0].dtype if copy and trainable else "")
+
+
+def fuse(records: Sequence[Any], mode: str, why: str = "",
+         optimizer: OptimizerKernels | None = None) -> tuple[list[Any], FusionSummary]:
     """The kernels the target stack would launch for ``records``, and what fusion saved.
 
-    With ``mode == "none"`` the records are returned as they are."""
+    The optimizer phase is a steady-state step (no creation of the optimizer state); ``optimizer`` (from
+    :func:`optimizer_kernels`) replaces its traced arithmetic by one fused kernel and adds the master copy. With
+    ``mode == "none"`` and no ``optimizer`` the other records are returned as they are."""
     summary = FusionSummary(mode, why)
+    records = _optimizer_step([r for r in records if not first_step_only(r)], optimizer)
     if mode == "none":
-        return list(records), summary
+        return records, summary
     fusible = set(FUSION.value("stacks", f"{mode}_classes"))
     phases = set(FUSION.value("stacks", "phases"))
     ends = _ops(f"{mode}_chain_ends")  # a kernel of the stack that writes its output: the chain stops after it
@@ -154,6 +219,33 @@ def fuse(records: Sequence[Any], mode: str, why: str = "") -> tuple[list[Any], F
             summary.bytes_after += nbytes
     close()
     return out, summary
+
+
+def _optimizer_step(records: list[Any], optimizer: OptimizerKernels | None) -> list[Any]:
+    """``records`` with the optimizer phase's arithmetic as the fused step kernel, and the master copy after it."""
+    if optimizer is None:
+        return records
+    out: list[Any] = []
+    step: FusedKernel | None = None
+    last = None
+    for r in records:
+        if r.phase == "optimizer":
+            last = r
+            if optimizer.step_read is not None and _op_class(r) == "vector":
+                if step is None:
+                    step = FusedKernel(index=r.index, op=f"fused[{optimizer.name} step]", module=r.module,
+                                       phase="optimizer", other_flops=0, bytes_read=int(optimizer.step_read),
+                                       bytes_written=int(optimizer.step_written or 0), out_dtype="", ops=0)
+                    out.append(step)
+                step.other_flops += r.other_flops
+                step.ops += 1
+                continue
+        out.append(r)
+    if optimizer.copy_read and last is not None:
+        out.append(FusedKernel(index=last.index, op="copy[fp32 masters -> weights]", module="", phase="optimizer",
+                               other_flops=0, bytes_read=optimizer.copy_read, bytes_written=optimizer.copy_written,
+                               out_dtype=optimizer.copy_dtype, ops=1))
+    return out
 
 
 def _ops(key: str) -> frozenset[str]:

@@ -31,7 +31,7 @@ from ...core.precision import precision as precision_of
 from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
 from .attention_rate import AttentionRate, attention_rate
-from .fusion import FusionSummary, check_fusion, default_fusion, fuse
+from .fusion import FusionSummary, check_fusion, default_fusion, fuse, optimizer_kernels
 from .gemm import GemmCurve, gemm_curve
 from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
 from ...trace.records import fused_attention_op
@@ -283,12 +283,17 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     """The roofline profile of one trace on ``device``; ``fusion`` (none | fused | compiled; None: the target
     stack's default) groups the operators into the kernels the stack launches."""
     mode, why = resolve_fusion(device, eff, fusion)
-    kernels, summary = fuse(trace.records, mode, why)
+    optimizer = optimizer_kernels(trace, mode)
+    kernels, summary = fuse(trace.records, mode, why, optimizer)
     if eff.curves:
         profile = _build_profile_curves(trace, kernels, device, eff, precision)
     else:
         profile = _build_profile(kernels, device, eff, precision, mode)
     profile.fusion = summary
+    if optimizer is not None:
+        traced = sum(r.bytes_read + r.bytes_written for r in trace.records
+                     if r.phase == "optimizer" and r.other_flops and not r.model_flops)
+        profile.fallbacks.append(optimizer.describe(mode, traced))
     windowed = [k for k in kernels if k.attention_flops and compute_share(k, mode) != compute_share(k)]
     if windowed:
         shares = sorted({round(float(k.window_share), 4) for k in windowed})
