@@ -27,6 +27,70 @@ time; point-to-point sends of b·s·h activations forward and gradients back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Union
+
+from ...core.datafiles import SourcedConstants
+
+COLLECTIVES = SourcedConstants("analysis.predict", "collectives.toml", "collectives")
+
+
+@dataclass(frozen=True)
+class RingLatency:
+    """NCCL's latency model of a ring on one kind of link (``data/collectives.toml``): per protocol, a base latency,
+    a latency per ring step, and the share of the bus bandwidth it reaches; NCCL picks the fastest protocol."""
+
+    link: str  # "nvlink" (inside a node) | "net" (across nodes)
+    protocols: tuple[tuple[str, float, float, float], ...]  # (name, base_s, hop_s, bandwidth_share)
+
+    def time(self, nbytes: float, rate: float, steps: int) -> float:
+        """The least, over the protocols, of base + steps·hop + nbytes/(rate·share); ``rate`` is bandwidth × factor."""
+        return min(base + steps * hop + nbytes / (rate * share) for _, base, hop, share in self.protocols)
+
+    @property
+    def hop_s(self) -> float:
+        """The bulk (Simple) protocol's latency per step: what one message of an all-to-all waits."""
+        return next(hop for name, _, hop, _ in self.protocols if name == "simple")
+
+
+def ring_latency(inside_node: bool) -> RingLatency:
+    """NCCL's ring latency model for a group inside one node (NVLink) or across nodes (the network)."""
+    link = "nvlink" if inside_node else "net"
+    names = COLLECTIVES.value("ring", "protocols")
+    return RingLatency(link, tuple((str(p), float(COLLECTIVES.value("ring", f"{p}_base_s")),
+                                    float(COLLECTIVES.value("ring", f"{p}_{link}_hop_s")),
+                                    float(COLLECTIVES.value("ring", f"{p}_bandwidth_share"))) for p in names))
+
+
+Latency = Union[float, RingLatency]  # a flat latency per ring step (given with --efficiency), or NCCL's model
+
+
+def link_latency(eff: Any, inside_node: bool) -> Latency:
+    """The latency model of a link: the flat per-step factor where the user set it (--efficiency
+    collective_latency_intra_s / _inter_s), else NCCL's ring model."""
+    name = "collective_latency_intra_s" if inside_node else "collective_latency_inter_s"
+    factors = getattr(eff, "factors", None)
+    if factors is None:  # a plain mapping of factor values: every value is as given
+        return float(eff[name])
+    factor = factors.get(name)
+    if factor is not None and factor.provenance == "given":
+        return float(factor.value)
+    return ring_latency(inside_node)
+
+
+def describe_latency() -> str:
+    """The assumption line of NCCL's ring latency model."""
+    intra, inter = ring_latency(True), ring_latency(False)
+    parts = ", ".join(f"{name} {base * 1e6:.3g} µs + {hop * 1e6:.2g} (NVLink) or {net * 1e6:.2g} µs (network) per step at "
+                      f"{share:g} of the bus bandwidth"
+                      for (name, base, hop, share), (_, _, net, _) in zip(intra.protocols, inter.protocols))
+    return ("collective latency: NCCL's own ring model, the fastest protocol for each collective (" + parts + "; "
+            "NCCL src/graph/tuning.cc defaults, data/collectives.toml); an all-to-all waits the Simple protocol's "
+            "latency per peer; --efficiency collective_latency_intra_s=X (or _inter_s) sets a flat latency per step "
+            "instead")
+
+
+def per_step_latency(latency: Latency) -> float:
+    return latency.hop_s if isinstance(latency, RingLatency) else float(latency)
 
 
 def all_reduce_volume(nbytes: float, n: int) -> float:
@@ -48,7 +112,7 @@ def all_to_all_volume(nbytes: float, n: int) -> float:
 
 
 def all_to_all_time(nbytes: float, n: int, node_ranks: int, intra: float, inter: float, efficiency: float,
-                    latency_s: float = 0.0, rounds: float = 1.0) -> float:
+                    latency_s: Latency = 0.0, rounds: float = 1.0) -> float:
     """Time of ``rounds`` all-to-alls of ``nbytes`` per rank over n ranks, ``node_ranks`` of them in each node.
 
     A rank keeps 1/n of its buffer and sends 1/n to each peer: to the node_ranks − 1 peers in its node over the
@@ -60,7 +124,7 @@ def all_to_all_time(nbytes: float, n: int, node_ranks: int, intra: float, inter:
     k = max(1, min(node_ranks, n))
     inside = (k - 1) / n * nbytes / (intra * efficiency)
     across = (n - k) / n * nbytes / (inter * efficiency) if n > k else 0.0
-    return rounds * (max(inside, across) + (n - 1) * latency_s)
+    return rounds * (max(inside, across) + (n - 1) * per_step_latency(latency_s))
 
 
 def tp_all_reduces_per_layer(training: bool, full_recompute: bool, parallel_block: bool = False) -> int:
@@ -205,8 +269,11 @@ def exposed_under_compute(gather_s: float, reduce_s: float, compute_s: float, pi
     return xg, xr
 
 
-def transfer_time(nbytes: float, bandwidth: float, efficiency: float, steps: int = 0, latency_s: float = 0.0) -> float:
-    """Bandwidth term plus latency term of a collective: bytes/(bw·eff) + steps·latency."""
+def transfer_time(nbytes: float, bandwidth: float, efficiency: float, steps: int = 0, latency_s: Latency = 0.0) -> float:
+    """Bandwidth term plus latency term of a collective: bytes/(bw·eff) + steps·latency with a flat latency per
+    step; with NCCL's ring model (:class:`RingLatency`), its fastest protocol's time."""
     if nbytes <= 0 and steps <= 0:
         return 0.0
+    if isinstance(latency_s, RingLatency):
+        return latency_s.time(nbytes, bandwidth * efficiency, steps)
     return nbytes / (bandwidth * efficiency) + steps * latency_s

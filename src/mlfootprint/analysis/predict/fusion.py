@@ -141,8 +141,8 @@ def optimizer_kernels(trace: Any, mode: str) -> OptimizerKernels | None:
     """The optimizer step's kernels on the ``mode`` stack for a traced training step, or None where the traced
     kernels stand as they are (no optimizer phase, an optimizer without a fused kernel on an eager stack, and no
     master weights)."""
-    wl = trace.workload
-    if "optimizer" not in getattr(trace, "phases_run", ()) or not wl.training:
+    wl = getattr(trace, "workload", None)
+    if wl is None or "optimizer" not in getattr(trace, "phases_run", ()) or not wl.training:
         return None
     trainable = [p for p in trace.params if p.trainable]
     masters = wl.weights_16bit and wl.optimizer != "zo-sgd"

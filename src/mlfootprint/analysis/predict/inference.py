@@ -179,7 +179,7 @@ def decode_line(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff
         intra = device.intra_node_bandwidth_bytes_per_s or device.inter_node_bandwidth_bytes_per_s or 1.0
         inside = par.tp <= int(device.devices_per_node or 1)
         bw = intra if inside else (device.inter_node_bandwidth_bytes_per_s or intra)
-        lat = eff["collective_latency_intra_s"] if inside else eff["collective_latency_inter_s"]
+        lat = comm.link_latency(eff, inside)
         vol = comm.all_reduce_volume(batch * dm.hidden * dm.act_bytes, par.tp)
         per_layer = comm.tp_all_reduces_per_layer(False, False, dm.parallel_block)
         tp_s = per_layer * dm.layers / par.pp * comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)
@@ -187,7 +187,7 @@ def decode_line(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff
     if par.pp > 1:
         inside = par.tp * par.pp <= int(device.devices_per_node or 1)
         bw = (device.intra_node_bandwidth_bytes_per_s if inside else device.inter_node_bandwidth_bytes_per_s) or 1.0
-        lat = eff["collective_latency_intra_s"] if inside else eff["collective_latency_inter_s"]
+        lat = comm.link_latency(eff, inside)
         p2p_s = (par.pp - 1) * comm.transfer_time(batch * dm.hidden * dm.act_bytes, bw, eff["network"], 1, lat)
     # A token passes every pipeline stage in turn: one stage's time, pp times, plus the sends between them.
     return DecodeLine(memory_0=bytes_0 / mem_rate, memory_1=bytes_1 / mem_rate,

@@ -20,6 +20,7 @@ from typing import Any
 from ...core.errors import UserError
 from ...core.validate import number
 from ...hardware.catalog import Device, get_device
+from . import comm
 from .efficiency import Efficiency, _is_measured, efficiency_for
 from .inference import decode_model, decode_token, generate_time
 from .roofline import Profile, build_profile
@@ -203,7 +204,12 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                f"({dev.source_of(f'peak_flops.{profile.peak_dtype}')})")
     used = ["matmul", "attention", "conv", "vector", "memory_bandwidth"]
     if par.devices > 1:
-        used += ["network", "collective_latency_intra_s", "collective_latency_inter_s"]
+        used.append("network")
+        flat = [f"collective_latency_{k}_s" for k in ("intra", "inter")
+                if isinstance(comm.link_latency(eff, k == "intra"), float)]
+        used += flat
+        if len(flat) < 2:
+            out.append(comm.describe_latency())
     if par.offload != "none" or par.offload_activations:
         used.append("host_link")
     if dev.per_op_overhead_s is None:

@@ -386,10 +386,10 @@ def _activation_offload(c: _Communication, per_micro_batch: float, m: int, eff: 
                    f"({fwd_s:.3g} s), fetches the backward ({bwd_s:.3g} s); exposed: {c.act_x:.3g} s")
 
 
-def _link(links: tuple[float, float, int], eff: Efficiency, inside: bool) -> tuple[float, float]:
+def _link(links: tuple[float, float, int], eff: Efficiency, inside: bool) -> tuple[float, comm.Latency]:
     """(bandwidth, latency) of a group inside one node or across nodes."""
     intra_bw, inter_bw, _ = links
-    return (intra_bw, eff["collective_latency_intra_s"]) if inside else (inter_bw, eff["collective_latency_inter_s"])
+    return (intra_bw, comm.link_latency(eff, True)) if inside else (inter_bw, comm.link_latency(eff, False))
 
 
 def _tensor_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
@@ -544,9 +544,9 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         for k in v.collectives:  # the two groups' collectives of one kind run one after the other
             # across nodes, NCCL runs one ring per NIC the group has in a node (k.node_ranks of them, each GPU
             # with its own inter-node link): the node's share of the ring goes k times as fast, up to NVLink's rate
-            bw, lat = (intra_bw, eff["collective_latency_intra_s"]) if k.inside_node else \
-                (min(inter_bw * k.node_ranks, intra_bw), eff["collective_latency_inter_s"])
-            times[k.name] = times.get(k.name, 0.0) + k.nbytes / (bw * net) + k.steps * lat
+            bw, lat = (intra_bw, comm.link_latency(eff, True)) if k.inside_node else \
+                (min(inter_bw * k.node_ranks, intra_bw), comm.link_latency(eff, False))
+            times[k.name] = times.get(k.name, 0.0) + comm.transfer_time(k.nbytes, bw, net, k.steps, lat)
             c.volumes[f"dp_{k.name}_bytes"] = c.volumes.get(f"dp_{k.name}_bytes", 0.0) + k.nbytes
             if k.per_micro_batch:
                 per_mb.add(k.name)
