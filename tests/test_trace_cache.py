@@ -146,19 +146,21 @@ for argv in json.loads(sys.argv[1]):
 
 
 def test_a_hit_runs_without_torch_or_transformers(capsys):
-    # a catalog model: a config.json path asks transformers which task its class does (models/hf.py task_for)
+    # a catalog model, and a config.json path (whose task transformers decides the first time: models/hf.py
+    # task_for remembers it in the cache folder)
     shape = ["--seq", "32", "--batch", "4"]
     runs = [["plan", "gpt2", "--devices", "4", "--hardware", "h100-sxm", *shape],
             ["memory", "gpt2", "--mode", "train", *shape, "--hardware", "a100-80gb", "--zero", "3", "--dp", "4"],
             ["predict", "gpt2", "--mode", "train", *shape, "--hardware", "a100-80gb"],
-            ["count", "gpt2", "--mode", "train", *shape]]
+            ["count", "gpt2", "--mode", "train", *shape],
+            ["count", LLAMA, "--mode", "train", *shape]]
     for argv in runs:
         assert main(argv) == 0, argv  # here: traced and stored
     capsys.readouterr()
     r = subprocess.run([sys.executable, "-c", _WARM_RUNS, json.dumps(runs)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("gpt2") >= len(runs)
+    assert r.stdout.count("gpt2") >= len(runs) - 1 and "tiny-llama" in r.stdout
     # and a miss does import them: the check above can fail
     miss = [["count", "gpt2", "--mode", "train", "--seq", "48", "--batch", "2"]]
     r = subprocess.run([sys.executable, "-c", _WARM_RUNS, json.dumps(miss)], capture_output=True, text=True,
@@ -297,3 +299,17 @@ def test_concurrent_writers_and_readers(tmp_path):
     assert all(t == expected for totals in results for t in totals) and len(results) == 3
     assert [p.name for p in folder.iterdir()] == [TraceCache().path_for(trace_key(spec, TRAIN)).name]
     assert TraceCache(folder).get(trace_key(spec, TRAIN), TRAIN) is not None
+
+
+def test_a_remembered_task_is_read_back_only_for_its_own_key():
+    from mlfootprint.core import usercache
+
+    key = {"config": {"model_type": "llama", "hidden_size": 64}, "transformers": "9.9"}
+    assert usercache.recall("tasks", key) is None
+    assert usercache.remember("tasks", key, "causal-lm")
+    assert usercache.recall("tasks", key) == "causal-lm"
+    assert usercache.recall("tasks", {**key, "transformers": "9.10"}) is None  # another version: not this answer
+    (path,) = (Path(os.environ["MLFOOTPRINT_CACHE_DIR"]) / "tasks").glob("*.json")
+    for damage in ("", "{not json", json.dumps({"key": "another", "value": "masked-lm"})):
+        path.write_text(damage)
+        assert usercache.recall("tasks", key) is None  # truncated, corrupt or foreign: a miss, never an error

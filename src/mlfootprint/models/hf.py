@@ -6,10 +6,14 @@ cached trace is reused without it.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from ..core.errors import MissingExtraError, UserError
+from ..core.usercache import recall, remember
 from ..core.state import quiet_dependency_loggers
 from .architectures import ARCHITECTURES
 from .spec import ModelSpec
@@ -50,13 +54,44 @@ def json_floats(value: Any) -> Any:
 
 def task_for(config: dict[str, Any]) -> str:
     """What the config's model does, by the input it takes: causal-lm, masked-lm, seq2seq-lm, base (text),
-    image-classification, image, audio, speech-seq2seq, image-text."""
+    image-classification, image, audio, speech-seq2seq, image-text.
+
+    The model class transformers maps the config to decides; finding it imports transformers (about a second), so
+    the answer is remembered in the user's cache folder (``core/usercache.py``), keyed by the config's content,
+    transformers' installed version and this module's code: a warm run on a config.json then imports neither
+    transformers nor torch. Without transformers installed, the config's architecture names decide."""
+    version = _installed_version("transformers")
+    if version is None:
+        return _task_from_names(config)
+    key = {"config": config, "transformers": version, "code": _code_digest(),
+           "causal_lm": ARCHITECTURES.value("tasks", "causal_lm")}
+    task = recall("tasks", key)
+    if task is not None:
+        return task
     try:
         import transformers  # noqa: F401 - the class a config names decides; without transformers, its name does
     except ImportError:
         return _task_from_names(config)
     cls = model_class_or_none(config)
-    return _task_from_names(config) if cls is None else task_of_class(cls, config)
+    task = _task_from_names(config) if cls is None else task_of_class(cls, config)
+    remember("tasks", key, task)
+    return task
+
+
+def _installed_version(package: str) -> str | None:
+    """``package``'s installed version from its metadata, without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """This module's code: a changed rule changes the remembered tasks' key."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def _task_from_names(config: dict[str, Any]) -> str:

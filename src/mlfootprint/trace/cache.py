@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.usercache import cache_dir
 from ..core.version import __version__
 from ..models.spec import ModelSpec
 from ..workload import Workload
@@ -222,15 +223,6 @@ def _jsonable(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ the folder
-
-
-def cache_dir() -> Path:
-    """``$MLFOOTPRINT_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlfootprint/traces`` (default ``~/.cache/…``)."""
-    override = os.environ.get("MLFOOTPRINT_CACHE_DIR")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mlfootprint" / "traces"
 
 
 def max_bytes() -> int:
