@@ -36,6 +36,9 @@ CASES: list[tuple[str, list[str], dict[str, float]]] = [
     ("count", ["count", "llama-2-70b", "--mode", "train", "--seq", "4096"], {}),  # its target is the ratio
     ("plan", ["plan", "gpt3-175b", "--devices", "12288", "--hardware", "h100-sxm", "--seq", "2048", "--batch", "6144"],
      {"cold": 5.0, "warm": 2.0}),
+    # the same plan from a config.json path (its task remembered in the cache folder: a warm run needs no transformers)
+    ("plan-config", ["plan", str(ROOT / "benchmarks" / "data" / "models" / "megatron-gpt-175b"), "--devices", "12288",
+                     "--hardware", "h100-sxm", "--seq", "2048", "--batch", "6144"], {"cold": 5.0, "warm": 2.0}),
     ("memory", ["memory", "llama-3.1-405b", "--mode", "train", "--seq", "8192", "--zero", "3", "--dp", "1024"],
      {"cold": 5.0, "warm": 5.0}),
     ("max-batch", ["memory", "llama-2-7b", "--mode", "train", "--seq", "4096", "--hardware", "h100-sxm", "--zero", "3",
