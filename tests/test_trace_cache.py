@@ -297,7 +297,11 @@ def test_concurrent_writers_and_readers(tmp_path):
     spec = resolve(LLAMA, [], None)
     expected = sum(r.model_flops + r.other_flops for r in traced_step(spec, TRAIN).records)
     assert all(t == expected for totals in results for t in totals) and len(results) == 3
-    assert [p.name for p in folder.iterdir()] == [TraceCache().path_for(trace_key(spec, TRAIN)).name]
+    # one entry and no temporary file left; beside it the config's remembered task, one file too
+    assert sorted(p.name for p in folder.iterdir()) == sorted([TraceCache().path_for(trace_key(spec, TRAIN)).name,
+                                                               "tasks"])
+    assert len([p for p in (folder / "tasks").iterdir() if not p.name.startswith(".tmp-")]) == 1
+    assert not list((folder / "tasks").glob(".tmp-*"))
     assert TraceCache(folder).get(trace_key(spec, TRAIN), TRAIN) is not None
 
 
