@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.errors import MissingExtraError, UserError
 from ..core.usercache import recall, remember
+from ..core.version import installed_version
 from ..core.state import quiet_dependency_loggers
 from .architectures import ARCHITECTURES
 from .spec import ModelSpec
@@ -60,7 +61,7 @@ def task_for(config: dict[str, Any]) -> str:
     the answer is remembered in the user's cache folder (``core/usercache.py``), keyed by the config's content,
     transformers' installed version and this module's code: a warm run on a config.json then imports neither
     transformers nor torch. Without transformers installed, the config's architecture names decide."""
-    version = _installed_version("transformers")
+    version = installed_version("transformers")
     if version is None:
         return _task_from_names(config)
     key = {"config": config, "transformers": version, "code": _code_digest(),
@@ -76,16 +77,6 @@ def task_for(config: dict[str, Any]) -> str:
     task = _task_from_names(config) if cls is None else task_of_class(cls, config)
     remember("tasks", key, task)
     return task
-
-
-def _installed_version(package: str) -> str | None:
-    """``package``'s installed version from its metadata, without importing it."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 @lru_cache(maxsize=1)

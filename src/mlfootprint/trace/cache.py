@@ -51,7 +51,7 @@ from typing import Any
 
 from ..core.errors import UserError
 from ..core.usercache import cache_dir
-from ..core.version import __version__
+from ..core.version import __version__, installed_version
 from ..models.spec import ModelSpec
 from ..workload import Workload
 from . import records
@@ -166,18 +166,8 @@ def versions() -> dict[str, Any]:
 
 @lru_cache(maxsize=None)
 def _installed(package: str) -> str | None:
-    """The installed version of ``package``; None where it is not installed. A build without package metadata
-    (torch from source on the path) is asked for its ``__version__``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        pass
-    try:
-        return str(__import__(package).__version__)
-    except Exception:  # noqa: BLE001 - not importable: models that need it cannot be traced either
-        return None
+    """The installed version of ``package`` (core/version.py), once per process."""
+    return installed_version(package)
 
 
 @lru_cache(maxsize=1)
