@@ -41,7 +41,6 @@ import json
 import os
 import pickle
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -50,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.usercache import cache_dir
+from ..core.usercache import cache_dir, replace_atomically
 from ..core.version import __version__, installed_version
 from ..models.spec import ModelSpec
 from ..workload import Workload
@@ -262,16 +261,7 @@ class TraceCache:
         entry = {"key": key, "created": time.time(), "trace": dataclasses.replace(tr, workload=None)}
         try:
             payload = _MAGIC + pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.SUFFIX, dir=self.folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                os.replace(tmp, self.path_for(key))
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            replace_atomically(self.path_for(key), payload)
         except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError):
             return False
         self.evict()
