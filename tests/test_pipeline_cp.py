@@ -16,7 +16,8 @@ from mlfootprint.analysis.predict.roofline import PhaseProfile, Profile
 from mlfootprint.analysis.predict.step import ModelShape, step_time
 from mlfootprint.cli import main
 from mlfootprint.core.errors import UserError
-from mlfootprint.workload import Layout, Workload, check_context_parallel, stage_layers
+from mlfootprint.workload import (Layout, Workload, check_against_model, check_context_parallel, grad_accum_of,
+                                  max_virtual_stages, stage_layers)
 from tests.helpers import traced_for_prediction
 
 # no communication cost unless a test sets a bandwidth: only the schedule's own arithmetic shows
@@ -54,6 +55,22 @@ def test_stage_layers_even_uneven_and_126_on_16():
     assert sum(stage_layers(127, 16)) == 127
     with pytest.raises(UserError, match="exceeds the model's 4 layers"):
         stage_layers(4, 8)
+
+
+def test_virtual_stages_an_end_chunk_may_hold_the_embedding_or_the_head_alone():
+    # Llama 3 405B (126 layers, PP 16): stages of 7, 8 × 14, 7 blocks; the ends take the embedding and the head as a
+    # chunk each, so 8 chunks of one block (or the embedding / head alone) per stage — the paper's "first model chunk
+    # on the first stage has only the embedding" (Sec. 3.3.2)
+    assert max_virtual_stages(126, 16) == 8
+    assert max_virtual_stages(96, 8) == 12  # even stages: a block per chunk, as before
+    assert max_virtual_stages(10, 4) == 3  # (2, 3, 3, 2): the ends 2 + 1, the middle 3
+    assert max_virtual_stages(12, 5) == 2  # (2, 2, 3, 3, 2): stage 1 has two blocks and no end piece
+    assert max_virtual_stages(2, 2) == 2  # E t | t L
+    assert max_virtual_stages(5, 1) == 5
+    facts = {"heads": 128, "layers": 126}
+    check_against_model(Layout(pp=16, vp=8, micro_batch=1, grad_accum=16), facts)
+    with pytest.raises(UserError, match=r"pp.16 × (--)?vp.9: a stage would hold a model chunk with no layer .*use a (--)?vp of at most 8"):
+        check_against_model(Layout(pp=16, vp=9, micro_batch=1, grad_accum=16), facts)
 
 
 # ------------------------------------------------------------------ schedules
@@ -214,6 +231,23 @@ def test_uneven_stages_in_memory(deep):
     # (3 in flight): 2 × 5 > 3 × 3 block-micro-batches of saved activations
     est = mm.per_device(Layout(pp=5, micro_batch=1, grad_accum=8, precision="bf16-mixed"))
     assert est.stage == 0 and est.breakdown["inflight_micro_batches"] == 5
+
+
+def test_micro_batch_and_global_batch_give_the_micro_batches_a_stage_holds(deep):
+    # --batch 8 --micro-batch 1 on one replica is 8 micro-batches, the same step as --grad-accum 8: a pipeline stage
+    # holds min(pp − stage, 8) of them, not one
+    wl = Workload(batch=8, seq=64, mode="train", precision="bf16-mixed", pp=4, micro_batch=1)
+    assert grad_accum_of(wl) == 8 and Layout.from_workload(wl).grad_accum == 8
+    wl_dp = Workload(batch=2048, seq=64, mode="train", devices=16384, tp=8, pp=16, micro_batch=1)
+    assert wl_dp.dp == 128 and grad_accum_of(wl_dp) == 16  # Llama 3 405B on 16,384 GPUs: 2048 / 128 / 1
+    assert grad_accum_of(Workload(batch=8, mode="train", pp=4, micro_batch=1, grad_accum=2)) == 2  # given wins
+    assert grad_accum_of(Workload(mode="train", pp=4, micro_batch=1)) == 1  # no global batch given
+    _, mm = deep
+    by_micro_batch = mm.per_device(Layout.from_workload(wl))
+    by_accumulation = mm.per_device(Layout.from_workload(Workload(batch=8, seq=64, mode="train",
+                                                                  precision="bf16-mixed", pp=4, grad_accum=8)))
+    assert by_micro_batch.breakdown["inflight_micro_batches"] == 4
+    assert by_micro_batch.peak_bytes == by_accumulation.peak_bytes
 
 
 def test_pp_16_on_a_126_layer_model_from_the_command_line(tmp_path):

@@ -13,7 +13,7 @@ from mlfootprint.hardware.catalog import get_device
 from tests.helpers import traced_for_prediction as trace_for_prediction
 from mlfootprint.analysis.predict.planner import enumerate_layouts, plan
 from mlfootprint.analysis.predict.shape import model_shape
-from mlfootprint.workload import Workload
+from mlfootprint.workload import Workload, max_virtual_stages
 
 TINY_LLAMA = str(Path(__file__).parent / "data" / "configs" / "tiny-llama" / "config.json")
 
@@ -32,7 +32,10 @@ def test_enumeration_respects_heads_layers_nodes_and_batch(tiny):
     for p in lays:
         assert p.dp * p.tp * p.pp * p.cp == 16
         assert 8 % p.tp == 0 and heads % p.tp == 0  # a tensor-parallel group inside one node of 8
-        assert p.pp <= layers and p.pp * p.vp <= layers  # uneven stages allowed, one block per virtual stage
+        # uneven stages allowed; a block in every virtual stage, except that an end chunk may hold the embedding or
+        # the head alone (Llama 3's layout): 2 layers on 2 stages take 2 chunks each (E t | t L)
+        assert p.pp <= layers and p.vp <= max_virtual_stages(layers, p.pp)
+        assert p.vp <= (layers // p.pp) + 1
         assert p.cp == 1  # 64-token sequences: below plan_cp_min_seq, context parallelism is not tried
         assert 64 % (p.dp * p.micro_batch) == 0
         assert p.pp == 1 or p.zero <= 1  # ZeRO 2/3 only without pipeline parallelism

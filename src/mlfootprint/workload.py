@@ -488,7 +488,7 @@ class Layout:
         """The layout a workload describes; ``batch`` is the global batch when given (see :func:`micro_batch_of`)."""
         return cls(dp=wl.dp, tp=wl.tp, pp=wl.pp, ep=wl.ep, zero=wl.zero, offload=wl.offload,
                    micro_batch=micro_batch_of(wl), recompute=wl.recompute if wl.training else "none",
-                   precision=wl.precision, optimizer=wl.optimizer, grad_accum=wl.grad_accum,
+                   precision=wl.precision, optimizer=wl.optimizer, grad_accum=grad_accum_of(wl),
                    sequence_parallel=wl.sequence_parallel_on,
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
                    tp_comm_overlap=wl.tp_comm_overlap, grad_reduce=wl.grad_reduce, etp=wl.etp,
@@ -540,6 +540,26 @@ def stage_layers(layers: int, pp: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+@functools.lru_cache(maxsize=4096)
+def max_virtual_stages(layers: int, pp: int) -> int:
+    """The most model chunks (virtual stages) each of ``pp`` stages can hold with at least one block per chunk,
+    where a chunk at the ends may hold the embedding (first stage) or the head and loss (last stage) alone.
+
+    126 layers on 16 stages (7, 8 × 14, 7 blocks): 8 — Llama 3's layout (Llama 3 paper, Sec. 3.3.2: "the first
+    model chunk on the first stage has only the embedding, and the last model chunk on the last stage has only output
+    projection and loss calculation"), Megatron-LM's ``pipeline_model_parallel_layout`` "E|t|…|t|L". 96 on 8: 12.
+    """
+    sizes = stage_layers(layers, pp)
+    if pp == 1:
+        return sizes[0]
+    return min(n + (k == 0) + (k == pp - 1) for k, n in enumerate(sizes))
+
+
+def _stage_sizes_text(layers: int, pp: int) -> str:
+    sizes = stage_layers(layers, pp)
+    return ", ".join(str(n) for n in sizes) if pp <= 4 else f"{sizes[0]}, …, {max(sizes)}, …, {sizes[-1]}"
+
+
 def check_context_parallel(layout: Layout, seq: int | None, heads: int | None) -> None:
     """Context-parallel constraints that depend on the sequence and the heads: one line, the fix included."""
     if layout.cp == 1:
@@ -558,6 +578,17 @@ def check_context_parallel(layout: Layout, seq: int | None, heads: int | None) -
             raise UserError(f"--cp {layout.cp} --cp-comm all-to-all splits the attention heads: the {heads} heads / "
                             f"--tp {layout.tp} must be divisible by cp; use --cp-comm ring or a cp dividing "
                             f"{heads // max(layout.tp, 1)}")
+
+
+def grad_accum_of(wl: Workload) -> int:
+    """Micro-batches per replica per step: ``grad_accum`` if given; with ``micro_batch`` and a global ``batch``
+    given, the per-replica batch / micro-batch (``--batch 2048 --dp 128 --micro-batch 1`` is 16 micro-batches, which
+    bound what a pipeline stage holds in flight); else 1."""
+    if wl.micro_batch and "batch" in wl.given and "grad_accum" not in wl.given and wl.batch % wl.dp == 0:
+        per_replica = wl.batch // wl.dp
+        if per_replica % wl.micro_batch == 0:
+            return per_replica // wl.micro_batch
+    return wl.grad_accum
 
 
 def micro_batch_of(wl: Workload) -> int:
@@ -590,9 +621,11 @@ def check_against_model(layout: Layout, facts: dict[str, Any], n_blocks: int | N
             raise UserError(f"--pp {layout.pp} needs a model made of repeated blocks; this one has none to split into stages")
         if layout.pp > layers:
             raise UserError(f"--pp {layout.pp} exceeds the model's {layers} layers; use --pp {layers} or fewer")
-        if layout.pp * layout.vp > layers:
-            raise UserError(f"--pp {layout.pp} × --vp {layout.vp} = {layout.pp * layout.vp} model chunks, more than "
-                            f"the model's {layers} layers; use a --vp of at most {layers // layout.pp}")
+        most = max_virtual_stages(layers, layout.pp)
+        if layout.vp > most:
+            raise UserError(f"--pp {layout.pp} × --vp {layout.vp}: a stage would hold a model chunk with no layer "
+                            f"({layers} layers on {layout.pp} stages: {_stage_sizes_text(layers, layout.pp)} blocks, "
+                            f"the embedding and the head a chunk each at the ends); use a --vp of at most {most}")
     experts = facts.get("experts")
     if layout.ep > 1:
         if not experts:
