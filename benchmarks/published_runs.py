@@ -158,6 +158,11 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw["attention"] = run["attention"]
         else:
             missing.append(f"attention {run['attention']}")
+    if run.get("cp_comm", "ring") != "ring":  # the context-parallel exchange the framework runs (Llama 3: all-gather)
+        if "cp_comm" in accepted:
+            kw["cp_comm"] = run["cp_comm"]
+        else:
+            missing.append(f"cp_comm {run['cp_comm']}")
     if run.get("etp") is not None:  # MoE Parallel Folding's expert tensor parallelism
         if "etp" in accepted:
             kw["etp"] = run["etp"]

@@ -139,6 +139,29 @@ def test_ring_context_parallel_volume_and_overlap_by_hand():
     assert st.breakdown["compute_s"] == pytest.approx(3.0 / 4)
 
 
+def test_all_gather_context_parallel_volume_and_exposure_by_hand():
+    # Llama 3's K/V all-gather, cp 4: the local K and V block is 4,096 B (as in the ring test); each all-gather
+    # brings the other 3 blocks (12,288 B); per layer and micro-batch 1 gather forward, 1 gather + 1 dK/dV
+    # reduce-scatter backward: 3 × 12,288 B × 16 layers × 16 micro-batches, all exposed (no overlap with attention)
+    dev = SimpleNamespace(id="slow", devices_per_node=8, intra_node_bandwidth_bytes_per_s=1e9,
+                          inter_node_bandwidth_bytes_per_s=1e9)
+    par = Layout(cp=4, micro_batch=1, cp_comm="all-gather")
+    st = step_time(profile(attention_fwd_s=0.01, attention_bwd_s=0.02), shape(), par, dev, EFF)
+    volume = 3 * 3 * 4096 * 16 * 16
+    assert st.volumes["cp_bytes"] == volume  # the ring's bytes too: 3 passes of 3 blocks
+    assert st.communication["cp_s"] == pytest.approx(volume / 1e9)
+    # the same bytes as the ring, but the ring hides (0.01 + 0.02) s / 4 devices of them under the attention it runs
+    # beside; the all-gather waits for all of them
+    assert st.communication["cp_exposed_s"] == pytest.approx(volume / 1e9)
+    ring = step_time(profile(attention_fwd_s=0.01, attention_bwd_s=0.02), shape(), Layout(cp=4, micro_batch=1), dev,
+                     EFF)
+    assert st.breakdown["communication_s"] - ring.breakdown["communication_s"] == pytest.approx(0.03 / 4)
+    assert any("K/V all-gather (Llama 3)" in n and "not overlapped" in n for n in st.notes)
+    # the same two-chunk split as the ring: the sequence divides into 2 × cp chunks
+    with pytest.raises(UserError, match=r"K/V all-gather needs (--)?seq divisible by 2 × cp = 8"):
+        check_context_parallel(par, 100, 4)
+
+
 def test_all_to_all_context_parallel_volume_by_hand():
     # Ulysses: Q, K, V, output of 32 tokens × (2 × 4 heads + 2 × 2 kv heads) × 16 × 2 B = 12,288 B per layer pass;
     # each all-to-all sends (cp-1)/cp of its buffer, forward and backward: 2 × 3/4 × 12,288 = 18,432 B per layer

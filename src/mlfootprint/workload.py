@@ -32,7 +32,7 @@ QUANT = ("none", "int8", "int4", "fp8")
 # kernels of before FlashAttention (models/unfused_attention.py)
 ATTENTION = ("sdpa", "eager", "unfused")
 SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
-CP_COMM = ("ring", "all-to-all")  # context parallelism: ring attention (Megatron CP) or DeepSpeed-Ulysses
+CP_COMM = ("ring", "all-gather", "all-to-all")  # context parallelism: ring attention (Megatron CP), Llama 3's K/V all-gather, DeepSpeed-Ulysses
 # when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
 # Megatron-LM with --overlap-grad-reduce), or after the last micro-batch's backward (Megatron-LM's default)
 GRAD_REDUCE = ("overlap", "after-backward")
@@ -122,7 +122,7 @@ class Workload:
             moved to host memory between the block's forward and its backward (MEMO, Zhao et al. 2025); training only.
         dp, tp, pp, ep: data, tensor, pipeline and expert parallel degrees.
         cp: context-parallel degree (each sequence split over cp devices); cp_comm: ``ring`` (ring attention,
-            Megatron CP) or ``all-to-all`` (DeepSpeed-Ulysses).
+            Megatron CP), ``all-gather`` (Llama 3's K/V all-gather, exposed) or ``all-to-all`` (DeepSpeed-Ulysses).
         vp: virtual pipeline stages per device (interleaved 1F1B when > 1); schedule: ``1f1b`` or
             ``zero-bubble`` (ZB-H1).
         sequence_parallel: Megatron sequence parallelism under tensor parallelism (norms, dropout and the
@@ -377,7 +377,8 @@ class Layout:
         tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
         grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
         etp: expert tensor-parallel size, a divisor of ``tp`` (default None: ``tp``); see :class:`Workload`.
-        cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default) or ``all-to-all``.
+        cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default), ``all-gather`` or
+            ``all-to-all``.
         vp, schedule: virtual pipeline stages per device (default 1; > 1 is interleaved 1F1B) and the schedule,
             ``1f1b`` (default) or ``zero-bubble`` (ZB-H1).
         devices: (property) ``dp × tp × pp × cp``.
@@ -411,7 +412,7 @@ class Layout:
     cp: int = 1  # context parallelism: each sequence split over cp devices
     vp: int = 1  # virtual pipeline stages per device (interleaved 1F1B when > 1)
     schedule: str = "1f1b"  # pipeline schedule: 1f1b (interleaved with vp > 1) or zero-bubble (ZB-H1)
-    cp_comm: str = "ring"  # ring attention (Megatron CP) or all-to-all (DeepSpeed-Ulysses)
+    cp_comm: str = "ring"  # ring attention (Megatron CP), all-gather (Llama 3) or all-to-all (DeepSpeed-Ulysses)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
@@ -567,8 +568,9 @@ def check_context_parallel(layout: Layout, seq: int | None, heads: int | None) -
     if not seq:
         raise UserError(f"--cp {layout.cp} splits each sequence over devices; this model has no sequence length "
                         "(use --cp 1)")
-    if layout.cp_comm == "ring" and seq % (2 * layout.cp):
-        raise UserError(f"--cp {layout.cp} with ring attention needs --seq divisible by 2 × cp = {2 * layout.cp} "
+    if layout.cp_comm in ("ring", "all-gather") and seq % (2 * layout.cp):
+        kind = "ring attention" if layout.cp_comm == "ring" else "the K/V all-gather"
+        raise UserError(f"--cp {layout.cp} with {kind} needs --seq divisible by 2 × cp = {2 * layout.cp} "
                         f"(each device takes two chunks, one early and one late, to balance causal attention); "
                         f"--seq {seq} is not")
     if layout.cp_comm == "all-to-all":

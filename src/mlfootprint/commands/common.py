@@ -60,8 +60,8 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--cp", type=int, default=None,
                        help="context parallelism: each sequence split over CP devices (devices = dp × tp × pp × cp)")
         g.add_argument("--cp-comm", type=_choice(CP_COMM), default=None,
-                       help="context-parallel exchange: ring (ring attention, Megatron CP; default) or all-to-all "
-                            "(DeepSpeed-Ulysses)")
+                       help="context-parallel exchange: ring (ring attention, Megatron CP; default), all-gather "
+                            "(Llama 3: K and V gathered before attention, exposed) or all-to-all (DeepSpeed-Ulysses)")
         g.add_argument("--vp", type=int, default=None,
                        help="virtual pipeline stages per device: interleaved 1F1B, bubble (pp-1)/(vp·m) (default 1)")
         g.add_argument("--schedule", type=_choice(SCHEDULES), default=None,

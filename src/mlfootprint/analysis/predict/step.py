@@ -465,8 +465,10 @@ def _group_ranks_per_node(n: int, stride: int, per_node: int) -> int:
 def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
                       links: tuple[float, float, int], m: int, attention_s: float) -> None:
     """Ring: cp−1 steps per layer each passing the local K and V block (b·s/cp·kv_heads·head_dim/tp elements
-    each) on, once in forward (again under full recomputation), KV and dKV in backward. All-to-all (Ulysses):
-    Q, K, V and the output, (cp−1)/cp of each buffer, in forward and again in backward."""
+    each) on, once in forward (again under full recomputation), KV and dKV in backward. All-gather (Llama 3):
+    the local K and V gathered from all cp ranks before attention, exposed, in forward (again under full
+    recomputation); in backward gathered again and dK, dV reduce-scattered. All-to-all (Ulysses): Q, K, V and the
+    output, (cp−1)/cp of each buffer, in forward and again in backward."""
     if not (shape.tokens_per_sample and shape.layers and shape.heads and shape.head_dim):
         raise UserError(f"--cp {par.cp} is modeled for transformer models (layers, heads, head size and sequence "
                         "length known); use --cp 1 for this model")
@@ -486,6 +488,18 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
         c.notes.append(f"context parallelism {par.cp}, ring attention: {par.cp - 1} KV blocks of "
                        f"{block / 1e6:.3g} MB passed per layer ({passes:g}× per micro-batch with the backward), "
                        "overlapped with the attention of the block in hand; exposed only beyond it")
+    elif par.cp_comm == "all-gather":
+        block = 2 * tokens * kv_heads * shape.head_dim / par.tp * shape.act_bytes  # K and V of the local chunk
+        count = STEP_MODEL.value("context_parallel", "allgather_kv_collectives_forward") * (1 + refwd)
+        if shape.training:
+            count += STEP_MODEL.value("context_parallel", "allgather_kv_collectives_backward")
+        per = comm.all_gather_volume(block * par.cp, par.cp)  # each rank receives the other cp − 1 blocks
+        c.volumes["cp_bytes"] = per * count * layers
+        c.cp_s = count * layers * comm.transfer_time(per, bw, eff["network"], par.cp - 1, lat)
+        c.notes.append(f"context parallelism {par.cp}, K/V all-gather (Llama 3): the other ranks' K and V, "
+                       f"{per / 1e6:.3g} MB per layer, gathered before attention and again in backward, dK and dV "
+                       f"reduce-scattered ({count:g} collectives per layer and micro-batch), not overlapped")
+        return
     else:
         qkvo = tokens * (2 * shape.heads + 2 * kv_heads) * shape.head_dim / par.tp * shape.act_bytes
         count = STEP_MODEL.value("context_parallel", "ulysses_all_to_all_per_layer_forward") * (1 + refwd)
