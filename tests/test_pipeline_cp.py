@@ -265,6 +265,10 @@ def test_micro_batch_and_global_batch_give_the_micro_batches_a_stage_holds(deep)
     assert wl_dp.dp == 128 and grad_accum_of(wl_dp) == 16  # Llama 3 405B on 16,384 GPUs: 2048 / 128 / 1
     assert grad_accum_of(Workload(batch=8, mode="train", pp=4, micro_batch=1, grad_accum=2)) == 2  # given wins
     assert grad_accum_of(Workload(mode="train", pp=4, micro_batch=1)) == 1  # no global batch given
+    # a micro-batch that does not divide the per-replica batch is a one-line error (memory took it silently)
+    with pytest.raises(UserError, match=r"micro.batch.4 does not divide the per-replica batch 5 \(global "):
+        Workload(batch=10, dp=2, micro_batch=4, mode="train")
+    assert main(["memory", "gpt2", "--mode", "train", "--batch", "10", "--micro-batch", "4", "--seq", "32"]) == 2
     _, mm = deep
     by_micro_batch = mm.per_device(Layout.from_workload(wl))
     by_accumulation = mm.per_device(Layout.from_workload(Workload(batch=8, seq=64, mode="train",

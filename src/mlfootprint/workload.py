@@ -226,6 +226,12 @@ class Workload:
             raise UserError(f"--micro-batch {self.micro_batch} on each of {self.dp} data-parallel replica(s) is more "
                             f"than the --batch {self.batch} of a step; give --micro-batch "
                             f"{max(1, self.batch // self.dp)} or less, or a larger --batch")
+        if (self.micro_batch is not None and "batch" in self.given and "grad_accum" not in self.given
+                and (self.batch % self.dp or (self.batch // self.dp) % self.micro_batch)):
+            per = self.batch / self.dp
+            raise UserError(f"--micro-batch {self.micro_batch} does not divide the per-replica batch {per:g} (global "
+                            f"--batch {self.batch} / {self.dp} data-parallel replica(s)); give a --batch that is a "
+                            f"multiple of {self.dp * self.micro_batch}, or a --micro-batch that divides {per:g}")
 
     def _check(self) -> None:
         """Every check of a workload's own fields, in one place."""
@@ -586,10 +592,8 @@ def grad_accum_of(wl: Workload) -> int:
     """Micro-batches per replica per step: ``grad_accum`` if given; with ``micro_batch`` and a global ``batch``
     given, the per-replica batch / micro-batch (``--batch 2048 --dp 128 --micro-batch 1`` is 16 micro-batches, which
     bound what a pipeline stage holds in flight); else 1."""
-    if wl.micro_batch and "batch" in wl.given and "grad_accum" not in wl.given and wl.batch % wl.dp == 0:
-        per_replica = wl.batch // wl.dp
-        if per_replica % wl.micro_batch == 0:
-            return per_replica // wl.micro_batch
+    if wl.micro_batch and "batch" in wl.given and "grad_accum" not in wl.given:
+        return wl.batch // wl.dp // wl.micro_batch  # Workload checked that it divides
     return wl.grad_accum
 
 
