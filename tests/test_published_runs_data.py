@@ -178,6 +178,24 @@ def test_flashattention2_batches_are_the_repositorys_training_configs():
         assert resolve(DS.model_ref(run)).hf_config["activation_function"] == "gelu_pytorch_tanh", rid
 
 
+def test_llama3_layout_follows_the_papers_section_3_3_2():
+    # "the first model chunk on the first stage has only the embedding, and the last model chunk on the last stage
+    # has only output projection and loss calculation": one layer per chunk, so (126 + 2) / 16 = 8 virtual stages;
+    # "our CP implementation adopts an all-gather based method": the K/V all-gather
+    from mlfootprint.models import resolve
+    from mlfootprint.workload import max_virtual_stages
+
+    rows = [r for r in DS.runs if r["source"] == "llama3-2024"]
+    assert len(rows) == 3
+    for run in rows:
+        layers = resolve(DS.model_ref(run)).facts["layers"]
+        assert layers == 126 and run["pp"] == 16
+        assert run["vp"] == (layers + 2) // run["pp"] == max_virtual_stages(layers, run["pp"]) == 8, run["id"]
+        assert "has only the embedding" in run["passage"] and "interleaved-schedule" not in run.get("features", [])
+        assert run.get("cp_comm", "ring") == ("all-gather" if run["cp"] > 1 else "ring"), run["id"]
+        assert run["recompute"] == "none"  # Sec. 3.3.2: 8K sequences without activation checkpointing
+
+
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
     checked = 0
     for run in DS.runs:
