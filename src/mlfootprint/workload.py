@@ -32,7 +32,8 @@ QUANT = ("none", "int8", "int4", "fp8")
 # kernels of before FlashAttention (models/unfused_attention.py)
 ATTENTION = ("sdpa", "eager", "unfused")
 SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
-CP_COMM = ("ring", "all-gather", "all-to-all")  # context parallelism: ring attention (Megatron CP), Llama 3's K/V all-gather, DeepSpeed-Ulysses
+# context parallelism: ring attention (Megatron CP), Llama 3's K/V all-gather, DeepSpeed-Ulysses
+CP_COMM = ("ring", "all-gather", "all-to-all")
 # when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
 # Megatron-LM with --overlap-grad-reduce), or after the last micro-batch's backward (Megatron-LM's default)
 GRAD_REDUCE = ("overlap", "after-backward")

@@ -15,7 +15,8 @@ smallest one is from fitting.
 
 Constraints: TP divides the attention heads and stays inside a node; PP is any
 degree up to the layers (uneven stages: ``workload.stage_layers``); VP virtual
-stages with at least one block in each chunk (an end chunk may hold the embedding or the head alone); CP splits sequences
+stages with a block in each chunk, an end chunk may hold the embedding or the
+head alone (``workload.max_virtual_stages``); CP splits sequences
 (divisible by 2·cp, ring attention) for sequences of at least
 ``plan_cp_min_seq`` tokens; DP divides the global batch; ZeRO 2/3 only without
 pipeline parallelism (as in DeepSpeed); ZeRO++ is tried with ZeRO 3 when the
@@ -354,7 +355,8 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
              f"{checked}, in rank order (and the most frugal of each tp × cp × pp × dp group when the first ones do "
              f"not fit); the {len(fitting)} shown fit",
              "constraints: tp divides the heads and the devices per node (a group stays within a node); pp up to the layers, stages uneven when pp "
-             "does not divide them (the smaller stages at the ends); vp chunks per stage, each with a block (an end chunk may hold the embedding or the head alone); cp divides the sequence into "
+             "does not divide them (the smaller stages at the ends); vp chunks per stage, each with a block (an end "
+             "chunk may hold the embedding or the head alone); cp divides the sequence into "
              f"2·cp chunks (ring attention), tried from {eff['plan_cp_min_seq']:g} tokens; ZeRO 2/3 only without "
              "pipeline parallelism; ZeRO++ tried with ZeRO 3 when the data-parallel group spans nodes; offload not "
              f"enumerated ({offload if offload != 'none' else 'none'}, as given)"]
