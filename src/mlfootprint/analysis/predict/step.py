@@ -357,7 +357,7 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
         # each ring step's KV transfer runs beside the attention of the block already received
         c.cp_x = max(c.cp_s - attention_s, 0.0)
     else:
-        c.cp_x = c.cp_s  # the all-to-alls sit between the projections and attention: on the critical path
+        c.cp_x = c.cp_s  # the all-gathers and all-to-alls sit before attention: on the critical path
     # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap splits the GEMMs into
     # chunks and runs each chunk's collective under the next one's GEMM (then only what exceeds the compute).
     if par.tp_comm_overlap:
@@ -478,8 +478,8 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
     # layer passes of the slowest stage's blocks, summed over micro-batches
     layers = max(stage_layers(int(shape.layers), par.pp)) * m if par.pp > 1 else shape.layers * m
     refwd = 1 if (shape.training and par.recompute == "full") else 0
+    block = 2 * tokens * kv_heads * shape.head_dim / par.tp * shape.act_bytes  # K and V of the local chunk
     if par.cp_comm == "ring":
-        block = 2 * tokens * kv_heads * shape.head_dim / par.tp * shape.act_bytes  # K and V of the local chunk
         passes = STEP_MODEL.value("context_parallel", "ring_kv_passes_forward") * (1 + refwd)
         if shape.training:
             passes += STEP_MODEL.value("context_parallel", "ring_kv_passes_backward")
@@ -489,7 +489,6 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
                        f"{block / 1e6:.3g} MB passed per layer ({passes:g}× per micro-batch with the backward), "
                        "overlapped with the attention of the block in hand; exposed only beyond it")
     elif par.cp_comm == "all-gather":
-        block = 2 * tokens * kv_heads * shape.head_dim / par.tp * shape.act_bytes  # K and V of the local chunk
         count = STEP_MODEL.value("context_parallel", "allgather_kv_collectives_forward") * (1 + refwd)
         if shape.training:
             count += STEP_MODEL.value("context_parallel", "allgather_kv_collectives_backward")
