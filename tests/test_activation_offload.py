@@ -161,7 +161,7 @@ def test_memo_setting_by_hand():
     assert est.activation_offload_traffic_bytes == 2 * 66_571_993_088
     # all of it comes off the peak (in the first block's backward, where every block input waited)
     assert est.activations_offloaded_bytes == 66_571_993_088
-    assert est.peak_bytes < 80 * 2**30  # 79.18 GB: it fits the A100-80GB, where 145.76 GB did not
+    assert est.peak_bytes < 80 * 2**30  # 77.0 GB (79.18 GB eager): it fits the A100-80GB, where 145.76 GB did not
 
 
 def test_plan_refuses_what_it_does_not_search():

@@ -40,7 +40,8 @@ GRAD_REDUCE = ("overlap", "after-backward")
 # the dtype the data-parallel gradients are reduced in under mixed precision: the 16-bit compute dtype (DeepSpeed's
 # communication_data_type and FSDP's reduce_dtype defaults) or fp32 (Megatron-LM and NeMo under bf16, TorchTitan)
 GRAD_REDUCE_DTYPE = ("compute", "fp32")
-#: Kernel-fusion stacks of the step-time model (analysis/predict/fusion.py); None: the target stack's default.
+#: Kernel-fusion stacks of the step-time and memory models (analysis/predict/fusion.py, analysis/memory/fusion.py);
+#: None: the target stack's default.
 FUSION = ("none", "fused", "compiled")
 # The dtype of the model's own weights under mixed precision: fp32, cast operator by operator by autocast (PyTorch
 # AMP: Hugging Face Trainer, Lightning), or 16-bit working copies of fp32 master weights that the optimizer keeps
@@ -131,7 +132,8 @@ class Workload:
         lora_rank, lora_targets: LoRA adapters (rank; module-name parts to adapt).
         quant: weight quantization, ``none``, ``int8``, ``int4`` or ``fp8``.
         hardware: a device id of the hardware catalog; devices: how many.
-        fusion: how the step-time model groups operators into kernels: ``none`` (eager), ``fused`` (fused-kernel
+        fusion: how the step-time model groups operators into kernels, and which activations the memory model
+            keeps (a fused chain's inputs, not its intermediates): ``none`` (eager), ``fused`` (fused-kernel
             stacks: Megatron-LM / Transformer Engine) or ``compiled`` (torch.compile / XLA); None (default) takes
             the target stack's: ``fused`` on GPUs, ``compiled`` on TPUs, ``none`` on CPUs and calibrated profiles.
         tokens: tokens to train on (time to train).

@@ -95,8 +95,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
         g.add_argument("--devices", type=int, default=None)
         g.add_argument("--fusion", type=_choice(FUSION), default=None,
-                       help=f"{{{','.join(FUSION)}}}: operators fused into kernels by the step-time model (default: "
-                            "the target stack's: fused on GPUs, compiled on TPUs, none on CPUs and --hardware this)")
+                       help=f"{{{','.join(FUSION)}}}: operators fused into kernels by the step-time model, and the "
+                            "activations a fused chain keeps in the memory model (default: the target stack's: fused "
+                            "on GPUs, compiled on TPUs, none on CPUs and --hardware this)")
         g.add_argument("--tokens", type=float, default=None, help="tokens to train on, for time-to-train")
 
 

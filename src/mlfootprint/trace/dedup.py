@@ -564,6 +564,10 @@ class _Layout:
         for s in mem.saved:
             saved_at.setdefault(s.op_index, []).append(s)
         saved: list[SavedTensor] = [s._replace(storage=named(s.storage, -1, -1)) for s in saved_at.get(-1, ())]
+        reads_at: dict[int, list[SavedTensor]] = {}
+        for s in mem.reads:
+            reads_at.setdefault(s.op_index, []).append(s)
+        reads: list[SavedTensor] = [s._replace(storage=named(s.storage, -1, -1)) for s in reads_at.get(-1, ())]
         casts_at: dict[int, list[int]] = {}
         for op, key in mem.param_casts:
             casts_at.setdefault(op, []).append(key)
@@ -580,6 +584,12 @@ class _Layout:
             if [(s.nbytes, s.shape, s.dtype) for s in here] != [(s.nbytes, s.shape, s.dtype) for s in there]:
                 raise NotRepeating("saved tensors differ between copies")
             saved.extend(s._replace(storage=named(s.storage, i, k, u.storage), op_index=new)
+                         for s, u in zip(here, there))
+            here = reads_at.get(i, [])
+            there = reads_at.get(self._upper_of(i), []) if k >= 0 else here
+            if [(s.nbytes, s.shape, s.dtype) for s in here] != [(s.nbytes, s.shape, s.dtype) for s in there]:
+                raise NotRepeating("forward reads differ between copies")
+            reads.extend(s._replace(storage=named(s.storage, i, k, u.storage), op_index=new)
                          for s, u in zip(here, there))
             for key in casts_at.get(i, ()):
                 inst = _instance_at(tr, key, i, i2.allocs_by_key)
@@ -619,7 +629,7 @@ class _Layout:
                     out.extend(key_of(("c", inst, k), key) for k in range(n))
             return out
 
-        memory = MemoryFacts(saved=saved, param_casts=param_casts, blocks=blocks,
+        memory = MemoryFacts(saved=saved, reads=reads, param_casts=param_casts, blocks=blocks,
                              grad_storages=final_keys(mem.grad_storages), state_storages=final_keys(mem.state_storages),
                              output_embedding=mem.output_embedding, inputs=list(mem.inputs), batch=mem.batch)
         unsupported = {op: t2.unsupported.get(op, 0) + (t2.unsupported.get(op, 0) - t1.unsupported.get(op, 0)) * (n - 2)
@@ -676,6 +686,7 @@ def _canonical(tr: Trace) -> tuple[Any, ...]:
     return (
         [_rec_key(r) + (r.index,) for r in tr.records], events,
         [(inst(s.storage, s.op_index), s.op_index, s.nbytes, s.shape, s.dtype) for s in mem.saved],
+        [(inst(s.storage, s.op_index), s.op_index, s.nbytes, s.shape, s.dtype) for s in mem.reads],
         [(op, inst(key, op)) for op, key in mem.param_casts],
         [(b.path, b.start, b.end, b.input_bytes, [inst(k, b.end - 1) for k in b.out_keys]) for b in mem.blocks],
         sorted(str(inst(k, last)) for k in mem.grad_storages), sorted(str(inst(k, last)) for k in mem.state_storages),

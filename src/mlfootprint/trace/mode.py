@@ -30,7 +30,7 @@ from ..formulas import classify, cost_of
 from ..formulas.movement import movement_bytes_read
 from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
 from .fused_scratch import encoder_layer_scratch_bytes, native_mha_scratch_bytes
-from .records import FORWARD, MemoryEvent, OpRecord, fused_attention_op
+from .records import FORWARD, RECOMPUTE, MemoryEvent, OpRecord, SavedTensor, fused_attention_op
 
 _SKIP_NAMESPACES = {"prim", "prims"}
 _ATTN_CANDIDATES = {"bmm", "baddbmm"}
@@ -97,6 +97,9 @@ def _mutated_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return total
 
 
+_READ_PHASES = (FORWARD, RECOMPUTE)  # the phases whose reads MemoryFacts.reads keeps
+
+
 class RecordingMode(TorchDispatchMode):
     """Records an :class:`OpRecord` per operator and a memory event per storage alloc/free."""
 
@@ -104,6 +107,7 @@ class RecordingMode(TorchDispatchMode):
         super().__init__()
         self.records: list[OpRecord] = []
         self.events: list[MemoryEvent] = []
+        self.reads: list[SavedTensor] = []  # forward reads of the step's own storages (MemoryFacts.reads)
         self.unsupported: Counter[str] = Counter()
         self.phase = FORWARD
         self._how: dict[Any, str] = {}
@@ -137,6 +141,21 @@ class RecordingMode(TorchDispatchMode):
             self.events.append(MemoryEvent(index, nbytes, self.phase, key))
             weakref.finalize(st, self._on_free, key, nbytes)
         return created
+
+    def _track_reads(self, flat_in: list[Any], index: int) -> None:
+        seen: set[int] = set()
+        for t in flat_in:
+            if not isinstance(t, torch.Tensor):
+                continue
+            try:
+                st = t.untyped_storage()
+            except (RuntimeError, NotImplementedError):
+                continue
+            key = st._cdata
+            if key in self._live and key not in seen:
+                seen.add(key)
+                shape = () if t.is_nested else tuple(t.shape)  # a nested tensor has no sizes
+                self.reads.append(SavedTensor(key, index, st.nbytes(), shape, str(t.dtype).replace("torch.", "")))
 
     def _transient(self, index: int, nbytes: int) -> None:
         """Book `nbytes` live only during op `index` (an allocation and its free, under a key of its own)."""
@@ -238,6 +257,8 @@ class RecordingMode(TorchDispatchMode):
                             param_operand = t.untyped_storage()._cdata in self.param_storages
                         except (RuntimeError, NotImplementedError):
                             pass
+        if self.phase in _READ_PHASES:
+            self._track_reads(flat_in, index)
         bytes_written = sum(_nbytes(t) for t in flat_out if isinstance(t, torch.Tensor))
         if not bytes_written and func._schema.is_mutable:
             bytes_written = _mutated_bytes(func, args, kwargs)  # in place, returning nothing (_foreach_mul_)

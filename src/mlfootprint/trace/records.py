@@ -115,6 +115,10 @@ class MemoryFacts:
     """What the memory model needs beyond the op records."""
 
     saved: list[SavedTensor] = field(default_factory=list)
+    # forward (and recomputed forward) reads of the storages the step created: which op (op_index) read which storage,
+    # in SavedTensor's form; what the fused-stack activation rule (analysis/memory/fusion.py) needs to know a chain's
+    # inputs from its intermediates
+    reads: list[SavedTensor] = field(default_factory=list)
     param_casts: list[tuple[int, int]] = field(default_factory=list)  # (op index, storage) of weight dtype copies
     blocks: list[BlockSpan] = field(default_factory=list)
     grad_storages: list[int] = field(default_factory=list)

@@ -340,7 +340,7 @@ def _assemble(step: _Step, wl: Workload, r: _Recorded) -> Trace:
                     state_bytes += v.numel() * v.element_size()
                     state_storages.append(v.untyped_storage()._cdata)
     memory = MemoryFacts(
-        saved=r.saved_meta, param_casts=r.rec.param_casts, blocks=r.blocks,
+        saved=r.saved_meta, reads=list(r.rec.reads), param_casts=r.rec.param_casts, blocks=r.blocks,
         grad_storages=[p.grad.untyped_storage()._cdata for p in unique if p.grad is not None],
         state_storages=state_storages, output_embedding=_output_embedding(model),
         inputs=[(tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in tensors_in],

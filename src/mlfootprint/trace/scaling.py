@@ -82,15 +82,17 @@ def _derive(t1: Trace, t2: Trace, b1: int, b2: int, b: int) -> Trace:
         events.append(MemoryEvent(e1.index, line(e1.delta, e2.delta), e1.phase, e1.storage))
     saved_bytes = {k1: line(v1, v2) for (k1, v1), v2 in zip(t1.saved_bytes.items(), t2.saved_bytes.values())}
     m1, m2 = t1.memory, t2.memory
-    if len(m1.saved) != len(m2.saved) or len(m1.blocks) != len(m2.blocks) or len(m1.inputs) != len(m2.inputs):
+    if any(len(getattr(m1, name)) != len(getattr(m2, name)) for name in ("saved", "reads", "blocks", "inputs")):
         raise _NotDerivable
     saved = [SavedTensor(s1.storage, same(s1.op_index, s2.op_index), line(s1.nbytes, s2.nbytes),
                          shape(s1.shape, s2.shape), same(s1.dtype, s2.dtype)) for s1, s2 in zip(m1.saved, m2.saved)]
+    reads = [SavedTensor(s1.storage, same(s1.op_index, s2.op_index), line(s1.nbytes, s2.nbytes),
+                         shape(s1.shape, s2.shape), same(s1.dtype, s2.dtype)) for s1, s2 in zip(m1.reads, m2.reads)]
     blocks = [BlockSpan(same(k1.path, k2.path), same(k1.start, k2.start), same(k1.end, k2.end),
                         line(k1.input_bytes, k2.input_bytes), list(k1.out_keys)) for k1, k2 in zip(m1.blocks, m2.blocks)]
     same([i for i, _ in m1.param_casts], [i for i, _ in m2.param_casts])
     memory = MemoryFacts(
-        saved=saved, param_casts=list(m1.param_casts), blocks=blocks, grad_storages=list(m1.grad_storages),
+        saved=saved, reads=reads, param_casts=list(m1.param_casts), blocks=blocks, grad_storages=list(m1.grad_storages),
         state_storages=list(m1.state_storages), output_embedding=same(m1.output_embedding, m2.output_embedding),
         inputs=[(shape(s1, s2), same(d1, d2)) for (s1, d1), (s2, d2) in zip(m1.inputs, m2.inputs)],
         batch=b)
@@ -128,6 +130,26 @@ def _same_identities(t1: Trace, t2: Trace) -> None:
     for ids1, ids2 in pairs:
         if _pattern(ids1) != _pattern(ids2):
             raise _NotDerivable
+    # a read names the allocation live at its operator: the same event position in both (addresses are reused)
+    if _read_instances(t1) != _read_instances(t2):
+        raise _NotDerivable
+
+
+def _read_instances(tr: Trace) -> list[int | None]:
+    """For each forward read, the event position of the allocation it read (the last one of its storage at or
+    before the reading operator)."""
+    allocs: dict[int, list[tuple[int, int]]] = {}
+    for pos, e in enumerate(tr.events):
+        if e.delta > 0:
+            allocs.setdefault(e.storage, []).append((e.index, pos))
+    out: list[int | None] = []
+    for s in tr.memory.reads:
+        best = None
+        for index, pos in allocs.get(s.storage, ()):
+            if index <= s.op_index:
+                best = pos
+        out.append(best)
+    return out
 
 
 def _pattern(ids: list[int]) -> list[int]:

@@ -92,6 +92,7 @@ from ...trace.cache import traced_step
 from ...trace.scaling import derive_at_batch
 from ...workload import Workload
 from . import methods
+from .fusion import describe as describe_fusion, stack_for
 from .kvcache import kv_cache_bytes
 from ...workload import Layout, check_against_model, check_context_parallel, micro_batch_of, stage_layers
 from .states import (ParamInfo, ParamSet, StateLayout, States, model_states, params_from_trace,
@@ -197,7 +198,8 @@ class MemoryModel:
         self.traced_recompute = traced.recompute if traced.training else "none"
         self.traced_zo = traced.training and traced.optimizer == "zo-sgd"
         compute = precision_of(self.traced_precision).compute_dtype
-        self.profile: Profile = build_profile(trace, self.training, compute)
+        self.fusion, self._fusion_why = stack_for(wl)
+        self.profile: Profile = build_profile(trace, self.training, compute, self.fusion)
         self.params: list[ParamInfo] = params_from_trace(trace, self.profile.block_paths, self._pre_paths())
         self.pset = ParamSet(self.params)
         self._largest_trainable = max((p.numel for p in self.params if p.trainable), default=0)
@@ -388,6 +390,9 @@ class MemoryModel:
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)
+        if training:
+            notes.append(describe_fusion(prof.fusion, self._fusion_why, prof.fused_dropped, prof.fused_kept,
+                                         self.traced_batch))
         if info.get("optimizer_fused"):
             notes.append(f"optimizer: with ZeRO, tensor or pipeline parallelism on a GPU, {layout.optimizer} is "
                          "DeepSpeed's or Megatron-LM's fused multi-tensor kernel (chunked: no full-size "

@@ -33,6 +33,7 @@ import numpy as np
 
 from ...core.datafiles import SourcedConstants
 from ...trace.records import BACKWARD, FORWARD, OPTIMIZER, BlockSpan, MemoryFacts, SavedTensor, Trace
+from .fusion import apply_fusion, fuses_activations
 
 CLASSES = ("act_shard_cd", "act_shard_o", "act_repl_cd", "act_repl_o", "sq", "head", "grad", "cast", "opt")
 C = {name: i for i, name in enumerate(CLASSES)}
@@ -77,6 +78,9 @@ class Profile:
     seq: int | None
     compute_dtype: str
     training: bool
+    fusion: str = "none"  # the stack whose kept activations the profile describes (fusion.py)
+    fused_dropped: int = 0  # traced bytes of chain intermediates that stack does not keep for backward
+    fused_kept: int = 0  # traced bytes of chain inputs it keeps in their place
     notes: list[str] = field(default_factory=list)
     _cache: dict[Any, Any] = field(default_factory=dict)
 
@@ -469,8 +473,9 @@ def _top_level_blocks(spans: list[BlockSpan]) -> list[BlockSpan]:
     return [s for s in ordered if not any(s.path.startswith(p + ".") for p in paths if p != s.path)]
 
 
-def build_profile(tr: Trace, training: bool, compute_dtype: str) -> Profile:
-    """Classify every allocation of the traced step (see the module docstring)."""
+def build_profile(tr: Trace, training: bool, compute_dtype: str, fusion: str = "none") -> Profile:
+    """Classify every allocation of the traced step (see the module docstring). Under a ``fusion`` stack that fuses
+    elementwise chains (``fusion.py``), the saved intermediates of those chains give way to the chains' inputs."""
     facts = tr.memory
     events = tr.events
     n_events = len(events)
@@ -479,6 +484,9 @@ def build_profile(tr: Trace, training: bool, compute_dtype: str) -> Profile:
     zo = tr.workload.training and tr.workload.optimizer == "zo-sgd"
     fwd_end = _forward_end(events) if training and not zo else n_events
     _mark_kinds(allocs, facts, n_events)
+    fused = (0, 0)
+    if training and fuses_activations(fusion):
+        fused = apply_fusion(allocs, tr.records, facts.reads, events, fwd_end)
     saved = _saved_instances(allocs, by_key, facts.saved)
     clf = _Classifier(tr, spans, facts.output_embedding)
     first_block_op = spans[0].start if spans else None
@@ -490,7 +498,8 @@ def build_profile(tr: Trace, training: bool, compute_dtype: str) -> Profile:
                    state_bytes=sum(a.size for a in allocs if a.kind == "state"),
                    grad_bytes=sum(a.size for a in allocs if a.kind == "grad"),
                    cast_bytes=sum(a.size for a in allocs if a.kind == "cast"),
-                   seq=_seq_of(facts), compute_dtype=compute_dtype, training=training)
+                   seq=_seq_of(facts), compute_dtype=compute_dtype, training=training, fusion=fusion,
+                   fused_dropped=fused[0], fused_kept=fused[1])
 
 
 def _allocations(events: list[Any]) -> tuple[list[Alloc], dict[int, list[int]]]:

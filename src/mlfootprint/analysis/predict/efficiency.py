@@ -155,8 +155,8 @@ def efficiency_for(device: Any, overrides: str | dict[str, float] | None = None)
         return overrides
     defaults, measured_set = _load()
     factors = dict(defaults)
-    is_measured = _is_measured(device)
-    if is_measured:
+    measured = is_measured(device)
+    if measured:
         for name, value in measured_set.items():
             base = factors.get(name)
             factors[name] = Factor(name, value, "measured",
@@ -169,13 +169,14 @@ def efficiency_for(device: Any, overrides: str | dict[str, float] | None = None)
         factors[name] = _checked(Factor(name, value, "given", "--efficiency", "set by the user"), "--efficiency")
     curves = None
     source = ""
-    if is_measured and getattr(device, "id", "") == "this":
+    if measured and getattr(device, "id", "") == "this":
         curves = opcurves.load()
         source = str(opcurves.curves_path())
-    return Efficiency(factors, is_measured, curves, source)
+    return Efficiency(factors, measured, curves, source)
 
 
-def _is_measured(device: Any) -> bool:
+def is_measured(device: Any) -> bool:
+    """Whether every peak of ``device`` was measured here (a calibrated profile), none published."""
     sources = getattr(device, "sources", {}) or {}
     peaks = [k for k in sources if k.startswith("peak_flops.")]
     return bool(peaks) and all(sources[k].get("provenance") == "measured" for k in peaks)

@@ -21,7 +21,7 @@ from ...core.errors import UserError
 from ...core.validate import number
 from ...hardware.catalog import Device, get_device
 from . import comm
-from .efficiency import Efficiency, _is_measured, efficiency_for
+from .efficiency import Efficiency, efficiency_for, is_measured
 from .inference import decode_model, decode_token, generate_time
 from .roofline import Profile, build_profile
 from .shape import global_batch, model_shape, parallel_from
@@ -41,7 +41,7 @@ def resolve_device(device: str | Device) -> Device:
 
 def is_measured_device(device: Device) -> bool:
     """Whether the device's peaks were measured here (a calibrated profile), not published figures."""
-    return _is_measured(device)
+    return is_measured(device)
 
 
 @dataclass

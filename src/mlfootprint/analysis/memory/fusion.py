@@ -1,0 +1,130 @@
+"""Activation memory under a fused-kernel or compiled stack: the saved tensors a fused chain does not keep.
+
+Eager PyTorch keeps for backward whatever each operator saves: an RMSNorm written as operators keeps an fp32 copy of
+its input and its 16-bit normalized tensor, a SwiGLU keeps silu(gate) beside gate and up. A fused-kernel stack runs
+such a chain as one kernel whose intermediates never reach device memory; its backward kernel recomputes them from the
+chain's inputs, which it keeps instead (the sources are in ``data/fusion_memory.toml``). The rule, over the traced
+allocations and the forward reads (``MemoryFacts.reads``):
+
+- an *intermediate* is a storage created in the forward pass by an operator with no matrix arithmetic (elementwise,
+  normalization, reduction, cast or copy), read in the forward pass, and read there only by such operators, each in
+  the creating operator's module or in that module's parent (a chain inside one norm, one activation, one MLP: the
+  residual stream, which the next block's modules read, is not one), not in the root module (the loss), and not a
+  softmax's probabilities (which its backward reads: Megatron-LM's fused softmax keeps them too);
+- an intermediate alive at the end of the forward pass (kept for backward) is freed after its last forward read
+  instead, and the chain's inputs (what its creating operator read, followed back through other intermediates) are
+  kept until it would have been freed;
+- intermediates not kept for backward stay as traced: their forward transients are an upper bound.
+
+The same rule serves ``fused`` and ``compiled`` (``none``: the trace as it is).
+
+    dropped, kept = apply_fusion(allocs, records, reads, events, fwd_end)
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import Any
+
+from ...core.datafiles import SourcedConstants
+from ...hardware.catalog import get_device
+from ...trace.records import FORWARD, SavedTensor
+from ...workload import Workload
+from ..predict.efficiency import is_measured
+from ..predict.fusion import check_fusion, default_fusion
+
+FUSION_MEMORY = SourcedConstants("analysis.memory", "fusion_memory.toml", "memory")
+
+
+def stack_for(wl: Workload) -> tuple[str, str]:
+    """The stack whose activations the memory model keeps, and why: --fusion when given, else the target's default
+    (the step-time model's, so that a prediction's time and memory describe the same stack)."""
+    if wl.fusion is not None:
+        return str(check_fusion(wl.fusion)), "given with --fusion"
+    device = get_device(wl.hardware) if wl.hardware else None
+    return default_fusion(device, device is not None and is_measured(device))
+
+
+def describe(mode: str, why: str, dropped: int, kept: int, traced_batch: int) -> str:
+    """The assumption line of a training estimate."""
+    if not fuses_activations(mode):
+        return (f"the activations eager PyTorch keeps (--fusion {mode}, {why}); a fused-kernel or compiled stack "
+                "keeps a fused chain's inputs, not its intermediates (--fusion fused)")
+    return (f"the activations a {mode} stack keeps (--fusion {mode}, {why}): each chain of elementwise, "
+            "normalization and cast operators keeps its inputs and recomputes its intermediates in backward "
+            f"(Megatron-LM's fused SwiGLU and GeLU, Transformer Engine's norms, Inductor); in the traced step "
+            f"(batch {traced_batch}) {dropped / 1e6:,.4g} MB of intermediates eager PyTorch keeps are not kept and "
+            f"{kept / 1e6:,.4g} MB of chain inputs are kept in their place (rule and sources: "
+            "mlfootprint/analysis/memory/data/fusion_memory.toml; --fusion none for eager PyTorch)")
+
+
+def fuses_activations(mode: str) -> bool:
+    """Whether the stack ``mode`` keeps a fused chain's inputs instead of its intermediates (data file)."""
+    return mode in FUSION_MEMORY.value("rule", "stacks")
+
+
+def _parent(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def apply_fusion(allocs: Sequence[Any], records: Sequence[Any], reads: Sequence[SavedTensor],
+                 events: Sequence[Any], fwd_end: int) -> tuple[int, int]:
+    """Move the frees of ``allocs`` (timeline.Alloc, changed in place) as the rule above says. Returns the bytes of
+    intermediates no longer kept for backward and of chain inputs kept in their place (each counted once)."""
+    by_key: dict[int, list[int]] = {}
+    for j, a in enumerate(allocs):
+        by_key.setdefault(a.key, []).append(j)
+    readers: dict[int, list[int]] = {}  # allocation → forward ops that read it
+    inputs_of: dict[int, list[int]] = {}  # op → allocations it read
+    for s in reads:
+        found = None
+        for j in by_key.get(s.storage, ()):
+            if allocs[j].op <= s.op_index:
+                found = j
+        if found is not None:
+            readers.setdefault(found, []).append(s.op_index)
+            inputs_of.setdefault(s.op_index, []).append(found)
+
+    def elementwise(op: int) -> bool:
+        return 0 <= op < len(records) and not records[op].model_flops
+
+    kept_outputs = frozenset(FUSION_MEMORY.value("rule", "kept_outputs"))
+    intermediate: set[int] = set()
+    for j, ops in readers.items():
+        a = allocs[j]
+        if a.kind != "act" or a.phase != FORWARD or not elementwise(a.op) or records[a.op].op in kept_outputs:
+            continue
+        home = records[a.op].module
+        if not home:
+            # the model's own loss (Hugging Face computes it in the root module) stays as traced: Megatron-LM's
+            # vocab-parallel cross-entropy keeps its fp32 softmax (exp_logits) as eager PyTorch its log-probabilities
+            continue
+        if all(elementwise(op) and records[op].module in (home, _parent(home)) for op in ops):
+            intermediate.add(j)
+    index_of_event = [e.index for e in events]
+    dropped = kept = 0
+    extended: set[int] = set()
+    for j in sorted(intermediate):
+        a = allocs[j]
+        if not (a.start < fwd_end <= a.end):
+            continue
+        freed_at = a.end
+        after_reads = bisect_right(index_of_event, max(readers[j]))
+        a.end = max(a.start + 1, min(after_reads, fwd_end - 1))  # freed in the forward pass
+        dropped += a.size
+        stack, seen = list(inputs_of.get(a.op, ())), {j}
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            if i in intermediate:
+                stack.extend(inputs_of.get(allocs[i].op, ()))
+                continue
+            b = allocs[i]
+            if b.kind == "act" and b.end < freed_at:
+                if b.end < fwd_end and i not in extended:
+                    kept += b.size
+                    extended.add(i)
+                b.end = freed_at
+    return dropped, kept
