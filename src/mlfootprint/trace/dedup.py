@@ -560,14 +560,14 @@ class _Layout:
             return key_of(self._resolve(self._relation(inst_l, 0), self._relation(inst_u, 1), k, n), key)
 
         mem = tr.memory
-        saved_at: dict[int, list[SavedTensor]] = {}
-        for s in mem.saved:
-            saved_at.setdefault(s.op_index, []).append(s)
-        saved: list[SavedTensor] = [s._replace(storage=named(s.storage, -1, -1)) for s in saved_at.get(-1, ())]
-        reads_at: dict[int, list[SavedTensor]] = {}
-        for s in mem.reads:
-            reads_at.setdefault(s.op_index, []).append(s)
-        reads: list[SavedTensor] = [s._replace(storage=named(s.storage, -1, -1)) for s in reads_at.get(-1, ())]
+        # saved tensors and forward reads: (storage, op index) facts, renamed alike
+        tensor_facts = {"saved tensors": mem.saved, "forward reads": mem.reads}
+        facts_at: dict[str, dict[int, list[SavedTensor]]] = {what: {} for what in tensor_facts}
+        for what, facts in tensor_facts.items():
+            for s in facts:
+                facts_at[what].setdefault(s.op_index, []).append(s)
+        renamed: dict[str, list[SavedTensor]] = {
+            what: [s._replace(storage=named(s.storage, -1, -1)) for s in at.get(-1, ())] for what, at in facts_at.items()}
         casts_at: dict[int, list[int]] = {}
         for op, key in mem.param_casts:
             casts_at.setdefault(op, []).append(key)
@@ -579,18 +579,13 @@ class _Layout:
             spans_at.setdefault(sp.end - 1, []).append(sp)
         blocks: list[BlockSpan] = []
         for new, (i, k) in enumerate(order):
-            here = saved_at.get(i, [])
-            there = saved_at.get(self._upper_of(i), []) if k >= 0 else here
-            if [(s.nbytes, s.shape, s.dtype) for s in here] != [(s.nbytes, s.shape, s.dtype) for s in there]:
-                raise NotRepeating("saved tensors differ between copies")
-            saved.extend(s._replace(storage=named(s.storage, i, k, u.storage), op_index=new)
-                         for s, u in zip(here, there))
-            here = reads_at.get(i, [])
-            there = reads_at.get(self._upper_of(i), []) if k >= 0 else here
-            if [(s.nbytes, s.shape, s.dtype) for s in here] != [(s.nbytes, s.shape, s.dtype) for s in there]:
-                raise NotRepeating("forward reads differ between copies")
-            reads.extend(s._replace(storage=named(s.storage, i, k, u.storage), op_index=new)
-                         for s, u in zip(here, there))
+            for what, at in facts_at.items():
+                here = at.get(i, [])
+                there = at.get(self._upper_of(i), []) if k >= 0 else here
+                if [(s.nbytes, s.shape, s.dtype) for s in here] != [(s.nbytes, s.shape, s.dtype) for s in there]:
+                    raise NotRepeating(f"{what} differ between copies")
+                renamed[what].extend(s._replace(storage=named(s.storage, i, k, u.storage), op_index=new)
+                                     for s, u in zip(here, there))
             for key in casts_at.get(i, ()):
                 inst = _instance_at(tr, key, i, i2.allocs_by_key)
                 if inst is None or tr.events[inst].index != i:
@@ -629,7 +624,8 @@ class _Layout:
                     out.extend(key_of(("c", inst, k), key) for k in range(n))
             return out
 
-        memory = MemoryFacts(saved=saved, reads=reads, param_casts=param_casts, blocks=blocks,
+        saved = renamed["saved tensors"]
+        memory = MemoryFacts(saved=saved, reads=renamed["forward reads"], param_casts=param_casts, blocks=blocks,
                              grad_storages=final_keys(mem.grad_storages), state_storages=final_keys(mem.state_storages),
                              output_embedding=mem.output_embedding, inputs=list(mem.inputs), batch=mem.batch)
         unsupported = {op: t2.unsupported.get(op, 0) + (t2.unsupported.get(op, 0) - t1.unsupported.get(op, 0)) * (n - 2)

@@ -71,16 +71,17 @@ def apply_fusion(allocs: Sequence[Any], records: Sequence[Any], reads: Sequence[
                  events: Sequence[Any], fwd_end: int) -> tuple[int, int]:
     """Move the frees of ``allocs`` (timeline.Alloc, changed in place) as the rule above says. Returns the bytes of
     intermediates no longer kept for backward and of chain inputs kept in their place (each counted once)."""
-    by_key: dict[int, list[int]] = {}
-    for j, a in enumerate(allocs):
-        by_key.setdefault(a.key, []).append(j)
     readers: dict[int, list[int]] = {}  # allocation → forward ops that read it
     inputs_of: dict[int, list[int]] = {}  # op → allocations it read
-    for s in reads:
-        found = None
-        for j in by_key.get(s.storage, ()):
-            if allocs[j].op <= s.op_index:
-                found = j
+    # a read names the allocation of its storage made last at or before the reading op (addresses are reused): one
+    # sweep over the allocations in order
+    latest: dict[int, int] = {}
+    nxt = 0
+    for s in sorted(reads, key=lambda r: r.op_index):
+        while nxt < len(allocs) and allocs[nxt].op <= s.op_index:
+            latest[allocs[nxt].key] = nxt
+            nxt += 1
+        found = latest.get(s.storage)
         if found is not None:
             readers.setdefault(found, []).append(s.op_index)
             inputs_of.setdefault(s.op_index, []).append(found)
