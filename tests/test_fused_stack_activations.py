@@ -80,3 +80,15 @@ def test_under_full_recomputation_only_the_final_norm_changes():
     assert (b.profile.fused_dropped, b.profile.fused_kept) == (dropped, kept)
     assert sum(a.profile.recompute_kept_vector()) - sum(b.profile.recompute_kept_vector()) == dropped - kept
     assert a.profile.recompute_kept_vector(frozenset({0})) == b.profile.recompute_kept_vector(frozenset({0}))
+
+
+def test_the_memory_card_shows_the_stack_when_it_moved_the_activations():
+    import mlfootprint as mf
+
+    def keys(fusion: str, model: str = LLAMA) -> list[str]:
+        wl = Workload(seq=SEQ, batch=BATCH, mode="train", precision="bf16-mixed", hardware="h100-sxm",
+                      mixed_weights="16-bit", fusion=fusion)
+        return mf.memory(model, wl).key_assumptions
+
+    assert any(k.startswith("memory: the activations a fused stack keeps") for k in keys("fused"))
+    assert not any("the activations" in k for k in keys("none"))

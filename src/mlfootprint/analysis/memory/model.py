@@ -142,6 +142,7 @@ class MemoryEstimate:
     provenance: dict[str, str] = field(default_factory=dict)
     assumptions: list[str] = field(default_factory=list)
     layout: Layout | None = None
+    stack_moved: bool = False  # the stack's fused chains changed the activations (that assumption moved the numbers)
 
     def with_device(self, device_bytes: int | None, provenance: str = "assumed") -> MemoryEstimate:
         out = copy.copy(self)
@@ -513,7 +514,8 @@ class MemoryModel:
             host_bytes=st.host_bytes + act_host, nvme_bytes=st.nvme_bytes, offload_activations=alpha,
             activations_host_bytes=act_host,
             activation_offload_traffic_bytes=int(round(2 * offloaded_mb * layout.grad_accum)), peak_phase=phase, stage=stage, at_peak=at_peak,
-            breakdown=breakdown, provenance=prov, assumptions=notes, layout=layout)
+            breakdown=breakdown, provenance=prov, assumptions=notes, layout=layout,
+            stack_moved=training and prof.fused_dropped > 0)
 
     def _kv(self, layout: Layout, gen: int, act_peak: float) -> tuple[int, int, float]:
         f = self.facts
