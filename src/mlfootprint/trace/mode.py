@@ -100,6 +100,16 @@ def _mutated_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 _READ_PHASES = (FORWARD, RECOMPUTE)  # the phases whose reads MemoryFacts.reads keeps
 
 
+def _storage(t: Any) -> Any:
+    """The untyped storage of a tensor; None for anything else and for tensor subclasses without storage."""
+    if not isinstance(t, torch.Tensor):
+        return None
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
 class RecordingMode(TorchDispatchMode):
     """Records an :class:`OpRecord` per operator and a memory event per storage alloc/free."""
 
@@ -126,12 +136,9 @@ class RecordingMode(TorchDispatchMode):
     def _track_outputs(self, flat_out: list[Any], index: int) -> int:
         created = 0
         for t in flat_out:
-            if not isinstance(t, torch.Tensor):
+            st = _storage(t)
+            if st is None:
                 continue
-            try:
-                st = t.untyped_storage()
-            except (RuntimeError, NotImplementedError):
-                continue  # tensor subclasses without storage
             key = st._cdata
             if key in self._live or key in self.param_storages:
                 continue
@@ -145,11 +152,8 @@ class RecordingMode(TorchDispatchMode):
     def _track_reads(self, flat_in: list[Any], index: int) -> None:
         seen: set[int] = set()
         for t in flat_in:
-            if not isinstance(t, torch.Tensor):
-                continue
-            try:
-                st = t.untyped_storage()
-            except (RuntimeError, NotImplementedError):
+            st = _storage(t)
+            if st is None:
                 continue
             key = st._cdata
             if key in self._live and key not in seen:

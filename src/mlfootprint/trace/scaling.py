@@ -137,18 +137,16 @@ def _same_identities(t1: Trace, t2: Trace) -> None:
 
 def _read_instances(tr: Trace) -> list[int | None]:
     """For each forward read, the event position of the allocation it read (the last one of its storage at or
-    before the reading operator)."""
-    allocs: dict[int, list[tuple[int, int]]] = {}
-    for pos, e in enumerate(tr.events):
-        if e.delta > 0:
-            allocs.setdefault(e.storage, []).append((e.index, pos))
+    before the reading operator): one sweep, the reads and the events both in operator order."""
+    latest: dict[int, int] = {}
+    pos = 0
     out: list[int | None] = []
     for s in tr.memory.reads:
-        best = None
-        for index, pos in allocs.get(s.storage, ()):
-            if index <= s.op_index:
-                best = pos
-        out.append(best)
+        while pos < len(tr.events) and tr.events[pos].index <= s.op_index:
+            if tr.events[pos].delta > 0:
+                latest[tr.events[pos].storage] = pos
+            pos += 1
+        out.append(latest.get(s.storage))
     return out
 
 

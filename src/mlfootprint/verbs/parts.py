@@ -11,7 +11,6 @@ from ..analysis.footprint import compute_footprint
 from ..analysis.footprint.result import FootprintResult
 from ..analysis.memory import methods
 from ..core.errors import UserError, suggest
-from ..analysis.memory.fusion import FUSED_NOTE
 from ..analysis.memory.model import MemoryEstimate
 from ..analysis.predict.prediction import (StepPrediction, devices_for_deadline, inference_latency, is_measured_device,
                                     time_to_train)
@@ -42,9 +41,6 @@ def add_memory(rep: Report, est: MemoryEstimate, wl: Workload, **extra: Any) -> 
     data = section.to_dict()
     rep.add(section, {k: v for k, v in est.provenance.items() if k in data})
     _memory_assumptions(rep, est, wl)
-
-
-STACK_NOTE = FUSED_NOTE.split("{")[0]  # the stack's line, whichever stack
 
 
 def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
@@ -103,7 +99,7 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
                "allocator (cuDNN/oneDNN workspaces) are not seen")
     for note in est.assumptions:
         # on the memory card when the stack's fused chains moved the activations (eager PyTorch keeps more)
-        rep.assume("memory: " + note, key=est.stack_moved and rep.verb == "memory" and note.startswith(STACK_NOTE))
+        rep.assume("memory: " + note, key=rep.verb == "memory" and note == est.stack_note)
 
 
 # ------------------------------------------------------------------------------------------ time

@@ -45,15 +45,12 @@ def stack_for(wl: Workload) -> tuple[str, str]:
     return default_fusion(device, device is not None and is_measured(device))
 
 
-FUSED_NOTE = "the activations a {mode} stack keeps"  # how the line begins under a stack that fuses
-
-
 def describe(mode: str, why: str, dropped: int, kept: int, traced_batch: int) -> str:
     """The assumption line of a training estimate."""
     if not fuses_activations(mode):
         return (f"the activations eager PyTorch keeps (--fusion {mode}, {why}); a fused-kernel or compiled stack "
                 "keeps a fused chain's inputs, not its intermediates (--fusion fused)")
-    return (FUSED_NOTE.format(mode=mode) + f" (--fusion {mode}, {why}): each chain of elementwise, "
+    return (f"the activations a {mode} stack keeps (--fusion {mode}, {why}): each chain of elementwise, "
             "normalization and cast operators keeps its inputs and recomputes its intermediates in backward "
             f"(Megatron-LM's fused SwiGLU and GeLU, Transformer Engine's norms, Inductor); in the traced step "
             f"(batch {traced_batch}) {dropped / 1e6:,.4g} MB of intermediates eager PyTorch keeps are not kept and "

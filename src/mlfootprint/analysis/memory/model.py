@@ -142,7 +142,7 @@ class MemoryEstimate:
     provenance: dict[str, str] = field(default_factory=dict)
     assumptions: list[str] = field(default_factory=list)
     layout: Layout | None = None
-    stack_moved: bool = False  # the stack's fused chains changed the activations (that assumption moved the numbers)
+    stack_note: str = ""  # the stack's assumption line when its fused chains changed the activations (else empty)
 
     def with_device(self, device_bytes: int | None, provenance: str = "assumed") -> MemoryEstimate:
         out = copy.copy(self)
@@ -391,9 +391,10 @@ class MemoryModel:
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)
-        if training:
-            notes.append(describe_fusion(prof.fusion, self._fusion_why, prof.fused_dropped, prof.fused_kept,
-                                         self.traced_batch))
+        stack_note = describe_fusion(prof.fusion, self._fusion_why, prof.fused_dropped, prof.fused_kept,
+                                     self.traced_batch) if training else ""
+        if stack_note:
+            notes.append(stack_note)
         if info.get("optimizer_fused"):
             notes.append(f"optimizer: with ZeRO, tensor or pipeline parallelism on a GPU, {layout.optimizer} is "
                          "DeepSpeed's or Megatron-LM's fused multi-tensor kernel (chunked: no full-size "
@@ -515,7 +516,7 @@ class MemoryModel:
             activations_host_bytes=act_host,
             activation_offload_traffic_bytes=int(round(2 * offloaded_mb * layout.grad_accum)), peak_phase=phase, stage=stage, at_peak=at_peak,
             breakdown=breakdown, provenance=prov, assumptions=notes, layout=layout,
-            stack_moved=training and prof.fused_dropped > 0)
+            stack_note=stack_note if prof.fused_dropped > 0 else "")
 
     def _kv(self, layout: Layout, gen: int, act_peak: float) -> tuple[int, int, float]:
         f = self.facts
