@@ -7,8 +7,6 @@ input, is one [4, 128, 64] fp32 tensor: 4 × 128 × 64 × 4 = 131,072 bytes.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -135,16 +133,15 @@ def test_all_and_numbers_and_the_mode():
 
 
 def test_cli_reports_the_offload(four_blocks):
-    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "mlfootprint", "memory", four_blocks, "--mode", "train", "--batch", "4",
-                          "--seq", "128", "--recompute", "full", "--offload-activations", "all", "--optimizer", "sgd",
-                          "--format", "json"], capture_output=True, text=True, env=env, cwd=ROOT)
+    from conftest import run_cli
+
+    out = run_cli("memory", four_blocks, "--mode", "train", "--batch", "4", "--seq", "128", "--recompute", "full",
+                  "--offload-activations", "all", "--optimizer", "sgd", "--format", "json", cwd=str(ROOT))
     assert out.returncode == 0, out.stderr
     mem = json.loads(out.stdout)["memory"]
     assert mem["activations_host_bytes"] == 393_216 and mem["activation_offload_traffic_bytes"] == 786_432
     assert mem["offload_activations"] == 1.0
-    bad = subprocess.run([sys.executable, "-m", "mlfootprint", "memory", four_blocks, "--mode", "train",
-                          "--offload-activations", "2"], capture_output=True, text=True, env=env, cwd=ROOT)
+    bad = run_cli("memory", four_blocks, "--mode", "train", "--offload-activations", "2", cwd=str(ROOT))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "--offload-activations takes a fraction" in bad.stderr
 

@@ -133,7 +133,7 @@ def test_unknown_verb_and_missing_config(tmp_path):
 
 
 def test_hub_id_unreachable_is_one_line():
-    proc = run_cli("count", "no-such-org/no-such-model-xyz", env={"HF_HUB_OFFLINE": "1"})
+    proc = run_cli("count", "no-such-org/no-such-model-xyz", env={"HF_HUB_OFFLINE": "1"}, isolated=True)
     assert_user_error(proc, "cannot resolve hub id")
 
 

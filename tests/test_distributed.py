@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from mlfootprint.core.errors import UserError
 from mlfootprint.measure.distributed import RankLog, global_figures, rank_file, read_rank_file
 from mlfootprint.verbs.track import merge_rank_files
@@ -153,12 +154,10 @@ def test_merge_command(tmp_path):
     log = RankLog(rank_file(tmp_path / "r.json.ranks", 0))
     log.write({"kind": "final", "record": _rec(0, [1.0, 1.0], [3, 3], world=1)})
     out = tmp_path / "merged.json"
-    r = subprocess.run([sys.executable, "-m", "mlfootprint", "report", str(tmp_path / "r.json"), "-o", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("report", str(tmp_path / "r.json"), "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text())["measured"]["tokens"] == 6
-    r = subprocess.run([sys.executable, "-m", "mlfootprint", "report", str(tmp_path / "nothing.json")],
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("report", str(tmp_path / "nothing.json"))
     assert r.returncode == 2 and r.stderr.startswith("mlfootprint: error:")
     with pytest.raises(UserError):
         merge_rank_files([tmp_path / "nothing.json"])

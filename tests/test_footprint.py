@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -379,10 +377,9 @@ def test_catalog_devices_all_have_embodied_data():
 # --------------------------------------------------------------------------- the CLI verb
 
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
-    env.pop("MLFOOTPRINT_FOOTPRINT_PATH", None)
-    return subprocess.run([sys.executable, "-m", "mlfootprint", "footprint", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    from conftest import run_cli
+
+    return run_cli("footprint", *args, env={"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "MLFOOTPRINT_FOOTPRINT_PATH": None})
 
 
 def test_cli_negative_hours_is_one_line_exit_2(tmp_path):

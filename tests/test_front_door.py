@@ -8,7 +8,6 @@ the memory verb with that change.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -17,13 +16,12 @@ import pytest
 
 from mlfootprint import Workload, analyze, memory
 
-ENV = {**os.environ, "COLUMNS": "100", "NO_COLOR": "", "MLFOOTPRINT_NO_PROGRESS": "1"}
 
 
 def _cli(*args: str, columns: int = 100) -> subprocess.CompletedProcess:
-    env = {**ENV, "COLUMNS": str(columns)}
-    return subprocess.run([sys.executable, "-m", "mlfootprint", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    from conftest import run_cli
+
+    return run_cli(*args, env={"COLUMNS": str(columns), "NO_COLOR": "", "MLFOOTPRINT_NO_PROGRESS": "1"})
 
 
 @pytest.mark.parametrize("args", [[], ["analyze"], ["count", "gpt2"], ["memory", "gpt2"], ["predict", "gpt2"]])

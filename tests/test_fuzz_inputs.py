@@ -11,12 +11,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -591,7 +588,7 @@ def test_no_log_lines_leak_to_stderr(what, argv, tmp_path):
     _write_file(tmp_path / "moe" / "config.json", json.dumps({**mixtral, "num_local_experts": 0}))
     _write_file(tmp_path / "utf16" / "config.json", (CONFIGS / "tiny-gpt2" / "config.json").read_text().encode("utf-16"))
     names = {"fac": str(tmp_path / "factories.py"), "moe": str(tmp_path / "moe"), "utf16": str(tmp_path / "utf16")}
-    result = run_cli(*[a.format(**names) for a in argv], cwd=str(tmp_path))
+    result = run_cli(*[a.format(**names) for a in argv], cwd=str(tmp_path), isolated=True)  # the real stderr
     assert result.returncode == 2, (what, result.stderr[-2000:])
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("mlfootprint: error: "), result.stderr[-3000:]
     assert result.stdout == ""

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -351,10 +349,9 @@ def test_calibrate_rejects_a_bad_budget_or_device():
 
 
 def _run_cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XDG_CONFIG_HOME=str(env_home))
-    env.pop("MLFOOTPRINT_HARDWARE_PATH", None)
-    return subprocess.run([sys.executable, "-m", "mlfootprint", "hardware", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    from conftest import run_cli
+
+    return run_cli("hardware", *args, env={"XDG_CONFIG_HOME": str(env_home), "MLFOOTPRINT_HARDWARE_PATH": None})
 
 
 def test_cli_show_unknown_id_is_one_line_exit_2(tmp_path):

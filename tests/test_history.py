@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -51,10 +50,9 @@ def sha(path: Path) -> str:
 
 
 def run_cli(*argv: str, env_db: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if env_db is not None:
-        env["MLFOOTPRINT_HISTORY"] = str(env_db)
-    return subprocess.run([sys.executable, "-m", "mlfootprint", *argv], capture_output=True, text=True, env=env, timeout=120)
+    from conftest import run_cli as run
+
+    return run(*argv, env={"MLFOOTPRINT_HISTORY": str(env_db)} if env_db is not None else None)
 
 
 def filled_db(tmp_path: Path, n: int = 30) -> Path:

@@ -2,17 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 TINY = "tests/data/configs/tiny-llama"
-
-
-def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mlfootprint", "memory", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
@@ -24,7 +17,7 @@ def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-BAD = [  # the cases, each in its own process: one line on stderr, exit status 2
+BAD = [  # the cases: one line on stderr, exit status 2
     (("--tp", "3"), "--tp 3 does not divide the model's 4 attention heads"),
     (("--zero", "3", "--dp", "0"), "--dp must be a positive whole number, got 0"),
     (("--batch", "0"), "--batch must be a positive whole number, got 0"),
@@ -43,15 +36,17 @@ MORE_BAD = [
 ]
 
 
-def test_bad_input_is_one_line_and_exit_2() -> None:
-    procs = [(start(TINY, *args), needle) for args, needle in BAD]  # in parallel: each pays Python's start-up
-    for proc, needle in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, (needle, err)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("mlfootprint: error: "), err
-        assert needle in lines[0], (needle, lines[0])
-        assert "Traceback" not in err
+@pytest.mark.parametrize("args,needle", BAD)
+def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], needle: str) -> None:
+    from conftest import run_cli
+
+    proc = run_cli("memory", TINY, *args)
+    err = proc.stderr
+    assert proc.returncode == 2, (needle, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlfootprint: error: "), err
+    assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("args,needle", MORE_BAD)

@@ -7,8 +7,6 @@ model FLOPs per token 6N + 12·L·H·Q·T = 3.2421e12 + 3.5627e10 = 3.2777e12; a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,9 +25,9 @@ def run(args, capsys):
 
 
 def test_palm_540b_cli():
-    r = subprocess.run([sys.executable, "-m", "mlfootprint", "mfu", *PALM, "--tokens-per-s", "238.3e3",
-                        "--hardware", "tpu-v4", "--devices", "6144", "--format", "json"],
-                       capture_output=True, text=True, timeout=120)
+    from conftest import run_cli
+
+    r = run_cli("mfu", *PALM, "--tokens-per-s", "238.3e3", "--hardware", "tpu-v4", "--devices", "6144", "--format", "json")
     assert r.returncode == 0, r.stderr
     u = json.loads(r.stdout)["time"]
     assert u["model_flops_per_token"] == pytest.approx(6 * 540.35e9 + 12 * 118 * 48 * 256 * 2048)

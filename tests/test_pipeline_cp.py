@@ -6,7 +6,6 @@ backward work for the whole traced batch, so every figure below is arithmetic on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -1,14 +1,11 @@
 """`plan` on a request nothing can satisfy: a 405B-parameter model on 2 × rtx-3090 → one line, exit 2."""
 from __future__ import annotations
 
-import subprocess
-import sys
+from conftest import run_cli
 
 
 def test_405b_on_two_rtx_3090():
-    r = subprocess.run([sys.executable, "-m", "mlfootprint", "plan", "llama-3.1-405b", "--devices", "2",
-                        "--hardware", "rtx-3090", "--precision", "bf16-mixed"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_cli("plan", "llama-3.1-405b", "--devices", "2", "--hardware", "rtx-3090", "--precision", "bf16-mixed")
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "warn" not in ln.lower()]
     assert len(lines) == 1, r.stderr

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,9 @@ TINY_GPT2 = str(CONFIGS / "tiny-gpt2" / "config.json")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlfootprint", *args], capture_output=True, text=True, timeout=300)
+    from conftest import run_cli
+
+    return run_cli(*args)
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:

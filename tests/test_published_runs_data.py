@@ -9,7 +9,6 @@ dropped, and one small row run end to end, the shared-trace path giving the step
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import importlib.util
 import re

@@ -6,7 +6,6 @@ event's size equal, and the memory model's peak equal for two layouts.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
