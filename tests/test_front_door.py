@@ -151,6 +151,34 @@ def test_every_help_imports_neither_torch_nor_transformers():
     assert int(r.stdout.strip()) >= 20  # the top level, every verb and every subcommand (models list, ...)
 
 
+_NO_TORCH_SCRIPT = """
+import contextlib, io, json, sys
+from mlfootprint.cli import main
+
+for argv in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(argv) == 0, argv
+    assert out.getvalue().strip(), argv
+    loaded = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+    assert not loaded, (argv, loaded)
+"""
+
+
+def test_verbs_that_read_files_or_catalogs_import_neither_torch_nor_transformers(tmp_path):
+    # a saved report is re-rendered, compared and tabled, and the catalogs listed, without the seconds torch costs
+    from mlfootprint.cli import main
+
+    count, memory = str(tmp_path / "count.json"), str(tmp_path / "memory.json")
+    assert main(["count", "gpt2", "--seq", "16", "-o", count]) == 0
+    assert main(["memory", "gpt2", "--seq", "16", "--hardware", "h100-sxm", "-o", memory]) == 0
+    runs = [["report", count], ["report", memory, "--format", "md"], ["compare", count, memory],
+            ["table", count, memory], ["models", "list"], ["hardware", "list"], ["hardware", "show", "h100-sxm"],
+            ["history", "list", "--db", str(tmp_path / "h.sqlite")]]
+    r = subprocess.run([sys.executable, "-c", _NO_TORCH_SCRIPT, json.dumps(runs)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_errors_speak_python_from_python_and_flags_from_the_command_line(capsys):
     from mlfootprint import plan
     from mlfootprint.cli import main

@@ -57,7 +57,6 @@ from ..core.errors import UserError
 from ..core.files import write_text
 from . import stats
 from .bounded import call_bounded
-import torch.distributed as dist
 
 logger = logging.getLogger("mlfootprint.track")
 
@@ -70,6 +69,8 @@ STORE_PREFIX = "mlfootprint/track"
 def rank_info() -> tuple[int, int, int]:
     """(rank, world_size, local_rank): from torch.distributed when initialized, else torchrun's environment."""
     try:
+        import torch.distributed as dist  # here: merging rank files (`mlfootprint report`) needs no torch
+
         if dist.is_available() and dist.is_initialized():
             rank, world = dist.get_rank(), dist.get_world_size()
             return rank, world, int(os.environ.get("LOCAL_RANK", rank))
@@ -94,6 +95,8 @@ def host_name() -> str:
 def default_store() -> Any | None:
     """The job's key-value store (the one torch.distributed was initialized with), or None."""
     try:
+        import torch.distributed as dist
+
         if not (dist.is_available() and dist.is_initialized()):
             return None
         from torch.distributed import distributed_c10d as c10d

@@ -3,14 +3,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-
 from ..analysis.count.params import parameter_stats
-
 from ..core.errors import UserError
 from ..hardware.catalog import get_device, load_devices
-from ..measure import opcal
-from ..measure.calibrate import calibrate, check_device, check_profile_target, save_profile
 from ..models import catalog
 from ..models.facts import facts_from_config
 from ..report.schema import Report
@@ -172,6 +167,10 @@ def hardware_calibrate(*, budget_s: float = 45.0, device: str = "auto", save: bo
         >>> rep.sections["catalog"]["saved_to"]
         >>> rep = mf.predict("gpt2", mf.Workload(batch=8, seq=512, hardware="this"))
     """
+    # torch here, not at import: `models list` and `hardware list` run without it
+    from ..measure import opcal
+    from ..measure.calibrate import calibrate, check_device, check_profile_target, save_profile
+
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 < budget_s <= 86400:
         raise UserError(f"--budget-s must be a positive number of seconds (at most 86400), got {budget_s!r}")
     check_device(device)  # a device this machine lacks: one line, before the first message
@@ -193,4 +192,6 @@ def hardware_calibrate(*, budget_s: float = 45.0, device: str = "auto", save: bo
 
 
 def _cuda_available() -> bool:
+    import torch
+
     return torch.cuda.is_available()

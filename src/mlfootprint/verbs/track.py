@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..measure.distributed import finite_numbers, gather_rank_records, global_figures, rank_summary, step_rows
-from ..measure.track import Tracker, current_tracker
 from ..report.schema import Report
 from ..report.sections import MeasuredSection, ModelSection, TrackedWorkloadSection
+
+if TYPE_CHECKING:
+    from ..measure.track import Tracker
 
 
 def track(model: Any = None, **kwargs: Any) -> Tracker:
@@ -79,10 +81,19 @@ def track(model: Any = None, **kwargs: Any) -> Tracker:
         ...             opt.step(); opt.zero_grad()
         >>> t.report.sections["measured"]["mfu"]
     """
+    from ..measure.track import Tracker  # torch: only when tracking (`report` merges rank files without it)
+
     return Tracker(model, report_builder=track_report, **kwargs)
 
 
-track.current = current_tracker  # type: ignore[attr-defined]
+def _current_tracker() -> Tracker | None:
+    """The innermost tracker running in this process (for code decorated with ``@track(...)``)."""
+    from ..measure.track import current_tracker
+
+    return current_tracker()
+
+
+track.current = _current_tracker  # type: ignore[attr-defined]
 
 
 def merge_rank_files(paths: Iterable[str | os.PathLike[str]], warmup: int | None = None) -> Report:
