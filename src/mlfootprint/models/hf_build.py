@@ -251,6 +251,15 @@ def _image_size(config: Any) -> tuple[int, int, int]:
     return int(getattr(config, "num_channels", 3) or 3), height, width
 
 
+def _state_no_kv_cache(module: torch.nn.Module, wl: Workload, assumptions: list[str]) -> None:
+    """The trace passes ``use_cache=False`` (make_inputs): say so where the model would otherwise build a cache.
+    Generation models its cache apart (analysis/memory/kvcache.py), so it needs no line."""
+    if wl.mode != "generate" and accepts(module, "use_cache"):
+        assumptions.append("use_cache=False: the traced forward builds no key/value cache (Hugging Face's default, "
+                           "use_cache=True, also keeps every layer's keys and values until the outputs are "
+                           "dropped: after the backward in a training loop; --mode generate models the cache)")
+
+
 def _text_inputs(module: torch.nn.Module, config: Any, spec: ModelSpec, wl: Workload, moe: MoEInfo | None,
                  assumptions: list[str], seq: int | None = None) -> BuiltModel:
     batch, task = wl.batch, spec.task if spec.source == "catalog" else task_of_class(type(module), spec.hf_config or {})
@@ -270,6 +279,7 @@ def _text_inputs(module: torch.nn.Module, config: Any, spec: ModelSpec, wl: Work
             kw["use_cache"] = False
         return (), kw
 
+    _state_no_kv_cache(module, wl, assumptions)
     tokens = batch * seq * (2 if encoder_decoder else 1)
     return BuiltModel(module, make_inputs, _hf_loss, tokens=tokens, causal=task == "causal-lm",
                       moe=moe, assumptions=assumptions)
@@ -365,6 +375,7 @@ def _speech_seq2seq_inputs(module: torch.nn.Module, config: Any, spec: ModelSpec
             kw["use_cache"] = False
         return (), kw
 
+    _state_no_kv_cache(module, wl, assumptions)
     return BuiltModel(module, make_inputs, _hf_loss, tokens=batch, token_unit="samples", causal=False,
                       moe=moe, assumptions=assumptions)
 
