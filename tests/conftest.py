@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -47,27 +48,22 @@ def _run_cli_in_process(argv: list[str], env: dict, cwd: str | None) -> subproce
 
     # A child process writing into a pipe gets shutil's fallback width (100) unless COLUMNS is set: the same here.
     env = {"COLUMNS": os.environ.get("COLUMNS", "100"), **env}
-    saved_env = {k: os.environ.get(k) for k in env}
     saved_cwd = os.getcwd()
     out, err = io.StringIO(), io.StringIO()
-    try:
+    with mock.patch.dict(os.environ):  # the whole environment comes back as it was
         for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                status = main(argv)
-            except SystemExit as exc:  # argparse's --help and --version
-                status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        os.chdir(saved_cwd)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    status = main(argv)
+                except SystemExit as exc:  # argparse's --help and --version
+                    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            os.chdir(saved_cwd)
     return subprocess.CompletedProcess(["mlfootprint", *argv], status, out.getvalue(), err.getvalue())
