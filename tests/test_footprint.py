@@ -24,7 +24,7 @@ from mlfootprint.analysis.footprint import data as fdata
 DATA = package_data_dir("analysis.footprint")
 
 # The accelerators of the hardware catalog, which embodied.toml must cover.
-CATALOG_IDS = ("v100-32gb", "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s",
+CATALOG_IDS = ("v100-32gb", "a100-40gb", "a100-80gb", "h100-sxm", "h100-hbm2e-500w", "h100-pcie", "h200", "b200", "l4", "l40s",
                "rtx-3090", "rtx-4090", "mi250x", "mi300x", "tpu-v4", "tpu-v5e", "tpu-v5p", "gaudi2")
 
 

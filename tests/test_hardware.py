@@ -22,7 +22,7 @@ from mlfootprint.hardware.catalog import (
 
 PACKAGE_FILE = package_data_dir("hardware") / "devices.toml"
 EXPECTED_IDS = {
-    "v100-32gb", "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s",
+    "v100-32gb", "a100-40gb", "a100-80gb", "h100-sxm", "h100-hbm2e-500w", "h100-pcie", "h200", "b200", "l4", "l40s",
     "rtx-3090", "rtx-4090", "mi250x", "mi300x", "tpu-v4", "tpu-v5e", "tpu-v5p", "gaudi2",
 }
 GiB = 2**30
@@ -60,6 +60,10 @@ def test_catalog_has_every_device():
         ("h100-sxm", "bf16", 989.4e12),    # NVIDIA H100 whitepaper: H100 SXM5 dense BF16 989.4
         ("h100-sxm", "fp8", 1978.9e12),    # NVIDIA H100 whitepaper: H100 SXM5 dense FP8 1978.9
         ("h100-pcie", "bf16", 756.5e12),   # NVIDIA H100 datasheet (PCIe): 1,513* sparse, halved
+        # TorchTitan's 500 W H100 96GB HBM2e: 'between SXM and NVL', no value; the midpoint of NVL's 1,671* sparse
+        # halved (835.5) and SXM's 989.4
+        ("h100-hbm2e-500w", "bf16", (835.5e12 + 989.4e12) / 2),
+        ("h100-hbm2e-500w", "fp8", (1670.5e12 + 1978.9e12) / 2),  # NVL 3,341* halved, SXM 1978.9
         ("h200", "bf16", 989.5e12),        # NVIDIA H200 datasheet: 1,979* sparse, halved
         ("b200", "bf16", 2.25e15),         # NVIDIA HGX B200: 36 PFLOPS sparse per 8 GPUs → 2.25 dense each
         ("l4", "fp8", 242.5e12),           # NVIDIA L4 datasheet: 485* sparse, halved
@@ -88,6 +92,13 @@ def test_memory_and_bandwidths_match_datasheets():
     assert h100.memory_bandwidth_bytes_per_s == 3.35e12         # H100 SXM datasheet: 3.35 TB/s
     assert h100.inter_node_bandwidth_bytes_per_s == 50e9        # DGX H100: one 400 Gb/s NIC per GPU
     assert h100.tdp_w == 700 and h100.devices_per_node == 8
+    # TorchTitan's Grand Teton H100 (benchmarks/llama3_h100_202412_torchtitan.md): 96GB HBM2e at 2.4 TB/s, 400 Gb/s
+    # RDMA per GPU, 8 per host, the default 500 W power limit; its peak is assumed, and says so
+    titan = get_device("h100-hbm2e-500w")
+    assert titan.memory_bytes == 96 * GiB and titan.memory_bandwidth_bytes_per_s == 2.4e12
+    assert titan.inter_node_bandwidth_bytes_per_s == 50e9 and titan.devices_per_node == 8 and titan.tdp_w == 500
+    assert titan.source_of("peak_flops.bf16").startswith("assumed: TorchTitan")
+    assert titan.source_of("memory_bandwidth_bytes_per_s").startswith("published: TorchTitan")
     assert get_device("h200").memory_bytes == 141 * GiB         # H200 datasheet: 141GB HBM3e
     assert get_device("tpu-v4").memory_bytes == 32 * GiB        # TPU v4 docs: 32 GiB, 1200 GBps
     assert get_device("tpu-v4").memory_bandwidth_bytes_per_s == 1200e9
@@ -123,7 +134,7 @@ def test_the_package_file_is_strict(tmp_path):
 
 def test_no_sparse_figure_slipped_in():
     # Dense caps: each sparse figure is twice these.
-    caps = {"h100-sxm": 1.0e15, "h200": 1.0e15, "h100-pcie": 8e14, "a100-80gb": 4e14, "a100-40gb": 4e14,
+    caps = {"h100-sxm": 1.0e15, "h100-hbm2e-500w": 1.0e15, "h200": 1.0e15, "h100-pcie": 8e14, "a100-80gb": 4e14, "a100-40gb": 4e14,
             "b200": 3e15, "l40s": 4e14, "l4": 1.3e14, "mi300x": 1.5e15, "rtx-4090": 2e14, "rtx-3090": 1e14}
     for device_id, cap in caps.items():
         assert get_device(device_id).peak_for("bf16") < cap, device_id
