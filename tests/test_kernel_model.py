@@ -27,6 +27,7 @@ from mlfootprint.trace.run import trace
 from mlfootprint.workload import Layout, Workload
 
 TINY_GPT2 = str(Path(__file__).parent / "data" / "configs" / "tiny-gpt2")
+TINY_LLAMA = str(Path(__file__).parent / "data" / "configs" / "tiny-llama")
 H100, A100 = get_device("h100-sxm"), get_device("a100-80gb")
 
 
@@ -291,6 +292,33 @@ def test_fp8_mixed_rates_the_linear_gemms_at_the_fp8_peak():
     # a device without an fp8 peak is refused for fp8-mixed before any rating (one line, the fix named)
     with pytest.raises(UserError, match="fp8"):
         _build_profile([gemm], A100, efficiency_for(A100), "fp8-mixed")
+
+
+def test_fp8_mixed_times_the_traced_fp8_casts_of_inputs_and_weights():
+    # Transformer Engine's FP8 linear layers (trace/kernels.py _Fp8Linear) cast each linear layer's input and weight
+    # to FP8 in the forward: read in 16 bits, written in 1 byte, 3 bytes per element, every micro-batch. On the tiny
+    # Llama (hidden 64, 4 heads of 16, 2 KV heads, MLP 176, vocab 256, 2 layers), 4 × 64 tokens = 256 rows, 16-bit
+    # weights: per layer the inputs of q, k, v, o, gate, up (256 × 64 each) and down (256 × 176), the weights q and
+    # o (64 × 64), k and v (32 × 64), gate, up and down (176 × 64); then the head (input 256 × 64, weight 256 × 64).
+    tiny = resolve(TINY_LLAMA)
+    per_layer = 3 * (6 * 256 * 64 + 256 * 176) + 3 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 176 * 64)
+    cast_bytes = 2 * per_layer + 3 * (256 * 64 + 256 * 64)
+    assert cast_bytes == 1_234_944
+    profiles = {}
+    for precision in ("bf16-mixed", "fp8-mixed"):
+        wl = Workload(mode="train", seq=64, batch=4, precision=precision, hardware="h100-sxm", mixed_weights="16-bit")
+        tr = trace(tiny, wl)
+        casts = [r for r in tr.records if r.out_dtype == "float8_e4m3fn"]
+        assert len(casts) == (30 if precision == "fp8-mixed" else 0)  # 15 linear layers × (input, weight)
+        assert sum(r.bytes_read + r.bytes_written for r in casts) == (cast_bytes if casts else 0)
+        profiles[precision] = build_profile(tr, H100, efficiency_for(H100), precision)
+    # each cast is its own kernel on the fused stack, timed at the memory bandwidth: the forward's data movement
+    # grows by exactly their bytes / (3.35 TB/s × the memory_bandwidth factor)
+    bw = H100.memory_bandwidth_bytes_per_s * efficiency_for(H100)["memory_bandwidth"]
+    grown = profiles["fp8-mixed"].phase("forward").by_class["movement"] - \
+        profiles["bf16-mixed"].phase("forward").by_class["movement"]
+    assert grown == pytest.approx(cast_bytes / bw, rel=1e-9)
+    assert any("The casts are timed as traced" in f for f in profiles["fp8-mixed"].fallbacks)
 
 
 def test_grouped_expert_gemms_run_16_bit_on_a_fused_stack_and_as_traced_in_eager():

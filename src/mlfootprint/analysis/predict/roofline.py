@@ -334,8 +334,12 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
     if fp8_gemms:
         fallbacks.append("fp8-mixed: the 16-bit matmuls (linear layers, forward and backward) run as FP8 GEMMs "
                          "(Transformer Engine's fp8 autocast), rated against the fp8 peak × the flat matmul factor "
-                         "(the GEMM size table is for 16-bit GEMMs); attention stays 16-bit; the casts to FP8 and "
-                         "the scaling-factor updates are not timed")
+                         "(the GEMM size table is for 16-bit GEMMs); attention stays 16-bit. The casts are timed as "
+                         "traced: in the forward each linear layer's input and weight to FP8 (one pass each, every "
+                         "micro-batch, where Transformer Engine casts a weight once per step), in the backward the "
+                         "saved FP8 copies back to 16 bits (Transformer Engine's GEMMs read FP8 directly and cast the "
+                         "output gradients to FP8 instead, traffic of the same order); the scaling-factor updates "
+                         "are not timed")
 
     # Grouped expert GEMMs (aten._grouped_mm) have no autocast kernel: Hugging Face's MoE code runs them in the
     # weights' dtype, fp32 under mixed precision with fp32 master weights (pytorch/pytorch#174763). A fused or
