@@ -24,7 +24,8 @@ in their layout share a trace. ``--api`` runs every row through ``mlfootprint.pr
 per row; the same step times, as tests/test_published_runs_data.py checks).
 
 Nothing here asserts: the figures are for the record. Per split it prints the median and worst |error| and the
-count within 15%, for all rows and for the rows whose layout the predictor models fully.
+count within 15%, for all rows and for the rows whose layout the predictor models fully; per source its median
+and worst |error| and its mean signed error (a source is one paper or table: one stack, often one machine).
 """
 from __future__ import annotations
 
@@ -337,6 +338,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[split] = {"all": stats(done), "fully_modelled": stats([r for r in done if not r["not_modelled"]]),
                       "with_gaps": stats([r for r in done if r["not_modelled"]]),
                       "failed": [r["id"] for r in mine if isinstance(r.get("error"), str)]}
+    # per source (each in one split): where the misses come from, e.g. one stack or one piece of hardware
+    sources = sorted({r["source"] for r in rows if r.get("source")})
+    out["by_source"] = {src: {"split": next(r["split"] for r in rows if r.get("source") == src),
+                              **stats([r for r in rows if r.get("source") == src and "error" in r
+                                       and not isinstance(r.get("error"), str)])} for src in sources}
     gaps: dict[str, int] = {}
     for r in rows:
         for g in r.get("not_modelled", []):
@@ -380,9 +386,20 @@ def print_table(rows: list[dict[str, Any]], summary: dict[str, Any], out: Any = 
                   f"mean signed {g['mean_error'] * 100:+5.1f}%", file=out)
         if s["failed"]:
             print(f"  {split:<11} failed: {', '.join(s['failed'])}", file=out)
+    print_by_source(summary, out)
     if summary["not_modelled_counts"]:
         print("not modelled (rows): " + ", ".join(f"{k} {v}" for k, v in sorted(summary["not_modelled_counts"].items())),
               file=out)
+
+
+def print_by_source(summary: dict[str, Any], out: Any = sys.stdout) -> None:
+    """One line per source: its rows' median and worst |error| and mean signed error."""
+    ran = {src: g for src, g in summary.get("by_source", {}).items() if g.get("rows")}
+    if ran:
+        print("by source (|error|, mean signed):", file=out)
+    for src, g in ran.items():
+        print(f"  {src:<22} {g['split'][:5]:<5} n={g['rows']:>3}  median {g['median_abs_error'] * 100:5.1f}%  "
+              f"worst {g['worst_abs_error'] * 100:5.1f}%  mean signed {g['mean_error'] * 100:+5.1f}%", file=out)
 
 
 def select(ds: Dataset, split: str, only: list[str]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
+import io
 import re
 import sys
 import tomllib
@@ -304,10 +305,10 @@ def test_a_feature_the_predictor_lacks_is_reported_not_dropped():
 
 
 def test_summary_by_hand():
-    rows = [{"id": "a", "split": "validation", "error": 0.02, "not_modelled": []},
-            {"id": "b", "split": "validation", "error": -0.20, "not_modelled": ["vp"]},
-            {"id": "c", "split": "validation", "error": 0.05, "not_modelled": []},
-            {"id": "d", "split": "calibration", "error": "RuntimeError: x", "not_modelled": []}]
+    rows = [{"id": "a", "split": "validation", "source": "p1", "error": 0.02, "not_modelled": []},
+            {"id": "b", "split": "validation", "source": "p2", "error": -0.20, "not_modelled": ["vp"]},
+            {"id": "c", "split": "validation", "source": "p1", "error": 0.05, "not_modelled": []},
+            {"id": "d", "split": "calibration", "source": "p3", "error": "RuntimeError: x", "not_modelled": []}]
     s = pr.summarize(rows)
     v = s["validation"]["all"]
     assert (v["rows"], v["median_abs_error"], v["worst_abs_error"], v["worst_id"], v["within_15pct"]) == \
@@ -315,6 +316,15 @@ def test_summary_by_hand():
     assert s["validation"]["fully_modelled"]["median_abs_error"] == pytest.approx(0.035)
     assert s["validation"]["with_gaps"]["rows"] == 1
     assert s["calibration"]["failed"] == ["d"] and s["not_modelled_counts"] == {"vp": 1}
+    # per source: p1's two rows (|0.02|, |0.05|: median 0.035, mean signed +0.035), p2's one, p3's none that ran
+    p1 = s["by_source"]["p1"]
+    assert (p1["split"], p1["rows"], p1["worst_id"]) == ("validation", 2, "c")
+    assert p1["median_abs_error"] == pytest.approx(0.035) and p1["mean_error"] == pytest.approx(0.035)
+    assert s["by_source"]["p2"]["mean_error"] == pytest.approx(-0.20) and s["by_source"]["p3"] == {"split": "calibration",
+                                                                                                 "rows": 0}
+    out = io.StringIO()
+    pr.print_by_source(s, out)
+    assert "  p1                     valid n=  2  median   3.5%  worst   5.0%  mean signed  +3.5%" in out.getvalue()
     with pytest.raises(SystemExit):
         pr.select(DS, "all", ["no-such-run"])
 
