@@ -137,6 +137,46 @@ def test_the_h100_class_rate_is_cudnns_measured_training_rate():
     assert attention_rate(get_device("a100-80gb")) is None  # the flat factor (FlashAttention-2's A100 range)
 
 
+def test_attention_flash2_times_sdpa_at_flashattention2s_h100_rate():
+    """FlashAttention-3 (arXiv:2407.08608) Figs. 5-6, FlashAttention-2 on an H100 SXM5, head dim 128: forward
+    (causal) and backward at 2k/4k/8k tokens 298/291, 319/310 and 333/318 TFLOP/s; training rates
+    3.5 / (1/f + 2.5/b) = 293.0, 312.5 and 322.2 TFLOP/s, median 312.5: 0.316 of the 989.4 peak, where cuDNN's is
+    0.510. PyTorch's SDPA ran it on Hopper from 2.5.1 to 2.10 (pytorch/pytorch#138522)."""
+    h100 = get_device("h100-sxm")
+    flash2 = attention_rate(h100, "flash2")
+    assert training_rate(319e12, 310e12) == pytest.approx(312.52e12, rel=1e-4)
+    assert flash2.share == pytest.approx(312.52e12 / 989.4e12, rel=1e-4)  # 0.3159
+    assert "FlashAttention-2" in flash2.how and "cuDNN" in attention_rate(h100).how
+    assert attention_rate(h100, None).share == pytest.approx(504.27e12 / 989.4e12, rel=1e-4)
+    assert attention_rate(get_device("a100-80gb"), "flash2") is None  # the flat factor, as for sdpa
+
+    # one traced call: the same records, the attention kernel's compute at the lower rate
+    r = _attention("aten._scaled_dot_product_flash_attention.default", causal=False)
+    eff = efficiency_for(h100, None)
+    times = {}
+    for attention in ("sdpa", "flash2"):
+        trace = SimpleNamespace(records=[r], workload=SimpleNamespace(attention=attention))
+        p = build_profile(trace, h100, eff, "bf16-mixed", fusion="none")
+        times[attention] = p.phases["forward"].by_class["attention"]
+        assert p.attention.share == attention_rate(h100, "flash2" if attention == "flash2" else None).share
+    softmax = SOFTMAX / (66.9e12 * 0.5)
+    assert times["flash2"] - softmax == pytest.approx((times["sdpa"] - softmax) * 0.5097 / 0.3159, rel=1e-3)
+
+
+def test_attention_flash2_is_traced_as_sdpa():
+    # the option changes the timing only: a Hugging Face model is built with attn_implementation="sdpa"
+    import mlfootprint as mf
+    from mlfootprint.models import resolve
+    from mlfootprint.trace.run import trace as run_trace
+
+    tiny = resolve("tests/data/configs/tiny-llama")
+    ops = {}
+    for attention in ("sdpa", "flash2"):
+        wl = mf.Workload(mode="train", seq=64, batch=2, precision="bf16-mixed", hardware="h100-sxm", attention=attention)
+        ops[attention] = [(r.op, r.module, r.model_flops) for r in run_trace(tiny, wl).records]
+    assert ops["flash2"] == ops["sdpa"] and any("flash_attention" in op for op, _, _ in ops["sdpa"])
+
+
 def test_the_class_rate_times_fused_attention_unless_the_factor_is_given():
     r = _attention("aten._scaled_dot_product_flash_attention.default", causal=False)
     t, profile = _attention_seconds(r, "h100-sxm")

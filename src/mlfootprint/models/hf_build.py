@@ -199,7 +199,9 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         assumptions.append(f"MoE routing: balanced top-{moe.top_k} of {moe.experts} experts "
                            "(each token visits exactly k experts; capacity limits and drops not modelled)")
     kwargs: dict[str, Any] = {"dtype": getattr(torch, wl.traced_weights_dtype)}
-    want_attn = unfused_attention.register() if wl.attention == "unfused" else wl.attention
+    # flash2 is SDPA traced as such; only its timing differs (analysis/predict/attention_rate.py)
+    want_attn = unfused_attention.register() if wl.attention == "unfused" else \
+        "sdpa" if wl.attention == "flash2" else wl.attention
     try:
         with _no_init(transformers), _ConstantSchedules():
             module = from_config(config, attn_implementation=want_attn, **kwargs)

@@ -35,20 +35,29 @@ def training_rate(forward: float, backward: float) -> float:
     return total / (1.0 / forward + BACKWARD_FLOPS_PER_FORWARD / backward)
 
 
+#: The kernels a workload can ask for (its ``attention``) that a class may hold apart from its default, each in a
+#: section ``<class>-<kernel>``: ``flash2`` is SDPA timed as FlashAttention-2.
+KERNELS = ("flash2",)
+
+
 @lru_cache(maxsize=None)
-def class_rate(cls: str) -> AttentionRate:
-    peak = float(ATTENTION.value(cls, "peak_flops"))
-    points = ATTENTION.value(cls, "points")
+def class_rate(cls: str, kernel: str | None = None) -> AttentionRate:
+    """The rate of the class's default kernel, or of ``kernel`` (a section ``<cls>-<kernel>``)."""
+    section = f"{cls}-{kernel}" if kernel else cls
+    peak = float(ATTENTION.value(section, "peak_flops"))
+    points = ATTENTION.value(section, "points")
     share = statistics.median(training_rate(float(f), float(b)) for _, f, b in points) / peak
-    kernel = ATTENTION.value(cls, "kernel")
+    name = ATTENTION.value(section, "kernel")
     seqs = ", ".join(f"{int(s):,}" for s, _, _ in points)
-    return AttentionRate(cls, share, f"{kernel} at {share:.3f} of the {peak / 1e12:.1f} TFLOP/s peak: the median "
-                                     f"training rate over sequences {seqs} ({ATTENTION.source(cls, 'points')})")
+    return AttentionRate(cls, share, f"{name} at {share:.3f} of the {peak / 1e12:.1f} TFLOP/s peak: the median "
+                                     f"training rate over sequences {seqs} ({ATTENTION.source(section, 'points')})")
 
 
-def attention_rate(device: Any) -> AttentionRate | None:
-    """The class rate for a member device; None where the flat ``attention`` factor applies."""
+def attention_rate(device: Any, kernel: str | None = None) -> AttentionRate | None:
+    """The class rate for a member device (of ``kernel`` when the class has a section for it, e.g. ``flash2``,
+    else of the class's default kernel); None where the flat ``attention`` factor applies."""
     for cls in CLASSES:
         if getattr(device, "id", None) in ATTENTION.value(cls, "members"):
-            return class_rate(cls)
+            has = kernel in KERNELS and ATTENTION.has(f"{cls}-{kernel}", "points")
+            return class_rate(cls, kernel if has else None)
     return None
