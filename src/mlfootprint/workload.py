@@ -29,8 +29,8 @@ RECOMPUTE = ("none", "selective", "selective-op", "full")
 OFFLOAD = ("none", "cpu", "nvme")
 QUANT = ("none", "int8", "int4", "fp8")
 # attention of Hugging Face models: transformers' SDPA (fused kernels), the same SDPA timed as FlashAttention-2
-# (PyTorch's flash backend, the default SDPA kernel on Hopper from PyTorch 2.5.1 to 2.10), its eager code, or
-# Megatron-LM's unfused kernels of before FlashAttention (models/unfused_attention.py)
+# (PyTorch's flash backend, which SDPA tries before cuDNN attention on Hopper in most releases and builds), its
+# eager code, or Megatron-LM's unfused kernels of before FlashAttention (models/unfused_attention.py)
 ATTENTION = ("sdpa", "flash2", "eager", "unfused")
 SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
 # context parallelism: ring attention (Megatron CP), Llama 3's K/V all-gather, DeepSpeed-Ulysses
@@ -92,11 +92,11 @@ class Workload:
             verbs take ``bf16-mixed`` (training) or ``bf16`` (serving) on a device whose catalog entry has a bf16
             peak, ``fp32`` otherwise (``verbs/runnable.py``, stated in the report's assumptions).
         optimizer: ``sgd``, ``sgd-momentum``, ``adam``, ``adamw``, ``adafactor``, ``adam-8bit``, ``lion``, ``zo-sgd``.
-        attention: ``sdpa`` (fused; on Hopper GPUs timed as the cuDNN kernel of today's stacks), ``flash2`` (the
-            same trace, timed as FlashAttention-2: PyTorch's flash backend, SDPA's default on Hopper from 2.5.1 to
-            2.10), ``eager`` (transformers' eager code) or ``unfused`` (Megatron-LM's attention before
-            FlashAttention: 16-bit scores, one fused scale-mask-softmax kernel, dropout, two batched GEMMs) for
-            Hugging Face models.
+        attention: ``sdpa`` (fused; on Hopper GPUs timed as cuDNN's kernel, the attention of Megatron / NeMo /
+            Transformer Engine stacks), ``flash2`` (the same trace, timed as FlashAttention-2: PyTorch's flash
+            backend, which SDPA tries before cuDNN attention on Hopper in most releases and builds), ``eager``
+            (transformers' eager code) or ``unfused`` (Megatron-LM's attention before FlashAttention: 16-bit
+            scores, one fused scale-mask-softmax kernel, dropout, two batched GEMMs) for Hugging Face models.
         gen_tokens: tokens generated per sequence in ``generate`` mode.
         micro_batch: samples per device per forward/backward (default: the per-replica batch / grad_accum).
         grad_accum: micro-batches accumulated per optimizer step.

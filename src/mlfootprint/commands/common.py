@@ -33,8 +33,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
     g.add_argument("--optimizer", type=_choice(OPTIMIZERS), default=None, help=f"{{{','.join(OPTIMIZERS)}}} (default adamw)")
     g.add_argument("--attention", type=_choice(ATTENTION), default=None,
                    help="attention implementation of HF models: sdpa (fused; default; on Hopper GPUs timed as "
-                        "cuDNN's kernel), flash2 (SDPA timed as FlashAttention-2, PyTorch's flash backend: SDPA's "
-                        "default on Hopper in PyTorch 2.5.1-2.10), eager (transformers' eager code: stores the T×T "
+                        "cuDNN's kernel, as Transformer Engine stacks run it), flash2 (SDPA timed as "
+                        "FlashAttention-2, PyTorch's flash backend, which SDPA tries first on Hopper in most releases "
+                        "and builds), eager (transformers' eager code: stores the T×T "
                         "probabilities, in fp32 under autocast) or unfused (Megatron-LM before FlashAttention: "
                         "16-bit T×T scores, fused scale-mask-softmax, dropout)")
     g.add_argument("--gen-tokens", type=int, default=None, help="tokens generated in --mode generate (default 128)")
