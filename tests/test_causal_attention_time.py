@@ -148,6 +148,7 @@ def test_attention_flash2_times_sdpa_at_flashattention2s_h100_rate():
     assert flash2.share == pytest.approx(312.52e12 / 989.4e12, rel=1e-4)  # 0.3159
     assert "FlashAttention-2" in flash2.how and "cuDNN" in attention_rate(h100).how
     assert attention_rate(h100, None).share == pytest.approx(504.27e12 / 989.4e12, rel=1e-4)
+    assert attention_rate(h100, "sdpa").share == attention_rate(h100, None).share  # no [h100-sdpa]: the default
     assert attention_rate(get_device("a100-80gb"), "flash2") is None  # the flat factor, as for sdpa
 
     # one traced call: the same records, the attention kernel's compute at the lower rate

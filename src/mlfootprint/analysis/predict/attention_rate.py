@@ -35,11 +35,6 @@ def training_rate(forward: float, backward: float) -> float:
     return total / (1.0 / forward + BACKWARD_FLOPS_PER_FORWARD / backward)
 
 
-#: The kernels a workload can ask for (its ``attention``) that a class may hold apart from its default, each in a
-#: section ``<class>-<kernel>``: ``flash2`` is SDPA timed as FlashAttention-2.
-KERNELS = ("flash2",)
-
-
 @lru_cache(maxsize=None)
 def class_rate(cls: str, kernel: str | None = None) -> AttentionRate:
     """The rate of the class's default kernel, or of ``kernel`` (a section ``<cls>-<kernel>``)."""
@@ -53,11 +48,12 @@ def class_rate(cls: str, kernel: str | None = None) -> AttentionRate:
                                      f"training rate over sequences {seqs} ({ATTENTION.source(section, 'points')})")
 
 
-def attention_rate(device: Any, kernel: str | None = None) -> AttentionRate | None:
-    """The class rate for a member device (of ``kernel`` when the class has a section for it, e.g. ``flash2``,
-    else of the class's default kernel); None where the flat ``attention`` factor applies."""
+def attention_rate(device: Any, attention: str | None = None) -> AttentionRate | None:
+    """The class rate for a member device: of the kernel the workload's ``attention`` names where the data file
+    has a section ``<class>-<attention>`` for it (``h100-flash2``), else of the class's default kernel; None where
+    the flat ``attention`` factor applies."""
     for cls in CLASSES:
         if getattr(device, "id", None) in ATTENTION.value(cls, "members"):
-            has = kernel in KERNELS and ATTENTION.has(f"{cls}-{kernel}", "points")
-            return class_rate(cls, kernel if has else None)
+            own = attention is not None and ATTENTION.has(f"{cls}-{attention}", "points")
+            return class_rate(cls, attention if own else None)
     return None

@@ -288,9 +288,9 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     if eff.curves:
         profile = _build_profile_curves(trace, kernels, device, eff, precision)
     else:
-        # --attention flash2: the traced SDPA timed as FlashAttention-2 where the device's class has its rate
-        kernel = "flash2" if getattr(getattr(trace, "workload", None), "attention", None) == "flash2" else None
-        profile = _build_profile(kernels, device, eff, precision, mode, attention_kernel=kernel)
+        # the workload's attention picks the fused kernel's rate where the device class has one for it (flash2)
+        attention = getattr(getattr(trace, "workload", None), "attention", None)
+        profile = _build_profile(kernels, device, eff, precision, mode, attention=attention)
     profile.fusion = summary
     if optimizer is not None:
         traced = sum(r.bytes_read + r.bytes_written for r in trace.records
@@ -322,7 +322,7 @@ def _table_applies(eff: Efficiency, factor: str) -> bool:
 
 
 def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, fusion: str = "none",
-                   attention_kernel: str | None = None) -> Profile:
+                   attention: str | None = None) -> Profile:
     peak, peak_dtype = peak_for_precision(device, precision)
     fallbacks: list[str] = []
     bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
@@ -360,7 +360,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             d = expert_dtype
         return "fp8" if fp8_gemms and cls == "matmul" and d in ("bf16", "fp16") else d
 
-    attn_rate = attention_rate(device, attention_kernel) if _table_applies(eff, "attention") else None
+    attn_rate = attention_rate(device, attention) if _table_applies(eff, "attention") else None
     rated_by_class = False
 
     def rate(cls: str, dtype_name: str, op: str = "") -> float:
