@@ -233,3 +233,34 @@ def test_transformers_first_imported_by_the_trace_is_quiet_inside_and_at_its_def
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(logging.WARNING)  # transformers' own default, as if imported by the user
     assert proc.stderr == ""  # its warnings while building and running the model stay inside the trace
+
+
+# --------------------------------------------------------------------------- tied weights in a 16-bit build
+
+
+class TiedLM(nn.Module):
+    """An embedding, an LSTM and a head that shares the embedding's weight (a tied language model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(64, 16)
+        self.lstm = nn.LSTM(16, 16, batch_first=True)
+        self.head = nn.Linear(16, 64, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.embed(ids))[0])
+
+
+def tied_lm() -> nn.Module:
+    return TiedLM()
+
+
+def test_a_factory_model_with_tied_weights_builds_in_16_bits() -> None:
+    # Module.to(bf16) on fake tensors swaps each parameter in place and fails on a shared one; the build casts
+    # each tensor once instead. Parameters: embedding 64·16 = 1,024 (the head shares it); LSTM 2·(64·16) + 2·64
+    # = 2,176; 3,200 in all, 2 bytes each in bf16.
+    rep = mf.memory(f"{__file__}:tied_lm", mf.Workload(mode="train", precision="bf16", batch=2),
+                    inputs=["2x8:int64"], other_bytes=0)
+    assert rep.sections["params"]["total"] == 3200
+    assert rep.sections["memory"]["weights_bytes"] == 3200 * 2

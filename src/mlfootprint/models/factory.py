@@ -79,6 +79,37 @@ def _call_with_workload(fn: Callable[..., Any], wl: Workload) -> Any:
     return fn(**kwargs)
 
 
+def _to_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module.to(dtype)`` for a model built on fake tensors, tied weights included. torch's ``Module._apply``
+    swaps each fake parameter in place (``torch.utils.swap_tensors``), which fails on a parameter that two modules
+    share (a language model's tied embedding and head): then each distinct floating tensor is cast once and put
+    back in every slot that held it, so the tie survives, as ``.to`` keeps it on real tensors."""
+    import torch
+
+    try:
+        return module.to(dtype)
+    except RuntimeError as exc:
+        if "Couldn't swap" not in str(exc):
+            raise
+    cast: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id of the original → (original, cast)
+
+    def cast_once(t: torch.Tensor, parameter: bool) -> torch.Tensor:
+        if id(t) not in cast:
+            with torch.no_grad():
+                new = t.to(dtype)
+            cast[id(t)] = (t, torch.nn.Parameter(new, requires_grad=t.requires_grad) if parameter else new)
+        return cast[id(t)][1]
+
+    for sub in module.modules():
+        for slots, parameter in ((sub._parameters, True), (sub._buffers, False)):
+            for name, t in list(slots.items()):
+                if t is not None and (t.is_floating_point() or t.is_complex()) and t.dtype != dtype:
+                    slots[name] = cast_once(t, parameter)
+        if isinstance(sub, torch.nn.RNNBase):  # its flat weight list points at the parameters it had
+            sub._init_flat_weights()
+    return module
+
+
 def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
     """Call the factory (inside the fake mode) and make the inputs its forward takes."""
     import torch  # here, not at the top: resolving a model (and a cached trace) needs no torch
@@ -96,7 +127,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         raise UserError(f"model factory {spec.origin!r} returned {type(module).__name__}, not a torch.nn.Module")
     weights_dtype = getattr(torch, wl.traced_weights_dtype)
     if any(t.dtype.is_floating_point and t.dtype != weights_dtype for t in list(module.parameters()) + list(module.buffers())):
-        module = module.to(weights_dtype)
+        module = _to_dtype(module, weights_dtype)
     module.train(wl.training)
     if spec.inputs_factory is None and not spec.input_specs:
         raise UserError(f"model {spec.origin!r} needs inputs: give --input SHAPE[:dtype] (e.g. --input 8x3x224x224) "
