@@ -231,10 +231,11 @@ def test_weight_casts_are_cached_in_the_forward_as_cuda_autocast_does():
         assert len(tr.memory.param_casts) == 1, hardware
 
 
-def test_lstm_on_a_gpu_target_keeps_cudnns_reserve_not_onednns_workspace():
-    # The CPU target keeps oneDNN's workspace (uint8, kept for backward); a GPU target runs cuDNN, whose reserve
-    # space was measured on an H200 (kernels.toml [cudnn_rnn]): 5·T·B·H elements per layer and direction, here
-    # 5 · 10 · 4 · 32 = 6,400 elements: 25,600 bytes in fp32, 12,800 in bf16 (CUDA autocast casts cuDNN's RNN).
+def test_lstm_on_a_gpu_target_runs_cudnn_and_keeps_its_reserve_not_onednns_workspace():
+    # The CPU target keeps oneDNN's workspace (uint8, kept for backward); a GPU target runs cuDNN's one call
+    # (aten._cudnn_rnn), whose reserve space was measured on an H200 (kernels.toml [cudnn_rnn]):
+    # e·T·B·D·H·(5·L + L − 1) + 256 = e · 10·4·1·32 · 5 + 256: 25,856 bytes in fp32, 13,056 in bf16 (CUDA autocast
+    # casts cuDNN's RNN).
     class LSTM(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -250,13 +251,43 @@ def test_lstm_on_a_gpu_target_keeps_cudnns_reserve_not_onednns_workspace():
 
     cpu, gpu = run(None), run(GPU)
     assert [s.nbytes for s in cpu.memory.saved if s.dtype == "uint8"] == [lstm_workspace_bytes(16, 32, 10, 4)]
-    assert [s.nbytes for s in gpu.memory.saved if s.dtype == "uint8"] == [25_600]
+    assert [s.nbytes for s in gpu.memory.saved if s.dtype == "uint8"] == [25_856]
+    assert [r.op for r in gpu.records if "rnn" in r.op] == ["aten._cudnn_rnn.default", "aten._cudnn_rnn_backward.default"]
     assert any("cuDNN's reserve space" in a and "workspace inside each call" in a for a in gpu.assumptions)
     assert not any("cuDNN" in a for a in cpu.assumptions)
-    # under CUDA autocast the LSTM runs in the lower precision (cuDNN's RNN is cast, AutocastRNN.cpp)
+    # the same model FLOPs: 2·T·B·4H·(I + H) = 2·40·128·48 forward, twice that backward
+    for tr in (cpu, gpu):
+        assert sum(r.model_flops for r in tr.records if r.phase == "forward") == 2 * 40 * 128 * 48
+        assert sum(r.model_flops for r in tr.records if r.phase == "backward") == 2 * 2 * 40 * 128 * 48
     mixed = run(GPU, "bf16-mixed")
-    assert any(r.op == "aten.mkldnn_rnn_layer.default" and r.out_dtype == "bfloat16" for r in mixed.records)
-    assert [s.nbytes for s in mixed.memory.saved if s.dtype == "uint8"] == [12_800]
+    assert any(r.op == "aten._cudnn_rnn.default" and r.out_dtype == "bfloat16" for r in mixed.records)
+    assert [s.nbytes for s in mixed.memory.saved if s.dtype == "uint8"] == [13_056]
+
+
+@pytest.mark.parametrize("kind, units", [("GRU", 6), ("RNN", 1)])
+def test_gru_and_rnn_on_a_gpu_target_are_one_cudnn_call_with_its_reserve(kind: str, units: int) -> None:
+    # On the CPU a GRU or RNN decomposes into a GEMM and pointwise ops per step; CUDA runs one cuDNN call. A
+    # 2-layer bidirectional one, T 10, B 4, H 32, fp32: reserve 4·10·4·2·32·(k·2 + 1) + 256 bytes; the forward's
+    # model FLOPs are the CPU's: per layer and direction 2·T·B·G·H·(I + H), I = 16 then 64 (both directions).
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = getattr(torch.nn, kind)(16, 32, num_layers=2, bidirectional=True, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rnn(x)[0].float().sum()
+
+    gates = 3 if kind == "GRU" else 1
+    traces = {}
+    for hardware in (None, GPU):
+        wl = mf.Workload(mode="train", precision="fp32", optimizer="sgd", hardware=hardware)
+        traces[hardware] = traced(Net(), wl, inputs=[torch.randn(4, 10, 16)])[2]
+    gpu, cpu = traces[GPU], traces[None]
+    assert [s.nbytes for s in gpu.memory.saved if s.dtype == "uint8"] == [4 * 10 * 4 * 2 * 32 * (units * 2 + 1) + 256]
+    forward = 2 * 2 * 40 * gates * 32 * ((16 + 32) + (64 + 32))
+    assert sum(r.model_flops for r in gpu.records if r.phase == "forward") == forward
+    assert sum(r.model_flops for r in cpu.records if r.phase == "forward") == forward
+    assert len(gpu.records) < len(cpu.records) / 10  # one call, not a GEMM and a few pointwise ops per step
 
 
 def test_other_threads_keep_the_cpus_autocast_while_a_gpu_target_is_traced():

@@ -1,10 +1,11 @@
-"""cuDNN's LSTM reserve space: the rule the GPU target books, against every shape measured on an H200.
+"""cuDNN's RNN reserve space: the rule a GPU target books, against every shape measured on an H200.
 
 benchmarks/cudnn_rnn_reserve.py read the reserve tensor that autograd saves for `_cudnn_rnn_backward` on an
 NVIDIA H200 (torch 2.11.0+cu130, cuDNN 9.19.0, 2026-12-04); its output is kept in
-benchmarks/results/h200-2026-12-04/cudnn_rnn_reserve.json. The trace books, per layer and direction, the share
-`lstm_reserve_bytes` (5·T·B·H elements) and already keeps each layer's output but the last for the next layer;
-cuDNN adds 256 bytes per call. Together they must give every measured LSTM reserve, byte for byte.
+benchmarks/results/h200-2026-12-04/cudnn_rnn_reserve.json: 288 shapes of LSTM, GRU and RNN (tanh) without
+projection, and 8 of an LSTM with one. The rule (kernels.toml [cudnn_rnn]) must give every one of the 288 byte
+for byte, and the per-layer share that an LSTM left on the CPU's per-layer path books, plus the layer outputs
+that path keeps anyway, must add up to the same.
 """
 from __future__ import annotations
 
@@ -13,40 +14,52 @@ from pathlib import Path
 
 import pytest
 
-from mlfootprint.trace.gpu_rnn import lstm_reserve_bytes
+from mlfootprint.trace.gpu_rnn import cudnn_reserve_bytes, lstm_reserve_bytes
 
 MEASURED = Path(__file__).parent.parent / "benchmarks" / "results" / "h200-2026-12-04" / "cudnn_rnn_reserve.json"
 ELEMENT_BYTES = {"float32": 4, "bfloat16": 2}
+MODES = {"RNN_TANH": 1, "LSTM": 2, "GRU": 3}
 
 
-def _lstm_rows() -> list[dict]:
-    rows = json.loads(MEASURED.read_text())["records"]
-    return [r for r in rows if r["mode"] == "LSTM" and r["proj"] == 0]
+def _rows(projection: bool = False) -> list[dict]:
+    return [r for r in json.loads(MEASURED.read_text())["records"] if bool(r["proj"]) == projection]
+
+
+def _name(r: dict) -> str:
+    return "{mode}-{dtype}-L{layers}-bi{bidirectional}-T{seq}-B{batch}-I{input}-H{hidden}".format(**r)
 
 
 def test_the_measurement_covers_the_shapes_the_rule_claims() -> None:
-    rows = _lstm_rows()
-    assert len(rows) == 96
-    assert {r["dtype"] for r in rows} == {"float32", "bfloat16"}
+    rows = _rows()
+    assert len(rows) == 288
+    assert {r["mode"] for r in rows} == set(MODES)
+    assert {r["dtype"] for r in rows} == set(ELEMENT_BYTES)
     assert {(r["layers"], r["bidirectional"]) for r in rows} == {(1, False), (1, True), (2, False), (2, True)}
 
 
-@pytest.mark.parametrize("row", _lstm_rows(), ids=lambda r: "{dtype}-L{layers}-{bidirectional}-T{seq}-B{batch}-I{input}-H{hidden}".format(**r))
-def test_the_lstm_reserve_rule_gives_every_measured_size(row: dict) -> None:
+@pytest.mark.parametrize("row", _rows(), ids=_name)
+def test_the_reserve_rule_gives_every_measured_size(row: dict) -> None:
+    e = ELEMENT_BYTES[row["dtype"]]
+    dirs = 2 if row["bidirectional"] else 1
+    assert cudnn_reserve_bytes(MODES[row["mode"]], row["layers"], dirs, row["seq"], row["batch"], row["hidden"],
+                               e) == row["reserve_bytes"]
+
+
+@pytest.mark.parametrize("row", [r for r in _rows() if r["mode"] == "LSTM"][::7], ids=_name)
+def test_the_per_layer_share_adds_up_to_the_same(row: dict) -> None:
     e = ELEMENT_BYTES[row["dtype"]]
     layers, dirs = row["layers"], 2 if row["bidirectional"] else 1
     steps, batch, hidden = row["seq"], row["batch"], row["hidden"]
     shares = layers * dirs * lstm_reserve_bytes(hidden, steps, batch, e)
-    layer_outputs = (layers - 1) * dirs * steps * batch * hidden * e  # kept by the trace as the next layer's input
+    layer_outputs = (layers - 1) * dirs * steps * batch * hidden * e  # kept by the per-layer path as the next input
     assert shares + layer_outputs + 256 == row["reserve_bytes"]
 
 
 def test_the_rule_is_not_claimed_for_projections() -> None:
     # proj_size > 0 (a 2-layer LSTM, H 1024, projection 256: 8 sizes measured) is 22.7% above the rule: the data
-    # file says it is not covered.
-    rows = [r for r in json.loads(MEASURED.read_text())["records"] if r["mode"] == "LSTM" and r["proj"]]
-    assert rows
+    # file says so, and such an LSTM keeps the CPU's per-layer path on a GPU target.
+    rows = _rows(projection=True)
+    assert len(rows) == 8
     for r in rows:
-        e = ELEMENT_BYTES[r["dtype"]]
-        rule = 2 * lstm_reserve_bytes(r["hidden"], r["seq"], r["batch"], e) + r["seq"] * r["batch"] * r["hidden"] * e + 256
+        rule = cudnn_reserve_bytes(2, r["layers"], 1, r["seq"], r["batch"], r["hidden"], ELEMENT_BYTES[r["dtype"]])
         assert 1.22 < r["reserve_bytes"] / rule < 1.23

@@ -13,8 +13,9 @@ none is named) decides which kernels the trace emulates:
   backward's recomputed Q·Kᵀ as hardware FLOPs, not model FLOPs (formulas/attention.py). Dropout runs as
   CUDA's fused ``native_dropout`` with a one-byte (bool) mask. Optimizers take CUDA's default foreach
   implementation (its whole-model temporaries). Mixed precision follows CUDA autocast's operator lists
-  (:class:`CudaAutocast`), not the CPU's. oneDNN's LSTM workspace is not booked; cuDNN's reserve space, which has
-  no published size rule, is not modelled (an assumption line says so).
+  (:class:`CudaAutocast`), not the CPU's. Recurrent layers run as cuDNN's one call over all layers and steps
+  (``aten._cudnn_rnn``, ``gpu_rnn.py``) with the reserve space it keeps for backward, measured on an H200; oneDNN's
+  LSTM workspace is not booked.
 * ``cpu``: the CPU's own kernels, unchanged.
 
 ``torch.nn.functional`` is never patched: the mode sees the calls through PyTorch's ``__torch_function__``
@@ -32,9 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from .cpu_rnn import LSTM_MODE
+from .gpu_rnn import register_cudnn_rnn_backward_meta
 from .target import CONSTANTS
 
 aten = torch.ops.aten
+# torch._VF's recurrent layers (what nn.LSTM / nn.GRU / nn.RNN call) → ATen's rnn mode code
+_VF_RNN_MODES = {torch._VF.rnn_relu: 0, torch._VF.rnn_tanh: 1, torch._VF.lstm: LSTM_MODE, torch._VF.gru: 3}
 
 
 def _float(t: Any) -> bool:
@@ -91,6 +96,8 @@ class CudaKernels(TorchFunctionMode):
             return self._dropout(func, args, kwargs, *args, **kwargs)
         if func is torch.dropout:
             return self._torch_dropout(func, args, kwargs, *args, **kwargs)
+        if func in _VF_RNN_MODES and len(args) >= 3 and isinstance(args[2], (list, tuple)) and not kwargs:
+            return self._cudnn_rnn(func, *args)
         if self.fp8 and func is F.linear:
             return self._linear(func, args, kwargs, *args, **kwargs)
         if self.fp8 and func is torch.addmm:
@@ -122,6 +129,24 @@ class CudaKernels(TorchFunctionMode):
             self.used["dropout"] += 1
             return torch.native_dropout(input, p, True)[0]
         return func(*args, **kwargs)
+
+    # -- recurrent layers: cuDNN's one call over all layers and steps ------------------------------------------
+    def _cudnn_rnn(self, func, input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+                   batch_first):
+        mode = _VF_RNN_MODES[func]
+        per = 4 if has_biases else 2  # w_ih, w_hh (+ b_ih, b_hh) per layer and direction; more: projections
+        if (len(params) != per * num_layers * (2 if bidirectional else 1) or input.dim() != 3 or not _float(input)
+                or not input.numel()):
+            return func(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+        register_cudnn_rnn_backward_meta()
+        self.used["cudnn_rnn"] += 1
+        h0, c0 = (hx[0], hx[1]) if mode == LSTM_MODE else (hx, None)
+        # weight_buf: cuDNN's flat copy of the weights; the module's own parameters are that buffer on CUDA (and under
+        # autocast the casts below stand for its 16-bit copy), so it adds nothing here.
+        output, hy, cy = aten._cudnn_rnn(input, list(params), per, input.new_empty((0,)), h0, c0, mode,
+                                         int(h0.shape[-1]), 0, num_layers, batch_first, float(dropout), bool(train),
+                                         bool(bidirectional), [], None)[:3]
+        return (output, hy, cy) if mode == LSTM_MODE else (output, hy)
 
     # -- FP8 linear layers (Transformer Engine) -------------------------------------------------------------
     def _autocast_dtype(self) -> torch.dtype | None:
@@ -199,6 +224,7 @@ def kernel_summary(used: dict[str, int]) -> str:
     for name, label in (("flash", "flash attention"), ("efficient", "memory-efficient attention"),
                         ("math", "math-path attention (no fused kernel fits)"),
                         ("dropout", "fused dropout (bool mask)"),
+                        ("cudnn_rnn", "cuDNN recurrent layers (reserve space kept for backward)"),
                         ("fp8", "FP8 linear layers (Transformer Engine: FP8 input and weight kept for backward)")):
         if used.get(name):
             parts.append(f"{label} ×{used[name]}")

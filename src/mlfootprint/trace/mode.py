@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten
 from ..formulas import classify, cost_of
 from ..formulas.movement import movement_bytes_read
 from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
-from .gpu_rnn import cudnn_lstm_layer_with_reserve
+from .gpu_rnn import cudnn_lstm_layer_with_reserve, cudnn_rnn_with_reserve
 from .fused_scratch import encoder_layer_scratch_bytes, native_mha_scratch_bytes
 from .records import FORWARD, RECOMPUTE, MemoryEvent, OpRecord, SavedTensor, fused_attention_op
 
@@ -69,10 +69,11 @@ _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
             torch.ops.aten.mkldnn_rnn_layer_backward.default: mkldnn_rnn_scratch_bytes,
             torch.ops.aten._native_multi_head_attention.default: native_mha_scratch_bytes,
             torch.ops.aten._transformer_encoder_layer_fwd.default: encoder_layer_scratch_bytes}
-# oneDNN's, which a GPU target does not run: its LSTM runs cuDNN, whose reserve space (measured, gpu_rnn.py) the GPU
-# shim books instead; cuDNN's in-call workspace is not modelled (stated in the report).
+# oneDNN's, which a GPU target does not run: its recurrent layers run cuDNN, whose reserve space (measured,
+# gpu_rnn.py) the GPU shims book instead; cuDNN's in-call workspace is not modelled (stated in the report).
 _CPU_KERNEL_ONLY = frozenset({torch.ops.aten.mkldnn_rnn_layer.default, torch.ops.aten.mkldnn_rnn_layer_backward.default})
-_GPU_SHIMS = {torch.ops.aten.mkldnn_rnn_layer.default: cudnn_lstm_layer_with_reserve}
+_GPU_SHIMS = {torch.ops.aten._cudnn_rnn.default: cudnn_rnn_with_reserve,
+              torch.ops.aten.mkldnn_rnn_layer.default: cudnn_lstm_layer_with_reserve}
 
 
 def _is_state_space_mixer(module: torch.nn.Module) -> bool:
@@ -224,7 +225,10 @@ class RecordingMode(TorchDispatchMode):
     # -- the dispatch hook ------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        shim = _FAKE_SHIMS.get(func) if (self.cpu_kernels or func not in _CPU_KERNEL_ONLY) else _GPU_SHIMS.get(func)
+        if self.cpu_kernels:
+            shim = _FAKE_SHIMS.get(func)
+        else:
+            shim = _GPU_SHIMS.get(func) or (_FAKE_SHIMS.get(func) if func not in _CPU_KERNEL_ONLY else None)
         out = shim(func, args, kwargs) if shim is not None else func(*args, **kwargs)
         if func.namespace in _SKIP_NAMESPACES:
             return out

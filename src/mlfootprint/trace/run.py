@@ -267,11 +267,12 @@ def _kernel_notes(wl: Workload, target: Target, model: torch.nn.Module, kernel_u
     """What the trace states about the kernels it emulated (one source for full and deduplicated traces)."""
     notes = [f"kernels: {target.reason}"]
     if target.gpu and wl.training and any(isinstance(m, torch.nn.RNNBase) for m in model.modules()):
-        notes.append("recurrent layers on a GPU target: an LSTM keeps cuDNN's reserve space for backward, 5·T·B·H "
-                     "elements per layer and direction as measured on an H200 (cuDNN 9.19; trace/data/kernels.toml "
-                     "[cudnn_rnn]); cuDNN's workspace inside each call (tens of MB, chosen with the algorithm) is "
-                     "not modelled, so the peak is a lower bound; GRU and vanilla RNN layers are traced as the CPU "
-                     "runs them (GEMMs and pointwise ops), not as cuDNN's fused kernel")
+        notes.append("recurrent layers on a GPU target run as cuDNN's one call over all layers and steps "
+                     "(aten._cudnn_rnn), keeping cuDNN's reserve space for backward: e·T·B·D·H·(k·L + L − 1) + 256 "
+                     "bytes, k = 5 for LSTM, 6 for GRU, 1 for RNN, as measured on an H200 (cuDNN 9.19; "
+                     "trace/data/kernels.toml [cudnn_rnn]); cuDNN's workspace inside each call (tens of MB, chosen "
+                     "with the algorithm) is not modelled, so the peak is a lower bound; packed sequences and LSTM "
+                     "projections keep the CPU's per-layer path")
     if wl.weights_16bit:
         notes.append(f"mixed precision with 16-bit working weights (--mixed-weights 16-bit, as Megatron-LM, NeMo, "
                      f"DeepSpeed and FSDP's param_dtype run it): weights, activations and gradients in "
