@@ -6,6 +6,7 @@
     python benchmarks/gpu_validation.py --scale full --predict-only      # on a CPU: trace + predict every full case
     python benchmarks/gpu_validation.py --cases gpt2-train,llama-gqa-train --timeout-s 300 --out results.json
     python benchmarks/gpu_validation.py --list
+    python benchmarks/gpu_validation.py --rescore results.json [more.json]   # anywhere: re-predict measured cases
 
 For each *model case* it asks mlfootprint for the workload's peak memory (``mf.memory`` with
 ``other_bytes=0``: tensors only, which is what the CUDA allocator counts) and, where there is a device
@@ -22,12 +23,10 @@ meter, MFU, its own vs-predicted table), ``mf.track`` around a hand-written loop
 ``mf.hardware_calibrate(device=..., save=False)`` (what the GPU achieves, next to its catalog figures).
 
 Precision semantics: ``bf16-mixed`` runs as mlfootprint traces it: fp32 weights under
-``torch.autocast(bfloat16)``, backward outside autocast, ``torch.optim.AdamW(foreach=False)``,
-``zero_grad(set_to_none=True)`` after each step. mlfootprint's *memory model* instead books mixed
-precision as Megatron/ZeRO do (2 + 2 + 12 bytes/param: bf16 weights and grads, fp32 master and m, v) and
-leaves out autocast's bf16 weight copies; the totals of model states agree (16 bytes/param) but what is live
-at the peak differs. Each mixed-precision case says so in its ``notes``. ``bf16`` (inference) is bf16
-weights without autocast.
+``torch.autocast(bfloat16)``, backward outside autocast, ``torch.optim.AdamW`` (foreach on CUDA, its
+default, which a GPU target's trace emulates; the single-tensor loop on a CPU), ``zero_grad(set_to_none=True)``
+after each step. ``bf16`` (inference) is bf16 weights without autocast. On CUDA the predicted peak is traced for
+the GPU target (``--hardware``, default the catalog GPU matching this one), whose trace emulates CUDA's kernels.
 
 Every case is isolated: a failure (an OOM included) is recorded in that case's ``error`` and the run goes
 on; the JSON is rewritten after every case, so a killed run keeps what was done. ``--timeout-s`` is a total
@@ -120,6 +119,57 @@ def resnet_small() -> nn.Module:
     return ResNetLike((8, 16), (1, 1), 10, stem_stride=1)
 
 
+class RecurrentStack(nn.Module):
+    """A stacked nn.LSTM or nn.GRU (batch first) with a linear head on its outputs: cuDNN's RNN on a GPU."""
+
+    def __init__(self, kind: str, width: int, layers: int) -> None:
+        super().__init__()
+        self.rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(width, width, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0])
+
+
+def _reality_models() -> Any:
+    """tests/test_memory_reality.py, whose models the CPU reality tests measure (loaded by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mlfp_test_memory_reality", REPO / "tests" / "test_memory_reality.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def reality_gpt_sdpa() -> nn.Module:
+    return _reality_models().GPT("sdpa")
+
+
+def reality_gpt_eager() -> nn.Module:
+    return _reality_models().GPT("eager")
+
+
+def reality_cnn() -> nn.Module:
+    return _reality_models().CNN()
+
+
+def lstm_full() -> nn.Module:
+    return RecurrentStack("lstm", 1024, 2)
+
+
+def gru_full() -> nn.Module:
+    return RecurrentStack("gru", 1024, 2)
+
+
+def lstm_small() -> nn.Module:
+    return RecurrentStack("lstm", 32, 2)
+
+
+def gru_small() -> nn.Module:
+    return RecurrentStack("gru", 32, 2)
+
+
 # --------------------------------------------------------------------------- model configs
 
 # A Llama-style decoder with grouped-query attention (16 query heads, 4 KV heads), ~200M parameters.
@@ -172,6 +222,7 @@ def make_cases(scale: str, tmp: Path) -> list[Case]:
         gpt2_nodrop = _write_config(tmp, "gpt2-nodropout", {**gpt2_cfg, **NO_DROPOUT})
         llama = _write_config(tmp, "llama-gqa-200m", LLAMA_GQA)
         cnn, cnn_in = f"{HERE}:resnet_full", ("256x3x224x224",)
+        lstm, gru, rnn_in = f"{HERE}:lstm_full", f"{HERE}:gru_full", ("64x256x1024",)
         b, s = 16, 1024  # GPT-2 small
         bm = 8  # GPT-2 medium
         lb, ls = 8, 2048  # Llama training
@@ -189,6 +240,7 @@ def make_cases(scale: str, tmp: Path) -> list[Case]:
         gpt2m = _write_config(tmp, "tiny-gpt2-medium", {**tiny_gpt2, "n_embd": 96, "n_layer": 3, "n_head": 4})
         llama = _write_config(tmp, "tiny-llama", _tiny("tiny-llama"))
         cnn, cnn_in = f"{HERE}:resnet_small", ("2x3x32x32",)
+        lstm, gru, rnn_in = f"{HERE}:lstm_small", f"{HERE}:gru_small", ("2x16x32",)
         b = bm = lb = lib = gb = cb = vb = 2
         s = ls = 32
         gs, gt = 16, 8
@@ -196,10 +248,31 @@ def make_cases(scale: str, tmp: Path) -> list[Case]:
     mixed = {"mode": "train", "precision": "bf16-mixed", "attention": "sdpa"}
     gpt2_train = {**mixed, "batch": b, "seq": s}
     cases = [
+        Case("lstm-train", "model", "2-layer nn.LSTM (cuDNN on a GPU) with a linear head, training, fp32", lstm,
+             rnn_in, workload={"mode": "train", "precision": "fp32"}),
+        Case("lstm-train-bf16", "model", "2-layer nn.LSTM with a linear head, training, bf16-mixed", lstm, rnn_in,
+             workload={"mode": "train", "precision": "bf16-mixed"}),
+        Case("gru-train", "model", "2-layer nn.GRU (cuDNN on a GPU) with a linear head, training, fp32", gru, rnn_in,
+             workload={"mode": "train", "precision": "fp32"}),
+        # The CPU reality tests' own models and workloads (tests/test_memory_reality.py), fp32, on this device.
+        Case("reality-gpt-sdpa", "model", "reality test: GPT-style SDPA decoder (4 layers, d 128), batch 8, seq 256, "
+             "training, fp32", f"{HERE}:reality_gpt_sdpa", ("8x256:int64",), workload={"mode": "train", "precision": "fp32", "batch": 8}),
+        Case("reality-gpt-eager", "model", "reality test: the same GPT with eager attention (T×T probabilities)",
+             f"{HERE}:reality_gpt_eager", ("8x256:int64",), workload={"mode": "train", "precision": "fp32", "batch": 8}),
+        Case("reality-cnn", "model", "reality test: 6 conv-BN-ReLU CNN, 16×3×64×64, training, fp32",
+             f"{HERE}:reality_cnn", ("16x3x64x64", "16:int64"), workload={"mode": "train", "precision": "fp32", "batch": 16}),
+        Case("reality-tiny-llama", "model", "reality test: tiny-llama (HF, SDPA, GQA), batch 8, seq 128, training, fp32",
+             str(CONFIGS / "tiny-llama"), workload={"mode": "train", "precision": "fp32", "batch": 8, "seq": 128}),
+        Case("reality-tiny-llama-recompute", "model", "reality test: tiny-llama with full recomputation",
+             str(CONFIGS / "tiny-llama"), workload={"mode": "train", "precision": "fp32", "batch": 8, "seq": 128, "recompute": "full"}),
+        Case("reality-gpt-inference", "model", "reality test: the GPT, inference forward (no_grad), fp32",
+             f"{HERE}:reality_gpt_sdpa", ("8x256:int64",), workload={"mode": "inference", "precision": "fp32", "batch": 8}),
         Case("gpt2-train", "model", "GPT-2 small, training, bf16-mixed, SDPA, dropout as configured",
              gpt2, workload=gpt2_train),
         Case("gpt2-train-nodropout", "model", "GPT-2 small, training, bf16-mixed, SDPA, dropout 0 (isolates how "
              "the trace treats SDPA with dropout)", gpt2_nodrop, workload=gpt2_train),
+        Case("gpt2-train-eager", "model", "GPT-2 small, training, bf16-mixed, eager attention", gpt2,
+             workload={**gpt2_train, "attention": "eager"}),
         Case("llama-gqa-train", "model", "Llama-style decoder with GQA (fewer KV than query heads), training, bf16-mixed",
              llama, workload={**mixed, "batch": lb, "seq": ls}),
         Case("llama-gqa-inference", "model", "Llama-style GQA decoder, inference forward, bf16 weights",
@@ -216,8 +289,6 @@ def make_cases(scale: str, tmp: Path) -> list[Case]:
         Case("calibrate", "verb", "mf.hardware_calibrate(save=False): achieved FLOP/s and bandwidth vs catalog"),
         Case("cnn-train", "model", "ResNet-like CNN (torch.nn only), training, bf16-mixed", cnn, cnn_in,
              workload={"mode": "train", "precision": "bf16-mixed", "batch": cb}),
-        Case("gpt2-train-eager", "model", "GPT-2 small, training, bf16-mixed, eager attention", gpt2,
-             workload={**gpt2_train, "attention": "eager"}),
         Case("gpt2-medium-train", "model", "GPT-2 medium, training, bf16-mixed, SDPA", gpt2m,
              workload={**mixed, "batch": bm, "seq": s}),
         Case("gpt2-recompute", "model", "GPT-2 small, training, bf16-mixed, full activation checkpointing", gpt2,
@@ -342,18 +413,21 @@ _PRED_CACHE: dict[str, dict[str, Any]] = {}
 
 
 def _wl(case: Case, **changes: Any):
+    """The case's workload. Its kernel-fusion model is ``none``: the real run is eager PyTorch, whose elementwise
+    ops each keep their own outputs (a GPU target's default is the fused stack of Megatron-LM / NeMo)."""
     import mlfootprint as mf
 
-    return mf.Workload(**{**case.workload, **changes})
+    return mf.Workload(**{"fusion": "none", **case.workload, **changes})
 
 
-def predicted_peak(case: Case) -> dict[str, Any]:
-    """mf.memory for the case's workload, tensors only (other_bytes=0, like the allocator's count)."""
+def predicted_peak(case: Case, hardware: str | None) -> dict[str, Any]:
+    """mf.memory for the case's workload, tensors only (other_bytes=0, like the allocator's count). ``hardware``
+    is the target whose kernels the trace emulates (a GPU's for a CUDA run; None: this CPU's)."""
     import mlfootprint as mf
 
-    key = json.dumps(["memory", case.model, case.inputs, case.workload], sort_keys=True)
+    key = json.dumps(["memory", case.model, case.inputs, case.workload, hardware], sort_keys=True)
     if key not in _PRED_CACHE:
-        rep = mf.memory(case.model, _wl(case), inputs=list(case.inputs), other_bytes=0)
+        rep = mf.memory(case.model, _wl(case, hardware=hardware), inputs=list(case.inputs), other_bytes=0)
         m = rep.sections["memory"]
         _PRED_CACHE[key] = {"peak_bytes": m["peak_bytes"], "peak_phase": m.get("peak_phase"),
                             "at_peak": m.get("at_peak"), "components": {k: m.get(k) for k in (
@@ -519,7 +593,9 @@ def build_real(case: Case, dev: torch.device, seed: int = 0) -> Real:
         return Real(step, model, None, built.tokens, notes, trainable)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, opt_notes = make_optimizer(wl, params)  # AdamW(foreach=False): the optimizer the trace runs
+    # The optimizer the trace runs: on CUDA torch.optim's default foreach implementation (a GPU target's trace
+    # emulates it), on a CPU the single-tensor loop.
+    optimizer, opt_notes = make_optimizer(wl, params, foreach=dev.type == "cuda")
     notes += opt_notes
 
     def step() -> None:  # the output and loss die when it returns, as between the steps of a real loop
@@ -541,6 +617,22 @@ def _meter(dev: torch.device) -> tuple[Any, str]:
         return None, exc.reason
     except Exception as exc:  # noqa: BLE001
         return None, f"energy meter failed to start: {type(exc).__name__}: {exc}"
+
+
+def warm_library_workspaces(dev: torch.device) -> int:
+    """Allocate cuBLAS's workspaces before any case: one per handle, and the backward runs on autograd's own thread
+    with its own handle (32 MiB each on an H200 with torch 2.11). They stay allocated for the process, so every
+    case then counts them in ``allocated_before_build`` and leaves them out of its peak, as the prediction
+    (``other_bytes=0``) does. Returns the bytes they hold."""
+    before = int(torch.cuda.memory_allocated(dev))
+    x = torch.randn(64, 64, device=dev, requires_grad=True)
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            (x @ x).float().sum().backward()
+    x.grad = None
+    del x
+    torch.cuda.synchronize(dev)
+    return int(torch.cuda.memory_allocated(dev)) - before
 
 
 def measure_real(case: Case, dev: torch.device, min_time_s: float, deadline: float) -> dict[str, Any]:
@@ -670,10 +762,9 @@ def finish_errors(rec: dict[str, Any]) -> None:
 
 PRECISION_NOTE = (
     "bf16-mixed: the real run keeps fp32 weights under torch.autocast(bfloat16) with fp32 gradients and AdamW "
-    "(fp32 m, v; foreach=False as mlfootprint traces it; PyTorch's CUDA default foreach=True has larger step "
-    "temporaries): 4 + 4 + 8 = 16 bytes/param plus autocast's bf16 weight copies saved for backward. "
-    "mlfootprint's memory model books 2 + 2 + 12 bytes/param (Megatron/ZeRO: bf16 weights and grads, fp32 master "
-    "and m, v) and does not count the autocast copies: same model-state total, different live set at the peak")
+    "(fp32 m, v; torch.optim's foreach implementation on CUDA, its default, and the single-tensor loop on a CPU, "
+    "each as the trace for that target runs it): 4 + 4 + 8 = 16 bytes/param plus autocast's bf16 weight copies "
+    "saved for backward")
 LORA_NOTE = ("LoRA under bf16-mixed: the frozen base weights have no master copy and no optimizer state, so the "
              "real run keeps them in fp32 (4 bytes/param, plus autocast's bf16 copies saved for backward) where the "
              "memory model books 2 bytes/param: here the model-state totals differ, not only the live set")
@@ -704,17 +795,20 @@ def run_model_case(case: Case, rec: dict[str, Any], dev: torch.device, pred_hw: 
     wl = _wl(case)
     rec["prediction_hardware"] = pred_hw
     # 1. predicted peak (always; the CPU run exercises this path)
-    mem = predicted_peak(case)
+    # whose kernels the trace emulates: the GPU measured here, or the one --hardware names (on a CPU: --predict-only)
+    target = pred_hw if (dev.type == "cuda" or args.hardware) else None
+    mem = predicted_peak(case, target)
     rec["predicted_peak_bytes"] = mem["peak_bytes"]
-    rec["extra"].update(predicted_peak_phase=mem["peak_phase"], predicted_at_peak=mem["at_peak"],
-                        predicted_components=mem["components"])
+    rec["extra"].update(predicted_peak_target=target or "this CPU", predicted_peak_phase=mem["peak_phase"],
+                        predicted_at_peak=mem["at_peak"], predicted_components=mem["components"])
     if wl.mixed:
         rec["notes"].append(PRECISION_NOTE)
         if wl.lora_rank:
             rec["notes"].append(LORA_NOTE)
-    if wl.training and wl.attention == "sdpa" and _has_dropout(case.model):
-        rec["notes"].append(SDPA_DROPOUT_NOTE)
-    rec["notes"].append(AUTOCAST_NOTE)
+    if target is None:  # a GPU target's trace emulates CUDA's kernels (fused SDPA with dropout, CUDA autocast)
+        if wl.training and wl.attention == "sdpa" and _has_dropout(case.model):
+            rec["notes"].append(SDPA_DROPOUT_NOTE)
+        rec["notes"].append(AUTOCAST_NOTE)
     # 2. predicted step time on the device that matches this one
     if pred_hw is not None:
         p = predicted_time(case, pred_hw)
@@ -803,7 +897,7 @@ def run_track_case(case: Case, rec: dict[str, Any], dev: torch.device, pred_hw: 
         return
     rec["prediction_hardware"] = pred_hw
     wl = _wl(case)
-    rec["predicted_peak_bytes"] = predicted_peak(case)["peak_bytes"]
+    rec["predicted_peak_bytes"] = predicted_peak(case, pred_hw if dev.type == "cuda" else None)["peak_bytes"]
     if pred_hw is not None:
         p = predicted_time(case, pred_hw)
         rec["predicted_step_s"] = p["step_s"]
@@ -969,6 +1063,43 @@ def write(path: Path, env: dict[str, Any], args: argparse.Namespace, records: li
 # --------------------------------------------------------------------------- main
 
 
+def rescore(paths: list[str], scale_default: str) -> int:
+    """Predict again, with the current model and on any machine, every model case measured in earlier GPU runs'
+    JSON files, and print predicted vs measured. Runs from before ``warm_library_workspaces`` counted cuBLAS's
+    workspaces in the peak of a case that ran first in its process (nothing allocated before it): those cases
+    have the workspaces subtracted, taken as the smallest leftover a later case saw (the files passed together
+    must come from one machine and software stack)."""
+    records: list[dict[str, Any]] = []
+    files = [json.loads(Path(path).read_text()) for path in paths]
+    leftovers = [c["extra"].get("allocated_before_build_bytes") for data in files for c in data["cases"]]
+    seen_workspace = min((b for b in leftovers if b), default=0)  # the files come from one machine and stack
+    for data in files:
+        hardware = data.get("prediction_hardware") or DEFAULT_GPU_ID
+        workspace = data.get("library_workspace_bytes") or seen_workspace
+        with tempfile.TemporaryDirectory(prefix="mlfp-gpuval-") as tmp:
+            cases = {c.name: c for c in make_cases(data.get("scale") or scale_default, Path(tmp))}
+            for old in data["cases"]:
+                case = cases.get(old["case"])
+                if case is None or case.kind != "model" or old.get("measured_peak_bytes") is None:
+                    continue
+                rec = new_record(case)
+                rec["prediction_hardware"] = hardware
+                measured = old["measured_peak_bytes"]
+                if data.get("library_workspace_bytes") is None and old["extra"].get("allocated_before_build_bytes") == 0:
+                    measured -= workspace
+                    rec["notes"].append(f"cuBLAS workspaces ({workspace} B) subtracted from the measured peak")
+                rec.update(measured_peak_bytes=measured, measured_reserved_bytes=old.get("measured_reserved_bytes"),
+                           measured_step_s=old.get("measured_step_s"), energy_j=old.get("energy_j"))
+                rec["predicted_peak_bytes"] = predicted_peak(case, hardware)["peak_bytes"]
+                rec["predicted_step_s"] = predicted_time(case, hardware)["step_s"]
+                finish_errors(rec)
+                records.append(rec)
+                print(f"  {case.name}: peak {_pct(rec['peak_error'])}, step {_pct(rec['step_error'])}", flush=True)
+    print()
+    print_table(records, summary(records))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=("full", "small"), default=None,
@@ -996,7 +1127,12 @@ def main(argv: list[str] | None = None) -> int:
                          "multi-threaded kernels at every barrier; CUDA runs leave torch's default)")
     ap.add_argument("--no-reference-prediction", action="store_true",
                     help="on a CPU, skip the (uncompared) H200 prediction each model case makes for reference")
+    ap.add_argument("--rescore", nargs="+", metavar="JSON", default=None,
+                    help="predict again every model case measured in earlier runs' JSON files (any machine), and "
+                         "print predicted vs measured")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore, args.scale or "full")
 
     from mlfootprint.core.errors import UserError
     from mlfootprint.hardware.catalog import get_device
@@ -1048,6 +1184,8 @@ def main(argv: list[str] | None = None) -> int:
         if dev.type != "cuda":
             print("  no CUDA device: allocator statistics, CUDA-event timing and NVML energy are skipped (null "
                   "with the reason in each case's null_reasons)", flush=True)
+        if dev.type == "cuda":
+            env["library_workspace_bytes"] = warm_library_workspaces(dev)
         records: list[dict[str, Any]] = []
         for case in cases:
             rec = new_record(case)

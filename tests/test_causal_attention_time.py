@@ -141,7 +141,7 @@ def test_attention_flash2_times_sdpa_at_flashattention2s_h100_rate():
     """FlashAttention-3 (arXiv:2407.08608) Figs. 5-6, FlashAttention-2 on an H100 SXM5, head dim 128: forward
     (causal) and backward at 2k/4k/8k tokens 298/291, 319/310 and 333/318 TFLOP/s; training rates
     3.5 / (1/f + 2.5/b) = 293.0, 312.5 and 322.2 TFLOP/s, median 312.5: 0.316 of the 989.4 peak, where cuDNN's is
-    0.510. PyTorch's SDPA tries it before cuDNN attention on Hopper in most releases (pytorch/pytorch#138522)."""
+    0.510. PyTorch's SDPA has put it before cuDNN attention on Hopper in some releases (pytorch/pytorch#138522)."""
     h100 = get_device("h100-sxm")
     flash2 = attention_rate(h100, "flash2")
     assert training_rate(319e12, 310e12) == pytest.approx(312.52e12, rel=1e-4)

@@ -71,3 +71,21 @@ def test_unknown_case_is_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2
     assert "no-such-case" in proc.stderr and "gpt2-train" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_rescore_predicts_a_gpu_runs_cases_again_and_leaves_out_cublas_workspaces(tmp_path):
+    # From the H200 run of 2026-12-04 (benchmarks/results/h200-2026-12-04/gpu_validation_eager.json and
+    # gpu_validation.json): the reality tests' GPT in inference measured 18,263,040 B above what was allocated
+    # before it, exactly its prediction. A case that runs first in its process also counts cuBLAS's workspaces
+    # (2 × 32 MiB: the forward's handle and autograd's thread's); rescore takes them from a later case's leftover.
+    first = {"case": "reality-gpt-inference", "measured_peak_bytes": 18_263_040 + 67_108_864,
+             "measured_step_s": 0.001, "extra": {"allocated_before_build_bytes": 0}}
+    later = {"case": "llama-gqa-inference", "measured_peak_bytes": None, "measured_step_s": None,
+             "extra": {"allocated_before_build_bytes": 67_108_864}}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"scale": "full", "prediction_hardware": "h200", "cases": [first, later]}))
+    proc = _run("--rescore", str(path), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("reality-gpt-inference "))
+    assert "17.42 MiB" in row and "+0.0%" in row, row
+    assert "median |error| of peak memory: 0.0% over 1 model case(s)" in proc.stdout

@@ -29,7 +29,7 @@ RECOMPUTE = ("none", "selective", "selective-op", "full")
 OFFLOAD = ("none", "cpu", "nvme")
 QUANT = ("none", "int8", "int4", "fp8")
 # attention of Hugging Face models: transformers' SDPA (fused kernels), the same SDPA timed as FlashAttention-2
-# (PyTorch's flash backend, which SDPA tries before cuDNN attention on Hopper in most releases and builds), its
+# (PyTorch's flash backend, which SDPA has put before cuDNN attention on Hopper in some releases and builds), its
 # eager code, or Megatron-LM's unfused kernels of before FlashAttention (models/unfused_attention.py)
 ATTENTION = ("sdpa", "flash2", "eager", "unfused")
 SCHEDULES = ("1f1b", "zero-bubble")  # pipeline schedules; 1F1B is interleaved when vp > 1
@@ -94,7 +94,8 @@ class Workload:
         optimizer: ``sgd``, ``sgd-momentum``, ``adam``, ``adamw``, ``adafactor``, ``adam-8bit``, ``lion``, ``zo-sgd``.
         attention: ``sdpa`` (fused; on Hopper GPUs timed as cuDNN's kernel, the attention of Megatron / NeMo /
             Transformer Engine stacks), ``flash2`` (the same trace, timed as FlashAttention-2: PyTorch's flash
-            backend, which SDPA tries before cuDNN attention on Hopper in most releases and builds), ``eager``
+            backend, which SDPA has put before cuDNN attention on Hopper in some releases and builds; torch 2.11
+            with CUDA 13 runs cuDNN's), ``eager``
             (transformers' eager code) or ``unfused`` (Megatron-LM's attention before FlashAttention: 16-bit
             scores, one fused scale-mask-softmax kernel, dropout, two batched GEMMs) for Hugging Face models.
         gen_tokens: tokens generated per sequence in ``generate`` mode.

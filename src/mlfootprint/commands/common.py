@@ -34,7 +34,7 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
     g.add_argument("--attention", type=_choice(ATTENTION), default=None,
                    help="attention implementation of HF models: sdpa (fused; default; on Hopper GPUs timed as "
                         "cuDNN's kernel, as Transformer Engine stacks run it), flash2 (SDPA timed as "
-                        "FlashAttention-2, PyTorch's flash backend, which SDPA tries first on Hopper in most releases "
+                        "FlashAttention-2, PyTorch's flash backend, which SDPA has put first on Hopper in some releases "
                         "and builds), eager (transformers' eager code: stores the T×T "
                         "probabilities, in fp32 under autocast) or unfused (Megatron-LM before FlashAttention: "
                         "16-bit T×T scores, fused scale-mask-softmax, dropout)")
