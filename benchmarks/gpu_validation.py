@@ -598,10 +598,14 @@ def build_real(case: Case, dev: torch.device, seed: int = 0) -> Real:
     optimizer, opt_notes = make_optimizer(wl, params, foreach=dev.type == "cuda")
     notes += opt_notes
 
-    def step() -> None:  # the output and loss die when it returns, as between the steps of a real loop
+    def step() -> None:
+        # The output stays referenced through backward, as in `out = model(x); out.loss.backward()` and as the
+        # trace keeps it; it and the loss die when the step returns, as between the steps of a real loop.
         with cast():
-            loss = built.loss(model(*args, **kwargs))
+            out = model(*args, **kwargs)
+            loss = built.loss(out)
         loss.backward()
+        del out, loss
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
