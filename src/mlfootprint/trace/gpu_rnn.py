@@ -5,8 +5,8 @@ keeps a reserve tensor for backward whose size cuDNN reports at run time only. A
 operator (``kernels.CudaKernels`` reroutes ``torch._VF.lstm/gru/rnn_*`` to it): PyTorch's meta kernel gives the
 outputs and an empty reserve, the shim here the measured reserve (kernels.toml [cudnn_rnn]:
 e·T·B·D·H·(k·L + L − 1) + 256 bytes), and a meta kernel registered here gives the backward's gradients, which
-PyTorch has no meta kernel for. LSTMs the reroute leaves on the CPU's per-layer path (packed sequences,
-projections) keep their share, k·T·B·H elements per layer and direction, as the stand-in's workspace.
+PyTorch has no meta kernel for. Layers the reroute leaves to the CPU's code (packed sequences, LSTM projections)
+keep no reserve.
 """
 from __future__ import annotations
 
@@ -35,11 +35,6 @@ def cudnn_reserve_bytes(mode: int, layers: int, directions: int, steps: int, bat
     return elem_bytes * steps * batch * directions * hidden * (k * layers + layers - 1) + per_call
 
 
-def lstm_reserve_bytes(hidden: int, steps: int, batch: int, elem_bytes: int) -> int:
-    """One LSTM layer and direction's own share of the reserve (its output, kept for the next layer, apart)."""
-    return reserve_units(LSTM_MODE) * steps * batch * hidden * elem_bytes
-
-
 def cudnn_rnn_with_reserve(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run `aten._cudnn_rnn`; on fake tensors in training, give it the reserve the real kernel keeps."""
     from torch._subclasses.fake_tensor import FakeTensor
@@ -54,21 +49,6 @@ def cudnn_rnn_with_reserve(func: Any, args: tuple[Any, ...], kwargs: dict[str, A
     nbytes = cudnn_reserve_bytes(mode, layers, 2 if bidirectional else 1, int(steps), int(batch), hidden,
                                  x.element_size())
     return (out[0], out[1], out[2], x.new_empty((nbytes,), dtype=torch.uint8), out[4])
-
-
-def cudnn_lstm_layer_with_reserve(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run `aten.mkldnn_rnn_layer` (an LSTM left on the CPU's per-layer path); on fake tensors in training, give it
-    the layer's share of cuDNN's reserve as its fourth output."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    out = func(*args, **kwargs)
-    x = args[0]
-    mode, hidden, batch_first, train = int(args[9]), int(args[10]), bool(args[14]), bool(args[15])
-    if not isinstance(x, FakeTensor) or not train or mode != LSTM_MODE or x.dim() != 3:
-        return out
-    steps, batch = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
-    reserve = x.new_empty((lstm_reserve_bytes(hidden, int(steps), int(batch), x.element_size()),), dtype=torch.uint8)
-    return (out[0], out[1], out[2], reserve)
 
 
 # -- the backward's meta kernel ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten
 from ..formulas import classify, cost_of
 from ..formulas.movement import movement_bytes_read
 from .cpu_rnn import mkldnn_rnn_layer_with_workspace, mkldnn_rnn_scratch_bytes
-from .gpu_rnn import cudnn_lstm_layer_with_reserve, cudnn_rnn_with_reserve
+from .gpu_rnn import cudnn_rnn_with_reserve
 from .fused_scratch import encoder_layer_scratch_bytes, native_mha_scratch_bytes
 from .records import FORWARD, RECOMPUTE, MemoryEvent, OpRecord, SavedTensor, fused_attention_op
 
@@ -72,8 +72,7 @@ _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
 # oneDNN's, which a GPU target does not run: its recurrent layers run cuDNN, whose reserve space (measured,
 # gpu_rnn.py) the GPU shims book instead; cuDNN's in-call workspace is not modelled (stated in the report).
 _CPU_KERNEL_ONLY = frozenset({torch.ops.aten.mkldnn_rnn_layer.default, torch.ops.aten.mkldnn_rnn_layer_backward.default})
-_GPU_SHIMS = {torch.ops.aten._cudnn_rnn.default: cudnn_rnn_with_reserve,
-              torch.ops.aten.mkldnn_rnn_layer.default: cudnn_lstm_layer_with_reserve}
+_GPU_SHIMS = {torch.ops.aten._cudnn_rnn.default: cudnn_rnn_with_reserve}
 
 
 def _is_state_space_mixer(module: torch.nn.Module) -> bool:

@@ -272,7 +272,7 @@ def _kernel_notes(wl: Workload, target: Target, model: torch.nn.Module, kernel_u
                      "bytes, k = 5 for LSTM, 6 for GRU, 1 for RNN, as measured on an H200 (cuDNN 9.19; "
                      "trace/data/kernels.toml [cudnn_rnn]); cuDNN's workspace inside each call (tens of MB, chosen "
                      "with the algorithm) is not modelled, so the peak is a lower bound; packed sequences and LSTM "
-                     "projections keep the CPU's per-layer path")
+                     "projections keep the CPU's code and no reserve")
     if wl.weights_16bit:
         notes.append(f"mixed precision with 16-bit working weights (--mixed-weights 16-bit, as Megatron-LM, NeMo, "
                      f"DeepSpeed and FSDP's param_dtype run it): weights, activations and gradients in "
