@@ -324,3 +324,25 @@ def broken() -> torch.nn.Module:
 def test_a_model_that_fails_to_run_is_a_one_line_error():
     with pytest.raises(UserError, match=r"running 'test_bench:broken' failed \(RuntimeError: .*check that the model runs"):
         bench(f"{HERE}:broken", _wl(mode="inference"), inputs=["4x16"], repeats=1, warmup=0, progress=False)
+
+
+def test_the_prediction_bench_compares_with_is_for_the_eager_kernels_it_runs() -> None:
+    # bench runs the model as given, eagerly; a GPU's default stack is a fused one (Megatron-LM / NeMo), which keeps
+    # fewer elementwise activations. Measured on an H200 (benchmarks/results/h200-2026-12-04): GPT-2 training at
+    # batch 16 × 1,024 peaked at 24.56 GiB; the eager prediction is 24.55 GiB, the fused one about 5 GiB lower.
+    from mlfootprint.analysis.memory import estimate_memory
+    from mlfootprint.hardware.catalog import get_device
+    from mlfootprint.measure.reference import predictions
+    from mlfootprint.verbs.common import traced
+
+    wl = Workload(mode="train", precision="bf16-mixed", batch=2, seq=64, hardware="h200")
+    spec, w, tr = traced(str(Path(__file__).parent / "data" / "configs" / "tiny-gpt2"), wl)
+    got = predictions(spec, w, tr, get_device("h200"), "given")
+    eager = estimate_memory(spec, w.with_changes(fusion="none"), tr, other_bytes=0).peak_bytes
+    fused = estimate_memory(spec, w.with_changes(fusion="fused"), tr, other_bytes=0).peak_bytes
+    assert got["peak_bytes"][0] == eager != fused
+    assert "eager kernels (--fusion none, as measured)" in got["peak_bytes"][1]
+    assert "eager kernels" in got["step_s"][1]
+    # a stack the user names is kept
+    named = predictions(spec, w.with_changes(fusion="fused"), tr, get_device("h200"), "given")
+    assert named["peak_bytes"][0] == fused and "eager" not in named["peak_bytes"][1]

@@ -125,6 +125,14 @@ def predictions(spec: Any, wl: Any, trace: Any, device: Any, device_why: str) ->
     """Predicted figures for this workload on ``device``: figure → (value or None, source or 'not available (why)')."""
     out: dict[str, tuple[Any, str]] = {}
     time_keys = ("step_s", "tokens_per_s", "samples_per_s", "mfu", "hfu")
+    eager = ""
+    if getattr(wl, "fusion", None) is None and device is not None and device.kind != "cpu":
+        # What is measured is the model run as given, eagerly: each operator its own kernel, keeping its own output.
+        # A GPU's default stack is a fused one (Megatron-LM / NeMo); compared with an eager run, that would be wrong
+        # by the elementwise activations (a fifth of GPT-2's training peak on an H200, benchmarks/results/). A CPU's
+        # default is already eager.
+        wl = wl.with_changes(fusion="none")
+        eager = ", eager kernels (--fusion none, as measured)"
     if device is None:
         for k in time_keys:
             out[k] = (None, f"not available ({device_why})")
@@ -153,13 +161,14 @@ def predictions(spec: Any, wl: Any, trace: Any, device: Any, device_why: str) ->
         else:
             for k in time_keys:
                 value = getattr(pred, k, None)
-                out[k] = (value, f"predict_step on {device.id}") if value is not None else (
+                out[k] = (value, f"predict_step on {device.id}{eager}") if value is not None else (
                     None, "not available (the prediction has no such figure)")
     try:
         # What is measured is tensor memory (allocator statistics / events), so the estimate's framework
         # allowance (CUDA context, workspaces, fragmentation: other_bytes) is left out of the comparison.
         est = estimate_memory(spec, wl, trace, other_bytes=0)
-        out["peak_bytes"] = (est.peak_bytes, "estimate_memory (tensors only: other_bytes=0, like the measurement)")
+        out["peak_bytes"] = (est.peak_bytes, f"estimate_memory (tensors only: other_bytes=0, like the "
+                                              f"measurement{eager})")
     except Exception as exc:  # noqa: BLE001 - an estimate failure is a missing figure, not a failed bench
         logger.warning("memory estimate failed: %s", _short(exc))
         out["peak_bytes"] = (None, f"not available (memory estimate failed: {_short(exc)})")
