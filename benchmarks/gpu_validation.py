@@ -6,7 +6,7 @@
     python benchmarks/gpu_validation.py --scale full --predict-only      # on a CPU: trace + predict every full case
     python benchmarks/gpu_validation.py --cases gpt2-train,llama-gqa-train --timeout-s 300 --out results.json
     python benchmarks/gpu_validation.py --list
-    python benchmarks/gpu_validation.py --rescore results.json [more.json]   # anywhere: re-predict measured cases
+    python benchmarks/gpu_validation.py --rescore results.json [more.json] [--out F]   # anywhere: re-predict them
 
 For each *model case* it asks mlfootprint for the workload's peak memory (``mf.memory`` with
 ``other_bytes=0``: tensors only, which is what the CUDA allocator counts) and, where there is a device
@@ -1067,17 +1067,23 @@ def write(path: Path, env: dict[str, Any], args: argparse.Namespace, records: li
 # --------------------------------------------------------------------------- main
 
 
-def rescore(paths: list[str], scale_default: str) -> int:
+TRAIN_STEP = "the model's output referenced through backward (out = model(x); loss_of(out).backward())"
+FREED_OUTPUT_NOTE = ("measured by a run whose training step freed the model's output before backward (before "
+                     "2026-12-04's fix); the trace keeps it referenced: for a language model, its 16-bit logits")
+
+
+def rescore(paths: list[str], scale_default: str, out: str | None = None) -> int:
     """Predict again, with the current model and on any machine, every model case measured in earlier GPU runs'
-    JSON files, and print predicted vs measured. Runs from before ``warm_library_workspaces`` counted cuBLAS's
+    JSON files, and print predicted vs measured (and write them to ``out``, in this script's JSON format). A case
+    measured in several files is taken from the last. Runs from before ``warm_library_workspaces`` counted cuBLAS's
     workspaces in the peak of a case that ran first in its process (nothing allocated before it): those cases
     have the workspaces subtracted, taken as the smallest leftover a later case saw (the files passed together
     must come from one machine and software stack)."""
-    records: list[dict[str, Any]] = []
     files = [json.loads(Path(path).read_text()) for path in paths]
     leftovers = [c["extra"].get("allocated_before_build_bytes") for data in files for c in data["cases"]]
-    seen_workspace = min((b for b in leftovers if b), default=0)  # the files come from one machine and stack
-    for data in files:
+    seen_workspace = min((b for b in leftovers if b), default=0)
+    by_case: dict[str, dict[str, Any]] = {}
+    for path, data in zip(paths, files):
         hardware = data.get("prediction_hardware") or DEFAULT_GPU_ID
         workspace = data.get("library_workspace_bytes") or seen_workspace
         with tempfile.TemporaryDirectory(prefix="mlfp-gpuval-") as tmp:
@@ -1088,19 +1094,39 @@ def rescore(paths: list[str], scale_default: str) -> int:
                     continue
                 rec = new_record(case)
                 rec["prediction_hardware"] = hardware
+                rec["extra"]["measured_in"] = Path(path).name
                 measured = old["measured_peak_bytes"]
                 if data.get("library_workspace_bytes") is None and old["extra"].get("allocated_before_build_bytes") == 0:
                     measured -= workspace
                     rec["notes"].append(f"cuBLAS workspaces ({workspace} B) subtracted from the measured peak")
+                if "train_step" not in data and case.workload.get("mode") == "train":
+                    rec["notes"].append(FREED_OUTPUT_NOTE)
                 rec.update(measured_peak_bytes=measured, measured_reserved_bytes=old.get("measured_reserved_bytes"),
-                           measured_step_s=old.get("measured_step_s"), energy_j=old.get("energy_j"))
+                           measured_step_s=old.get("measured_step_s"), energy_j=old.get("energy_j"),
+                           energy_meter=old.get("energy_meter"))
                 rec["predicted_peak_bytes"] = predicted_peak(case, hardware)["peak_bytes"]
                 rec["predicted_step_s"] = predicted_time(case, hardware)["step_s"]
                 finish_errors(rec)
-                records.append(rec)
-                print(f"  {case.name}: peak {_pct(rec['peak_error'])}, step {_pct(rec['step_error'])}", flush=True)
+                by_case[case.name] = rec
+                print(f"  {case.name} ({Path(path).name}): peak {_pct(rec['peak_error'])}, step "
+                      f"{_pct(rec['step_error'])}", flush=True)
+    records = list(by_case.values())
     print()
-    print_table(records, summary(records))
+    summ = summary(records)
+    print_table(records, summ)
+    if out:
+        first = files[0] if files else {}
+        env = {k: first.get(k) for k in ("device", "device_memory_bytes", "compute_capability", "torch_version",
+                                          "cuda_version", "cudnn_version", "driver_version", "transformers_version",
+                                          "python_version", "date_utc")}
+        import mlfootprint
+
+        data = {"schema": SCHEMA, **env, "rescored_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "rescored_with": f"mlfootprint {getattr(mlfootprint, '__version__', None)}, torch {torch.__version__}",
+                "measured_in": [Path(p).name for p in paths], "prediction_hardware": files[0].get("prediction_hardware")
+                if files else None, "summary": summ, "cases": records}
+        Path(out).write_text(json.dumps(data, indent=1, default=str))
+        print(f"wrote {out}")
     return 0
 
 
@@ -1136,7 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
                          "print predicted vs measured")
     args = ap.parse_args(argv)
     if args.rescore:
-        return rescore(args.rescore, args.scale or "full")
+        return rescore(args.rescore, args.scale or "full", args.out)
 
     from mlfootprint.core.errors import UserError
     from mlfootprint.hardware.catalog import get_device
@@ -1188,6 +1214,7 @@ def main(argv: list[str] | None = None) -> int:
         if dev.type != "cuda":
             print("  no CUDA device: allocator statistics, CUDA-event timing and NVML energy are skipped (null "
                   "with the reason in each case's null_reasons)", flush=True)
+        env["train_step"] = TRAIN_STEP
         if dev.type == "cuda":
             env["library_workspace_bytes"] = warm_library_workspaces(dev)
         records: list[dict[str, Any]] = []
