@@ -63,6 +63,8 @@ def _padding_mask_not_packable(func, args, kwargs):
 _FAKE_SHIMS = {torch.ops.aten._grouped_mm.default: _grouped_mm_any_dtype,
                # the CPU LSTM kernel's workspace, which its meta kernel leaves empty
                torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_layer_with_workspace,
+               # cuDNN's RNN (only a GPU target's trace runs it), whose meta kernel leaves the reserve empty
+               torch.ops.aten._cudnn_rnn.default: cudnn_rnn_with_reserve,
                torch.ops.aten._nested_tensor_from_mask_left_aligned.default: _padding_mask_not_packable}
 # Kernel scratch: bytes an operator allocates and frees inside one call (booked as a transient at the op).
 _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
@@ -70,9 +72,8 @@ _SCRATCH = {torch.ops.aten.mkldnn_rnn_layer.default: mkldnn_rnn_scratch_bytes,
             torch.ops.aten._native_multi_head_attention.default: native_mha_scratch_bytes,
             torch.ops.aten._transformer_encoder_layer_fwd.default: encoder_layer_scratch_bytes}
 # oneDNN's, which a GPU target does not run: its recurrent layers run cuDNN, whose reserve space (measured,
-# gpu_rnn.py) the GPU shims book instead; cuDNN's in-call workspace is not modelled (stated in the report).
+# gpu_rnn.py) the _cudnn_rnn shim books instead; cuDNN's in-call workspace is not modelled (stated in the report).
 _CPU_KERNEL_ONLY = frozenset({torch.ops.aten.mkldnn_rnn_layer.default, torch.ops.aten.mkldnn_rnn_layer_backward.default})
-_GPU_SHIMS = {torch.ops.aten._cudnn_rnn.default: cudnn_rnn_with_reserve}
 
 
 def _is_state_space_mixer(module: torch.nn.Module) -> bool:
@@ -224,10 +225,7 @@ class RecordingMode(TorchDispatchMode):
     # -- the dispatch hook ------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.cpu_kernels:
-            shim = _FAKE_SHIMS.get(func)
-        else:
-            shim = _GPU_SHIMS.get(func) or (_FAKE_SHIMS.get(func) if func not in _CPU_KERNEL_ONLY else None)
+        shim = _FAKE_SHIMS.get(func) if (self.cpu_kernels or func not in _CPU_KERNEL_ONLY) else None
         out = shim(func, args, kwargs) if shim is not None else func(*args, **kwargs)
         if func.namespace in _SKIP_NAMESPACES:
             return out
