@@ -314,17 +314,17 @@ def test_a_pinned_figure_that_moves_fails_check(tmp_path):
 
 def test_a_ten_percent_change_to_the_step_time_model_fails_check(monkeypatch):
     """`claims --check` guards the predictor: the predict_step rows pin mlfootprint's own figure."""
-    from mlfootprint.analysis.predict import prediction
-    from mlfootprint.analysis.predict.efficiency import efficiency_for
+    from mlfootprint.analysis.predict import roofline
+    from mlfootprint.analysis.predict.gemm import GemmCurve, gemm_curve
 
     (claim,) = [c for c in load_claims() if c.id == "torchtitan-llama3.1-8b-8xh100"]
     assert regressions([(claim, evaluate(claim))]) == []
-    default = efficiency_for(prediction.resolve_device("h100-sxm"))["matmul"]
 
-    def slower_matmuls(dev, overrides=None):  # the GEMM efficiency factor 10% lower
-        return efficiency_for(dev, {"matmul": 0.9 * default})
+    def slower_matmuls(device, dtype):  # every point of the GEMM-by-size table 10% lower
+        c = gemm_curve(device, dtype)
+        return c and GemmCurve(c.device_class, c.log2_flops, tuple(0.9 * e for e in c.efficiency), c.how)
 
-    monkeypatch.setattr(prediction, "efficiency_for", slower_matmuls)
+    monkeypatch.setattr(roofline, "gemm_curve", slower_matmuls)
     outcome = evaluate(claim)
     assert outcome.ours < claim.pinned * 0.98  # fewer tokens/s per device than pinned, by more than 2%
     assert regressions([(claim, outcome)]) == [claim]

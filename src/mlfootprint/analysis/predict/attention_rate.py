@@ -1,4 +1,4 @@
-"""The achieved rate of fused attention kernels on a device class, from published microbenchmarks.
+"""The achieved rate of fused attention kernels on a device class, from microbenchmarks (published or measured).
 
 ``data/attention.toml`` holds, per class, the forward and backward FLOP/s of the fused kernel its default stack
 runs, at training sequence lengths. The share of the peak is the median over those points of the training rate

@@ -1,13 +1,15 @@
-"""GEMM efficiency by size: achieved / peak of a 16-bit matrix multiplication as a function of its FLOPs per call.
+"""GEMM efficiency by size: achieved / peak of a 16-bit (or FP8) matrix multiplication by its FLOPs per call.
 
-The points are published microbenchmarks, one table per device class (``data/gemm.toml``, each with its source
-and date). For a FLOP count F the efficiency is the median, over the table's shapes with that count (2·m·n·k),
-of achieved / peak; between counts it is interpolated linearly in log2(F), and it is flat beyond the ends. A GPU
-that is no class's member takes the class whose dense 16-bit peak is nearest on a log scale.
+The points are microbenchmarks, published or measured with ``benchmarks/gemm_sweep.py``, one table per device
+class (``data/gemm.toml``, each with its source and date). For a FLOP count F the efficiency is the median, over
+the table's shapes with that count (2·m·n·k), of achieved / peak; between counts it is interpolated linearly in
+log2(F), and it is flat beyond the ends. A GPU that is no class's member takes the class whose dense 16-bit peak
+is nearest on a log scale. A class with an FP8 table (``fp8_points``) rates FP8 GEMMs by it, against the FP8 peak;
+other classes leave FP8 GEMMs to the flat factor.
 
     curve = gemm_curve(get_device("h100-sxm"), "bf16")
-    curve(2 * 1024**3)     # 0.220: a 1024³ GEMM reaches about a quarter of the peak
-    curve(2 * 8192**3)     # 0.801: the large-GEMM ceiling (MAMF)
+    curve(2 * 1024**3)     # 0.307: a 1024³ GEMM reaches under a third of the peak
+    curve(2 * 8192**3)     # 0.699: large GEMMs at sustained (power-capped) clocks
 """
 from __future__ import annotations
 
@@ -48,19 +50,32 @@ class GemmCurve:
         return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
-def _measured_points(cls: str) -> list[tuple[float, float]]:
-    """(log2 FLOPs, efficiency): the median over the shapes of each FLOP count, then the ceiling."""
-    peak = float(GEMM.value(cls, "peak_flops"))
+def _measured_points(cls: str, prefix: str = "") -> list[tuple[float, float]]:
+    """(log2 FLOPs, efficiency): the median over the shapes of each FLOP count, then the ceiling. ``prefix``
+    selects another dtype's table of the class ("fp8_": fp8_points, fp8_peak_flops, fp8_ceiling)."""
+    peak = float(GEMM.value(cls, f"{prefix}peak_flops"))
     by_flops: dict[float, list[float]] = {}
-    for m, n, k, rate in GEMM.value(cls, "points"):
+    for m, n, k, rate in GEMM.value(cls, f"{prefix}points"):
         by_flops.setdefault(2.0 * m * n * k, []).append(float(rate) / peak)
     pts = [(math.log2(f), statistics.median(v)) for f, v in sorted(by_flops.items())]
-    m, n, k, rate = GEMM.value(cls, "ceiling")
+    m, n, k, rate = GEMM.value(cls, f"{prefix}ceiling")
     ceiling = (math.log2(2.0 * m * n * k), float(rate) / peak)
     return sorted([p for p in pts if p[0] < ceiling[0]] + [ceiling])
 
 
 _curves: dict[str, GemmCurve] = {}
+
+
+def fp8_class_curve(cls: str) -> GemmCurve | None:
+    """The FP8 curve of one device class (cached), or None when the class has no FP8 table."""
+    key = f"{cls}:fp8"
+    if key not in _curves:
+        if not GEMM.has(cls, "fp8_points"):
+            return None
+        pts = _measured_points(cls, "fp8_")
+        how = (f"{cls} FP8 table: {GEMM.source(cls, 'fp8_points')}; ceiling: {GEMM.source(cls, 'fp8_ceiling')}")
+        _curves[key] = GemmCurve(cls, tuple(p[0] for p in pts), tuple(p[1] for p in pts), how)
+    return _curves[key]
 
 
 def class_curve(cls: str) -> GemmCurve:
@@ -108,10 +123,18 @@ def device_class(device: Any) -> tuple[str | None, str]:
 
 def gemm_curve(device: Any, dtype: str) -> GemmCurve | None:
     """The curve for ``device``'s ``dtype`` GEMMs, or None when no table applies (the flat factor does)."""
-    if dtype not in DTYPES:
+    if dtype not in DTYPES and dtype != "fp8":
         return None
     cls, why = device_class(device)
     if cls is None:
         return None
-    c = class_curve(cls)
+    if dtype == "fp8":
+        # FP8 tables are not carried across classes by peak: only a member's own class rates them
+        if device.id not in GEMM.value(cls, "members") or "fp8" not in device.peak_flops:
+            return None
+        c = fp8_class_curve(cls)
+        if c is None:
+            return None
+    else:
+        c = class_curve(cls)
     return GemmCurve(c.device_class, c.log2_flops, c.efficiency, f"{why}; {c.how}")

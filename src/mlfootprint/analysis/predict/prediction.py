@@ -219,8 +219,8 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     if profile.gemm is not None:
         k = gemm_scale(shape, par)
         out.append(f"16-bit GEMMs rated by size, not by the flat matmul factor: achieved/peak interpolated in "
-                   f"log2(FLOPs per call) from published microbenchmarks, at each call's size on one device for one "
-                   f"micro-batch (the traced call × {k:.4g}); FLOP-weighted mean "
+                   f"log2(FLOPs per call) from GEMM microbenchmarks (each table's source below), at each call's "
+                   f"size on one device for one micro-batch (the traced call × {k:.4g}); FLOP-weighted mean "
                    f"{profile.gemm_efficiency(k):.3f} of the peak ({profile.gemm.how}); --efficiency matmul=X "
                    "sets a flat factor instead")
         used = [u for u in used if u != "matmul"] + (["matmul"] if profile.peak_dtype not in ("bf16", "fp16") else [])

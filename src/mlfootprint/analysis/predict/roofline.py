@@ -101,10 +101,11 @@ class GemmBin:
     peak: float = 0.0  # dense peak of their dtype
     memory_s: float = 0.0  # their traffic / bandwidth, summed
     other_s: float = 0.0  # their elementwise arithmetic (a bias) / vector rate, summed
+    curve: GemmCurve | None = None  # the table of their dtype (FP8 GEMMs have their own); None: the profile's
 
     def times(self, curve: GemmCurve, gemm_scale: float) -> tuple[float, float]:
         flops_per_call = self.model_flops / self.calls * gemm_scale
-        return self.model_flops / (self.peak * curve(flops_per_call)) + self.other_s, self.memory_s
+        return self.model_flops / (self.peak * (self.curve or curve)(flops_per_call)) + self.other_s, self.memory_s
 
 
 BLOCK_FORWARD = "block_forward"  # the key of the blocks' forward GEMMs in Profile.gemm_bins
@@ -151,7 +152,7 @@ class Profile:
                 continue
             for b in bins.values():
                 flops += b.model_flops
-                ideal += b.model_flops / self.gemm(b.model_flops / b.calls * gemm_scale)
+                ideal += b.model_flops / (b.curve or self.gemm)(b.model_flops / b.calls * gemm_scale)
         return flops / ideal if ideal else None
 
     def _with_gemms(self, name: str, base: PhaseProfile, gemm_scale: float) -> PhaseProfile:
@@ -410,6 +411,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             b.other_flops += r.other_flops
             b.bytes += nbytes
             b.peak = device.peak_flops[d]
+            b.curve = curves[d]
             b.memory_s += nbytes / bw
             b.other_s += r.other_flops / vector_rate
         return key, fill
