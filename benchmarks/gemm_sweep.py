@@ -16,7 +16,9 @@ This script measures both regimes on the GPU it runs on:
    transposes), each timed as a CUDA graph of back-to-back calls so host launch gaps are not counted (the step
    model charges launches apart). Operands are standard normal, as trained weights and activations roughly are
    (all-zero operands draw less power and run faster).
-3. **fp8** (where ``torch._scaled_mm`` runs, sm_89+): the same for e4m3 × e4m3 → bf16 with per-tensor scales.
+3. **unaligned**: the three GEMMs of output layers whose width is not a multiple of 8 (vocabularies of 32,001
+   and 50,257): cuBLAS needs 16-byte-aligned leading dimensions for its fast tensor-core kernels.
+4. **fp8** (where ``torch._scaled_mm`` runs, sm_89+): the same for e4m3 × e4m3 → bf16 with per-tensor scales.
 
 FLOPs per GEMM are 2·m·n·k. The JSON holds the device, versions, NVML readings and every point as
 [m, n, k, achieved FLOP/s] with the mean SM clock and power during its timing window. The output is written
@@ -50,6 +52,11 @@ LINEAR_MODELS = {
     "gpt3-1.3b": (2048, 3 * 2048, 8192, 8192, (1,)),
 }
 TOKENS = (4096, 8192, 16384)
+# Output layers whose width is not a multiple of 8 (16 bytes of bf16): GPT-2's vocabulary of 50,257 and a padded
+# Llama vocabulary of 32,001; cuBLAS cannot use its 16-byte-aligned tensor-core kernels on such operands.
+UNALIGNED_VOCABS = (32001, 50257)
+UNALIGNED_HIDDEN = (768, 2048, 4096)
+UNALIGNED_TOKENS = (2048, 8192, 16384)
 
 
 def linear_gemms(tokens: int, h: int, qkv: int, up: int, ffn: int, tp: int) -> list[tuple[str, int, int, int]]:
@@ -245,6 +252,17 @@ def soak(dev: torch.device, size: int, seconds: float, sampler: Sampler) -> list
     return out
 
 
+def unaligned_shapes(quick: bool) -> list[tuple[str, int, int, int]]:
+    """The forward, input-gradient and weight-gradient GEMMs of an output layer hidden -> vocab (vocab odd)."""
+    out = []
+    for vocab in UNALIGNED_VOCABS[-1:] if quick else UNALIGNED_VOCABS:
+        for h in UNALIGNED_HIDDEN[:1] if quick else UNALIGNED_HIDDEN:
+            for t in UNALIGNED_TOKENS[:1] if quick else UNALIGNED_TOKENS:
+                out += [(f"head.v{vocab}.h{h}.t{t}.fwd", t, vocab, h), (f"head.v{vocab}.h{h}.t{t}.dgrad", t, h, vocab),
+                        (f"head.v{vocab}.h{h}.t{t}.wgrad", vocab, h, t)]
+    return out
+
+
 def sweep_shapes(quick: bool) -> list[tuple[str, int, int, int]]:
     if quick:
         return [("grid", s, s, s) for s in (256, 1024, 4096, 8192)] + [
@@ -283,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-size", type=int, default=None, help="m = n = k of the soak GEMM (default 8192)")
     ap.add_argument("--window-s", type=float, default=None, help="timing window per shape (default 0.06)")
     ap.add_argument("--no-fp8", action="store_true")
+    ap.add_argument("--sections", default="bf16,fp8,unaligned",
+                    help="comma-separated: bf16 (the grid and layer shapes), fp8, unaligned (odd-width output layers)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
@@ -292,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     nvml = Nvml()
     sampler = Sampler(nvml)
     result: dict[str, Any] = {"environment": environment(nvml), "soak_size": soak_size, "window_s": window,
-                              "soak": [], "bf16": [], "fp8": [], "errors": []}
+                              "soak": [], "bf16": [], "fp8": [], "bf16_unaligned": [], "errors": []}
     out = Path(args.out)
 
     def save() -> None:
@@ -309,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         result["errors"].append(f"soak: {type(exc).__name__}: {exc}")
     save()
     dtype = torch.bfloat16 if cuda else torch.float32
-    shapes = sweep_shapes(args.quick or not cuda)
+    sections = set(args.sections.split(","))
+    shapes = sweep_shapes(args.quick or not cuda) if "bf16" in sections else []
     for i, (what, m, n, k) in enumerate(shapes):
         try:
             result["bf16"].append(measure_point(m, n, k, what, dtype, dev, window, sampler))
@@ -319,7 +340,13 @@ def main(argv: list[str] | None = None) -> int:
             save()
             print(f"bf16 {i + 1}/{len(shapes)} ({time.perf_counter() - started:.0f} s)", flush=True)
     save()
-    fp8_ok = cuda and not args.no_fp8 and torch.cuda.get_device_capability() >= (8, 9)
+    for what, m, n, k in unaligned_shapes(args.quick or not cuda) if "unaligned" in sections else []:
+        try:
+            result["bf16_unaligned"].append(measure_point(m, n, k, what, dtype, dev, window, sampler))
+        except Exception as exc:  # noqa: BLE001
+            result["errors"].append(f"unaligned {what} {m}x{n}x{k}: {type(exc).__name__}: {exc}")
+    save()
+    fp8_ok = cuda and not args.no_fp8 and "fp8" in sections and torch.cuda.get_device_capability() >= (8, 9)
     if fp8_ok:
         sizes = (1024, 4096, 8192) if args.quick else (1024, 2048, 4096, 8192, 16384)
         fp8_shapes = [("grid", m, n, k) for m in sizes for n in sizes for k in sizes]
@@ -335,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     best = max((p["flops_per_s"] for p in result["bf16"]), default=0.0)
     soak_rates = [s["flops_per_s"] for s in result["soak"]]
     print(f"gemm_sweep: {len(result['bf16'])} bf16 points (best {best / 1e12:.1f} TFLOP/s), {len(result['fp8'])} "
-          f"fp8; soak {soak_size}³: first {soak_rates[0] / 1e12 if soak_rates else math.nan:.1f}, last "
+          f"fp8, {len(result['bf16_unaligned'])} unaligned; soak {soak_size}³: first {soak_rates[0] / 1e12 if soak_rates else math.nan:.1f}, last "
           f"{soak_rates[-1] / 1e12 if soak_rates else math.nan:.1f} TFLOP/s; {len(result['errors'])} errors; "
           f"{result['seconds']} s -> {out}")
     return 0

@@ -5,7 +5,37 @@ Bias additions fused into addmm/baddbmm are elementwise work: they go to
 """
 from __future__ import annotations
 
+import torch
+
 from .registry import Cost, aten, formula, numel, prod
+
+# cuBLAS's tensor-core GEMM kernels need every matrix's leading dimension to be a multiple of 16 bytes: 8
+# elements of a 16-bit type (NVIDIA, Matrix Multiplication Background User's Guide, "Tensor Core
+# Requirements"; PyTorch's Inductor pads matrix products to the same 8, torch/_inductor/fx_passes/pad_mm.py
+# get_alignment_size_dtype). Otherwise cuBLAS falls back to kernels that run at a fraction of the rate
+# (analysis/predict/data/gemm.toml, unaligned_points). fp32 and fp8 products are not flagged: their rates
+# have no unaligned table.
+_ALIGN_16BIT = 8
+_16BIT = (torch.bfloat16, torch.float16)
+
+
+def misaligned(*mats) -> bool:
+    """True when a 16-bit matrix among ``mats`` (operands and result, batched or not) has a leading dimension
+    (the stride of its non-unit-stride dimension) that is not a multiple of 8 elements."""
+    for t in mats:
+        if not isinstance(t, torch.Tensor) or t.dim() < 2 or t.dtype not in _16BIT:
+            continue
+        rows, cols = t.shape[-2], t.shape[-1]
+        s0, s1 = t.stride()[-2], t.stride()[-1]
+        if s1 == 1 and rows > 1:
+            ld = s0
+        elif s0 == 1 and cols > 1:
+            ld = s1
+        else:
+            continue  # a vector, or a layout cuBLAS is not handed as is
+        if ld % _ALIGN_16BIT:
+            return True
+    return False
 
 
 @formula([aten.mm, aten._scaled_mm])
@@ -13,7 +43,7 @@ def mm_cost(func, args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     m, k = a.shape
     n = b.shape[1]
-    return Cost(model=2 * m * n * k)
+    return Cost(model=2 * m * n * k, unaligned=misaligned(a, b, out))
 
 
 @formula([aten.addmm, aten.addmm_])
@@ -22,7 +52,7 @@ def addmm_cost(func, args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     m, k = a.shape
     n = b.shape[1]
-    return Cost(model=2 * m * n * k, other=m * n)
+    return Cost(model=2 * m * n * k, other=m * n, unaligned=misaligned(a, b, out))
 
 
 @formula(aten.bmm)
@@ -30,7 +60,7 @@ def bmm_cost(func, args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     batch, m, k = a.shape
     n = b.shape[-1]
-    return Cost(model=2 * batch * m * n * k)
+    return Cost(model=2 * batch * m * n * k, unaligned=misaligned(a, b, out))
 
 
 @formula([aten.baddbmm, aten.baddbmm_])
@@ -38,7 +68,7 @@ def baddbmm_cost(func, args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     batch, m, k = a.shape
     n = b.shape[-1]
-    return Cost(model=2 * batch * m * n * k, other=batch * m * n)
+    return Cost(model=2 * batch * m * n * k, other=batch * m * n, unaligned=misaligned(a, b, out))
 
 
 @formula([aten.mv, aten.addmv])

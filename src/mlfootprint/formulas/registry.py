@@ -42,6 +42,9 @@ class Cost:
     recompute: int = 0  # extra hardware FLOPs a fused kernel recomputes (HFU, not MFU)
     scan: int = 0  # the part of `model` that is a state-space scan's products (never attention, never halved)
     upper_bound: bool = False  # the figure is an upper bound (values the formula needs were not readable)
+    # a 16-bit matrix product with an operand or result whose leading dimension is not a multiple of 8 elements
+    # (16 bytes): cuBLAS cannot run its aligned tensor-core kernels on it (formulas/matmul.py, misaligned)
+    unaligned: bool = False
 
     @property
     def klass(self) -> str:

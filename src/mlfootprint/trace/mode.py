@@ -302,6 +302,7 @@ class RecordingMode(TorchDispatchMode):
             scan_flops=scan,
             upper_bound=bool(cost and cost.upper_bound),
             window_share=window_share,
+            unaligned=bool(cost and cost.unaligned),
         ))
         return out
 

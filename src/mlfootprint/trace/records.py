@@ -44,6 +44,8 @@ class OpRecord:
     # attention masked to a causal sliding window (the mask transformers builds for SDPA): the share of the T×T score
     # square inside the window, what a windowed FlashAttention kernel computes (0: no window)
     window_share: float = 0.0
+    # a 16-bit matrix product cuBLAS runs with its unaligned kernels (a leading dimension not a multiple of 8)
+    unaligned: bool = False
 
 
 @dataclass(slots=True)

@@ -106,6 +106,49 @@ def class_curve(cls: str) -> GemmCurve:
     return curve
 
 
+#: The roles of the unaligned table read in each phase: the forward's x·Wᵀ, the backward's two gradients.
+UNALIGNED_ROLES = {"forward": ("fwd",), "backward": ("dgrad", "wgrad")}
+
+
+def _min_curve(a: GemmCurve, b: GemmCurve, how: str) -> GemmCurve:
+    """The lower of two curves, sampled at both curves' points and every quarter octave between."""
+    lo, hi = min(a.log2_flops[0], b.log2_flops[0]), max(a.log2_flops[-1], b.log2_flops[-1])
+    xs = sorted(set(a.log2_flops) | set(b.log2_flops) | {lo + i / 4 for i in range(int((hi - lo) * 4) + 1)})
+    return GemmCurve(a.device_class, tuple(xs), tuple(min(a(2.0 ** x), b(2.0 ** x)) for x in xs), how)
+
+
+def unaligned_class_curve(cls: str, phase: str) -> GemmCurve | None:
+    """Unaligned 16-bit GEMMs of ``phase`` on class ``cls``: the lower of its unaligned table (the phase's roles)
+    and its aligned curve; None when the class has no unaligned table."""
+    key = f"{cls}:unaligned:{phase}"
+    if key not in _curves:
+        if not GEMM.has(cls, "unaligned_points"):
+            return None
+        roles = UNALIGNED_ROLES.get(phase, ("fwd", "dgrad", "wgrad"))
+        peak = float(GEMM.value(cls, "peak_flops"))
+        by_flops: dict[float, list[float]] = {}
+        for m, n, k, rate, role in GEMM.value(cls, "unaligned_points"):
+            if role in roles:
+                by_flops.setdefault(2.0 * m * n * k, []).append(float(rate) / peak)
+        pts = [(math.log2(f), statistics.median(v)) for f, v in sorted(by_flops.items())]
+        table = GemmCurve(cls, tuple(p[0] for p in pts), tuple(p[1] for p in pts), "")
+        aligned = class_curve(cls)
+        _curves[key] = _min_curve(aligned, table, f"unaligned ({'/'.join(roles)}) {cls} table: "
+                                                  f"{GEMM.source(cls, 'unaligned_points')}, capped by {aligned.how}")
+    return _curves[key]
+
+
+def unaligned_gemm_curve(device: Any, dtype: str, phase: str) -> GemmCurve | None:
+    """The curve for ``device``'s unaligned 16-bit GEMMs in ``phase``, or None (rate them as aligned ones)."""
+    if dtype not in DTYPES:
+        return None
+    cls, why = device_class(device)
+    if cls is None or device.id not in GEMM.value(cls, "members"):
+        return None  # measured on this class's own GPUs only
+    c = unaligned_class_curve(cls, phase)
+    return None if c is None else GemmCurve(c.device_class, c.log2_flops, c.efficiency, f"{why}; {c.how}")
+
+
 def device_class(device: Any) -> tuple[str | None, str]:
     """The class whose table rates ``device``'s GEMMs, and why; None for non-GPUs and GPUs without a 16-bit peak."""
     if getattr(device, "kind", None) != "gpu":

@@ -32,7 +32,7 @@ from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
 from .attention_rate import AttentionRate, attention_rate
 from .fusion import FusionSummary, check_fusion, default_fusion, fuse, optimizer_kernels
-from .gemm import GemmCurve, gemm_curve
+from .gemm import GemmCurve, gemm_curve, unaligned_gemm_curve
 from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
 from ...trace.records import fused_attention_op
 
@@ -392,6 +392,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         return tc * compute_share(r, fusion), (r.bytes_read + r.bytes_written) / bw
 
     curves: dict[str, GemmCurve | None] = {}
+    unaligned: dict[str, GemmCurve | None] = {}
     use_table = _table_applies(eff, "matmul")
 
     def gemm_bin(r: Any, cls: str) -> Any:
@@ -402,8 +403,16 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             curves[d] = gemm_curve(device, d)
         if curves[d] is None or d not in device.peak_flops:
             return None
+        curve, tag = curves[d], ""
+        if fusion == "none" and getattr(r, "unaligned", False):
+            # eager kernels: cuBLAS's unaligned fallback (the fused and compiled stacks pad; gemm.toml says why)
+            ukey = f"{d}:unaligned:{r.phase}"
+            if ukey not in unaligned:
+                unaligned[ukey] = unaligned_gemm_curve(device, d, r.phase)
+            if unaligned[ukey] is not None:
+                curve, tag = unaligned[ukey], ukey
         nbytes = r.bytes_read + r.bytes_written
-        key = (d, round(math.log2(r.model_flops) * 4), round(math.log2(r.model_flops / max(nbytes, 1)) * 4))
+        key = (d, tag, round(math.log2(r.model_flops) * 4), round(math.log2(r.model_flops / max(nbytes, 1)) * 4))
 
         def fill(b: GemmBin) -> None:
             b.calls += 1
@@ -411,7 +420,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             b.other_flops += r.other_flops
             b.bytes += nbytes
             b.peak = device.peak_flops[d]
-            b.curve = curves[d]
+            b.curve = curve
             b.memory_s += nbytes / bw
             b.other_s += r.other_flops / vector_rate
         return key, fill
