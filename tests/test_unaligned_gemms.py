@@ -54,6 +54,8 @@ def test_unaligned_curves_are_the_measured_points_capped_by_the_aligned_curve():
     assert bwd(f) == pytest.approx((140.33 + 150.65) / 2 / 989.4)
     aligned = gemm_curve(H100, "bf16")
     assert fwd(f) < 0.15 < 0.65 < aligned(f)
+    # a recomputed forward (activation checkpointing) runs the forward's kernel
+    assert unaligned_gemm_curve(H100, "bf16", "recompute")(f) == fwd(f)
     # tiny GEMMs: the aligned curve is the lower one (no unaligned point that small)
     assert fwd(2**25) == pytest.approx(aligned(2**25))
     # only the class's own GPUs: the A100 (a curve borrowed from the H100's shape) and non-GPUs get none

@@ -106,8 +106,9 @@ def class_curve(cls: str) -> GemmCurve:
     return curve
 
 
-#: The roles of the unaligned table read in each phase: the forward's x·Wᵀ, the backward's two gradients.
-UNALIGNED_ROLES = {"forward": ("fwd",), "backward": ("dgrad", "wgrad")}
+#: The roles of the unaligned table read in each phase: the forward's x·Wᵀ (a recomputed forward too), the
+#: backward's two gradients.
+UNALIGNED_ROLES = {"forward": ("fwd",), "recompute": ("fwd",), "backward": ("dgrad", "wgrad")}
 
 
 def _min_curve(a: GemmCurve, b: GemmCurve, how: str) -> GemmCurve:
