@@ -4,8 +4,8 @@
 
 ``sdpa_backend_probe.py`` times each SDPA backend for ten calls from a cool GPU; a training step holds the GPU at
 its power cap. This script first runs a large GEMM for ``--soak-s`` seconds (``gemm_sweep.soak``), then times
-each backend (cuDNN attention, FlashAttention-2) on 16-bit causal attention with 16 heads of 128 and at least
-16k tokens per call (batch × sequence, as FlashAttention-3's figures), sequences 2k–32k, each for about
+each backend (cuDNN attention, FlashAttention-2) on 16-bit causal attention with 16 heads of 128
+(``--head-dim``: hidden 2,048 in heads of that size) and at least 16k tokens per call (batch × sequence, as FlashAttention-3's figures), sequences 2k–32k, each for about
 ``--window-s`` seconds of back-to-back calls: the forward alone (no grad) and forward + backward. The backward's
 rate comes from their difference. FLOPs follow the FlashAttention papers: forward 4·b·h·s²·d / 2 for causal
 attention, backward 2.5 × forward (its recomputed Q·Kᵀ included). NVML's mean SM clock and power are kept with
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-s", type=float, default=20.0)
     ap.add_argument("--window-s", type=float, default=0.6)
     ap.add_argument("--seqs", default="2048,4096,8192,16384,32768")
+    ap.add_argument("--head-dim", type=int, default=128, help="head dimension (heads × head dim = 2,048)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("attention_sweep: needs a CUDA GPU", file=sys.stderr)
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     nvml = Nvml()
     sampler = Sampler(nvml)
     dev = torch.device("cuda")
-    heads, dim, min_tokens = 16, 128, 16384
+    dim, min_tokens = args.head_dim, 16384
+    heads = max(1, 2048 // dim)  # hidden 2,048, as FlashAttention-3's figures
     result: dict[str, Any] = {"environment": {**environment(nvml), "cudnn": torch.backends.cudnn.version()},
                               "heads": heads, "head_dim": dim, "window_s": args.window_s, "soak": [], "rows": [],
                               "errors": []}

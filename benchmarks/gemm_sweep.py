@@ -18,7 +18,8 @@ This script measures both regimes on the GPU it runs on:
    (all-zero operands draw less power and run faster).
 3. **unaligned**: the three GEMMs of output layers whose width is not a multiple of 8 (vocabularies of 32,001
    and 50,257): cuBLAS needs 16-byte-aligned leading dimensions for its fast tensor-core kernels.
-4. **fp8** (where ``torch._scaled_mm`` runs, sm_89+): the same for e4m3 × e4m3 → bf16 with per-tensor scales.
+4. **fp8** (where ``torch._scaled_mm`` runs, sm_89+): the same for e4m3 × e4m3 → bf16 with per-tensor scales,
+   accumulating with periodic promotion to fp32 (``--sections fp8fast``: fast accumulation instead).
 
 FLOPs per GEMM are 2·m·n·k. The JSON holds the device, versions, NVML readings and every point as
 [m, n, k, achieved FLOP/s] with the mean SM clock and power during its timing window. The output is written
@@ -204,12 +205,16 @@ def time_calls(fn: Callable[[], Any], window_s: float, use_graph: bool) -> tuple
 
 
 def _operands(m: int, n: int, k: int, what: str, dtype: torch.dtype, dev: torch.device) -> Callable[[], Any]:
-    """A closure computing one GEMM of the given transpose kind, as F.linear and autograd issue them."""
+    """A closure computing one GEMM of the given transpose kind, as F.linear and autograd issue them. FP8 GEMMs
+    whose ``what`` ends in "fast" use cuBLAS's fast accumulation (no periodic promotion to fp32), as Transformer
+    Engine's and torchao's forward GEMMs do; the others promote, as their two backward GEMMs do."""
     if dtype == torch.float8_e4m3fn:
         a = torch.randn(m, k, device=dev).to(dtype)
         b = torch.randn(n, k, device=dev).to(dtype).t()  # column-major, as _scaled_mm wants
         one = torch.ones((), device=dev)
-        return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+        fast = what.endswith("fast")
+        return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+                                        use_fast_accum=fast)
     kind = what.rsplit(".", 1)[-1]
     if kind == "dgrad":  # grad_out (m×k) · W (k×n): both row-major
         a, b = torch.randn(m, k, device=dev, dtype=dtype), torch.randn(k, n, device=dev, dtype=dtype)
@@ -302,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window-s", type=float, default=None, help="timing window per shape (default 0.06)")
     ap.add_argument("--no-fp8", action="store_true")
     ap.add_argument("--sections", default="bf16,fp8,unaligned",
-                    help="comma-separated: bf16 (the grid and layer shapes), fp8, unaligned (odd-width output layers)")
+                    help="comma-separated: bf16 (the grid and layer shapes), fp8, fp8fast (the FP8 grid with fast "
+                         "accumulation, instead of fp8), unaligned (odd-width output layers)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
@@ -346,10 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001
             result["errors"].append(f"unaligned {what} {m}x{n}x{k}: {type(exc).__name__}: {exc}")
     save()
-    fp8_ok = cuda and not args.no_fp8 and "fp8" in sections and torch.cuda.get_device_capability() >= (8, 9)
+    fp8_ok = cuda and not args.no_fp8 and bool({"fp8", "fp8fast"} & sections) and \
+        torch.cuda.get_device_capability() >= (8, 9)
     if fp8_ok:
         sizes = (1024, 4096, 8192) if args.quick else (1024, 2048, 4096, 8192, 16384)
-        fp8_shapes = [("grid", m, n, k) for m in sizes for n in sizes for k in sizes]
+        fast = "fp8fast" in sections and "fp8" not in sections
+        fp8_shapes = [("grid.fast" if fast else "grid", m, n, k) for m in sizes for n in sizes for k in sizes]
         for what, m, n, k in fp8_shapes:
             try:
                 result["fp8"].append(measure_point(m, n, k, what, torch.float8_e4m3fn, dev, window, sampler))

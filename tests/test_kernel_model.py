@@ -15,7 +15,7 @@ import pytest
 
 from mlfootprint.analysis.predict.efficiency import Efficiency, efficiency_for
 from mlfootprint.analysis.predict.fusion import chain_bytes, fuse
-from mlfootprint.analysis.predict.gemm import class_curve, device_class, gemm_curve
+from mlfootprint.analysis.predict.gemm import class_curve, device_class, fp8_gemm_curve, gemm_curve
 from mlfootprint.analysis.predict.prediction import predict_step
 from mlfootprint.analysis.predict.roofline import build_profile
 from mlfootprint.analysis.predict.step import ModelShape, gemm_scale
@@ -213,6 +213,14 @@ def test_fp8_gemms_of_hopper_take_their_own_table_against_the_fp8_peak():
     assert c8(1e16) == pytest.approx(1222.27 / 1978.9)
     # large FP8 GEMMs sustain a smaller share of their peak than bf16 ones (the power cap binds harder)
     assert c8(2**40) < gemm_curve(H100, "bf16")(2**40)
+    # a forward's FP8 GEMMs (fast accumulation, as Transformer Engine and torchao run them): fp8_fast_points,
+    # 1024³ at 475.39 TFLOP/s; at 2^40 the middle two of ten, 1,299.96 and 1,332.16; the ceiling 16384³ at 1,322.92
+    fwd8, bwd8 = fp8_gemm_curve(H100, "forward"), fp8_gemm_curve(H100, "backward")
+    assert fwd8(2 * 1024**3) == pytest.approx(475.39 / 1978.9)
+    assert fwd8(2**40) == pytest.approx((1299.96 + 1332.16) / 2 / 1978.9) and fwd8(1e16) == pytest.approx(1322.92 / 1978.9)
+    assert fp8_gemm_curve(H100, "recompute")(2**40) == fwd8(2**40)
+    assert bwd8(2**40) == c8(2**40)  # the backward's two GEMMs promote their accumulation: the table above
+    assert fp8_gemm_curve(get_device("b200"), "forward") is None
     # only the class's members take it: the B200 (no FP8 table), the A100 (no FP8) and the MI300X (in the h100
     # class by its bf16 peak only) keep the flat factor
     for dev in ("b200", "a100-80gb", "mi300x"):
@@ -348,3 +356,13 @@ def test_grouped_expert_gemms_run_16_bit_on_a_fused_stack_and_as_traced_in_eager
     # full fp32 training keeps fp32 expert GEMMs whatever the stack
     fp32 = _build_profile([experts], H100, eff, "fp32", "fused")
     assert fp32.phase("forward").by_class["matmul"] == pytest.approx(2**40 / (H100.peak_flops["fp32"] * 0.5))
+
+
+def test_fp8_forward_gemms_take_the_fast_accumulation_table_and_backward_ones_the_promoting_one(tiny_gpt2):
+    _, _, tr = tiny_gpt2
+    prof = build_profile(tr, H100, efficiency_for(H100, None), "fp8-mixed", fusion="fused")
+    fast = [b for ph in ("forward",) for key, b in prof.gemm_bins[ph].items() if key[0] == "fp8"]
+    slow = [b for key, b in prof.gemm_bins["backward"].items() if key[0] == "fp8"]
+    assert fast and slow
+    assert all("fast accumulation" in b.curve.how for b in fast)
+    assert all("fast accumulation" not in b.curve.how and "FP8 table" in b.curve.how for b in slow)

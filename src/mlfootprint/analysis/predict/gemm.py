@@ -50,10 +50,10 @@ class GemmCurve:
         return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
-def _measured_points(cls: str, prefix: str = "") -> list[tuple[float, float]]:
+def _measured_points(cls: str, prefix: str = "", peak_key: str | None = None) -> list[tuple[float, float]]:
     """(log2 FLOPs, efficiency): the median over the shapes of each FLOP count, then the ceiling. ``prefix``
-    selects another dtype's table of the class ("fp8_": fp8_points, fp8_peak_flops, fp8_ceiling)."""
-    peak = float(GEMM.value(cls, f"{prefix}peak_flops"))
+    selects another table of the class ("fp8_": fp8_points, fp8_ceiling, read against fp8_peak_flops)."""
+    peak = float(GEMM.value(cls, peak_key or f"{prefix}peak_flops"))
     by_flops: dict[float, list[float]] = {}
     for m, n, k, rate in GEMM.value(cls, f"{prefix}points"):
         by_flops.setdefault(2.0 * m * n * k, []).append(float(rate) / peak)
@@ -66,16 +66,34 @@ def _measured_points(cls: str, prefix: str = "") -> list[tuple[float, float]]:
 _curves: dict[str, GemmCurve] = {}
 
 
-def fp8_class_curve(cls: str) -> GemmCurve | None:
-    """The FP8 curve of one device class (cached), or None when the class has no FP8 table."""
-    key = f"{cls}:fp8"
+def fp8_class_curve(cls: str, fast: bool = False) -> GemmCurve | None:
+    """The FP8 curve of one device class (cached): with periodic promotion to fp32 (the backward's GEMMs), or
+    with fast accumulation (``fast``: the forward's); None when the class has no such table."""
+    key = f"{cls}:fp8{':fast' if fast else ''}"
     if key not in _curves:
-        if not GEMM.has(cls, "fp8_points"):
+        prefix = "fp8_fast_" if fast else "fp8_"
+        if not GEMM.has(cls, f"{prefix}points"):
             return None
-        pts = _measured_points(cls, "fp8_")
-        how = (f"{cls} FP8 table: {GEMM.source(cls, 'fp8_points')}; ceiling: {GEMM.source(cls, 'fp8_ceiling')}")
+        pts = _measured_points(cls, prefix, peak_key="fp8_peak_flops")
+        how = (f"{cls} FP8 table{' (fast accumulation)' if fast else ''}: {GEMM.source(cls, f'{prefix}points')}; "
+               f"ceiling: {GEMM.source(cls, f'{prefix}ceiling')}")
         _curves[key] = GemmCurve(cls, tuple(p[0] for p in pts), tuple(p[1] for p in pts), how)
     return _curves[key]
+
+
+#: Phases whose FP8 GEMMs are a forward's (Transformer Engine and torchao run them with fast accumulation).
+FP8_FAST_PHASES = ("forward", "recompute")
+
+
+def fp8_gemm_curve(device: Any, phase: str) -> GemmCurve | None:
+    """The curve for ``device``'s FP8 GEMMs in ``phase``: the fast-accumulation table in a forward, the promoting
+    one in the backward; None where the flat factor applies."""
+    c = gemm_curve(device, "fp8")
+    if c is None or phase not in FP8_FAST_PHASES:
+        return c
+    fast = fp8_class_curve(c.device_class, fast=True)
+    return c if fast is None else GemmCurve(fast.device_class, fast.log2_flops, fast.efficiency,
+                                            c.how.split("; ", 1)[0] + "; " + fast.how)
 
 
 def class_curve(cls: str) -> GemmCurve:

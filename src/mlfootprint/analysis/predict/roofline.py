@@ -32,7 +32,7 @@ from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
 from .attention_rate import AttentionRate, attention_rate
 from .fusion import FusionSummary, check_fusion, default_fusion, fuse, optimizer_kernels
-from .gemm import GemmCurve, gemm_curve, unaligned_gemm_curve
+from .gemm import FP8_FAST_PHASES, GemmCurve, fp8_gemm_curve, gemm_curve, unaligned_gemm_curve
 from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
 from ...trace.records import fused_attention_op
 
@@ -392,7 +392,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         return tc * compute_share(r, fusion), (r.bytes_read + r.bytes_written) / bw
 
     curves: dict[str, GemmCurve | None] = {}
-    unaligned: dict[str, GemmCurve | None] = {}
+    unaligned: dict[str, GemmCurve | None] = {}  # the curves of unaligned and fast-accumulating FP8 GEMMs
     use_table = _table_applies(eff, "matmul")
 
     def gemm_bin(r: Any, cls: str) -> Any:
@@ -404,6 +404,12 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         if curves[d] is None or d not in device.peak_flops:
             return None
         curve, tag = curves[d], ""
+        if d == "fp8" and r.phase in FP8_FAST_PHASES:
+            # a forward's FP8 GEMMs run with fast accumulation (Transformer Engine, torchao; gemm.toml says why)
+            if "fp8:fast" not in unaligned:
+                unaligned["fp8:fast"] = fp8_gemm_curve(device, r.phase)
+            if unaligned["fp8:fast"] is not None:
+                curve, tag = unaligned["fp8:fast"], "fp8:fast"
         if fusion == "none" and getattr(r, "unaligned", False):
             # eager kernels: cuBLAS's unaligned fallback (the fused and compiled stacks pad; gemm.toml says why)
             ukey = f"{d}:unaligned:{r.phase}"
