@@ -8,7 +8,20 @@ with W of shape (C_in, C_out/groups, *kernel). Depthwise is groups = C_in.
 """
 from __future__ import annotations
 
+import torch
+
 from .registry import Cost, aten, formula, prod
+
+
+def conv_hint(x, w, transposed: bool, groups: int) -> tuple:
+    """("conv", layout, C_in, C_out, kernel, input height·width, dtype) of a dense 2-d convolution, what a GPU's
+    measured convolution rates are looked up by (analysis/predict/data/gpu_kernels.toml conv2d); () for the rest."""
+    if transposed or groups != 1 or not isinstance(x, torch.Tensor) or x.dim() != 4 or w.dim() != 4:
+        return ()
+    layout = "channels_last" if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) \
+        else "nchw"
+    return ("conv", layout, int(x.shape[1]), int(w.shape[0]), int(w.shape[-1]), int(x.shape[2] * x.shape[3]),
+            str(x.dtype).replace("torch.", ""))
 
 
 def _conv_flops(x_shape, w_shape, out_shape, transposed: bool) -> int:
@@ -24,11 +37,12 @@ def conv_cost(func, args, kwargs, out) -> Cost:
     transposed = bool(a.get("transposed", False))
     bias = a.get("bias")
     return Cost(model=_conv_flops(args[0].shape, args[1].shape, out.shape, transposed),
-                other=out.numel() if bias is not None else 0)
+                other=out.numel() if bias is not None else 0,
+                hint=conv_hint(args[0], args[1], transposed, int(a.get("groups", 1) or 1)))
 
 
 def bind_conv(args, kwargs) -> dict:
-    names = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed")
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding", "groups")
     d = dict(zip(names, args))
     d.update(kwargs)
     return d
@@ -49,7 +63,7 @@ def conv_backward_cost(func, args, kwargs, out) -> Cost:
         flops += per_product
     # mask[2] (grad_bias) is a sum of grad_out over all but the channel dim: reduction work.
     other = grad_out.numel() if len(mask) > 2 and mask[2] else 0
-    return Cost(model=flops, other=other)
+    return Cost(model=flops, other=other, hint=conv_hint(x, w, transposed, int(args[9])))
 
 
 

@@ -81,6 +81,22 @@ def softmax_backward_cost(func, args, kwargs, out) -> Cost:
     return Cost(other=4 * float_numel(args[0]))
 
 
+_BATCH_NORMS = (aten.native_batch_norm, aten._native_batch_norm_legit, aten._native_batch_norm_legit_no_training,
+                aten._native_batch_norm_legit_functional, aten.native_batch_norm_backward)
+
+
+def batch_norm_hint(func, x) -> tuple:
+    """("batch_norm", layout, channels, elements per channel, input bytes, dtype) of a batch norm over ``x``
+    (N, C, ...): what a GPU's batch-norm kernels run at depends on them (analysis/predict/data/gpu_kernels.toml)."""
+    if func.overloadpacket not in _BATCH_NORMS or not isinstance(x, torch.Tensor) or x.dim() < 2:
+        return ()
+    layout = "channels_last" if x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last) else "nchw"
+    c = int(x.shape[1])
+    return ("batch_norm", layout, c, int(x.numel()) // max(c, 1), int(x.numel()) * x.element_size(),
+            str(x.dtype).replace("torch.", ""))
+
+
 @formula([aten.native_layer_norm, aten.native_group_norm, aten.native_batch_norm,
           aten._native_batch_norm_legit, aten._native_batch_norm_legit_no_training,
           aten._native_batch_norm_legit_functional, aten._fused_rms_norm])
@@ -88,13 +104,15 @@ def norm_cost(func, args, kwargs, out) -> Cost:
     x = args[0]
     weight = args[2] if func.overloadpacket in (aten.native_layer_norm,) and len(args) > 2 else (args[1] if len(args) > 1 else None)
     affine = isinstance(weight, torch.Tensor)
-    return Cost(other=(NORM_FWD + (NORM_AFFINE if affine else 0)) * float_numel(x))
+    return Cost(other=(NORM_FWD + (NORM_AFFINE if affine else 0)) * float_numel(x), hint=batch_norm_hint(func, x))
 
 
 @formula([aten.native_layer_norm_backward, aten.native_group_norm_backward, aten.native_batch_norm_backward,
           aten._fused_rms_norm_backward])
 def norm_backward_cost(func, args, kwargs, out) -> Cost:
-    return Cost(other=NORM_BWD_FACTOR * (NORM_FWD + NORM_AFFINE) * float_numel(args[0]))
+    # native_batch_norm_backward(grad_out, input, ...): the hint describes the normalized input
+    return Cost(other=NORM_BWD_FACTOR * (NORM_FWD + NORM_AFFINE) * float_numel(args[0]),
+                hint=batch_norm_hint(func, args[1]) if len(args) > 1 else ())
 
 
 @formula([aten.native_dropout])

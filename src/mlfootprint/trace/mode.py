@@ -303,6 +303,7 @@ class RecordingMode(TorchDispatchMode):
             upper_bound=bool(cost and cost.upper_bound),
             window_share=window_share,
             unaligned=bool(cost and cost.unaligned),
+            hint=cost.hint if cost else (),
         ))
         return out
 

@@ -46,6 +46,9 @@ class OpRecord:
     window_share: float = 0.0
     # a 16-bit matrix product cuBLAS runs with its unaligned kernels (a leading dimension not a multiple of 8)
     unaligned: bool = False
+    # what a kernel-specific rate table needs of the call: ("batch_norm", layout, channels, per-channel
+    # elements, input bytes, input dtype) for a batch norm; () for the rest
+    hint: tuple = ()
 
 
 @dataclass(slots=True)

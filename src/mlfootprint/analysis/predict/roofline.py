@@ -32,6 +32,7 @@ from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
 from .attention_rate import AttentionRate, attention_rate
 from .fusion import FusionSummary, check_fusion, default_fusion, fuse, optimizer_kernels
+from .kernel_rates import batch_norm_seconds, conv_seconds, source as kernels_source
 from .gemm import FP8_FAST_PHASES, GemmCurve, fp8_gemm_curve, gemm_curve, unaligned_gemm_curve
 from .opcurves import BYTE_KINDS, COMPUTE_KINDS, Curve, kernel_kind
 from ...trace.records import fused_attention_op
@@ -384,7 +385,24 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             rate_cache[key] = r
         return r
 
+    measured_norms, measured_convs = [0], [0]
+
     def op_time(r: Any, cls: str) -> tuple[float, float]:
+        hint = getattr(r, "hint", ())
+        if hint and hint[0] == "batch_norm" and fusion == "none":
+            # PyTorch's own batch-norm kernels: their measured time, not their bytes at the bandwidth
+            t = batch_norm_seconds(device, hint, backward="backward" in r.op)
+            if t is not None:
+                measured_norms[0] += 1
+                return 0.0, t
+        if hint and hint[0] == "conv" and r.model_flops and _table_applies(eff, "conv"):
+            # cuDNN's convolutions at their measured rate (Inductor runs them channels_last)
+            t = conv_seconds(device, hint, r.model_flops, backward="backward" in r.op,
+                             layout="channels_last" if fusion == "compiled" else None)
+            if t is not None:
+                measured_convs[0] += 1
+                return t + (r.other_flops / vector_rate if r.other_flops else 0.0), \
+                    (r.bytes_read + r.bytes_written) / bw
         # a fused attention backward also recomputes Q·Kᵀ (recompute_flops): hardware work its kernel runs
         tc = (r.model_flops + r.recompute_flops) / rate(cls, r.out_dtype, r.op) if r.model_flops else 0.0
         if r.other_flops:
@@ -437,6 +455,14 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
     rates["vector"] = vector_rate
     rates["memory"] = bw
     table = next((c for c in curves.values() if c is not None), None) if bins else None
+    if measured_convs[0]:
+        fallbacks.append(f"16-bit 2-d convolutions ({measured_convs[0]:,} kernel calls) timed at the rate of the "
+                         f"nearest measured convolution of their layout on {device.id}'s class, not at the flat conv "
+                         f"factor ({kernels_source('conv2d')})")
+    if measured_norms[0]:
+        fallbacks.append(f"batch norm ({measured_norms[0]:,} kernel calls) timed at the rate of the nearest measured "
+                         f"call of its layout and dtype on {device.id}'s class, not at the memory bandwidth: "
+                         f"PyTorch's CUDA batch norm reduces each channel in its own blocks ({kernels_source('batch_norm')})")
     if rated_by_class:
         fallbacks.append(f"16-bit fused attention on {device.id} rated by its class, not the flat attention factor: "
                          f"{attn_rate.how}")
