@@ -18,32 +18,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gemm_sweep import Nvml, Sampler, environment, soak  # noqa: E402  (a sibling script)
-
-
-def time_window(fn: Callable[[], Any], window_s: float) -> float:
-    """Seconds per call of ``fn`` over about ``window_s`` of back-to-back calls (CUDA events)."""
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    n = max(3, int(window_s / max(start.elapsed_time(end) / 1e3, 1e-6)))
-    start.record()
-    for _ in range(n):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1e3 / n
+from gemm_sweep import Nvml, Sampler, environment, soak, time_blocks  # noqa: E402  (a sibling script)
 
 
 def measure_seq(seq: int, heads: int, dim: int, batch: int, window_s: float, sampler: Sampler,
@@ -68,9 +49,9 @@ def measure_seq(seq: int, heads: int, dim: int, batch: int, window_s: float, sam
         try:
             with sdpa_kernel(backend):
                 t0 = time.perf_counter()
-                tf = time_window(fwd, window_s)
+                tf = time_blocks(fwd, window_s, min_calls=3)
                 t1 = time.perf_counter()
-                tt = time_window(train, window_s)
+                tt = time_blocks(train, window_s, min_calls=3)
                 t2 = time.perf_counter()
             row = {"backend": name, "seq": seq, "batch": batch, "forward_s": tf, "train_s": tt,
                    "forward_flops_per_s": fwd_flops / tf, "backward_flops_per_s": 2.5 * fwd_flops / (tt - tf),

@@ -151,6 +151,29 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def time_blocks(fn: Callable[[], Any], window_s: float, blocks: int = 1, min_calls: int = 1) -> float:
+    """Seconds per call of ``fn`` on the CUDA device: the median over ``blocks`` blocks of back-to-back calls that
+    together last about ``window_s`` (CUDA events; two warm-up calls first)."""
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    n = max(min_calls, int(window_s / blocks / max(start.elapsed_time(end) / 1e3, 1e-6)))
+    per_call = []
+    for _ in range(blocks):
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        per_call.append(start.elapsed_time(end) / 1e3 / n)
+    return statistics.median(per_call)
+
+
 def time_calls(fn: Callable[[], Any], window_s: float, use_graph: bool) -> tuple[float, int, str]:
     """Seconds per call of ``fn`` on the device, timed over about ``window_s``; with how it was timed."""
     for _ in range(2):

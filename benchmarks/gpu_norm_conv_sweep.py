@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -31,30 +30,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gemm_sweep import Nvml, environment  # noqa: E402  (a sibling script)
+from gemm_sweep import Nvml, environment, time_blocks  # noqa: E402  (a sibling script)
 
 
 def timed(fn: Callable[[], Any], window_s: float) -> float:
     """Median seconds per call over about ``window_s`` (5 timed blocks of back-to-back calls)."""
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    fn()
-    e.record()
-    torch.cuda.synchronize()
-    one = max(s.elapsed_time(e) / 1e3, 1e-6)
-    n = max(1, int(window_s / 5 / one))
-    out = []
-    for _ in range(5):
-        s.record()
-        for _ in range(n):
-            fn()
-        e.record()
-        torch.cuda.synchronize()
-        out.append(s.elapsed_time(e) / 1e3 / n)
-    return statistics.median(out)
+    return time_blocks(fn, window_s, blocks=5)
 
 
 def batch_norm_rows(window: float) -> list[dict[str, Any]]:
