@@ -100,6 +100,8 @@ def test_a_real_causal_lm_on_a_gpu_halves_its_attention_time_not_its_flops():
     spec, wl, tr = traced_for_prediction("llama-2-7b", wl)
     flash = [r for r in tr.records if r.attention_flops]
     assert len(flash) == 64 and all(r.causal and "flash" in r.op for r in flash)  # 32 layers, forward and backward
+    # each call's query and key lengths and head dimension (4,096 / 32 heads), which its rate is read at
+    assert all(r.hint == ("attention", 2048, 2048, 128) for r in flash)
     p = predict_step(spec, wl, tr, "h100-sxm")
     model = sum(r.model_flops for r in tr.records if r.phase in ("forward", "backward"))
     recompute = sum(r.recompute_flops for r in flash)  # the flash backward's Q·Kᵀ again
@@ -112,7 +114,10 @@ def test_a_real_causal_lm_on_a_gpu_halves_its_attention_time_not_its_flops():
     profile = build_profile(tr, dev, eff, "bf16-mixed")
     bandwidth = dev.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
 
-    share_of_peak = attention_rate(dev).share  # H100: cuDNN's measured rate, not the flat factor
+    # H100: cuDNN's measured rate at the calls' 2,048 keys (FlashAttention-3's point: forward 484, backward 465
+    # TFLOP/s), not the flat factor
+    share_of_peak = attention_rate(dev).share_at(2048, 128)
+    assert share_of_peak == pytest.approx(training_rate(484e12, 465e12) / 989.4e12, rel=1e-12)
 
     def seconds(r, share: float) -> float:  # the roofline of one call: max(compute, memory)
         compute = (r.model_flops / (dev.peak_flops["bf16"] * share_of_peak)
@@ -195,3 +200,36 @@ def test_the_class_rate_times_fused_attention_unless_the_factor_is_given():
     # an unfused attention product on the H100 keeps the flat factor
     t, _ = _attention_seconds(_attention("aten.bmm.default", causal=True), "h100-sxm")
     assert t == pytest.approx(_expected(1.0, "h100-sxm"), rel=1e-12)
+
+
+def test_an_attention_call_is_rated_at_its_key_length_and_head_dimension():
+    h100 = get_device("h100-sxm")
+    cudnn = attention_rate(h100)
+    # head dimension 128, FlashAttention-3's cuDNN points: 2,048 keys (484, 465) and 8,192 (529, 518) TFLOP/s;
+    # halfway in log2 between them (4,096 is the middle point: 518, 499); flat beyond the ends
+    assert cudnn.share_at(2048, 128) == pytest.approx(training_rate(484e12, 465e12) / 989.4e12)
+    assert cudnn.share_at(8192, 128) == pytest.approx(training_rate(529e12, 518e12) / 989.4e12)
+    assert cudnn.share_at(131072, 128) == cudnn.share_at(8192, 128)
+    assert cudnn.share_at(1024, 128) == cudnn.share_at(2048, 128)
+    mid = (training_rate(484e12, 465e12) + training_rate(518e12, 499e12)) / 2 / 989.4e12
+    assert cudnn.share_at(round(2048 * 2**0.5), 128) == pytest.approx(mid, rel=1e-4)
+    # head dimension 64 (GPT-2): the [h100-d64] points measured on an H200, 1,024 keys at forward 330, backward
+    # 209 TFLOP/s: under half the head-dimension-128 rate
+    assert cudnn.share_at(1024, 64) == pytest.approx(training_rate(330e12, 209e12) / 989.4e12)
+    assert cudnn.share_at(1024, 64) < 0.5 * cudnn.share_at(1024, 128)
+    assert cudnn.share_at(1024, 80) == cudnn.share_at(1024, 64) and cudnn.share_at(1024, 96) == cudnn.share_at(1024, 128)
+    flash = attention_rate(h100, "flash2")
+    assert flash.share_at(1024, 64) == pytest.approx(training_rate(216e12, 137e12) / 989.4e12)
+    # one call: the roofline reads the share at the key length and head dimension of the formula's hint
+    import dataclasses
+
+    r = _attention("aten._scaled_dot_product_flash_attention.default", causal=False)
+    gpt2_like = dataclasses.replace(r, hint=("attention", 1024, 1024, 64))
+    eff = efficiency_for(h100, None)
+    softmax = SOFTMAX / (66.9e12 * 0.5)
+    times = {}
+    for name, rec in (("median", r), ("gpt2", gpt2_like)):
+        trace = SimpleNamespace(records=[rec], workload=SimpleNamespace(attention=None))
+        times[name] = build_profile(trace, h100, eff, "bf16-mixed", fusion="none").phases["forward"].by_class["attention"]
+    assert times["gpt2"] - softmax == pytest.approx((times["median"] - softmax) * cudnn.share / cudnn.share_at(1024, 64),
+                                                    rel=1e-9)

@@ -68,15 +68,17 @@ def _varlen_pairs(q, k, a: dict) -> tuple[int, int, bool] | None:
     return heads, min(total_q * max_k, max_q * total_k), True
 
 
-def _scores(func, a: dict) -> tuple[int, int, int, bool]:
-    """(score pairs over all batches and heads, E, Ev, upper bound?)."""
+def _scores(func, a: dict) -> tuple[int, int, int, bool, tuple]:
+    """(score pairs over all batches and heads, E, Ev, upper bound?, hint). The hint, ("attention", L, S, E), is
+    what a device class's measured attention rates are read at (analysis/predict/attention_rate.py); packed
+    calls have none."""
     q, k, v = a["query"], a["key"], a["value"]
     packed = _varlen_pairs(q, k, a)
     if packed is not None:
         heads, pairs, bound = packed
-        return heads * pairs, q.shape[-1], v.shape[-1], bound
+        return heads * pairs, q.shape[-1], v.shape[-1], bound, ()
     bh, lq, s, e, ev = _dims(q, k, v, a, _heads_first(func))
-    return bh * lq * s, e, ev, False
+    return bh * lq * s, e, ev, False, ("attention", int(lq), int(s), int(e))
 
 
 def _causal(a: dict) -> bool:
@@ -90,18 +92,18 @@ def _heads_first(func) -> bool:
 
 def _forward(func, args, kwargs, fused: bool) -> Cost:
     a = bind(func, args, kwargs)
-    scores, e, ev, bound = _scores(func, a)
+    scores, e, ev, bound, hint = _scores(func, a)
     products = 2 * scores * e + 2 * scores * ev
     return Cost(model=products, other=SOFTMAX_FWD_PER_SCORE * scores, attention=products,
-                causal=_causal(a), upper_bound=bound)
+                causal=_causal(a), upper_bound=bound, hint=hint)
 
 
 def _backward(func, args, kwargs, fused: bool) -> Cost:
     a = bind(func, args, kwargs)
-    scores, e, ev, bound = _scores(func, a)
+    scores, e, ev, bound, hint = _scores(func, a)
     products = 2 * (2 * scores * e + 2 * scores * ev)
     return Cost(model=products, other=SOFTMAX_BWD_PER_SCORE * scores, attention=products,
-                causal=_causal(a), recompute=2 * scores * e if fused else 0, upper_bound=bound)
+                causal=_causal(a), recompute=2 * scores * e if fused else 0, upper_bound=bound, hint=hint)
 
 
 _FWD = [

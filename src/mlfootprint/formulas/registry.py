@@ -45,7 +45,8 @@ class Cost:
     # a 16-bit matrix product with an operand or result whose leading dimension is not a multiple of 8 elements
     # (16 bytes): cuBLAS cannot run its aligned tensor-core kernels on it (formulas/matmul.py, misaligned)
     unaligned: bool = False
-    # what a kernel-specific rate table needs to know of the call (formulas/elementwise.py batch_norm_hint)
+    # what a kernel-specific rate table needs to know of the call: a batch norm's (formulas/elementwise.py
+    # batch_norm_hint), a convolution's (formulas/conv.py conv_hint), an attention call's ("attention", L, S, E)
     hint: tuple = ()
 
     @property

@@ -47,7 +47,8 @@ class OpRecord:
     # a 16-bit matrix product cuBLAS runs with its unaligned kernels (a leading dimension not a multiple of 8)
     unaligned: bool = False
     # what a kernel-specific rate table needs of the call: ("batch_norm", layout, channels, per-channel
-    # elements, input bytes, input dtype) for a batch norm; () for the rest
+    # elements, input bytes, input dtype), ("conv", layout, C_in, C_out, kernel, H·W, dtype) or
+    # ("attention", query length, key length, head dimension); () for the rest
     hint: tuple = ()
 
 

@@ -365,10 +365,12 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
     attn_rate = attention_rate(device, attention) if _table_applies(eff, "attention") else None
     rated_by_class = False
 
-    def rate(cls: str, dtype_name: str, op: str = "") -> float:
+    def rate(cls: str, dtype_name: str, op: str = "", hint: tuple = ()) -> float:
         nonlocal rated_by_class
         fused_attention = cls == "attention" and _fused_attention(op)
-        key = (cls, dtype_name, op.startswith("aten._grouped_mm"), fused_attention)
+        # a fused attention call is rated at its key length and head dimension (the formula's hint)
+        at = (int(hint[2]), int(hint[3])) if fused_attention and len(hint) == 4 and hint[0] == "attention" else None
+        key = (cls, dtype_name, op.startswith("aten._grouped_mm"), fused_attention, at)
         r = rate_cache.get(key)
         if r is None:
             d = math_dtype(cls, dtype_name, op)
@@ -380,7 +382,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
                 p = peak
             share = eff[cls]
             if fused_attention and attn_rate is not None and d in ("bf16", "fp16"):
-                share, rated_by_class = attn_rate.share, True
+                share, rated_by_class = (attn_rate.share_at(*at) if at else attn_rate.share), True
             r = p * share
             rate_cache[key] = r
         return r
@@ -404,7 +406,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
                 return t + (r.other_flops / vector_rate if r.other_flops else 0.0), \
                     (r.bytes_read + r.bytes_written) / bw
         # a fused attention backward also recomputes Q·Kᵀ (recompute_flops): hardware work its kernel runs
-        tc = (r.model_flops + r.recompute_flops) / rate(cls, r.out_dtype, r.op) if r.model_flops else 0.0
+        tc = (r.model_flops + r.recompute_flops) / rate(cls, r.out_dtype, r.op, hint) if r.model_flops else 0.0
         if r.other_flops:
             tc += r.other_flops / vector_rate
         return tc * compute_share(r, fusion), (r.bytes_read + r.bytes_written) / bw
