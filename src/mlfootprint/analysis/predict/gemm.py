@@ -50,14 +50,19 @@ class GemmCurve:
         return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
+def _median_by_flops(points: list, peak: float) -> list[tuple[float, float]]:
+    """(log2 FLOPs, efficiency) of [m, n, k, achieved FLOP/s] points: the median over the shapes of each count."""
+    by_flops: dict[float, list[float]] = {}
+    for m, n, k, rate in points:
+        by_flops.setdefault(2.0 * m * n * k, []).append(float(rate) / peak)
+    return [(math.log2(f), statistics.median(v)) for f, v in sorted(by_flops.items())]
+
+
 def _measured_points(cls: str, prefix: str = "", peak_key: str | None = None) -> list[tuple[float, float]]:
     """(log2 FLOPs, efficiency): the median over the shapes of each FLOP count, then the ceiling. ``prefix``
     selects another table of the class ("fp8_": fp8_points, fp8_ceiling, read against fp8_peak_flops)."""
     peak = float(GEMM.value(cls, peak_key or f"{prefix}peak_flops"))
-    by_flops: dict[float, list[float]] = {}
-    for m, n, k, rate in GEMM.value(cls, f"{prefix}points"):
-        by_flops.setdefault(2.0 * m * n * k, []).append(float(rate) / peak)
-    pts = [(math.log2(f), statistics.median(v)) for f, v in sorted(by_flops.items())]
+    pts = _median_by_flops(GEMM.value(cls, f"{prefix}points"), peak)
     m, n, k, rate = GEMM.value(cls, f"{prefix}ceiling")
     ceiling = (math.log2(2.0 * m * n * k), float(rate) / peak)
     return sorted([p for p in pts if p[0] < ceiling[0]] + [ceiling])
@@ -145,11 +150,7 @@ def unaligned_class_curve(cls: str, phase: str) -> GemmCurve | None:
             return None
         roles = UNALIGNED_ROLES.get(phase, ("fwd", "dgrad", "wgrad"))
         peak = float(GEMM.value(cls, "peak_flops"))
-        by_flops: dict[float, list[float]] = {}
-        for m, n, k, rate, role in GEMM.value(cls, "unaligned_points"):
-            if role in roles:
-                by_flops.setdefault(2.0 * m * n * k, []).append(float(rate) / peak)
-        pts = [(math.log2(f), statistics.median(v)) for f, v in sorted(by_flops.items())]
+        pts = _median_by_flops([p[:4] for p in GEMM.value(cls, "unaligned_points") if p[4] in roles], peak)
         table = GemmCurve(cls, tuple(p[0] for p in pts), tuple(p[1] for p in pts), "")
         aligned = class_curve(cls)
         _curves[key] = _min_curve(aligned, table, f"unaligned ({'/'.join(roles)}) {cls} table: "
