@@ -173,3 +173,26 @@ def test_save_to_history(tmp_path):
     entries = History(db).list(label="baseline")
     assert len(entries) == 1
     assert History(db).get(entries[0].id).sections["params"]["total"] == 124_672
+
+
+def test_the_command_exits_without_teardown_yet_loses_nothing(tmp_path):
+    """``python -m mlfootprint`` (and the installed command) skip the interpreter's teardown (cli.run): the exit
+    status is the command's, what it printed to a pipe arrives whole, the report file is complete, and atexit
+    callbacks (coverage's, logging's) still run."""
+    import subprocess
+
+    marker = tmp_path / "atexit-ran"
+    report = tmp_path / "r.json"
+    code = (f"import atexit, pathlib; atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes')); "
+            "import sys; from mlfootprint.cli import run; "
+            f"sys.argv = ['mlfootprint', 'count', {TINY!r}, '--format', 'json']; run()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verb"] == "count"  # the whole JSON document, flushed before the exit
+    assert marker.read_text() == "yes"
+    proc = subprocess.run([sys.executable, "-m", "mlfootprint", "count", TINY, "-o", str(report)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads(report.read_text())["verb"] == "count"
+    proc = subprocess.run([sys.executable, "-m", "mlfootprint", "count", "no-such-model"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("mlfootprint: error: unknown model 'no-such-model'")

@@ -140,6 +140,17 @@ def test_alternating_layers_group_by_period(tmp_path):
     _assert_exact(spec, Workload(batch=1, seq=16, mode="train"))
 
 
+def test_checkpointed_blocks_in_16_bit_working_weights():
+    """A checkpointed block saves its input (torch.utils.checkpoint's input saver) before its first operator; in
+    16-bit working weights the final norm's first operator (a cast to fp32) saves nothing, so filed at the last
+    operator before it, the top copy would save less than the others. Filed at the operator of the module that
+    saved it (run._pack_index), every copy saves alike and the stack deduplicates (TorchTitan's Llama 3 runs)."""
+    wl = Workload(batch=1, seq=8, mode="train", recompute="selective-op", precision="bf16-mixed",
+                  mixed_weights="16-bit", hardware="h100-sxm")
+    _assert_exact(_shallow("llama-3-8b"), wl)
+    _assert_exact(_shallow("llama-2-7b"), wl.with_changes(recompute="full"))
+
+
 def test_trace_deduplicates_by_default_and_on_request_not(monkeypatch):
     """``trace()`` takes the deduplicated path by default (4 shallow traces, not the 12 blocks: its op records are
     the synthesis'), and every block with ``dedup=False`` or ``MLFOOTPRINT_TRACE_DEDUP=0``; the figures agree."""

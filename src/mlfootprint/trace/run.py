@@ -187,6 +187,19 @@ def _prepare(spec: ModelSpec, wl: Workload, target: Target) -> _Step:
     return _Step(built, model, args, kwargs, params, optimizer, notes, hooks)
 
 
+def _pack_index(rec: _PhaseAwareRecording) -> int:
+    """The op index a saved tensor is filed at: the operator it was saved for. Autograd saves an operator's
+    outputs after the operator ran (the last record) and its inputs before (the next record); an input saved
+    when a new module has been entered (a checkpointed block saving its inputs, a norm saving the residual
+    stream) is filed at the next record, so that it belongs to the module that saved it, not to the end of the
+    block before (a repeated block's copies then save alike: ``dedup.py``). Either index names the same
+    instance of the storage, which the saved tensor keeps alive in between."""
+    last = len(rec.records) - 1
+    if last >= 0 and rec._module() != rec.records[last].module:
+        return last + 1
+    return last
+
+
 @dataclass
 class _Recorded:
     rec: _PhaseAwareRecording
@@ -225,7 +238,7 @@ def _run_step(step: _Step, wl: Workload, fake_mode: Any, fake: bool, target: Tar
         if key not in rec.param_storages:
             saved[key] = st.nbytes()
             # which instance of the storage (the op index at pack time), its shape and dtype
-            saved_meta.append(SavedTensor(key, len(rec.records) - 1, st.nbytes(), tuple(t.shape),
+            saved_meta.append(SavedTensor(key, _pack_index(rec), st.nbytes(), tuple(t.shape),
                                           str(t.dtype).replace("torch.", "")))
         return t
 
