@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import operator
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -130,6 +131,17 @@ def variant(spec: ModelSpec, plan: Plan, depth: int) -> ModelSpec:
 
 
 # ------------------------------------------------------------------------------------------ the synthesis
+
+
+_RECORD_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(OpRecord)))
+
+
+def _moved(r: OpRecord, index: int, module: str) -> OpRecord:
+    """``r`` at another index and module: ``dataclasses.replace`` without its per-call field checks (a 126-layer
+    synthesis makes tens of thousands of these)."""
+    values = list(_RECORD_FIELDS(r))
+    values[0], values[2] = index, module
+    return OpRecord(*values)
 
 
 class NotRepeating(Exception):
@@ -521,14 +533,14 @@ class _Layout:
             r = tr.records[i]
             slot = i2.slots[i + 1]
             if k >= 0:
-                records.append(dataclasses.replace(r, index=new, module=self.rename(r.module, period * k)))
+                records.append(_moved(r, new, self.rename(r.module, period * k)))
                 for pl, pu in zip(slot, i2.slots[self._upper_of(i) + 1]):
                     e = tr.events[pl]
                     events.append(MemoryEvent(new, e.delta, e.phase, key_of(copy_ref(pl, pu, k), e.storage)))
                 continue
             scaled = self.scaled.get(i)
             if scaled is None:
-                records.append(dataclasses.replace(r, index=new))
+                records.append(_moved(r, new, r.module))
                 events.extend(shared_event(p, new) for p in slot)
                 continue
             r1, runs = scaled
