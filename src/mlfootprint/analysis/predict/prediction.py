@@ -20,7 +20,7 @@ from typing import Any
 from ...core.errors import UserError
 from ...core.validate import number
 from ...hardware.catalog import Device, get_device
-from . import comm
+from . import comm, host
 from .efficiency import Efficiency, efficiency_for, is_measured
 from .inference import decode_model, decode_token, generate_time
 from .roofline import Profile, build_profile
@@ -73,6 +73,7 @@ class StepPrediction:
     assumptions: list[str] = field(default_factory=list)
     provenance: str = "modeled"
     fusion: FusionSummary | None = None  # how the operators were grouped into kernels
+    host_wait_s: float = 0.0  # eager on a GPU: what the step waits on the host, part of breakdown's overhead_s
     gemm_efficiency: float | None = None  # FLOP-weighted achieved/peak of the size-rated GEMMs (None: flat factor)
 
     @property
@@ -187,6 +188,7 @@ def _prediction(spec: Any, wl: Any, trace: Any, dev: Device, eff: Efficiency, pr
         communication=dict(st.communication) if not given else {}, volumes=dict(st.volumes), basis=basis,
         efficiency=eff.to_dict(), assumptions=a, fusion=profile.fusion if not given else None,
         gemm_efficiency=profile.gemm_efficiency(gemm_scale(shape, par)) if not given else None,
+        host_wait_s=st.host_wait_s if not given else 0.0,
     )
 
 
@@ -227,6 +229,15 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     if profile.attention is not None and profile.attention_forward.ops == 0:
         used.remove("attention")  # all attention is fused and rated by its class (a line below says how)
     out.append(profile.fusion.describe())
+    if profile.host_modelled:
+        wait = st.host_wait_s
+        out.append(f"eager host dispatch: the step takes max(host time, kernels + per-op gaps); the host's time is each "
+                   f"operator's dispatch cost by family, the modules each forward enters and the optimizer's per "
+                   f"parameter, as measured on the reference host ({host.reference_host()}; analysis/predict/data/"
+                   f"host_dispatch.toml), not this machine's or the run's: a faster host dispatches faster; "
+                   + (f"here the GPU waits {wait * 1e3:.3g} ms on the host per step" if wait > 0 else
+                      "here the kernels take longer, so the host is hidden")
+                   + "; Python work of the model's code between operators is not counted")
     out.extend(eff.describe(used))
     out.extend(profile.fallbacks)
     if par.devices > 1:

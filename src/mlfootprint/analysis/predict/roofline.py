@@ -30,6 +30,7 @@ from ...core.errors import UserError
 from ...core.precision import precision as precision_of
 from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
+from . import host
 from .attention_rate import AttentionRate, attention_rate
 from .fusion import FusionSummary, check_fusion, default_fusion, fuse, optimizer_kernels
 from .kernel_rates import batch_norm_seconds, conv_seconds, source as kernels_source
@@ -56,6 +57,7 @@ class PhaseProfile:
     other_flops: int = 0
     bytes: int = 0
     by_class: dict[str, float] = field(default_factory=dict)
+    host_s: float = 0.0  # eager host time to dispatch the phase once (host.py; 0: not modelled), not scaled
 
     @property
     def time_s(self) -> float:
@@ -80,12 +82,12 @@ class PhaseProfile:
     def scaled(self, k: float) -> PhaseProfile:
         return PhaseProfile(self.compute_s * k, self.memory_s * k, self.ops, int(self.model_flops * k),
                             int(self.other_flops * k), int(self.bytes * k),
-                            {c: v * k for c, v in self.by_class.items()})
+                            {c: v * k for c, v in self.by_class.items()}, self.host_s)
 
     def plus(self, other: PhaseProfile) -> PhaseProfile:
         out = PhaseProfile(self.compute_s + other.compute_s, self.memory_s + other.memory_s, self.ops + other.ops,
                            self.model_flops + other.model_flops, self.other_flops + other.other_flops,
-                           self.bytes + other.bytes, dict(self.by_class))
+                           self.bytes + other.bytes, dict(self.by_class), self.host_s + other.host_s)
         for c, v in other.by_class.items():
             out.by_class[c] = out.by_class.get(c, 0.0) + v
         return out
@@ -133,6 +135,7 @@ class Profile:
     gemm: GemmCurve | None = None  # the size table 16-bit GEMMs are rated by (None: the flat matmul factor)
     gemm_bins: dict[str, dict[tuple, GemmBin]] = field(default_factory=dict)
     attention: AttentionRate | None = None  # the class rate 16-bit fused attention was timed at (None: the factor)
+    host_modelled: bool = False  # phases carry the eager host time (host.py): the step waits on the slower side
     _at: dict[tuple[str, float], PhaseProfile] = field(default_factory=dict, repr=False)
 
     def phase(self, name: str, gemm_scale: float = 1.0) -> PhaseProfile:
@@ -294,6 +297,8 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
         attention = getattr(getattr(trace, "workload", None), "attention", None)
         profile = _build_profile(kernels, device, eff, precision, mode, attention=attention)
     profile.fusion = summary
+    if mode == "none" and getattr(device, "kind", "") == "gpu" and not eff.curves:
+        _add_host_time(profile, kernels, trace)
     if optimizer is not None:
         traced = sum(r.bytes_read + r.bytes_written for r in trace.records
                      if r.phase == "optimizer" and r.other_flops and not r.model_flops)
@@ -314,6 +319,32 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
             "TFLOP/s, the attention factor's source, count that share. FLOPs, MFU and HFU count the full square "
             "(the PaLM convention), so at long sequences MFU and HFU exceed the share of the peak the kernels use")
     return profile
+
+
+def _add_host_time(profile: Profile, kernels: list[Any], trace: Any) -> None:
+    """The eager host time of each phase (host.py): its operators by family, the modules its forward enters,
+    the optimizer's parameters; the repeated blocks' forward too (what full recomputation re-dispatches)."""
+    wl = getattr(trace, "workload", None)
+    autocast = bool(getattr(wl, "autocast", False))
+    tree = getattr(trace, "module_tree", None)
+    for r in kernels:
+        t = host.host_seconds(r, autocast)
+        if not t:
+            continue
+        ph = profile.phases.setdefault(r.phase, PhaseProfile())
+        ph.host_s += t
+        if r.phase == "forward" and _BLOCK_RE.search(r.module or ""):
+            profile.block_forward.host_s += t
+    call = host.module_call_seconds()
+    for phase in ("forward", "recompute"):
+        if phase in profile.phases:
+            profile.phases[phase].host_s += call * host.module_calls(kernels, phase, tree)
+    in_block = lambda path: bool(_BLOCK_RE.search(path))  # noqa: E731
+    profile.block_forward.host_s += call * host.module_calls(kernels, "forward", tree, within=in_block)
+    if "optimizer" in profile.phases:
+        trainable = sum(1 for p in (getattr(trace, "params", None) or ()) if p.trainable)
+        profile.phases["optimizer"].host_s += host.optimizer_seconds(trainable)
+    profile.host_modelled = True
 
 
 def _table_applies(eff: Efficiency, factor: str) -> bool:

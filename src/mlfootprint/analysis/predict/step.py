@@ -135,6 +135,7 @@ class StepTime:
     notes: list[str] = field(default_factory=list)
     stages: tuple[int, ...] = ()  # blocks per pipeline stage (empty without pipeline parallelism)
     bubble_fraction: float = 0.0  # bubble / the slowest stage's busy time (1F1B: (p-1)/m)
+    host_wait_s: float = 0.0  # eager: what the GPU waits on the host per step (in overhead_s; host.py)
 
 
 def _links(device: Any) -> tuple[float, float, int]:
@@ -177,6 +178,11 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     # Optimizer step: split over tp × pp, and over ZeRO's shards (dp × cp, or the sharding group) with ZeRO ≥ 1.
     opt_dev = opt.scaled(1.0 / (par.tp * par.pp) / par.zero_shards)
     overhead_opt = profile.per_op_overhead_s * opt.ops / par.pp
+    # Eager on a GPU: the step waits on the host when dispatching its operators takes longer than running them.
+    host_wait = _host_wait(profile, par, m, (fwd, bwd, rc, opt),
+                           work.time_s + floor_extra + overhead_fb + opt_dev.time_s + overhead_opt)
+    overhead_fb += sum(host_wait[:3])
+    overhead_opt += host_wait[3]
     fwd_s, bwd_s, rc_s = fwd.time_s * share * model_k, bwd.time_s * share * model_k, rc.time_s * share * block_k
     attention_s = (fwd.by_class.get("attention", 0.0) + bwd.by_class.get("attention", 0.0)) * share * block_k \
         + rc.by_class.get("attention", 0.0) * share * block_k
@@ -203,9 +209,9 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
         comm_d.update(cp_s=c.cp_s, cp_exposed_s=c.cp_x)
     per_op = profile.per_op_overhead_s / par.pp * m
     phases = {
-        "forward_s": fwd_s + per_op * fwd.ops,
-        "backward_s": bwd_s + per_op * bwd.ops,
-        "recompute_s": rc_s + per_op * rc.ops,
+        "forward_s": fwd_s + per_op * fwd.ops + host_wait[0],
+        "backward_s": bwd_s + per_op * bwd.ops + host_wait[1],
+        "recompute_s": rc_s + per_op * rc.ops + host_wait[2],
         "optimizer_s": opt_dev.time_s + overhead_opt,
     }
     if c.act_s:
@@ -219,8 +225,9 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     if floor_extra:
         notes.append("weight-streaming floor: at this micro-batch, reading the weight shard takes longer than the "
                      "operators' own traffic")
-    return StepTime(step, breakdown, phases, comm_d, m, extra_flops, shape.scale, _bottleneck(breakdown, comm_d),
-                    c.volumes, notes, stages, bubble / pipe_work if pipe_work else 0.0)
+    return StepTime(step, breakdown, phases, comm_d, m, extra_flops, shape.scale,
+                    _bottleneck(breakdown, comm_d, sum(host_wait)),
+                    c.volumes, notes, stages, bubble / pipe_work if pipe_work else 0.0, sum(host_wait))
 
 
 def _stage_text(stages: tuple[int, ...]) -> str:
@@ -277,6 +284,22 @@ def _bubble(par: Layout, m: int, pipe_work: float, fwd_s: float, bwd_s: float) -
                                       f"m={m} (Narayanan et al. 2021, Sec. 2.2.2); {par.vp}× the point-to-point sends")
     return one_f_one_b, (f"pipeline: 1F1B, bubble (p-1)/m = {(p - 1) / m:.3g} of the busy time with p={p}, m={m} "
                          "(Narayanan et al. 2021, Sec. 2.2.1)")
+
+
+def _host_wait(profile: Profile, par: Layout, m: int, phases: tuple[PhaseProfile, ...],
+               device_s: float) -> tuple[float, ...]:
+    """What the GPU waits on the host in one step (host.py), split over (forward, backward, recompute,
+    optimizer) by their host time: the host dispatches each stage's operators once per micro-batch and the
+    optimizer's once per step; the step takes max(host, ``device_s``: the kernels and their per-op gaps)."""
+    if not profile.host_modelled:
+        return (0.0, 0.0, 0.0, 0.0)
+    fwd, bwd, rc, opt = phases
+    host = (fwd.host_s / par.pp * m, bwd.host_s / par.pp * m, rc.host_s / par.pp * m, opt.host_s / par.pp)
+    total = sum(host)
+    wait = total - device_s
+    if wait <= 0 or total <= 0:
+        return (0.0, 0.0, 0.0, 0.0)
+    return tuple(wait * h / total for h in host)
 
 
 def _recomputation(profile: Profile, shape: ModelShape, par: Layout, k: float) -> tuple[PhaseProfile, float]:
@@ -629,8 +652,10 @@ _OVERLAP_RULE = {
 }
 
 
-def _bottleneck(breakdown: dict[str, float], comm_d: dict[str, float]) -> str:
+def _bottleneck(breakdown: dict[str, float], comm_d: dict[str, float], host_wait_s: float = 0.0) -> str:
     key = max(breakdown, key=lambda k: breakdown[k])
+    if key == "overhead_s" and host_wait_s > 0:
+        return "host dispatch (eager)"
     if key == "communication_s":
         parts = {"tensor-parallel all-reduces": comm_d["tp_exposed_s"], "pipeline sends": comm_d["pp_exposed_s"],
                  "expert all-to-all": comm_d["ep_exposed_s"], "data-parallel gradient sync": comm_d["dp_exposed_s"],
