@@ -113,3 +113,30 @@ def test_a_tiny_eager_model_is_host_bound_and_a_large_one_is_not():
     big = _step("gpt2", 8, 1024, "none")
     ops_gap = big["breakdown"]["overhead_s"]
     assert ops_gap < 0.1 * big["step_s"]  # only the per-op gaps: the host keeps ahead
+
+
+def test_decode_tokens_wait_on_the_host_until_the_context_makes_them_slower():
+    """A decode step of 1 ms + 0.1 ms per token of context (memory-bound), the host's dispatch 2 ms per token:
+    contexts 5–9 take the host's 2 ms (5 × 2 = 10 ms), 10–14 their own 1 + 0.1·c (5 + 0.1 × 60 = 11 ms): 21 ms."""
+    from mlfootprint.analysis.predict.inference import DecodeLine
+
+    line = DecodeLine(memory_0=1e-3, memory_1=1e-4, compute_0=0.0, compute_1=0.0, fixed_s=0.0, pp=1, p2p_s=0.0,
+                      bytes_0=0.0, bytes_1=0.0, flops_0=0.0, flops_1=0.0, overhead_s=0.0, tp_s=0.0, host_s=2e-3)
+    assert line.step(7).token_s == pytest.approx(2e-3) and line.step(7).host_wait_s == pytest.approx(0.3e-3)
+    assert line.step(12).token_s == pytest.approx(2.2e-3) and line.step(12).host_wait_s == 0.0
+    assert line.total_s(5, 10) == pytest.approx(21e-3)
+    assert line.total_s(5, 10) == pytest.approx(sum(line.step(c).token_s for c in range(5, 15)))
+    assert line.total_s(20, 3) == pytest.approx(sum(1e-3 + 1e-4 * c for c in (20, 21, 22)))  # none waits
+
+
+def test_generate_on_an_eager_gpu_is_host_bound_for_a_tiny_model():
+    """tiny-llama decoding one sequence: each token's forward is dispatched op by op, so a token takes the host's
+    time for the traced forward (the decode step's own device time is microseconds), and the report says so."""
+    rep = mf.predict(TINY.replace("tiny-gpt2", "tiny-llama"),
+                     mf.Workload(mode="generate", batch=1, seq=16, gen_tokens=32, hardware="h100-sxm",
+                                 precision="bf16-mixed", fusion="none"))
+    t = rep.sections["time"]
+    assert t["decode_bound"] == "host dispatch (eager)"
+    # the prefill (the traced forward, host-bound too: the same dispatch) and 32 tokens at the host's time
+    assert t["prefill_s"] == pytest.approx(t["decode_token_s"], rel=1e-9)
+    assert t["generate_s"] == pytest.approx(t["prefill_s"] + 32 * t["decode_token_s"], rel=1e-9)

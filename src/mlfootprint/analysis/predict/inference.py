@@ -99,14 +99,16 @@ class DecodeStep:
     communication_s: float
     bytes: float
     flops: float
+    host_wait_s: float = 0.0  # eager on a GPU: what the token waits on the host (in overhead_s)
 
 
 @dataclass(frozen=True)
 class DecodeLine:
     """One decode step's time as a function of the context c: every term is constant or linear in c.
 
-    step(c) = pp · (max(memory_0 + memory_1·c, compute_0 + compute_1·c) + fixed) + p2p
-    (per pipeline stage: memory and compute time, then the per-op overhead and tensor-parallel all-reduces).
+    step(c) = max(pp · (max(memory_0 + memory_1·c, compute_0 + compute_1·c) + fixed) + p2p, host)
+    (per pipeline stage: memory and compute time, then the per-op overhead and tensor-parallel all-reduces; host:
+    the eager host's dispatch of one token's forward, which the token waits on when it is longer).
     """
 
     memory_0: float
@@ -122,18 +124,40 @@ class DecodeLine:
     flops_1: float
     overhead_s: float
     tp_s: float
+    host_s: float = 0.0  # eager on a GPU: the host's time to dispatch one token's forward (host.py); 0: not modelled
 
     def step(self, context: float) -> DecodeStep:
         mem_s = self.memory_0 + self.memory_1 * context
         comp_s = self.compute_0 + self.compute_1 * context
         p = self.pp
         stage_s = max(mem_s, comp_s) + self.fixed_s
-        return DecodeStep(p * stage_s + self.p2p_s, p * mem_s, p * comp_s, p * self.overhead_s,
+        device_s = p * stage_s + self.p2p_s
+        wait = max(0.0, self.host_s - device_s)  # the token waits on the host's dispatch
+        return DecodeStep(device_s + wait, p * mem_s, p * comp_s, p * self.overhead_s + wait,
                           p * self.tp_s + self.p2p_s, self.bytes_0 + self.bytes_1 * context,
-                          self.flops_0 + self.flops_1 * context)
+                          self.flops_0 + self.flops_1 * context, wait)
 
     def total_s(self, first: int, count: int) -> float:
-        """Sum of step(c).token_s for c = first … first + count − 1, in closed form.
+        """Sum of step(c).token_s for c = first … first + count − 1, in closed form (the device's time grows with
+        the context, so the tokens that wait on the host are the first ones: found by bisection)."""
+        if count <= 0 or self.host_s <= 0:
+            return self._device_total(first, count)
+        last = first + count - 1
+        lo, hi = first, last + 1  # the first context whose device time reaches the host's (hi: none does)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._device_step(mid) >= self.host_s:
+                hi = mid
+            else:
+                lo = mid + 1
+        return (lo - first) * self.host_s + self._device_total(lo, last - lo + 1)
+
+    def _device_step(self, context: float) -> float:
+        stage_s = max(self.memory_0 + self.memory_1 * context, self.compute_0 + self.compute_1 * context) + self.fixed_s
+        return self.pp * stage_s + self.p2p_s
+
+    def _device_total(self, first: int, count: int) -> float:
+        """Sum of the device's step times for c = first … first + count − 1, in closed form.
 
         max(a0 + a1·c, b0 + b1·c) switches side at most once (two lines cross at most once), so the sum is
         two arithmetic series: Σ_{c=lo}^{hi} (x0 + x1·c) = k·x0 + x1·k·(lo + hi)/2 with k = hi − lo + 1.
@@ -190,10 +214,13 @@ def decode_line(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff
         lat = comm.link_latency(eff, inside)
         p2p_s = (par.pp - 1) * comm.transfer_time(batch * dm.hidden * dm.act_bytes, bw, eff["network"], 1, lat)
     # A token passes every pipeline stage in turn: one stage's time, pp times, plus the sends between them.
+    # Eager on a GPU: each token's forward is dispatched op by op, as the traced forward was (host.py).
+    fwd = profile.phases.get("forward")
+    host_s = fwd.host_s if profile.host_modelled and fwd is not None else 0.0
     return DecodeLine(memory_0=bytes_0 / mem_rate, memory_1=bytes_1 / mem_rate,
                       compute_0=flops_0 / matmul_rate, compute_1=flops_1 / matmul_rate,
                       fixed_s=overhead + tp_s, pp=par.pp, p2p_s=p2p_s, bytes_0=bytes_0, bytes_1=bytes_1,
-                      flops_0=flops_0, flops_1=flops_1, overhead_s=overhead, tp_s=tp_s)
+                      flops_0=flops_0, flops_1=flops_1, overhead_s=overhead, tp_s=tp_s, host_s=host_s)
 
 
 def decode_token(dm: DecodeModel, profile: Profile, par: Layout, device: Any, eff: Efficiency,
