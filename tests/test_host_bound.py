@@ -140,3 +140,27 @@ def test_generate_on_an_eager_gpu_is_host_bound_for_a_tiny_model():
     # the prefill (the traced forward, host-bound too: the same dispatch) and 32 tokens at the host's time
     assert t["prefill_s"] == pytest.approx(t["decode_token_s"], rel=1e-9)
     assert t["generate_s"] == pytest.approx(t["prefill_s"] + 32 * t["decode_token_s"], rel=1e-9)
+
+
+def test_a_host_calibrated_here_scales_the_reference_costs():
+    """`hardware calibrate` measures a per-op time (an in-place add on a 1-element tensor) the same way as on the
+    reference host (7.398 µs there): a GPU profile calibrated at 3.699 µs dispatches everything twice as fast."""
+    import dataclasses
+
+    from mlfootprint.analysis.predict.efficiency import Efficiency
+    from mlfootprint.analysis.predict.roofline import build_profile
+    from mlfootprint.models.source import resolve
+    from mlfootprint.trace.run import trace
+
+    assert host.host_scale(None) == 1.0
+    assert host.host_scale(3.699e-6) == pytest.approx(0.5)
+    wl = mf.Workload(mode="train", batch=1, seq=16, hardware="h100-sxm", precision="bf16-mixed")
+    tr = trace(resolve(TINY), wl)
+    reference = build_profile(tr, H100, efficiency_for(H100), wl.precision, fusion="none")
+    here = dataclasses.replace(H100, per_op_overhead_s=3.699e-6)
+    measured = Efficiency(dict(efficiency_for(here).factors), measured_device=True)
+    calibrated = build_profile(tr, here, measured, wl.precision, fusion="none")
+    assert reference.host_scale == 1.0 and calibrated.host_scale == pytest.approx(0.5)
+    for name in ("forward", "backward", "optimizer"):
+        assert calibrated.phases[name].host_s == pytest.approx(0.5 * reference.phases[name].host_s)
+        assert reference.phases[name].host_s > 0

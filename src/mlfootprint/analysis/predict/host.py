@@ -90,6 +90,14 @@ def reference_host() -> str:
     return str(HOST.value("reference_host", "cpu"))
 
 
+def host_scale(calibrated_per_op_s: float | None) -> float:
+    """How much slower this host dispatches than the reference host: a device profile calibrated here
+    (``hardware calibrate``) gives its per-op time, measured as on the reference host; None: the reference's."""
+    if not calibrated_per_op_s or calibrated_per_op_s <= 0:
+        return 1.0
+    return float(calibrated_per_op_s) / float(HOST.value("reference_host", "calibrate_per_op"))
+
+
 def _module_types(tree: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     stack = [tree] if tree is not None else []

@@ -234,7 +234,10 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
         out.append(f"eager host dispatch: the step takes max(host time, kernels + per-op gaps); the host's time is each "
                    f"operator's dispatch cost by family, the modules each forward enters and the optimizer's per "
                    f"parameter, as measured on the reference host ({host.reference_host()}; analysis/predict/data/"
-                   f"host_dispatch.toml), not this machine's or the run's: a faster host dispatches faster; "
+                   f"host_dispatch.toml)"
+                   + (f", × {profile.host_scale:.3g} for this machine's host (its calibrated per-op time against the "
+                      "reference host's); " if profile.host_scale != 1.0 else
+                      ", not this machine's or the run's: a faster host dispatches faster; ")
                    + (f"here the GPU waits {wait * 1e3:.3g} ms on the host per step" if wait > 0 else
                       "here the kernels take longer, so the host is hidden")
                    + "; Python work of the model's code between operators is not counted")

@@ -136,6 +136,7 @@ class Profile:
     gemm_bins: dict[str, dict[tuple, GemmBin]] = field(default_factory=dict)
     attention: AttentionRate | None = None  # the class rate 16-bit fused attention was timed at (None: the factor)
     host_modelled: bool = False  # phases carry the eager host time (host.py): the step waits on the slower side
+    host_scale: float = 1.0  # this host's dispatch time against the reference host's (hardware calibrate)
     _at: dict[tuple[str, float], PhaseProfile] = field(default_factory=dict, repr=False)
 
     def phase(self, name: str, gemm_scale: float = 1.0) -> PhaseProfile:
@@ -298,7 +299,8 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
         profile = _build_profile(kernels, device, eff, precision, mode, attention=attention)
     profile.fusion = summary
     if mode == "none" and getattr(device, "kind", "") == "gpu" and not eff.curves:
-        _add_host_time(profile, kernels, trace)
+        _add_host_time(profile, kernels, trace,
+                       host.host_scale(device.per_op_overhead_s if eff.measured_device else None))
     if optimizer is not None:
         traced = sum(r.bytes_read + r.bytes_written for r in trace.records
                      if r.phase == "optimizer" and r.other_flops and not r.model_flops)
@@ -321,9 +323,10 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     return profile
 
 
-def _add_host_time(profile: Profile, kernels: list[Any], trace: Any) -> None:
+def _add_host_time(profile: Profile, kernels: list[Any], trace: Any, scale: float = 1.0) -> None:
     """The eager host time of each phase (host.py): its operators by family, the modules its forward enters,
-    the optimizer's parameters; the repeated blocks' forward too (what full recomputation re-dispatches)."""
+    the optimizer's parameters; the repeated blocks' forward too (what full recomputation re-dispatches). ``scale``:
+    this host's dispatch speed against the reference host's (1: the reference)."""
     wl = getattr(trace, "workload", None)
     autocast = bool(getattr(wl, "autocast", False))
     tree = getattr(trace, "module_tree", None)
@@ -344,7 +347,11 @@ def _add_host_time(profile: Profile, kernels: list[Any], trace: Any) -> None:
     if "optimizer" in profile.phases:
         trainable = sum(1 for p in (getattr(trace, "params", None) or ()) if p.trainable)
         profile.phases["optimizer"].host_s += host.optimizer_seconds(trainable)
+    if scale != 1.0:
+        for ph in list(profile.phases.values()) + [profile.block_forward]:
+            ph.host_s *= scale
     profile.host_modelled = True
+    profile.host_scale = scale
 
 
 def _table_applies(eff: Efficiency, factor: str) -> bool:
