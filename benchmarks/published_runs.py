@@ -54,6 +54,7 @@ FEATURE_FIELDS = {
     "shard_group": ("shard_group",),
     "async-tp": ("tp_comm_overlap",),
     "comm-overlap": ("tp_comm_overlap",),
+    "pp-comm-overlap": ("pp_comm_overlap",),
 }
 # Features the step model always applies (no field to set): pipeline stages split as Megatron-LM / Llama 3 do,
 # the first and last stages one block short when the layers do not divide (workload.stage_layers).
@@ -62,7 +63,7 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
+                           "tp_comm_overlap", "pp_comm_overlap", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
 
 
 # --------------------------------------------------------------------------- the data

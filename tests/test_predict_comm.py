@@ -448,3 +448,40 @@ def test_a_parallel_residual_model_all_reduces_three_times_per_layer_not_four(tm
     par_inf, _ = tp_bytes(parallel, "inference")
     seq_inf, _ = tp_bytes(str(sequential), "inference")
     assert par_inf == pytest.approx(seq_inf / 2)
+
+
+# --------------------------------------------------------------------------- pipeline p2p overlap
+
+
+def test_pipeline_p2p_overlap_exposes_the_warm_up_and_cool_down_only():
+    """p = 4 stages, v = 2 chunks, m = 8 micro-batches: 16 chunks each way, one send each (3.2 s in all: 0.1 s per
+    send). Rank 0 warms up on 2(p−1) + (v−1)p = 10 chunks (Megatron-Core's num_warmup_microbatches) and cools down
+    on 10: those 20 sends exposed (2.0 s). The 6 steady chunks' sends run beside the next chunk of the other
+    direction: a 0.2 s backward chunk hides a forward send, a 0.1 s forward chunk exactly hides a backward one →
+    2.0 s; with 0.05 s forward chunks 0.05 s of each of the 6 stays exposed → 2.3 s."""
+    from mlfootprint.analysis.predict.step import _pipeline_exposed
+
+    on = Layout(pp=4, vp=2, pp_comm_overlap=True)
+    assert _pipeline_exposed(3.2, on, 8, fwd_s=1.6, bwd_s=3.2) == pytest.approx(2.0)
+    assert _pipeline_exposed(3.2, on, 8, fwd_s=0.8, bwd_s=3.2) == pytest.approx(2.3)
+    # warm-up longer than the step: every send is in fill or flush
+    assert _pipeline_exposed(3.2, on, 2, fwd_s=1.6, bwd_s=3.2) == pytest.approx(3.2)
+    # without the overlap, or without virtual stages (no overlap in plain 1F1B), all exposed
+    assert _pipeline_exposed(3.2, Layout(pp=4, vp=2), 8, fwd_s=1.6, bwd_s=3.2) == 3.2
+    assert _pipeline_exposed(3.2, Layout(pp=4, vp=1, pp_comm_overlap=True), 8, fwd_s=1.6, bwd_s=3.2) == 3.2
+
+
+def test_pp_comm_overlap_on_the_command_line_and_in_the_layout():
+    wl = Workload(mode="train", batch=128, seq=4096, hardware="h100-sxm", devices=64, tp=4, pp=4, vp=20, dp=4, zero=1,
+                  micro_batch=1, precision="bf16-mixed", mixed_weights="16-bit")
+    off = mf.predict("llama-2-70b", wl).sections["time"]
+    on = mf.predict("llama-2-70b", wl.with_changes(pp_comm_overlap=True)).sections["time"]
+    assert on["communication"]["pp_s"] == pytest.approx(off["communication"]["pp_s"])
+    # rank 0 of p = 4, v = 20, m = 32: 2·3 + 19·4 = 82 of 640 chunks each way exposed (the steady ones hidden)
+    assert on["communication"]["pp_exposed_s"] == pytest.approx(off["communication"]["pp_s"] * 82 / 640, rel=1e-6)
+    # the step saves the hidden sends and the bubble's share of them ((p−1)/(v·m) of the stage's work, 1F1B)
+    hidden = off["communication"]["pp_s"] * (1 - 82 / 640)
+    assert on["step_s"] == pytest.approx(off["step_s"] - hidden * (1 + 3 / 640), rel=1e-6)
+    assert "pp-comm-overlap" in Layout.from_workload(wl.with_changes(pp_comm_overlap=True)).label()
+    with pytest.raises(UserError, match="pp_comm_overlap"):
+        Workload(pp_comm_overlap="yes")

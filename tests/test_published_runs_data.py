@@ -81,7 +81,7 @@ def test_every_run_is_complete_and_its_layout_multiplies_out(run):
             assert any("FLOPs" in a for a in run["assumed"]), "a counted FLOP basis is an assumption, said so"
     for feature in run.get("features", []):
         assert feature in ("torch.compile", "async-tp", "parallel-block", "sliding-window-attention", "comm-overlap",
-                           "interleaved-schedule", "uneven-stages")
+                           "interleaved-schedule", "uneven-stages", "pp-comm-overlap")
 
 
 def test_every_source_has_url_date_and_split():

@@ -109,6 +109,9 @@ class Workload:
             replicates across the groups (None: the whole data-parallel group).
         tp_comm_overlap: tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine
             ``--tp-comm-overlap``); default False: exposed.
+        pp_comm_overlap: pipeline sends and receives of the interleaved schedule (``vp`` > 1) overlapped with the
+            steady state's compute, fill and flush exposed (Megatron-Core ``overlap_p2p_comm``, NeMo's default
+            with virtual stages); default False: exposed.
         grad_reduce: when the data-parallel gradient reduction runs: ``overlap`` (default: bucket by bucket under
             the backward, as PyTorch DDP, FSDP and DeepSpeed do) or ``after-backward`` (after the last
             micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
@@ -181,6 +184,7 @@ class Workload:
     zeropp: bool = False
     shard_group: int | None = None
     tp_comm_overlap: bool = False
+    pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "compute"
     mixed_weights: str = "fp32"
@@ -267,6 +271,8 @@ class Workload:
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
         if not isinstance(self.tp_comm_overlap, bool):
             raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+        if not isinstance(self.pp_comm_overlap, bool):
+            raise UserError(f"pp_comm_overlap must be True or False, got {self.pp_comm_overlap!r}")
         if self.shard_group is not None and self.zero == 0:
             raise UserError("--shard-group shards ZeRO's states inside groups of data-parallel ranks; add --zero 1, 2 "
                             "or 3 (--zero 3 is FSDP/HSDP)")
@@ -388,6 +394,7 @@ class Layout:
         zeropp: ZeRO++ quantized/hierarchical communication, with ``zero=3`` (default False).
         shard_group: FSDP/HSDP sharding group, a divisor of ``dp`` (default None: ZeRO shards over all of dp).
         tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
+        pp_comm_overlap: the interleaved schedule's pipeline sends hidden in its steady state (default False).
         grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
         etp: expert tensor-parallel size, a divisor of ``tp`` (default None: ``tp``); see :class:`Workload`.
         cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default), ``all-gather`` or
@@ -420,6 +427,7 @@ class Layout:
     offload_activations: float = 0.0  # fraction of each block's saved activations held in host memory (MEMO)
     shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
     tp_comm_overlap: bool = False  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
+    pp_comm_overlap: bool = False  # interleaved pipeline sends overlapped in the steady state (overlap_p2p_comm)
     grad_reduce: str = "overlap"  # gradient reduction under the backward, or after it (Megatron-LM's default)
     etp: int | None = None  # expert tensor parallelism (MoE Parallel Folding); None: tp
     cp: int = 1  # context parallelism: each sequence split over cp devices
@@ -446,6 +454,8 @@ class Layout:
                                 f"use a divisor of {self.dp}")
         if not isinstance(self.tp_comm_overlap, bool):
             raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+        if not isinstance(self.pp_comm_overlap, bool):
+            raise UserError(f"pp_comm_overlap must be True or False, got {self.pp_comm_overlap!r}")
         _check_pipeline(self.pp, self.vp, self.schedule)
         _check_expert_tp(self.etp, self.tp, self.ep)
 
@@ -487,6 +497,8 @@ class Layout:
         s += f" micro-batch={self.micro_batch} recompute={self.recompute}"
         if self.tp_comm_overlap:
             s += " tp-comm-overlap"
+        if self.pp_comm_overlap and self.pp > 1 and self.vp > 1:
+            s += " pp-comm-overlap"
         if self.grad_reduce != "overlap":
             s += f" grad-reduce={self.grad_reduce}"
         if self.etp is not None and self.etp != self.tp:
@@ -505,7 +517,8 @@ class Layout:
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=grad_accum_of(wl),
                    sequence_parallel=wl.sequence_parallel_on,
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
-                   tp_comm_overlap=wl.tp_comm_overlap, grad_reduce=wl.grad_reduce, etp=wl.etp,
+                   tp_comm_overlap=wl.tp_comm_overlap, pp_comm_overlap=wl.pp_comm_overlap,
+                   grad_reduce=wl.grad_reduce, etp=wl.etp,
                    offload_activations=wl.offload_activations if wl.training else 0.0,
                    cp=wl.cp, vp=wl.vp, schedule=wl.schedule, cp_comm=wl.cp_comm)
 

@@ -79,6 +79,10 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
         g.add_argument("--tp-comm-overlap", action="store_true", default=None,
                        help="tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine "
                             "--tp-comm-overlap; default: exposed)")
+        g.add_argument("--pp-comm-overlap", action="store_true", default=None,
+                       help="with --pp and --vp > 1: the interleaved schedule's sends and receives overlapped with "
+                            "its steady state's compute, fill and flush exposed (Megatron-Core overlap_p2p_comm, "
+                            "NeMo's default with virtual stages; default: exposed)")
         g.add_argument("--etp", type=int, default=None, metavar="N",
                        help="expert tensor-parallel size with --ep, a divisor of --tp (Megatron Core's "
                             "--expert-tensor-parallel-size, MoE Parallel Folding): routed experts split over N ranks, "

@@ -193,7 +193,8 @@ _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
         "other": {"type": "number"}, "bytes": {"type": "number"}, "class": {"type": "string"}}}},
         {"type": "null"}]},
     ("MemorySection", "breakdown"): {"type": "object", "properties": {  # what MemoryModel always states
-        **{k: {"type": "integer"} for k in ("micro_batch", "inputs_bytes", "inflight_activations_bytes")},
+        **{k: {"type": "integer"} for k in ("micro_batch", "inputs_bytes", "inflight_activations_bytes",
+                                            "weights_full_bytes", "trainable_elements")},
         "traced_batch": {"type": ["integer", "null"]}, "inflight_micro_batches": {"type": "number"}},
         "additionalProperties": {"anyOf": [_SCALAR, {"type": "array"}, {"type": "object"}]}},
     ("MemorySection", "layout"): {"anyOf": [{"type": "object", "properties": {  # workload.Layout's fields
@@ -202,7 +203,8 @@ _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
         "offload_activations": {"type": "number"},
         **{k: {"type": "string"} for k in ("offload", "recompute", "precision", "optimizer", "schedule", "cp_comm",
                                            "grad_reduce")},
-        **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp", "tp_comm_overlap")}},
+        **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp", "tp_comm_overlap",
+                                                            "pp_comm_overlap")}},
         "additionalProperties": _SCALAR},
         {"type": "null"}]},
 }

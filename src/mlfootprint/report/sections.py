@@ -100,6 +100,7 @@ class WorkloadSection(Section):
     zeropp: bool = False
     shard_group: int | None = None
     tp_comm_overlap: bool = False
+    pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "compute"
     mixed_weights: str = "fp32"  # under mixed precision: fp32 weights under autocast, or 16-bit working weights

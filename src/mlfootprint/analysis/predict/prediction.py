@@ -255,8 +255,9 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     if par.tp > 1 and not par.tp_comm_overlap:
         out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under the "
                    "GEMMs)")
-    if par.pp > 1:
-        out.append("pipeline sends and receives exposed (blocking p2p between micro-batches)")
+    if par.pp > 1 and not (par.pp_comm_overlap and par.vp > 1):
+        out.append("pipeline sends and receives exposed (blocking p2p between micro-batches; with --vp > 1, "
+                   "--pp-comm-overlap hides the interleaved schedule's steady-state sends)")
     if par.recompute != shape.trace_recompute and shape.training:
         out.append(f"recompute={par.recompute} modeled from the traced forward (full: every block's forward again; "
                    "selective: the unfused attention products again; nothing with fused SDPA/flash attention)")

@@ -390,11 +390,40 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
                            "is what exceeds the forward and backward compute")
     else:
         c.tp_x = c.tp_s
-    # 1F1B's sends and receives block the stage between micro-batches (no p2p overlap): exposed.
-    c.pp_x = c.pp_s
+    # 1F1B's sends and receives block the stage between micro-batches (no p2p overlap): exposed; with p2p overlap
+    # the interleaved schedule's steady state hides them under the next chunk (_pipeline_exposed).
+    c.pp_x = _pipeline_exposed(c.pp_s, par, m, fwd_s, bwd_s) if c.pp_s else 0.0
+    if c.pp_s and par.pp_comm_overlap:
+        c.notes.append(
+            "pipeline p2p overlap (Megatron-Core overlap_p2p_comm; NeMo's default with virtual stages): in the "
+            "interleaved schedule's steady state each send and receive runs beside the next chunk's compute; the "
+            "warm-up's and cool-down's are exposed (rank 0: 2(p−1) + (v−1)p chunks each way, Megatron-Core "
+            "schedules.py)" if par.vp > 1 else
+            "--pp-comm-overlap has no effect without virtual stages (Megatron-Core overlaps p2p only in the "
+            "interleaved schedule): pipeline sends exposed")
     # The token dispatch feeds the experts and the combine feeds the next layer: nothing to hide under.
     c.ep_x = c.ep_s
     return c
+
+
+def _pipeline_exposed(pp_s: float, par: Layout, m: int, fwd_s: float, bwd_s: float) -> float:
+    """The exposed part of a stage's pipeline sends and receives (``pp_s``: all of them, one per chunk each way).
+
+    Without p2p overlap, or without virtual stages, all of it. With ``pp_comm_overlap`` and v > 1 (Megatron-Core's
+    ``overlap_p2p_comm``, which NeMo turns on with virtual stages: NeMo docs, Communication Overlap, "PP
+    communications in pipeline fill and flush are still exposed"): the first stage (the most warm-up) runs
+    w = min(m·v, 2(p−1) + (v−1)·p) warm-up forward chunks and as many cool-down backward chunks (Megatron-Core
+    ``forward_backward_pipelining_with_interleaving``, num_warmup_microbatches at rank 0), whose sends are exposed;
+    each of the other m·v − w chunks' sends runs beside the next chunk of the other direction and is exposed only
+    where it is longer."""
+    chunks = m * par.vp
+    if not par.pp_comm_overlap or par.vp <= 1 or chunks <= 0:
+        return pp_s
+    t = pp_s / (2 * chunks)  # one send per chunk each way
+    warmup = min(chunks, 2 * (par.pp - 1) + (par.vp - 1) * par.pp)
+    steady = chunks - warmup
+    fwd_chunk, bwd_chunk = fwd_s / chunks, bwd_s / chunks
+    return 2 * warmup * t + steady * (max(0.0, t - bwd_chunk) + max(0.0, t - fwd_chunk))
 
 
 def _activation_offload(c: _Communication, per_micro_batch: float, m: int, eff: Efficiency, fwd_s: float,
