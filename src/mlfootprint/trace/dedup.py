@@ -133,14 +133,16 @@ def variant(spec: ModelSpec, plan: Plan, depth: int) -> ModelSpec:
 # ------------------------------------------------------------------------------------------ the synthesis
 
 
-_RECORD_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(OpRecord)))
+_RECORD_NAMES = [f.name for f in dataclasses.fields(OpRecord)]
+_RECORD_FIELDS = operator.attrgetter(*_RECORD_NAMES)
+_INDEX_AT, _MODULE_AT = _RECORD_NAMES.index("index"), _RECORD_NAMES.index("module")
 
 
 def _moved(r: OpRecord, index: int, module: str) -> OpRecord:
     """``r`` at another index and module: ``dataclasses.replace`` without its per-call field checks (a 126-layer
     synthesis makes tens of thousands of these)."""
     values = list(_RECORD_FIELDS(r))
-    values[0], values[2] = index, module
+    values[_INDEX_AT], values[_MODULE_AT] = index, module
     return OpRecord(*values)
 
 

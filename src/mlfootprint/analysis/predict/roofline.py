@@ -342,8 +342,8 @@ def _add_host_time(profile: Profile, kernels: list[Any], trace: Any, scale: floa
     for phase in ("forward", "recompute"):
         if phase in profile.phases:
             profile.phases[phase].host_s += call * host.module_calls(kernels, phase, tree)
-    in_block = lambda path: bool(_BLOCK_RE.search(path))  # noqa: E731
-    profile.block_forward.host_s += call * host.module_calls(kernels, "forward", tree, within=in_block)
+    profile.block_forward.host_s += call * host.module_calls(kernels, "forward", tree,
+                                                             within=lambda path: bool(_BLOCK_RE.search(path)))
     if "optimizer" in profile.phases:
         trainable = sum(1 for p in (getattr(trace, "params", None) or ()) if p.trainable)
         profile.phases["optimizer"].host_s += host.optimizer_seconds(trainable)
