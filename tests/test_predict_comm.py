@@ -98,7 +98,8 @@ def test_grad_reduce_dtype_reaches_the_traced_shape_and_the_step(capsys):
     from mlfootprint.analysis.predict.shape import model_shape
     from tests.helpers import traced_for_prediction
 
-    wl = Workload(mode="train", batch=16, seq=128, precision="bf16-mixed", hardware="a100-80gb", dp=16, zero=1)
+    wl = Workload(mode="train", batch=16, seq=128, precision="bf16-mixed", hardware="a100-80gb", dp=16, zero=1,
+                  grad_reduce_dtype="compute")
     spec, wl, tr = traced_for_prediction(GPT2, wl)
     trainable = sum(math.prod(p.shape) for p in tr.params if p.trainable)
     fp32 = wl.with_changes(grad_reduce_dtype="fp32")
@@ -110,10 +111,35 @@ def test_grad_reduce_dtype_reaches_the_traced_shape_and_the_step(capsys):
     assert b.volumes["dp_grad_reduce_scatter_bytes"] == pytest.approx(15 / 16 * 4 * trainable, rel=1e-9)
     assert b.volumes["dp_bytes"] - a.volumes["dp_bytes"] == pytest.approx(15 / 16 * 2 * trainable, rel=1e-9)
     assert b.communication["dp_s"] > a.communication["dp_s"]
-    with pytest.raises(UserError, match="grad_reduce_dtype 'fp8'; choose one of: compute, fp32"):
+    with pytest.raises(UserError, match="grad_reduce_dtype 'fp8'; choose one of: auto, compute, fp32"):
         Workload(grad_reduce_dtype="fp8")
     assert main(["predict", GPT2, "--mode", "train", "--grad-reduce-dtype", "int8"]) == 2
     assert "--grad-reduce-dtype" in capsys.readouterr().err
+
+
+def test_grad_reduce_dtype_auto_is_the_gradients_own_dtype():
+    # PyTorch AMP (autocast over fp32 weights) leaves fp32 .grad tensors and DDP all-reduces its fp32 buckets as they
+    # are: 4 B per element. ZeRO-3 gathers 16-bit weights (FSDP's param_dtype), so its gradients are 16-bit; 16-bit
+    # working weights (Megatron-style, DeepSpeed's bf16 engine) have 16-bit gradients: 2 B. Explicit values win.
+    from mlfootprint.analysis.predict.prediction import predict_step
+    from tests.helpers import traced_for_prediction
+
+    amp = Workload(mode="train", batch=16, seq=128, precision="bf16-mixed", hardware="a100-80gb", dp=16)
+    assert amp.grad_reduce_dtype == "auto" and amp.grad_reduce_resolved == "fp32"
+    assert amp.with_changes(zero=1).grad_reduce_resolved == "fp32"
+    assert amp.with_changes(zero=3).grad_reduce_resolved == "compute"
+    assert amp.with_changes(mixed_weights="16-bit").grad_reduce_resolved == "compute"
+    assert amp.with_changes(grad_reduce_dtype="compute").grad_reduce_resolved == "compute"
+    assert amp.with_changes(mixed_weights="16-bit", grad_reduce_dtype="fp32").grad_reduce_resolved == "fp32"
+    spec, amp, tr = traced_for_prediction(GPT2, amp)
+    trainable = sum(math.prod(p.shape) for p in tr.params if p.trainable)
+    pred = predict_step(spec, amp, tr, "a100-80gb")
+    # ring all-reduce over 16 ranks: 2·15/16 of the fp32 gradients
+    assert pred.volumes["dp_bytes"] == pytest.approx(2 * 15 / 16 * 4 * trainable, rel=1e-9)
+    assert any("gradient reduction 4 B per element (the gradients' own dtype: autocast over fp32 weights" in a
+               for a in pred.assumptions)
+    hook = predict_step(spec, amp.with_changes(grad_reduce_dtype="compute"), tr, "a100-80gb")
+    assert hook.volumes["dp_bytes"] == pytest.approx(pred.volumes["dp_bytes"] / 2, rel=1e-9)
 
 
 def test_lora_gathers_every_weight_and_reduces_the_adapters():

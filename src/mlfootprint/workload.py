@@ -38,9 +38,11 @@ CP_COMM = ("ring", "all-gather", "all-to-all")
 # when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
 # Megatron-LM with --overlap-grad-reduce), or after the last micro-batch's backward (Megatron-LM's default)
 GRAD_REDUCE = ("overlap", "after-backward")
-# the dtype the data-parallel gradients are reduced in under mixed precision: the 16-bit compute dtype (DeepSpeed's
-# communication_data_type and FSDP's reduce_dtype defaults) or fp32 (Megatron-LM and NeMo under bf16, TorchTitan)
-GRAD_REDUCE_DTYPE = ("compute", "fp32")
+# the dtype the data-parallel gradients are reduced in under mixed precision: auto (the gradients' own dtype: fp32
+# under autocast over fp32 weights, which PyTorch DDP reduces as they are, unless ZeRO-3, whose FSDP param_dtype makes
+# them 16-bit; 16-bit with 16-bit working weights, DeepSpeed's communication_data_type default), the 16-bit compute
+# dtype (a DDP compression hook), or fp32 (Megatron-LM and NeMo under bf16, TorchTitan)
+GRAD_REDUCE_DTYPE = ("auto", "compute", "fp32")
 #: Kernel-fusion stacks of the step-time and memory models (analysis/predict/fusion.py, analysis/memory/fusion.py);
 #: None: the target stack's default.
 FUSION = ("none", "fused", "compiled")
@@ -115,9 +117,11 @@ class Workload:
         grad_reduce: when the data-parallel gradient reduction runs: ``overlap`` (default: bucket by bucket under
             the backward, as PyTorch DDP, FSDP and DeepSpeed do) or ``after-backward`` (after the last
             micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
-        grad_reduce_dtype: the dtype the data-parallel gradient reduction moves under mixed precision: ``compute``
-            (default: the 16-bit compute dtype, DeepSpeed's and FSDP's default) or ``fp32`` (Megatron-LM and NeMo
-            under bf16, which force ``--accumulate-allreduce-grads-in-fp32``; TorchTitan's
+        grad_reduce_dtype: the dtype the data-parallel gradient reduction moves under mixed precision: ``auto``
+            (default: the gradients' own dtype, see ``grad_reduce_resolved``: fp32 under autocast over fp32 weights
+            as PyTorch DDP reduces them, 16-bit under ZeRO-3 and with 16-bit working weights), ``compute`` (the
+            16-bit compute dtype: a DDP compression hook, DeepSpeed's and FSDP's defaults) or ``fp32`` (Megatron-LM
+            and NeMo under bf16, which force ``--accumulate-allreduce-grads-in-fp32``; TorchTitan's
             ``mixed_precision_reduce``; the Llama 3 run). Without mixed precision gradients move in their own dtype.
         mixed_weights: under mixed precision, the dtype of the model's own weights: ``fp32`` (default: PyTorch
             AMP, autocast casting them operator by operator; Hugging Face Trainer, Lightning) or ``16-bit``
@@ -186,7 +190,7 @@ class Workload:
     tp_comm_overlap: bool = False
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
-    grad_reduce_dtype: str = "compute"
+    grad_reduce_dtype: str = "auto"
     mixed_weights: str = "fp32"
     etp: int | None = None
     dp: int = 1
@@ -333,6 +337,17 @@ class Workload:
         """Mixed precision with 16-bit working weights (``mixed_weights="16-bit"``): the model runs as in its compute
         dtype, without autocast, and the optimizer steps fp32 master copies."""
         return self.mixed and self.mixed_weights == "16-bit"
+
+    @property
+    def grad_reduce_resolved(self) -> str:
+        """The dtype the data-parallel gradients move in under mixed precision, ``compute`` or ``fp32``: as given, or
+        under ``auto`` the gradients' own dtype. Autocast over fp32 weights leaves fp32 ``.grad`` tensors, which PyTorch
+        DDP (with or without ZeroRedundancyOptimizer) reduces as they are; under ZeRO-3 the weights are gathered in
+        16 bits (FSDP's ``param_dtype``), so the gradients are 16-bit too; 16-bit working weights have 16-bit
+        gradients (DeepSpeed's ``communication_data_type`` default)."""
+        if self.grad_reduce_dtype != "auto":
+            return self.grad_reduce_dtype
+        return "fp32" if self.autocast and self.zero < 3 else "compute"
 
     @property
     def sequence_parallel_on(self) -> bool:

@@ -92,9 +92,11 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                             "backward, as PyTorch DDP, FSDP and DeepSpeed do; default) or after-backward (after the "
                             "last micro-batch's backward, exposed: Megatron-LM without --overlap-grad-reduce)")
         g.add_argument("--grad-reduce-dtype", type=_choice(GRAD_REDUCE_DTYPE), default=None,
-                       help="the dtype data-parallel gradients are reduced in under mixed precision: compute (the "
-                            "16-bit compute dtype, DeepSpeed's and FSDP's default; default) or fp32 (Megatron-LM and "
-                            "NeMo under bf16, TorchTitan's mixed_precision_reduce)")
+                       help="the dtype data-parallel gradients are reduced in under mixed precision: auto (their own "
+                            "dtype: fp32 under autocast over fp32 weights, as PyTorch DDP reduces them; 16-bit with "
+                            "16-bit working weights or ZeRO-3, as DeepSpeed and FSDP do; default), compute (the 16-bit "
+                            "compute dtype: a DDP compression hook) or fp32 (Megatron-LM and NeMo under bf16, "
+                            "TorchTitan's mixed_precision_reduce)")
         g.add_argument("--mixed-weights", type=_choice(MIXED_WEIGHTS), default=None,
                        help="under mixed precision, the dtype of the model's own weights: fp32 (PyTorch AMP: autocast "
                             "casts them per operator; default) or 16-bit (16-bit weights and activations with fp32 "

@@ -102,7 +102,7 @@ class WorkloadSection(Section):
     tp_comm_overlap: bool = False
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
-    grad_reduce_dtype: str = "compute"
+    grad_reduce_dtype: str = "auto"
     mixed_weights: str = "fp32"  # under mixed precision: fp32 weights under autocast, or 16-bit working weights
     etp: int | None = None
     dp: int = 1

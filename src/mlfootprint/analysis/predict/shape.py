@@ -31,7 +31,7 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
     expert_trainable = sum(math.prod(p.shape) for p in trace.params if p.trainable and p.expert)
     act_bytes = wl.precision_info.compute_bytes
     moe = trace.moe
-    gather_elem, reduce_elem = communication_dtypes(wl.precision_info, wl.grad_reduce_dtype)
+    gather_elem, reduce_elem = communication_dtypes(wl.precision_info, wl.grad_reduce_resolved)
     weight_bytes = float(total * act_bytes if wl.mixed else trace.param_bytes)
     if wl.precision == "fp8-mixed":
         weight_bytes = float(total * gather_elem)

@@ -53,8 +53,8 @@ def communication_dtypes(prec: Any, grad_reduce_dtype: str = "compute") -> tuple
 
     Weights are gathered as the device holds them (the 16-bit working copy under *-mixed; FP8 only when the stack
     gathers FP8); gradients are reduced under *-mixed in the 16-bit compute dtype (``grad_reduce_dtype``
-    ``compute``: the DeepSpeed/FSDP default) or in fp32 (``fp32``: Megatron-LM and NeMo under bf16, TorchTitan),
-    and in their own dtype otherwise."""
+    ``compute``) or in fp32 (``fp32``), as ``Workload.grad_reduce_resolved`` decides, and in their own dtype
+    otherwise."""
     gather = float(prec.weight_bytes)
     if prec.name == "fp8-mixed":
         gather = float(STEP_MODEL.value("communication", "weight_gather_bytes_fp8_mixed"))
@@ -67,18 +67,24 @@ def communication_dtypes(prec: Any, grad_reduce_dtype: str = "compute") -> tuple
     return gather, reduce
 
 
-def communication_rule(prec: Any, grad_reduce_dtype: str = "compute") -> str:
-    """The communication dtypes of a precision, in words (the report's assumption)."""
+def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: bool = False) -> str:
+    """The communication dtypes of a precision, in words (the report's assumption). ``grad_reduce_dtype`` is the
+    resolved one; ``auto`` says the default chose it (``Workload.grad_reduce_resolved``)."""
     gather, reduce = communication_dtypes(prec, grad_reduce_dtype)
+    where = "analysis/predict/data/step_model.toml [communication]"
     if not prec.mixed:
         why = ""
+    elif auto and grad_reduce_dtype == "fp32":
+        why = (" (the gradients' own dtype: autocast over fp32 weights leaves fp32 gradients, which PyTorch DDP "
+               f"reduces as they are; --grad-reduce-dtype compute for a 16-bit compression hook; {where})")
+    elif auto:
+        why = (" (the gradients' own dtype: 16-bit working weights, or FSDP's 16-bit param_dtype under ZeRO-3, as "
+               "DeepSpeed and FSDP reduce them by default; --grad-reduce-dtype fp32 for Megatron-LM and NeMo under "
+               f"bf16 and for TorchTitan; {where})")
     elif grad_reduce_dtype == "fp32":
-        why = (" (--grad-reduce-dtype fp32: Megatron-LM and NeMo under bf16, TorchTitan's default; "
-               "analysis/predict/data/step_model.toml [communication])")
+        why = f" (--grad-reduce-dtype fp32: Megatron-LM and NeMo under bf16, TorchTitan's default; {where})"
     else:
-        why = (" (the 16-bit compute dtype, DeepSpeed's and FSDP's default; --grad-reduce-dtype fp32 for "
-               "Megatron-LM and NeMo under bf16 and for TorchTitan, analysis/predict/data/step_model.toml "
-               "[communication])")
+        why = f" (--grad-reduce-dtype compute: the 16-bit compute dtype, e.g. a DDP compression hook; {where})"
     return (f"communication dtypes ({prec.name}): weight all-gathers {gather:g} B per element, gradient "
             f"reduction {reduce:g} B per element{why}")
 
