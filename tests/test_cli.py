@@ -154,6 +154,9 @@ def test_models_list_and_show():
     # BLOOM model card: 176,247,271,424 parameters
     assert rep["params"]["total"] == rep["params"]["published"] == 176_247_271_424
     assert_user_error(run_cli("models", "show", "gtp2"), "gpt2")
+    # a config.json is a model source for the verbs, not a catalog entry: the error says so and where to go
+    assert_user_error(run_cli("models", "show", str(ROOT / "tests" / "data" / "configs" / "tiny-gpt2" / "config.json")),
+                      "takes a catalog name")
 
 
 def test_analyze_default_model_is_gpt2():

@@ -72,6 +72,8 @@ def test_traced_model_and_direct_flops(capsys):
     u = rep["time"]
     assert u["model_flops_per_token"] == pytest.approx(per_token)
     assert u["mfu"] == pytest.approx(per_token * 1e5 / 989.4e12)  # h100-sxm dense bf16
+    # the trace behind the FLOPs follows the named device's kernels, as predict's does
+    assert any("emulated for the h100-sxm target" in a for a in rep["assumptions"])
     code, rep = run(["--flops-per-token", "1e12", "--tokens-per-s", "100", "--peak-flops", "1e15"], capsys)
     assert code == 0 and rep["time"]["mfu"] == pytest.approx(0.1)
 
@@ -84,6 +86,8 @@ def test_traced_model_and_direct_flops(capsys):
     ([*PALM, "--tokens-per-s", "1", "--hardware", "tpu-v5"], "Did you mean"),
     ([*PALM, "--tokens-per-s", "-5", "--hardware", "tpu-v4"], "positive"),
     (["--tokens-per-s", "1", "--hardware", "tpu-v4"], "exactly one source"),
+    # 238.3e6 tokens/s is PaLM's published rate × 1000: 46,200% MFU, no real run
+    ([*PALM, "--tokens-per-s", "238.3e6", "--hardware", "tpu-v4", "--devices", "6144"], "implies an MFU of 46"),
     (["--params", "1e9", "--step-s", "2", "--layers", "2", "--heads", "2", "--head-dim", "2", "--seq", "8",
       "--hardware", "tpu-v4"], "--batch"),
 ])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..analysis.count.params import parameter_stats
-from ..core.errors import UserError
+from ..core.errors import UserError, suggest
 from ..hardware.catalog import get_device, load_devices
 from ..models import catalog
 from ..models.facts import facts_from_config
@@ -70,7 +70,11 @@ def models_show(name: str, *, cache: bool = True) -> Report:
         >>> rep.sections["params"]["total"]
         124439808
     """
-    entry = catalog.get(name)  # unknown name: one-line error with suggestions
+    entry = catalog.find(name)
+    if entry is None:  # one line, with the closest names; other model sources belong to count/analyze
+        raise UserError(f"models show takes a catalog name, not {name!r} (see 'mlfootprint models list'); for a "
+                        f"config.json, a hub id or a module:callable use 'mlfootprint count MODEL'."
+                        f"{suggest(name, catalog.names())}")
     spec = resolve_model(name)
     tr = traced_step(spec, Workload(batch=1, seq=8))
     params = parameter_stats(tr)

@@ -101,7 +101,8 @@ def mfu(model: Any = None, *, tokens_per_s: float | None = None, step_s: float |
         raise UserError("give exactly one source of FLOPs per token: a MODEL, --params with --layers/--heads/--head-dim "
                         f"and --seq, or --flops-per-token (got {', '.join(sources) or 'none'})")
     if model is not None:
-        per = _traced_per_token(model, batch, seq, precision, recompute, inputs, inputs_ref)
+        per = _traced_per_token(model, batch, seq, precision, recompute, inputs, inputs_ref,
+                                hw_id if hardware else None)
     elif params is not None:
         per = _palm_per_token(params, layers, heads, head_dim, seq, recompute)
     else:
@@ -109,6 +110,12 @@ def mfu(model: Any = None, *, tokens_per_s: float | None = None, step_s: float |
                         ["--recompute is ignored with --flops-per-token: HFU equals MFU"] if recompute != "none" else [])
     tps, thr_note = _throughput(tokens_per_s, step_s, batch, per.seq)
     u = mfu_from_throughput(per.model, tps, devices, peak, per.hardware)
+    if u.mfu > 1.0:
+        # more model FLOP/s than the devices' dense peak: no real run does that, so an input is off
+        raise UserError(f"the throughput implies an MFU of {u.mfu:.1%}: {u.achieved_per_device_flop_per_s / 1e12:.4g} "
+                        f"TFLOP/s of model FLOPs per device against a dense {dtype} peak of {peak / 1e12:.4g}; check "
+                        "that --tokens-per-s (or --step-s with --batch and --seq) is the whole run's and --devices "
+                        "counts all its devices")
     rep = base_report("mfu", None, None)
     rep.conventions = {}
     if per.spec is not None:
@@ -159,8 +166,10 @@ def _peak(hardware: str | None, precision_name: str, peak_flops: float | None) -
 
 
 def _traced_per_token(model: Any, batch: int | None, seq: int | None, precision_name: str, recompute: str,
-                      inputs: Sequence[Any], inputs_ref: str | None) -> _PerToken:
-    given = {"batch": batch or 1, "mode": "train", "precision": precision_name, "recompute": recompute}
+                      inputs: Sequence[Any], inputs_ref: str | None, hardware: str | None = None) -> _PerToken:
+    # traced with the named device's kernel semantics (its attention kernels recompute what they recompute)
+    given = {"batch": batch or 1, "mode": "train", "precision": precision_name, "recompute": recompute,
+             **({"hardware": hardware} if hardware else {})}
     wl = Workload(**given, **({"seq": seq} if seq else {}))
     spec = resolve_model(model, inputs, inputs_ref)
     tr = traced_step(spec, wl, checkpoint_early_stop=False)
