@@ -99,7 +99,7 @@ def formula_flops(formula: str, run: dict[str, Any], facts: dict[str, Any], para
     if formula == "megatron-hfu":  # Narayanan et al. 2021, eq. (3): 4 passes (forward, recomputed forward, backward)
         l, h, v = facts["layers"], facts["hidden"], facts["vocab"]
         return 96.0 * b * s * l * h * h * (1 + s / (6 * h) + v / (16 * l * h))
-    if formula == "fa2":  # FlashAttention-2 §4.3: 6·seqlen·params + 12·layers·hidden·seqlen² per sequence
+    if formula == "fa2":  # FlashAttention-2 §4.2: 6·seqlen·params + 12·layers·hidden·seqlen² per sequence
         return b * (6.0 * s * params + 12.0 * facts["layers"] * facts["hidden"] * s * s)
     if formula == "counted":
         return counted
