@@ -49,6 +49,19 @@ def test_unknown_model_suggests_closest():
     assert "Did you mean" in line
 
 
+@pytest.mark.parametrize("config, needles", [
+    # transformers' own error lists its ~800 model types on one line; ours names the nearest
+    ({"model_type": "lama"}, ("model_type 'lama'", "Did you mean: llama")),
+    # a validator's ValueError inside transformers' wrapper: the reason, without the wrapper's class names
+    ({"model_type": "llama", "hidden_size": 100, "num_attention_heads": 7, "num_hidden_layers": 2,
+      "intermediate_size": 64, "vocab_size": 100}, ("hidden size (100) is not a multiple", "fix the value")),
+])
+def test_a_config_that_cannot_be_built_is_one_short_line(tmp_path, config, needles):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    line = assert_user_error(run_cli("count", str(tmp_path / "config.json")), *needles)
+    assert len(line) < 400 and "Error:" not in line
+
+
 @pytest.mark.parametrize("shape", ["8x3xfoo", "8,3,224", "0x3", "4x4:complex7"])
 def test_malformed_input_shape(tmp_path, shape):
     f = tmp_path / "m.py"

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import MissingExtraError, UserError
+from ..core.errors import MissingExtraError, UserError, suggest
 from ..core.usercache import recall, remember
 from ..core.version import installed_version
 from ..core.state import quiet_dependency_loggers
@@ -163,6 +163,11 @@ def make_config(cfg: dict[str, Any], name: str) -> Any:
     model_type = data.pop("model_type", None)
     if not model_type:
         raise UserError(f"config of {name!r} has no 'model_type'; add it (e.g. \"model_type\": \"llama\")")
+    known = list(getattr(transformers, "CONFIG_MAPPING", {}).keys())
+    if known and model_type not in known:  # transformers' own message lists all ~800 types on one line
+        raise UserError(f"config of {name!r} has model_type {model_type!r}, which transformers "
+                        f"{transformers.__version__} does not know; use one it has (e.g. llama, gpt2, mistral) or a "
+                        f"transformers release that added it.{suggest(str(model_type), known)}")
     try:
         return transformers.AutoConfig.for_model(model_type, **data)
     except (ValueError, KeyError, TypeError) as exc:

@@ -160,6 +160,17 @@ class _Step:
     user_hooks: list[UserHook] = field(default_factory=list)  # on the model as its source built it
 
 
+def _innermost(exc: BaseException) -> str:
+    """The reason a model failed to build, without the wrappers' class names: transformers' config validators wrap a
+    ValueError in their own error ("Class validation error for validator ...: ValueError: <the reason>")."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for marker in ("ValueError: ", "TypeError: ", "AssertionError: "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+    text = text.rstrip(". ")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _prepare(spec: ModelSpec, wl: Workload, target: Target) -> _Step:
     """Build the model (inside the fake mode), apply LoRA/recomputation, make inputs and the optimizer."""
     try:
@@ -167,7 +178,8 @@ def _prepare(spec: ModelSpec, wl: Workload, target: Target) -> _Step:
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"cannot build {spec.name!r}: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"cannot build {spec.name!r}: {_innermost(exc)}; fix the value it names in the model's "
+                        "config or arguments") from None
     model = built.module
     # The hooks of a user's model (module:callable or nn.Module) are part of it; those mlfootprint adds are not.
     hooks = user_hooks(model) if spec.source == "factory" else []
