@@ -78,6 +78,14 @@ def test_llama_on_eight_h100s_picks_a_layout_that_fits():
     assert rep["workload"]["precision"] == "bf16-mixed" and "precision" in rep["workload"]["defaults"]
     assert rep["workload"]["tp"] * rep["workload"]["pp"] * rep["workload"]["dp"] == 8
     assert any("the planner's best" in a for a in rep["assumptions"])
+    # memory, given the same options, answers for the same layout (DESIGN: the planner's layout when only
+    # --devices is given), not for eight plain data-parallel replicas
+    mem = json.loads(_cli("memory", "llama-2-7b", "--mode", "train", "--seq", "4096", "--batch", "8", "--hardware",
+                          "h100-sxm", "--devices", "8", "--format", "json").stdout)
+    layout = ("tp", "pp", "dp", "vp", "cp", "zero", "micro_batch", "recompute")
+    assert {k: mem["workload"][k] for k in layout} == {k: rep["workload"][k] for k in layout}
+    assert mem["memory"]["peak_bytes"] == rep["memory"]["peak_bytes"] and mem["memory"]["fits"] is True
+    assert any("the planner's best" in a for a in mem["assumptions"])
 
 
 def test_llama_on_one_h100_does_not_fit_and_each_suggestion_does():
@@ -244,3 +252,16 @@ def test_more_devices_suggestions_keep_context_parallelism():
         assert s["devices"] == options["devices"] == checked["layout"]["dp"] * checked["layout"]["tp"] \
             * checked["layout"]["pp"] * checked["layout"]["cp"]
         assert checked["fits"] is True
+
+
+def test_generate_footprint_covers_the_whole_call_not_its_prefill():
+    # under --mode generate the unit of work is one generate call: the prompt's prefill and every new token; the
+    # footprint priced only the prefill's step before (about 1/60 of the call for gpt2 with 128 new tokens)
+    rep = json.loads(_cli("analyze", "--mode", "generate", "--seq", "64", "--format", "json").stdout)
+    t, fp = rep["time"], rep["footprint"]
+    assert fp["scope"] == "one generate call"
+    assert t["generate_s"] > 10 * t["step_s"]  # 128 decode tokens after a 64-token prefill
+    assert f"footprint of one generate call: 1 × {t['hardware']} for {t['generate_s']:.4g} s" in rep["assumptions"][
+        [a.startswith("footprint of") for a in rep["assumptions"]].index(True)]
+    card = _cli("analyze", "--mode", "generate", "--seq", "64").stdout
+    assert "per generate call" in card and "Prefill" in card and "per step" not in card

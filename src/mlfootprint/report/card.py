@@ -163,13 +163,17 @@ def time_rows(report: Report) -> list[Row]:
     rows: list[Row] = []
     unit = "samples" if t.get("token_unit") == "samples" else "tokens"
     bottleneck = t.get("bottleneck") or ""
-    rows.append(("Step time", units.seconds(t["step_s"]), _prov(report, "time.step_s"),
+    # under --mode generate the step is the prompt's prefill; the whole call is the Generate row below
+    prefill = _num(t.get("generate_s"))
+    rows.append(("Prefill" if prefill else "Step time", units.seconds(t["step_s"]), _prov(report, "time.step_s"),
                  f"bottleneck: {bottleneck}" if bottleneck else ""))
     key = f"{unit}_per_s"
     if _num(t.get(key)):
-        rows.append(("Throughput", f"{units.si(t[key], digits=4)} {unit}/s", _prov(report, f"time.{key}"), ""))
+        rows.append(("Prefill rate" if prefill else "Throughput", f"{units.si(t[key], digits=4)} {unit}/s",
+                     _prov(report, f"time.{key}"), "prompt tokens" if prefill else ""))
     if _num(t.get("mfu")):
         note = f"HFU {100 * t['hfu']:.1f}%" if _num(t.get("hfu")) and abs(t["hfu"] - t["mfu"]) > 1e-9 else ""
+        note = "; ".join(n for n in ("of the prefill" if prefill else "", note) if n)
         rows.append(("MFU", f"{100 * t['mfu']:.1f}%", _prov(report, "time.mfu"), note))
     if _num(t.get("decode_token_s")):
         rows.append(("Decode", f"{units.seconds(t['decode_token_s'])} / token", _prov(report, "time.decode_token_s"),
@@ -191,7 +195,7 @@ def footprint_rows(report: Report) -> list[Row]:
     fp = report.get("footprint") or {}
     if not _num(fp.get("energy_j")):
         return []
-    scope = "per step" if fp.get("scope") == "one step" else ""
+    scope = {"one step": "per step", "one generate call": "per generate call"}.get(fp.get("scope") or "", "")
     rows: list[Row] = [("Energy", units.energy(fp["energy_j"]), _prov(report, "footprint.energy_j"),
                         "; ".join(p for p in (scope, "facility, PUE included") if p))]
     co2_note = [scope] if scope else []

@@ -300,8 +300,9 @@ def summary(report: Report) -> list[SummaryItem]:
                 notes.append("fits" if fits else "does not fit")
         if path == "flops.model" and isinstance(lookup(report, "flops.total"), (int, float)):
             notes.append(f"all FLOPs: {format_figure('flops.total', lookup(report, 'flops.total'))}")
-        if path.startswith("footprint.") and lookup(report, "footprint.scope") == "one step":
-            notes.append("per step")
+        per = {"one step": "per step", "one generate call": "per generate call"}.get(lookup(report, "footprint.scope"))
+        if path.startswith("footprint.") and per:
+            notes.append(per)
         text = format_figure(path, value)
         if path.startswith("params.") and abs(value) >= 1000:
             text = units.params(value)  # the exact count goes in the note

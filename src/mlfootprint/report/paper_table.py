@@ -67,6 +67,8 @@ def grid(report: Report) -> tuple[list[str], list[list[str]], bool]:
         scopes = {r.get("footprint_scope") for r in rows if r["values"].get(key) is not None}
         if key in ("energy", "co2e") and scopes == {"one step"}:
             label += " / step"
+        elif key in ("energy", "co2e") and scopes == {"one generate call"}:
+            label += " / generate call"
         heads.append(f"{label} ({name})" if name else label)
         for r, out in zip(rows, cells):
             value = r["values"].get(key)

@@ -311,7 +311,7 @@ class FootprintInput:
 class FootprintSection(Section):
     NAME: ClassVar[str] = "footprint"
 
-    scope: str | None = None  # analyze/predict: "one step" or "training run (--tokens)"
+    scope: str | None = None  # analyze/predict: "one step", "one generate call" or "training run (--tokens)"
     region: str | None = None
     facility: str | None = None
     carbon_accounting: str = ""

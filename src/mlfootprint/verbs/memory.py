@@ -16,7 +16,7 @@ from ..workload import Layout, Workload, check_against_model, micro_batch_of
 from .common import base_report, resolve_model, reuses_traces
 from .parts import add_memory
 from .predict import memory_extras
-from .runnable import default_precision, runnable
+from .runnable import default_precision, planner_decides, runnable
 
 
 @reuses_traces
@@ -57,13 +57,20 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     spec = resolve_model(model, inputs, inputs_ref)
     layout = Layout.from_workload(wl)
     check_against_model(layout, spec.facts or {}, None, wl.training)
-    mb = micro_batch_of(wl)
-    traced_wl = wl.with_changes(batch=mb, micro_batch=None,
-                                given=wl.given | ({"batch"} if "batch" in wl.given or mb != 1 else set()))
-    tr = traced_step(spec, traced_wl)
-    if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
-        layout = layout.replace(micro_batch=tr.memory.batch)  # the batch of --input shapes / an inputs callable
-    run = runnable(spec, wl, tr, dev, layout=layout, traced_wl=traced_wl)
+    if dev is not None and planner_decides(wl):
+        # only --devices given: the planner's layout, as analyze and predict take it (it plans from the whole model
+        # at the global batch); its memory is then that layout's
+        tr = traced_step(spec, wl)
+        run = runnable(spec, wl, tr, dev)
+        wl, layout = run.workload, run.layout
+    else:
+        mb = micro_batch_of(wl)
+        traced_wl = wl.with_changes(batch=mb, micro_batch=None,
+                                    given=wl.given | ({"batch"} if "batch" in wl.given or mb != 1 else set()))
+        tr = traced_step(spec, traced_wl)
+        if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
+            layout = layout.replace(micro_batch=tr.memory.batch)  # the batch of --input shapes / an inputs callable
+        run = runnable(spec, wl, tr, dev, layout=layout, traced_wl=traced_wl)
     rep = base_report("memory", spec, run.workload)
     params = parameter_stats(tr)
     rep.add(ParamsSection(**vars(params)), {k: "counted" for k in vars(params) if k != "by_dtype"

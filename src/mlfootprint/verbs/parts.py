@@ -243,12 +243,18 @@ def site_inputs(site: dict[str, Any] | None) -> dict[str, Any]:
 
 def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None,
                       site: dict[str, Any] | None = None) -> None:
-    """The footprint of the predicted run (``time.train_s``, or one step without --tokens), at ``site``."""
+    """The footprint of the predicted run at ``site``: the training run (``time.train_s``, with --tokens), one
+    generate call (``time.generate_s``: the prompt's prefill and every new token) under --mode generate, else one
+    step."""
     if not time.step_s or not time.hardware:
         return  # no predicted time, no footprint: the section is absent, never zero
     devices = time.devices or 1
-    scope = "training run (--tokens)" if time.train_s else "one step"
-    seconds = float(time.train_s or time.step_s)
+    if time.train_s:
+        scope, seconds = "training run (--tokens)", float(time.train_s)
+    elif time.generate_s:  # the unit of work of generation is the whole call, not its prefill
+        scope, seconds = "one generate call", float(time.generate_s)
+    else:
+        scope, seconds = "one step", float(time.step_s)
     result = compute_footprint(hardware=time.hardware, device_hours=devices * seconds / 3600.0, params=total_params,
                                **site_inputs(site))
     section, provenance = footprint_section(result, scope)

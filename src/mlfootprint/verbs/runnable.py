@@ -70,7 +70,7 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     ``tr`` is a trace of ``traced_wl`` (default ``wl``: the whole model at the global batch, which the planner
     needs; the memory verb traces one device's micro-batch and passes its ``layout``)."""
     notes: list[str] = []
-    if layout is None and device is not None and _planner_decides(wl):
+    if layout is None and device is not None and planner_decides(wl):
         wl, layout, note = _planned(spec, wl, tr, device, efficiency)
         notes.append(note)
     mm = memory_model(spec, traced_wl or wl, tr)
@@ -87,7 +87,8 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     return run
 
 
-def _planner_decides(wl: Workload) -> bool:
+def planner_decides(wl: Workload) -> bool:
+    """Whether the planner chooses the layout: training on several devices with no layout option given."""
     return bool(wl.training and wl.devices and wl.devices > 1 and not set(_LAYOUT_OPTIONS) & wl.given)
 
 
