@@ -62,6 +62,18 @@ def test_a_config_that_cannot_be_built_is_one_short_line(tmp_path, config, needl
     assert len(line) < 400 and "Error:" not in line
 
 
+def test_sizes_a_config_leaves_out_are_said_to_be_the_class_defaults(tmp_path):
+    # LlamaConfig's defaults: vocabulary 32,000 and 2,048 positions; the report says they were taken
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                                                       "num_attention_heads": 4, "intermediate_size": 128}))
+    proc = run_cli("count", str(tmp_path / "config.json"), "--seq", "16", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert ("config: LlamaConfig's defaults for what the config.json leaves out: vocab_size 32000, "
+            "max_position_embeddings 2048") in " ".join(rep["assumptions"])
+    assert rep["params"]["embedding"] >= 32000 * 64
+
+
 @pytest.mark.parametrize("shape", ["8x3xfoo", "8,3,224", "0x3", "4x4:complex7"])
 def test_malformed_input_shape(tmp_path, shape):
     f = tmp_path / "m.py"

@@ -265,3 +265,19 @@ def test_generate_footprint_covers_the_whole_call_not_its_prefill():
         [a.startswith("footprint of") for a in rep["assumptions"]].index(True)]
     card = _cli("analyze", "--mode", "generate", "--seq", "64").stdout
     assert "per generate call" in card and "Prefill" in card and "per step" not in card
+
+
+def test_without_batch_the_step_of_several_replicas_is_stated_and_counted_as_such():
+    # no --batch with 4 data-parallel replicas: one sample each, a global batch of 4. The workload, the FLOPs, the
+    # time and MFU all cover those 4 samples (FLOPs once counted one sample under a 4-sample step time), the
+    # same answer as --batch 4
+    args = ["predict", "gpt2", "--seq", "128", "--hardware", "h100-sxm", "--devices", "4", "--zero", "1", "--format",
+            "json"]
+    rep = json.loads(_cli(*args).stdout)
+    given = json.loads(_cli(*args, "--batch", "4").stdout)
+    w, f, t = rep["workload"], rep["flops"], rep["time"]
+    assert w["batch"] == 4 and "batch" in w["defaults"] and t["samples_per_step"] == 4
+    assert f["model"] == given["flops"]["model"] and t["step_s"] == given["time"]["step_s"]
+    assert t["mfu"] == pytest.approx(f["model"] / t["step_s"] / (4 * t["peak_flop_per_s"]), rel=1e-9)
+    assert any(a.startswith("batch 4: no --batch: one step is 1 sample(s) on each of the 4 data-parallel replicas")
+               for a in rep["assumptions"])

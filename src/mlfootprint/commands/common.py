@@ -23,11 +23,13 @@ def add_model_options(p: argparse.ArgumentParser, required: bool = False) -> Non
                    help="a callable returning the model's inputs (a tensor, a tuple, or a dict of keyword args)")
 
 
-def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> None:
+def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, mode_default: str = "inference",
+                         batch_default: str = "1", hardware_help: str = "") -> None:
+    """The workload options; the defaults a verb gives them are said in its help (predict and plan train)."""
     g = p.add_argument_group("workload")
-    g.add_argument("--batch", type=int, default=None, help="global batch size (default 1)")
+    g.add_argument("--batch", type=int, default=None, help=f"global batch size (default {batch_default})")
     g.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context, at most 4096)")
-    g.add_argument("--mode", type=_choice(MODES), default=None, help=f"{{{','.join(MODES)}}} (default inference)")
+    g.add_argument("--mode", type=_choice(MODES), default=None, help=f"{{{','.join(MODES)}}} (default {mode_default})")
     g.add_argument("--precision", type=_choice(PRECISIONS), default=None, help=f"{{{','.join(PRECISIONS)}}} (default: bf16-mixed to train, bf16 to serve, on a "
                         "device with a bf16 peak; fp32 otherwise)")
     g.add_argument("--optimizer", type=_choice(OPTIMIZERS), default=None, help=f"{{{','.join(OPTIMIZERS)}}} (default adamw)")
@@ -101,7 +103,8 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True) -> N
                        help="under mixed precision, the dtype of the model's own weights: fp32 (PyTorch AMP: autocast "
                             "casts them per operator; default) or 16-bit (16-bit weights and activations with fp32 "
                             "master weights in the optimizer: Megatron-LM, NeMo, DeepSpeed, FSDP's param_dtype)")
-        g.add_argument("--hardware", default=None, metavar="ID", help="device id from 'mlfootprint hardware list'")
+        g.add_argument("--hardware", default=None, metavar="ID",
+                       help="device id from 'mlfootprint hardware list'" + (f" ({hardware_help})" if hardware_help else ""))
         g.add_argument("--devices", type=int, default=None)
         g.add_argument("--fusion", type=_choice(FUSION), default=None,
                        help=f"{{{','.join(FUSION)}}}: operators fused into kernels by the step-time model, and the "

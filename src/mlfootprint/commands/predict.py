@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "device-hours, devices needed for a --deadline; prefill/decode latency when serving. "
                                    "--mode defaults to train here.")
     add_model_options(p)
-    add_workload_options(p)
+    add_workload_options(p, mode_default="train")
     add_prediction_options(p)
     g = p.add_argument_group("given utilization (instead of the roofline)")
     g.add_argument("--mfu", type=float, default=None, help="assume this model FLOPs utilization (0-1)")

@@ -110,6 +110,28 @@ class _ConstantSchedules(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# The sizes that make a model's cost; a config.json that leaves one out gets transformers' default for its class.
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+          "max_position_embeddings")
+
+
+def _defaulted_sizes(cfg: dict[str, Any], config: Any) -> list[str]:
+    """The sizes the config.json did not give and its class filled in (a Hub config may drop a key equal to its
+    class default, so this is said, not refused)."""
+    aliases = dict(getattr(config, "attribute_map", {}) or {})  # e.g. gpt2: hidden_size -> n_embd
+    taken = []
+    for name in _SIZES:
+        if name in cfg or aliases.get(name) in cfg:
+            continue
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            taken.append(f"{aliases.get(name, name)} {value}")
+    if not taken:
+        return []
+    return [f"config: {type(config).__name__}'s defaults for what the config.json leaves out: {', '.join(taken)} "
+            "(give them in the file to describe another model)"]
+
+
 def _deterministic_structure(config: Any, training: bool) -> list[str]:
     """Set the random-structure regularizers of the traced config (and its sub-configs) to their
     deterministic form; the assumptions that changed a training step."""
@@ -187,6 +209,7 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
     transformers = transformers_module(f"model {spec.name!r}")
     cfg = json_floats(spec.hf_config or {})
     config = make_config(cfg, spec.name)
+    assumptions += _defaulted_sizes(cfg, config)
     assumptions += _deterministic_structure(config, wl.training)
     moe = None
     from_config, cls = _model_builder(transformers, spec, cfg)

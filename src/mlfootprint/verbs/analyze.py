@@ -7,12 +7,11 @@ from typing import Any
 from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.prediction import predict_step, resolve_device
 from ..report.schema import Report
-from ..trace.cache import traced_step
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model, reuses_traces
 from .parts import add_memory, add_run_footprint, add_time, site_inputs
 from .predict import withhold_time, memory_extras
-from .runnable import DEFAULTS, default_precision, runnable
+from .runnable import DEFAULTS, default_precision, traced_run
 
 
 @reuses_traces
@@ -52,8 +51,7 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     site_inputs(site)
     wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
-    tr = traced_step(spec, wl)
-    run = runnable(spec, wl, tr, dev, efficiency=efficiency)
+    tr, run = traced_run(spec, wl, dev, efficiency=efficiency)
     rep = base_report("analyze", spec, run.workload)
     if assumed_device:
         rep.key_assumptions.append(f"no --hardware given: time, memory fit and footprint are for one {wl.hardware} "

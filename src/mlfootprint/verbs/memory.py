@@ -16,7 +16,7 @@ from ..workload import Layout, Workload, check_against_model, micro_batch_of
 from .common import base_report, resolve_model, reuses_traces
 from .parts import add_memory
 from .predict import memory_extras
-from .runnable import default_precision, planner_decides, runnable
+from .runnable import default_precision, planner_decides, runnable, traced_run
 
 
 @reuses_traces
@@ -60,8 +60,7 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     if dev is not None and planner_decides(wl):
         # only --devices given: the planner's layout, as analyze and predict take it (it plans from the whole model
         # at the global batch); its memory is then that layout's
-        tr = traced_step(spec, wl)
-        run = runnable(spec, wl, tr, dev)
+        tr, run = traced_run(spec, wl, dev)
         wl, layout = run.workload, run.layout
     else:
         mb = micro_batch_of(wl)

@@ -11,11 +11,10 @@ from ..analysis.predict.shape import parallel_from
 from ..core.errors import UserError
 from ..core.units import parse_duration
 from ..report.schema import Report
-from ..trace.cache import traced_step
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model, reuses_traces
 from .parts import add_memory, add_run_footprint, add_time, site_inputs
-from .runnable import DEFAULTS, Run, default_precision, runnable
+from .runnable import DEFAULTS, Run, default_precision, traced_run
 
 # predict answers for a training step unless told otherwise (and then gives time to train).
 DEFAULT_MODE = "train"
@@ -73,8 +72,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     site_inputs(site)
     parallel_from(wl)
     spec = resolve_model(model, inputs, inputs_ref)
-    tr = traced_step(spec, wl, checkpoint_early_stop=False)
-    run = runnable(spec, wl, tr, dev, efficiency=efficiency)
+    tr, run = traced_run(spec, wl, dev, efficiency=efficiency, checkpoint_early_stop=False)
     rep = base_report("predict", spec, run.workload)
     if assumed_device:
         rep.key_assumptions.append(f"no --hardware given: the prediction is for {wl.hardware} (choose yours with "

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..analysis.memory.model import MemoryEstimate, MemoryModel, device_bytes_for, memory_model
 from ..analysis.predict.planner import plan as plan_layouts
+from ..analysis.predict.shape import global_batch
 from ..core.datafiles import SourcedConstants
 from ..core.errors import UserError
 from ..hardware.catalog import Device
@@ -85,6 +86,31 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     if est.fits is False:
         run.suggestions = fit_suggestions(spec, wl, mm, layout, device_bytes, device)
     return run
+
+
+def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficiency: Any = None,
+               checkpoint_early_stop: bool = True) -> tuple[Trace, Run]:
+    """Trace ``wl`` and choose what the user left open (``runnable``), the step covering the global batch the
+    report states: ``--batch`` left at 1 with several data-parallel replicas reads as one sample per replica
+    (``analysis/predict/shape.global_batch``), so the workload takes that batch as a default and the trace, the
+    FLOPs, the memory and the time all cover the same samples (with only ``--devices``, one sample per device,
+    which the planner then lays out)."""
+    wl, note = _at_global_batch(wl)
+    if note and device is not None and planner_decides(wl):
+        note = (f"batch {wl.batch}: no --batch, so one sample for each of the {wl.devices} devices, laid out by the "
+                "planner (give --batch for another global batch)")
+    tr = traced_step(spec, wl, checkpoint_early_stop=checkpoint_early_stop)
+    run = runnable(spec, wl, tr, device, efficiency=efficiency)
+    if note:
+        run.notes.append(note)
+    return tr, run
+
+
+def _at_global_batch(wl: Workload) -> tuple[Workload, str | None]:
+    batch, note = global_batch(wl)
+    if batch == wl.batch:
+        return wl, None
+    return wl.with_defaults(batch=batch), f"batch {batch}: {note}"
 
 
 def planner_decides(wl: Workload) -> bool:
