@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import units
-from .layout import Block, module_tree_block, op_block
+from .layout import SCOPE_NOTES, Block, module_tree_block, op_block
 from .schema import Report
 
 Row = tuple[str, str, str, str]  # label, value, provenance, note
@@ -195,7 +195,7 @@ def footprint_rows(report: Report) -> list[Row]:
     fp = report.get("footprint") or {}
     if not _num(fp.get("energy_j")):
         return []
-    scope = {"one step": "per step", "one generate call": "per generate call"}.get(fp.get("scope") or "", "")
+    scope = SCOPE_NOTES.get(fp.get("scope") or "", "")
     rows: list[Row] = [("Energy", units.energy(fp["energy_j"]), _prov(report, "footprint.energy_j"),
                         "; ".join(p for p in (scope, "facility, PUE included") if p))]
     co2_note = [scope] if scope else []

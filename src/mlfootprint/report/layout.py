@@ -11,6 +11,9 @@ from typing import Any
 from . import units
 from .schema import Report
 
+# What a footprint figure covers, as a note beside it (footprint.scope; a training run needs no note)
+SCOPE_NOTES = {"one step": "per step", "one generate call": "per generate call"}
+
 SECTION_TITLES = {
     "model": "Model",
     "workload": "Workload",
@@ -300,7 +303,7 @@ def summary(report: Report) -> list[SummaryItem]:
                 notes.append("fits" if fits else "does not fit")
         if path == "flops.model" and isinstance(lookup(report, "flops.total"), (int, float)):
             notes.append(f"all FLOPs: {format_figure('flops.total', lookup(report, 'flops.total'))}")
-        per = {"one step": "per step", "one generate call": "per generate call"}.get(lookup(report, "footprint.scope"))
+        per = SCOPE_NOTES.get(lookup(report, "footprint.scope"))
         if path.startswith("footprint.") and per:
             notes.append(per)
         text = format_figure(path, value)
