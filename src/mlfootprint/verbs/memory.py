@@ -16,7 +16,7 @@ from ..workload import Layout, Workload, check_against_model, micro_batch_of
 from .common import base_report, resolve_model, reuses_traces
 from .parts import add_memory
 from .predict import memory_extras
-from .runnable import default_precision, planner_decides, runnable, traced_run
+from .runnable import default_precision, micro_batch_workload, planner_decides, runnable, traced_run
 
 
 @reuses_traces
@@ -63,9 +63,7 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
         tr, run = traced_run(spec, wl, dev)
         wl, layout = run.workload, run.layout
     else:
-        mb = micro_batch_of(wl)
-        traced_wl = wl.with_changes(batch=mb, micro_batch=None,
-                                    given=wl.given | ({"batch"} if "batch" in wl.given or mb != 1 else set()))
+        traced_wl = micro_batch_workload(wl, micro_batch_of(wl))
         tr = traced_step(spec, traced_wl)
         if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
             layout = layout.replace(micro_batch=tr.memory.batch)  # the batch of --input shapes / an inputs callable

@@ -64,7 +64,8 @@ class Run:
 
 
 def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *, efficiency: Any = None,
-             layout: Layout | None = None, traced_wl: Workload | None = None) -> Run:
+             layout: Layout | None = None, traced_wl: Workload | None = None,
+             choose_micro_batch: bool = True) -> Run:
     """Choose what the user left open (layout by the planner, micro-batch by the memory model), estimate the
     memory of the result and, when it does not fit, the changes that would.
 
@@ -77,7 +78,8 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     mm = memory_model(spec, traced_wl or wl, tr)
     layout = layout or mm.layout()
     device_bytes, prov, source = device_bytes_for(wl)
-    if device_bytes is not None and wl.training and not ({"micro_batch", "grad_accum"} & wl.given):
+    if choose_micro_batch and device_bytes is not None and wl.training and \
+            not ({"micro_batch", "grad_accum"} & wl.given):
         wl, layout, note = _largest_micro_batch(mm, wl, layout, device_bytes)
         if note:
             notes.append(note)
@@ -101,9 +103,25 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
                 "planner (give --batch for another global batch)")
     tr = traced_step(spec, wl, checkpoint_early_stop=checkpoint_early_stop)
     run = runnable(spec, wl, tr, device, efficiency=efficiency)
+    micro = run.layout.micro_batch
+    if run.workload.training and micro != (tr.memory.batch or tr.workload.batch):
+        # The memory of the chosen layout from a trace of one device's micro-batch, as the memory verb measures it:
+        # scaling the global batch's trace down also divides what does not grow with the batch (a layer's gradient
+        # buffers, the embedding's full gradient, autocast's weight copies) by the number of micro-batches
+        micro_wl = micro_batch_workload(run.workload, micro)
+        exact = runnable(spec, run.workload, traced_step(spec, micro_wl), device, efficiency=efficiency,
+                         layout=run.layout, traced_wl=micro_wl, choose_micro_batch=False)
+        exact.notes = run.notes + exact.notes
+        run = exact
     if note:
         run.notes.append(note)
     return tr, run
+
+
+def micro_batch_workload(wl: Workload, micro_batch: int) -> Workload:
+    """The workload of one device's micro-batch (what the memory model traces to size one device's step)."""
+    return wl.with_changes(batch=micro_batch, micro_batch=None,
+                           given=wl.given | ({"batch"} if "batch" in wl.given or micro_batch != 1 else set()))
 
 
 def _at_global_batch(wl: Workload) -> tuple[Workload, str | None]:
@@ -190,6 +208,16 @@ def fit_suggestions(spec: ModelSpec, wl: Workload, mm: MemoryModel, layout: Layo
                       {"precision": "bf16-mixed" if training else "bf16"}))
     found: list[dict[str, Any]] = []
     tried: set[str] = set()
+    recomputed: list[MemoryModel | None] = []  # the step traced with full recomputation, made when first needed
+
+    def model_for(candidate: Layout) -> MemoryModel:
+        # a change to full recomputation is checked on a trace that recomputes (checkpointed blocks keep their
+        # inputs only), so the figure shown is the one the changed run reports
+        if candidate.recompute != "full" or mm.traced_recompute == "full":
+            return mm
+        if not recomputed:
+            recomputed.append(_recomputed_model(spec, mm))
+        return recomputed[0] or mm
 
     def attempt(changes: list[tuple[str, dict[str, Any]]], quant: str | None = None,
                 model: MemoryModel | None = None, extra: str = "") -> bool:
@@ -201,7 +229,7 @@ def fit_suggestions(spec: ModelSpec, wl: Workload, mm: MemoryModel, layout: Layo
         for _, change in changes:
             candidate = candidate.replace(**change)
         try:
-            peak = (model or mm).per_device(candidate, quant=quant).peak_bytes
+            peak = (model or model_for(candidate)).per_device(candidate, quant=quant).peak_bytes
         except UserError:
             return False
         if peak > device_bytes:
@@ -248,6 +276,15 @@ def _more_devices(attempt: Any, layout: Layout, training: bool, spec: ModelSpec,
             more = (f"--devices {n} --pp {n // cp}", {"pp": n // cp, "dp": 1})
         if any(attempt([more] + changes) for changes in subsets):
             return
+
+
+def _recomputed_model(spec: ModelSpec, mm: MemoryModel) -> MemoryModel | None:
+    """The memory model of the same traced step with full recomputation (None when it cannot be traced)."""
+    try:
+        traced = mm.trace.workload.with_changes(recompute="full")
+        return memory_model(spec, mm.wl.with_changes(recompute="full"), traced_step(spec, traced))
+    except UserError:
+        return None
 
 
 def _lora_model(spec: ModelSpec, wl: Workload, layout: Layout) -> MemoryModel | None:
