@@ -281,3 +281,15 @@ def test_without_batch_the_step_of_several_replicas_is_stated_and_counted_as_suc
     assert t["mfu"] == pytest.approx(f["model"] / t["step_s"] / (4 * t["peak_flop_per_s"]), rel=1e-9)
     assert any(a.startswith("batch 4: no --batch: one step is 1 sample(s) on each of the 4 data-parallel replicas")
                for a in rep["assumptions"])
+
+
+def test_analyze_sizes_a_device_from_its_own_micro_batch_as_memory_does():
+    # gpt2 over 4 replicas, one sample each. What does not grow with the batch (the embedding's full fp32 gradient,
+    # 50,257 × 768 × 4 B = 154 MB, the layers' gradient buffers) is there once per micro-batch: a trace of the global
+    # batch scaled down to one sample divided it by 4, so analyze once said less than memory
+    args = ["gpt2", "--mode", "train", "--seq", "64", "--batch", "4", "--hardware", "h100-sxm", "--devices", "4",
+            "--zero", "3", "--format", "json"]
+    a = json.loads(_cli("analyze", *args).stdout)["memory"]
+    m = json.loads(_cli("memory", *args).stdout)["memory"]
+    assert a["breakdown"]["traced_batch"] == m["breakdown"]["traced_batch"] == 1
+    assert a["peak_bytes"] == m["peak_bytes"] and a["activations_bytes"] == m["activations_bytes"]
