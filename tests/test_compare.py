@@ -132,6 +132,21 @@ def test_compare_default_axes_without_metrics():
     assert pareto["optimal"] == ["small"]  # small is lower on both
 
 
+def test_plan_reports_compare_by_their_best_layouts():
+    # two saved plans (the best layout's step, throughput, MFU and memory): rows with values, and a Pareto front
+    # on step time × memory; the 8-device plan is faster and lighter per device, so it alone is optimal
+    def plan_report(name: str, devices: int, step: float, peak: float) -> Report:
+        return Report.from_dict({"schema": "mlfootprint.report/1", "verb": "plan", "model": {"name": name},
+                                 "plan": {"devices": devices, "step_s": step, "tokens_per_s": 8192 / step,
+                                          "mfu": 0.1, "peak_bytes": peak}})
+    rep = compare([plan_report("four", 4, 0.0121, 3.67 * 2**30), plan_report("eight", 8, 0.00833, 2.43 * 2**30)])
+    section = rep.sections["compare"]
+    rows = {r["path"]: r for r in section["figures"]}
+    assert rows["plan.step_s"]["values"] == [0.0121, 0.00833] and rows["plan.peak_bytes"]["better"] == "lower"
+    assert (section["pareto"]["x"], section["pareto"]["y"]) == ("plan.step_s", "plan.peak_bytes")
+    assert section["pareto"]["optimal"] == ["eight"]
+
+
 def test_compare_renders_in_every_format(tmp_path):
     rep = compare(ALL, labels=save(tmp_path), metrics=ACC[1::2], x="footprint.co2e_g", y="acc")
     text = render(rep, "table")

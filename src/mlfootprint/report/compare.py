@@ -33,6 +33,8 @@ MAIN_FIGURES = (
     "measured.step_s", "measured.tokens_per_s", "measured.peak_bytes", "measured.mfu", "measured.energy_j",
     "footprint.energy_j", "footprint.co2e_g", "footprint.embodied_co2e_g", "footprint.total_co2e_g",
     "footprint.water_l", "footprint.cost_usd",
+    # a plan report's best layout
+    "plan.step_s", "plan.tokens_per_s", "plan.mfu", "plan.peak_bytes",
 )
 
 # Leaf keys where more is better; every other report figure is cost-like (less is better).
@@ -41,7 +43,8 @@ HIGHER_IS_BETTER = frozenset({"tokens_per_s", "samples_per_s", "mfu", "hfu", "ma
 
 # Default axes of the Pareto plot: the first two present (a user metric, when given, is y).
 _DEFAULT_AXES = ("footprint.co2e_g", "footprint.energy_j", "measured.energy_j", "time.step_s", "measured.step_s",
-                 "memory.peak_bytes", "measured.peak_bytes", "flops.model", "params.total")
+                 "memory.peak_bytes", "measured.peak_bytes", "flops.model", "params.total", "plan.step_s",
+                 "plan.peak_bytes")
 
 _METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
