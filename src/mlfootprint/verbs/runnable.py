@@ -65,12 +65,13 @@ class Run:
 
 def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *, efficiency: Any = None,
              layout: Layout | None = None, traced_wl: Workload | None = None,
-             choose_micro_batch: bool = True) -> Run:
+             choose_micro_batch: bool = True, advise: bool = True) -> Run:
     """Choose what the user left open (layout by the planner, micro-batch by the memory model), estimate the
     memory of the result and, when it does not fit, the changes that would.
 
     ``tr`` is a trace of ``traced_wl`` (default ``wl``: the whole model at the global batch, which the planner
-    needs; the memory verb traces one device's micro-batch and passes its ``layout``)."""
+    needs; the memory verb traces one device's micro-batch and passes its ``layout``). ``advise=False`` leaves
+    the changes that fit to the caller (they trace more, so only the final estimate gets them)."""
     notes: list[str] = []
     if layout is None and device is not None and planner_decides(wl):
         wl, layout, note = _planned(spec, wl, tr, device, efficiency)
@@ -85,7 +86,7 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
             notes.append(note)
     est = mm.per_device(layout).with_device(device_bytes, prov or "assumed")
     run = Run(wl, layout, mm, est, device_bytes, source if device_bytes is not None else "", notes)
-    if est.fits is False:
+    if advise and est.fits is False:
         run.suggestions = fit_suggestions(spec, wl, mm, layout, device_bytes, device)
     return run
 
@@ -102,7 +103,7 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
         note = (f"batch {wl.batch}: no --batch, so one sample for each of the {wl.devices} devices, laid out by the "
                 "planner (give --batch for another global batch)")
     tr = traced_step(spec, wl, checkpoint_early_stop=checkpoint_early_stop)
-    run = runnable(spec, wl, tr, device, efficiency=efficiency)
+    run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False)
     micro = run.layout.micro_batch
     if run.workload.training and micro != (tr.memory.batch or tr.workload.batch):
         # The memory of the chosen layout from a trace of one device's micro-batch, as the memory verb measures it:
@@ -113,6 +114,8 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
                          layout=run.layout, traced_wl=micro_wl, choose_micro_batch=False)
         exact.notes = run.notes + exact.notes
         run = exact
+    elif run.fits is False:
+        run.suggestions = fit_suggestions(spec, run.workload, run.model, run.layout, run.device_bytes, device)
     if note:
         run.notes.append(note)
     return tr, run
