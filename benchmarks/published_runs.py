@@ -242,8 +242,7 @@ class Predictor:
 
     def __init__(self) -> None:
         self._specs: dict[str, Any] = {}
-        self._trace_key: str | None = None
-        self._trace: Any = None
+        self._traces: dict[str, Any] = {}  # the global batch's trace and the last micro-batch's (rows share them)
 
     def spec(self, ref: str) -> Any:
         from mlfootprint.verbs.common import resolve_model
@@ -251,14 +250,22 @@ class Predictor:
             self._specs[ref] = resolve_model(ref, [])
         return self._specs[ref]
 
+    def _trace(self, ref: str, spec: Any, wl: Any, kind: str) -> Any:
+        from mlfootprint.trace.run import trace
+        key = trace_key(wl, ref)
+        held = self._traces.get(kind)
+        if held is None or held[0] != key:  # rows are sorted by key: one trace of each kind held at a time
+            self._traces.pop(kind, None)
+            self._traces[kind] = (key, trace(spec, wl, checkpoint_early_stop=False))
+        return self._traces[kind][1]
+
     def predict(self, ref: str, wl: Any) -> dict[str, Any]:
         from mlfootprint.analysis.count.params import parameter_stats
         from mlfootprint.analysis.predict.efficiency import efficiency_for
         from mlfootprint.analysis.predict.prediction import predict_step, resolve_device
         from mlfootprint.analysis.predict.roofline import peak_for_precision
         from mlfootprint.analysis.predict.shape import parallel_from
-        from mlfootprint.trace.run import trace
-        from mlfootprint.verbs.runnable import default_precision, runnable
+        from mlfootprint.verbs.runnable import default_precision, traced_run
 
         dev = resolve_device(wl.hardware)
         wl, _ = default_precision(wl, dev)
@@ -266,13 +273,13 @@ class Predictor:
         efficiency_for(dev, None)
         parallel_from(wl)
         spec = self.spec(ref)
-        key = trace_key(wl, ref)
-        if key != self._trace_key:  # rows are sorted by key: one trace held at a time
-            self._trace, self._trace_key = None, None
-            self._trace, self._trace_key = trace(spec, wl, checkpoint_early_stop=False), key
-        tr = self._trace
-        run = runnable(spec, wl, tr, dev)
-        pred = predict_step(spec, run.workload, tr, dev, layout=run.layout)
+        first = wl
+
+        def tracer(s: Any, w: Any) -> Any:
+            return self._trace(ref, s, w, "global" if w is first else "micro")
+
+        tr, run = traced_run(spec, wl, dev, checkpoint_early_stop=False, tracer=tracer)
+        pred = predict_step(spec, run.workload, run.step_trace or tr, dev, layout=run.layout)
         return {"step_s": pred.step_s, "mfu": pred.mfu, "model_flops": pred.model_flops,
                 "params": parameter_stats(tr).total, "facts": dict(spec.facts or {}),
                 "peak_bytes": run.estimate.peak_bytes, "fits": run.fits, "layout": pred.layout.label(),

@@ -293,3 +293,33 @@ def test_analyze_sizes_a_device_from_its_own_micro_batch_as_memory_does():
     m = json.loads(_cli("memory", *args).stdout)["memory"]
     assert a["breakdown"]["traced_batch"] == m["breakdown"]["traced_batch"] == 1
     assert a["peak_bytes"] == m["peak_bytes"] and a["activations_bytes"] == m["activations_bytes"]
+
+
+def test_data_parallel_replicas_each_take_one_device_micro_batch_time():
+    # gpt2 on 8 replicas of one sample each (DDP, no sharding) does on each device exactly what one device does with
+    # one sample: the same operators at the same sizes, so the same compute- and memory-bound time. A trace of the
+    # 8-sample batch scaled by 1/8 also divided what a micro-batch does whatever its size (autocast's weight casts,
+    # the norms' weight reads) by 8, and predicted less memory-bound time than the single device's
+    from mlfootprint import predict
+    eight = predict("gpt2", Workload(batch=8, seq=256, mode="train", hardware="a100-80gb", devices=8, tp=1, pp=1,
+                                     zero=0, micro_batch=1)).sections["time"]["breakdown"]
+    one = predict("gpt2", Workload(batch=1, seq=256, mode="train", hardware="a100-80gb")).sections["time"]["breakdown"]
+    assert eight["compute_s"] == pytest.approx(one["compute_s"], rel=1e-9)
+    assert eight["memory_s"] == pytest.approx(one["memory_s"], rel=1e-9)
+    assert eight["communication_s"] > 0 == one["communication_s"]
+
+
+def test_recomputation_the_planner_chooses_is_timed():
+    # 4 devices of 2.5 GB: the planner needs full recomputation for gpt2 at 1,024 tokens. Its recomputed forward
+    # takes time (it once took none: the step model read the trace as already recomputed because the workload said
+    # so), and the run equals the same layout given by hand
+    from mlfootprint import predict
+    base = dict(batch=4, seq=1024, mode="train", hardware="a100-80gb", devices=4, device_memory=2_500_000_000)
+    planned = predict("gpt2", Workload(**base))
+    w, t = planned.sections["workload"], planned.sections["time"]
+    assert w["recompute"] == "full" and "recompute" in w["defaults"]
+    assert t["phases"]["recompute_s"] > 0.2 * t["phases"]["forward_s"]
+    by_hand = predict("gpt2", Workload(**base, tp=w["tp"], pp=w["pp"], zero=w["zero"], micro_batch=w["micro_batch"],
+                                       recompute="full")).sections["time"]
+    assert t["step_s"] == pytest.approx(by_hand["step_s"], rel=1e-9)
+    assert t["hfu"] > t["mfu"]

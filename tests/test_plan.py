@@ -97,16 +97,18 @@ def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
     assert p["global_batch"] == 1024  # 4M tokens / 4096, a multiple of 64
     assert len(p["layouts"]) == 5
     assert p["best"] in p["explanation"]
-    spec = model_spec("llama-2-70b")
-    # the same target device as the plan: its kernels decide the traced memory (trace/target.py)
-    wl = Workload(batch=1024, seq=4096, mode="train", precision="bf16-mixed", hardware="a100-80gb")
-    spec, wl, tr = trace_for_prediction(spec, wl)
-    mm = memory_model(spec, wl, tr)
+    # each layout sized from a trace of its own micro-batch, on the same target device as the plan: its kernels
+    # decide the traced memory (trace/target.py)
+    models = {}
+    for mb in {lay["micro_batch"] for lay in p["layouts"]}:
+        wl = Workload(batch=mb, seq=4096, mode="train", precision="bf16-mixed", hardware="a100-80gb")
+        spec, wl, tr = trace_for_prediction(model_spec("llama-2-70b"), wl)
+        models[mb] = memory_model(spec, wl, tr)
     capacity = get_device("a100-80gb").memory_bytes
     speeds = []
     for lay in p["layouts"]:
         assert lay["tp"] * lay["pp"] * lay["dp"] * lay["cp"] == 64
-        est = mm.per_device(Layout(dp=lay["dp"], tp=lay["tp"], pp=lay["pp"], vp=lay["vp"], cp=lay["cp"],
+        est = models[lay["micro_batch"]].per_device(Layout(dp=lay["dp"], tp=lay["tp"], pp=lay["pp"], vp=lay["vp"], cp=lay["cp"],
                                    schedule=lay["schedule"], zero=lay["zero"],
                                    micro_batch=lay["micro_batch"], recompute=lay["recompute"],
                                    precision="bf16-mixed", optimizer="adamw", grad_accum=lay["micro_batches"],
@@ -115,3 +117,22 @@ def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
         assert est.peak_bytes <= capacity and lay["fits"]
         speeds.append(lay["tokens_per_s"])
     assert speeds == sorted(speeds, reverse=True)
+
+
+def test_the_plans_best_layout_is_what_predict_runs_with_the_same_figures(tmp_path):
+    # plan's first row and predict with only --devices are one layout with one step time and one peak: both size
+    # and time it from a trace of one device's micro-batch (plan's table once scaled the global batch's trace,
+    # which divided autocast's weight copies and the layers' gradient buffers by the micro-batches)
+    args = ["gpt2", "--devices", "8", "--hardware", "a100-80gb", "--seq", "256", "--batch", "32"]
+    assert main(["plan", *args, "--top", "3", "-o", str(tmp_path / "plan.json")]) == 0
+    assert main(["predict", *args, "-o", str(tmp_path / "predict.json")]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    pred = json.loads((tmp_path / "predict.json").read_text())
+    w = pred["workload"]
+    best = plan["plan"]["layouts"][0]
+    assert (w["tp"], w["pp"], w["zero"], w["micro_batch"]) == (best["tp"], best["pp"], best["zero"],
+                                                              best["micro_batch"])
+    assert best["micro_batch"] < 32  # one device's micro-batch is not the global batch: scaling it once differed
+    assert plan["plan"]["step_s"] == pytest.approx(pred["time"]["step_s"], rel=1e-12)
+    assert plan["plan"]["peak_bytes"] == pred["memory"]["peak_bytes"]
+    assert any("from a trace of one device's micro-batch" in a for a in plan["assumptions"])

@@ -345,9 +345,13 @@ class Workload:
         DDP (with or without ZeroRedundancyOptimizer) reduces as they are; under ZeRO-3 the weights are gathered in
         16 bits (FSDP's ``param_dtype``), so the gradients are 16-bit too; 16-bit working weights have 16-bit
         gradients (DeepSpeed's ``communication_data_type`` default)."""
+        return self.grad_reduce_at(self.zero)
+
+    def grad_reduce_at(self, zero: int) -> str:
+        """``grad_reduce_resolved`` under ZeRO stage ``zero`` (the planner weighs every stage from one workload)."""
         if self.grad_reduce_dtype != "auto":
             return self.grad_reduce_dtype
-        return "fp32" if self.autocast and self.zero < 3 else "compute"
+        return "fp32" if self.autocast and zero < 3 else "compute"
 
     @property
     def sequence_parallel_on(self) -> bool:

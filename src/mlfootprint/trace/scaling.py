@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..core.errors import UserError
 from .records import BlockSpan, MemoryEvent, MemoryFacts, OpRecord, SavedTensor, Trace
 
 DERIVED_NOTE = "trace: derived from traces at two other batches"
@@ -100,8 +101,17 @@ def _derive(t1: Trace, t2: Trace, b1: int, b2: int, b: int) -> Trace:
         t1, records=records, events=events, saved_bytes=saved_bytes, memory=memory,
         input_bytes=line(t1.input_bytes, t2.input_bytes), grad_bytes=line(t1.grad_bytes, t2.grad_bytes),
         optimizer_state_bytes=line(t1.optimizer_state_bytes, t2.optimizer_state_bytes),
-        tokens=line(t1.tokens, t2.tokens), trace_s=0.0,
+        tokens=line(t1.tokens, t2.tokens), trace_s=0.0, workload=_at_batch(t1.workload, b),
         assumptions=[*t1.assumptions, f"{DERIVED_NOTE} ({b1} and {b2}): every figure on the line through the two"])
+
+
+def _at_batch(wl: Any, batch: int) -> Any:
+    """The traced workload at the derived batch (a micro-batch that no longer divides it is dropped)."""
+    try:
+        return wl.with_changes(given=wl.given, batch=batch)
+    except UserError:  # the workload's checks refuse the batch with its other fields: drop the micro-batch
+        return wl.with_changes(given=wl.given - {"micro_batch", "grad_accum"}, batch=batch, micro_batch=None,
+                               grad_accum=1)
 
 
 def _same_identities(t1: Trace, t2: Trace) -> None:

@@ -65,7 +65,7 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     if dev is not None and run.fits is False and not even_if_oom:
         withhold_time(rep, run)
     elif dev is not None:
-        pred = predict_step(spec, run.workload, tr, dev, layout=run.layout, efficiency=efficiency)
+        pred = predict_step(spec, run.workload, run.step_trace or tr, dev, layout=run.layout, efficiency=efficiency)
         time = add_time(rep, pred, spec, run.workload, tr, efficiency=efficiency,
                         active_params=params.active or params.total)
         add_run_footprint(rep, time, params.total, site)

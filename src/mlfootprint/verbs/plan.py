@@ -14,7 +14,7 @@ from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.cache import traced_step
-from .runnable import default_precision
+from .runnable import default_precision, micro_batch_traces
 from ..workload import Workload
 from .common import base_report, resolve_model, reuses_traces
 
@@ -77,7 +77,9 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1,
                                 vp=1, schedule="1f1b", devices=None, offload="none", zeropp=False, given=wl.given)
     tr = traced_step(spec, traced_wl, checkpoint_early_stop=False)
-    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, cp=cp, **fixed)
+    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, cp=cp, **fixed,
+                       trace_at=micro_batch_traces(spec, traced_wl, lambda s, w: traced_step(
+                           s, w, checkpoint_early_stop=False)))
     best = res.best
     # the report's workload is the one the best layout runs: the traced sequence, the planner's layout
     par = best.par

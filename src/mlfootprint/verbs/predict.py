@@ -86,7 +86,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     if run.fits is False and not even_if_oom:
         withhold_time(rep, run)
     else:
-        pred = predict_step(spec, run.workload, tr, dev, efficiency=efficiency, mfu=mfu, hfu=hfu,
+        pred = predict_step(spec, run.workload, run.step_trace or tr, dev, efficiency=efficiency, mfu=mfu, hfu=hfu,
                             flops_per_device=flops_per_device, layout=run.layout)
         time = add_time(rep, pred, spec, run.workload, tr, efficiency=efficiency,
                         active_params=params.active or params.total, deadline_s=deadline_s, deadline_mfu=deadline_mfu)

@@ -12,6 +12,7 @@ Every default taken is stated in the report's assumptions and left out of ``work
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,9 @@ class Run:
     device_source: str
     notes: list[str] = field(default_factory=list)
     suggestions: list[dict[str, Any]] = field(default_factory=list)
+    # A trace of one device's micro-batch under the chosen layout (its recomputation included), which the step's
+    # time is predicted from; None: the trace the run was chosen from serves (it is already that micro-batch).
+    step_trace: Trace | None = None
 
     @property
     def fits(self) -> bool | None:
@@ -65,16 +69,18 @@ class Run:
 
 def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *, efficiency: Any = None,
              layout: Layout | None = None, traced_wl: Workload | None = None,
-             choose_micro_batch: bool = True, advise: bool = True) -> Run:
+             choose_micro_batch: bool = True, advise: bool = True,
+             tracer: Callable[[ModelSpec, Workload], Trace] | None = None) -> Run:
     """Choose what the user left open (layout by the planner, micro-batch by the memory model), estimate the
     memory of the result and, when it does not fit, the changes that would.
 
     ``tr`` is a trace of ``traced_wl`` (default ``wl``: the whole model at the global batch, which the planner
     needs; the memory verb traces one device's micro-batch and passes its ``layout``). ``advise=False`` leaves
-    the changes that fit to the caller (they trace more, so only the final estimate gets them)."""
+    the changes that fit to the caller (they trace more, so only the final estimate gets them). ``tracer`` lets
+    the planner size and time the layouts it shows from their own micro-batch's trace (``planner.plan``)."""
     notes: list[str] = []
     if layout is None and device is not None and planner_decides(wl):
-        wl, layout, note = _planned(spec, wl, tr, device, efficiency)
+        wl, layout, note = _planned(spec, wl, tr, device, efficiency, tracer)
         notes.append(note)
     mm = memory_model(spec, traced_wl or wl, tr)
     layout = layout or mm.layout()
@@ -92,33 +98,58 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
 
 
 def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficiency: Any = None,
-               checkpoint_early_stop: bool = True) -> tuple[Trace, Run]:
+               checkpoint_early_stop: bool = True,
+               tracer: Callable[[ModelSpec, Workload], Trace] | None = None) -> tuple[Trace, Run]:
     """Trace ``wl`` and choose what the user left open (``runnable``), the step covering the global batch the
     report states: ``--batch`` left at 1 with several data-parallel replicas reads as one sample per replica
     (``analysis/predict/shape.global_batch``), so the workload takes that batch as a default and the trace, the
     FLOPs, the memory and the time all cover the same samples (with only ``--devices``, one sample per device,
-    which the planner then lays out)."""
+    which the planner then lays out).
+
+    The run's memory and its ``step_trace`` (what the time is predicted from) come from a trace of one device's
+    micro-batch: scaling the global batch's trace down would also divide what one micro-batch does whatever its
+    size (autocast's weight casts, a layer's gradient buffers, the embedding's full gradient, the reads of norm
+    weights) by the number of micro-batches. ``tracer`` traces a workload (default: ``traced_step`` with
+    ``checkpoint_early_stop``)."""
+    if tracer is None:
+        def tracer(s: ModelSpec, w: Workload) -> Trace:
+            return traced_step(s, w, checkpoint_early_stop=checkpoint_early_stop)
     wl, note = _at_global_batch(wl)
     if note and device is not None and planner_decides(wl):
         note = (f"batch {wl.batch}: no --batch, so one sample for each of the {wl.devices} devices, laid out by the "
                 "planner (give --batch for another global batch)")
-    tr = traced_step(spec, wl, checkpoint_early_stop=checkpoint_early_stop)
-    run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False)
+    tr = tracer(spec, wl)
+    run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False, tracer=tracer)
     micro = run.layout.micro_batch
-    if run.workload.training and micro != (tr.memory.batch or tr.workload.batch):
-        # The memory of the chosen layout from a trace of one device's micro-batch, as the memory verb measures it:
-        # scaling the global batch's trace down also divides what does not grow with the batch (a layer's gradient
-        # buffers, the embedding's full gradient, autocast's weight copies) by the number of micro-batches
+    if run.workload.training and (micro != (tr.memory.batch or tr.workload.batch)
+                                  or _checkpointed(run.workload) != _checkpointed(tr.workload)):
+        # One device's micro-batch under the chosen layout, as the memory verb traces it (the class notes why)
         micro_wl = micro_batch_workload(run.workload, micro)
-        exact = runnable(spec, run.workload, traced_step(spec, micro_wl), device, efficiency=efficiency,
+        step_trace = tracer(spec, micro_wl)
+        exact = runnable(spec, run.workload, step_trace, device, efficiency=efficiency,
                          layout=run.layout, traced_wl=micro_wl, choose_micro_batch=False)
         exact.notes = run.notes + exact.notes
+        exact.step_trace = step_trace
         run = exact
     elif run.fits is False:
         run.suggestions = fit_suggestions(spec, run.workload, run.model, run.layout, run.device_bytes, device)
     if note:
         run.notes.append(note)
     return tr, run
+
+
+def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]
+                       ) -> Callable[[int], Trace]:
+    """The planner's ``trace_at``: a trace of one device's micro-batch of ``mb`` samples of ``wl``. Each is traced,
+    not derived from two others (``trace/scaling.py``): a step is not affine in the batch across every size (an
+    embedding's reads are capped by its table, a batch of one skips copies and reductions), and the layouts shown
+    must be the ones ``predict`` then times."""
+    return lambda mb: tracer(spec, micro_batch_workload(wl, mb))
+
+
+def _checkpointed(wl: Workload) -> str:
+    """What a trace of ``wl`` recomputes itself (selective recomputation is modelled on a trace without it)."""
+    return wl.recompute if wl.recompute in ("full", "selective-op") else "none"
 
 
 def micro_batch_workload(wl: Workload, micro_batch: int) -> Workload:
@@ -139,12 +170,14 @@ def planner_decides(wl: Workload) -> bool:
     return bool(wl.training and wl.devices and wl.devices > 1 and not set(_LAYOUT_OPTIONS) & wl.given)
 
 
-def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficiency: Any
-             ) -> tuple[Workload, Layout, str]:
-    """The planner's best layout for ``wl.devices`` devices (the trace is the whole model at the global batch)."""
+def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficiency: Any,
+             tracer: Callable[[ModelSpec, Workload], Trace] | None = None) -> tuple[Workload, Layout, str]:
+    """The planner's best layout for ``wl.devices`` devices (the trace is the whole model at the global batch),
+    the first row of ``plan``'s table (the same number of layouts ranked again from their own micro-batches)."""
     if tr.workload.recompute != "none":
         raise UserError("internal: the planner needs a trace without recomputation")
-    res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency, top=1)
+    res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency,
+                       trace_at=micro_batch_traces(spec, wl, tracer) if tracer else None)
     best = res.best
     full = best.memory.layout  # the layout the memory model checked (precision, accumulation, sequence parallel)
     # the stack's choices, not the planner's

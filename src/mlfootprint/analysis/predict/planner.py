@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,15 +97,21 @@ def _divisors(n: int) -> list[int]:
     return sorted(out)
 
 
+def device_capacity(wl: Any, device: Device) -> int:
+    """One device's memory a layout must fit in: ``--device-memory`` when given, else the catalog's."""
+    return int(getattr(wl, "device_memory", None) or device.memory_bytes)
+
+
 def _memory_checker(spec: Any, wl: Any, trace: Any, device: Device, model: Any = None):
     model = model or memory_model(spec, wl, trace)
-    capacity = int(device.memory_bytes)
+    capacity = device_capacity(wl, device)
 
     def check(par: Layout) -> tuple[float, bool, Any]:
         m = max(1, wl.batch // (par.dp * par.micro_batch))
         layout = par.replace(precision=wl.precision, optimizer=wl.optimizer, grad_accum=m, sequence_parallel=par.tp > 1)
         try:
-            est = model.per_device(layout).with_device(capacity, "published")
+            est = model.per_device(layout).with_device(capacity, "assumed" if getattr(wl, "device_memory", None)
+                                                       else "published")
         except UserError:  # a layout the memory model refuses for this model
             return math.inf, False, None
         return float(est.peak_bytes), bool(est.fits), est
@@ -244,11 +251,17 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
          top: int = 10, tp: int | None = None, pp: int | None = None, zero: int | None = None,
          micro_batch: int | None = None, recompute: str | None = None, offload: str = "none",
          cp: int | None = None, vp: int | None = None, schedule: str | None = None, cp_comm: str = "ring",
-         memory_check: Any = None) -> PlanResult:
+         memory_check: Any = None, trace_at: Callable[[int], Any] | None = None) -> PlanResult:
     """Rank the layouts of ``devices`` devices for ``wl`` (a training workload traced at its global batch).
 
     ``memory_check(par) -> (peak_bytes, fits, estimate)`` replaces the memory model (tests, or callers
     with their own); it also turns the model-states bound off.
+
+    ``trace_at(micro_batch)``: a trace of one device's micro-batch of that many samples (the verbs trace it). With
+    it, the layouts the memory model is asked about are sized from their own micro-batch's trace, and those that
+    fit are timed from it and ranked again: the global batch's trace, scaled down, also divides what a micro-batch
+    does whatever its size (autocast's weight casts, a layer's gradient buffers, the reads of the norms' weights)
+    by the number of micro-batches. Without it, every figure comes from the global trace, scaled.
     """
     t0 = time.perf_counter()
     if not wl.training:
@@ -278,7 +291,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         raise UserError(f"no layout of {devices} devices divides the global batch {wl.batch} into whole data-parallel "
                         f"replicas and micro-batches; use a --batch that is a multiple of {devices}")
     enumerated = len(layouts)
-    capacity = float(dev.memory_bytes)
+    capacity = float(device_capacity(wl, dev))
     mem_model = None
     if memory_check is None:
         mem_model = memory_model(spec, wl, trace)
@@ -288,23 +301,48 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         layouts = kept or layouts  # when nothing passes, the memory model says how far the smallest is
     else:
         pruned = 0
-    model, recompute_flops = _flops(trace)
+    model, recompute_flops = _flops(trace)  # of the global batch: one step
+    tokens = trace.tokens * shape.scale
     peak = profile.peak_flops
+
+    def candidate(par: Layout, prof: Any, shp: Any) -> Candidate:
+        st = step_time(prof, shp, par, dev, eff)
+        hw = model + recompute_flops + st.hardware_extra_flops
+        return Candidate(par, st, tokens / st.step_s, model / (st.step_s * devices * peak),
+                         hw / (st.step_s * devices * peak))
+
     cands: list[Candidate] = []
     for par in layouts:
         try:
-            st = step_time(profile, shape, par, dev, eff)
+            cands.append(candidate(par, profile, shape))
         except UserError:
             continue
-        hw = model + recompute_flops + st.hardware_extra_flops
-        cands.append(Candidate(par, st, trace.tokens * st.scale / st.step_s, model / (st.step_s * devices * peak),
-                               hw / (st.step_s * devices * peak)))
     if not cands:
         step_time(profile, shape, layouts[0], dev, eff)  # raises the layout's own one-line reason
     order = {r: i for i, r in enumerate(RECOMPUTE_CHOICES)}
-    cands.sort(key=lambda c: (-c.tokens_per_s, c.par.tp * c.par.pp * c.par.cp, c.par.vp, c.par.zero,
-                              order[c.par.recompute], c.par.zeropp, c.par.micro_batch))
-    check = memory_check or _memory_checker(spec, wl, trace, dev, mem_model)
+
+    def rank(c: Candidate) -> tuple:
+        return (-c.tokens_per_s, c.par.tp * c.par.pp * c.par.cp, c.par.vp, c.par.zero, order[c.par.recompute],
+                c.par.zeropp, c.par.micro_batch)
+
+    cands.sort(key=rank)
+    scaled_check = memory_check or _memory_checker(spec, wl, trace, dev, mem_model)
+    own: dict[int, tuple[Any, Any, Any]] = {}  # micro-batch → (profile, shape, memory check) of its own trace
+
+    def at_micro_batch(mb: int) -> tuple[Any, Any, Any]:
+        if mb not in own:
+            t = trace_at(mb) if trace_at is not None and mb != (trace.memory.batch or wl.batch) else None
+            if t is None:
+                own[mb] = (profile, shape, scaled_check)
+            else:
+                micro_wl = wl.with_changes(given=wl.given, batch=mb, micro_batch=None)
+                own[mb] = (build_profile(t, dev, eff, wl.precision, getattr(wl, "fusion", None)),
+                           model_shape(spec, wl, t),
+                           memory_check or _memory_checker(spec, wl, t, dev, memory_model(spec, micro_wl, t)))
+        return own[mb]
+
+    def check(par: Layout) -> tuple[float, bool, Any]:
+        return at_micro_batch(par.micro_batch)[2](par)
     # The most frugal layout of each (tp, cp, pp, dp) group — smallest micro-batch, highest ZeRO stage, full
     # recomputation, fewest virtual stages: memory does not grow when a layout saves more, so if none of these
     # fits, none fits.
@@ -343,13 +381,21 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             raise UserError(f"no layout of {spec.name} on {devices} × {dev.id} is possible: the memory model refuses "
                             f"all {len(cands)} (e.g. {smallest.par.label()}); use another device count")
         raise UserError(
-            f"no layout of {spec.name} fits on {devices} × {dev.id} ({dev.memory_bytes / 2**30:.1f} GiB each): the "
+            f"no layout of {spec.name} fits on {devices} × {dev.id} ({capacity / 2**30:.1f} GiB each): the "
             f"most frugal one ({smallest.par.label()}) still needs {smallest.peak_bytes / 2**30:.1f} GiB per device — "
             f"use more devices, a device with more memory, LoRA, or quantization")
+    if trace_at is not None:  # time the layouts shown from their own micro-batch's trace, and rank them again
+        for i, c in enumerate(fitting):
+            prof, shp, _ = at_micro_batch(c.par.micro_batch)
+            if prof is not profile:
+                timed = candidate(c.par, prof, shp)
+                timed.peak_bytes, timed.fits, timed.memory = c.peak_bytes, c.fits, c.memory
+                fitting[i] = timed
+        fitting.sort(key=rank)
     best = fitting[0]
     for c in fitting[1:]:
         c.why = why_slower(c, best)
-    explanation = explain(best, dev, devices)
+    explanation = explain(best, dev, devices, capacity)
     notes = [f"global batch {wl.batch} {'sequences' if shape.tokens_per_sample else 'samples'} "
              f"({trace.tokens:,} tokens per step)",
              f"{enumerated:,} layouts enumerated; {pruned:,} pruned by a lower bound on their memory (the biggest "
@@ -362,6 +408,11 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
              f"2·cp chunks (ring attention), tried from {eff['plan_cp_min_seq']:g} tokens; ZeRO 2/3 only without "
              "pipeline parallelism; ZeRO++ tried with ZeRO 3 when the data-parallel group spans nodes; offload not "
              f"enumerated ({offload if offload != 'none' else 'none'}, as given)"]
+    traced = sorted(mb for mb, (prof, _, _) in own.items() if prof is not profile)
+    if traced:
+        notes.append(f"the layouts asked about were sized, and those shown timed and ranked again, from a trace of "
+                     f"one device's micro-batch ({', '.join(map(str, traced))} sample(s)); the ranking that chose "
+                     f"them scaled the global batch's trace")
     if fused_only and recompute is None:
         notes.append("selective recomputation left out: with fused (SDPA/flash) attention it keeps and redoes "
                      "the same as no recomputation")
@@ -408,7 +459,7 @@ def _thrift(par: Layout) -> tuple:
     return (par.micro_batch, -par.zero, -RECOMPUTE_CHOICES.index(par.recompute), par.vp, par.zeropp)
 
 
-def explain(c: Candidate, dev: Device, devices: int) -> str:
+def explain(c: Candidate, dev: Device, devices: int, capacity: float | None = None) -> str:
     st = c.st
     total = st.step_s
     parts = sorted(st.breakdown.items(), key=lambda kv: -kv[1])
@@ -424,6 +475,6 @@ def explain(c: Candidate, dev: Device, devices: int) -> str:
             detail.append(f"{label} {comm[key] / total:.0%}")
     mem = ""
     if c.peak_bytes is not None:
-        mem = f"; peak memory {c.peak_bytes / 2**30:.1f} GiB of {dev.memory_bytes / 2**30:.1f} GiB per device"
+        mem = f"; peak memory {c.peak_bytes / 2**30:.1f} GiB of {(capacity or dev.memory_bytes) / 2**30:.1f} GiB per device"
     return (f"best: {c.par.label()} — {c.tokens_per_s:,.0f} tokens/s, MFU {c.mfu:.1%}; bottleneck: {st.bottleneck} "
             f"({shares}{'; communication: ' + ', '.join(detail) if detail else ''}){mem}")

@@ -104,7 +104,9 @@ def activation_offload_bytes(spec: Any, wl: Any, trace: Any, par: Layout) -> flo
 
     lay = Layout.from_workload(wl).replace(dp=par.dp, tp=par.tp, pp=par.pp, micro_batch=par.micro_batch,
                                            recompute=par.recompute, offload_activations=par.offload_activations)
-    est = memory_model(spec, wl, trace).per_device(lay)
+    batch = trace.workload.batch
+    traced = wl if batch == wl.batch else wl.with_changes(given=wl.given, batch=batch, micro_batch=None)
+    est = memory_model(spec, traced, trace).per_device(lay)
     return est.activation_offload_traffic_bytes / 2 / lay.grad_accum
 
 

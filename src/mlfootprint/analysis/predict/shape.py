@@ -25,19 +25,21 @@ def tokens_per_sample(spec: Any, wl: Any, trace: Any) -> float | None:
 def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None) -> ModelShape:
     """What the step model needs; ``global_batch`` when the step covers more samples than the trace."""
     facts = spec.facts or {}
+    traced = getattr(trace, "workload", None) or wl  # the workload as traced (its batch, its recomputation)
     stats = parameter_stats(trace)
     total = stats.total
     trainable = sum(math.prod(p.shape) for p in trace.params if p.trainable)
     expert_trainable = sum(math.prod(p.shape) for p in trace.params if p.trainable and p.expert)
     act_bytes = wl.precision_info.compute_bytes
     moe = trace.moe
-    gather_elem, reduce_elem = communication_dtypes(wl.precision_info, wl.grad_reduce_resolved)
+    gather_elem, reduce_elem = communication_dtypes(wl.precision_info, wl.grad_reduce_at(wl.zero))
+    reduce_elem3 = communication_dtypes(wl.precision_info, wl.grad_reduce_at(3))[1]
     weight_bytes = float(total * act_bytes if wl.mixed else trace.param_bytes)
     if wl.precision == "fp8-mixed":
         weight_bytes = float(total * gather_elem)
     return ModelShape(
         batch=global_batch or wl.batch,
-        tokens_per_sample=tokens_per_sample(spec, wl, trace),
+        tokens_per_sample=tokens_per_sample(spec, traced, trace),
         layers=facts.get("layers"),
         hidden=facts.get("hidden"),
         act_bytes=act_bytes,
@@ -47,13 +49,17 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         experts=int(getattr(moe, "experts", 0) or facts.get("experts") or 0),
         top_k=int(getattr(moe, "top_k", 0) or facts.get("experts_per_token") or 0),
         training=wl.training,
-        # what the trace itself recomputed: full and selective-op run checkpointed blocks; a trace under --recompute
-        # selective is the trace without it (trace/transforms.py) and recomputed nothing
-        trace_recompute=wl.recompute if wl.training and wl.recompute in ("full", "selective-op") else "none",
-        traced_batch=wl.batch,
+        # what the trace itself recomputed (its own workload's, not the layout's: a planner that chose full
+        # recomputation on a trace without it still has it to add): full and selective-op run checkpointed blocks;
+        # a trace under --recompute selective is the trace without it (trace/transforms.py) and recomputed nothing
+        trace_recompute=traced.recompute if traced.training and traced.recompute in ("full", "selective-op")
+        else "none",
+        traced_batch=traced.batch,
         reduce_bytes=float(stats.trainable * reduce_elem),
         weight_elem_bytes=weight_bytes / total if total else float(gather_elem),
         reduce_elem_bytes=float(reduce_elem),
+        reduce_bytes_zero3=float(stats.trainable * reduce_elem3),
+        reduce_elem_bytes_zero3=float(reduce_elem3),
         moe_layers=int(facts["moe_layers"]) if facts.get("moe_layers") else None,
         capacity_factor=float(facts["capacity_factor"]) if facts.get("capacity_factor") else None,
         heads=facts.get("heads"),

@@ -121,6 +121,16 @@ class ModelShape:
     expert_weight_share: float = 0.0
     expert_grad_share: float = 0.0
     parallel_block: bool = False  # attention and MLP side by side on one input (one forward TP all-reduce per layer)
+    # the same two under ZeRO-3 (None: as above), whose default reduction dtype is 16-bit (Workload.grad_reduce_at)
+    reduce_bytes_zero3: float | None = None
+    reduce_elem_bytes_zero3: float | None = None
+
+    def gradient_reduction(self, zero: int) -> tuple[float, float]:
+        """(the gradient buffer in the dtype it is reduced in, bytes per element) under ZeRO stage ``zero``."""
+        if zero >= 3 and self.reduce_elem_bytes_zero3 is not None:
+            return float(self.reduce_bytes_zero3 if self.reduce_bytes_zero3 is not None else self.grad_bytes), \
+                self.reduce_elem_bytes_zero3
+        return float(self.reduce_bytes if self.reduce_bytes is not None else self.grad_bytes), self.reduce_elem_bytes
 
     @property
     def scale(self) -> float:
@@ -585,7 +595,8 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     intra_bw, inter_bw, dpn = links
     mp = par.tp * par.pp
     weights = shape.weight_bytes / mp
-    grads = (shape.reduce_bytes if shape.reduce_bytes is not None else shape.grad_bytes) / mp
+    reduce_bytes, reduce_elem = shape.gradient_reduction(par.zero)
+    grads = reduce_bytes / mp
     ranks = par.dp * par.cp
     # gradients are reduced over the data- and context-parallel ranks together (they hold the same weights);
     # under expert parallelism the routed experts are split over ep × etp ranks (etp: tp unless --etp) and reduced
@@ -608,7 +619,7 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     c.volumes["dp_bytes"] = 0.0
     for w, g, size, per_node, shard in groups:
         v = comm.dp_volume(w, g, size, par.zero, m, weight_elem_bytes=shape.weight_elem_bytes,
-                           grad_elem_bytes=shape.reduce_elem_bytes, zeropp=par.zeropp, dp_per_node=per_node,
+                           grad_elem_bytes=reduce_elem, zeropp=par.zeropp, dp_per_node=per_node,
                            shard_group=shard)
         c.volumes["dp_bytes"] += v.intra_bytes + v.inter_bytes
         formulas.append(v.formula)
@@ -636,7 +647,7 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         pieces = layers
     else:
         bucket = float(STEP_MODEL.value("communication", "gradient_bucket_bytes")) if par.zero == 0 else \
-            float(STEP_MODEL.value("communication", "zero_reduce_bucket_elements")) * shape.reduce_elem_bytes
+            float(STEP_MODEL.value("communication", "zero_reduce_bucket_elements")) * reduce_elem
         pieces = max(1, math.ceil(grads / bucket))
     xg, xr = comm.exposed_under_compute(gb, red_mb, b_mb, pieces) if (gb or red_mb) else (0.0, 0.0)
     xg_last, xr_last = comm.exposed_under_compute(gb, red_mb + red_step, b_mb, pieces) if (gb or red_mb or red_step) \
