@@ -4,7 +4,10 @@
 
 Prints, per model: the trace time (one fake-tensor trace of the whole model at the
 global batch), the planning time (profile + every layout's step time + memory checks
-in rank order) and the end-to-end time, with the number of layouts and the winner.
+in rank order, and the layouts shown re-timed), of which the traces of one device's
+micro-batch the planner sizes and times the layouts it shows from (``--scaled``: none,
+every figure from the global trace scaled, as the planner did before those traces),
+and the end-to-end time, with the number of layouts and the winner.
 Issue 12 asks for GPT-3 175B on 12,288 devices planned (not traced) in well under 5 s,
 with the TP × CP × PP (uneven, VP) × DP search; the last line is Llama 3.1 405B on
 16,384 H100 at 8K context and a 2,048-sequence batch, whose layout should be pipeline-
@@ -16,6 +19,7 @@ import argparse
 import math
 import sys
 import time
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,15 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's, at most 4096)")
     ap.add_argument("--batch", type=int, default=None, help="global batch (default: about 4M tokens)")
     ap.add_argument("--no-405b", action="store_true", help="skip the closing Llama 3.1 405B × 16,384 line")
+    ap.add_argument("--scaled", action="store_true",
+                    help="rank and size every layout from the global trace scaled (no micro-batch traces)")
     args = ap.parse_args(argv)
 
     from mlfootprint.verbs.common import resolve_model as model_spec
     from mlfootprint.models.hf import default_seq
-    from tests.helpers import traced_for_prediction
     from mlfootprint.analysis.predict.efficiency import efficiency_for
     from mlfootprint.analysis.predict.prediction import resolve_device
     from mlfootprint.analysis.predict.planner import plan
     from mlfootprint.workload import Workload
+    from mlfootprint.trace.run import trace
+    from mlfootprint.verbs.runnable import micro_batch_workload
 
     dev = resolve_device(args.hardware)
     tokens = efficiency_for(dev)["plan_batch_tokens"]
@@ -48,13 +55,22 @@ def main(argv: list[str] | None = None) -> int:
         seq = seq or default_seq(spec)
         batch = batch or math.ceil(math.ceil(tokens / seq) / devices) * devices
         wl = Workload(batch=batch, seq=seq, mode="train", precision=args.precision)
-        spec, wl, tr = traced_for_prediction(spec, wl)
+        tr = trace(spec, wl, checkpoint_early_stop=False)  # as plan traces
         t1 = time.perf_counter()
-        res = plan(spec, wl, tr, dev, devices)
+        micro = {"n": 0, "s": 0.0}
+
+        def trace_at(mb: int, spec: Any = spec, wl: Any = wl) -> Any:
+            start = time.perf_counter()
+            out = trace(spec, micro_batch_workload(wl, mb), checkpoint_early_stop=False)
+            micro["n"] += 1
+            micro["s"] += time.perf_counter() - start
+            return out
+
+        res = plan(spec, wl, tr, dev, devices, trace_at=None if args.scaled else trace_at)
         t2 = time.perf_counter()
-        print(f"{name:<16} {devices:>6} × {dev.id}: trace {t1 - t0:5.2f} s, plan {t2 - t1:5.2f} s, "
-              f"total {t2 - t0:5.2f} s; {res.considered} layouts ranked, {res.memory_checked} memory checks; "
-              f"batch {batch} × {seq}", flush=True)
+        print(f"{name:<16} {devices:>6} × {dev.id}: trace {t1 - t0:5.2f} s, plan {t2 - t1:5.2f} s (of which "
+              f"{micro['n']} micro-batch traces {micro['s']:5.2f} s), total {t2 - t0:5.2f} s; {res.considered} "
+              f"layouts ranked, {res.memory_checked} memory checks; batch {batch} × {seq}", flush=True)
         print(f"    {res.assumptions[1]}", flush=True)
         print(f"    {res.explanation}", flush=True)
     return 0

@@ -180,6 +180,8 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw["mixed_weights"] = run["mixed_weights"]
         else:
             missing.append(f"mixed_weights {run['mixed_weights']}")
+    else:  # the data's default, autocast over fp32 weights (the predictor's own, auto, takes 16-bit under ZeRO-3)
+        kw["mixed_weights"] = "fp32"
     if run.get("grad_reduce", "overlap") != "overlap":
         if "grad_reduce" in accepted:
             kw["grad_reduce"] = run["grad_reduce"]

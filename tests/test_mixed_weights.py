@@ -100,3 +100,32 @@ def test_inference_keeps_the_weights_in_their_traced_dtype():
                       "--precision", "bf16-mixed", "--mixed-weights", w, "--format", "json", "--no-cache")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["memory"]["weights_bytes"] == nbytes * PARAMS
+
+
+def test_auto_takes_16_bit_weights_under_zero_3_only():
+    # FSDP's param_dtype and DeepSpeed's bf16 engine gather and compute with 16-bit weights under ZeRO-3; PyTorch
+    # AMP's DDP (with or without ZeroRedundancyOptimizer) runs autocast over fp32 weights
+    from mlfootprint.trace.cache import trace_key
+    mixed = Workload(**STEP)
+    assert mixed.mixed_weights == "auto" and mixed.mixed_weights_resolved == "fp32" and mixed.autocast
+    for zero, expected in ((0, "fp32"), (1, "fp32"), (2, "fp32"), (3, "16-bit")):
+        assert Workload(**STEP, zero=zero).mixed_weights_resolved == expected, zero
+    assert Workload(**STEP, zero=3).weights_16bit and not Workload(**STEP, zero=3).autocast
+    assert not Workload(**STEP, zero=3, mixed_weights="fp32").weights_16bit  # as given
+    assert not Workload(batch=2, seq=32, mode="train", precision="fp32", zero=3).weights_16bit
+    spec = resolve(str(CONFIG))
+    # one trace serves auto under ZeRO-3 and 16-bit
+    assert trace_key(spec, Workload(**STEP, zero=3)) == trace_key(spec, Workload(**STEP, mixed_weights="16-bit"))
+    assert trace_key(spec, Workload(**STEP, zero=1)) == trace_key(spec, Workload(**STEP, mixed_weights="fp32"))
+
+
+def test_zero_3_is_sized_and_timed_with_16_bit_weights_by_default():
+    args = ["memory", str(CONFIG), "--mode", "train", "--batch", "2", "--seq", "32", "--hardware", "h100-sxm",
+            "--precision", "bf16-mixed", "--zero", "3", "--dp", "2", "--devices", "2", "--format", "json", "--no-cache"]
+    auto = json.loads(run_cli(*args).stdout)
+    half = json.loads(run_cli(*args, "--mixed-weights", "16-bit").stdout)
+    amp = json.loads(run_cli(*args, "--mixed-weights", "fp32").stdout)
+    assert auto["workload"]["mixed_weights"] == "auto"
+    assert auto["memory"]["peak_bytes"] == half["memory"]["peak_bytes"] != amp["memory"]["peak_bytes"]
+    assert auto["memory"]["activations_bytes"] == half["memory"]["activations_bytes"] < amp["memory"]["activations_bytes"]
+    assert any("--mixed-weights auto under ZeRO-3" in a for a in auto["assumptions"])

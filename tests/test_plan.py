@@ -97,18 +97,20 @@ def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
     assert p["global_batch"] == 1024  # 4M tokens / 4096, a multiple of 64
     assert len(p["layouts"]) == 5
     assert p["best"] in p["explanation"]
-    # each layout sized from a trace of its own micro-batch, on the same target device as the plan: its kernels
-    # decide the traced memory (trace/target.py)
+    # each layout sized from a trace of its own micro-batch, with its own working weights (16-bit under ZeRO-3 by
+    # default, as FSDP and DeepSpeed gather them), on the same target device as the plan: its kernels decide the
+    # traced memory (trace/target.py)
     models = {}
-    for mb in {lay["micro_batch"] for lay in p["layouts"]}:
-        wl = Workload(batch=mb, seq=4096, mode="train", precision="bf16-mixed", hardware="a100-80gb")
+    for mb, zero3 in {(lay["micro_batch"], lay["zero"] >= 3) for lay in p["layouts"]}:
+        wl = Workload(batch=mb, seq=4096, mode="train", precision="bf16-mixed", hardware="a100-80gb",
+                      zero=3 if zero3 else 0)
         spec, wl, tr = trace_for_prediction(model_spec("llama-2-70b"), wl)
-        models[mb] = memory_model(spec, wl, tr)
+        models[mb, zero3] = memory_model(spec, wl, tr)
     capacity = get_device("a100-80gb").memory_bytes
     speeds = []
     for lay in p["layouts"]:
         assert lay["tp"] * lay["pp"] * lay["dp"] * lay["cp"] == 64
-        est = models[lay["micro_batch"]].per_device(Layout(dp=lay["dp"], tp=lay["tp"], pp=lay["pp"], vp=lay["vp"], cp=lay["cp"],
+        est = models[lay["micro_batch"], lay["zero"] >= 3].per_device(Layout(dp=lay["dp"], tp=lay["tp"], pp=lay["pp"], vp=lay["vp"], cp=lay["cp"],
                                    schedule=lay["schedule"], zero=lay["zero"],
                                    micro_batch=lay["micro_batch"], recompute=lay["recompute"],
                                    precision="bf16-mixed", optimizer="adamw", grad_accum=lay["micro_batches"],
@@ -136,3 +138,22 @@ def test_the_plans_best_layout_is_what_predict_runs_with_the_same_figures(tmp_pa
     assert plan["plan"]["step_s"] == pytest.approx(pred["time"]["step_s"], rel=1e-12)
     assert plan["plan"]["peak_bytes"] == pred["memory"]["peak_bytes"]
     assert any("from a trace of one device's micro-batch" in a for a in plan["assumptions"])
+
+
+def test_a_shorter_table_is_the_first_rows_of_a_longer_one(tmp_path):
+    # the layouts shown are re-timed from their own micro-batch traces and ranked again: the same ten whatever
+    # --top shows, so --top 3 lists the first three of --top 10 (it once re-ranked only the three it had found)
+    args = ["plan", "gpt2", "--devices", "8", "--hardware", "h100-sxm", "--seq", "1024", "--batch", "512"]
+    rows = {}
+    for top in (3, 10):
+        assert main([*args, "--top", str(top), "-o", str(tmp_path / f"{top}.json")]) == 0
+        rows[top] = [(r["tp"], r["pp"], r["vp"], r["dp"], r["zero"], r["zeropp"], r["micro_batch"], r["recompute"],
+                      r["step_s"]) for r in json.loads((tmp_path / f"{top}.json").read_text())["plan"]["layouts"]]
+    assert len(rows[3]) == 3 and len(rows[10]) == 10
+    assert rows[3] == rows[10][:3]
+    # predict with only --devices runs that first row: the planner's micro-batch, not the largest that fits (which
+    # the memory model once chose after the planner, 64 here, under an assumption naming the planner's 32)
+    assert main(["predict", *args[1:], "-o", str(tmp_path / "predict.json")]) == 0
+    pred = json.loads((tmp_path / "predict.json").read_text())
+    assert pred["memory"]["layout"]["micro_batch"] == rows[10][0][6]
+    assert pred["time"]["step_s"] == pytest.approx(rows[10][0][8], rel=1e-12)

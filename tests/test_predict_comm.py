@@ -511,3 +511,15 @@ def test_pp_comm_overlap_on_the_command_line_and_in_the_layout():
     assert "pp-comm-overlap" in Layout.from_workload(wl.with_changes(pp_comm_overlap=True)).label()
     with pytest.raises(UserError, match="pp_comm_overlap"):
         Workload(pp_comm_overlap="yes")
+
+
+def test_zeropp_given_by_hand_is_the_layout_predicted():
+    # --zero 3 --zeropp on 16 devices (two nodes): the layout predicted is ZeRO++'s, as the planner's is (it once
+    # dropped --zeropp on the way to the step model and timed plain ZeRO-3)
+    import mlfootprint as mf
+    base = dict(batch=16, seq=256, mode="train", hardware="a100-80gb", devices=16, zero=3, micro_batch=1)
+    plain = mf.predict("gpt2", Workload(**base)).sections["time"]
+    pp = mf.predict("gpt2", Workload(**base, zeropp=True)).sections["time"]
+    assert plain["layout"].endswith("zero=3 micro-batch=1 recompute=none")
+    assert "zero=3++" in pp["layout"]
+    assert pp["communication_volume"]["dp_bytes"] < plain["communication_volume"]["dp_bytes"]

@@ -50,7 +50,7 @@ FUSION = ("none", "fused", "compiled")
 # AMP: Hugging Face Trainer, Lightning), or 16-bit working copies of fp32 master weights that the optimizer keeps
 # (Megatron-LM's Float16Module, DeepSpeed's bf16/fp16 engines, FSDP's param_dtype, NeMo): no autocast, 16-bit
 # activations and residual stream.
-MIXED_WEIGHTS = ("fp32", "16-bit")
+MIXED_WEIGHTS = ("auto", "fp32", "16-bit")
 
 # Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
 _MAX_COUNT = MAX_COUNT  # the one bound of core/validate.py
@@ -123,10 +123,12 @@ class Workload:
             16-bit compute dtype: a DDP compression hook, DeepSpeed's and FSDP's defaults) or ``fp32`` (Megatron-LM
             and NeMo under bf16, which force ``--accumulate-allreduce-grads-in-fp32``; TorchTitan's
             ``mixed_precision_reduce``; the Llama 3 run). Without mixed precision gradients move in their own dtype.
-        mixed_weights: under mixed precision, the dtype of the model's own weights: ``fp32`` (default: PyTorch
-            AMP, autocast casting them operator by operator; Hugging Face Trainer, Lightning) or ``16-bit``
-            (16-bit working weights and activations, the fp32 master copies kept with the optimizer: Megatron-LM,
-            NeMo, DeepSpeed's bf16/fp16 engines, FSDP's ``param_dtype``). Ignored without mixed precision.
+        mixed_weights: under mixed precision, the dtype of the model's own weights: ``fp32`` (PyTorch AMP,
+            autocast casting them operator by operator; Hugging Face Trainer, Lightning), ``16-bit`` (16-bit working
+            weights and activations, the fp32 master copies kept with the optimizer: Megatron-LM, NeMo, DeepSpeed's
+            bf16/fp16 engines, FSDP's ``param_dtype``) or ``auto`` (default: 16-bit under ZeRO-3, whose weights
+            FSDP and DeepSpeed gather in 16 bits, fp32 otherwise; see ``mixed_weights_resolved``). Ignored without
+            mixed precision.
         etp: expert tensor-parallel size, a divisor of ``tp`` (Megatron Core's ``--expert-tensor-parallel-size``,
             MoE Parallel Folding): the routed experts split over ``etp`` ranks instead of ``tp``, and each
             expert-parallel group is ``ep`` ranks ``etp`` apart; default None: ``tp`` (ranks ``tp`` apart).
@@ -191,7 +193,7 @@ class Workload:
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "auto"
-    mixed_weights: str = "fp32"
+    mixed_weights: str = "auto"
     etp: int | None = None
     dp: int = 1
     tp: int = 1
@@ -334,9 +336,22 @@ class Workload:
 
     @property
     def weights_16bit(self) -> bool:
-        """Mixed precision with 16-bit working weights (``mixed_weights="16-bit"``): the model runs as in its compute
-        dtype, without autocast, and the optimizer steps fp32 master copies."""
-        return self.mixed and self.mixed_weights == "16-bit"
+        """Mixed precision with 16-bit working weights (``mixed_weights_resolved`` ``16-bit``): the model runs as in
+        its compute dtype, without autocast, and the optimizer steps fp32 master copies."""
+        return self.mixed and self.mixed_weights_resolved == "16-bit"
+
+    @property
+    def mixed_weights_resolved(self) -> str:
+        """``mixed_weights`` as given, or under ``auto`` 16-bit with ZeRO-3 (FSDP's ``param_dtype`` and DeepSpeed's
+        bf16/fp16 engines gather and compute with 16-bit weights, keeping the fp32 shard with the optimizer) and fp32
+        otherwise (PyTorch AMP: DDP, with or without ZeroRedundancyOptimizer, under autocast)."""
+        return self.mixed_weights_at(self.zero)
+
+    def mixed_weights_at(self, zero: int) -> str:
+        """``mixed_weights_resolved`` under ZeRO stage ``zero`` (the planner weighs every stage from one workload)."""
+        if self.mixed_weights != "auto":
+            return self.mixed_weights
+        return "16-bit" if zero >= 3 else "fp32"
 
     @property
     def grad_reduce_resolved(self) -> str:
@@ -531,7 +546,8 @@ class Layout:
     @classmethod
     def from_workload(cls, wl: Workload) -> Layout:
         """The layout a workload describes; ``batch`` is the global batch when given (see :func:`micro_batch_of`)."""
-        return cls(dp=wl.dp, tp=wl.tp, pp=wl.pp, ep=wl.ep, zero=wl.zero, offload=wl.offload,
+        return cls(dp=wl.dp, tp=wl.tp, pp=wl.pp, ep=wl.ep, zero=wl.zero, zeropp=wl.zeropp and wl.training,
+                   offload=wl.offload,
                    micro_batch=micro_batch_of(wl), recompute=wl.recompute if wl.training else "none",
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=grad_accum_of(wl),
                    sequence_parallel=wl.sequence_parallel_on,

@@ -100,8 +100,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
                             "compute dtype: a DDP compression hook) or fp32 (Megatron-LM and NeMo under bf16, "
                             "TorchTitan's mixed_precision_reduce)")
         g.add_argument("--mixed-weights", type=_choice(MIXED_WEIGHTS), default=None,
-                       help="under mixed precision, the dtype of the model's own weights: fp32 (PyTorch AMP: autocast "
-                            "casts them per operator; default) or 16-bit (16-bit weights and activations with fp32 "
+                       help="under mixed precision, the dtype of the model's own weights: auto (default: 16-bit "
+                            "under ZeRO-3, as FSDP and DeepSpeed gather them, fp32 otherwise), fp32 (PyTorch AMP: "
+                            "autocast casts them per operator) or 16-bit (16-bit weights and activations with fp32 "
                             "master weights in the optimizer: Megatron-LM, NeMo, DeepSpeed, FSDP's param_dtype)")
         g.add_argument("--hardware", default=None, metavar="ID",
                        help="device id from 'mlfootprint hardware list'" + (f" ({hardware_help})" if hardware_help else ""))

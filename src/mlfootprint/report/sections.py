@@ -103,7 +103,7 @@ class WorkloadSection(Section):
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "auto"
-    mixed_weights: str = "fp32"  # under mixed precision: fp32 weights under autocast, or 16-bit working weights
+    mixed_weights: str = "auto"  # under mixed precision: fp32 weights under autocast, 16-bit working weights, or auto
     etp: int | None = None
     dp: int = 1
     tp: int = 1

@@ -145,6 +145,8 @@ def trace_key(spec: ModelSpec, wl: Workload, *, checkpoint_early_stop: bool = Tr
     model = {"name": spec.name, "source": spec.source, "task": spec.task, "config": spec.hf_config,
              "entry": {k: v for k, v in (spec.entry or {}).items() if not str(k).startswith("_")}}
     workload = {name: getattr(wl, name) for name in _TRACED_FIELDS}
+    # auto under ZeRO-3 traces as 16-bit does; without mixed precision the choice changes nothing
+    workload["mixed_weights"] = wl.mixed_weights_resolved if wl.mixed else None
     workload["batch_given"] = "batch" in wl.given
     return {"format": FORMAT, "versions": versions(), "constants": _constants_digest(),
             "model": _jsonable(model), "workload": _jsonable(workload),

@@ -54,7 +54,10 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
                        "and gradients (2 + 2 bytes/param), fp32 master weights with the optimizer states "
                        "(K = 12 bytes/param for Adam); PyTorch autocast over fp32 weights instead keeps 4 + 4 + 8 and "
                        "16-bit weight copies during forward and backward. The activations are traced "
-                       + ("with 16-bit working weights (--mixed-weights 16-bit: no autocast, a 16-bit residual stream)"
+                       + ("with 16-bit working weights (" + ("--mixed-weights auto under ZeRO-3: FSDP's param_dtype "
+                                                               "and DeepSpeed's bf16/fp16 engine gather 16-bit weights"
+                                                               if wl.mixed_weights == "auto" else "--mixed-weights 16-bit")
+                          + ": no autocast, a 16-bit residual stream)"
                           if wl.weights_16bit else "under autocast over fp32 weights (--mixed-weights fp32, PyTorch AMP: "
                           "an fp32 residual stream; --mixed-weights 16-bit traces Megatron-LM's and DeepSpeed's)"))
         if wl.optimizer == "adam-8bit":

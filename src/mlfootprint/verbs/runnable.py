@@ -79,13 +79,15 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     the changes that fit to the caller (they trace more, so only the final estimate gets them). ``tracer`` lets
     the planner size and time the layouts it shows from their own micro-batch's trace (``planner.plan``)."""
     notes: list[str] = []
-    if layout is None and device is not None and planner_decides(wl):
+    planned = layout is None and device is not None and planner_decides(wl)
+    if planned:
         wl, layout, note = _planned(spec, wl, tr, device, efficiency, tracer)
         notes.append(note)
     mm = memory_model(spec, traced_wl or wl, tr)
     layout = layout or mm.layout()
     device_bytes, prov, source = device_bytes_for(wl)
-    if choose_micro_batch and device_bytes is not None and wl.training and \
+    # the planner's micro-batch is its choice (the fastest it found that fits), not the memory model's to enlarge
+    if choose_micro_batch and not planned and device_bytes is not None and wl.training and \
             not ({"micro_batch", "grad_accum"} & wl.given):
         wl, layout, note = _largest_micro_batch(mm, wl, layout, device_bytes)
         if note:
@@ -122,7 +124,8 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
     run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False, tracer=tracer)
     micro = run.layout.micro_batch
     if run.workload.training and (micro != (tr.memory.batch or tr.workload.batch)
-                                  or _checkpointed(run.workload) != _checkpointed(tr.workload)):
+                                  or _checkpointed(run.workload) != _checkpointed(tr.workload)
+                                  or run.workload.weights_16bit != tr.workload.weights_16bit):
         # One device's micro-batch under the chosen layout, as the memory verb traces it (the class notes why)
         micro_wl = micro_batch_workload(run.workload, micro)
         step_trace = tracer(spec, micro_wl)
@@ -139,12 +142,16 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
 
 
 def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]
-                       ) -> Callable[[int], Trace]:
-    """The planner's ``trace_at``: a trace of one device's micro-batch of ``mb`` samples of ``wl``. Each is traced,
-    not derived from two others (``trace/scaling.py``): a step is not affine in the batch across every size (an
-    embedding's reads are capped by its table, a batch of one skips copies and reductions), and the layouts shown
-    must be the ones ``predict`` then times."""
-    return lambda mb: tracer(spec, micro_batch_workload(wl, mb))
+                       ) -> Callable[[int, str], Trace]:
+    """The planner's ``trace_at``: a trace of one device's micro-batch of ``mb`` samples of ``wl`` with working
+    weights of ``mixed_weights``. Each is traced, not derived from two others (``trace/scaling.py``): a step is not
+    affine in the batch across every size (an embedding's reads are capped by its table, a batch of one skips
+    copies and reductions), and the layouts shown must be the ones ``predict`` then times."""
+    def at(mb: int, mixed_weights: str) -> Trace:
+        micro = micro_batch_workload(wl, mb)
+        return tracer(spec, micro.with_changes(given=micro.given, mixed_weights=mixed_weights))
+
+    return at
 
 
 def _checkpointed(wl: Workload) -> str:

@@ -45,6 +45,7 @@ RECOMPUTE_CHOICES = ("none", "selective", "full")
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 VIRTUAL_STAGES = (1, 2, 3, 4, 6, 8)
 CONTEXT_PARALLEL = (1, 2, 4, 8, 16)
+RETIMED = 10  # the fastest layouts that fit, by the scaled ranking, that micro-batch traces re-time and re-rank
 
 
 @dataclass
@@ -251,13 +252,15 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
          top: int = 10, tp: int | None = None, pp: int | None = None, zero: int | None = None,
          micro_batch: int | None = None, recompute: str | None = None, offload: str = "none",
          cp: int | None = None, vp: int | None = None, schedule: str | None = None, cp_comm: str = "ring",
-         memory_check: Any = None, trace_at: Callable[[int], Any] | None = None) -> PlanResult:
+         memory_check: Any = None, trace_at: Callable[[int, str], Any] | None = None) -> PlanResult:
     """Rank the layouts of ``devices`` devices for ``wl`` (a training workload traced at its global batch).
 
     ``memory_check(par) -> (peak_bytes, fits, estimate)`` replaces the memory model (tests, or callers
     with their own); it also turns the model-states bound off.
 
-    ``trace_at(micro_batch)``: a trace of one device's micro-batch of that many samples (the verbs trace it). With
+    ``trace_at(micro_batch, mixed_weights)``: a trace of one device's micro-batch of that many samples, with that
+    working weights' dtype under mixed precision (``Workload.mixed_weights_at`` the layout's ZeRO stage; the verbs
+    trace it). With
     it, the layouts the memory model is asked about are sized from their own micro-batch's trace, and those that
     fit are timed from it and ranked again: the global batch's trace, scaled down, also divides what a micro-batch
     does whatever its size (autocast's weight casts, a layer's gradient buffers, the reads of the norms' weights)
@@ -327,22 +330,25 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
 
     cands.sort(key=rank)
     scaled_check = memory_check or _memory_checker(spec, wl, trace, dev, mem_model)
-    own: dict[int, tuple[Any, Any, Any]] = {}  # micro-batch → (profile, shape, memory check) of its own trace
+    # (micro-batch, working weights' dtype) → (profile, shape, memory check) of that micro-batch's own trace
+    own: dict[tuple[int, str], tuple[Any, Any, Any]] = {}
 
-    def at_micro_batch(mb: int) -> tuple[Any, Any, Any]:
-        if mb not in own:
-            t = trace_at(mb) if trace_at is not None and mb != (trace.memory.batch or wl.batch) else None
+    def at_micro_batch(par: Layout) -> tuple[Any, Any, Any]:
+        mb, weights = par.micro_batch, wl.mixed_weights_at(par.zero)
+        if (mb, weights) not in own:
+            same = mb == (trace.memory.batch or wl.batch) and weights == wl.mixed_weights_resolved
+            t = trace_at(mb, weights) if trace_at is not None and not same else None
             if t is None:
-                own[mb] = (profile, shape, scaled_check)
+                own[mb, weights] = (profile, shape, scaled_check)
             else:
-                micro_wl = wl.with_changes(given=wl.given, batch=mb, micro_batch=None)
-                own[mb] = (build_profile(t, dev, eff, wl.precision, getattr(wl, "fusion", None)),
-                           model_shape(spec, wl, t),
-                           memory_check or _memory_checker(spec, wl, t, dev, memory_model(spec, micro_wl, t)))
-        return own[mb]
+                micro_wl = wl.with_changes(given=wl.given, batch=mb, micro_batch=None, mixed_weights=weights)
+                own[mb, weights] = (build_profile(t, dev, eff, wl.precision, getattr(wl, "fusion", None)),
+                                    model_shape(spec, micro_wl, t, wl.batch),
+                                    memory_check or _memory_checker(spec, wl, t, dev, memory_model(spec, micro_wl, t)))
+        return own[mb, weights]
 
     def check(par: Layout) -> tuple[float, bool, Any]:
-        return at_micro_batch(par.micro_batch)[2](par)
+        return at_micro_batch(par)[2](par)
     # The most frugal layout of each (tp, cp, pp, dp) group — smallest micro-batch, highest ZeRO stage, full
     # recomputation, fewest virtual stages: memory does not grow when a layout saves more, so if none of these
     # fits, none fits.
@@ -361,6 +367,9 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             checked += 1
 
     fitting: list[Candidate] = []
+    # with micro-batch traces, the same number of layouts is re-timed whatever --top shows (so a shorter table is
+    # the first rows of a longer one, and analyze's layout is plan's first row)
+    wanted = max(top, RETIMED) if trace_at is not None else top
     with phase(f"checking the memory of {len(cands)} layouts, fastest first"):
         for i, c in enumerate(cands):
             if i == len(frugal) and not fitting:  # nothing fits yet: can anything?
@@ -371,7 +380,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             ask(c)
             if c.fits:
                 fitting.append(c)
-                if len(fitting) >= top:
+                if len(fitting) >= wanted:
                     break
     if not fitting:
         for f in frugal.values():
@@ -386,12 +395,13 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             f"use more devices, a device with more memory, LoRA, or quantization")
     if trace_at is not None:  # time the layouts shown from their own micro-batch's trace, and rank them again
         for i, c in enumerate(fitting):
-            prof, shp, _ = at_micro_batch(c.par.micro_batch)
+            prof, shp, _ = at_micro_batch(c.par)
             if prof is not profile:
                 timed = candidate(c.par, prof, shp)
                 timed.peak_bytes, timed.fits, timed.memory = c.peak_bytes, c.fits, c.memory
                 fitting[i] = timed
         fitting.sort(key=rank)
+        fitting = fitting[:top]
     best = fitting[0]
     for c in fitting[1:]:
         c.why = why_slower(c, best)
@@ -408,11 +418,16 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
              f"2·cp chunks (ring attention), tried from {eff['plan_cp_min_seq']:g} tokens; ZeRO 2/3 only without "
              "pipeline parallelism; ZeRO++ tried with ZeRO 3 when the data-parallel group spans nodes; offload not "
              f"enumerated ({offload if offload != 'none' else 'none'}, as given)"]
-    traced = sorted(mb for mb, (prof, _, _) in own.items() if prof is not profile)
+    traced = sorted(key for key, (prof, _, _) in own.items() if prof is not profile)
     if traced:
-        notes.append(f"the layouts asked about were sized, and those shown timed and ranked again, from a trace of "
-                     f"one device's micro-batch ({', '.join(map(str, traced))} sample(s)); the ranking that chose "
-                     f"them scaled the global batch's trace")
+        by_weights: dict[str, list[str]] = {}
+        for mb, w in traced:
+            by_weights.setdefault(w, []).append(str(mb))
+        which = "; ".join(f"{', '.join(mbs)} sample(s)" + (f" with {w} weights" if wl.mixed else "")
+                          for w, mbs in by_weights.items())
+        notes.append(f"the layouts asked about were sized, and the {RETIMED} fastest that fit timed and ranked again, "
+                     f"from a trace of one device's micro-batch ({which}); the ranking that chose them scaled the "
+                     "global batch's trace")
     if fused_only and recompute is None:
         notes.append("selective recomputation left out: with fused (SDPA/flash) attention it keeps and redoes "
                      "the same as no recomputation")
