@@ -323,3 +323,16 @@ def test_recomputation_the_planner_chooses_is_timed():
                                        recompute="full")).sections["time"]
     assert t["step_s"] == pytest.approx(by_hand["step_s"], rel=1e-9)
     assert t["hfu"] > t["mfu"]
+    # the flops section counts that recomputation too (its trace, of the step as given, had none): HFU's numerator
+    f = planned.sections["flops"]
+    assert f["recompute"] > 0.2 * f["forward"] and planned.provenance["flops.recompute"] == "modeled"
+    assert t["hfu"] == pytest.approx(f["hardware"] / (t["step_s"] * t["devices"] * t["peak_flop_per_s"]), rel=1e-6)
+
+
+def test_the_memory_card_names_the_layout_it_sized():
+    # memory has no time section, whose label the workload line once took the layout from: "8 × h100-sxm" alone
+    # left its per-device figures without the sharding they assume
+    out = _cli("memory", "gpt2", "--mode", "train", "--seq", "128", "--batch", "8", "--hardware", "h100-sxm",
+               "--devices", "8", "--tp", "2", "--zero", "1", columns=200)
+    assert out.returncode == 0, out.stderr
+    assert "8 × h100-sxm (tp=2 pp=1 dp=4 zero=1)" in out.stdout.splitlines()[1]

@@ -44,7 +44,7 @@ def workload_line(report: Report) -> str:
     hw = wl.get("hardware")
     if hw:
         devices = wl.get("devices") or wl.get("dp", 1) * wl.get("tp", 1) * wl.get("pp", 1)
-        layout = (report.get("time") or {}).get("layout") or ""
+        layout = (report.get("time") or {}).get("layout") or _memory_layout((report.get("memory") or {}).get("layout"))
         device = f"{devices:,} × {hw}" + (" (assumed)" if "hardware" in defaults else "")
         parts.append(device + (f" ({_short_layout(layout)})" if devices > 1 and layout else ""))
     elif wl.get("device_memory"):
@@ -56,6 +56,17 @@ def workload_line(report: Report) -> str:
     if wl.get("tokens"):
         parts.append(f"{units.si(wl['tokens'])} tokens to train")
     return " · ".join(p for p in parts if p)
+
+
+def _memory_layout(lay: Any) -> str:
+    """The memory section's layout as the time section labels it ('tp=1 pp=2 dp=4 zero=1'), '' without one."""
+    if not isinstance(lay, dict) or not all(k in lay for k in ("tp", "pp", "dp", "zero")):
+        return ""
+    pp = f"pp={lay['pp']}" + (f" vp={lay['vp']}" if (lay.get("vp") or 1) > 1 else "")
+    cp = f" cp={lay['cp']}" if (lay.get("cp") or 1) > 1 else ""
+    ep = f" ep={lay['ep']}" if (lay.get("ep") or 1) > 1 else ""
+    return (f"tp={lay['tp']} {pp}{cp} dp={lay['dp']}{ep} zero={lay['zero']}{'++' if lay.get('zeropp') else ''}"
+            + (f" recompute={lay['recompute']}" if lay.get("recompute") not in (None, "none") else ""))
 
 
 def _short_layout(label: str) -> str:

@@ -112,6 +112,25 @@ _MODELED_TIME = ("step_s", "tokens_per_s", "samples_per_s", "mfu", "hfu", "train
                  "train_steps", "achieved_per_device_flop_per_s", "fusion", "fusion_counts", "gemm_efficiency")
 
 
+def _recomputation_of_the_layout(rep: Report, pred: StepPrediction) -> None:
+    """The flops section's recomputation as the step runs it: the count traced the step as given, while the layout
+    predicted may recompute what that trace did not (selective recomputation, modelled; a recomputation the
+    planner chose, traced on the micro-batch). HFU's numerator and the flops section then agree."""
+    flops = rep.get("flops")
+    if not flops or flops.get("hardware") is None or not pred.hardware_flops:
+        return
+    extra = round(pred.hardware_flops) - int(flops["hardware"])
+    if abs(extra) <= 1e-6 * pred.hardware_flops:  # the same step (rounding of the scaled micro-batch trace)
+        return
+    flops["recompute"] = int(flops["recompute"]) + extra
+    flops["hardware"] = int(flops["hardware"]) + extra
+    flops["total"] = int(flops["total"]) + extra
+    for key in ("recompute", "hardware", "total"):
+        rep.mark(f"flops.{key}", "modeled")
+    rep.assume(f"flops.recompute, hardware and total include the recomputation of the layout predicted "
+               f"({pred.layout.recompute}: {extra / 1e12:+,.4g} TFLOP per step over the trace counted), as HFU does")
+
+
 def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: Any, *, efficiency: Any = None,
              active_params: int | None = None, deadline_s: float | None = None,
              deadline_mfu: float | None = None) -> TimeSection:
@@ -129,6 +148,8 @@ def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: 
         communication={k: v for k, v in pred.communication.items() if v} or None,
         communication_volume=dict(pred.volumes) or None)
     notes = list(pred.assumptions)
+    if wl.training:
+        _recomputation_of_the_layout(rep, pred)
     if not wl.training:
         notes += _serving(section, spec, wl, trace, pred, efficiency)
     if wl.tokens:
