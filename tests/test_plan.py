@@ -111,7 +111,7 @@ def test_llama2_70b_on_64_a100_every_layout_fits(tmp_path):
     for lay in p["layouts"]:
         assert lay["tp"] * lay["pp"] * lay["dp"] * lay["cp"] == 64
         est = models[lay["micro_batch"], lay["zero"] >= 3].per_device(Layout(dp=lay["dp"], tp=lay["tp"], pp=lay["pp"], vp=lay["vp"], cp=lay["cp"],
-                                   schedule=lay["schedule"], zero=lay["zero"],
+                                   schedule=lay["schedule"], zero=lay["zero"], zeropp=lay["zeropp"],
                                    micro_batch=lay["micro_batch"], recompute=lay["recompute"],
                                    precision="bf16-mixed", optimizer="adamw", grad_accum=lay["micro_batches"],
                                    sequence_parallel=lay["tp"] > 1))

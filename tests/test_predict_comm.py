@@ -523,3 +523,16 @@ def test_zeropp_given_by_hand_is_the_layout_predicted():
     assert plain["layout"].endswith("zero=3 micro-batch=1 recompute=none")
     assert "zero=3++" in pp["layout"]
     assert pp["communication_volume"]["dp_bytes"] < plain["communication_volume"]["dp_bytes"]
+
+
+def test_zeropp_keeps_hpz_secondary_weights_on_each_device():
+    # hpZ (ZeRO++, arXiv:2306.10209 Sec. 3.2) keeps a second copy of the 16-bit weights partitioned over the node's
+    # data-parallel ranks: gpt2 (124,439,808 parameters) on 16 A100s, 8 per node, dp 16 → 8 ranks per node:
+    # 2 B × 124,439,808 / 8 = 31,109,952 B more weights per device (once modelled as plain ZeRO-3)
+    import mlfootprint as mf
+    base = dict(batch=16, seq=256, mode="train", hardware="a100-80gb", devices=16, zero=3, micro_batch=1)
+    plain = mf.predict("gpt2", Workload(**base)).sections["memory"]
+    pp = mf.predict("gpt2", Workload(**base, zeropp=True)).sections["memory"]
+    assert pp["breakdown"]["zeropp_secondary_weights_bytes"] == 2 * 124_439_808 // 8
+    assert pp["weights_bytes"] - plain["weights_bytes"] == pytest.approx(2 * 124_439_808 / 8, abs=2)
+    assert pp["peak_bytes"] > plain["peak_bytes"]

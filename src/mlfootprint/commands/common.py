@@ -24,7 +24,8 @@ def add_model_options(p: argparse.ArgumentParser, required: bool = False) -> Non
 
 
 def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, mode_default: str = "inference",
-                         batch_default: str = "1", hardware_help: str = "") -> None:
+                         batch_default: str = "1; on several devices, one sample per data-parallel replica",
+                         hardware_help: str = "") -> None:
     """The workload options; the defaults a verb gives them are said in its help (predict and plan train)."""
     g = p.add_argument_group("workload")
     g.add_argument("--batch", type=int, default=None, help=f"global batch size (default {batch_default})")

@@ -87,9 +87,6 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
                    "row-parallel linears (Korthikanti et al. 2022); norms, residual stream and embeddings outputs are "
                    "replicated (no sequence parallelism); pipeline stages hold min(pp − stage, grad_accum) micro-batches "
                    "(1F1B)")
-    if wl.zeropp:
-        rep.assume("memory: ZeRO++ is modelled as ZeRO-3 (its hierarchical partitioning keeps a secondary copy of the "
-                   "weights within a node, which is not added)")
     if wl.mode == "generate":
         rep.assume("memory: KV cache = 2 · layers · kv_heads · head_dim · (prompt + generated tokens) · batch · bytes "
                    "(16-bit cache; grouped-query aware); prefill keeps only the last position's logits")

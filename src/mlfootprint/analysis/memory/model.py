@@ -378,6 +378,17 @@ class MemoryModel:
         info["optimizer_temporaries_const"] = opt_const
         return c, info
 
+    def _hpz_ranks(self, layout: Layout) -> int | None:
+        """ZeRO++: the data-parallel ranks that share one node (ranks tp apart, tensor-parallel ranks adjacent), over
+        which hpZ partitions its secondary weight copy; the device's node size from the catalog (8 without a
+        device)."""
+        if not (self.training and layout.zeropp and layout.zero >= 3):
+            return None
+        per_node = 8
+        if self.wl.hardware:
+            per_node = int(get_device(self.wl.hardware).devices_per_node or 8)
+        return max(1, min(layout.dp * layout.cp, per_node // layout.tp))
+
     def _estimate_stage(self, layout: Layout, other: int, quant: str, gen: int, stage: int | None,
                         groups: frozenset[int] | None, last: bool, inflight: float) -> MemoryEstimate:
         prof = self.profile
@@ -387,7 +398,7 @@ class MemoryModel:
                           etp=layout.etp,
                           shard_group=layout.shard_group * layout.cp if layout.shard_group else None,
                           offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
-                          fp8_copy_bytes=self._fp8_copy_bytes(layout))
+                          fp8_copy_bytes=self._fp8_copy_bytes(layout), hpz_ranks=self._hpz_ranks(layout))
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)

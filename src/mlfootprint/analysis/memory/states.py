@@ -188,6 +188,9 @@ class StateLayout:
     stage_groups: frozenset[int] | None = None  # None: every group (no pipeline)
     last_stage: bool = True
     fp8_copy_bytes: int = 0  # per linear-weight element: Transformer Engine's FP8 weight copies (GPU fp8-mixed)
+    # ZeRO++ (hpZ): the data-parallel ranks in one node, over which the secondary 16-bit weight copy is partitioned
+    # (None: no ZeRO++)
+    hpz_ranks: int | None = None
 
     @property
     def expert_tp(self) -> int:
@@ -282,6 +285,14 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
         _stream_blocks(st, t, lay, zo)
     elif lay.offload != "none" and train:
         _offload_optimizer(st, t, lay)
+    if train and not zo and lay.zero >= 3 and lay.hpz_ranks and zero_dp > 1:
+        # ZeRO++ hpZ (Wang et al. 2023, arXiv:2306.10209, Sec. 3.2): a second copy of the 16-bit weights, partitioned
+        # over the node's data-parallel ranks only, from which the backward gathers them inside the node
+        secondary = t.bf16_equiv / lay.hpz_ranks
+        st.breakdown["zeropp_secondary_weights_bytes"] = int(round(secondary))
+        st.notes.append(f"ZeRO++ hpZ: a secondary copy of the 16-bit weights partitioned over the {lay.hpz_ranks} "
+                        "data-parallel rank(s) in a node (counted in weights)")
+        t.weights += secondary
     if t.fp8_copies:
         st.breakdown["fp8_weight_copies_bytes"] = int(round(t.fp8_copies))
         st.notes.append(f"fp8-mixed: Transformer Engine keeps each linear weight's FP8 copy and its FP8 transpose "
