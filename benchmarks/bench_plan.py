@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         micro = {"n": 0, "s": 0.0}
 
-        def trace_at(mb: int, spec: Any = spec, wl: Any = wl) -> Any:
+        def trace_at(mb: int, mixed_weights: str, spec: Any = spec, wl: Any = wl) -> Any:
             start = time.perf_counter()
-            out = trace(spec, micro_batch_workload(wl, mb), checkpoint_early_stop=False)
+            one = micro_batch_workload(wl, mb)
+            out = trace(spec, one.with_changes(given=one.given, mixed_weights=mixed_weights),
+                        checkpoint_early_stop=False)
             micro["n"] += 1
             micro["s"] += time.perf_counter() - start
             return out
