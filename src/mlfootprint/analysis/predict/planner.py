@@ -258,13 +258,13 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     ``memory_check(par) -> (peak_bytes, fits, estimate)`` replaces the memory model (tests, or callers
     with their own); it also turns the model-states bound off.
 
-    ``trace_at(micro_batch, mixed_weights)``: a trace of one device's micro-batch of that many samples, with that
-    working weights' dtype under mixed precision (``Workload.mixed_weights_at`` the layout's ZeRO stage; the verbs
-    trace it). With
-    it, the layouts the memory model is asked about are sized from their own micro-batch's trace, and those that
-    fit are timed from it and ranked again: the global batch's trace, scaled down, also divides what a micro-batch
-    does whatever its size (autocast's weight casts, a layer's gradient buffers, the reads of the norms' weights)
-    by the number of micro-batches. Without it, every figure comes from the global trace, scaled.
+    ``trace_at(micro_batch, mixed_weights)``: a trace of one device's micro-batch of that many samples, with the
+    working weights' dtype of the layout's ZeRO stage (``Workload.mixed_weights_at``; the verbs trace it). With it,
+    the layouts the memory model is asked about are sized from their own micro-batch's trace, and the first
+    ``max(top, RETIMED)`` that fit are timed from it and ranked again: the global batch's trace, scaled down, also
+    divides what a micro-batch does whatever its size (autocast's weight casts, a layer's gradient buffers, the
+    reads of the norms' weights) by the number of micro-batches. Without it, every figure comes from the global
+    trace, scaled.
     """
     t0 = time.perf_counter()
     if not wl.training:
@@ -425,7 +425,8 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
             by_weights.setdefault(w, []).append(str(mb))
         which = "; ".join(f"{', '.join(mbs)} sample(s)" + (f" with {w} weights" if wl.mixed else "")
                           for w, mbs in by_weights.items())
-        notes.append(f"the layouts asked about were sized, and the {RETIMED} fastest that fit timed and ranked again, "
+        notes.append(f"the layouts asked about were sized, and the (up to) {max(top, RETIMED)} fastest that fit timed "
+                     "and ranked again, "
                      f"from a trace of one device's micro-batch ({which}); the ranking that chose them scaled the "
                      "global batch's trace")
     if fused_only and recompute is None:
