@@ -336,3 +336,19 @@ def test_the_memory_card_names_the_layout_it_sized():
                "--devices", "8", "--tp", "2", "--zero", "1", columns=200)
     assert out.returncode == 0, out.stderr
     assert "8 × h100-sxm (tp=2 pp=1 dp=4 zero=1)" in out.stdout.splitlines()[1]
+
+
+def test_memory_with_device_memory_uses_the_planners_layout_for_that_size():
+    # --device-memory caps the planner's layouts too, its note says so, and the layout sized is the one it names
+    # (the planner once checked the catalog's 80 GB, and the memory model then chose another micro-batch under a
+    # second, contradicting assumption)
+    out = _cli("memory", "gpt2", "--mode", "train", "--seq", "1024", "--batch", "64", "--hardware", "a100-80gb",
+               "--devices", "4", "--device-memory", "6GB", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    lay = rep["memory"]["layout"]
+    planned = [a for a in rep["assumptions"] if "the planner's best" in a]
+    assert len(planned) == 1 and "(--device-memory)" in planned[0]
+    assert f"micro-batch={lay['micro_batch']} " in planned[0]
+    assert not any("the largest micro-batch" in a for a in rep["assumptions"])
+    assert rep["memory"]["peak_bytes"] <= 6e9 and rep["memory"]["fits"]

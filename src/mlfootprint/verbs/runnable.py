@@ -192,7 +192,8 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
                         grad_reduce=wl.grad_reduce, etp=wl.etp)
     wl = wl.with_defaults(tp=full.tp, pp=full.pp, zero=full.zero, zeropp=full.zeropp, micro_batch=full.micro_batch,
                           recompute=full.recompute, cp=full.cp, vp=full.vp, schedule=full.schedule)
-    return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id} (the fastest "
+    memory = f" of {wl.device_memory / 2**30:.1f} GiB each (--device-memory)" if wl.device_memory else ""
+    return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id}{memory} (the fastest "
                       f"of {res.considered} layouts that fits; see 'mlfootprint plan'); fix any choice with "
                       "--tp/--pp/--vp/--cp/--zero/--micro-batch/--recompute")
 
