@@ -352,3 +352,15 @@ def test_memory_with_device_memory_uses_the_planners_layout_for_that_size():
     assert f"micro-batch={lay['micro_batch']} " in planned[0]
     assert not any("the largest micro-batch" in a for a in rep["assumptions"])
     assert rep["memory"]["peak_bytes"] <= 6e9 and rep["memory"]["fits"]
+
+
+def test_the_workload_states_the_accumulation_the_layout_runs():
+    # gpt2, batch 512 on 8 × H100: the planner's micro-batch of 32 on 8 replicas is 2 micro-batches per step; the
+    # workload section said grad_accum 1 (its default) whatever the layout accumulated
+    out = _cli("predict", "gpt2", "--seq", "1024", "--batch", "512", "--hardware", "h100-sxm", "--devices", "8",
+               "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    lay = rep["memory"]["layout"]
+    assert rep["workload"]["grad_accum"] == lay["grad_accum"] == 512 // (lay["dp"] * lay["micro_batch"]) == 2
+    assert "grad_accum" in rep["workload"]["defaults"]

@@ -40,6 +40,12 @@ def add_memory(rep: Report, est: MemoryEstimate, wl: Workload, **extra: Any) -> 
         **extra)
     data = section.to_dict()
     rep.add(section, {k: v for k, v in est.provenance.items() if k in data})
+    workload = rep.get("workload")
+    lay = est.layout
+    if workload is not None and lay is not None and wl.training and "grad_accum" not in wl.given:
+        # the micro-batches per step of the layout sized (the planner's, or the memory model's choice), not the
+        # workload's default of 1
+        workload["grad_accum"] = lay.grad_accum
     _memory_assumptions(rep, est, wl)
 
 
