@@ -157,3 +157,25 @@ def test_a_shorter_table_is_the_first_rows_of_a_longer_one(tmp_path):
     pred = json.loads((tmp_path / "predict.json").read_text())
     assert pred["memory"]["layout"]["micro_batch"] == rows[10][0][6]
     assert pred["time"]["step_s"] == pytest.approx(rows[10][0][8], rel=1e-12)
+
+
+def test_micro_batch_traces_prefetched_side_by_side_are_not_traced_again():
+    # the planner's guess of the micro-batch traces it will need is traced in forked workers (core/forked.py);
+    # the walk then finds each one made, and this process traced only its own share
+    from mlfootprint.core.forked import can_fork, default_jobs
+    from mlfootprint.verbs.runnable import MicroBatchTraces
+    from mlfootprint.workload import Workload
+
+    if default_jobs() < 2 or not can_fork():
+        pytest.skip("one CPU, or forking is not safe here")
+    here: list[tuple[int, str]] = []
+
+    def tracer(spec, wl):
+        here.append((wl.batch, wl.mixed_weights))
+        return f"trace of {wl.batch} with {wl.mixed_weights}"
+
+    traces = MicroBatchTraces(None, Workload(batch=64, seq=32, mode="train", precision="bf16-mixed"), tracer)
+    traces.prefetch([(1, "fp32"), (2, "16-bit"), (1, "fp32")])
+    assert len(here) == 1  # the other share was traced in a child
+    assert traces(2, "16-bit") == "trace of 2 with 16-bit" and traces(1, "fp32") == "trace of 1 with fp32"
+    assert len(here) == 1

@@ -21,6 +21,7 @@ from ..analysis.predict.planner import plan as plan_layouts
 from ..analysis.predict.shape import global_batch
 from ..core.datafiles import SourcedConstants
 from ..core.errors import UserError
+from ..core.forked import balanced_shares, can_fork, default_jobs, run_shares
 from ..hardware.catalog import Device
 from ..models.spec import ModelSpec
 from ..trace.records import Trace
@@ -141,17 +142,38 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
     return tr, run
 
 
-def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]
-                       ) -> Callable[[int, str], Trace]:
+class MicroBatchTraces:
     """The planner's ``trace_at``: a trace of one device's micro-batch of ``mb`` samples of ``wl`` with working
     weights of ``mixed_weights``. Each is traced, not derived from two others (``trace/scaling.py``): a step is not
     affine in the batch across every size (an embedding's reads are capped by its table, a batch of one skips
-    copies and reductions), and the layouts shown must be the ones ``predict`` then times."""
-    def at(mb: int, mixed_weights: str) -> Trace:
-        micro = micro_batch_workload(wl, mb)
-        return tracer(spec, micro.with_changes(given=micro.given, mixed_weights=mixed_weights))
+    copies and reductions), and the layouts shown must be the ones ``predict`` then times. ``prefetch`` traces the
+    ones the planner expects to ask for in forked workers (``core/forked.py``), where that is safe."""
 
-    return at
+    def __init__(self, spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]) -> None:
+        self.spec, self.wl, self.tracer = spec, wl, tracer
+        self.made: dict[tuple[int, str], Trace] = {}
+
+    def __call__(self, mb: int, mixed_weights: str) -> Trace:
+        key = (mb, mixed_weights)
+        if key not in self.made:
+            micro = micro_batch_workload(self.wl, mb)
+            self.made[key] = self.tracer(self.spec, micro.with_changes(given=micro.given, mixed_weights=mixed_weights))
+        return self.made[key]
+
+    def prefetch(self, keys: list[tuple[int, str]]) -> None:
+        todo = [k for k in dict.fromkeys(keys) if k not in self.made]
+        jobs = min(len(todo), default_jobs())
+        if jobs < 2 or not can_fork():
+            return  # traced here, when asked
+        shares = [[todo[i] for i in share] for share in balanced_shares(todo, lambda k: 1.0, lambda k: k, jobs)]
+        for share, traces in zip(shares, run_shares(lambda share: [self(*k) for k in share], shares)):
+            self.made.update(zip(share, traces))
+
+
+def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]
+                       ) -> MicroBatchTraces:
+    """The planner's ``trace_at`` for ``wl`` (see :class:`MicroBatchTraces`)."""
+    return MicroBatchTraces(spec, wl, tracer)
 
 
 def _checkpointed(wl: Workload) -> str:

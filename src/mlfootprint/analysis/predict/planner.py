@@ -46,6 +46,7 @@ MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 VIRTUAL_STAGES = (1, 2, 3, 4, 6, 8)
 CONTEXT_PARALLEL = (1, 2, 4, 8, 16)
 RETIMED = 10  # the fastest layouts that fit, by the scaled ranking, that micro-batch traces re-time and re-rank
+PREFETCH_LOOKAHEAD = 200  # candidates the guess of the micro-batch traces needed looks at (global-trace checks)
 
 
 @dataclass
@@ -370,6 +371,9 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     # with micro-batch traces, the same number of layouts is re-timed whatever --top shows (so a shorter table is
     # the first rows of a longer one, and analyze's layout is plan's first row)
     wanted = max(top, RETIMED) if trace_at is not None else top
+    prefetch = getattr(trace_at, "prefetch", None)
+    if prefetch is not None:  # the micro-batch traces the walk below will likely ask for, traced side by side
+        prefetch(_likely_traces(cands[:PREFETCH_LOOKAHEAD], scaled_check, wanted, wl, trace))
     with phase(f"checking the memory of {len(cands)} layouts, fastest first"):
         for i, c in enumerate(cands):
             if i == len(frugal) and not fitting:  # nothing fits yet: can anything?
@@ -468,6 +472,25 @@ def why_slower(c: Candidate, best: Candidate) -> str:
         return f"+{(c.st.step_s - base) / base:.1%} step (small parts)" if c.st.step_s > base * 1.0005 else "ties"
     net = (c.st.step_s - base) / base
     return f"+{net:.1%} step: " + ", ".join(f"+{d:.0%} {label}" for d, label in grew[:2])
+
+
+def _likely_traces(cands: list[Candidate], scaled_check: Any, wanted: int, wl: Any, trace: Any
+                   ) -> list[tuple[int, str]]:
+    """The (micro-batch, working weights) of the first ``wanted`` candidates, and of the first ``wanted`` the global
+    trace says fit: the traces the memory walk will most likely ask ``trace_at`` for (a guess: the exact check
+    decides, and the global trace's weights may not be a layout's)."""
+    keys: list[tuple[int, str]] = []
+    found = 0
+    for i, c in enumerate(cands):
+        fits = scaled_check(c.par)[1]
+        if i < wanted or fits:
+            key = (c.par.micro_batch, wl.mixed_weights_at(c.par.zero))
+            if key != ((trace.memory.batch or wl.batch), wl.mixed_weights_resolved) and key not in keys:
+                keys.append(key)
+        found += bool(fits)
+        if found >= wanted and i >= wanted:
+            break
+    return keys
 
 
 def _thrift(par: Layout) -> tuple:
