@@ -14,7 +14,7 @@ from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.cache import traced_step
-from .runnable import default_precision, micro_batch_traces
+from .runnable import MicroBatchTraces, default_precision
 from ..workload import Workload
 from .common import base_report, resolve_model, reuses_traces
 
@@ -78,7 +78,7 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
                                 vp=1, schedule="1f1b", devices=None, offload="none", zeropp=False, given=wl.given)
     tr = traced_step(spec, traced_wl, checkpoint_early_stop=False)
     res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, cp=cp, **fixed,
-                       trace_at=micro_batch_traces(spec, traced_wl, lambda s, w: traced_step(
+                       trace_at=MicroBatchTraces(spec, traced_wl, lambda s, w: traced_step(
                            s, w, checkpoint_early_stop=False)))
     best = res.best
     # the report's workload is the one the best layout runs: the traced sequence, the planner's layout

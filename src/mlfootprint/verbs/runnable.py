@@ -170,12 +170,6 @@ class MicroBatchTraces:
             self.made.update(zip(share, traces))
 
 
-def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]
-                       ) -> MicroBatchTraces:
-    """The planner's ``trace_at`` for ``wl`` (see :class:`MicroBatchTraces`)."""
-    return MicroBatchTraces(spec, wl, tracer)
-
-
 def _checkpointed(wl: Workload) -> str:
     """What a trace of ``wl`` recomputes itself (selective recomputation is modelled on a trace without it)."""
     return wl.recompute if wl.recompute in ("full", "selective-op") else "none"
@@ -206,7 +200,7 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
     if tr.workload.recompute != "none":
         raise UserError("internal: the planner needs a trace without recomputation")
     res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency,
-                       trace_at=micro_batch_traces(spec, wl, tracer) if tracer else None)
+                       trace_at=MicroBatchTraces(spec, wl, tracer) if tracer else None)
     best = res.best
     full = best.memory.layout  # the layout the memory model checked (precision, accumulation, sequence parallel)
     # the stack's choices, not the planner's

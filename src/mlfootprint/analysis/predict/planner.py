@@ -334,11 +334,12 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     # (micro-batch, working weights' dtype) → (profile, shape, memory check) of that micro-batch's own trace
     own: dict[tuple[int, str], tuple[Any, Any, Any]] = {}
 
+    traced_key = (trace.memory.batch or wl.batch, wl.mixed_weights_resolved)  # what the global trace already is
+
     def at_micro_batch(par: Layout) -> tuple[Any, Any, Any]:
         mb, weights = par.micro_batch, wl.mixed_weights_at(par.zero)
         if (mb, weights) not in own:
-            same = mb == (trace.memory.batch or wl.batch) and weights == wl.mixed_weights_resolved
-            t = trace_at(mb, weights) if trace_at is not None and not same else None
+            t = trace_at(mb, weights) if trace_at is not None and (mb, weights) != traced_key else None
             if t is None:
                 own[mb, weights] = (profile, shape, scaled_check)
             else:
@@ -373,7 +374,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     wanted = max(top, RETIMED) if trace_at is not None else top
     prefetch = getattr(trace_at, "prefetch", None)
     if prefetch is not None:  # the micro-batch traces the walk below will likely ask for, traced side by side
-        prefetch(_likely_traces(cands[:PREFETCH_LOOKAHEAD], scaled_check, wanted, wl, trace))
+        prefetch(_likely_traces(cands[:PREFETCH_LOOKAHEAD], scaled_check, wanted, wl, traced_key))
     with phase(f"checking the memory of {len(cands)} layouts, fastest first"):
         for i, c in enumerate(cands):
             if i == len(frugal) and not fitting:  # nothing fits yet: can anything?
@@ -474,7 +475,7 @@ def why_slower(c: Candidate, best: Candidate) -> str:
     return f"+{net:.1%} step: " + ", ".join(f"+{d:.0%} {label}" for d, label in grew[:2])
 
 
-def _likely_traces(cands: list[Candidate], scaled_check: Any, wanted: int, wl: Any, trace: Any
+def _likely_traces(cands: list[Candidate], scaled_check: Any, wanted: int, wl: Any, traced_key: tuple[int, str]
                    ) -> list[tuple[int, str]]:
     """The (micro-batch, working weights) of the first ``wanted`` candidates, and of the first ``wanted`` the global
     trace says fit: the traces the memory walk will most likely ask ``trace_at`` for (a guess: the exact check
@@ -485,7 +486,7 @@ def _likely_traces(cands: list[Candidate], scaled_check: Any, wanted: int, wl: A
         fits = scaled_check(c.par)[1]
         if i < wanted or fits:
             key = (c.par.micro_batch, wl.mixed_weights_at(c.par.zero))
-            if key != ((trace.memory.batch or wl.batch), wl.mixed_weights_resolved) and key not in keys:
+            if key != traced_key and key not in keys:
                 keys.append(key)
         found += bool(fits)
         if found >= wanted and i >= wanted:
