@@ -45,7 +45,7 @@ from typing import Any
 
 from ..models.spec import ModelSpec
 from ..workload import Workload
-from .records import BACKWARD, FORWARD, OPTIMIZER, RECOMPUTE, BlockSpan, MemoryEvent, MemoryFacts, OpRecord, \
+from .records import BACKWARD, FORWARD, RECOMPUTE, BlockSpan, MemoryEvent, MemoryFacts, OpRecord, \
     SavedTensor, Trace
 
 # Config keys that set the depth of a decoder-only or encoder-only stack (one of them, exactly).
@@ -485,17 +485,22 @@ class _Layout:
             return ("s", inst)
         return ("c", w[0], 0 if w[1] == 0 else n - 1)
 
-    def _upper_of(self, i: int) -> int:
-        run, _ = self.where[i]
-        lo, up, _, _ = self.copies[run]
-        return up + (i - lo)
-
     def build(self, n: int, t1: Trace, t2: Trace) -> Trace:
-        """The trace with ``n`` copies (n ≥ 2)."""
+        """The trace with ``n`` copies (n ≥ 2).
+
+        What a lower-copy record contributes does not depend on which copy it is emitted for: its renamed module
+        splits once into the text around the block index, its events' relations to the other copies are taken
+        once, and its facts compared with the upper copy's once (a 126-layer synthesis emits each record ~120
+        times). Storage keys are numbered in order of first use, so the emitting order fixes them."""
         i2 = self.i2
         tr = i2.tr
         period = self.plan.period
+        events_of, inst = tr.events, i2.inst
         order: list[tuple[int, int]] = []  # (depth-L2 record, copy; -1 shared) in the result's order
+        upper: dict[int, int] = {}  # lower-copy record → its twin in the upper copy
+        for lo, up, size, _ in self.copies:
+            for off in range(size):
+                upper[lo + off] = up + off
         run_at = {min(lo, up): (lo, size, upward) for lo, up, size, upward in self.copies}
         i = 0
         while i < len(tr.records):
@@ -513,33 +518,57 @@ class _Layout:
         def key_of(ref: Any, raw: int) -> int:
             if ref is None:
                 return raw  # a storage the step did not create (an input): its own key
-            if ref not in keys:
-                keys[ref] = len(keys) + 1
-            return keys[ref]
+            got = keys.get(ref)
+            if got is None:
+                got = keys[ref] = len(keys) + 1
+            return got
 
         def copy_ref(pl: int, pu: int, k: int) -> Any:
             """The instance an event of copy k refers to (pl, pu: the event in the lower and upper copy)."""
-            e = tr.events[pl]
+            e = events_of[pl]
             if e.delta > 0:
                 return ("c", pl, k)
-            return self._resolve(self._relation(i2.inst[pl], 0), self._relation(i2.inst[pu], 1), k, n)
+            return self._resolve(self._relation(inst[pl], 0), self._relation(inst[pu], 1), k, n)
 
         def shared_event(pos: int, index: int) -> MemoryEvent:
-            e = tr.events[pos]
-            ref = ("s", pos) if e.delta > 0 else self._shared_ref(i2.inst[pos], n)
+            e = events_of[pos]
+            ref = ("s", pos) if e.delta > 0 else self._shared_ref(inst[pos], n)
             return MemoryEvent(index, e.delta, e.phase, key_of(ref, e.storage))
+
+        # a copy's record: (record, text before and after its block index, the index; its events as (delta, phase,
+        # storage, allocation position or None, relations to the lower and upper copy))
+        copy_templates: dict[int, tuple[OpRecord, str, str, int, list[tuple[int, str, int, int | None, Any, Any]]]] = {}
+
+        def copy_template(i: int) -> tuple[OpRecord, str, str, int, list[tuple[int, str, int, int | None, Any, Any]]]:
+            r = tr.records[i]
+            m = self.block_re.match(r.module)
+            head, block, tail = (r.module, -1, "") if m is None else \
+                (f"{self.list_path}.", int(m.group(1)), r.module[m.end():])
+            evs = []
+            for pl, pu in zip(i2.slots[i + 1], i2.slots[upper[i] + 1]):
+                e = events_of[pl]
+                if e.delta > 0:
+                    evs.append((e.delta, e.phase, e.storage, pl, None, None))
+                else:
+                    evs.append((e.delta, e.phase, e.storage, None, self._relation(inst[pl], 0),
+                                self._relation(inst[pu], 1)))
+            out = copy_templates[i] = (r, head, tail, block, evs)
+            return out
 
         records: list[OpRecord] = []
         events: list[MemoryEvent] = [shared_event(p, -1) for p in i2.slots[0]]
+        resolve = self._resolve
         for new, (i, k) in enumerate(order):
+            if k >= 0:
+                r, head, tail, block, evs = copy_templates.get(i) or copy_template(i)
+                module = head if block < 0 else f"{head}{block + period * k}{tail}"
+                records.append(_moved(r, new, module))
+                for delta, phase, storage, alloc, rel_lower, rel_upper in evs:
+                    ref = ("c", alloc, k) if alloc is not None else resolve(rel_lower, rel_upper, k, n)
+                    events.append(MemoryEvent(new, delta, phase, key_of(ref, storage)))
+                continue
             r = tr.records[i]
             slot = i2.slots[i + 1]
-            if k >= 0:
-                records.append(_moved(r, new, self.rename(r.module, period * k)))
-                for pl, pu in zip(slot, i2.slots[self._upper_of(i) + 1]):
-                    e = tr.events[pl]
-                    events.append(MemoryEvent(new, e.delta, e.phase, key_of(copy_ref(pl, pu, k), e.storage)))
-                continue
             scaled = self.scaled.get(i)
             if scaled is None:
                 records.append(_moved(r, new, r.module))
@@ -559,19 +588,26 @@ class _Layout:
                 lo, up, size, upward = run
                 for k2 in (range(n) if upward else range(n - 1, -1, -1)):
                     for x in range(size):
-                        e = tr.events[slot[lo + x]]
+                        e = events_of[slot[lo + x]]
                         ref = copy_ref(slot[lo + x], slot[up + x], k2)
                         events.append(MemoryEvent(new, e.delta, e.phase, key_of(ref, e.storage)))
                 o += 2 * size
 
+        instance_cache: dict[tuple[int, int], int | None] = {}
+
+        def instance_at(key: int, record: int) -> int | None:
+            got = instance_cache.get((key, record), -1)
+            if got == -1:
+                got = instance_cache[key, record] = _instance_at(tr, key, record, i2.allocs_by_key)
+            return got
+
         def named(key: int, record: int, k: int, key_upper: int | None = None) -> int:
             """A storage named by key at a depth-L2 record, as seen from copy k (-1 shared) → its new key."""
-            inst_l = _instance_at(tr, key, record, i2.allocs_by_key)
+            inst_l = instance_at(key, record)
             if k < 0:
                 return key_of(self._shared_ref(inst_l, n), key)
-            inst_u = _instance_at(tr, key if key_upper is None else key_upper, self._upper_of(record),
-                                  i2.allocs_by_key)
-            return key_of(self._resolve(self._relation(inst_l, 0), self._relation(inst_u, 1), k, n), key)
+            inst_u = instance_at(key if key_upper is None else key_upper, upper[record])
+            return key_of(resolve(self._relation(inst_l, 0), self._relation(inst_u, 1), k, n), key)
 
         mem = tr.memory
         # saved tensors and forward reads: (storage, op index) facts, renamed alike
@@ -592,16 +628,27 @@ class _Layout:
                 raise NotRepeating("an empty block span")
             spans_at.setdefault(sp.end - 1, []).append(sp)
         blocks: list[BlockSpan] = []
+        # the records with facts, or whose upper twin has some (the two copies must hold the same)
+        with_facts = set(casts_at) | set(spans_at)
+        for at in facts_at.values():
+            with_facts |= set(at)
+        with_facts |= {i for i, u in upper.items() if u in with_facts}
+        compared: set[int] = set()
         for new, (i, k) in enumerate(order):
+            if i not in with_facts:
+                continue
             for what, at in facts_at.items():
                 here = at.get(i, [])
-                there = at.get(self._upper_of(i), []) if k >= 0 else here
-                if [(s.nbytes, s.shape, s.dtype) for s in here] != [(s.nbytes, s.shape, s.dtype) for s in there]:
+                there = at.get(upper[i], []) if k >= 0 else here
+                if k >= 0 and i not in compared and \
+                        [(s.nbytes, s.shape, s.dtype) for s in here] != [(s.nbytes, s.shape, s.dtype) for s in there]:
                     raise NotRepeating(f"{what} differ between copies")
                 renamed[what].extend(s._replace(storage=named(s.storage, i, k, u.storage), op_index=new)
                                      for s, u in zip(here, there))
+            if k >= 0:
+                compared.add(i)
             for key in casts_at.get(i, ()):
-                inst = _instance_at(tr, key, i, i2.allocs_by_key)
+                inst = instance_at(key, i)
                 if inst is None or tr.events[inst].index != i:
                     raise NotRepeating("a weight cast that is not allocated at its record")
                 param_casts.append((new, key_of(("s", inst) if k < 0 else ("c", inst, k), key)))
@@ -610,7 +657,7 @@ class _Layout:
                     if self.where[sp.start] is None or self.where[sp.start][0] != self.where[i][0] or \
                             sp.start > i:
                         raise NotRepeating("a block span crosses a copy")
-                    twin = next((t for t in spans_at.get(self._upper_of(i), [])
+                    twin = next((t for t in spans_at.get(upper[i], [])
                                  if t.path == self.rename(sp.path, period)), None)
                     if twin is None or len(twin.out_keys) != len(sp.out_keys):
                         raise NotRepeating("block spans differ between copies")
@@ -628,7 +675,7 @@ class _Layout:
             """Gradients and optimizer states alive at the end: each the instance of its key at the last record."""
             out: list[int] = []
             for key in keys_in:
-                inst = _instance_at(tr, key, last, i2.allocs_by_key)
+                inst = instance_at(key, last)
                 w = self.ev_where.get(inst) if inst is not None else None
                 if inst is None:
                     out.append(key)

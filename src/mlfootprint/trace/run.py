@@ -7,6 +7,7 @@ never moved or mutated. The result is a :class:`~.records.Trace`, the one source
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -51,11 +52,27 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
     """
     start = time.perf_counter()
     dedup = dedup and os.environ.get("MLFOOTPRINT_TRACE_DEDUP", "1") != "0"
-    result = _trace_deduplicated(spec, wl, checkpoint_early_stop) if fake and dedup else None
-    if result is None:
-        result, _ = _trace_once(spec, wl, fake, checkpoint_early_stop)
+    with _collector_paused() if fake else contextlib.nullcontext():
+        result = _trace_deduplicated(spec, wl, checkpoint_early_stop) if fake and dedup else None
+        if result is None:
+            result, _ = _trace_once(spec, wl, fake, checkpoint_early_stop)
     result.trace_s = time.perf_counter() - start
     return result
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Any:
+    """Python's cyclic garbage collector off for a fake trace: its hundreds of thousands of short-lived objects (fake
+    tensors, records) set off full collections, each walking every object torch and transformers hold (a fifth of
+    a deep model's trace). A fake trace holds no real memory, and the step's storages are freed by reference
+    counts, which the collector does not change; what the trace leaves in cycles is collected after it."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _trace_once(spec: ModelSpec, wl: Workload, fake: bool, checkpoint_early_stop: bool) -> tuple[Trace, dict[str, int]]:

@@ -210,8 +210,9 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
                           recompute=full.recompute, cp=full.cp, vp=full.vp, schedule=full.schedule)
     memory = f" of {wl.device_memory / 2**30:.1f} GiB each (--device-memory)" if wl.device_memory else ""
     return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id}{memory} (the fastest "
-                      f"of {res.considered} layouts that fits; see 'mlfootprint plan'); fix any choice with "
-                      "--tp/--pp/--vp/--cp/--zero/--micro-batch/--recompute")
+                      f"of {res.considered} layouts that fits; see 'mlfootprint plan'); any of --tp/--pp/--vp/--cp/"
+                      "--zero/--micro-batch/--recompute runs your own layout instead, with defaults for what you "
+                      "leave out ('mlfootprint plan' with those options plans the rest)")
 
 
 def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_bytes: int
