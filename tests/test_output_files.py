@@ -127,3 +127,75 @@ def test_every_format_can_be_rewritten_in_place(tmp_path, capsys):
 def test_missing_folder_is_a_clean_error(tmp_path, capsys):
     code, err = run(["models", "list", "-o", str(tmp_path / "nope" / "x.json")], capsys)
     assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.parametrize("name, content", [
+    ("train.py", b"import mlfootprint as mf\nrep = mf.count('gpt2')\n"),
+    ("paper.tex", b"% efficiency numbers from mlfootprint\n\\section{Results}\n"),
+    ("notes.md", b"# mlfootprint is what we used\n\nfor the table below.\n"),
+    ("h.sqlite", b"SQLite format 3\x00" + b"\x00" * 84 + b"mlfootprint.report/1"),
+    ("gpt2-abc.trace", b"\x80\x05\x95mlfootprint trace cache entry"),
+    ("results.csv", b"model,source,accuracy\nmine,paper,0.9\n"),
+])
+def test_a_file_that_only_mentions_mlfootprint_is_not_taken_for_its_output(tmp_path, capsys, name, content):
+    # The word anywhere near the start used to be enough to replace the file with exit 0 (a history database, a
+    # script, a paper were lost): only each output format's own opening marks a file as ours.
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, err = run(["footprint", "--energy-kwh", "1", "-o", str(path)], capsys)
+    assert code == 2 and "not a file mlfootprint wrote" in err and "--force" in err
+    assert path.read_bytes() == content
+
+
+def test_a_history_database_is_never_replaced_by_an_output(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    assert main(["count", "gpt2", "--seq", "8", "--save", "--db", str(db)]) == 0
+    before = db.read_bytes()
+    code, err = run(["history", "list", "--db", str(db), "-o", str(db)], capsys)
+    assert code == 2 and db.read_bytes() == before
+    code, err = run(["footprint", "--energy-kwh", "1", "-o", str(db)], capsys)
+    assert code == 2 and db.read_bytes() == before
+    capsys.readouterr()
+    assert main(["history", "list", "--db", str(db)]) == 0
+    assert "gpt2" in capsys.readouterr().out  # still the history, readable
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "{a}", "{b}", "-o", "{a}"],
+    ["table", "{b}", "-o", "{b}"],
+    ["report", "{a}", "--format", "md", "-o", "{a}"],
+])
+def test_an_output_never_replaces_a_report_the_command_reads(tmp_path, capsys, argv):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["footprint", "--energy-kwh", "1", "--format", "json", "-o", str(a)]) == 0
+    assert main(["footprint", "--energy-kwh", "2", "--format", "json", "-o", str(b)]) == 0
+    before = {p: p.read_text() for p in (a, b)}
+    args = [x.format(a=a, b=b) for x in argv]
+    code, err = run(args, capsys)
+    assert code == 2 and "this command reads it" in err and err.count("\n") == 1
+    assert {p: p.read_text() for p in (a, b)} == before
+    assert run(args + ["--force"], capsys)[0] == 0  # asked for in so many words
+
+
+@pytest.mark.parametrize("argv, fmt", [
+    (["table", "{a}"], "table"), (["table", "{a}"], "md"), (["table", "{a}"], "csv"), (["table", "{a}"], "latex"),
+    (["compare", "{a}", "{a}"], "csv"), (["compare", "{a}", "{a}"], "html"),
+    (["claims", "--only", "palm-540b-mfu"], "table"), (["claims", "--only", "palm-540b-mfu"], "md"),
+    (["claims", "--only", "palm-540b-mfu"], "html"), (["claims", "--only", "palm-540b-mfu"], "json"),
+    (["history", "list", "--db", "{db}"], "table"), (["history", "list", "--db", "{db}"], "md"),
+])
+def test_the_other_verbs_outputs_can_be_rewritten_in_place(tmp_path, capsys, argv, fmt):
+    a = tmp_path / "a.json"
+    assert main(["footprint", "--energy-kwh", "1", "--format", "json", "-o", str(a)]) == 0
+    out = tmp_path / f"out.{fmt}"
+    args = [x.format(a=a, db=tmp_path / "h.sqlite") for x in argv] + ["--format", fmt, "-o", str(out)]
+    for _ in range(2):
+        code, err = run(args, capsys)
+        assert code == 0, (argv, fmt, err)
+
+
+def test_the_signatures_name_every_verb_of_the_command_line():
+    from mlfootprint.cli import COMMANDS
+    from mlfootprint.core.files import VERBS
+
+    assert sorted(VERBS) == sorted(c.__name__.rsplit(".", 1)[1] for c in COMMANDS)

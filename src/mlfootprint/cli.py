@@ -21,7 +21,7 @@ from .commands import (analyze, bench, claims, compare, count, footprint, hardwa
 from .commands.output import emit
 from .commands.progress import shown as progress_shown
 from .core.errors import UserError, cli_terms
-from .core.files import check_writable
+from .core.files import check_not_read, check_writable
 from .core.version import __version__
 
 # Order is the order of `mlfootprint --help`.
@@ -88,6 +88,19 @@ def _rare_full_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
+def _named_files(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every argument that names a path (reports to compare, a history database, a model's config): (option,
+    path) pairs, for -o not to replace a file the command reads."""
+    found = []
+    for name, value in vars(args).items():
+        if name == "output" or callable(value):
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (str, os.PathLike)) and str(v) and str(v) != "-":
+                found.append(("an input" if name in ("files", "model") else "--" + name.replace("_", "-"), str(v)))
+    return found
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
@@ -96,7 +109,9 @@ def _main(argv: Sequence[str] | None) -> int:
             parser.print_help()
             return 0
         if getattr(args, "output", None) and args.output != "-":
-            check_writable(args.output, force=bool(getattr(args, "force", False)))  # refuse before any work
+            force = bool(getattr(args, "force", False))
+            check_writable(args.output, force=force)  # refuse before any work
+            check_not_read(args.output, _named_files(args), force=force)
         with progress_shown():  # a spinner on stderr for long work, only on a terminal
             rep = args.func(args)
         if rep is not None:

@@ -14,22 +14,41 @@ The rules (DESIGN.md, "Files"):
 from __future__ import annotations
 
 import os
+import re
 import stat
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import UserError
 
 # How much of an existing file is read to recognize it as an mlfootprint output.
-_SNIFF_BYTES = 1 << 16
-# The first line of the CSV forms (a CSV file has no place for a comment naming its writer).
-_CSV_HEADERS = ("section,key,value,unit,provenance", "figure,better,")
+_SNIFF_BYTES = 1 << 13
+# The verbs whose name a table or Markdown output opens with (the command line's verbs: a test keeps them equal).
+VERBS = ("analyze", "count", "memory", "predict", "plan", "mfu", "bench", "footprint", "models", "hardware", "report",
+         "compare", "table", "history", "claims")
+# How each of mlfootprint's output formats begins. A file is taken as one of ours by this signature only, never by
+# the name appearing somewhere in it: a script that imports mlfootprint, a paper that cites it, the history
+# database and a trace-cache entry all hold the word, and none of them is ours to replace.
+_SIGNATURE = re.compile(r"""\A(?:
+      mlfootprint\ (?:VERB)\b                              # table: "mlfootprint count · gpt2 ..."
+    | \#\ mlfootprint\ (?:VERB)\b                          # Markdown: "# mlfootprint count: gpt2"
+    | <!--\ mlfootprint\ (?:VERB)\ -->\n                    # Markdown of `table`: "<!-- mlfootprint table -->"
+    | \#\ Published\ claims,\ recomputed\ by\ mlfootprint\n  # Markdown of `claims`
+    | Published\ claims,\ recomputed\ by\ mlfootprint\ *\n  # table of `claims`
+    | %\ mlfootprint\ (?:[0-9]|table\.)                    # LaTeX: "% mlfootprint 0.1.0: count report"
+    | \{\s*"schema":\ "mlfootprint\.                      # JSON: the report's first key
+    | <!doctype\ html>(?:(?!</head>).)*?<meta\ name="generator"\ content="mlfootprint\   # HTML, in its head
+    | section,key,value,unit,provenance\n                  # CSV of a report
+    | figure,unit,better,[^\n]*\n                          # CSV of `compare`
+    | model,source,[^\n]*\ provenance\n                    # CSV of `table`
+)""".replace("VERB", "|".join(VERBS)), re.VERBOSE | re.DOTALL | re.IGNORECASE)
 
 
 def is_mlfootprint_output(head: str) -> bool:
-    """Whether the start of a file's text is something mlfootprint wrote (every format names the tool,
-    except CSV, recognized by its header)."""
-    return "mlfootprint" in head or head.startswith(_CSV_HEADERS)
+    """Whether a file that begins with ``head`` is something mlfootprint wrote: each format's own opening (a
+    table's title line, a report's JSON ``schema``, an HTML head's generator tag, a CSV header)."""
+    return _SIGNATURE.match(head) is not None
 
 
 def resolve_target(path: str | os.PathLike[str]) -> Path:
@@ -74,6 +93,22 @@ def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
         raise UserError(f"refusing to overwrite {shown}: it is not a file mlfootprint wrote; "
                         "choose another path, or add --force to replace it")
     return target
+
+
+def check_not_read(path: str | os.PathLike[str], inputs: Iterable[tuple[str, str]], force: bool = False) -> None:
+    """Refuse to write ``path`` over a file the same command reads (``inputs``: (option, path) pairs), unless
+    ``force``: ``compare a.json b.json -o a.json`` would replace a report with the comparison that read it."""
+    if force:
+        return
+    target = resolve_target(path)
+    for option, value in inputs:
+        try:
+            same = os.path.isfile(value) and target.exists() and os.path.samefile(value, target)
+        except OSError:
+            continue
+        if same:
+            raise UserError(f"refusing to overwrite {path}: this command reads it ({option}); choose another path "
+                            "for -o, or add --force to replace it with the output")
 
 
 def write_text(path: str | os.PathLike[str], text: str, *, force: bool = False) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..core.version import __version__
 from .markdown import md_escape, md_link, safe_url
 from .render import renderer
 from .schema import Report
@@ -124,6 +125,7 @@ def to_html(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
             f'<td>{e(fmt_diff(r["difference"]))}</td><td>{e(_VERDICT_MARK[r["verdict"]])}</td><td>{e(r["detail"])}</td></tr>')
     counts = ", ".join(f"{n} {k}" for k, n in _counts(rows).items())
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="mlfootprint {e(__version__)}">
 <meta http-equiv="Content-Security-Policy" content="{e(CLAIMS_CSP)}"><title>mlfootprint claims</title>
 <style>{_CSS}</style>
 </head><body><h1>Published claims, recomputed by mlfootprint</h1><p>{e(counts)}</p>{f"<p>{e(summary)}</p>" if summary else ""}

@@ -89,6 +89,7 @@ def _legend(marked: bool) -> str:
 def render_text(report: Report, args: argparse.Namespace | None) -> str:
     console, buf = console_for(args)
     heads, cells, marked = grid(report)
+    console.print("mlfootprint table", markup=False, highlight=False)  # the title every text output opens with
     console.print(rich_table(heads, cells))
     for line in [_legend(marked), *report.assumptions]:
         if line:
@@ -99,7 +100,9 @@ def render_text(report: Report, args: argparse.Namespace | None) -> str:
 @renderer("md", verb="table")
 def render_markdown(report: Report, args: argparse.Namespace | None) -> str:
     heads, cells, marked = grid(report)
-    lines = ["| " + " | ".join(md_escape(h) for h in heads) + " |",
+    # a comment, not a title: the table is pasted into a paper's own text (and marks the file as ours to rewrite)
+    lines = ["<!-- mlfootprint table -->",
+             "| " + " | ".join(md_escape(h) for h in heads) + " |",
              "|---|" + "|".join("---:" for _ in heads[1:]) + "|"]
     lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in cells]
     notes = [n for n in [_legend(marked), *report.assumptions] if n]
