@@ -51,7 +51,9 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     site_inputs(site)
     wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
-    tr, run = traced_run(spec, wl, dev, efficiency=efficiency)
+    # traced as predict traces (a checkpointed block recomputes its whole forward, as Megatron's and reentrant
+    # checkpointing do): the main job's time, MFU and recomputation are predict's
+    tr, run = traced_run(spec, wl, dev, efficiency=efficiency, checkpoint_early_stop=False)
     rep = base_report("analyze", spec, run.workload)
     if assumed_device:
         rep.key_assumptions.append(f"no --hardware given: time, memory fit and footprint are for one {wl.hardware} "
