@@ -271,8 +271,8 @@ def test_without_batch_the_step_of_several_replicas_is_stated_and_counted_as_suc
     # no --batch with 4 data-parallel replicas: one sample each, a global batch of 4. The workload, the FLOPs, the
     # time and MFU all cover those 4 samples (FLOPs once counted one sample under a 4-sample step time), the
     # same answer as --batch 4
-    args = ["predict", "gpt2", "--seq", "128", "--hardware", "h100-sxm", "--devices", "4", "--zero", "1", "--format",
-            "json"]
+    args = ["predict", "gpt2", "--seq", "128", "--hardware", "h100-sxm", "--devices", "4", "--dp", "4", "--zero", "1",
+            "--format", "json"]  # --dp: a layout of the user's own (the planner is not asked)
     rep = json.loads(_cli(*args).stdout)
     given = json.loads(_cli(*args, "--batch", "4").stdout)
     w, f, t = rep["workload"], rep["flops"], rep["time"]
@@ -288,7 +288,7 @@ def test_analyze_sizes_a_device_from_its_own_micro_batch_as_memory_does():
     # 50,257 × 768 × 4 B = 154 MB, the layers' gradient buffers) is there once per micro-batch: a trace of the global
     # batch scaled down to one sample divided it by 4, so analyze once said less than memory
     args = ["gpt2", "--mode", "train", "--seq", "64", "--batch", "4", "--hardware", "h100-sxm", "--devices", "4",
-            "--zero", "3", "--format", "json"]
+            "--dp", "4", "--zero", "3", "--format", "json"]
     a = json.loads(_cli("analyze", *args).stdout)["memory"]
     m = json.loads(_cli("memory", *args).stdout)["memory"]
     assert a["breakdown"]["traced_batch"] == m["breakdown"]["traced_batch"] == 1
@@ -333,7 +333,7 @@ def test_the_memory_card_names_the_layout_it_sized():
     # memory has no time section, whose label the workload line once took the layout from: "8 × h100-sxm" alone
     # left its per-device figures without the sharding they assume
     out = _cli("memory", "gpt2", "--mode", "train", "--seq", "128", "--batch", "8", "--hardware", "h100-sxm",
-               "--devices", "8", "--tp", "2", "--zero", "1", columns=200)
+               "--devices", "8", "--tp", "2", "--dp", "4", "--zero", "1", columns=200)
     assert out.returncode == 0, out.stderr
     assert "8 × h100-sxm (tp=2 pp=1 dp=4 zero=1)" in out.stdout.splitlines()[1]
 

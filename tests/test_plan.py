@@ -12,6 +12,7 @@ from mlfootprint.core.errors import UserError
 from mlfootprint.hardware.catalog import get_device
 from tests.helpers import traced_for_prediction as trace_for_prediction
 from mlfootprint.analysis.predict.planner import enumerate_layouts, plan
+import mlfootprint as mf
 from mlfootprint.analysis.predict.shape import model_shape
 from mlfootprint.workload import Workload, max_virtual_stages
 
@@ -179,3 +180,35 @@ def test_micro_batch_traces_prefetched_side_by_side_are_not_traced_again():
     assert len(here) == 1  # the other share was traced in a child
     assert traces(2, "16-bit") == "trace of 2 with 16-bit" and traces(1, "fp32") == "trace of 1 with fp32"
     assert len(here) == 1
+
+
+@pytest.mark.parametrize("fixed", [["--recompute", "full"], ["--tp", "2"], ["--zero", "3"]])
+def test_a_layout_option_fixes_that_choice_and_the_planner_chooses_the_rest(tmp_path, fixed):
+    # One layout option with --devices once turned the planner off: --recompute full gave DDP without sharding,
+    # --zero 3 (the planner's own stage) tp=1 over all devices, both over the device's memory where the planner's
+    # layout fit (helper sweeps). Now the option fixes that choice, and predict runs plan's first row with it.
+    args = ["gpt2", "--devices", "8", "--hardware", "a100-80gb", "--seq", "256", "--batch", "32", *fixed]
+    assert main(["plan", *args, "--top", "3", "-o", str(tmp_path / "plan.json")]) == 0
+    assert main(["predict", *args, "-o", str(tmp_path / "predict.json")]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    pred = json.loads((tmp_path / "predict.json").read_text())
+    w, best = pred["workload"], plan["plan"]["layouts"][0]
+    assert (w["tp"], w["pp"], w["zero"], w["micro_batch"], w["recompute"]) == \
+        (best["tp"], best["pp"], best["zero"], best["micro_batch"], best["recompute"])
+    name, value = fixed[0].lstrip("-"), fixed[1]
+    assert str(w[name]) == value and name not in w["defaults"]
+    assert plan["plan"]["step_s"] == pytest.approx(pred["time"]["step_s"], rel=1e-12)
+    assert plan["plan"]["peak_bytes"] == pred["memory"]["peak_bytes"]
+    note = [a for a in pred["assumptions"] if "the planner's best" in a]
+    assert len(note) == 1 and f"with {' '.join(fixed)} as given" in note[0]
+    if name == "zero":  # ZeRO-3 is not pipelined: the stages stay whole
+        assert w["pp"] == 1
+
+
+def test_the_whole_layout_given_is_the_users_own():
+    # --tp, --pp, --zero, --micro-batch and --recompute together: no planner, the layout as given (vp, cp 1)
+    rep = mf.predict("gpt2", Workload(mode="train", seq=256, batch=32, hardware="a100-80gb", devices=8, tp=2, pp=2,
+                                      zero=1, micro_batch=2, recompute="none"))
+    w = rep.sections["workload"]
+    assert (w["tp"], w["pp"], w["dp"], w["vp"], w["zero"], w["micro_batch"]) == (2, 2, 2, 1, 1, 2)
+    assert not any("the planner's best" in a for a in rep.assumptions)

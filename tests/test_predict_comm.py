@@ -517,7 +517,8 @@ def test_zeropp_given_by_hand_is_the_layout_predicted():
     # --zero 3 --zeropp on 16 devices (two nodes): the layout predicted is ZeRO++'s, as the planner's is (it once
     # dropped --zeropp on the way to the step model and timed plain ZeRO-3)
     import mlfootprint as mf
-    base = dict(batch=16, seq=256, mode="train", hardware="a100-80gb", devices=16, zero=3, micro_batch=1)
+    base = dict(batch=16, seq=256, mode="train", hardware="a100-80gb", devices=16, tp=1, pp=1, zero=3, micro_batch=1,
+                recompute="none")  # the whole layout: a user's own, not the planner's
     plain = mf.predict("gpt2", Workload(**base)).sections["time"]
     pp = mf.predict("gpt2", Workload(**base, zeropp=True)).sections["time"]
     assert plain["layout"].endswith("zero=3 micro-batch=1 recompute=none")
@@ -530,7 +531,8 @@ def test_zeropp_keeps_hpz_secondary_weights_on_each_device():
     # data-parallel ranks: gpt2 (124,439,808 parameters) on 16 A100s, 8 per node, dp 16 → 8 ranks per node:
     # 2 B × 124,439,808 / 8 = 31,109,952 B more weights per device (once modelled as plain ZeRO-3)
     import mlfootprint as mf
-    base = dict(batch=16, seq=256, mode="train", hardware="a100-80gb", devices=16, zero=3, micro_batch=1)
+    base = dict(batch=16, seq=256, mode="train", hardware="a100-80gb", devices=16, tp=1, pp=1, zero=3, micro_batch=1,
+                recompute="none")  # the whole layout: a user's own, not the planner's
     plain = mf.predict("gpt2", Workload(**base)).sections["memory"]
     pp = mf.predict("gpt2", Workload(**base, zeropp=True)).sections["memory"]
     assert pp["breakdown"]["zeropp_secondary_weights_bytes"] == 2 * 124_439_808 // 8

@@ -14,7 +14,7 @@ from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.cache import traced_step
-from .runnable import MicroBatchTraces, default_precision
+from .runnable import MicroBatchTraces, default_precision, planner_fixed
 from ..workload import Workload
 from .common import base_report, resolve_model, reuses_traces
 
@@ -53,9 +53,8 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise UserError(f"--top must be a positive whole number, got {top}")
     n = wl.devices
-    tp = wl.tp if "tp" in wl.given else None
-    pp = wl.pp if "pp" in wl.given else None
-    cp = wl.cp if "cp" in wl.given else None
+    fixed = planner_fixed(wl)
+    tp, pp, cp = fixed["tp"], fixed["pp"], fixed["cp"]
     for name, v in (("--tp", tp), ("--pp", pp), ("--cp", cp)):
         if v is not None and n % v:
             raise UserError(f"--devices {n} is not divisible by {name} {v}")
@@ -70,15 +69,14 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     batch, notes = _global_batch(spec, wl, n, eff)
     # The trace is the whole model at the global batch, without recomputation, on one device: the planner
     # scales it to each layout.
-    fixed = {"zero": wl.zero if "zero" in wl.given else None, "offload": wl.offload,
-             "micro_batch": wl.micro_batch, "recompute": wl.recompute if "recompute" in wl.given else None,
-             "vp": wl.vp if "vp" in wl.given else None,
-             "schedule": wl.schedule if "schedule" in wl.given else None, "cp_comm": wl.cp_comm}
     traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1,
                                 vp=1, schedule="1f1b", devices=None, offload="none", zeropp=False, given=wl.given)
     tr = traced_step(spec, traced_wl, checkpoint_early_stop=False)
-    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, tp=tp, pp=pp, cp=cp, **fixed,
-                       trace_at=MicroBatchTraces(spec, traced_wl, lambda s, w: traced_step(
+    # a fixed --recompute full is traced at each micro-batch, as predict traces it (rows and predict agree)
+    micro_wl = traced_wl.with_changes(recompute="full", given=traced_wl.given) if fixed["recompute"] == "full" \
+        else traced_wl
+    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, **fixed,
+                       trace_at=MicroBatchTraces(spec, micro_wl, lambda s, w: traced_step(
                            s, w, checkpoint_early_stop=False)))
     best = res.best
     # the report's workload is the one the best layout runs: the traced sequence, the planner's layout

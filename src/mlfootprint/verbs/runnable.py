@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..analysis.memory.model import MemoryEstimate, MemoryModel, device_bytes_for, memory_model
-from ..analysis.predict.planner import plan as plan_layouts
+from ..analysis.predict.planner import RECOMPUTE_CHOICES, NoLayoutFits, plan as plan_layouts
 from ..analysis.predict.shape import global_batch
 from ..core.datafiles import SourcedConstants
 from ..core.errors import UserError
@@ -29,9 +29,12 @@ from ..trace.cache import traced_step
 from ..workload import Layout, Workload
 
 DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
-# Options that, given, mean the user chose the layout (the planner is not asked).
+# The layout options (``planner_decides``): those the planner takes as fixed choices, and the ones that, all given,
+# are a whole layout (the planner is not asked).
 _LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "shard_group", "offload", "micro_batch", "grad_accum",
                    "recompute", "cp", "vp", "schedule", "cp_comm")
+_FIXABLE = ("tp", "pp", "cp", "vp", "zero", "micro_batch", "recompute", "schedule", "offload", "cp_comm")
+_WHOLE_LAYOUT = ("tp", "pp", "zero", "micro_batch", "recompute")
 
 
 def default_precision(wl: Workload, device: Device | None) -> tuple[Workload, str | None]:
@@ -82,7 +85,15 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     notes: list[str] = []
     planned = layout is None and device is not None and planner_decides(wl)
     if planned:
-        wl, layout, note = _planned(spec, wl, tr, device, efficiency, tracer)
+        try:
+            wl, layout, note = _planned(spec, wl, tr, device, efficiency, tracer)
+        except NoLayoutFits as exc:
+            if not _fixed_label(wl):
+                raise  # only --devices: nothing to show but why
+            # with some choices given, the card shows them (defaults for the rest) with what would make it fit
+            planned = False
+            note = f"the planner found no layout with {_fixed_label(wl)} that fits ({exc}); shown: your options " \
+                   "with defaults for the rest"
         notes.append(note)
     mm = memory_model(spec, traced_wl or wl, tr)
     layout = layout or mm.layout()
@@ -121,7 +132,10 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
     if note and device is not None and planner_decides(wl):
         note = (f"batch {wl.batch}: no --batch, so one sample for each of the {wl.devices} devices, laid out by the "
                 "planner (give --batch for another global batch)")
-    tr = tracer(spec, wl)
+    planned = device is not None and planner_decides(wl)
+    # the planner scales a trace without recomputation (a fixed --recompute is then traced at the micro-batch)
+    tr = tracer(spec, wl.with_changes(recompute="none", given=wl.given) if planned and wl.recompute != "none"
+                else wl)
     run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False, tracer=tracer)
     micro = run.layout.micro_batch
     if run.workload.training and (micro != (tr.memory.batch or tr.workload.batch)
@@ -189,8 +203,31 @@ def _at_global_batch(wl: Workload) -> tuple[Workload, str | None]:
 
 
 def planner_decides(wl: Workload) -> bool:
-    """Whether the planner chooses the layout: training on several devices with no layout option given."""
-    return bool(wl.training and wl.devices and wl.devices > 1 and not set(_LAYOUT_OPTIONS) & wl.given)
+    """Whether the planner chooses the layout, or the rest of it: training on several devices, where the options
+    given fix some of the planner's choices (``planner_fixed``) but not the whole layout. All of --tp, --pp, --zero,
+    --micro-batch and --recompute given, or any option the planner does not search (--dp, --ep, --zeropp,
+    --shard-group, --grad-accum, a recomputation it does not derive), is a layout of the user's own: what is left
+    out takes its default."""
+    if not (wl.training and wl.devices and wl.devices > 1):
+        return False
+    given = set(_LAYOUT_OPTIONS) & wl.given
+    if given - set(_FIXABLE) or ("recompute" in given and wl.recompute not in RECOMPUTE_CHOICES):
+        return False
+    return not set(_WHOLE_LAYOUT) <= given
+
+
+def planner_fixed(wl: Workload) -> dict[str, Any]:
+    """The planner's choices the workload's given options fix (``planner.plan``'s keyword arguments)."""
+    def given(name: str) -> Any:
+        return getattr(wl, name) if name in wl.given else None
+    return {"tp": given("tp"), "pp": given("pp"), "cp": given("cp"), "zero": given("zero"),
+            "micro_batch": given("micro_batch"), "recompute": given("recompute"), "vp": given("vp"),
+            "schedule": given("schedule"), "offload": wl.offload, "cp_comm": wl.cp_comm}
+
+
+def _fixed_label(wl: Workload) -> str:
+    """The given options the planner kept, as typed: '--tp 2 --recompute full'."""
+    return " ".join(f"--{name.replace('_', '-')} {getattr(wl, name)}" for name in _FIXABLE if name in wl.given)
 
 
 def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficiency: Any,
@@ -199,7 +236,7 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
     the first row of ``plan``'s table (the same number of layouts ranked again from their own micro-batches)."""
     if tr.workload.recompute != "none":
         raise UserError("internal: the planner needs a trace without recomputation")
-    res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency,
+    res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency, **planner_fixed(wl),
                        trace_at=MicroBatchTraces(spec, wl, tracer) if tracer else None)
     best = res.best
     full = best.memory.layout  # the layout the memory model checked (precision, accumulation, sequence parallel)
@@ -209,10 +246,12 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
     wl = wl.with_defaults(tp=full.tp, pp=full.pp, zero=full.zero, zeropp=full.zeropp, micro_batch=full.micro_batch,
                           recompute=full.recompute, cp=full.cp, vp=full.vp, schedule=full.schedule)
     memory = f" of {wl.device_memory / 2**30:.1f} GiB each (--device-memory)" if wl.device_memory else ""
-    return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id}{memory} (the fastest "
-                      f"of {res.considered} layouts that fits; see 'mlfootprint plan'); any of --tp/--pp/--vp/--cp/"
-                      "--zero/--micro-batch/--recompute runs your own layout instead, with defaults for what you "
-                      "leave out ('mlfootprint plan' with those options plans the rest)")
+    fixed = _fixed_label(wl)
+    return wl, full, (f"layout {best.par.label()}: the planner's best for {wl.devices} × {device.id}{memory}"
+                      f"{f' with {fixed} as given' if fixed else ''} (the fastest of {res.considered} layouts that "
+                      "fits; see 'mlfootprint plan'); --tp/--pp/--cp/--vp/--zero/--micro-batch/--recompute each fix "
+                      "that choice and the planner chooses the rest; --tp, --pp, --zero, --micro-batch and "
+                      "--recompute together (or --dp) are a layout of your own, with defaults for the rest")
 
 
 def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_bytes: int

@@ -49,6 +49,10 @@ RETIMED = 10  # the fastest layouts that fit, by the scaled ranking, that micro-
 PREFETCH_LOOKAHEAD = 200  # candidates the guess of the micro-batch traces needed looks at (global-trace checks)
 
 
+class NoLayoutFits(UserError):
+    """Every layout the planner may choose is over the device's memory (the message names the most frugal)."""
+
+
 @dataclass
 class Candidate:
     par: Layout
@@ -158,7 +162,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                 continue
             rest = devices // (t * c)
             pps = [pp] if pp else [d for d in _divisors(rest) if (not layers or d <= layers)]
-            if not transformer and not pp:
+            if (not transformer or (zero or 0) >= 2) and not pp:  # ZeRO 2/3 (given) only without pipelining
                 pps = [1]
             for p in pps:
                 if rest % p:
@@ -394,7 +398,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         if math.isinf(smallest.peak_bytes):
             raise UserError(f"no layout of {spec.name} on {devices} × {dev.id} is possible: the memory model refuses "
                             f"all {len(cands)} (e.g. {smallest.par.label()}); use another device count")
-        raise UserError(
+        raise NoLayoutFits(
             f"no layout of {spec.name} fits on {devices} × {dev.id} ({capacity / 2**30:.1f} GiB each): the "
             f"most frugal one ({smallest.par.label()}) still needs {smallest.peak_bytes / 2**30:.1f} GiB per device — "
             f"use more devices, a device with more memory, LoRA, or quantization")
