@@ -62,6 +62,26 @@ def test_zero_general_accounting_matches_the_paper(stage: int, exact: float) -> 
     assert weights + grads + st.optimizer_bytes == pytest.approx(exact, rel=1e-9)
 
 
+@pytest.mark.parametrize("stage,weights,grads,opt", [
+    (0, 4 * 7.5e9, 4 * 7.5e9, 8 * 7.5e9),  # 16 bytes/param, as with 16-bit weights, split 4 + 4 + 8
+    (1, 4 * 7.5e9, 4 * 7.5e9, 8 * 7.5e9 / 64),  # 30e9 + 30e9 + 0.9375e9 = 60.9375e9 (16-bit weights: 31.40625e9)
+    (2, 4 * 7.5e9, 4 * 7.5e9 / 64, 8 * 7.5e9 / 64),
+    (3, 4 * 7.5e9 / 64, 4 * 7.5e9 / 64, 8 * 7.5e9 / 64),
+])
+def test_zero_over_fp32_working_weights_shards_what_amp_keeps(stage, weights, grads, opt) -> None:
+    # Mixed precision over fp32 working weights (PyTorch AMP; --mixed-weights fp32, the default without ZeRO-3):
+    # weights and gradients are fp32 and the weights are the optimizer's master copy, so Adam keeps 8 bytes (m, v).
+    # The states were once counted as the ZeRO paper's 2 + 2 + 12 whatever the weights: llama-2-7b on 8 × H100 with
+    # ZeRO-1 read 12.55 GiB of weights where the trace and the gradient traffic had fp32 ones (25.1 GiB).
+    params = [ParamInfo("w", (7_500_000_000,), "float32", True, -1)]
+    st = model_states(params, StateLayout("bf16-mixed", "adamw", True, zero=stage, dp=64, fp32_weights=True))
+    assert st.weights_bytes - st.breakdown.get("weights_gathered_bytes", 0) == pytest.approx(weights, rel=1e-9)
+    assert st.gradients_bytes - st.breakdown.get("gradients_bucket_bytes", 0) == pytest.approx(grads, rel=1e-9)
+    assert st.optimizer_bytes == pytest.approx(opt, rel=1e-9)
+    if stage >= 2:  # the reduction bucket holds fp32 gradients: min(5e8 elements, the trainable ones) × 4 bytes
+        assert st.breakdown["gradients_bucket_bytes"] == 4 * 500_000_000
+
+
 # --------------------------------------------------------------------------- KV cache
 
 
@@ -255,12 +275,19 @@ def test_qlora_weights_and_adapter_states() -> None:
     spec, w, tr, params = traced(TINY_LLAMA, batch=2, seq=16, mode="train", lora_rank=8, quant="int4",
                                  precision="bf16-mixed")
     est = memory_model(spec, w, tr).per_device(Layout.from_workload(w), other_bytes=0)
-    # adapters: 7,168 params · (2 bf16 weights), grads 2 bytes, optimizer 12 bytes (fp32 master + m + v)
-    assert est.gradients_bytes == 2 * 7168
-    assert est.optimizer_bytes == 12 * 7168
+    # adapters: 7,168 params trained under autocast (bf16-mixed over fp32 working weights, as PEFT keeps them): 4-byte
+    # weights and gradients, optimizer 8 bytes (m + v; the fp32 weights are their own master copy)
+    assert est.gradients_bytes == 4 * 7168
+    assert est.optimizer_bytes == 8 * 7168
     per_block = [4096, 2048, 2048, 4096, 11264, 11264, 11264]
     nf4 = 2 * sum(quantized_weight_bytes(n, "int4", qlora=True) for n in per_block)
     frozen_16bit = 2 * (2 * 16384 + 5 * 64)  # embeddings and norms stay 16-bit
+    assert est.weights_bytes == int(round(nf4 + frozen_16bit + 4 * 7168))
+    # with 16-bit working weights: 2-byte adapters and gradients, fp32 master + m + v (12 bytes)
+    spec, w, tr, params = traced(TINY_LLAMA, batch=2, seq=16, mode="train", lora_rank=8, quant="int4",
+                                 precision="bf16-mixed", mixed_weights="16-bit")
+    est = memory_model(spec, w, tr).per_device(Layout.from_workload(w), other_bytes=0)
+    assert (est.gradients_bytes, est.optimizer_bytes) == (2 * 7168, 12 * 7168)
     assert est.weights_bytes == int(round(nf4 + frozen_16bit + 2 * 7168))
 
 
@@ -432,3 +459,15 @@ def test_expert_tensor_parallelism_splits_the_experts_over_etp_and_shards_over_t
     classic = model_states(_packed_experts(), StateLayout(**base))
     assert folded.weights_bytes == (2048 + 512) * 2 and classic.weights_bytes == (1024 + 512) * 2
     assert folded.optimizer_bytes == classic.optimizer_bytes == 2048 * 12 // 2 + 512 * 12 // 8
+
+
+def test_the_memory_model_takes_the_working_weights_of_the_layouts_zero_stage() -> None:
+    # bf16-mixed, auto weights: fp32 (AMP) under ZeRO-1, 16-bit under ZeRO-3; the model states follow each
+    spec, w, tr, params = traced(TINY_GPT2, batch=2, seq=16, mode="train", precision="bf16-mixed")
+    n = params["trainable"]
+    mm = memory_model(spec, w, tr)
+    one = mm.per_device(Layout.from_workload(w).replace(dp=2, zero=1), other_bytes=0)
+    assert (one.weights_bytes, one.gradients_bytes, one.optimizer_bytes) == (4 * n, 4 * n, 8 * n // 2)
+    fixed = wl(batch=2, seq=16, mode="train", precision="bf16-mixed", mixed_weights="16-bit")
+    sixteen = memory_model(spec, fixed, tr).per_device(Layout.from_workload(fixed).replace(dp=2, zero=1), other_bytes=0)
+    assert (sixteen.weights_bytes, sixteen.gradients_bytes, sixteen.optimizer_bytes) == (2 * n, 2 * n, 12 * n // 2)

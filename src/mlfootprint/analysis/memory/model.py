@@ -398,7 +398,8 @@ class MemoryModel:
                           etp=layout.etp,
                           shard_group=layout.shard_group * layout.cp if layout.shard_group else None,
                           offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
-                          fp8_copy_bytes=self._fp8_copy_bytes(layout), hpz_ranks=self._hpz_ranks(layout))
+                          fp8_copy_bytes=self._fp8_copy_bytes(layout), hpz_ranks=self._hpz_ranks(layout),
+                          fp32_weights=training and self.wl.mixed_weights_at(layout.zero) == "fp32")
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)

@@ -8,12 +8,17 @@ precision       weights    gradients  optimizer (Adam/AdamW)
 fp32            4          4          8  (fp32 m, v)
 bf16 / fp16     2          2          4  (m, v in the parameter dtype, as torch.optim keeps them)
 *-mixed         2          2          12 = 4 (fp32 master weights) + 8 (fp32 m, v)
+*-mixed, AMP    4          4          8  (fp32 m, v: the fp32 weights are the master)
 ==============  =========  =========  ==========================================
 
 Mixed precision follows the ZeRO paper (Rajbhandari et al. 2020, Sec. 3.1) and
 Megatron-LM/DeepSpeed: 16-bit working weights and gradients, fp32 master
 weights in the optimizer (2Ψ + 2Ψ + KΨ, K = 12 for Adam). fp8-mixed keeps the
-same 16-bit working copy (FP8 weight casts are transient).
+same 16-bit working copy (FP8 weight casts are transient). With fp32 working
+weights (``--mixed-weights fp32``, the default without ZeRO-3: PyTorch AMP, DDP
+under autocast) the weights and gradients are fp32 and the weights are the
+optimizer's master copy (4Ψ + 4Ψ + 8Ψ): ZeRO-1/2 then shard 8 and 12 bytes of the
+16, not 12 and 14.
 
 Other optimizers (state dtype as Adam's): SGD none; SGD with momentum and Lion
 one state; Adafactor (Shazeer & Stern 2018) the factored second moment, rows +
@@ -118,10 +123,11 @@ def optimizer_state_elems(optimizer: str, shape: tuple[int, ...]) -> int:
     raise ValueError(optimizer)
 
 
-def optimizer_state_bytes(optimizer: str, precision: str, shape: tuple[int, ...]) -> int:
-    """Bytes of optimizer state for one trainable tensor, fp32 master copy included under mixed precision."""
+def optimizer_state_bytes(optimizer: str, precision: str, shape: tuple[int, ...], master: bool = True) -> int:
+    """Bytes of optimizer state for one trainable tensor, fp32 master copy included under mixed precision (not with
+    fp32 working weights, ``master=False``: they are the master)."""
     n = math.prod(shape) if shape else 1
-    master = precision_of(precision).master_bytes * n if optimizer != "zo-sgd" else 0
+    master = precision_of(precision).master_bytes * n if (optimizer != "zo-sgd" and master) else 0
     if optimizer == "adam-8bit":
         if n < int(methods.value("adam_8bit", "min_8bit_size")):
             return master + 2 * 4 * n
@@ -191,6 +197,20 @@ class StateLayout:
     # ZeRO++ (hpZ): the data-parallel ranks in one node, over which the secondary 16-bit weight copy is partitioned
     # (None: no ZeRO++)
     hpz_ranks: int | None = None
+    # mixed precision over fp32 working weights (PyTorch AMP): fp32 weights and gradients, no separate master copy
+    fp32_weights: bool = False
+
+    @property
+    def weight_bytes(self) -> int:
+        """A trainable working weight's bytes per element."""
+        prec = precision_of(self.precision)
+        return prec.traced_param_bytes if (self.fp32_weights and prec.mixed) else prec.weight_bytes
+
+    @property
+    def grad_bytes(self) -> int:
+        """A gradient's bytes per element (fp32 with fp32 working weights)."""
+        prec = precision_of(self.precision)
+        return prec.traced_param_bytes if (self.fp32_weights and prec.mixed) else prec.grad_bytes
 
     @property
     def expert_tp(self) -> int:
@@ -312,7 +332,7 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
     train = lay.training
     zo = lay.optimizer == "zo-sgd"
     prec = precision_of(lay.precision)
-    wb = prec.weight_bytes if train else prec.compute_bytes
+    wb = lay.weight_bytes if train else prec.compute_bytes
     # the ranks holding the same expert shard: tp·dp/(ep·etp) (dp/ep when etp is tp)
     expert_dp = max(1, min(lay.dp * lay.tp // (lay.ep * lay.expert_tp), lay.shard_group or lay.dp)) \
         if (train and lay.zero >= 1) else 1
@@ -348,8 +368,9 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
                 t.weights += b * count
             if train and p.trainable and not zo:
                 t.trainable_elems += n * count
-                t.grads += n * prec.grad_bytes / (shard(p) if lay.zero >= 2 else 1) * count
-                ob = optimizer_state_bytes(lay.optimizer, lay.precision, _sharded_shape(p, lay))
+                t.grads += n * lay.grad_bytes / (shard(p) if lay.zero >= 2 else 1) * count
+                ob = optimizer_state_bytes(lay.optimizer, lay.precision, _sharded_shape(p, lay),
+                                           master=not lay.fp32_weights)
                 t.opt += ob / (shard(p) if lay.zero >= 1 else 1) * count
     return t
 
@@ -358,7 +379,7 @@ def _zero3_working_set(st: States, t: _Totals, lay: StateLayout, zero_dp: int) -
     """ZeRO-3 keeps the block being computed and the prefetched one, gathered whole."""
     gathered_blocks = int(methods.value("zero", "gathered_blocks"))
     persist = int(methods.value("zero", "param_persistence_threshold"))
-    max_live = float(methods.value("zero", "max_live_parameters")) * precision_of(lay.precision).weight_bytes
+    max_live = float(methods.value("zero", "max_live_parameters")) * lay.weight_bytes
     biggest_partitioned = max(t.block_partitioned.values(), default=0.0)
     gathered = min(gathered_blocks * biggest_partitioned * (1 - 1 / zero_dp), max_live)
     st.breakdown["weights_shard_bytes"] = int(t.weights)
@@ -371,8 +392,7 @@ def _zero3_working_set(st: States, t: _Totals, lay: StateLayout, zero_dp: int) -
 
 def _reduce_bucket(st: States, t: _Totals, lay: StateLayout) -> None:
     """The ZeRO-2/3 reduce-scatter buffer gradients are copied into (counted in gradients)."""
-    t.bucket = min(float(methods.value("zero", "reduce_bucket_elements")), t.trainable_elems) \
-        * precision_of(lay.precision).grad_bytes
+    t.bucket = min(float(methods.value("zero", "reduce_bucket_elements")), t.trainable_elems) * lay.grad_bytes
     st.breakdown["gradients_bucket_bytes"] = int(t.bucket)
     st.notes.append("ZeRO-2/3 reduce gradients through a bucket of min(reduce_bucket_size = 5e8 elements, "
                     "the device's trainable elements), counted in gradients_bytes")
