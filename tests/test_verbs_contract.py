@@ -201,3 +201,15 @@ def test_analyze_predicts_what_predict_does_under_full_recomputation():
     # the recomputation is each block's whole forward: as much as the blocks' forward (the step covers 4
     # samples in micro-batches of 1; what is outside the blocks is not recomputed)
     assert a["flops"]["recompute"] < a["flops"]["forward"]
+
+
+def test_a_runs_footprint_says_its_device_time_was_predicted_not_given():
+    # analyze and predict hand the footprint chain the predicted device time, the workload's device and the
+    # counted parameters: their sources once read "given (--device-hours)", "given (--hardware)", "given (--params)"
+    rep = mf.predict("gpt2", mf.Workload(seq=64, hardware="a100-80gb"))
+    inputs = rep.sections["footprint"]["inputs"]
+    assert inputs["device_hours"]["source"].startswith("predicted (one step: 1 × ")
+    assert inputs["params"]["source"].startswith("counted")
+    assert not any(i["source"].startswith("given") for i in inputs.values())
+    given = mf.predict("gpt2", mf.Workload(seq=64, hardware="a100-80gb"), site={"pue": 1.2})
+    assert given.sections["footprint"]["inputs"]["pue"]["source"] == "given (--pue)"  # typed: given

@@ -118,7 +118,8 @@ def footprint_runs(claim: Claim) -> Outcome:
     total_g = 0.0
     parts, used = [], ""
     for run in runs:
-        r = compute_footprint(device_hours=float(run["device_hours"]), power_w=float(run["power_w"]), **site)
+        r = compute_footprint(device_hours=float(run["device_hours"]), power_w=float(run["power_w"]), **site,
+                              origins=_claim_origins(claim, ["device_hours", "power_w", *site]))
         total_g += r.co2e_g
         parts.append(f"{run.get('name', '?')} {r.co2e_g / 1e6:.2f} t")
         used = ", ".join(f"{name} {i.value} {i.unit} ({i.source.split(',')[0]})" for name, i in r.inputs.items()
@@ -380,7 +381,8 @@ def footprint_claim(claim: Claim) -> Outcome:
     if metric not in _FOOTPRINT_METRICS:
         raise UserError(f"claim {claim.id!r} ({claim.origin}): metric must be one of {', '.join(_FOOTPRINT_METRICS)}")
     site = {k: claim.inputs[k] for k in ("region", "facility", "power_w", "utilization") if k in claim.inputs}
-    r = compute_footprint(device_hours=float(device_hours), hardware=str(hardware), **site)
+    r = compute_footprint(device_hours=float(device_hours), hardware=str(hardware), **site,
+                          origins=_claim_origins(claim, ["device_hours", "hardware", *site]))
     field_name, scale = _FOOTPRINT_METRICS[metric]
     value = getattr(r, field_name)
     if value is None:
@@ -450,3 +452,8 @@ def speedup_claim(claim: Claim) -> Outcome:
     wanted = ["the baseline's and the improved system's step times or throughputs on the same job"]
     return Outcome(None, NOT_CHECKABLE, "a speedup is a ratio of two measurements; the source gives only the ratio",
                    wanted)
+
+
+def _claim_origins(claim: Any, names: list[str]) -> dict[str, str]:
+    """Footprint inputs taken from a claim's own inputs (the claims file), not typed on the command line."""
+    return {name: f"the claim's inputs ({claim.id})" for name in names}

@@ -283,6 +283,9 @@ def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None,
     else:
         scope, seconds = "one step", float(time.step_s)
     result = compute_footprint(hardware=time.hardware, device_hours=devices * seconds / 3600.0, params=total_params,
+                               origins={"device_hours": f"predicted ({scope}: {devices} × {seconds:.4g} s)",
+                                        "hardware": "the workload's device (workload.hardware)",
+                                        "params": "counted (the model's parameters)"},
                                **site_inputs(site))
     section, provenance = footprint_section(result, scope)
     rep.add(section, {k: "modeled" if kind == "measured" else kind for k, kind in provenance.items()})

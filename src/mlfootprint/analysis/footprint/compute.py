@@ -50,13 +50,15 @@ def check_number(name: str, value: float | None, *, positive: bool = False, at_m
 class _Recorder:
     """Collects inputs, provenance and assumptions while the chain is computed."""
 
-    def __init__(self) -> None:
+    def __init__(self, origins: dict[str, str] | None = None) -> None:
         self.inputs: dict[str, InputUsed] = {}
         self.provenance: dict[str, str] = {}
         self.assumptions: list[str] = []
+        self.origins = origins or {}
 
     def given(self, name: str, value: Any, unit: str, flag: str) -> Any:
-        self.inputs[name] = InputUsed(value, unit, f"given ({flag})")
+        """An input the caller passed: typed by the user (its flag), unless the caller says where it came from."""
+        self.inputs[name] = InputUsed(value, unit, self.origins.get(name) or f"given ({flag})")
         return value
 
     def sourced(self, name: str, s: Sourced, unit: str, *, chosen: bool) -> float:
@@ -126,17 +128,19 @@ class FootprintInputs:
             raise UserError("serving needs both --inferences and --energy-per-inference-j")
 
 
-def compute_footprint(*, data: FootprintData | None = None, **given: Any) -> FootprintResult:
+def compute_footprint(*, data: FootprintData | None = None, origins: dict[str, str] | None = None,
+                      **given: Any) -> FootprintResult:
     """Energy, CO2e, water, cost and embodied carbon of a run (see the module docstring for the chain).
 
     Give either ``energy_j`` (measured device energy) or device time (``device_hours``, or ``hours`` ×
     ``devices``) with a power (``power_w``, or the catalog TDP of ``hardware``). Everything else has a sourced
-    default; the keyword arguments are the fields of :class:`FootprintInputs`.
+    default; the keyword arguments are the fields of :class:`FootprintInputs`. ``origins`` names where inputs
+    the user did not type came from (``{"device_hours": "predicted (...)"}``); the rest read ``given (--flag)``.
     """
     x = FootprintInputs(**given)
     x.check()
     data = data or load_data()
-    rec = _Recorder()
+    rec = _Recorder(origins)
     facts: DeviceFacts | None = lookup_device(x.hardware) if x.hardware else None
     dh = _device_hours(rec, x)
     if x.hardware:
