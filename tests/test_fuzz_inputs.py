@@ -321,6 +321,18 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
     # -- workloads that make no sense -------------------------------------------------------------------------------
     add("micro-batch>batch", ["memory", GPT2, "--batch", "2", "--micro-batch", "8"])
     add("micro-batch>batch-train", ["analyze", GPT2, "--mode", "train", "--batch", "4", "--micro-batch", "16"])
+    # an accumulation the other options contradict was once echoed and ignored
+    add("grad-accum-contradicts-devices", ["predict", GPT2, "--mode", "train", "--batch", "64", "--devices", "8",
+                                           "--zero", "3", "--micro-batch", "1", "--grad-accum", "4", "--hardware",
+                                           "h100-sxm"])
+    add("grad-accum-contradicts-dp", ["memory", GPT2, "--mode", "train", "--batch", "64", "--dp", "8", "--micro-batch",
+                                      "1", "--grad-accum", "4"])
+    # -o's extension names a format the verb does not write: refused before any work (claims once wrote a
+    # box-drawn table into cl.tex)
+    add("o-extension-claims-latex", ["claims", "--only", "palm-540b-mfu", "-o", "cl.tex"])
+    add("o-extension-table-html", ["table", "report.json", "-o", "t.html"])
+    add("grad-accum-in-plan", ["plan", GPT2, "--batch", "64", "--devices", "8", "--grad-accum", "2", "--hardware",
+                               "h100-sxm"])
     add("lora-rank-huge", ["memory", GPT2, "--mode", "train", "--lora-rank", "100000"])
     add("lora-rank-huge-count", ["count", GPT2, "--mode", "train", "--lora-rank", "100000"])
     add("lora-targets-none-match", ["count", GPT2, "--mode", "train", "--lora-rank", "4", "--lora-targets", "zzz"])

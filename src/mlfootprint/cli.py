@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from .commands import (analyze, bench, claims, compare, count, footprint, hardware, history, memory, mfu, models,
                        plan, predict, report, table)
-from .commands.output import emit
+from .commands.output import emit, output_format
 from .commands.progress import shown as progress_shown
 from .core.errors import UserError, cli_terms
 from .core.files import check_not_read, check_writable
@@ -110,6 +110,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return 0
         if getattr(args, "output", None) and args.output != "-":
             force = bool(getattr(args, "force", False))
+            output_format(args)  # an extension naming a format the verb does not write: said before any work
             check_writable(args.output, force=force)  # refuse before any work
             check_not_read(args.output, _named_files(args), force=force)
         with progress_shown():  # a spinner on stderr for long work, only on a terminal

@@ -243,6 +243,11 @@ class Workload:
             raise UserError(f"--micro-batch {self.micro_batch} on each of {self.dp} data-parallel replica(s) is more "
                             f"than the --batch {self.batch} of a step; give --micro-batch "
                             f"{max(1, self.batch // self.dp)} or less, or a larger --batch")
+        if (self.micro_batch is not None and "batch" in self.given and "grad_accum" in self.given
+                and self.devices is None and self.micro_batch * self.grad_accum * self.dp != self.batch):
+            raise UserError(f"--micro-batch {self.micro_batch} × --grad-accum {self.grad_accum} × {self.dp} "
+                            f"data-parallel replica(s) = {self.micro_batch * self.grad_accum * self.dp} samples, but "
+                            f"--batch is {self.batch}; drop --grad-accum (it follows from the others) or make them agree")
         if (self.micro_batch is not None and "batch" in self.given and "grad_accum" not in self.given
                 and (self.batch % self.dp or (self.batch // self.dp) % self.micro_batch)):
             per = self.batch / self.dp

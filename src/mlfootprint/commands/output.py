@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..core.errors import UserError
 from ..core.files import write_text
 from ..report.history import save_to_history
 from ..report.render import render
@@ -39,7 +40,10 @@ def output_format(args: argparse.Namespace) -> str:
     out = str(getattr(args, "output", None) or "").lower()
     allowed = getattr(args, "output_formats", ALL_FORMATS)
     for ext, by_ext in _BY_EXTENSION.items():
-        if out.endswith(ext) and by_ext in allowed:
+        if out.endswith(ext):
+            if by_ext not in allowed:  # a box-drawn table in a .tex or .csv file is not what its name says
+                raise UserError(f"-o {args.output} names the {by_ext} format, which this command does not write "
+                                f"({', '.join(allowed)}); give --format, or a file name with another extension")
             return by_ext
     return "table"
 

@@ -58,6 +58,9 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     for name, v in (("--tp", tp), ("--pp", pp), ("--cp", cp)):
         if v is not None and n % v:
             raise UserError(f"--devices {n} is not divisible by {name} {v}")
+    if "grad_accum" in wl.given:
+        raise UserError("plan chooses the micro-batch and with it the accumulation (the global batch over the "
+                        "data-parallel replicas); drop --grad-accum, or fix --micro-batch")
     if wl.offload_activations:
         raise UserError("plan does not search activation offload; plan without --offload-activations, then check its "
                         "layout with it in 'mlfootprint memory' and 'mlfootprint predict'")

@@ -113,6 +113,11 @@ def parallel_from(wl: Any) -> Layout:
         if per_replica % wl.micro_batch:
             raise UserError(f"--micro-batch {wl.micro_batch} does not divide the per-replica batch {per_replica} "
                             f"(global batch {batch} / {dp} replicas)")
+        if "grad_accum" in wl.given and wl.micro_batch * wl.grad_accum != per_replica:
+            raise UserError(f"--micro-batch {wl.micro_batch} × --grad-accum {wl.grad_accum} = "
+                            f"{wl.micro_batch * wl.grad_accum} samples per replica, but the global batch {batch} over "
+                            f"{dp} replicas is {per_replica}; drop --grad-accum (it follows from the others) or make "
+                            "them agree")
         mb = wl.micro_batch
     elif wl.grad_accum > 1:
         if per_replica % wl.grad_accum:
