@@ -331,6 +331,9 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
     # box-drawn table into cl.tex)
     add("o-extension-claims-latex", ["claims", "--only", "palm-540b-mfu", "-o", "cl.tex"])
     add("o-extension-table-html", ["table", "report.json", "-o", "t.html"])
+    # --tokens is a training run's length: serving once got a "time to train" from its prefill rate
+    add("tokens-generate", ["predict", GPT2, "--mode", "generate", "--tokens", "1e9", "--hardware", "a100-80gb"])
+    add("tokens-inference-analyze", ["analyze", GPT2, "--tokens", "1e9"])
     add("grad-accum-in-plan", ["plan", GPT2, "--batch", "64", "--devices", "8", "--grad-accum", "2", "--hardware",
                                "h100-sxm"])
     add("lora-rank-huge", ["memory", GPT2, "--mode", "train", "--lora-rank", "100000"])

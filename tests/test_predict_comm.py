@@ -538,3 +538,19 @@ def test_zeropp_keeps_hpz_secondary_weights_on_each_device():
     assert pp["breakdown"]["zeropp_secondary_weights_bytes"] == 2 * 124_439_808 // 8
     assert pp["weights_bytes"] - plain["weights_bytes"] == pytest.approx(2 * 124_439_808 / 8, abs=2)
     assert pp["peak_bytes"] > plain["peak_bytes"]
+
+
+def test_zeropp_is_an_option_of_every_verb_that_sizes_a_layout(tmp_path):
+    # the planner picks ZeRO++ layouts for analyze and memory, which once refused --zeropp ("unrecognized
+    # arguments"): the layout could be seen but not given back
+    from mlfootprint.cli import main
+    import json
+    args = ["gpt2", "--mode", "train", "--seq", "256", "--batch", "16", "--hardware", "a100-80gb", "--devices", "16",
+            "--tp", "1", "--pp", "1", "--zero", "3", "--micro-batch", "1", "--recompute", "none", "--zeropp"]
+    peaks = {}
+    for verb in ("analyze", "memory", "predict"):
+        assert main([verb, *args, "--format", "json", "-o", str(tmp_path / f"{verb}.json")]) == 0
+        mem = json.loads((tmp_path / f"{verb}.json").read_text())["memory"]
+        assert mem["layout"]["zeropp"] is True and mem["breakdown"]["zeropp_secondary_weights_bytes"] > 0
+        peaks[verb] = mem["peak_bytes"]
+    assert len(set(peaks.values())) == 1

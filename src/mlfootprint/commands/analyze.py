@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_workload_options(p)
     add_other_bytes_option(p)
-    add_prediction_options(p, zeropp=False)
+    add_prediction_options(p)
     add_site_options(p)
     add_view_options(p)
     p.add_argument("--even-if-oom", action="store_true",

@@ -6,12 +6,14 @@ import argparse
 from ..workload import Workload
 from .common import add_model_options, add_workload_options
 from .output import add_output_options
+from .predict import add_zeropp_option
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("memory", help="per-device memory by component, whether it fits, the largest batch that fits")
     add_model_options(p)
     add_workload_options(p)
     g = p.add_argument_group("memory")
+    add_zeropp_option(g)
     g.add_argument("--device-memory", default=None, metavar="SIZE",
                    help="memory of one device, e.g. 80GB or 80GiB (instead of --hardware ID)")
     g.add_argument("--max-batch", action="store_true",

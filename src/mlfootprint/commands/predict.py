@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .output import add_output_options
 from .common import (add_model_options, add_other_bytes_option, add_site_options, add_view_options,
@@ -14,8 +15,14 @@ def add_prediction_options(p: argparse.ArgumentParser, zeropp: bool = True) -> N
                    help="override efficiency factors, e.g. matmul=0.6,network=0.7 (defaults and sources: "
                         "mlfootprint/analysis/predict/data/efficiency.toml)")
     if zeropp:
-        g.add_argument("--zeropp", action="store_true", default=None,
-                       help="ZeRO++ with --zero 3: int8 weight gathers, int4 gradients, hierarchical partitioning")
+        add_zeropp_option(g)
+
+
+def add_zeropp_option(g: Any) -> None:
+    """--zeropp: a layout option of the verbs that size or time a layout (analyze, predict, memory)."""
+    g.add_argument("--zeropp", action="store_true", default=None,
+                   help="ZeRO++ with --zero 3: int8 weight gathers, int4 gradients, hierarchical partitioning (hpZ's "
+                        "secondary 16-bit weight copy over a node's data-parallel ranks)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from ..analysis.predict.prediction import predict_step, resolve_device
 from ..report.schema import Report
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model, reuses_traces
-from .parts import add_memory, add_run_footprint, add_time, site_inputs
+from .parts import add_memory, add_run_footprint, add_time, check_training_tokens, site_inputs
 from .predict import withhold_time, memory_extras
 from .runnable import DEFAULTS, default_precision, traced_run
 
@@ -42,6 +42,7 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
         >>> rep = mf.analyze("llama-2-7b", mf.Workload(mode="train", seq=4096, hardware="h100-sxm"))
     """
     wl = workload or Workload()
+    check_training_tokens(wl)
     assumed_device = wl.hardware is None and wl.device_memory is None
     if assumed_device:
         wl = wl.with_defaults(hardware=DEFAULTS.value("analyze", "hardware"))

@@ -134,6 +134,15 @@ def _recomputation_of_the_layout(rep: Report, pred: StepPrediction) -> None:
                f"({pred.layout.recompute}: {extra / 1e12:+,.4g} TFLOP per step over the trace counted), as HFU does")
 
 
+def check_training_tokens(wl: Workload) -> None:
+    """--tokens is a training run's length: under inference or generation there is no run to time (the footprint of
+    serving is ``mlfootprint footprint --inferences N --energy-per-inference-j J``)."""
+    if wl.tokens and not wl.training:
+        raise UserError(f"--tokens is the number of tokens a training run trains on, and this is --mode {wl.mode}; "
+                        "use --mode train for time to train, or 'mlfootprint footprint --inferences N "
+                        "--energy-per-inference-j J' for serving")
+
+
 def add_time(rep: Report, pred: StepPrediction, spec: Any, wl: Workload, trace: Any, *, efficiency: Any = None,
              active_params: int | None = None, deadline_s: float | None = None,
              deadline_mfu: float | None = None) -> TimeSection:

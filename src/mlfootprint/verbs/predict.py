@@ -13,7 +13,7 @@ from ..core.units import parse_duration
 from ..report.schema import Report
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model, reuses_traces
-from .parts import add_memory, add_run_footprint, add_time, site_inputs
+from .parts import add_memory, add_run_footprint, add_time, check_training_tokens, site_inputs
 from .runnable import DEFAULTS, Run, default_precision, traced_run
 
 # predict answers for a training step unless told otherwise (and then gives time to train).
@@ -59,6 +59,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     assumed_device = not wl.hardware
     if assumed_device:
         wl = wl.with_defaults(hardware=DEFAULTS.value("analyze", "hardware"))
+    check_training_tokens(wl)
     deadline_s = parse_duration(deadline) if deadline is not None else None
     if deadline_s and not wl.tokens:
         raise UserError("--deadline needs --tokens N (how many tokens to train on)")
