@@ -334,6 +334,11 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
     # --tokens is a training run's length: serving once got a "time to train" from its prefill rate
     add("tokens-generate", ["predict", GPT2, "--mode", "generate", "--tokens", "1e9", "--hardware", "a100-80gb"])
     add("tokens-inference-analyze", ["analyze", GPT2, "--tokens", "1e9"])
+    # finite inputs whose product is not: the report once held Infinity, which report then refused to read
+    add("footprint-overflow", ["footprint", "--device-hours", "10", "--hardware", "a100-80gb", "--pue", "1e308"])
+    # generation of a model that does not generate: one forward pass was labelled "generate"
+    add("generate-masked-lm", ["predict", "bert-base", "--mode", "generate", "--hardware", "a100-80gb"])
+    add("generate-vision", ["memory", "vit-base-16", "--mode", "generate"])
     add("grad-accum-in-plan", ["plan", GPT2, "--batch", "64", "--devices", "8", "--grad-accum", "2", "--hardware",
                                "h100-sxm"])
     add("lora-rank-huge", ["memory", GPT2, "--mode", "train", "--lora-rank", "100000"])

@@ -262,7 +262,9 @@ def test_micro_batch_and_global_batch_give_the_micro_batches_a_stage_holds(deep)
     assert grad_accum_of(wl) == 8 and Layout.from_workload(wl).grad_accum == 8
     wl_dp = Workload(batch=2048, seq=64, mode="train", devices=16384, tp=8, pp=16, micro_batch=1)
     assert wl_dp.dp == 128 and grad_accum_of(wl_dp) == 16  # Llama 3 405B on 16,384 GPUs: 2048 / 128 / 1
-    assert grad_accum_of(Workload(batch=8, mode="train", pp=4, micro_batch=1, grad_accum=2)) == 2  # given wins
+    assert grad_accum_of(Workload(batch=8, mode="train", pp=4, micro_batch=1, grad_accum=8)) == 8  # given, agreeing
+    with pytest.raises(UserError, match="drop grad.accum"):  # contradicting: refused (it was echoed and ignored)
+        Workload(batch=8, mode="train", pp=4, micro_batch=1, grad_accum=2)
     assert grad_accum_of(Workload(mode="train", pp=4, micro_batch=1)) == 1  # no global batch given
     # a micro-batch that does not divide the per-replica batch is a one-line error (memory took it silently)
     with pytest.raises(UserError, match=r"micro.batch.4 does not divide the per-replica batch 5 \(global "):

@@ -212,3 +212,13 @@ def test_the_whole_layout_given_is_the_users_own():
     w = rep.sections["workload"]
     assert (w["tp"], w["pp"], w["dp"], w["vp"], w["zero"], w["micro_batch"]) == (2, 2, 2, 1, 1, 2)
     assert not any("the planner's best" in a for a in rep.assumptions)
+
+
+@pytest.mark.parametrize("fmt", ["table", "md", "latex"])
+def test_plan_details_show_the_layouts_as_their_table(tmp_path, capsys, fmt):
+    # --details once printed the layouts as a raw Python list of dicts ('zeropp': False, unformatted floats)
+    assert main(["plan", "gpt2", "--devices", "8", "--hardware", "a100-80gb", "--seq", "128", "--batch", "32",
+                 "--details", "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Layouts that fit, fastest first") == 1
+    assert "{'rank'" not in out and "'zeropp'" not in out

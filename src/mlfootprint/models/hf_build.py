@@ -190,6 +190,12 @@ def _generation_prompt(spec: ModelSpec, wl: Workload, seq: int, context: int, bo
 
 
 def _sequence_length(spec: ModelSpec, wl: Workload, assumptions: list[str]) -> int:
+    if wl.mode == "generate" and spec.task != "causal-lm":
+        # token-by-token decoding over a KV cache is modelled for decoder-only language models; an encoder's or a
+        # classifier's one pass would otherwise be labelled as generation (and an encoder-decoder's decoding is not
+        # modelled)
+        raise UserError(f"{spec.name} is a {spec.task} model, and --mode generate (decoding token by token with a "
+                        "KV cache) is modelled for causal language models; use --mode inference for one forward pass")
     seq = wl.seq or default_seq(spec)
     if spec.task == "image-classification":
         return seq

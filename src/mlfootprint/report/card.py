@@ -306,22 +306,6 @@ VIEWS: dict[str, View] = {
 }
 
 
-def ranked_layouts(report: Report) -> tuple[list[str], list[list[str]]]:
-    """plan: one row per layout, best first."""
-    p = report.get("plan") or {}
-    rows = []
-    for row in p.get("layouts") or []:
-        vp = row.get("vp", 1)
-        pipe = f"{row['pp']}" + (f"×{vp}" if vp > 1 else "") + (" zb" if row.get("schedule") == "zero-bubble" else "")
-        rows.append([str(row["rank"]), str(row["tp"]), pipe, str(row.get("cp", 1)), str(row["dp"]),
-                     f"{row['zero']}{'++' if row['zeropp'] else ''}", str(row["micro_batch"]),
-                     {"selective": "sel"}.get(row["recompute"], row["recompute"]),
-                     units.gb(row["peak_bytes"]), units.seconds(row["step_s"]), f"{100 * row['mfu']:.1f}%",
-                     units.si(row["tokens_per_s"], digits=3), row.get("why") or row["bottleneck"]])
-    return ["#", "tp", "pp×vp", "cp", "dp", "zero", "mb", "recomp", "mem/dev", "step", "MFU", "tok/s",
-            "vs #1 (#1: its bottleneck)"], rows
-
-
 def breakdown_blocks(report: Report, depth: int, macs: bool = False, by_op: bool = False) -> list[Block]:
     """count: FLOPs by module down to ``depth`` (repeated blocks collapsed), by operator when asked."""
     flops = report.get("flops") or {}

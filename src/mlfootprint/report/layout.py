@@ -26,7 +26,8 @@ SECTION_TITLES = {
 }
 
 # Keys rendered as their own tables, not as key/value rows.
-_TABLE_KEYS = {"by_module", "by_op", "unsupported_ops", "by_dtype", "by_rank", "series", "components", "inputs", "steps"}
+_TABLE_KEYS = {"by_module", "by_op", "unsupported_ops", "by_dtype", "by_rank", "series", "components", "inputs", "steps",
+               "layouts"}
 
 
 @dataclass
@@ -155,6 +156,9 @@ def blocks(report: Report, depth: int = 2, show_ops: bool = False, macs: bool = 
             out.append(key_value_block(report, section, data if details else compact_workload(data)))
             continue
         out.append(key_value_block(report, section, data))
+        if section == "plan" and data.get("layouts"):
+            heads, ranked = ranked_layouts(report)
+            out.append(Block("Layouts that fit, fastest first", heads, ranked))
         if not details:
             if section == "flops" and data.get("by_module"):
                 out.append(module_tree_block(data["by_module"], depth, macs))
@@ -187,6 +191,23 @@ def blocks(report: Report, depth: int = 2, show_ops: bool = False, macs: bool = 
     if report.assumptions:
         out.append(Block("Assumptions", ["#", "assumption"], [[str(i + 1), a] for i, a in enumerate(report.assumptions)]))
     return out
+
+
+def ranked_layouts(report: Report) -> tuple[list[str], list[list[str]]]:
+    """plan: one row per layout, best first."""
+    p = report.get("plan") or {}
+    rows = []
+    for row in p.get("layouts") or []:
+        vp = row.get("vp", 1)
+        pipe = f"{row['pp']}" + (f"×{vp}" if vp > 1 else "") + (" zb" if row.get("schedule") == "zero-bubble" else "")
+        rows.append([str(row["rank"]), str(row["tp"]), pipe, str(row.get("cp", 1)), str(row["dp"]),
+                     f"{row['zero']}{'++' if row['zeropp'] else ''}", str(row["micro_batch"]),
+                     {"selective": "sel"}.get(row["recompute"], row["recompute"]),
+                     units.gb(row["peak_bytes"]), units.seconds(row["step_s"]), f"{100 * row['mfu']:.1f}%",
+                     units.si(row["tokens_per_s"], digits=3), row.get("why") or row["bottleneck"]])
+    return ["#", "tp", "pp×vp", "cp", "dp", "zero", "mb", "recomp", "mem/dev", "step", "MFU", "tok/s",
+            "vs #1 (#1: its bottleneck)"], rows
+
 
 
 # -- shared views: every figure by path, the summary card, predicted vs measured, comparisons ---------

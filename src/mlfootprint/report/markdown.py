@@ -5,7 +5,7 @@ import argparse
 import re
 
 from . import card
-from .layout import Block, blocks, pred_measured_block, predicted_vs_measured
+from .layout import Block, blocks, pred_measured_block, predicted_vs_measured, ranked_layouts
 from .render import renderer
 from .schema import Report
 
@@ -89,7 +89,7 @@ def _compact(report: Report, view: card.View, depth: int, macs: bool, by_op: boo
     if verdict:
         lines += ["", f"> **{md_escape(verdict)}**"]
     if report.verb == "plan":
-        heads, ranked = card.ranked_layouts(report)
+        heads, ranked = ranked_layouts(report)
         lines += _table(Block("Layouts that fit, fastest first", heads, ranked[:10]))
     if report.verb == "count":
         for block in card.breakdown_blocks(report, depth, macs, by_op):

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import card
-from .layout import Block, blocks, pred_measured_block, predicted_vs_measured
+from .layout import Block, blocks, pred_measured_block, predicted_vs_measured, ranked_layouts
 from .render import renderer
 from .schema import Report
 
@@ -71,7 +71,7 @@ def _compact(console: Console, report: Report, view: Any, args: argparse.Namespa
             table.add_row(label, value, Text(prov, style=_PROVENANCE_STYLE.get(prov, "")), Text(note, style=style or ""))
         console.print(table)
     if report.verb == "plan":
-        heads, ranked = card.ranked_layouts(report)
+        heads, ranked = ranked_layouts(report)
         _table(console, Block("Layouts that fit, fastest first", heads, ranked[:10]))
         explanation = (report.get("plan") or {}).get("explanation")
         if explanation:

@@ -164,6 +164,12 @@ def compute_footprint(*, data: FootprintData | None = None, origins: dict[str, s
     total = co2 + (co2_serve or 0.0) + (embodied or 0.0)
     rec.provenance["total_co2e_g"] = "modeled"
     pspg = _params_per_gram(rec, x, total)
+    figures = {"energy": e_total, "CO2e": total, "water": water, "cost": cost}
+    overflow = [name for name, v in figures.items() if v is not None and not math.isfinite(v)]
+    if overflow:  # each input is finite, their product is not (--pue 1e308): no figure to write or read back
+        names = ", ".join(overflow[:-1]) + " and " + overflow[-1] if len(overflow) > 1 else overflow[0]
+        raise UserError(f"the {names} overflow: the inputs multiply to more than a float holds; "
+                        "check the values given (device-hours, power, PUE, intensity, prices)")
     return FootprintResult(
         region=reg.key if reg is not None else None,
         facility=fac.key if (x.facility is not None or x.pue is None or x.wue_l_per_kwh is None) else None,
