@@ -364,3 +364,17 @@ def test_the_workload_states_the_accumulation_the_layout_runs():
     lay = rep["memory"]["layout"]
     assert rep["workload"]["grad_accum"] == lay["grad_accum"] == 512 // (lay["dp"] * lay["micro_batch"]) == 2
     assert "grad_accum" in rep["workload"]["defaults"]
+
+
+def test_two_changes_on_the_same_devices_come_before_more_devices():
+    # gpt2 at 1,024 tokens over 4 replicas in 3 GB: neither full recomputation (3.86 GB) nor ZeRO-3 (5.82 GB) fits
+    # alone, both together do (2.91 GB) on the same 4 devices; only the two cheap changes were once paired, so the
+    # advice was more devices. A change that holds a smaller fitting one (--devices 8 --zero 3 beside --zero 3) is
+    # not listed.
+    wl = Workload(mode="train", seq=1024, batch=8, dp=4, device_memory=3_000_000_000)
+    m = memory("gpt2", wl).sections["memory"]
+    assert m["fits"] is False
+    first = m["suggestions"][0]
+    assert first["change"] == "--recompute full --zero 3" and first["devices"] == 4 and first["peak_bytes"] <= 3e9
+    changes = [set(s["change"].split(" --")) for s in m["suggestions"]]
+    assert not any(a < b for a in changes for b in changes)

@@ -337,12 +337,12 @@ def fit_suggestions(spec: ModelSpec, wl: Workload, mm: MemoryModel, layout: Layo
         found.append({"change": label, "peak_bytes": int(peak), "devices": candidate.devices})
         return True
 
-    for knob in knobs:  # one change
-        attempt([knob])
+    alone = [knob for knob in knobs if not attempt([knob])]  # one change; those that do not fit alone:
+    for i, first in enumerate(alone):  # two of them together, on the same devices (--zero 3 --recompute full)
+        for second in alone[i + 1:]:
+            attempt([first, second])
     cheap = [k for k in knobs if k[0] in ("--recompute full", "--micro-batch 1")]
     subsets = [[], *([c] for c in cheap), *([cheap] if len(cheap) == 2 else [])]  # none, each, both
-    if len(cheap) == 2:
-        attempt(cheap)
     if not training and wl.quant == "none":
         for q in ("int8", "int4"):
             if any(attempt(changes, quant=q, extra=f"--quant {q}") for changes in subsets):
@@ -355,8 +355,16 @@ def fit_suggestions(spec: ModelSpec, wl: Workload, mm: MemoryModel, layout: Layo
                 if attempt(changes, model=lora_mm, extra="--lora-rank 8") or \
                         attempt(changes, quant="int4", model=lora_mm, extra="--lora-rank 8 --quant int4"):
                     break
+    # a change that holds a smaller one that fits is not the smallest (--devices 16 --zero 3 beside --zero 3)
+    options = [set(_options(s["change"])) for s in found]
+    found = [s for s, mine in zip(found, options) if not any(other < mine for other in options)]
     found.sort(key=lambda s: (s["devices"], s["change"].count("--"), s["peak_bytes"]))
     return found[:limit]
+
+
+def _options(change: str) -> list[str]:
+    """'--devices 16 --zero 3' → ['--devices 16', '--zero 3']."""
+    return ["--" + part.strip() for part in change.split("--") if part.strip()]
 
 
 def _more_devices(attempt: Any, layout: Layout, training: bool, spec: ModelSpec,
