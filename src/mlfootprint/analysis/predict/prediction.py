@@ -366,10 +366,11 @@ def inference_latency(spec: Any, wl: Any, trace: Any, device: str | Device, *, e
     c = context or int(shape.tokens_per_sample or 1)
     d = decode_token(dm, profile, par, dev, eff, b, c)
     replicas = par.dp
+    # what the token waits on most: the weights and cache streamed, the matmuls, or the operators' launches
+    parts = {"memory bandwidth": d.memory_s, "compute": d.compute_s, "per-op overhead": d.overhead_s}
     out.decode = DecodeLatency(batch=b, context=c, token_s=d.token_s, tokens_per_s=b * replicas / d.token_s,
                                bytes_per_token_step=d.bytes * par.tp * par.pp,
-                               bound="host dispatch (eager)" if d.host_wait_s > 0 else
-                               "memory bandwidth" if d.memory_s >= d.compute_s else "compute")
+                               bound="host dispatch (eager)" if d.host_wait_s > 0 else max(parts, key=parts.get))
     g = new_tokens if new_tokens is not None else (wl.gen_tokens if wl.mode == "generate" else None)
     if g:
         total = st.step_s + generate_time(dm, profile, par, dev, eff, b, c, g)
