@@ -152,3 +152,20 @@ def test_rotary_positions_run_past_the_context_as_a_stated_assumption() -> None:
     assert ("generation runs to 1,000,000,032 positions, past tiny-llama's trained context of 128: costed as if the "
             "positions extended (rotary/relative positions allow it; the quality of text past the trained context is "
             "not modelled)") in rep.assumptions
+
+
+def test_count_of_a_generate_call_has_its_decode_flops():
+    # count --mode generate once gave the prompt's prefill alone and ignored --gen-tokens (helper sweep). gpt2, a
+    # 128-token prompt, 64 new tokens: the prefill's attention is 4·128²·64·12 heads·12 layers = 603,979,776 FLOPs, its
+    # linear layers (model − attention) / 128 a token; the 64 decode steps each run one token's linear FLOPs plus
+    # 4·12·12·64 = 36,864 per context position, over contexts 128 … 191 (Σ = 64·128 + 64·63/2 = 10,208)
+    import mlfootprint as mf
+
+    wl = Workload(mode="generate", seq=128, gen_tokens=64)
+    f = mf.count("gpt2", wl).sections["flops"]
+    assert f["attention"] == 4 * 128 ** 2 * 64 * 12 * 12
+    linear_per_token = (f["model"] - f["attention"]) / 128
+    assert f["decode"] == round(64 * linear_per_token + 36_864 * 10_208)
+    # predict's generate call has the same decode steps
+    assert mf.predict("gpt2", wl.with_changes(hardware="h100-sxm")).sections["flops"]["decode"] == f["decode"]
+    assert mf.count("gpt2", Workload(mode="inference", seq=128)).sections["flops"].get("decode") is None

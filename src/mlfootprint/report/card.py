@@ -126,7 +126,11 @@ def flops_rows(report: Report, full: bool = False) -> list[Row]:
             if _num(f.get("attention_causal_halved")) and f["attention_causal_halved"] != f["model"]:
                 attn += f"; model FLOPs with the causal half only: {units.si(f['attention_causal_halved'], 'FLOP')}"
             rows.append(("Attention", units.si(f["attention"], "FLOP"), _prov(report, "flops.attention"), attn))
-    rows.insert(0, ("Model FLOPs / step", units.si(f["model"], "FLOP"), _prov(report, "flops.model"), "; ".join(note)))
+    if _num(f.get("decode")):  # --mode generate: the tokens decoded after the prompt
+        rows.insert(0, ("Decode FLOPs", units.si(f["decode"], "FLOP"), _prov(report, "flops.decode"),
+                        "forward FLOPs of the generated tokens after the prompt"))
+    label = "Model FLOPs / prefill" if _num(f.get("decode")) else "Model FLOPs / step"
+    rows.insert(0, (label, units.si(f["model"], "FLOP"), _prov(report, "flops.model"), "; ".join(note)))
     return rows
 
 

@@ -180,6 +180,9 @@ class FlopsSection(Section):
     scan: int | None = None  # state-space scan products inside model (Mamba); never attention (absent: no scan)
     per_token: float | None = None
     tokens: int = 0
+    # --mode generate: the forward FLOPs of the --gen-tokens decode steps after the prompt (modeled from the trace;
+    # the figures above are the prompt's prefill)
+    decode: int | None = None
     unsupported_ops: dict[str, int] | None = None
     by_module: dict[str, Any] | None = None  # the module tree (name, path, type, params, forward, backward, ...)
     by_op: dict[str, dict[str, Any]] | None = None

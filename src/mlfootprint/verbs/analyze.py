@@ -61,7 +61,7 @@ def analyze(model: Any = None, workload: Workload | None = None, inputs: Sequenc
                                    "(choose yours with --hardware ID; see 'mlfootprint hardware list')")
     for note in ([precision_note] if precision_note else []) + run.notes:
         rep.key_assumptions.append(note)
-    params, _ = add_count(rep, tr, run.workload)
+    params, _ = add_count(rep, tr, run.workload, spec=spec)
     add_memory(rep, run.estimate, run.workload, **memory_extras(run))
     for note in rep.key_assumptions:
         rep.assume(note)

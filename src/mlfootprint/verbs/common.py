@@ -102,12 +102,34 @@ def base_report(verb: str, spec: ModelSpec | None, wl: Workload | None) -> Repor
     return rep
 
 
+def _add_decode_flops(rep: Report, data: dict[str, Any], spec: ModelSpec, tr: Trace, wl: Workload) -> None:
+    """The decode steps after the prompt, as predict times them (``analysis/predict/inference.py``): each new token's
+    forward, its linear layers' FLOPs per token from the traced prefill plus 4·layers·heads·head_dim per context
+    position, the context growing from the prompt's length to prompt + gen_tokens − 1."""
+    from ..analysis.predict.inference import decode_model
+
+    dm = decode_model(spec, wl, tr)
+    batch = tr.memory.batch or wl.batch
+    if dm is None or not batch:
+        return
+    prompt, g = tr.tokens // batch, int(wl.gen_tokens)
+    contexts = g * prompt + g * (g - 1) // 2  # Σ of the contexts prompt … prompt + g − 1
+    data["decode"] = int(round(batch * (g * dm.linear_flops_per_token + dm.attention_flops_per_context * contexts)))
+    rep.mark("flops.decode", "modeled")
+    rep.assume(f"--mode generate: flops.model, forward and total are the prompt's prefill ({prompt} tokens a sequence); "
+               f"flops.decode is the {g} decode steps after it (each new token's forward over a context of {prompt} to "
+               f"{prompt + g - 1} positions: the prefill's linear FLOPs per token plus 4·layers·heads·head_dim per "
+               "position)", key=True)
+
+
 def model_section(spec: ModelSpec) -> ModelSection:
     return ModelSection(**spec.to_dict())
 
 
-def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules: bool = True) -> tuple[ParamStats, FlopSummary]:
-    """The params and flops sections (and their assumptions) from one trace."""
+def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules: bool = True,
+              spec: ModelSpec | None = None) -> tuple[ParamStats, FlopSummary]:
+    """The params and flops sections (and their assumptions) from one trace; under --mode generate with the model's
+    ``spec``, the decode steps' FLOPs too (``flops.decode``)."""
     params = parameter_stats(tr)
     rep.add(ParamsSection(**vars(params)), {k: "counted" for k in vars(params) if k != "by_dtype" and
                                              getattr(params, k) is not None})
@@ -124,6 +146,8 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
     for key in _COUNTED_FLOPS:
         if data.get(key) is not None:
             rep.mark(f"flops.{key}", "counted")
+    if spec is not None and wl.mode == "generate" and wl.gen_tokens:
+        _add_decode_flops(rep, data, spec, tr, wl)
     for a in tr.assumptions:
         rep.assume(a, key=a.startswith(("MoE routing", "prompt length", "generation runs to")))
     bounded = sorted({r.op.split(".")[1] for r in tr.records if r.upper_bound})

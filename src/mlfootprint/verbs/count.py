@@ -37,7 +37,7 @@ def count(model: Any = None, workload: Workload | None = None, inputs: Sequence[
     """
     spec, wl, tr = traced(model, workload, inputs, inputs_ref)
     rep = base_report("count", spec, wl)
-    add_count(rep, tr, wl, ops=ops)
+    add_count(rep, tr, wl, ops=ops, spec=spec)
     if macs:
         flops = rep.sections["flops"]
         flops["macs_forward"] = flops["forward"] // 2

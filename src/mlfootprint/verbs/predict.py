@@ -80,7 +80,7 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
                                    "--hardware ID; see 'mlfootprint hardware list')")
     for note in ([precision_note] if precision_note else []) + run.notes:
         rep.key_assumptions.append(note)
-    params, _ = add_count(rep, tr, run.workload, ops=False, modules=False)
+    params, _ = add_count(rep, tr, run.workload, ops=False, modules=False, spec=spec)
     add_memory(rep, run.estimate, run.workload, **memory_extras(run))
     for note in rep.key_assumptions:
         rep.assume(note)
