@@ -378,3 +378,19 @@ def test_two_changes_on_the_same_devices_come_before_more_devices():
     assert first["change"] == "--recompute full --zero 3" and first["devices"] == 4 and first["peak_bytes"] <= 3e9
     changes = [set(s["change"].split(" --")) for s in m["suggestions"]]
     assert not any(a < b for a in changes for b in changes)
+
+
+def test_human_output_has_no_exponent_notation(capsys):
+    # README, Conventions: figures for people are written without exponents. The footprint's inputs table once
+    # read "device_hours 1.843e+05" and "params 1.244e+08", claims' columns "3.14e+23" and "1.4e+09"
+    import re
+    from mlfootprint.cli import main
+
+    assert main(["footprint", "--device-hours", "184320", "--hardware", "a100-80gb", "--params", "124439808",
+                 "--details"]) == 0
+    out = capsys.readouterr().out
+    assert "184,320" in out and "124,439,808" in out
+    assert not re.search(r"\de[+-]\d", out)
+    assert main(["claims", "--only", "gpt3-train-flops", "--only", "zero-offload-pytorch-limit"]) == 0
+    table = capsys.readouterr().out
+    assert "314 ZFLOP" in table and "1.4 G parameters" in table

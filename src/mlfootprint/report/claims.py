@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.version import __version__
+from . import units
 from .markdown import md_escape, md_link, safe_url
 from .render import renderer
 from .schema import Report
@@ -27,11 +28,15 @@ def fmt_value(value: Any, unit: str) -> str:
         return "yes" if value else "no"
     if unit == "MFU":
         return f"{100 * value:.1f}%"
-    if unit in ("FLOPs", "parameters"):
-        return f"{value:.3g}"
+    if unit == "FLOPs":  # no exponent notation (README, "Conventions"): 314 ZFLOP, 1.4 G parameters
+        return units.si(value, "FLOP", digits=3)
+    if unit == "parameters":
+        return f"{units.si(value, digits=3)} parameters"
     if unit == "x":
         return f"{value:.3g}×"
-    return f"{value:,.4g} {unit}"
+    if unit.endswith("/s") and abs(value) >= 1e4:
+        return units.si(value, unit, digits=3)
+    return f"{units.plain(value)} {unit}"
 
 
 def fmt_diff(d: float | None) -> str:

@@ -115,6 +115,9 @@ def _plain(value: float) -> str:
     return _sig(value, 4)
 
 
+plain = _plain  # for the renderers outside this module
+
+
 def energy(joules: float) -> str:
     """Joules as watt-hours with a prefix: '1.2 MWh', '0.592 mWh'."""
     wh = joules / 3600
@@ -158,7 +161,7 @@ def by_key(key: str, value: Any, section: str = "") -> str:
     if key.endswith("_hours"):
         return f"{_plain(value)} device-h" if "device" in key else f"{_plain(value)} h"
     if key.endswith("_w"):
-        return f"{value:,.4g} W"
+        return f"{_plain(value)} W"
     if key in ("mfu", "hfu") or key.endswith("_fraction") or key.endswith("_ratio"):
         return f"{100 * value:.1f}%" if key in ("mfu", "hfu") or key.endswith("_fraction") else f"{value:.3g}"
     if "flop" in key or (section == "flops" and not key.endswith("_count") and key not in ("calls", "tokens")):
@@ -168,7 +171,7 @@ def by_key(key: str, value: Any, section: str = "") -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return _plain(value) if math.isfinite(value) and abs(value) >= 1e-3 else f"{value:.4g}"  # no 1.843e+05
     return str(value)
 
 

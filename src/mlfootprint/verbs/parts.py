@@ -94,8 +94,10 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
                    "replicated (no sequence parallelism); pipeline stages hold min(pp − stage, grad_accum) micro-batches "
                    "(1F1B)")
     if wl.mode == "generate":
+        cache = wl.precision_info.compute_dtype  # the cache is kept in the compute dtype (fp32 at --precision fp32)
         rep.assume("memory: KV cache = 2 · layers · kv_heads · head_dim · (prompt + generated tokens) · batch · bytes "
-                   "(16-bit cache; grouped-query aware); prefill keeps only the last position's logits")
+                   f"({cache} cache, {wl.precision_info.compute_bytes} bytes an element; grouped-query aware); prefill "
+                   "keeps only the last position's logits")
     rep.assume(f"memory: other_bytes = {est.other_bytes:,} bytes of framework overhead per device (CUDA context, "
                "workspaces, allocator fragmentation), an assumption: override with --other-bytes"
                + ("" if wl.other_bytes is not None else " (default in analysis/memory/data/methods.toml [framework])"),
