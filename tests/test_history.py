@@ -331,3 +331,20 @@ def test_cli_add_rejects_non_reports(tmp_path):
     good.write_text(make_report().to_json())
     assert main(["history", "add", str(good), str(not_report), "--db", str(db)]) == 2
     assert History(db).list() == []
+
+
+def test_diff_of_two_models_lists_their_figures_not_their_module_trees(tmp_path, capsys):
+    # gpt2 against opt-125m once printed 2,791 rows, every module's path and type among them, and a module's
+    # parameters in FLOP ("flops.by_module.params 124 MFLOP"): the trees come with --all, their params as counts
+    from mlfootprint.cli import main
+
+    db = str(tmp_path / "h.sqlite")
+    for model in ("gpt2", "opt-125m"):
+        assert main(["count", model, "--seq", "32", "--save", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["history", "diff", "1", "2", "--db", db]) == 0
+    short = capsys.readouterr().out
+    assert "by_module" not in short and "flops.model" in short and len(short.splitlines()) < 60
+    assert main(["history", "diff", "1", "2", "--db", db, "--all"]) == 0
+    full = capsys.readouterr().out
+    assert "flops.by_module.params" in full and "124,439,808" in full and "124 MFLOP" not in full

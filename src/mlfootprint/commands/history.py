@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            description="Compare two saved reports figure by figure: A, B and (B - A) / |A|.")
     d.add_argument("a", type=_entry_id, metavar="ID1", help="entry id A")
     d.add_argument("b", type=_entry_id, metavar="ID2", help="entry id B")
-    d.add_argument("--all", action="store_true", help="also list figures that did not change")
+    d.add_argument("--all", action="store_true",
+                   help="also list figures that did not change, and the per-module and per-operator FLOPs tables")
     _common(d)
     d.set_defaults(func=lambda args: history_diff(args.a, args.b, all_figures=args.all, db=args.db))
 

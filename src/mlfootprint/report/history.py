@@ -302,12 +302,14 @@ class History:
         b: int | Report,
         changed_only: bool = False,
         include_text: bool = False,
+        trees: bool = True,
     ) -> list[DiffRow]:
         """Numeric (and boolean) leaves of two reports side by side; each row
-        unpacks as ``(path, a_value, b_value, rel_change)``."""
+        unpacks as ``(path, a_value, b_value, rel_change)``. ``trees=False`` leaves out
+        the per-module and per-operator tables (``flops.by_module``, ``flops.by_op``)."""
         ra = a if isinstance(a, Report) else self.get(a)
         rb = b if isinstance(b, Report) else self.get(b)
-        return diff_reports(ra, rb, changed_only=changed_only, include_text=include_text)
+        return diff_reports(ra, rb, changed_only=changed_only, include_text=include_text, trees=trees)
 
     def count(self) -> int:
         n = self._read(lambda con: con.execute("SELECT count(*) FROM entries").fetchone()[0])
@@ -520,10 +522,12 @@ def save_to_history(report: Report, db: str | os.PathLike[str] | None = None, la
     return History(db).add(report, label=label)
 
 
-def diff_reports(a: Report, b: Report, changed_only: bool = False, include_text: bool = False) -> list[DiffRow]:
-    """Leaves of two reports matched by path, in a's order then b's extras."""
-    la = dict(_leaves(_diffable(a)))
-    lb = dict(_leaves(_diffable(b)))
+def diff_reports(a: Report, b: Report, changed_only: bool = False, include_text: bool = False,
+                 trees: bool = True) -> list[DiffRow]:
+    """Leaves of two reports matched by path, in a's order then b's extras (``trees=False``: without the
+    per-module and per-operator tables, thousands of rows between two models)."""
+    la = dict(_leaves(_diffable(a, trees)))
+    lb = dict(_leaves(_diffable(b, trees)))
     rows: list[DiffRow] = []
     for path in list(la) + [p for p in lb if p not in la]:
         va, vb = la.get(path), lb.get(path)
@@ -536,10 +540,12 @@ def diff_reports(a: Report, b: Report, changed_only: bool = False, include_text:
     return rows
 
 
-def _diffable(report: Report) -> dict[str, Any]:
+def _diffable(report: Report, trees: bool = True) -> dict[str, Any]:
     data = report.to_dict()
     for key in ("schema", "tool", "provenance", "assumptions", "conventions"):
         data.pop(key, None)
+    if not trees and isinstance(data.get("flops"), dict):
+        data["flops"] = {k: v for k, v in data["flops"].items() if k not in ("by_module", "by_op")}
     return data
 
 

@@ -164,6 +164,8 @@ def by_key(key: str, value: Any, section: str = "") -> str:
         return f"{_plain(value)} W"
     if key in ("mfu", "hfu") or key.endswith("_fraction") or key.endswith("_ratio"):
         return f"{100 * value:.1f}%" if key in ("mfu", "hfu") or key.endswith("_fraction") else f"{value:.3g}"
+    if key == "params" and isinstance(value, int):  # a module's parameters in the flops tree: a count, not FLOPs
+        return count(value)
     if "flop" in key or (section == "flops" and not key.endswith("_count") and key not in ("calls", "tokens")):
         return si(value, "FLOP")
     if isinstance(value, int) and section == "params":

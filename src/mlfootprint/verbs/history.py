@@ -125,7 +125,8 @@ def history_diff(a: int, b: int, *, all_figures: bool = False, db: Db = None) ->
     """
     hist = History(db)
     ea, eb = hist.entry(a), hist.entry(b)
-    rows = hist.diff(a, b, changed_only=not all_figures, include_text=True)
+    # the per-module and per-operator tables only with all_figures (--all): between two models, thousands of rows
+    rows = hist.diff(a, b, changed_only=not all_figures, include_text=True, trees=all_figures)
     rep = Report(verb="history diff")
     rep.add(HistorySection(db=str(hist.path), a=ea.to_dict(), b=eb.to_dict(), rows=[r.to_dict() for r in rows],
                            all_figures=all_figures))
