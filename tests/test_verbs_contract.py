@@ -213,3 +213,22 @@ def test_a_runs_footprint_says_its_device_time_was_predicted_not_given():
     assert not any(i["source"].startswith("given") for i in inputs.values())
     given = mf.predict("gpt2", mf.Workload(seq=64, hardware="a100-80gb"), site={"pue": 1.2})
     assert given.sections["footprint"]["inputs"]["pue"]["source"] == "given (--pue)"  # typed: given
+
+
+@pytest.mark.parametrize("path", [("time", "step_s"), ("memory", "peak_bytes"), ("flops", "model"),
+                                  ("footprint", "co2e_g")])
+def test_a_report_read_back_with_a_negative_figure_is_refused(tmp_path, capsys, path):
+    # a step of −1 s was read back and printed as "-1,000†" ms by table, report and compare: a time, a size, a count
+    # of FLOPs or a mass cannot be below zero (the shipped schema's minimum, checked field by field)
+    out = tmp_path / "p.json"
+    assert main(["predict", "gpt2", "--seq", "32", "--hardware", "a100-80gb", "--format", "json", "-o", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    section, key = path
+    rep[section][key] = -1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(rep))
+    capsys.readouterr()
+    for verb in (["report", str(bad)], ["table", str(bad)], ["compare", str(out), str(bad)]):
+        assert main(verb) == 2
+        err = capsys.readouterr().err
+        assert f"{section}.{key}: expected a number of at least 0" in err and err.count("\n") == 1

@@ -7,7 +7,7 @@ option, file or field and says what to do; past the boundary the code may trust 
 * text files: UTF-8, with or without a byte-order mark; UTF-16/32, Latin-1 or binary data is refused with the
   file and the problem named (:func:`read_text`);
 * JSON: standard JSON only (no NaN/Infinity), nested at most :data:`MAX_JSON_DEPTH` deep (:func:`parse_json`);
-* typed fields: a value against a JSON Schema's ``type``/``properties``/``items``/``anyOf``/``enum``/``const``,
+* typed fields: a value against a JSON Schema's ``type``/``properties``/``items``/``anyOf``/``enum``/``const``/``minimum``,
   the field named by its dotted path (:func:`check_types`), used for reports (the shipped report schema) and
   for the claims and hardware files (their field tables).
 """
@@ -228,6 +228,8 @@ def _problem(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any], pat
         if not any(_is_type(value, t) for t in names):
             wanted = " or ".join(_JSON_TYPES.get(t, t) for t in names)
             return f"{where}: expected {wanted}, got {_short(value)}"
+    if "minimum" in schema and _is_type(value, "number") and value < schema["minimum"]:
+        return f"{where}: expected a number of at least {schema['minimum']:g} (it cannot be negative), got {_short(value)}"
     if isinstance(value, Mapping):
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")

@@ -57,6 +57,19 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     raise TypeError(f"no JSON schema for the annotation {tp!r}")
 
 
+# Figures that cannot be negative, by the unit their name ends in (time, energy, mass, water, money, device time,
+# rates) or by what they count; a report read back with one below zero is refused (headroom, changes and
+# differences are signed, and named otherwise).
+_NON_NEGATIVE_SUFFIXES = ("_s", "_j", "_g", "_l", "_usd", "_hours", "_per_s")
+_NON_NEGATIVE_NAMES = {"mfu", "hfu", "peak_bytes", "weights_bytes", "gradients_bytes", "optimizer_bytes",
+                       "activations_bytes", "kv_cache_bytes", "device_bytes", "forward", "backward", "model", "total",
+                       "hardware", "recompute", "attention", "tokens", "devices"}
+
+
+def _non_negative(name: str) -> bool:
+    return name in _NON_NEGATIVE_NAMES or name.endswith(_NON_NEGATIVE_SUFFIXES)
+
+
 def _dataclass_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls, vars(sections_module))
     keep_none = getattr(cls, "KEEP_NONE", False) if issubclass(cls, Section) else True
@@ -66,6 +79,10 @@ def _dataclass_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
         hint = hints[f.name]
         optional = type(None) in typing.get_args(hint)
         props[f.name] = _type_schema(hint, defs)
+        kinds = props[f.name].get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if _non_negative(f.name) and ("number" in kinds or "integer" in kinds):
+            props[f.name]["minimum"] = 0
         if keep_none or not optional:  # only a None value of an optional field is left out
             required.append(f.name)
     out: dict[str, Any] = {"type": "object", "properties": props, "required": required}
