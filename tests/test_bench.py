@@ -268,6 +268,8 @@ def test_cli_bench_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["verb"] == "bench" and data["measured"]["runs"] == 2
     assert data["provenance"]["measured.latency_median_s"] == "measured"
+    # the batch measured is the --input shapes' 2, as the workload and the samples per step say (it read 1)
+    assert data["workload"]["batch"] == data["measured"]["batch"] == data["measured"]["samples_per_step"] == 2
 
 
 @pytest.mark.parametrize("args, message", [

@@ -490,7 +490,8 @@ def run_bench(spec: Any, wl: Workload, *, repeats: int | None = None, warmup: in
         # flags are the caller's again afterwards
         with isolated_global_state():
             while True:
-                wl_b = wl if batch == requested else _with_batch(wl, batch)
+                # the batch measured, also when it is the --input shapes' (the workload's batch left at 1)
+                wl_b = wl if batch == wl.batch else _with_batch(wl, batch)
                 try:
                     timings = _measure_at(spec, wl_b, dev, repeats=repeats, warmup=warmup, max_time_s=max_time_s,
                                           threshold=threshold, min_repeats=min_repeats, seed=seed,
