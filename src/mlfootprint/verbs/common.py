@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..analysis.count.flops import FlopSummary, by_module, by_op, flop_summary
 from ..analysis.count.params import ParamStats, parameter_stats
+from ..analysis.predict.inference import decode_model
 from ..models import ModelSpec, resolve
 from ..models.factory import load_callable
 from ..report.schema import Report
@@ -106,15 +107,12 @@ def _add_decode_flops(rep: Report, data: dict[str, Any], spec: ModelSpec, tr: Tr
     """The decode steps after the prompt, as predict times them (``analysis/predict/inference.py``): each new token's
     forward, its linear layers' FLOPs per token from the traced prefill plus 4·layers·heads·head_dim per context
     position, the context growing from the prompt's length to prompt + gen_tokens − 1."""
-    from ..analysis.predict.inference import decode_model
-
     dm = decode_model(spec, wl, tr)
     batch = tr.memory.batch or wl.batch
     if dm is None or not batch:
         return
     prompt, g = tr.tokens // batch, int(wl.gen_tokens)
-    contexts = g * prompt + g * (g - 1) // 2  # Σ of the contexts prompt … prompt + g − 1
-    data["decode"] = int(round(batch * (g * dm.linear_flops_per_token + dm.attention_flops_per_context * contexts)))
+    data["decode"] = int(round(dm.flops(batch, prompt, g)))
     rep.mark("flops.decode", "modeled")
     rep.assume(f"--mode generate: flops.model, forward and total are the prompt's prefill ({prompt} tokens a sequence); "
                f"flops.decode is the {g} decode steps after it (each new token's forward over a context of {prompt} to "

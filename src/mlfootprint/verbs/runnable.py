@@ -129,10 +129,10 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
         def tracer(s: ModelSpec, w: Workload) -> Trace:
             return traced_step(s, w, checkpoint_early_stop=checkpoint_early_stop)
     wl, note = _at_global_batch(wl)
-    if note and device is not None and planner_decides(wl):
+    planned = device is not None and planner_decides(wl)
+    if note and planned:
         note = (f"batch {wl.batch}: no --batch, so one sample for each of the {wl.devices} devices, laid out by the "
                 "planner (give --batch for another global batch)")
-    planned = device is not None and planner_decides(wl)
     # the planner scales a trace without recomputation (a fixed --recompute is then traced at the micro-batch)
     tr = tracer(spec, wl.with_changes(recompute="none", given=wl.given) if planned and wl.recompute != "none"
                 else wl)

@@ -38,6 +38,13 @@ class DecodeModel:
     forward_ops: int
     parallel_block: bool = False  # attention and MLP side by side: one TP all-reduce per layer, not two
 
+    def flops(self, batch: int, first: int, count: int) -> float:
+        """Forward FLOPs of ``count`` decode steps of ``batch`` sequences over contexts ``first`` … ``first + count −
+        1`` (what ``generate_time`` times): per step and sequence the linear FLOPs of one token, plus the attention's
+        per context position, in closed form."""
+        contexts = count * first + count * (count - 1) // 2  # Σ c over the steps
+        return batch * (count * self.linear_flops_per_token + self.attention_flops_per_context * contexts)
+
 
 
 def decode_model(spec: Any, wl: Any, trace: Any) -> DecodeModel | None:
