@@ -102,14 +102,19 @@ def test_inference_keeps_the_weights_in_their_traced_dtype():
         assert json.loads(out.stdout)["memory"]["weights_bytes"] == nbytes * PARAMS
 
 
-def test_auto_takes_16_bit_weights_under_zero_3_only():
-    # FSDP's param_dtype and DeepSpeed's bf16 engine gather and compute with 16-bit weights under ZeRO-3; PyTorch
-    # AMP's DDP (with or without ZeroRedundancyOptimizer) runs autocast over fp32 weights
+def test_auto_takes_16_bit_weights_under_zero_3_or_a_model_split():
+    # FSDP's param_dtype and DeepSpeed's bf16 engine gather and compute with 16-bit weights under ZeRO-3; Megatron-LM,
+    # NeMo, DeepSpeed's pipeline engine and TorchTitan run tensor, pipeline and context parallelism over 16-bit
+    # weights; PyTorch AMP's DDP (with or without ZeroRedundancyOptimizer) runs autocast over fp32 weights
     from mlfootprint.trace.cache import trace_key
     mixed = Workload(**STEP)
     assert mixed.mixed_weights == "auto" and mixed.mixed_weights_resolved == "fp32" and mixed.autocast
     for zero, expected in ((0, "fp32"), (1, "fp32"), (2, "fp32"), (3, "16-bit")):
         assert Workload(**STEP, zero=zero).mixed_weights_resolved == expected, zero
+    for split in (dict(tp=2), dict(pp=2), dict(cp=2), dict(tp=2, pp=2, zero=1)):
+        assert Workload(**STEP, **split).mixed_weights_resolved == "16-bit", split
+        assert Workload(**STEP, **split, mixed_weights="fp32").mixed_weights_resolved == "fp32", split
+    assert mixed.mixed_weights_at(0, 4) == "16-bit" and mixed.mixed_weights_at(1, 1) == "fp32"
     assert Workload(**STEP, zero=3).weights_16bit and not Workload(**STEP, zero=3).autocast
     assert not Workload(**STEP, zero=3, mixed_weights="fp32").weights_16bit  # as given
     assert not Workload(batch=2, seq=32, mode="train", precision="fp32", zero=3).weights_16bit
@@ -129,3 +134,41 @@ def test_zero_3_is_sized_and_timed_with_16_bit_weights_by_default():
     assert auto["memory"]["peak_bytes"] == half["memory"]["peak_bytes"] != amp["memory"]["peak_bytes"]
     assert auto["memory"]["activations_bytes"] == half["memory"]["activations_bytes"] < amp["memory"]["activations_bytes"]
     assert any("--mixed-weights auto under ZeRO-3" in a for a in auto["assumptions"])
+
+
+def test_gradients_follow_megatron_under_a_model_split():
+    # Megatron-LM forces fp32 main gradients under --bf16 (accumulate_allreduce_grads_in_fp32): reduced in fp32 and
+    # held in fp32; under fp16 it keeps and reduces 16-bit gradients; ZeRO-3 reduce-scatters 16-bit ones; autocast over
+    # fp32 weights leaves fp32 gradients (PyTorch DDP)
+    bf16 = Workload(**STEP, tp=2)
+    assert bf16.grad_reduce_resolved == "fp32" and bf16.fp32_main_grads_at(0, 2)
+    fp16 = Workload(**{**STEP, "precision": "fp16-mixed"}, tp=2)
+    assert fp16.grad_reduce_resolved == "compute" and not fp16.fp32_main_grads_at(0, 2)
+    assert Workload(**STEP, tp=2, zero=3).grad_reduce_resolved == "compute"
+    assert Workload(**STEP).grad_reduce_resolved == "fp32" and not Workload(**STEP).fp32_main_grads_at(0, 1)
+    assert Workload(**STEP, tp=2, grad_reduce_dtype="compute").grad_reduce_resolved == "compute"
+    assert not Workload(**STEP, tp=2, grad_reduce_dtype="compute").fp32_main_grads_at(0, 2)
+    # fp8-mixed computes the rest in bf16: Megatron's --bf16 --fp8-format
+    assert Workload(**{**STEP, "precision": "fp8-mixed"}, pp=2).grad_reduce_resolved == "fp32"
+
+
+@pytest.mark.parametrize("precision, weights, grad_per_weight, opt_per_weight", [
+    # bf16 over a model split: 2 B weights, 4 B fp32 main gradients, 4 B fp32 masters + 8 B of Adam states
+    ("bf16-mixed", "auto", 2, 6),
+    # fp16: 16-bit gradients
+    ("fp16-mixed", "auto", 1, 6),
+    # AMP on request: 4 B weights and gradients, the weights the masters, 8 B of Adam states
+    ("bf16-mixed", "fp32", 1, 2),
+])
+def test_model_states_of_a_tensor_parallel_layout(precision, weights, grad_per_weight, opt_per_weight):
+    out = run_cli("memory", str(CONFIG), "--mode", "train", "--batch", "2", "--seq", "32", "--hardware", "h100-sxm",
+                  "--precision", precision, "--mixed-weights", weights, "--tp", "2", "--dp", "1", "--devices", "2",
+                  "--optimizer", "adam", "--format", "json", "--no-cache")
+    assert out.returncode == 0, out.stderr
+    mem = json.loads(out.stdout)["memory"]
+    w = mem["weights_bytes"]
+    assert mem["gradients_bytes"] == pytest.approx(grad_per_weight * w, rel=1e-9)
+    assert mem["optimizer_bytes"] == pytest.approx(opt_per_weight * w, rel=1e-9)
+    # half the parameters' matrices on each of 2 tensor-parallel ranks, each 2 or 4 bytes
+    per_param = 4 if weights == "fp32" else 2
+    assert PARAMS * per_param / 2 < w < PARAMS * per_param

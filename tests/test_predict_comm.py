@@ -142,6 +142,24 @@ def test_grad_reduce_dtype_auto_is_the_gradients_own_dtype():
     assert hook.volumes["dp_bytes"] == pytest.approx(pred.volumes["dp_bytes"] / 2, rel=1e-9)
 
 
+def test_a_model_split_under_bf16_reduces_megatron_fp32_main_gradients():
+    # With tensor parallelism --mixed-weights auto takes 16-bit working weights (Megatron-LM casts the model), and
+    # Megatron-LM under --bf16 accumulates and reduces fp32 main gradients: 4 B per element, twice the 16-bit
+    # reduction; under fp16 it reduces 16-bit gradients
+    from mlfootprint.analysis.predict.prediction import predict_step
+    from tests.helpers import traced_for_prediction
+
+    wl = Workload(mode="train", batch=16, seq=128, precision="bf16-mixed", hardware="a100-80gb", tp=2, dp=8)
+    assert wl.weights_16bit and wl.grad_reduce_resolved == "fp32"
+    spec, wl, tr = traced_for_prediction(GPT2, wl)
+    main = predict_step(spec, wl, tr, "a100-80gb")
+    half = predict_step(spec, wl.with_changes(grad_reduce_dtype="compute"), tr, "a100-80gb")
+    assert main.volumes["dp_bytes"] == pytest.approx(2 * half.volumes["dp_bytes"], rel=1e-9) and half.volumes["dp_bytes"] > 0
+    assert any("gradient reduction 4 B per element (Megatron-LM's fp32 main gradients" in a for a in main.assumptions)
+    fp16 = wl.with_changes(precision="fp16-mixed")
+    assert fp16.grad_reduce_resolved == "compute"
+
+
 def test_lora_gathers_every_weight_and_reduces_the_adapters():
     # ZeRO-3 gathers frozen and trainable weights (2 GB) but reduces only 10 MB of adapter gradients; ZeRO-1/2
     # gather back only the updated (trainable) weights

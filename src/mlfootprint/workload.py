@@ -119,7 +119,8 @@ class Workload:
             micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
         grad_reduce_dtype: the dtype the data-parallel gradient reduction moves under mixed precision: ``auto``
             (default: the gradients' own dtype, see ``grad_reduce_resolved``: fp32 under autocast over fp32 weights
-            as PyTorch DDP reduces them, 16-bit under ZeRO-3 and with 16-bit working weights), ``compute`` (the
+            as PyTorch DDP reduces them, 16-bit under ZeRO-3 and with 16-bit working weights, fp32 under bf16 with
+            16-bit weights from tensor, pipeline or context parallelism, as Megatron-LM forces), ``compute`` (the
             16-bit compute dtype: a DDP compression hook, DeepSpeed's and FSDP's defaults) or ``fp32`` (Megatron-LM
             and NeMo under bf16, which force ``--accumulate-allreduce-grads-in-fp32``; TorchTitan's
             ``mixed_precision_reduce``; the Llama 3 run). Without mixed precision gradients move in their own dtype.
@@ -127,8 +128,9 @@ class Workload:
             autocast casting them operator by operator; Hugging Face Trainer, Lightning), ``16-bit`` (16-bit working
             weights and activations, the fp32 master copies kept with the optimizer: Megatron-LM, NeMo, DeepSpeed's
             bf16/fp16 engines, FSDP's ``param_dtype``) or ``auto`` (default: 16-bit under ZeRO-3, whose weights
-            FSDP and DeepSpeed gather in 16 bits, fp32 otherwise; see ``mixed_weights_resolved``). Ignored without
-            mixed precision.
+            FSDP and DeepSpeed gather in 16 bits, and under tensor, pipeline or context parallelism, which the
+            frameworks that run them (Megatron-LM, NeMo, DeepSpeed's pipeline engine, TorchTitan) run over 16-bit
+            weights; fp32 otherwise; see ``mixed_weights_resolved``). Ignored without mixed precision.
         etp: expert tensor-parallel size, a divisor of ``tp`` (Megatron Core's ``--expert-tensor-parallel-size``,
             MoE Parallel Folding): the routed experts split over ``etp`` ranks instead of ``tp``, and each
             expert-parallel group is ``ep`` ranks ``etp`` apart; default None: ``tp`` (ranks ``tp`` apart).
@@ -348,15 +350,18 @@ class Workload:
     @property
     def mixed_weights_resolved(self) -> str:
         """``mixed_weights`` as given, or under ``auto`` 16-bit with ZeRO-3 (FSDP's ``param_dtype`` and DeepSpeed's
-        bf16/fp16 engines gather and compute with 16-bit weights, keeping the fp32 shard with the optimizer) and fp32
-        otherwise (PyTorch AMP: DDP, with or without ZeroRedundancyOptimizer, under autocast)."""
-        return self.mixed_weights_at(self.zero)
+        bf16/fp16 engines gather and compute with 16-bit weights, keeping the fp32 shard with the optimizer) or with
+        tensor, pipeline or context parallelism (Megatron-LM and NeMo cast the model to its 16-bit compute dtype and
+        keep fp32 main copies in the optimizer, as do DeepSpeed's pipeline engine and TorchTitan), and fp32 otherwise
+        (PyTorch AMP: DDP, with or without ZeroRedundancyOptimizer, under autocast)."""
+        return self.mixed_weights_at(self.zero, self.tp * self.pp * self.cp)
 
-    def mixed_weights_at(self, zero: int) -> str:
-        """``mixed_weights_resolved`` under ZeRO stage ``zero`` (the planner weighs every stage from one workload)."""
+    def mixed_weights_at(self, zero: int, split: int = 1) -> str:
+        """``mixed_weights_resolved`` under ZeRO stage ``zero`` with the model split over ``split`` = tp × pp × cp
+        devices (the planner weighs every layout from one workload)."""
         if self.mixed_weights != "auto":
             return self.mixed_weights
-        return "16-bit" if zero >= 3 else "fp32"
+        return "16-bit" if zero >= 3 or split > 1 else "fp32"
 
     @property
     def grad_reduce_resolved(self) -> str:
@@ -364,14 +369,28 @@ class Workload:
         under ``auto`` the gradients' own dtype. Autocast over fp32 weights leaves fp32 ``.grad`` tensors, which PyTorch
         DDP (with or without ZeroRedundancyOptimizer) reduces as they are; under ZeRO-3 the weights are gathered in
         16 bits (FSDP's ``param_dtype``), so the gradients are 16-bit too; 16-bit working weights have 16-bit
-        gradients (DeepSpeed's ``communication_data_type`` default)."""
-        return self.grad_reduce_at(self.zero)
+        gradients (DeepSpeed's ``communication_data_type`` default), except under bf16 with the model split over
+        devices, where Megatron-LM accumulates and reduces them in fp32 main gradients (its arguments force
+        ``accumulate_allreduce_grads_in_fp32`` with ``--bf16``)."""
+        return self.grad_reduce_at(self.zero, self.tp * self.pp * self.cp)
 
-    def grad_reduce_at(self, zero: int) -> str:
-        """``grad_reduce_resolved`` under ZeRO stage ``zero`` (the planner weighs every stage from one workload)."""
+    def grad_reduce_at(self, zero: int, split: int = 1) -> str:
+        """``grad_reduce_resolved`` under ZeRO stage ``zero`` with the model split over ``split`` devices."""
         if self.grad_reduce_dtype != "auto":
             return self.grad_reduce_dtype
-        return "fp32" if self.autocast and zero < 3 else "compute"
+        if zero >= 3:
+            return "compute"
+        if self.mixed and self.mixed_weights_at(zero, split) == "fp32":
+            return "fp32"  # autocast's fp32 .grad tensors
+        # bf16 compute (fp8-mixed computes the rest in bf16 too): Megatron-LM's fp32 main gradients
+        return "fp32" if split > 1 and self.precision_info.compute_dtype == "bfloat16" else "compute"
+
+    def fp32_main_grads_at(self, zero: int, split: int = 1) -> bool:
+        """Whether 16-bit working weights keep their gradients in fp32 (Megatron-LM's ``main_grad`` buffers, which
+        its bf16 runs reduce in fp32): under mixed precision with 16-bit weights whose gradients are reduced in fp32,
+        below ZeRO-3 (whose 16-bit gradients are reduce-scattered as they come)."""
+        return (self.mixed and zero < 3 and self.mixed_weights_at(zero, split) == "16-bit"
+                and self.grad_reduce_at(zero, split) == "fp32")
 
     @property
     def sequence_parallel_on(self) -> bool:
@@ -518,6 +537,11 @@ class Layout:
     @property
     def devices(self) -> int:
         return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def model_split(self) -> int:
+        """The devices one replica's model is split over, tp × pp × cp (``Workload.mixed_weights_at``)."""
+        return self.tp * self.pp * self.cp
 
     def label(self) -> str:
         s = f"tp={self.tp} pp={self.pp}"

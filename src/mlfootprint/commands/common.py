@@ -97,12 +97,14 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
         g.add_argument("--grad-reduce-dtype", type=_choice(GRAD_REDUCE_DTYPE), default=None,
                        help="the dtype data-parallel gradients are reduced in under mixed precision: auto (their own "
                             "dtype: fp32 under autocast over fp32 weights, as PyTorch DDP reduces them; 16-bit with "
-                            "16-bit working weights or ZeRO-3, as DeepSpeed and FSDP do; default), compute (the 16-bit "
+                            "16-bit working weights or ZeRO-3, as DeepSpeed and FSDP do; fp32 main gradients under bf16 with the "
+                            "model split over devices, as Megatron-LM keeps them; default), compute (the 16-bit "
                             "compute dtype: a DDP compression hook) or fp32 (Megatron-LM and NeMo under bf16, "
                             "TorchTitan's mixed_precision_reduce)")
         g.add_argument("--mixed-weights", type=_choice(MIXED_WEIGHTS), default=None,
                        help="under mixed precision, the dtype of the model's own weights: auto (default: 16-bit "
-                            "under ZeRO-3, as FSDP and DeepSpeed gather them, fp32 otherwise), fp32 (PyTorch AMP: "
+                            "under ZeRO-3, as FSDP and DeepSpeed gather them, and with --tp, --pp or --cp above 1, "
+                            "as Megatron-LM runs them; fp32 otherwise), fp32 (PyTorch AMP: "
                             "autocast casts them per operator) or 16-bit (16-bit weights and activations with fp32 "
                             "master weights in the optimizer: Megatron-LM, NeMo, DeepSpeed, FSDP's param_dtype)")
         g.add_argument("--hardware", default=None, metavar="ID",

@@ -316,7 +316,7 @@ def _kernel_notes(wl: Workload, target: Target, model: torch.nn.Module, kernel_u
                      "with the algorithm) is not modelled, so the peak is a lower bound; packed sequences and LSTM "
                      "projections keep the CPU's code and no reserve")
     if wl.weights_16bit:
-        notes.append(f"mixed precision with 16-bit working weights (--mixed-weights 16-bit, or auto under ZeRO-3; as "
+        notes.append(f"mixed precision with 16-bit working weights (--mixed-weights 16-bit, or auto under ZeRO-3 or a model split over devices; as "
                      f"Megatron-LM, NeMo, DeepSpeed and FSDP's param_dtype run it): weights, activations and gradients in "
                      f"{wl.precision_info.compute_dtype}, no autocast; the optimizer steps fp32 master copies of the "
                      "weights (each gradient copied into an fp32 buffer, the updated master copied back; in-place "

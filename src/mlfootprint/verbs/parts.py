@@ -56,16 +56,7 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
                    "gradients are freed between steps (zero_grad(set_to_none=True), PyTorch's default) and grow "
                    "during backward, unless accumulation, pipelining, ZeRO-2/3 or offload keep them for the whole step")
         if wl.mixed:
-            rep.assume("memory: mixed precision as in Megatron-LM/DeepSpeed and the ZeRO paper: 16-bit working weights "
-                       "and gradients (2 + 2 bytes/param), fp32 master weights with the optimizer states "
-                       "(K = 12 bytes/param for Adam); PyTorch autocast over fp32 weights instead keeps 4 + 4 + 8 and "
-                       "16-bit weight copies during forward and backward. The activations are traced "
-                       + ("with 16-bit working weights (" + ("--mixed-weights auto under ZeRO-3: FSDP's param_dtype "
-                                                               "and DeepSpeed's bf16/fp16 engine gather 16-bit weights"
-                                                               if wl.mixed_weights == "auto" else "--mixed-weights 16-bit")
-                          + ": no autocast, a 16-bit residual stream)"
-                          if wl.weights_16bit else "under autocast over fp32 weights (--mixed-weights fp32, PyTorch AMP: "
-                          "an fp32 residual stream; --mixed-weights 16-bit traces Megatron-LM's and DeepSpeed's)"))
+            rep.assume(_mixed_states_rule(wl, lay))
         if wl.optimizer == "adam-8bit":
             rep.assume("memory: adam-8bit as bitsandbytes keeps it: two 8-bit states plus one fp32 absmax per block of "
                        f"{methods.value('adam_8bit', 'block_size')} values each; tensors under "
@@ -306,3 +297,28 @@ def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None,
             continue  # a serving score: 'mlfootprint footprint --inferences' computes it, not a run's card
         # the grid and the power drawn move energy, CO2e and cost the most
         rep.assume(a, key=a.startswith(("no --region or --intensity", "--utilization not given")))
+
+
+def _mixed_states_rule(wl: Workload, lay: Any) -> str:
+    """The model states and traced activations of mixed-precision training, as the layout sized them."""
+    zero, split = (lay.zero, lay.model_split) if lay is not None else (wl.zero, wl.tp * wl.pp * wl.cp)
+    if wl.mixed_weights_at(zero, split) == "fp32":
+        why = ("--mixed-weights fp32" if wl.mixed_weights != "auto" else
+               "--mixed-weights auto without ZeRO-3 or a model split over devices")
+        return (f"memory: mixed precision under autocast over fp32 weights ({why}: PyTorch AMP, as DDP and the Hugging "
+                "Face Trainer run it): fp32 weights and gradients (4 + 4 bytes/param), the weights the optimizer's "
+                "master copy (Adam: 8 bytes/param of states), 16-bit weight copies during forward and backward, an fp32 "
+                "residual stream; --mixed-weights 16-bit for Megatron-LM's and DeepSpeed's 16-bit working weights")
+    if wl.mixed_weights != "auto":
+        why = "--mixed-weights 16-bit"
+    elif zero >= 3:
+        why = "--mixed-weights auto under ZeRO-3: FSDP's param_dtype and DeepSpeed's bf16/fp16 engines gather 16-bit weights"
+    else:
+        why = ("--mixed-weights auto with the model split over devices: Megatron-LM, NeMo, DeepSpeed's pipeline "
+               "engine and TorchTitan run tensor, pipeline and context parallelism over 16-bit weights")
+    grads = ("4 bytes/param of fp32 main gradients, allocated for the whole run (Megatron-LM under bf16)"
+             if wl.fp32_main_grads_at(zero, split) else "2 bytes/param of 16-bit gradients")
+    return (f"memory: mixed precision over 16-bit working weights ({why}), as in Megatron-LM, DeepSpeed and the ZeRO "
+            f"paper: 2 bytes/param of weights, {grads}, fp32 master weights with the optimizer states (Adam: 12 "
+            "bytes/param); the activations are traced without autocast, a 16-bit residual stream; --mixed-weights "
+            "fp32 for PyTorch AMP")

@@ -399,7 +399,8 @@ class MemoryModel:
                           shard_group=layout.shard_group * layout.cp if layout.shard_group else None,
                           offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
                           fp8_copy_bytes=self._fp8_copy_bytes(layout), hpz_ranks=self._hpz_ranks(layout),
-                          fp32_weights=training and self.wl.mixed_weights_at(layout.zero) == "fp32")
+                          fp32_weights=training and self.wl.mixed_weights_at(layout.zero, layout.model_split) == "fp32",
+                          fp32_grads=training and self.wl.fp32_main_grads_at(layout.zero, layout.model_split))
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)

@@ -199,6 +199,8 @@ class StateLayout:
     hpz_ranks: int | None = None
     # mixed precision over fp32 working weights (PyTorch AMP): fp32 weights and gradients, no separate master copy
     fp32_weights: bool = False
+    # 16-bit working weights whose gradients accumulate in fp32 (Megatron-LM's main_grad buffers under bf16)
+    fp32_grads: bool = False
 
     @property
     def weight_bytes(self) -> int:
@@ -208,9 +210,9 @@ class StateLayout:
 
     @property
     def grad_bytes(self) -> int:
-        """A gradient's bytes per element (fp32 with fp32 working weights)."""
+        """A gradient's bytes per element (fp32 with fp32 working weights or fp32 main gradients)."""
         prec = precision_of(self.precision)
-        return prec.traced_param_bytes if (self.fp32_weights and prec.mixed) else prec.grad_bytes
+        return prec.traced_param_bytes if ((self.fp32_weights or self.fp32_grads) and prec.mixed) else prec.grad_bytes
 
     @property
     def expert_tp(self) -> int:
@@ -300,7 +302,8 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
     if train and not zo and lay.zero >= 2 and zero_dp > 1 and t.trainable_elems:
         _reduce_bucket(st, t, lay)
     if train and not zo:
-        st.gradients_resident = lay.zero >= 2 and zero_dp > 1
+        # Megatron-LM allocates its fp32 main-gradient buffers once, for the whole run
+        st.gradients_resident = (lay.zero >= 2 and zero_dp > 1) or lay.fp32_grads
     if lay.offload != "none" and (zo or not train):
         _stream_blocks(st, t, lay, zo)
     elif lay.offload != "none" and train:

@@ -264,7 +264,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     with their own); it also turns the model-states bound off.
 
     ``trace_at(micro_batch, mixed_weights)``: a trace of one device's micro-batch of that many samples, with the
-    working weights' dtype of the layout's ZeRO stage (``Workload.mixed_weights_at``; the verbs trace it). With it,
+    working weights' dtype of the layout's ZeRO stage and model split (``Workload.mixed_weights_at``; the verbs trace it). With it,
     the layouts the memory model is asked about are sized from their own micro-batch's trace, and the first
     ``max(top, RETIMED)`` that fit are timed from it and ranked again: the global batch's trace, scaled down, also
     divides what a micro-batch does whatever its size (autocast's weight casts, a layer's gradient buffers, the
@@ -341,7 +341,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     traced_key = (trace.memory.batch or wl.batch, wl.mixed_weights_resolved)  # what the global trace already is
 
     def at_micro_batch(par: Layout) -> tuple[Any, Any, Any]:
-        mb, weights = par.micro_batch, wl.mixed_weights_at(par.zero)
+        mb, weights = par.micro_batch, wl.mixed_weights_at(par.zero, par.model_split)
         if (mb, weights) not in own:
             t = trace_at(mb, weights) if trace_at is not None and (mb, weights) != traced_key else None
             if t is None:
@@ -489,7 +489,7 @@ def _likely_traces(cands: list[Candidate], scaled_check: Any, wanted: int, wl: A
     for i, c in enumerate(cands):
         fits = scaled_check(c.par)[1]
         if i < wanted or fits:
-            key = (c.par.micro_batch, wl.mixed_weights_at(c.par.zero))
+            key = (c.par.micro_batch, wl.mixed_weights_at(c.par.zero, c.par.model_split))
             if key != traced_key and key not in keys:
                 keys.append(key)
         found += bool(fits)

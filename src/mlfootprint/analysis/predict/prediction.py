@@ -253,7 +253,9 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                    "k ranks in each node crosses the nodes on k links at once (NCCL runs one ring per NIC), up to "
                    "the intra-node bandwidth")
     if shape.training and par.dp > 1:
-        out.append(communication_rule(wl.precision_info, wl.grad_reduce_resolved, auto=wl.grad_reduce_dtype == "auto"))
+        out.append(communication_rule(wl.precision_info, wl.grad_reduce_at(par.zero, par.model_split),
+                                      auto=wl.grad_reduce_dtype == "auto",
+                                      weights=wl.mixed_weights_at(par.zero, par.model_split)))
     if par.tp > 1 and not par.tp_comm_overlap:
         out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under the "
                    "GEMMs)")

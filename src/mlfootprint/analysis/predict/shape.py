@@ -32,7 +32,10 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
     expert_trainable = sum(math.prod(p.shape) for p in trace.params if p.trainable and p.expert)
     act_bytes = wl.precision_info.compute_bytes
     moe = trace.moe
-    gather_elem, reduce_elem = communication_dtypes(wl.precision_info, wl.grad_reduce_at(wl.zero))
+    # the gradients' reduction dtype by layout (Workload.grad_reduce_at): below ZeRO-3 on one device's model, below
+    # ZeRO-3 with the model split over devices, and under ZeRO-3
+    gather_elem, reduce_elem = communication_dtypes(wl.precision_info, wl.grad_reduce_at(0))
+    reduce_elem_split = communication_dtypes(wl.precision_info, wl.grad_reduce_at(0, 2))[1]
     reduce_elem3 = communication_dtypes(wl.precision_info, wl.grad_reduce_at(3))[1]
     weight_bytes = float(total * act_bytes if wl.mixed else trace.param_bytes)
     if wl.precision == "fp8-mixed":
@@ -59,6 +62,8 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         weight_elem_bytes=weight_bytes / total if total else float(gather_elem),
         reduce_elem_bytes=float(reduce_elem),
         reduce_bytes_zero3=float(stats.trainable * reduce_elem3),
+        reduce_bytes_split=float(stats.trainable * reduce_elem_split),
+        reduce_elem_bytes_split=float(reduce_elem_split),
         reduce_elem_bytes_zero3=float(reduce_elem3),
         moe_layers=int(facts["moe_layers"]) if facts.get("moe_layers") else None,
         capacity_factor=float(facts["capacity_factor"]) if facts.get("capacity_factor") else None,

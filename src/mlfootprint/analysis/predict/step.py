@@ -67,13 +67,19 @@ def communication_dtypes(prec: Any, grad_reduce_dtype: str = "compute") -> tuple
     return gather, reduce
 
 
-def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: bool = False) -> str:
+def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: bool = False,
+                       weights: str = "fp32") -> str:
     """The communication dtypes of a precision, in words (the report's assumption). ``grad_reduce_dtype`` is the
-    resolved one; ``auto`` says the default chose it (``Workload.grad_reduce_resolved``)."""
+    resolved one; ``auto`` says the default chose it (``Workload.grad_reduce_resolved``); ``weights`` is the
+    working weights' dtype it was chosen with."""
     gather, reduce = communication_dtypes(prec, grad_reduce_dtype)
     where = "analysis/predict/data/step_model.toml [communication]"
     if not prec.mixed:
         why = ""
+    elif auto and grad_reduce_dtype == "fp32" and weights == "16-bit":
+        why = (" (Megatron-LM's fp32 main gradients: its bf16 runs of a model split by tensor, pipeline or context "
+               "parallelism accumulate and reduce the gradients in fp32; --grad-reduce-dtype compute for 16-bit; "
+               f"{where})")
     elif auto and grad_reduce_dtype == "fp32":
         why = (" (the gradients' own dtype: autocast over fp32 weights leaves fp32 gradients, which PyTorch DDP "
                f"reduces as they are; --grad-reduce-dtype compute for a 16-bit compression hook; {where})")
@@ -124,12 +130,20 @@ class ModelShape:
     # the same two under ZeRO-3 (None: as above), whose default reduction dtype is 16-bit (Workload.grad_reduce_at)
     reduce_bytes_zero3: float | None = None
     reduce_elem_bytes_zero3: float | None = None
+    # the same two below ZeRO-3 with the model split over tp × pp × cp > 1 devices (None: as above), whose default
+    # under bf16 is fp32 (Megatron-LM's main gradients)
+    reduce_bytes_split: float | None = None
+    reduce_elem_bytes_split: float | None = None
 
-    def gradient_reduction(self, zero: int) -> tuple[float, float]:
-        """(the gradient buffer in the dtype it is reduced in, bytes per element) under ZeRO stage ``zero``."""
+    def gradient_reduction(self, zero: int, split: int = 1) -> tuple[float, float]:
+        """(the gradient buffer in the dtype it is reduced in, bytes per element) under ZeRO stage ``zero`` with the
+        model split over ``split`` = tp × pp × cp devices."""
         if zero >= 3 and self.reduce_elem_bytes_zero3 is not None:
             return float(self.reduce_bytes_zero3 if self.reduce_bytes_zero3 is not None else self.grad_bytes), \
                 self.reduce_elem_bytes_zero3
+        if zero < 3 and split > 1 and self.reduce_elem_bytes_split is not None:
+            return float(self.reduce_bytes_split if self.reduce_bytes_split is not None else self.grad_bytes), \
+                self.reduce_elem_bytes_split
         return float(self.reduce_bytes if self.reduce_bytes is not None else self.grad_bytes), self.reduce_elem_bytes
 
     @property
@@ -595,7 +609,7 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     intra_bw, inter_bw, dpn = links
     mp = par.tp * par.pp
     weights = shape.weight_bytes / mp
-    reduce_bytes, reduce_elem = shape.gradient_reduction(par.zero)
+    reduce_bytes, reduce_elem = shape.gradient_reduction(par.zero, par.model_split)
     grads = reduce_bytes / mp
     ranks = par.dp * par.cp
     # gradients are reduced over the data- and context-parallel ranks together (they hold the same weights);
