@@ -148,6 +148,17 @@ def test_bench_small_transformer_train(profile):
     # The report survives a JSON round trip through the schema check.
     again = Report.from_dict(json.loads(rep.to_json()))
     assert again.sections["measured"]["runs"] == 3
+    # The terminal answers first: the measured figures, each beside its prediction, on one screen; the rest with
+    # --details (it printed 214 lines: the model's facts, every workload default and each latency statistic)
+    import argparse
+    from mlfootprint.report.render import render
+    card, full = render(rep, "table"), render(rep, "table", argparse.Namespace(details=True))
+    assert len(card.splitlines()) <= 25 < len(full.splitlines())
+    step = m["vs_predicted"]["step_s"]
+    latency = next(line for line in card.splitlines() if line.startswith("Latency (median)"))
+    assert "measured" in latency and f"{100 * step['error_fraction']:+.1f}% vs measured" in card
+    assert next(line for line in card.splitlines() if line.startswith("MFU")).split()[1] == f"{100 * m['mfu']:.1f}%"
+    assert "Not measured: energy: " in card and "latency_p99_s" not in card and "latency_p99_s" in full
 
 
 def test_bench_cnn_inference_and_train(profile):

@@ -35,6 +35,24 @@ def test_palm_540b_cli():
     assert u["peak_flop_per_s"] == 275e12
 
 
+def test_the_terminal_answers_first(capsys):
+    # PaLM 540B (Chowdhery et al. 2022, Table 3: 46.2% MFU on 6144 TPU v4): the card leads with MFU and shows the
+    # FLOPs per token beside their formula; the model's facts and every assumption come with --details
+    code = main(["mfu", TINY_GPT2, "--seq", "64", "--tokens-per-s", "1e5", "--hardware", "h100-sxm"])
+    card = capsys.readouterr().out
+    assert code == 0 and len(card.splitlines()) <= 15 and "hardware_flops_per_token" not in card
+    assert card.splitlines()[3].split()[:2] == ["MFU", next(w for w in card.splitlines()[3].split() if "%" in w)]
+    code = main(["mfu", *PALM, "--tokens-per-s", "238.3e3", "--hardware", "tpu-v4", "--devices", "6144"])
+    card = capsys.readouterr().out
+    assert code == 0
+    rows = {line.split()[0]: line for line in card.splitlines() if line.split()}
+    assert rows["MFU"].split()[1] == "46.2%" and "6,144 × tpu-v4" in rows["Throughput"]
+    assert "3.28 TFLOP" in card and "6N + 12·L·H·Q·T" in card and "275 TFLOP/s per device" in card
+    code = main(["mfu", TINY_GPT2, "--seq", "64", "--tokens-per-s", "1e5", "--hardware", "h100-sxm", "--details"])
+    full = capsys.readouterr().out
+    assert code == 0 and "hardware_flops_per_token" in full and "Assumptions" in full
+
+
 def test_formulas():
     assert palm_flops_per_token(540.35e9, 118, 48, 256, 2048) == pytest.approx(3.2777e12, rel=1e-4)
     r = mfu_from_throughput(1e9, 1e3, 2, 1e12, hardware_flops_per_token=1.5e9)

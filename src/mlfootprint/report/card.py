@@ -305,8 +305,77 @@ def plan_view(report: Report) -> tuple[list[Row], list[str]]:
     return rows, []
 
 
+def mfu_view(report: Report) -> tuple[list[Row], list[str]]:
+    """mfu: the utilization a measured throughput means, and what it was computed from."""
+    t = report.get("time") or {}
+    if not _num(t.get("mfu")):
+        return [], []
+    devices = int(t.get("devices") or 1)
+    on = f"on {devices:,} × {t.get('hardware')}" if t.get("hardware") else f"on {devices:,} device(s)"
+    hfu = t.get("hfu")
+    rows: list[Row] = [
+        ("MFU", f"{100 * t['mfu']:.1f}%", _prov(report, "time.mfu"),
+         f"HFU {100 * hfu:.1f}%" if _num(hfu) and abs(hfu - t["mfu"]) > 1e-9 else ""),
+        ("Throughput", f"{units.si(t.get('tokens_per_s', 0), digits=4)} tokens/s", _prov(report, "time.tokens_per_s"),
+         on),
+        ("FLOPs per token", units.by_key("model_flops_per_token", t.get("model_flops_per_token")),
+         _prov(report, "time.model_flops_per_token"), str(t.get("formula") or "")),
+        ("Achieved", f"{units.by_key('achieved_per_device_flop_per_s', t.get('achieved_per_device_flop_per_s'))} "
+         "per device", _prov(report, "time.achieved_per_device_flop_per_s"), ""),
+        ("Peak", f"{units.by_key('peak_flop_per_s', t.get('peak_flop_per_s'))} per device",
+         _prov(report, "time.peak_flop_per_s"), f"dense {t.get('peak_dtype')}" if t.get("peak_dtype") else ""),
+    ]
+    return rows, []
+
+
+def _against(vs: dict[str, Any], key: str) -> str:
+    """'predicted 0.49 GiB (+0.0%)' for a measured figure that has a prediction, '' without one."""
+    row = vs.get(key) or {}
+    if not _num(row.get("predicted")):
+        return ""
+    text = f"predicted {units.by_key(key, row['predicted'])}"
+    return text + (f" ({100 * row['error_fraction']:+.1f}% vs measured)" if _num(row.get("error_fraction")) else "")
+
+
+def bench_view(report: Report) -> tuple[list[Row], list[str]]:
+    """bench: what the runs measured, each beside its prediction; what was not measured or predicted, and why."""
+    m = report.get("measured") or {}
+    if not _num(m.get("latency_median_s")):
+        return [], []
+    vs = m.get("vs_predicted") or {}
+    unit = "samples" if m.get("token_unit") == "samples" else "tokens"
+    runs = f"{m.get('runs', 0):,} runs after {m.get('warmup_runs', 0):,} warm-up on {m.get('device', 'this machine')}"
+    spread = ""
+    if _num(m.get("latency_median_ci_low_s")) and _num(m.get("latency_median_ci_high_s")):
+        spread = (f"95% CI of the median {units.seconds(m['latency_median_ci_low_s'])}–"
+                  f"{units.seconds(m['latency_median_ci_high_s'])}; ")
+    rows: list[Row] = [("Latency (median)", units.seconds(m["latency_median_s"]), _prov(report, "measured.latency_median_s"),
+                        "; ".join(p for p in (f"{spread}p90 {units.seconds(m.get('latency_p90_s'))}; {runs}",
+                                              _against(vs, "step_s")) if p))]
+    key = f"{unit}_per_s"
+    if _num(m.get(key)):
+        rows.append(("Throughput", f"{units.si(m[key], digits=4)} {unit}/s", _prov(report, f"measured.{key}"),
+                     _against(vs, key)))
+    for label, k in (("MFU", "mfu"), ("Peak memory", "peak_bytes"), ("Energy", "energy_j")):
+        if _num(m.get(k)):
+            value = f"{100 * m[k]:.1f}%" if k == "mfu" else units.energy(m[k]) if k == "energy_j" else units.gb(m[k])
+            rows.append((label, value, _prov(report, f"measured.{k}"), _against(vs, k)))
+    lines: list[str] = []
+    for k, why in (m.get("unavailable") or {}).items():
+        lines.append(f"Not measured: {k.removesuffix('_j').removesuffix('_s')}: {why}")
+    unpredicted: dict[str, list[str]] = {}
+    for k, row in vs.items():
+        by = str(row.get("predicted_by") or "")
+        if not _num(row.get("predicted")) and _num(row.get("measured")) and by:
+            unpredicted.setdefault(by.removeprefix("not available (").removesuffix(")"), []).append(k)
+    for why, keys in unpredicted.items():
+        lines.append(f"Not predicted: {', '.join(keys)}: {why}")
+    return rows, lines
+
+
 VIEWS: dict[str, View] = {
     "analyze": card_view, "predict": card_view, "count": count_view, "memory": memory_view, "plan": plan_view,
+    "mfu": mfu_view, "bench": bench_view,
 }
 
 
