@@ -148,17 +148,18 @@ def test_cli_reports_the_offload(four_blocks):
 
 def test_memo_setting_by_hand():
     # MEMO's 1M-token run (llama-2-7b standing in), TP 8 with sequence parallelism, full recomputation, everything
-    # offloaded: the 31 block inputs that can move are each 1,048,576 tokens × 4096 × 4 bytes (HF's residual stream is
-    # fp32 under bf16 autocast) / 8 (sequence parallel): 2^31 bytes, 66,571,993,088 on the host of each GPU.
+    # offloaded: the 31 block inputs that can move are each 1,048,576 tokens × 4096 × 2 bytes (the residual stream is
+    # bf16: under tensor parallelism --mixed-weights auto takes Megatron-LM's 16-bit working weights) / 8 (sequence
+    # parallel): 2^30 bytes, 33,285,996,544 on the host of each GPU.
     spec = resolve("llama-2-7b")
     wl = Workload(mode="train", batch=1, seq=1_048_576, tp=8, devices=8, recompute="full", precision="bf16-mixed",
                   optimizer="adam", hardware="a100-80gb", offload_activations="all")
     est = memory_model(spec, wl, trace(spec, wl)).per_device(Layout.from_workload(wl))
-    assert est.activations_host_bytes == 31 * 1_048_576 * 4096 * 4 // 8 == 66_571_993_088
-    assert est.activation_offload_traffic_bytes == 2 * 66_571_993_088
+    assert est.activations_host_bytes == 31 * 1_048_576 * 4096 * 2 // 8 == 33_285_996_544
+    assert est.activation_offload_traffic_bytes == 2 * 33_285_996_544
     # all of it comes off the peak (in the first block's backward, where every block input waited)
-    assert est.activations_offloaded_bytes == 66_571_993_088
-    assert est.peak_bytes < 80 * 2**30  # 77.0 GB (79.18 GB eager): it fits the A100-80GB, where 145.76 GB did not
+    assert est.activations_offloaded_bytes == 33_285_996_544
+    assert est.peak_bytes < 80 * 2**30  # 78.2 GB: it fits the A100-80GB
 
 
 def test_plan_refuses_what_it_does_not_search():

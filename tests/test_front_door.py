@@ -88,6 +88,21 @@ def test_llama_on_eight_h100s_picks_a_layout_that_fits():
     assert any("the planner's best" in a for a in mem["assumptions"])
 
 
+def test_only_devices_lays_out_plans_global_batch():
+    # With only --devices, analyze takes the planner's layout of the planner's global batch: about 4M tokens
+    # (plan_batch_tokens) rounded up to a multiple of the devices, 4,194,304 / 1024 = 4,096 sequences of gpt2 on 8
+    # devices, so 'analyze' shows plan's first row (it laid out one sample per device, 8 sequences, and so chose
+    # another layout than plan for the same command line)
+    args = ["gpt2", "--seq", "1024", "--hardware", "h100-sxm", "--devices", "8", "--format", "json"]
+    rep = json.loads(_cli("analyze", "--mode", "train", *args).stdout)
+    plan = json.loads(_cli("plan", *args).stdout)
+    assert rep["workload"]["batch"] == plan["plan"]["global_batch"] == 4096
+    assert "batch" in rep["workload"]["defaults"]
+    assert rep["time"]["layout"] == plan["plan"]["best"]
+    assert rep["time"]["step_s"] == pytest.approx(plan["plan"]["step_s"], rel=1e-6)
+    assert any("about 4,194,304 tokens" in a and "as 'mlfootprint plan' does" in a for a in rep["assumptions"])
+
+
 def test_llama_on_one_h100_does_not_fit_and_each_suggestion_does():
     wl = Workload(mode="train", seq=4096, batch=8, hardware="h100-sxm", devices=1)
     rep = analyze("llama-2-7b", wl)

@@ -1,7 +1,6 @@
 """``plan``: ranked parallel layouts (TP × PP × DP × ZeRO × micro-batch × recompute) that fit on N devices."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,11 +9,10 @@ from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.planner import plan as plan_layouts
 from ..analysis.predict.roofline import peak_for_precision
 from ..core.errors import UserError
-from ..models.hf import TEXT_TASKS, default_seq
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.cache import traced_step
-from .runnable import MicroBatchTraces, default_precision, planner_fixed
+from .runnable import MicroBatchTraces, default_precision, planner_batch, planner_fixed
 from ..workload import Workload
 from .common import base_report, resolve_model, reuses_traces
 
@@ -69,7 +67,7 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     peak_for_precision(dev, wl.precision)
     eff = efficiency_for(dev, efficiency)
     spec = resolve_model(model, inputs, inputs_ref)
-    batch, notes = _global_batch(spec, wl, n, eff)
+    batch, notes = planner_batch(spec, wl, n, eff)
     # The trace is the whole model at the global batch, without recomputation, on one device: the planner
     # scales it to each layout.
     traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1,
@@ -102,16 +100,3 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     for a in predict_step(spec, traced_wl, tr, dev, efficiency=efficiency, layout=best.par).assumptions:
         rep.assume(a)
     return rep
-
-
-def _global_batch(spec: Any, wl: Workload, devices: int, eff: Any) -> tuple[int, list[str]]:
-    """The batch given, or about ``plan_batch_tokens`` tokens rounded up to a multiple of the devices."""
-    if "batch" in wl.given:
-        return wl.batch, []
-    seq = wl.seq or (default_seq(spec) if spec.source != "factory" else None)
-    if seq and spec.task in TEXT_TASKS:
-        want = max(1, math.ceil(eff["plan_batch_tokens"] / seq))
-        batch = math.ceil(want / devices) * devices
-        return batch, [f"global batch {batch} × {seq} tokens: about {eff['plan_batch_tokens']:.4g} tokens, "
-                       f"rounded up to a multiple of {devices} devices ({eff.factors['plan_batch_tokens'].source})"]
-    return devices, [f"global batch {devices}: one sample per device (pass --batch for another)"]

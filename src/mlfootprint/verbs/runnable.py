@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..analysis.memory.model import MemoryEstimate, MemoryModel, device_bytes_for, memory_model
+from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.planner import RECOMPUTE_CHOICES, NoLayoutFits, plan as plan_layouts
 from ..analysis.predict.shape import global_batch
 from ..core.datafiles import SourcedConstants
 from ..core.errors import UserError
 from ..core.forked import balanced_shares, can_fork, default_jobs, run_shares
 from ..hardware.catalog import Device
+from ..models.hf import TEXT_TASKS, default_seq
 from ..models.spec import ModelSpec
 from ..trace.records import Trace
 from ..trace.cache import traced_step
@@ -117,8 +119,9 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
     """Trace ``wl`` and choose what the user left open (``runnable``), the step covering the global batch the
     report states: ``--batch`` left at 1 with several data-parallel replicas reads as one sample per replica
     (``analysis/predict/shape.global_batch``), so the workload takes that batch as a default and the trace, the
-    FLOPs, the memory and the time all cover the same samples (with only ``--devices``, one sample per device,
-    which the planner then lays out).
+    FLOPs, the memory and the time all cover the same samples. When the planner chooses the layout and no --batch
+    is given, the global batch is the planner's (``planner_batch``: about 4M tokens of a text model), as ``plan``
+    lays it out.
 
     The run's memory and its ``step_trace`` (what the time is predicted from) come from a trace of one device's
     micro-batch: scaling the global batch's trace down would also divide what one micro-batch does whatever its
@@ -128,11 +131,13 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
     if tracer is None:
         def tracer(s: ModelSpec, w: Workload) -> Trace:
             return traced_step(s, w, checkpoint_early_stop=checkpoint_early_stop)
-    wl, note = _at_global_batch(wl)
     planned = device is not None and planner_decides(wl)
-    if note and planned:
-        note = (f"batch {wl.batch}: no --batch, so one sample for each of the {wl.devices} devices, laid out by the "
-                "planner (give --batch for another global batch)")
+    if planned and "batch" not in wl.given:
+        # the planner's own global batch, as 'mlfootprint plan' lays it out (the same layout for the same options)
+        batch, notes = planner_batch(spec, wl, wl.devices, efficiency_for(device, efficiency))
+        wl, note = wl.with_defaults(batch=batch), notes[0] + ", laid out by the planner as 'mlfootprint plan' does"
+    else:
+        wl, note = _at_global_batch(wl)
     # the planner scales a trace without recomputation (a fixed --recompute is then traced at the micro-batch)
     tr = tracer(spec, wl.with_changes(recompute="none", given=wl.given) if planned and wl.recompute != "none"
                 else wl)
@@ -193,6 +198,22 @@ def micro_batch_workload(wl: Workload, micro_batch: int) -> Workload:
     """The workload of one device's micro-batch (what the memory model traces to size one device's step)."""
     return wl.with_changes(batch=micro_batch, micro_batch=None,
                            given=wl.given | ({"batch"} if "batch" in wl.given or micro_batch != 1 else set()))
+
+
+def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any) -> tuple[int, list[str]]:
+    """The global batch the planner lays out: the batch given, or about ``plan_batch_tokens`` tokens of a text
+    model rounded up to a multiple of the devices (one sample per device for other models). ``plan`` and the
+    verbs whose layout the planner chooses share it, so the same command line gets the same layout."""
+    if "batch" in wl.given:
+        return wl.batch, []
+    seq = wl.seq or (default_seq(spec) if spec.source != "factory" else None)
+    if seq and spec.task in TEXT_TASKS:
+        want = max(1, math.ceil(eff["plan_batch_tokens"] / seq))
+        batch = math.ceil(want / devices) * devices
+        return batch, [f"global batch {batch:,} × {seq:,} tokens: about {int(eff['plan_batch_tokens']):,} tokens, "
+                       f"rounded up to a multiple of {devices:,} devices ({eff.factors['plan_batch_tokens'].source}; "
+                       "give --batch for another)"]
+    return devices, [f"global batch {devices:,}: one sample per device (give --batch for another)"]
 
 
 def _at_global_batch(wl: Workload) -> tuple[Workload, str | None]:
