@@ -358,3 +358,12 @@ def test_megatron_lm_8_3b_catalog_config_counts_its_parameters():
     # 72 × (12·3072² + 13·3072) + (51200 + 1024) × 3072 + 2 × 3072 = 8,317,040,640 ("8.3B")
     stats = parameter_stats(trace(resolve("megatron-lm-8.3b"), Workload(batch=1, seq=8)))
     assert stats.total == 72 * (12 * 3072**2 + 13 * 3072) + (51200 + 1024) * 3072 + 2 * 3072 == 8_317_040_640
+
+
+def test_the_claims_table_follows_the_terminal_width():
+    # the table was drawn 140 wide whatever the terminal; COLUMNS=80 now folds it into 80
+    for columns in (80, 140):
+        out = run_cli("claims", "--only", "gpt3-params", "--only", "palm-540b-mfu", "--jobs", "1",
+                      env={"COLUMNS": str(columns)})
+        assert out.returncode == 0, out.stderr
+        assert max(len(line) for line in out.stdout.splitlines()) == columns, out.stdout

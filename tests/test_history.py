@@ -348,3 +348,14 @@ def test_diff_of_two_models_lists_their_figures_not_their_module_trees(tmp_path,
     assert main(["history", "diff", "1", "2", "--db", db, "--all"]) == 0
     full = capsys.readouterr().out
     assert "flops.by_module.params" in full and "124,439,808" in full and "124 MFLOP" not in full
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_history_tables_follow_the_terminal_width(tmp_path, columns):
+    # like every table, history's follow COLUMNS (they were drawn 160 wide whatever the terminal)
+    from conftest import run_cli as run
+    db = filled_db(tmp_path, n=3)
+    for argv in (["list"], ["diff", "1", "2", "--all"]):
+        proc = run("history", *argv, "--db", str(db), env={"COLUMNS": str(columns)})
+        assert proc.returncode == 0, proc.stderr
+        assert max(len(line) for line in proc.stdout.splitlines()) <= columns, proc.stdout

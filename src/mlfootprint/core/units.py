@@ -44,3 +44,32 @@ def parse_duration(text: str | float, option: str = "--deadline") -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise UserError(f"{option} must be a positive duration, got '{text}'")
     return seconds
+
+
+# -- human formatting of figures (report/units.py builds on these; lower layers word their notes with them)
+
+_SI = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def si(value: float, unit: str = "", digits: int = 3) -> str:
+    """1.234e12, 'FLOP' → '1.23 TFLOP'."""
+    if value is None:
+        return "n/a"
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return str(value)
+    mag = abs(value)
+    for scale, prefix in _SI:
+        if mag >= scale:
+            return f"{_sig(value / scale, digits)} {prefix}{unit}".rstrip()
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value)} {unit}".rstrip()
+    return f"{_sig(value, digits)} {unit}".rstrip()
+
+
+def _sig(value: float, digits: int) -> str:
+    """``digits`` significant digits, never in exponent notation (1230 → '1230', 0.000123 → '0.000123')."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

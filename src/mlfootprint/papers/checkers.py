@@ -16,6 +16,7 @@ from ..analysis.memory.states import ParamInfo, StateLayout, model_states
 from ..analysis.predict.comm import dp_volume
 from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token, predict_step
 from ..core.errors import UserError
+from ..core.units import si
 from ..hardware.catalog import get_device
 from ..models import resolve
 from ..models.factory import looks_like_callable_ref
@@ -79,9 +80,9 @@ def train_flops(claim: Claim) -> Outcome:
     per_token = per_token_no_attn if convention == "6ND" else per_token_full
     ours = per_token * tokens
     other = (per_token_full if convention == "6ND" else per_token_no_attn) * tokens
-    detail = (f"traced {model} train step at seq {seq}: {per_token:.4g} model FLOPs/token "
-              f"{'without' if convention == '6ND' else 'with'} attention × {tokens:.3g} tokens; "
-              f"{'with' if convention == '6ND' else 'without'} the attention square: {other:.4g}")
+    detail = (f"traced {model} train step at seq {seq}: {si(per_token, 'FLOP', 4)} of model work per token "
+              f"{'without' if convention == '6ND' else 'with'} attention × {si(tokens)} tokens; "
+              f"{'with' if convention == '6ND' else 'without'} the attention square: {si(other, 'FLOP', 4)}")
     return Outcome(ours, "", detail, machinery=TRACED_COUNT)
 
 
@@ -90,8 +91,8 @@ def train_flops_params(claim: Claim) -> Outcome:
 
     params, tokens = _need(claim, "params", "tokens")
     ours = train_flops_from_params(float(params), float(tokens))
-    return Outcome(ours, "", f"the source's 6·N·D with N = {params:.3g}, D = {tokens:.3g} (a definition check: no "
-                   "architecture is published, so nothing can be traced)")
+    return Outcome(ours, "", f"the source's 6·N·D with N = {si(params)} parameters, D = {si(tokens)} tokens (a "
+                   "definition check: no architecture is published, so nothing can be traced)")
 
 
 @checker("mfu_from_achieved_flops")
@@ -289,15 +290,15 @@ def mfu_throughput(claim: Claim) -> Outcome:
         seq = int(claim.inputs.get("seq", 2048))
         f = _train_flops(claim, claim.inputs["model"], seq)
         per_token = f.model / f.tokens
-        how = f"traced {claim.inputs['model']} train step at seq {seq}: {per_token:.4g} model FLOPs/token"
+        how = f"traced {claim.inputs['model']} train step at seq {seq}: {si(per_token, 'FLOP', 4)} of model work per token"
         machinery: tuple[str, ...] = TRACED_COUNT
     else:
         params, layers, heads, head_dim, seq = _need(claim, "params", "layers", "heads", "head_dim", "seq")
         per_token = palm_flops_per_token(float(params), int(layers), int(heads), int(head_dim), int(seq))
-        how = f"the source's formula 6N + 12·L·H·Q·T = {per_token:.4g} model FLOPs/token"
+        how = f"the source's formula 6N + 12·L·H·Q·T = {si(per_token, 'FLOP', 4)} of model work per token"
         machinery = ()
     r = mfu_from_throughput(per_token, float(tokens_per_s), int(devices), peak)
-    return Outcome(r.mfu, "", f"{how} × {tokens_per_s:.4g} tokens/s over {devices} × {peak / 1e12:.4g} TFLOP/s",
+    return Outcome(r.mfu, "", f"{how} × {si(tokens_per_s, digits=4)} tokens/s over {devices} × {peak / 1e12:.4g} TFLOP/s",
                    machinery=machinery)
 
 
@@ -448,7 +449,7 @@ def speedup_claim(claim: Claim) -> Outcome:
     for num, den in pairs:
         if num in claim.inputs and den in claim.inputs:
             ours = float(claim.inputs[num]) / float(claim.inputs[den])
-            return Outcome(ours, "", f"{num} {claim.inputs[num]:g} / {den} {claim.inputs[den]:g} = {ours:.3g}×")
+            return Outcome(ours, "", f"{num} {si(claim.inputs[num], digits=4)} / {den} {si(claim.inputs[den], digits=4)} = {ours:.3g}×")
     wanted = ["the baseline's and the improved system's step times or throughputs on the same job"]
     return Outcome(None, NOT_CHECKABLE, "a speedup is a ratio of two measurements; the source gives only the ratio",
                    wanted)

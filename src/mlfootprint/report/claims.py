@@ -14,7 +14,7 @@ from rich.table import Table
 from ..core.version import __version__
 from . import units
 from .markdown import md_escape, md_link, safe_url
-from .render import renderer
+from .render import renderer, text_width
 from .schema import Report
 
 _VERDICT_MARK = {"reproduced": "✓ reproduced", "consistent": "= consistent", "differs": "✗ differs",
@@ -58,7 +58,7 @@ def predict_summary(report: Report) -> str:
 
 @renderer("table", verb="claims")
 def render_claims_table(report: Report, args: argparse.Namespace | None = None) -> str:
-    return to_text(_rows(report), predict_summary(report))
+    return to_text(_rows(report), predict_summary(report), text_width(args, 140))
 
 
 @renderer("md", verb="claims")
@@ -71,9 +71,9 @@ def render_claims_html(report: Report, args: argparse.Namespace | None = None) -
     return to_html(_rows(report), predict_summary(report))
 
 
-def to_text(rows: dict[str, dict[str, Any]], summary: str = "") -> str:
+def to_text(rows: dict[str, dict[str, Any]], summary: str = "", width: int = 140) -> str:
     buf = io.StringIO()
-    console = Console(file=buf, width=140, force_terminal=False, color_system=None, highlight=False, markup=False)
+    console = Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False, markup=False)
     table = Table(title="Published claims, recomputed by mlfootprint", title_justify="left", show_lines=True)
     for h in ("claim", "published", "ours", "diff", "verdict", "how / why"):
         table.add_column(h, overflow="fold")

@@ -12,7 +12,7 @@ from rich.table import Table
 from . import units
 from .history import same_value
 from .markdown import md_escape
-from .render import renderer
+from .render import renderer, text_width
 from .schema import Report
 
 _LIST_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
@@ -51,7 +51,7 @@ def list_table(report: Report, args: argparse.Namespace | None = None) -> str:
     headers, rows = _list_rows(h.get("entries") or [])
     if not rows:
         return f"mlfootprint history: no entries in {h.get('db')}" + (" match" if h.get("filters") else "") + "."
-    return rich_table(f"mlfootprint history: {h.get('db')}", headers, rows)
+    return rich_table(f"mlfootprint history: {h.get('db')}", headers, rows, text_width(args, 160))
 
 
 @renderer("md", verb="history list")
@@ -138,7 +138,8 @@ def diff_table(report: Report, args: argparse.Namespace | None = None) -> str:
     title, intro, headers, body = _diff_parts(h)
     text = "\n".join([f"mlfootprint history diff {title}"] + intro)
     if body:
-        text += "\n" + rich_table("Figures" + ("" if h.get("all_figures") else " that differ"), headers, body)
+        text += "\n" + rich_table("Figures" + ("" if h.get("all_figures") else " that differ"), headers, body,
+                                   text_width(args, 160))
     return text
 
 
@@ -152,9 +153,9 @@ def diff_markdown(report: Report, args: argparse.Namespace | None = None) -> str
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def rich_table(title: str, headers: list[str], rows: list[list[str]]) -> str:
+def rich_table(title: str, headers: list[str], rows: list[list[str]], width: int = 160) -> str:
     buf = io.StringIO()
-    console = Console(file=buf, width=160, force_terminal=False, color_system=None, highlight=False, markup=False)
+    console = Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False, markup=False)
     table = Table(title=title, title_justify="left")
     for h in headers:
         table.add_column(h, overflow="fold")

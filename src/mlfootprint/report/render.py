@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,13 @@ def renderer(fmt: str, verb: str | None = None) -> Callable[[Renderer], Renderer
         return fn
 
     return deco
+
+
+def text_width(args: argparse.Namespace | None, default: int = 100) -> int:
+    """The width of text output: ``--width`` (a file gets the default), else the terminal's (``COLUMNS``),
+    at least 60 columns."""
+    width = getattr(args, "width", None) if args is not None else None
+    return max(60, int(width or shutil.get_terminal_size((default, 24)).columns))
 
 
 def render(report: Any, fmt: str, args: argparse.Namespace | None = None) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 from typing import Any
 
 from rich import box
@@ -18,7 +17,7 @@ from rich.text import Text
 
 from . import card
 from .layout import Block, blocks, pred_measured_block, predicted_vs_measured, ranked_layouts
-from .render import renderer
+from .render import renderer, text_width
 from .schema import Report
 
 DEFAULT_WIDTH = 100
@@ -32,10 +31,10 @@ def _option(args: argparse.Namespace | None, name: str, default: Any) -> Any:
 
 
 def console_for(args: argparse.Namespace | None) -> tuple[Console, io.StringIO]:
-    width = _option(args, "width", 0) or shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+    width = text_width(args, DEFAULT_WIDTH)
     color = bool(_option(args, "color", False)) and not os.environ.get("NO_COLOR")
     buf = io.StringIO()
-    console = Console(file=buf, width=max(int(width), 60), force_terminal=color, color_system="auto" if color else None,
+    console = Console(file=buf, width=width, force_terminal=color, color_system="auto" if color else None,
                       highlight=False, soft_wrap=False, legacy_windows=False,
                       markup=False)  # text from a report is text: '[/b]' or '[link=javascript:…]' is not markup
     return console, buf

@@ -9,32 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-_SI = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+from ..core.units import _sig, si  # noqa: F401  (si is part of this module's interface)
+
 _SMALL = ((1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
-
-
-def si(value: float, unit: str = "", digits: int = 3) -> str:
-    """1.234e12, 'FLOP' → '1.23 TFLOP'."""
-    if value is None:
-        return "n/a"
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return str(value)
-    mag = abs(value)
-    for scale, prefix in _SI:
-        if mag >= scale:
-            return f"{_sig(value / scale, digits)} {prefix}{unit}".rstrip()
-    if isinstance(value, int) or float(value).is_integer():
-        return f"{int(value)} {unit}".rstrip()
-    return f"{_sig(value, digits)} {unit}".rstrip()
-
-
-def _sig(value: float, digits: int) -> str:
-    """``digits`` significant digits, never in exponent notation (1230 → '1230', 0.000123 → '0.000123')."""
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-    text = f"{value:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def small(value: float, unit: str, digits: int = 3) -> str:
