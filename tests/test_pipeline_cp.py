@@ -293,3 +293,20 @@ def test_pp_16_on_a_126_layer_model_from_the_command_line(tmp_path):
     assert "interleaved 1F1B with 2 virtual stages" in notes
     assert rep["workload"]["pp"] == 16 and rep["workload"]["vp"] == 2
     assert rep["time"]["breakdown"]["bubble_s"] > 0
+
+
+def test_a_pipeline_of_your_own_takes_the_fastest_micro_batch_that_fits():
+    # --dp 2 --pp 2 without --micro-batch: 16 samples per replica. The largest micro-batch that fits (16) is one
+    # micro-batch per step, a bubble of (p - 1)/m = 1 whole step; the card takes the fastest that fits instead, and each
+    # micro-batch given explicitly is predicted no faster
+    import mlfootprint as mf
+
+    base = dict(mode="train", seq=1024, batch=32, hardware="h100-sxm", devices=4, dp=2, pp=2)
+    chosen = mf.predict("gpt2", Workload(**base))
+    mb = chosen.sections["workload"]["micro_batch"]
+    assert mb not in (16, None) and 16 % mb == 0
+    assert any(f"micro-batch {mb} with {16 // mb} accumulation steps" in a and "the fastest over 2 pipeline stages" in a
+               for a in chosen.assumptions)
+    for other in (1, 16):
+        given = mf.predict("gpt2", Workload(**base, micro_batch=other))
+        assert chosen.sections["time"]["step_s"] <= given.sections["time"]["step_s"], other

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..analysis.memory.model import MemoryEstimate, MemoryModel, device_bytes_for, memory_model
 from ..analysis.predict.efficiency import efficiency_for
+from ..analysis.predict.prediction import fastest
 from ..analysis.predict.planner import RECOMPUTE_CHOICES, NoLayoutFits, plan as plan_layouts
 from ..analysis.predict.shape import global_batch
 from ..core.datafiles import SourcedConstants
@@ -103,7 +104,8 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     # the planner's micro-batch is its choice (the fastest it found that fits), not the memory model's to enlarge
     if choose_micro_batch and not planned and device_bytes is not None and wl.training and \
             not ({"micro_batch", "grad_accum"} & wl.given):
-        wl, layout, note = _largest_micro_batch(mm, wl, layout, device_bytes)
+        wl, layout, note = _largest_micro_batch(mm, wl, layout, device_bytes, spec=spec, trace=tr, device=device,
+                                                efficiency=efficiency)
         if note:
             notes.append(note)
     est = mm.per_device(layout).with_device(device_bytes, prov or "assumed")
@@ -275,12 +277,16 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
                       "--recompute together (or --dp) are a layout of your own, with defaults for the rest")
 
 
-def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_bytes: int
-                         ) -> tuple[Workload, Layout, str | None]:
-    """The largest micro-batch that divides the per-replica batch and fits (the rest is accumulated)."""
+def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_bytes: int, *,
+                         spec: ModelSpec | None = None, trace: Trace | None = None, device: Device | None = None,
+                         efficiency: Any = None) -> tuple[Workload, Layout, str | None]:
+    """The largest micro-batch that divides the per-replica batch and fits (the rest is accumulated). Under
+    pipeline parallelism, with a device to time on, the fastest that fits instead: a larger micro-batch leaves
+    fewer micro-batches to fill the pipeline, so the largest is the one with the biggest bubble."""
     per_replica = layout.micro_batch * layout.grad_accum
     if per_replica <= 1:
         return wl, layout, None
+    fitting: list[Layout] = []
     for b in sorted(_divisors(per_replica), reverse=True):
         candidate = layout.replace(micro_batch=b, grad_accum=per_replica // b)
         try:
@@ -288,9 +294,25 @@ def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_b
         except UserError:
             continue
         if fits:
-            if b == layout.micro_batch:
-                return wl, layout, None
-            return wl.with_defaults(micro_batch=b), candidate, (
+            fitting.append(candidate)
+    if fitting and layout.pp > 1 and device is not None and spec is not None and trace is not None:
+        try:
+            best, _ = fastest(spec, wl, trace, device, fitting, efficiency=efficiency)
+        except UserError:
+            best = fitting[0]
+        b = best.micro_batch
+        if b == layout.micro_batch:
+            return wl, layout, None
+        return wl.with_defaults(micro_batch=b), best, (
+            f"micro-batch {b} with {per_replica // b} accumulation steps: of the micro-batches of the {per_replica} "
+            f"samples per replica that fit (the memory model), the fastest over {layout.pp} pipeline stages (a larger "
+            "one leaves fewer micro-batches to fill the pipeline; give --micro-batch to choose)")
+    if fitting:
+        best = fitting[0]
+        b = best.micro_batch
+        if b == layout.micro_batch:
+            return wl, layout, None
+        return wl.with_defaults(micro_batch=b), best, (
                 f"micro-batch {b} with {per_replica // b} accumulation steps: the largest micro-batch of the "
                 f"{per_replica} samples per replica that fits (chosen by the memory model; give --micro-batch "
                 "to choose)")

@@ -145,6 +145,19 @@ def predict_step(spec: Any, wl: Any, trace: Any, device: str | Device, *, effici
     return _prediction(spec, wl, trace, dev, eff, profile, shape, par, st, given, mfu, hfu, flops_per_device)
 
 
+def fastest(spec: Any, wl: Any, trace: Any, device: str | Device, layouts: list[Layout], *,
+            efficiency: Any = None) -> tuple[Layout, float]:
+    """The layout of ``layouts`` whose step of ``wl`` is predicted fastest from ``trace`` (one profile for all),
+    and its step time; the first of equals wins."""
+    if not layouts:
+        raise ValueError("fastest needs at least one layout")
+    dev, eff, profile, shape = prepare(spec, wl, trace, device, efficiency)
+    timed = [(step_time(profile, shape, par, dev, eff, activation_offload_bytes(spec, wl, trace, par)).step_s, i)
+             for i, par in enumerate(layouts)]
+    step_s, i = min(timed)
+    return layouts[i], step_s
+
+
 def _flops(trace: Any) -> tuple[float, float]:
     model = recompute = 0.0
     for r in trace.records:
