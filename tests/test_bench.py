@@ -152,7 +152,8 @@ def test_bench_small_transformer_train(profile):
     # --details (it printed 214 lines: the model's facts, every workload default and each latency statistic)
     import argparse
     from mlfootprint.report.render import render
-    card, full = render(rep, "table"), render(rep, "table", argparse.Namespace(details=True))
+    card = render(rep, "table", argparse.Namespace(width=100))
+    full = render(rep, "table", argparse.Namespace(details=True, width=100))
     assert len(card.splitlines()) <= 25 < len(full.splitlines())
     step = m["vs_predicted"]["step_s"]
     latency = next(line for line in card.splitlines() if line.startswith("Latency (median)"))
