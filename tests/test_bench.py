@@ -290,6 +290,8 @@ def test_cli_bench_json(tmp_path):
     (["--device", "cuda"], "no CUDA device"),
     (["--threshold", "2"], "--threshold must be a fraction"),
     (["--quant", "int8"], "quantized"),
+    # a CPU run is not a measurement of a GPU's prediction (it printed "1 × a100-80gb" and errors of -92%)
+    (["--hardware", "a100-80gb"], "bench runs on this machine's cpu, but --hardware a100-80gb is a gpu"),
 ])
 def test_cli_bench_bad_input_is_one_line_exit_2(args, message):
     if args[0] == "--device" and torch.cuda.is_available():

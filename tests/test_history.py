@@ -359,3 +359,33 @@ def test_history_tables_follow_the_terminal_width(tmp_path, columns):
         proc = run("history", *argv, "--db", str(db), env={"COLUMNS": str(columns)})
         assert proc.returncode == 0, proc.stderr
         assert max(len(line) for line in proc.stdout.splitlines()) <= columns, proc.stdout
+
+
+def test_diff_takes_a_list_of_values_as_one_value_and_leaves_out_the_tools_timings():
+    # workload.defaults of two analyze runs differed by one item, and compared index by index every later item read
+    # as a change (38 rows); the trace's own wall time changes on every run
+    from mlfootprint.report.history import diff_reports
+
+    def report(defaults, trace_s):
+        rep = make_report().to_dict()
+        rep["workload"] = {"batch": 1, "defaults": defaults}
+        rep["flops"]["trace_s"] = trace_s
+        return Report.from_dict(rep)
+
+    a = report(["batch", "cp", "cp_comm", "dp", "ep"], 0.002)
+    b = report(["cp", "cp_comm", "dp", "ep"], 0.009)
+    rows = {r.path: r for r in diff_reports(a, b, changed_only=True, include_text=True, trees=False)}
+    assert set(rows) == {"workload.defaults"}
+    assert rows["workload.defaults"].a == "batch, cp, cp_comm, dp, ep" and rows["workload.defaults"].b == "cp, cp_comm, dp, ep"
+    every = {r.path for r in diff_reports(a, b, changed_only=True, include_text=True, trees=True)}
+    assert every == {"workload.defaults", "flops.trace_s"}  # --all keeps them
+
+
+@pytest.mark.parametrize("name", ["h.csv", "h.tex"])
+def test_history_refuses_the_formats_it_does_not_write(tmp_path, name):
+    # -o h.csv exited 0 with every entry as one Python dict in a cell; history writes table, json, md and html
+    from conftest import run_cli as run
+    db = filled_db(tmp_path, n=2)
+    proc = run("history", "list", "--db", str(db), "-o", str(tmp_path / name))
+    assert proc.returncode == 2 and "which this command does not write (table, json, md, html)" in proc.stderr
+    assert not (tmp_path / name).exists()

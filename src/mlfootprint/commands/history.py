@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="PATH", default=None,
                    help=f"history database (default: ${ENV_VAR} or {_default_hint()})")
-    add_output_options(p)
+    # history's own renderers are the table and Markdown ones; the generic CSV and LaTeX forms would print each
+    # entry as one Python dict
+    add_output_options(p, formats=("table", "json", "md", "html"))
 
 
 def _default_hint() -> str:

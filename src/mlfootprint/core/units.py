@@ -73,3 +73,28 @@ def _sig(value: float, digits: int) -> str:
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def seconds(s: float | None) -> str:
+    if s is None:
+        return "n/a"
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 120:
+        return f"{s:.3g} s"
+    if s < 2 * 3600:
+        return f"{s / 60:.3g} min"
+    if s < 3 * 86400:
+        return f"{s / 3600:.3g} h"
+    if s < 2 * 365.25 * 86400:
+        return f"{_sig(s / 86400, 3)} days"
+    return f"{_sig(s / (365.25 * 86400), 3)} years"
+
+
+def plain_number(value: float) -> str:
+    """4 significant digits without exponent notation: 31,220 / 12.35 / 0.0123 / 0.000005."""
+    if value and abs(value) >= 1e4:
+        return f"{value:,.0f}"
+    return _sig(value, 4)

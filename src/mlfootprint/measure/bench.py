@@ -476,6 +476,12 @@ def run_bench(spec: Any, wl: Workload, *, repeats: int | None = None, warmup: in
     check_options(wl, repeats, warmup, max_time_s, threshold)
     dev = torch_device(device)
     hw, hw_why, hw_notes = resolve_device(wl.hardware, dev)
+    if hw is not None and wl.hardware and (hw.kind == "cpu") != (dev.type == "cpu"):
+        # a CPU run set beside a GPU's prediction (or the reverse) compares two machines, not a prediction with
+        # its measurement
+        raise UserError(f"bench runs on this machine's {dev.type}, but --hardware {wl.hardware} is a {hw.kind}: its "
+                        "prediction and peak do not describe this run; drop --hardware (after 'mlfootprint hardware "
+                        f"calibrate' the profile 'this' is used), or run bench where the {hw.kind} is")
     if meter_factory is None and energy:
         tdp = getattr(hw, "tdp_w", None) if hw is not None and (hw.kind == "cpu") == (dev.type == "cpu") else None
         meter_factory = lambda: SafeMeter(auto_meter(dev, fallback_tdp_w=tdp))  # noqa: E731

@@ -16,7 +16,7 @@ from ..analysis.memory.states import ParamInfo, StateLayout, model_states
 from ..analysis.predict.comm import dp_volume
 from ..analysis.predict.prediction import mfu_from_throughput, palm_flops_per_token, predict_step
 from ..core.errors import UserError
-from ..core.units import si
+from ..core.units import seconds, si
 from ..hardware.catalog import get_device
 from ..models import resolve
 from ..models.factory import looks_like_callable_ref
@@ -164,7 +164,7 @@ def model_states_claim(claim: Claim) -> Outcome:
     extra = (f"; the memory model adds {b['buffers'] / 1e9:.3g} GB of framework buffers (DeepSpeed's reduce bucket, "
              "ZeRO-3's gathered blocks) that are not model states") if b["buffers"] else ""
     return Outcome(b["device"] / 1e9, "", f"memory model, ZeRO stage {zero} over {dp} devices: model states "
-                   f"{b['device'] / 1e9:.4g} GB per device (GB = 1e9 bytes){extra}", machinery=("memory",))
+                   f"{b['device'] / 1e9:.4g} GB per device (GB = 1,000,000,000 bytes){extra}", machinery=("memory",))
 
 
 @checker("fits_model_states")
@@ -191,7 +191,7 @@ def memory_fit(claim: Claim) -> Outcome:
     moved = (f", activation offload {wl.offload_activations:g}: {est.activations_host_bytes / 1e9:.4g} GB of activations "
              f"on the host, {est.activation_offload_traffic_bytes / 1e9:.4g} GB over the host link per step, "
              f"{est.activations_offloaded_bytes / 1e9:.4g} GB off the device peak") if wl.offload_activations else ""
-    return Outcome(bool(est.fits), "", f"traced {model} ({wl.mode}, batch {wl.batch}, seq {wl.seq}, {wl.precision}, recompute {wl.recompute}, "
+    return Outcome(bool(est.fits), "", f"traced {model} ({wl.mode}, batch {wl.batch:,}, seq {wl.seq:,}, {wl.precision}, recompute {wl.recompute}, "
                    f"ZeRO {wl.zero}, offload {wl.offload}{moved}): peak {est.peak_bytes / 1e9:.3g} GB of "
                    f"{dev.memory_bytes / 1e9:.3g} GB ({dev.name})" + (f"; {host / 1e9:.3g} GB on the host" if host else ""),
                    machinery=TRACED_MEMORY)
@@ -323,7 +323,7 @@ def predict_step_claim(claim: Claim) -> Outcome:
     pred = predict_step(spec, wl, traced_step(spec, wl, checkpoint_early_stop=False), hardware)
     return Outcome(_STEP_METRICS[metric](pred), "",
                    f"predicted {model} on {devices} × {pred.device.name}, {pred.layout.label()}, global batch {wl.batch} × "
-                   f"seq {wl.seq}, {wl.precision}: step {pred.step_s:.3g} s, {pred.tokens_per_s / pred.devices:,.0f} "
+                   f"seq {wl.seq:,}, {wl.precision}: step {seconds(pred.step_s)}, {pred.tokens_per_s / pred.devices:,.0f} "
                    f"tokens/s per device, {pred.achieved_flops_per_device / 1e12:.4g} TFLOP/s per device, MFU "
                    f"{100 * pred.mfu:.1f}%, HFU {100 * pred.hfu:.1f}% (bottleneck: {pred.bottleneck})",
                    machinery=("trace", "predict"))
@@ -364,7 +364,7 @@ def memory_peak(claim: Claim) -> Outcome:
     parts = ", ".join(f"{k.removesuffix('_bytes')} {v / 1e9:.3g}" for k, v in est.at_peak.items() if v) \
         if getattr(est, "at_peak", None) else ""
     return Outcome(est.peak_bytes / 1e9, "", f"traced {model} ({wl.mode}, {wl.optimizer}, {wl.precision}, batch {wl.batch}, "
-                   f"seq {wl.seq}, offload {wl.offload}): peak {est.peak_bytes / 1e9:.4g} GB per device"
+                   f"seq {wl.seq:,}, offload {wl.offload}): peak {est.peak_bytes / 1e9:.4g} GB per device"
                    + (f" ({parts} GB)" if parts else "") + f"; {est.host_bytes / 1e9:.4g} GB on the host",
                    machinery=TRACED_MEMORY)
 
@@ -428,7 +428,7 @@ def plan_claim(claim: Claim) -> Outcome:
         f"not among the {len(res.layouts)} fitting layouts"
     return Outcome(bool(ranks) and ranks[0] <= top, "",
                    f"the planner on {devices} × {hardware} ranks the published tp{tp} pp{pp} {where} (top {top} asked); "
-                   f"its best: {best.label()}, {res.best.st.step_s:.3g} s per step",
+                   f"its best: {best.label()}, {seconds(res.best.st.step_s)} per step",
                    machinery=("trace", "predict", "memory"))
 
 

@@ -522,12 +522,19 @@ def save_to_history(report: Report, db: str | os.PathLike[str] | None = None, la
     return History(db).add(report, label=label)
 
 
+# how long mlfootprint itself took (the trace, the planner): run-to-run noise, not a figure of the workload
+_TOOL_TIMINGS = ("flops.trace_s", "measured.trace_s", "plan.plan_s")
+
+
 def diff_reports(a: Report, b: Report, changed_only: bool = False, include_text: bool = False,
                  trees: bool = True) -> list[DiffRow]:
     """Leaves of two reports matched by path, in a's order then b's extras (``trees=False``: without the
-    per-module and per-operator tables, thousands of rows between two models)."""
+    per-module and per-operator tables, thousands of rows between two models, and without the tool's own
+    timings)."""
     la = dict(_leaves(_diffable(a, trees)))
     lb = dict(_leaves(_diffable(b, trees)))
+    if not trees:
+        la, lb = ({k: v for k, v in leaves.items() if k not in _TOOL_TIMINGS} for leaves in (la, lb))
     rows: list[DiffRow] = []
     for path in list(la) + [p for p in lb if p not in la]:
         va, vb = la.get(path), lb.get(path)
@@ -557,6 +564,11 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
                 yield from _leaves(value, prefix)
             else:
                 yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, (list, tuple)) and node and all(isinstance(x, (str, int, float, bool)) or x is None
+                                                          for x in node):
+        # a list of plain values (workload.defaults, key_assumptions) is one value: compared item by item, one
+        # missing item would shift every later one and read as that many changes
+        yield prefix, ", ".join(str(x) for x in node)
     elif isinstance(node, (list, tuple)):
         by_name = _named(node)
         for i, item in enumerate(node):

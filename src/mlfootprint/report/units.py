@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..core.units import _sig, si  # noqa: F401  (si is part of this module's interface)
+from ..core.units import _sig, plain_number, seconds, si  # noqa: F401  (si, seconds: this module's interface)
 
 _SMALL = ((1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
 
@@ -67,32 +67,7 @@ def gb(nbytes: float | None, binary: bool = True) -> str:
     return f"{nbytes / 1e9:,.2f} GB"
 
 
-def seconds(s: float | None) -> str:
-    if s is None:
-        return "n/a"
-    if s < 1e-3:
-        return f"{s * 1e6:.3g} µs"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    if s < 120:
-        return f"{s:.3g} s"
-    if s < 2 * 3600:
-        return f"{s / 60:.3g} min"
-    if s < 3 * 86400:
-        return f"{s / 3600:.3g} h"
-    if s < 2 * 365.25 * 86400:
-        return f"{_sig(s / 86400, 3)} days"
-    return f"{_sig(s / (365.25 * 86400), 3)} years"
-
-
-def _plain(value: float) -> str:
-    """4 significant digits without exponent notation: 31,220 / 12.35 / 0.0123."""
-    if value and abs(value) >= 1e4:
-        return f"{value:,.0f}"
-    return _sig(value, 4)
-
-
-plain = _plain  # for the renderers outside this module
+_plain = plain = plain_number  # for the renderers outside this module
 
 
 def energy(joules: float) -> str:
@@ -150,7 +125,7 @@ def by_key(key: str, value: Any, section: str = "") -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return _plain(value) if math.isfinite(value) and abs(value) >= 1e-3 else f"{value:.4g}"  # no 1.843e+05
+        return _plain(value) if math.isfinite(value) else str(value)  # no 1.843e+05, no 4.441e-05
     return str(value)
 
 

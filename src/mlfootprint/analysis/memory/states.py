@@ -397,7 +397,7 @@ def _reduce_bucket(st: States, t: _Totals, lay: StateLayout) -> None:
     """The ZeRO-2/3 reduce-scatter buffer gradients are copied into (counted in gradients)."""
     t.bucket = min(float(methods.value("zero", "reduce_bucket_elements")), t.trainable_elems) * lay.grad_bytes
     st.breakdown["gradients_bucket_bytes"] = int(t.bucket)
-    st.notes.append("ZeRO-2/3 reduce gradients through a bucket of min(reduce_bucket_size = 5e8 elements, "
+    st.notes.append("ZeRO-2/3 reduce gradients through a bucket of min(reduce_bucket_size = 500,000,000 elements, "
                     "the device's trainable elements), counted in gradients_bytes")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ...core.datafiles import load_file, package_data_dir, user_data_dirs
 from ...core.errors import UserError, suggest
+from ...core.units import plain_number
 from . import opcurves
 
 SCHEMA = "mlfootprint.efficiency/1"
@@ -52,7 +53,7 @@ class Efficiency:
             f = self.factors.get(name)
             if f is None:
                 continue
-            out.append(f"efficiency factor {name} = {f.value:g} ({f.provenance}; {f.note}; source: {f.source})")
+            out.append(f"efficiency factor {name} = {plain_number(f.value)} ({f.provenance}; {f.note}; source: {f.source})")
         if self.curves:
             out.append("per-op-class rates measured on this machine at several sizes "
                        f"({', '.join(sorted(self.curves))}; {self.curves_source}): fp32 operators are rated by "
@@ -162,7 +163,7 @@ def efficiency_for(device: Any, overrides: str | dict[str, float] | None = None)
             factors[name] = Factor(name, value, "measured",
                                    "the calibrated profile's figures are achieved rates (mlfootprint hardware calibrate)",
                                    "no derating of a measured figure" if base is None else
-                                   f"replaces the default {base.value:g}: the calibrated rate is already achieved")
+                                   f"replaces the default {plain_number(base.value)}: the calibrated rate is already achieved")
     for name, value in parse_overrides(overrides).items():
         if name not in factors:
             raise UserError(f"unknown efficiency factor '{name}'.{suggest(name, factors)} Known: {', '.join(sorted(factors))}")
