@@ -222,3 +222,21 @@ def test_plan_details_show_the_layouts_as_their_table(tmp_path, capsys, fmt):
     out = capsys.readouterr().out
     assert out.count("Layouts that fit, fastest first") == 1
     assert "{'rank'" not in out and "'zeropp'" not in out
+
+
+def test_the_memory_bound_does_not_prune_a_16_bit_layout_that_fits():
+    # The planner prunes with a lower bound computed from the global trace, whose working weights are PyTorch AMP's
+    # fp32 (tp 1, ZeRO 0). A ZeRO-3 layout runs over 16-bit weights: half the weights and smaller activations. The
+    # bound took the fp32 figures and pruned llama-2-7b's zero=3++ micro-batch 4 on 64 H100 (77.14 GiB, fits, the
+    # fastest), so plan showed micro-batch 2 and analyze disagreed with predict given that layout.
+    import mlfootprint as mf
+
+    wl = mf.Workload(hardware="h100-sxm", devices=64, seq=4096, precision="bf16-mixed")
+    best = mf.plan("llama-2-7b", wl).sections["plan"]
+    given = mf.predict("llama-2-7b", mf.Workload(mode="train", hardware="h100-sxm", devices=64, seq=4096,
+                                                 batch=best["global_batch"], dp=64, zero=3, zeropp=True,
+                                                 micro_batch=4, recompute="none"))
+    assert given.sections["memory"]["fits"] is True
+    assert best["step_s"] <= given.sections["time"]["step_s"] * (1 + 1e-9)
+    rep = mf.plan("llama-2-7b", wl)
+    assert rep.sections["workload"]["grad_accum"] == best["global_batch"] // (64 * rep.sections["workload"]["micro_batch"])

@@ -93,8 +93,9 @@ def seconds(s: float | None) -> str:
     return f"{_sig(s / (365.25 * 86400), 3)} years"
 
 
-def plain_number(value: float) -> str:
-    """4 significant digits without exponent notation: 31,220 / 12.35 / 0.0123 / 0.000005."""
+def plain_number(value: float, digits: int = 4) -> str:
+    """``digits`` significant digits without exponent notation: 31,220 / 12.35 / 0.0123 / 0.000005 (whole
+    numbers from 10,000 on, with thousands separators)."""
     if value and abs(value) >= 1e4:
         return f"{value:,.0f}"
-    return _sig(value, 4)
+    return _sig(value, digits)

@@ -50,6 +50,7 @@ from . import stats
 from .energy import MeterUnavailable, SafeMeter, auto_meter
 from .memory import CUDA_METHOD, PROFILER_METHOD, measure_peak
 from .reference import energy_reason, resolve_device
+from ..core.units import plain_number
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_MAX_TIME_S = 30.0
@@ -385,7 +386,7 @@ def _measure_at(spec: Any, wl: Workload, dev: torch.device, *, repeats: int | No
                 meter.poll()  # outside the timed bracket; keeps wrapping counters right, cheap
             n = len(times)
             ci = stats.median_ci_fraction(times) if n >= 2 else math.inf
-            progress.update(advance=1, info=f"median {statistics.median(times) * 1e3:.3g} ms ±{min(ci, 9.99):.1%}")
+            progress.update(advance=1, info=f"median {plain_number(statistics.median(times) * 1e3, 3)} ms ±{min(ci, 9.99):.1%}")
             if repeats is not None:
                 if n >= repeats:
                     stopped = f"{repeats} repeats (--repeats)"

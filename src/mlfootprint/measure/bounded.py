@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+from ..core.units import plain_number
 
 _T = TypeVar("_T")
 
@@ -32,7 +33,7 @@ def call_bounded(fn: Callable[[], _T], timeout_s: float, what: str = "call") -> 
 
     threading.Thread(target=run, name=f"mlfootprint-{what}"[:60], daemon=True).start()
     if not done.wait(max(0.0, timeout_s)):
-        raise CallTimeout(f"{what} did not answer within {timeout_s:.3g} s")
+        raise CallTimeout(f"{what} did not answer within {plain_number(timeout_s, 3)} s")
     if "error" in box:
         raise box["error"]
     return box["value"]

@@ -87,6 +87,7 @@ from .memory import CUDA_METHOD, RSS_METHOD, peak_rss_bytes
 from ..hardware.catalog import Device, dtype_for_precision
 from .reference import energy_reason, peak_flops, resolve_device
 from .track_model import InputShapes, model_device, optimizer_name, param_precision, trace_flops, unwrap
+from ..core.units import plain_number
 
 logger = logging.getLogger("mlfootprint.track")
 
@@ -963,7 +964,7 @@ class Tracker:
                 why += ", or the clock gave no usable time"
             notes.append(f"{self._ignored_steps} optimizer step(s) left out of the figures: {why}")
         if self._paused_s > 0:
-            notes.append(f"{self._paused_s:.3g} s of other trackers' own work (their trace, their report) left out "
+            notes.append(f"{plain_number(self._paused_s, 3)} s of other trackers' own work (their trace, their report) left out "
                          "of this tracker's step times")
         rec["notes"] = notes
         clean, bad = dist_mod.finite_numbers(rec)

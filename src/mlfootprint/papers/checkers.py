@@ -23,6 +23,7 @@ from ..models.factory import looks_like_callable_ref
 from ..trace.cache import traced_step
 from ..workload import Workload
 from .model import NOT_CHECKABLE, Claim, Outcome
+from ..core.units import plain_number
 
 TRACED_COUNT = ("trace", "count")
 TRACED_MEMORY = ("trace", "memory")
@@ -161,10 +162,10 @@ def _workload(claim: Claim, inputs: dict[str, Any] | None = None, **fixed: Any) 
 def model_states_claim(claim: Claim) -> Outcome:
     params, dp, zero = _need(claim, "params", "dp", "zero")
     b = _states_bytes(float(params), claim.inputs, int(dp), int(zero))
-    extra = (f"; the memory model adds {b['buffers'] / 1e9:.3g} GB of framework buffers (DeepSpeed's reduce bucket, "
+    extra = (f"; the memory model adds {plain_number(b['buffers'] / 1e9, 3)} GB of framework buffers (DeepSpeed's reduce bucket, "
              "ZeRO-3's gathered blocks) that are not model states") if b["buffers"] else ""
     return Outcome(b["device"] / 1e9, "", f"memory model, ZeRO stage {zero} over {dp} devices: model states "
-                   f"{b['device'] / 1e9:.4g} GB per device (GB = 1,000,000,000 bytes){extra}", machinery=("memory",))
+                   f"{plain_number(b['device'] / 1e9)} GB per device (GB = 1,000,000,000 bytes){extra}", machinery=("memory",))
 
 
 @checker("fits_model_states")
@@ -174,8 +175,8 @@ def fits_model_states(claim: Claim) -> Outcome:
     b = _states_bytes(float(params), claim.inputs, int(claim.inputs.get("dp", 1)), int(claim.inputs.get("zero", 0)),
                       str(claim.inputs.get("offload", "none")))
     fits = b["device"] <= dev.memory_bytes
-    return Outcome(fits, "", f"model states on the device {b['device'] / 1e9:.3g} GB of {dev.memory_bytes / 1e9:.3g} GB "
-                   f"({dev.name}); offloaded to host {b['host'] / 1e9:.3g} GB; activations not included",
+    return Outcome(fits, "", f"model states on the device {plain_number(b['device'] / 1e9, 3)} GB of {plain_number(dev.memory_bytes / 1e9, 3)} GB "
+                   f"({dev.name}); offloaded to host {plain_number(b['host'] / 1e9, 3)} GB; activations not included",
                    machinery=("memory",))
 
 
@@ -188,12 +189,12 @@ def memory_fit(claim: Claim) -> Outcome:
     spec = _resolve(claim, model)
     est = estimate_memory(spec, wl, traced_step(spec, wl), device_bytes=int(dev.memory_bytes))
     host = est.host_bytes
-    moved = (f", activation offload {wl.offload_activations:g}: {est.activations_host_bytes / 1e9:.4g} GB of activations "
-             f"on the host, {est.activation_offload_traffic_bytes / 1e9:.4g} GB over the host link per step, "
-             f"{est.activations_offloaded_bytes / 1e9:.4g} GB off the device peak") if wl.offload_activations else ""
+    moved = (f", activation offload {wl.offload_activations:g}: {plain_number(est.activations_host_bytes / 1e9)} GB of activations "
+             f"on the host, {plain_number(est.activation_offload_traffic_bytes / 1e9)} GB over the host link per step, "
+             f"{plain_number(est.activations_offloaded_bytes / 1e9)} GB off the device peak") if wl.offload_activations else ""
     return Outcome(bool(est.fits), "", f"traced {model} ({wl.mode}, batch {wl.batch:,}, seq {wl.seq:,}, {wl.precision}, recompute {wl.recompute}, "
-                   f"ZeRO {wl.zero}, offload {wl.offload}{moved}): peak {est.peak_bytes / 1e9:.3g} GB of "
-                   f"{dev.memory_bytes / 1e9:.3g} GB ({dev.name})" + (f"; {host / 1e9:.3g} GB on the host" if host else ""),
+                   f"ZeRO {wl.zero}, offload {wl.offload}{moved}): peak {plain_number(est.peak_bytes / 1e9, 3)} GB of "
+                   f"{plain_number(dev.memory_bytes / 1e9, 3)} GB ({dev.name})" + (f"; {plain_number(host / 1e9, 3)} GB on the host" if host else ""),
                    machinery=TRACED_MEMORY)
 
 
@@ -211,7 +212,7 @@ def largest_params(claim: Claim) -> Outcome:
             hi = mid
     per = _states_bytes(1e9, claim.inputs, dp, zero, off)["device"] / 1e9
     return Outcome(lo, "", f"largest parameter count whose model states ({per:.3g} bytes/parameter) fit {dev.name}'s "
-                   f"{dev.memory_bytes / 1e9:.3g} GB, with no room left for activations", machinery=("memory",))
+                   f"{plain_number(dev.memory_bytes / 1e9, 3)} GB, with no room left for activations", machinery=("memory",))
 
 
 @checker("devices_for_model_states")
@@ -230,7 +231,7 @@ def devices_for_states(claim: Claim) -> Outcome:
             lo = mid + 1
     total = _states_bytes(float(params), claim.inputs, 1, 0)["device"]
     return Outcome(lo, "", f"{total / 1e12:.3g} TB of mixed-precision Adam model states spread over {dev.name}s of "
-                   f"{dev.memory_bytes / 1e9:.3g} GB: {lo} devices with every byte used by model states",
+                   f"{plain_number(dev.memory_bytes / 1e9, 3)} GB: {lo} devices with every byte used by model states",
                    machinery=("memory",))
 
 
@@ -252,7 +253,7 @@ def largest_family_model(claim: Claim) -> Outcome:
         spec = _resolve(claim, name)
         tr = traced_step(spec, wl)
         est = estimate_memory(spec, wl, tr, device_bytes=int(dev.memory_bytes))
-        seen.append((mid, f"{name} {est.peak_bytes / 1e9:.3g} GB"))
+        seen.append((mid, f"{name} {plain_number(est.peak_bytes / 1e9, 3)} GB"))
         if est.fits:
             best = (name, parameter_stats(tr).total)
             lo = mid + 1
@@ -261,7 +262,7 @@ def largest_family_model(claim: Claim) -> Outcome:
     peaks = ", ".join(text for _, text in sorted(seen))
     if best is None:
         return Outcome(0, "", f"no model of the family fits {dev.name}: " + peaks, machinery=TRACED_MEMORY)
-    return Outcome(float(best[1]), "", f"largest that fits {dev.name} ({dev.memory_bytes / 1e9:.3g} GB): {best[0]}; "
+    return Outcome(float(best[1]), "", f"largest that fits {dev.name} ({plain_number(dev.memory_bytes / 1e9, 3)} GB): {best[0]}; "
                    f"traced peaks: " + peaks, machinery=TRACED_MEMORY)
 
 
@@ -364,8 +365,8 @@ def memory_peak(claim: Claim) -> Outcome:
     parts = ", ".join(f"{k.removesuffix('_bytes')} {v / 1e9:.3g}" for k, v in est.at_peak.items() if v) \
         if getattr(est, "at_peak", None) else ""
     return Outcome(est.peak_bytes / 1e9, "", f"traced {model} ({wl.mode}, {wl.optimizer}, {wl.precision}, batch {wl.batch}, "
-                   f"seq {wl.seq:,}, offload {wl.offload}): peak {est.peak_bytes / 1e9:.4g} GB per device"
-                   + (f" ({parts} GB)" if parts else "") + f"; {est.host_bytes / 1e9:.4g} GB on the host",
+                   f"seq {wl.seq:,}, offload {wl.offload}): peak {plain_number(est.peak_bytes / 1e9)} GB per device"
+                   + (f" ({parts} GB)" if parts else "") + f"; {plain_number(est.host_bytes / 1e9)} GB on the host",
                    machinery=TRACED_MEMORY)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from .units import si
 from .units import _plain as plain
 from .layout import format_figure
+from ..core.units import plain_number
 
 INSTALL_HINT = "pip install 'mlfootprint[plot]'"
 
@@ -265,24 +266,24 @@ def memory_plot(memory: dict[str, Any], measured_peak: float | None = None, plot
     ax = fig.subplots()
     left = 0.0
     for (name, v), colour in zip(comps, _SEGMENTS * 4):
-        ax.barh([0], [v / scale], left=[left], color=colour, height=0.5, label=f"{_t(name)}: {v / scale:,.3g} {unit}")
+        ax.barh([0], [v / scale], left=[left], color=colour, height=0.5, label=f"{_t(name)}: {plain_number(v / scale, 3)} {unit}")
         left += v / scale
     marks = [left]
     if peak:
-        ax.axvline(peak / scale, color=RED, lw=1.6, ls="-", label=f"peak (predicted): {peak / scale:,.3g} {unit}")
+        ax.axvline(peak / scale, color=RED, lw=1.6, ls="-", label=f"peak (predicted): {plain_number(peak / scale, 3)} {unit}")
         marks.append(peak / scale)
     if measured_peak:
         ax.axvline(measured_peak / scale, color="#222222", lw=1.4, ls="--",
-                   label=f"peak (measured): {measured_peak / scale:,.3g} {unit}")
+                   label=f"peak (measured): {plain_number(measured_peak / scale, 3)} {unit}")
         marks.append(measured_peak / scale)
     title = "Memory per device at the peak, by component" if isinstance(memory.get("at_peak"), dict) \
         else "Memory per device by component"
     if cap:
         if cap / scale <= 3 * max(marks):
-            ax.axvline(cap / scale, color="#222222", lw=1.2, ls=":", label=f"device memory: {cap / scale:,.3g} {unit}")
+            ax.axvline(cap / scale, color="#222222", lw=1.2, ls=":", label=f"device memory: {plain_number(cap / scale, 3)} {unit}")
             marks.append(cap / scale)
         else:  # a line far to the right would squash the bars to nothing: say it instead
-            title += f" (device memory {cap / 1e9:,.3g} GB, off the scale)"
+            title += f" (device memory {plain_number(cap / 1e9, 3)} GB, off the scale)"
     ax.set_xlim(0, max(marks) * 1.05)
     ax.set_yticks([0], ["per device"])
     ax.set_xlabel(f"{unit} (1e{int(round(math.log10(scale)))} bytes)" if scale > 1 else "bytes")
@@ -337,7 +338,7 @@ def roofline_plot(by_op: dict[str, Any], peak_flops: float | None = None, bandwi
         ax.plot(xs, [min(peak_flops, bandwidth * x) for x in xs], color="#222222", lw=1.6,  # type: ignore[operator]
                 label="roof: min(peak, intensity × bandwidth)")
         ax.axvline(ridge, color=GREY, lw=0.9, ls=":")
-        ax.annotate(f"ridge {ridge:,.3g} FLOP/B", (ridge, peak_flops), textcoords="offset points",  # type: ignore[arg-type]
+        ax.annotate(f"ridge {plain_number(ridge, 3)} FLOP/B", (ridge, peak_flops), textcoords="offset points",  # type: ignore[arg-type]
                     xytext=(4, -12), fontsize=8, color="#444444")
         ys = [min(peak_flops, bandwidth * i) for i in intens]  # type: ignore[operator]
         ax.scatter(intens, ys, s=sizes, c=colours, alpha=0.75, edgecolors="white", linewidths=0.6, zorder=3)

@@ -58,12 +58,12 @@ def gb(nbytes: float | None, binary: bool = True) -> str:
         return "n/a"
     if binary:
         if abs(nbytes) < 2**30 * 0.01 and nbytes:
-            return f"{nbytes / 2**20:,.3g} MiB" if abs(nbytes) >= 2**20 * 0.01 else f"{nbytes / 2**10:,.3g} KiB"
+            return f"{plain_number(nbytes / 2**20, 3)} MiB" if abs(nbytes) >= 2**20 * 0.01 else f"{plain_number(nbytes / 2**10, 3)} KiB"
         if abs(nbytes) >= 2**40 * 10:
             return f"{nbytes / 2**40:,.1f} TiB"
         return f"{nbytes / 2**30:,.2f} GiB"
     if abs(nbytes) < 1e9 * 0.01 and nbytes:  # below 10 MB, 0.00 GB says nothing: MB / kB (1e6 / 1e3)
-        return f"{nbytes / 1e6:,.3g} MB" if abs(nbytes) >= 1e4 else f"{nbytes / 1e3:,.3g} kB"
+        return f"{plain_number(nbytes / 1e6, 3)} MB" if abs(nbytes) >= 1e4 else f"{plain_number(nbytes / 1e3, 3)} kB"
     return f"{nbytes / 1e9:,.2f} GB"
 
 

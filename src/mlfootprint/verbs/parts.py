@@ -17,6 +17,7 @@ from ..analysis.predict.prediction import (StepPrediction, devices_for_deadline,
 from ..report.schema import Report
 from ..report.sections import FitSuggestion, FootprintInput, FootprintSection, MemorySection, TimeSection
 from ..workload import Workload
+from ..core.units import plain_number
 
 # ------------------------------------------------------------------------------------------ memory
 
@@ -285,13 +286,13 @@ def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None,
     else:
         scope, seconds = "one step", float(time.step_s)
     result = compute_footprint(hardware=time.hardware, device_hours=devices * seconds / 3600.0, params=total_params,
-                               origins={"device_hours": f"predicted ({scope}: {devices} × {seconds:.4g} s)",
+                               origins={"device_hours": f"predicted ({scope}: {devices} × {plain_number(seconds)} s)",
                                         "hardware": "the workload's device (workload.hardware)",
                                         "params": "counted (the model's parameters)"},
                                **site_inputs(site))
     section, provenance = footprint_section(result, scope)
     rep.add(section, {k: "modeled" if kind == "measured" else kind for k, kind in provenance.items()})
-    rep.assume(f"footprint of {scope}: {devices} × {time.hardware} for {seconds:.4g} s of predicted device time")
+    rep.assume(f"footprint of {scope}: {devices} × {time.hardware} for {plain_number(seconds)} s of predicted device time")
     for a in result.assumptions:
         if a.startswith("params served per gram"):
             continue  # a serving score: 'mlfootprint footprint --inferences' computes it, not a run's card

@@ -84,7 +84,8 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     par = best.par
     rep = base_report("plan", spec, wl.with_defaults(
         batch=batch, seq=tr.tokens // batch if tr.token_unit == "tokens" else None, dp=par.dp, tp=par.tp, pp=par.pp, zero=par.zero, micro_batch=par.micro_batch,
-        recompute=par.recompute, zeropp=par.zeropp, cp=par.cp, vp=par.vp, schedule=par.schedule, cp_comm=par.cp_comm))
+        recompute=par.recompute, zeropp=par.zeropp, cp=par.cp, vp=par.vp, schedule=par.schedule, cp_comm=par.cp_comm,
+        grad_accum=max(1, batch // (par.dp * par.micro_batch))))
     if precision_note:
         rep.assume(precision_note, key=True)
     section = PlanSection(

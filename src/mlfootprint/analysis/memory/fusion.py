@@ -32,6 +32,7 @@ from ...trace.records import FORWARD, SavedTensor
 from ...workload import Workload
 from ..predict.efficiency import is_measured
 from ..predict.fusion import check_fusion, default_fusion
+from ...core.units import plain_number
 
 FUSION_MEMORY = SourcedConstants("analysis.memory", "fusion_memory.toml", "memory")
 
@@ -53,8 +54,8 @@ def describe(mode: str, why: str, dropped: int, kept: int, traced_batch: int) ->
     return (f"the activations a {mode} stack keeps (--fusion {mode}, {why}): each chain of elementwise, "
             "normalization and cast operators keeps its inputs and recomputes its intermediates in backward "
             f"(Megatron-LM's fused SwiGLU and GeLU, Transformer Engine's norms, Inductor); in the traced step "
-            f"(batch {traced_batch}) {dropped / 1e6:,.4g} MB of intermediates eager PyTorch keeps are not kept and "
-            f"{kept / 1e6:,.4g} MB of chain inputs are kept in their place (rule and sources: "
+            f"(batch {traced_batch}) {plain_number(dropped / 1e6)} MB of intermediates eager PyTorch keeps are not kept and "
+            f"{plain_number(kept / 1e6)} MB of chain inputs are kept in their place (rule and sources: "
             "mlfootprint/analysis/memory/data/fusion_memory.toml; --fusion none for eager PyTorch)")
 
 

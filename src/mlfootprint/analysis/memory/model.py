@@ -98,6 +98,7 @@ from ...workload import Layout, check_against_model, check_context_parallel, mic
 from .states import (ParamInfo, ParamSet, StateLayout, States, model_states, params_from_trace,
                      quantizable)
 from .timeline import ACT_CLASSES, CLASSES, C, N, POST, PRE, Profile, build_profile
+from ...core.units import plain_number
 
 
 
@@ -509,7 +510,7 @@ class MemoryModel:
                          f"({'its output, the next block input' if layout.recompute == 'full' else 'its saved tensors'}) "
                          "leaves the device when the block's forward ends and returns when its backward starts "
                          "(MEMO's per-layer swap); the last block's output, embedding, head and loss stay; "
-                         f"{offloaded_mb / 1e9:.4g} GB per micro-batch, over the host link twice")
+                         f"{plain_number(offloaded_mb / 1e9)} GB per micro-batch, over the host link twice")
         breakdown: dict[str, Any] = dict(st.breakdown)
         breakdown.update(micro_batch=layout.micro_batch, traced_batch=self.traced_batch,
                          inputs_bytes=int(round(inputs)), inflight_activations_bytes=int(round(inflight_bytes)),

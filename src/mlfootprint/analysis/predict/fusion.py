@@ -20,6 +20,7 @@ from ...core.datafiles import SourcedConstants
 from ...core.errors import UserError, suggest
 from ...core.precision import DTYPE_BYTES
 from ...workload import FUSION as CHOICES
+from ...core.units import plain_number
 
 FUSION = SourcedConstants("analysis.predict", "fusion.toml", "fusion")
 _DESCRIPTION = {
@@ -75,7 +76,7 @@ class FusionSummary:
         line = f"kernel fusion: {self.mode} ({self.why}); {_DESCRIPTION[self.mode]}"
         if self.mode != "none":
             line += (f"; in the traced step {self.ops_fused_away:,} of {self.ops:,} operators and "
-                     f"{self.bytes_fused_away / 1e9:.3g} GB of {self.bytes_before / 1e9:.3g} GB of their memory "
+                     f"{plain_number(self.bytes_fused_away / 1e9, 3)} GB of {plain_number(self.bytes_before / 1e9, 3)} GB of their memory "
                      f"traffic were fused away ({self.chains:,} chains; rule and sources: "
                      "mlfootprint/analysis/predict/data/fusion.toml)")
         return line
@@ -128,11 +129,11 @@ class OptimizerKernels:
         if self.step_read is not None:
             parts.append(f"the {self.name} step as one fused multi-tensor kernel (the {mode} stack's fused optimizer) "
                          f"reading each parameter, gradient and state once and writing the parameter and state once: "
-                         f"{(self.step_read + self.step_written) / 1e9:.4g} GB against {traced_bytes / 1e9:.4g} GB "
+                         f"{plain_number((self.step_read + self.step_written) / 1e9)} GB against {plain_number(traced_bytes / 1e9)} GB "
                          "for the traced foreach kernels")
         if self.copy_read:
             parts.append(f"the fp32 masters copied into the {self.copy_dtype} weights after the step "
-                         f"({(self.copy_read + self.copy_written) / 1e9:.4g} GB)")
+                         f"({plain_number((self.copy_read + self.copy_written) / 1e9)} GB)")
         return ("optimizer step (steady state: the first step's creation of the optimizer state is not timed): "
                 + "; ".join(parts) + "; rule and sources: mlfootprint/analysis/predict/data/fusion.toml [optimizer]")
 

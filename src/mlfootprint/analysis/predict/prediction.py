@@ -28,6 +28,7 @@ from .shape import global_batch, model_shape, parallel_from
 from .fusion import FusionSummary
 from .step import RANK_ORDER, ModelShape, StepTime, communication_rule, gemm_scale, step_time
 from ...workload import Layout
+from ...core.units import plain_number
 
 __all__ = [
     "StepPrediction", "predict_step", "time_to_train", "devices_for_deadline", "inference_latency",
@@ -253,7 +254,7 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                    + (f", × {profile.host_scale:.3g} for this machine's host (its calibrated per-op time against the "
                       "reference host's); " if profile.host_scale != 1.0 else
                       ", not this machine's or the run's: a faster host dispatches faster; ")
-                   + (f"here the GPU waits {wait * 1e3:.3g} ms on the host per step" if wait > 0 else
+                   + (f"here the GPU waits {plain_number(wait * 1e3, 3)} ms on the host per step" if wait > 0 else
                       "here the kernels take longer, so the host is hidden")
                    + "; Python work of the model's code between operators is not counted")
     out.extend(eff.describe(used))

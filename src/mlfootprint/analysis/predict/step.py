@@ -42,6 +42,7 @@ from . import comm
 from .efficiency import Efficiency
 from .roofline import PhaseProfile, Profile
 from ...workload import Layout, check_context_parallel, stage_layers
+from ...core.units import plain_number
 
 STEP_MODEL = SourcedConstants("analysis.predict", "step_model.toml", "step_model")
 RANK_ORDER = "tp, dp, pp (tensor-parallel ranks adjacent, then data-parallel, then pipeline stages; Megatron-LM's default order)"
@@ -463,9 +464,9 @@ def _activation_offload(c: _Communication, per_micro_batch: float, m: int, eff: 
     c.act_s = 2 * one_way
     c.act_x = max(0.0, one_way - fwd_s) + max(0.0, one_way - bwd_s)
     c.volumes["activation_offload_bytes"] = 2 * m * per_micro_batch
-    c.notes.append(f"activation offload: {m * per_micro_batch / 1e9:.4g} GB per device per step to the host and "
-                   f"back at {eff['host_link'] / 1e9:.3g} GB/s each way; sends overlap the forward "
-                   f"({fwd_s:.3g} s), fetches the backward ({bwd_s:.3g} s); exposed: {c.act_x:.3g} s")
+    c.notes.append(f"activation offload: {plain_number(m * per_micro_batch / 1e9)} GB per device per step to the host and "
+                   f"back at {plain_number(eff['host_link'] / 1e9, 3)} GB/s each way; sends overlap the forward "
+                   f"({plain_number(fwd_s, 3)} s), fetches the backward ({plain_number(bwd_s, 3)} s); exposed: {plain_number(c.act_x, 3)} s")
 
 
 def _link(links: tuple[float, float, int], eff: Efficiency, inside: bool) -> tuple[float, comm.Latency]:
@@ -568,7 +569,7 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
         vol = passes * (par.cp - 1) * block * layers
         steps = passes * (par.cp - 1) * layers
         c.notes.append(f"context parallelism {par.cp}, ring attention: {par.cp - 1} KV blocks of "
-                       f"{block / 1e6:.3g} MB passed per layer ({passes:g}× per micro-batch with the backward), "
+                       f"{plain_number(block / 1e6, 3)} MB passed per layer ({passes:g}× per micro-batch with the backward), "
                        "overlapped with the attention of the block in hand; exposed only beyond it")
     elif par.cp_comm == "all-gather":
         count = STEP_MODEL.value("context_parallel", "allgather_kv_collectives_forward") * (1 + refwd)
@@ -578,7 +579,7 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
         c.volumes["cp_bytes"] = per * count * layers
         c.cp_s = count * layers * comm.transfer_time(per, bw, eff["network"], par.cp - 1, lat)
         c.notes.append(f"context parallelism {par.cp}, K/V all-gather (Llama 3): the other ranks' K and V, "
-                       f"{per / 1e6:.3g} MB per layer, gathered before attention and again in backward, dK and dV "
+                       f"{plain_number(per / 1e6, 3)} MB per layer, gathered before attention and again in backward, dK and dV "
                        f"reduce-scattered ({count:g} collectives per layer and micro-batch), not overlapped")
         return
     else:
