@@ -572,3 +572,20 @@ def test_zeropp_is_an_option_of_every_verb_that_sizes_a_layout(tmp_path):
         assert mem["layout"]["zeropp"] is True and mem["breakdown"]["zeropp_secondary_weights_bytes"] > 0
         peaks[verb] = mem["peak_bytes"]
     assert len(set(peaks.values())) == 1
+
+
+def test_fp32_working_weights_under_zero_3_move_in_fp32():
+    # FSDP without a param_dtype (--mixed-weights fp32 under ZeRO-3) gathers its fp32 weights and reduce-scatters
+    # the fp32 gradients autocast leaves: 4 B each, twice the 16-bit default's bytes; the stated rule says 4 B
+    from mlfootprint.analysis.predict.prediction import predict_step
+    from tests.helpers import traced_for_prediction
+
+    base = Workload(mode="train", batch=256, seq=128, precision="bf16-mixed", hardware="a100-80gb", dp=8, zero=3,
+                    micro_batch=32)
+    spec, half_wl, half_tr = traced_for_prediction(GPT2, base)
+    spec, amp_wl, amp_tr = traced_for_prediction(GPT2, base.with_changes(mixed_weights="fp32"))
+    assert amp_wl.grad_reduce_resolved == "fp32" and half_wl.grad_reduce_resolved == "compute"
+    half = predict_step(spec, half_wl, half_tr, "a100-80gb")
+    amp = predict_step(spec, amp_wl, amp_tr, "a100-80gb")
+    assert amp.volumes["dp_bytes"] == pytest.approx(2 * half.volumes["dp_bytes"], rel=1e-9)
+    assert any("weight all-gathers 4 B per element, gradient reduction 4 B per element" in a for a in amp.assumptions)

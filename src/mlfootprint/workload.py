@@ -378,10 +378,10 @@ class Workload:
         """``grad_reduce_resolved`` under ZeRO stage ``zero`` with the model split over ``split`` devices."""
         if self.grad_reduce_dtype != "auto":
             return self.grad_reduce_dtype
+        if self.mixed and self.mixed_weights_at(zero, split) == "fp32":
+            return "fp32"  # autocast's fp32 .grad tensors (FSDP without param_dtype under ZeRO-3)
         if zero >= 3:
             return "compute"
-        if self.mixed and self.mixed_weights_at(zero, split) == "fp32":
-            return "fp32"  # autocast's fp32 .grad tensors
         # bf16 compute (fp8-mixed computes the rest in bf16 too): Megatron-LM's fp32 main gradients
         return "fp32" if split > 1 and self.precision_info.compute_dtype == "bfloat16" else "compute"
 

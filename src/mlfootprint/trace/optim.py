@@ -150,7 +150,7 @@ def _optimizer(wl: Workload, params: list[torch.Tensor],
     if name == "zo-sgd":
         return None, notes
     if foreach and name in ("sgd", "sgd-momentum", "adam", "adamw", "adam-8bit"):
-        notes.append("optimizer: torch.optim's foreach implementation, CUDA's default (its temporaries span "
+        notes.append("optimizer: traced as torch.optim's foreach implementation, CUDA's default (its temporaries span "
                      "all parameters at once)")
     if name == "sgd":
         return torch.optim.SGD(params, lr=1e-3, foreach=foreach), notes

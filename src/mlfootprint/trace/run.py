@@ -317,10 +317,11 @@ def _kernel_notes(wl: Workload, target: Target, model: torch.nn.Module, kernel_u
                      "projections keep the CPU's code and no reserve")
     if wl.weights_16bit:
         notes.append(f"mixed precision with 16-bit working weights (--mixed-weights 16-bit, or auto under ZeRO-3 or a model split over devices; as "
-                     f"Megatron-LM, NeMo, DeepSpeed and FSDP's param_dtype run it): weights, activations and gradients in "
+                     f"Megatron-LM, NeMo, DeepSpeed and FSDP's param_dtype run it): weights, activations and gradients traced in "
                      f"{wl.precision_info.compute_dtype}, no autocast; the optimizer steps fp32 master copies of the "
                      "weights (each gradient copied into an fp32 buffer, the updated master copied back; in-place "
-                     "copies, whose traffic the trace does not record)")
+                     "copies, whose traffic the trace does not record); the memory model sizes the gradients as the "
+                     "layout keeps them (Megatron-LM's fp32 main gradients under bf16 with the model split)")
     if wl.autocast and target.gpu:  # CudaAutocast ran (_run_step)
         notes.append(f"mixed precision follows CUDA autocast's operator lists (PyTorch autocast_mode.h): matmuls, "
                      f"convolutions and attention in {wl.precision_info.compute_dtype}; softmax, log_softmax, norms, "

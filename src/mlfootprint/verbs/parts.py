@@ -81,10 +81,12 @@ def _memory_assumptions(rep: Report, est: MemoryEstimate, wl: Workload) -> None:
                           else "one fp32 scale per tensor; ")
                        + "embeddings, head and norms stay in the compute dtype")
     if lay is not None and (lay.tp > 1 or lay.pp > 1):
+        sp = lay.tp > 1 and lay.sequence_parallel
         rep.assume("memory: tensor parallelism divides every matrix by --tp and the activations between column- and "
                    "row-parallel linears (Korthikanti et al. 2022); norms, residual stream and embeddings outputs are "
-                   "replicated (no sequence parallelism); pipeline stages hold min(pp − stage, grad_accum) micro-batches "
-                   "(1F1B)")
+                   + ("split over the tensor-parallel ranks too (sequence parallelism)" if sp else
+                      "replicated (no sequence parallelism)")
+                   + "; pipeline stages hold min(pp − stage, grad_accum) micro-batches (1F1B)")
     if wl.mode == "generate":
         cache = wl.precision_info.compute_dtype  # the cache is kept in the compute dtype (fp32 at --precision fp32)
         rep.assume("memory: KV cache = 2 · layers · kv_heads · head_dim · (prompt + generated tokens) · batch · bytes "
@@ -317,8 +319,11 @@ def _mixed_states_rule(wl: Workload, lay: Any) -> str:
     else:
         why = ("--mixed-weights auto with the model split over devices: Megatron-LM, NeMo, DeepSpeed's pipeline "
                "engine and TorchTitan run tensor, pipeline and context parallelism over 16-bit weights")
-    grads = ("4 bytes/param of fp32 main gradients, allocated for the whole run (Megatron-LM under bf16)"
-             if wl.fp32_main_grads_at(zero, split) else "2 bytes/param of 16-bit gradients")
+    if wl.fp32_main_grads_at(zero, split):
+        grads = ("4 bytes/param of fp32 main gradients (Megatron-LM under bf16), "
+                 + ("sharded over the data-parallel ranks (ZeRO-2)" if zero >= 2 else "allocated for the whole run"))
+    else:
+        grads = "2 bytes/param of 16-bit gradients"
     return (f"memory: mixed precision over 16-bit working weights ({why}), as in Megatron-LM, DeepSpeed and the ZeRO "
             f"paper: 2 bytes/param of weights, {grads}, fp32 master weights with the optimizer states (Adam: 12 "
             "bytes/param); the activations are traced without autocast, a 16-bit residual stream; --mixed-weights "

@@ -129,13 +129,15 @@ class OptimizerKernels:
         if self.step_read is not None:
             parts.append(f"the {self.name} step as one fused multi-tensor kernel (the {mode} stack's fused optimizer) "
                          f"reading each parameter, gradient and state once and writing the parameter and state once: "
-                         f"{plain_number((self.step_read + self.step_written) / 1e9)} GB against {plain_number(traced_bytes / 1e9)} GB "
-                         "for the traced foreach kernels")
+                         f"{plain_number((self.step_read + self.step_written) / 1e9)} GB against "
+                         f"{plain_number(traced_bytes / 1e9)} GB for the traced foreach kernels")
         if self.copy_read:
             parts.append(f"the fp32 masters copied into the {self.copy_dtype} weights after the step "
                          f"({plain_number((self.copy_read + self.copy_written) / 1e9)} GB)")
-        return ("optimizer step (steady state: the first step's creation of the optimizer state is not timed): "
-                + "; ".join(parts) + "; rule and sources: mlfootprint/analysis/predict/data/fusion.toml [optimizer]")
+        return ("optimizer step (steady state: the first step's creation of the optimizer state is not timed), in "
+                "the traced step of the whole model (each device steps its own share, split as the layout shards "
+                "the optimizer): " + "; ".join(parts)
+                + "; rule and sources: mlfootprint/analysis/predict/data/fusion.toml [optimizer]")
 
 
 def optimizer_kernels(trace: Any, mode: str) -> OptimizerKernels | None:

@@ -267,9 +267,13 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                    "k ranks in each node crosses the nodes on k links at once (NCCL runs one ring per NIC), up to "
                    "the intra-node bandwidth")
     if shape.training and par.dp > 1:
-        out.append(communication_rule(wl.precision_info, wl.grad_reduce_at(par.zero, par.model_split),
-                                      auto=wl.grad_reduce_dtype == "auto",
-                                      weights=wl.mixed_weights_at(par.zero, par.model_split)))
+        rule = communication_rule(wl.precision_info, wl.grad_reduce_at(par.zero, par.model_split),
+                                  auto=wl.grad_reduce_dtype == "auto",
+                                  weights=wl.mixed_weights_at(par.zero, par.model_split))
+        if par.zeropp and par.zero >= 3:
+            rule += ("; under ZeRO++ the forward weight gathers move int8 (qwZ, 1 B per element), the backward ones "
+                     "stay inside the node (hpZ) and the gradients move int4 (qgZ, 0.5 B per element)")
+        out.append(rule)
     if par.tp > 1 and not par.tp_comm_overlap:
         out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under the "
                    "GEMMs)")

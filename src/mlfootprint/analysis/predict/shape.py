@@ -40,6 +40,9 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
     weight_bytes = float(total * act_bytes if wl.mixed else trace.param_bytes)
     if wl.precision == "fp8-mixed":
         weight_bytes = float(total * gather_elem)
+    # layouts whose working weights are fp32 under mixed precision (PyTorch AMP; FSDP without param_dtype) gather
+    # and broadcast fp32 weights: by case, as the reductions above
+    fp32_cases = tuple(bool(wl.mixed and wl.mixed_weights_at(z, s) == "fp32") for z, s in ((0, 1), (0, 2), (3, 1)))
     return ModelShape(
         batch=global_batch or wl.batch,
         tokens_per_sample=tokens_per_sample(spec, traced, trace),
@@ -62,6 +65,7 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
         weight_elem_bytes=weight_bytes / total if total else float(gather_elem),
         reduce_elem_bytes=float(reduce_elem),
         reduce_bytes_zero3=float(stats.trainable * reduce_elem3),
+        fp32_weight_cases=fp32_cases,
         reduce_bytes_split=float(stats.trainable * reduce_elem_split),
         reduce_elem_bytes_split=float(reduce_elem_split),
         reduce_elem_bytes_zero3=float(reduce_elem3),

@@ -69,11 +69,13 @@ def communication_dtypes(prec: Any, grad_reduce_dtype: str = "compute") -> tuple
 
 
 def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: bool = False,
-                       weights: str = "fp32") -> str:
+                       weights: str = "") -> str:
     """The communication dtypes of a precision, in words (the report's assumption). ``grad_reduce_dtype`` is the
     resolved one; ``auto`` says the default chose it (``Workload.grad_reduce_resolved``); ``weights`` is the
     working weights' dtype it was chosen with."""
     gather, reduce = communication_dtypes(prec, grad_reduce_dtype)
+    if prec.mixed and weights == "fp32":
+        gather = 4.0  # fp32 working weights are gathered (ZeRO-3) and broadcast (ZeRO-1/2) as they are
     where = "analysis/predict/data/step_model.toml [communication]"
     if not prec.mixed:
         why = ""
@@ -82,8 +84,8 @@ def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: b
                "parallelism accumulate and reduce the gradients in fp32; --grad-reduce-dtype compute for 16-bit; "
                f"{where})")
     elif auto and grad_reduce_dtype == "fp32":
-        why = (" (the gradients' own dtype: autocast over fp32 weights leaves fp32 gradients, which PyTorch DDP "
-               f"reduces as they are; --grad-reduce-dtype compute for a 16-bit compression hook; {where})")
+        why = (" (the gradients' own dtype: autocast over fp32 weights leaves fp32 gradients, which PyTorch DDP, "
+               f"and FSDP without a param_dtype, reduce as they are; --grad-reduce-dtype compute for 16 bits; {where})")
     elif auto:
         why = (" (the gradients' own dtype: 16-bit working weights, or FSDP's 16-bit param_dtype under ZeRO-3, as "
                "DeepSpeed and FSDP reduce them by default; --grad-reduce-dtype fp32 for Megatron-LM and NeMo under "
@@ -135,6 +137,17 @@ class ModelShape:
     # under bf16 is fp32 (Megatron-LM's main gradients)
     reduce_bytes_split: float | None = None
     reduce_elem_bytes_split: float | None = None
+    # whether the working weights are fp32 under mixed precision (gathered in 4 B), by case: one device's model
+    # below ZeRO-3, a model split below ZeRO-3, ZeRO-3 (Workload.mixed_weights_at)
+    fp32_weight_cases: tuple[bool, bool, bool] = (False, False, False)
+
+    def gathered_weights(self, zero: int, split: int = 1) -> tuple[float, float]:
+        """(the weights in the dtype they are gathered or broadcast in, bytes per element) under ZeRO stage ``zero``
+        with the model split over ``split`` devices."""
+        case = 2 if zero >= 3 else (1 if split > 1 else 0)
+        if self.fp32_weight_cases[case] and self.weight_elem_bytes:
+            return self.weight_bytes * 4.0 / self.weight_elem_bytes, 4.0
+        return self.weight_bytes, self.weight_elem_bytes
 
     def gradient_reduction(self, zero: int, split: int = 1) -> tuple[float, float]:
         """(the gradient buffer in the dtype it is reduced in, bytes per element) under ZeRO stage ``zero`` with the
@@ -609,7 +622,8 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     updated weights after the optimizer step (stages 1-2) is exposed."""
     intra_bw, inter_bw, dpn = links
     mp = par.tp * par.pp
-    weights = shape.weight_bytes / mp
+    gathered, weight_elem = shape.gathered_weights(par.zero, par.model_split)
+    weights = gathered / mp
     reduce_bytes, reduce_elem = shape.gradient_reduction(par.zero, par.model_split)
     grads = reduce_bytes / mp
     ranks = par.dp * par.cp
@@ -633,7 +647,7 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
     formulas = []
     c.volumes["dp_bytes"] = 0.0
     for w, g, size, per_node, shard in groups:
-        v = comm.dp_volume(w, g, size, par.zero, m, weight_elem_bytes=shape.weight_elem_bytes,
+        v = comm.dp_volume(w, g, size, par.zero, m, weight_elem_bytes=weight_elem,
                            grad_elem_bytes=reduce_elem, zeropp=par.zeropp, dp_per_node=per_node,
                            shard_group=shard)
         c.volumes["dp_bytes"] += v.intra_bytes + v.inter_bytes
