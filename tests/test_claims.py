@@ -361,9 +361,10 @@ def test_megatron_lm_8_3b_catalog_config_counts_its_parameters():
 
 
 def test_the_claims_table_follows_the_terminal_width():
-    # the table was drawn 140 wide whatever the terminal; COLUMNS=80 now folds it into 80
+    # the table was drawn 140 wide whatever the terminal; below 120 columns each claim is a block wrapped at words
     for columns in (80, 140):
         out = run_cli("claims", "--only", "gpt3-params", "--only", "palm-540b-mfu", "--jobs", "1",
                       env={"COLUMNS": str(columns)})
         assert out.returncode == 0, out.stderr
-        assert max(len(line) for line in out.stdout.splitlines()) == columns, out.stdout
+        widest = max(len(line) for line in out.stdout.splitlines())
+        assert widest == columns if columns >= 120 else widest <= columns, out.stdout

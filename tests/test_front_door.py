@@ -36,6 +36,16 @@ def test_the_first_screens_fit_the_terminal(args, columns):
     assert r.stderr == ""
 
 
+@pytest.mark.parametrize("args", [["analyze"], ["predict", "gpt2", "--mode", "train", "--batch", "8"]])
+def test_a_narrow_terminal_gets_the_notes_below_the_figures(args):
+    # at 60 columns the note column got one or two characters: 227 lines of single characters
+    r = _cli(*args, columns=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 60 and len(lines) <= 45, r.stdout
+    assert "Parameters: 124,439,808" in lines
+
+
 def test_the_card_answers_first():
     r = _cli("analyze")
     out = r.stdout
@@ -101,6 +111,16 @@ def test_only_devices_lays_out_plans_global_batch():
     assert rep["time"]["layout"] == plan["plan"]["best"]
     assert rep["time"]["step_s"] == pytest.approx(plan["plan"]["step_s"], rel=1e-6)
     assert any("about 4,194,304 tokens" in a and "as 'mlfootprint plan' does" in a for a in rep["assumptions"])
+
+
+def test_a_batch_smaller_than_the_devices_is_laid_out_by_the_planner():
+    # --batch 4 on 8 devices: predict refused it ('not divisible by the 8 data-parallel replicas', a dp the user never
+    # fixed) where plan lays it out with fewer replicas
+    args = ["gpt2", "--seq", "256", "--batch", "4", "--hardware", "h100-sxm", "--devices", "8", "--format", "json"]
+    r = _cli("predict", *args)
+    assert r.returncode == 0, r.stderr
+    rep, plan = json.loads(r.stdout), json.loads(_cli("plan", *args).stdout)
+    assert rep["time"]["layout"] == plan["plan"]["best"] and rep["workload"]["dp"] <= 4
 
 
 def test_llama_on_one_h100_does_not_fit_and_each_suggestion_does():

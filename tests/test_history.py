@@ -333,7 +333,8 @@ def test_cli_add_rejects_non_reports(tmp_path):
     assert History(db).list() == []
 
 
-def test_diff_of_two_models_lists_their_figures_not_their_module_trees(tmp_path, capsys):
+def test_diff_of_two_models_lists_their_figures_not_their_module_trees(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "140")  # paths whole on one line (a narrow terminal folds them)
     # gpt2 against opt-125m once printed 2,791 rows, every module's path and type among them, and a module's
     # parameters in FLOP ("flops.by_module.params 124 MFLOP"): the trees come with --all, their params as counts
     from mlfootprint.cli import main

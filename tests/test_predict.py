@@ -172,7 +172,7 @@ def test_devices_not_divisible_by_tp_pp():
     (["predict", "gpt2", "--hardware", "h100-sxm", "--zeropp"], "--zero 3"),
     (["predict", "gpt2", "--hardware", "h100-sxm", "--mfu", "45"], "--mfu is a fraction"),
     (["predict", "gpt2", "--hardware", "h100-sxm", "--devices", "4", "--dp", "2"], "--dp 2"),
-    (["predict", "gpt2", "--hardware", "h100-sxm", "--devices", "4", "--batch", "6"], "not divisible by the 4"),
+    (["predict", "gpt2", "--hardware", "h100-sxm", "--devices", "4", "--dp", "4", "--batch", "6"], "not divisible by the 4"),
 ])
 def test_other_bad_input(args, expected, capsys):
     from mlfootprint.cli import main

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import html
 import io
+import textwrap
 from typing import Any
 
 from rich.console import Console
@@ -71,21 +72,41 @@ def render_claims_html(report: Report, args: argparse.Namespace | None = None) -
     return to_html(_rows(report), predict_summary(report))
 
 
+# below this many columns the claims come as blocks, not a table (six columns left a few characters each)
+TABLE_MIN_WIDTH = 120
+
+
 def to_text(rows: dict[str, dict[str, Any]], summary: str = "", width: int = 140) -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False, markup=False)
-    table = Table(title="Published claims, recomputed by mlfootprint", title_justify="left", show_lines=True)
-    for h in ("claim", "published", "ours", "diff", "verdict", "how / why"):
-        table.add_column(h, overflow="fold")
-    for cid, r in rows.items():
-        table.add_row(f"{cid}\n{r['claim']}\n{r['source']}\n{r['url']}", fmt_value(r["published"], r["unit"]),
-                      fmt_value(r["ours"], r["unit"]), fmt_diff(r["difference"]), _VERDICT_MARK[r["verdict"]], r["detail"])
-    console.print(table)
+    if width >= TABLE_MIN_WIDTH:
+        table = Table(title="Published claims, recomputed by mlfootprint", title_justify="left", show_lines=True)
+        # figures and verdicts on one line; the claim and the how / why share what is left, words unbroken
+        table.add_column("claim", ratio=3, overflow="fold", min_width=24)
+        for h in ("published", "ours", "diff", "verdict"):
+            table.add_column(h, no_wrap=True)
+        table.add_column("how / why", ratio=4, overflow="fold", min_width=24)
+        for cid, r in rows.items():
+            table.add_row(f"{cid}\n{r['claim']}\n{r['source']}\n{r['url']}", fmt_value(r["published"], r["unit"]),
+                          fmt_value(r["ours"], r["unit"]), fmt_diff(r["difference"]), _VERDICT_MARK[r["verdict"]],
+                          r["detail"])
+        console.print(table)
+    else:  # a narrow terminal: one block per claim, its lines wrapped at words and indented
+        lines = ["Published claims, recomputed by mlfootprint"]
+        for cid, r in rows.items():
+            lines.append("")
+            for text, indent in ((f"{cid}: {r['claim']}", ""),
+                                 (f"{_VERDICT_MARK[r['verdict']]} · published {fmt_value(r['published'], r['unit'])} "
+                                  f"· ours {fmt_value(r['ours'], r['unit'])} · diff {fmt_diff(r['difference'])}", "  "),
+                                 (f"how / why: {r['detail']}", "  "), (f"source: {r['source']} {r['url']}", "  ")):
+                lines += textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ",
+                                       break_long_words=True, break_on_hyphens=False)
+        console.print("\n".join(lines))
     counts = _counts(rows)
     console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
     if summary:
         console.print(summary)
-    return buf.getvalue()
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
 
 def _counts(rows: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,7 @@ def list_table(report: Report, args: argparse.Namespace | None = None) -> str:
     headers, rows = _list_rows(h.get("entries") or [])
     if not rows:
         return f"mlfootprint history: no entries in {h.get('db')}" + (" match" if h.get("filters") else "") + "."
-    return rich_table(f"mlfootprint history: {h.get('db')}", headers, rows, text_width(args, 160))
+    return rich_table(f"mlfootprint history: {h.get('db')}", headers, rows, text_width(args, 160), blocks=True)
 
 
 @renderer("md", verb="history list")
@@ -153,16 +154,28 @@ def diff_markdown(report: Report, args: argparse.Namespace | None = None) -> str
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def rich_table(title: str, headers: list[str], rows: list[list[str]], width: int = 160) -> str:
+def rich_table(title: str, headers: list[str], rows: list[list[str]], width: int = 160, blocks: bool = False) -> str:
+    """A table of ``width`` columns at most; with ``blocks``, a table too wide for it comes as one wrapped block
+    per row ('header value' pairs) instead of columns of a few characters."""
+    natural = sum(max([len(h)] + [len(r[i]) for r in rows]) + 3 for i, h in enumerate(headers)) + 1
+    if blocks and natural > width:
+        lines = textwrap.wrap(title, width, subsequent_indent="  ")
+        for r in rows:
+            lines.append("")
+            lines += textwrap.wrap(" · ".join(f"{h} {c}" for h, c in zip(headers, r) if c not in ("", "—")), width,
+                                   subsequent_indent="  ", break_on_hyphens=False)
+        return "\n".join(lines) + "\n"
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False, markup=False)
     table = Table(title=title, title_justify="left")
     for h in headers:
-        table.add_column(h, overflow="fold")
+        # ids, dates, verbs and figures on one line (a date folded as 2026/-12-/05); names and paths fold
+        fold = h in ("model", "label", "figure") or h.startswith(("A (", "B ("))
+        table.add_column(h, overflow="fold", no_wrap=not fold)
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    return buf.getvalue()
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:

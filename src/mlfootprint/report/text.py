@@ -21,6 +21,7 @@ from .render import renderer, text_width
 from .schema import Report
 
 DEFAULT_WIDTH = 100
+NOTE_MIN = 24  # columns a card's notes need beside its figures
 _PROVENANCE_STYLE = {"counted": "green", "measured": "cyan", "modeled": "yellow", "published": "blue",
                      "assumed": "magenta"}
 
@@ -59,16 +60,26 @@ def _compact(console: Console, report: Report, view: Any, args: argparse.Namespa
         console.print(line)
     rows, warnings = view(report)
     if rows:
+        # the notes beside the figures while at least NOTE_MIN columns are left for them; below the table otherwise
+        # (a narrow terminal folded them one character a line)
+        fixed = sum(max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("figure", "value", "provenance")))
+        beside = console.width - fixed - 3 >= NOTE_MIN
         table = Table(box=box.SIMPLE_HEAD, show_header=True, show_edge=False, pad_edge=False, padding=(0, 1),
                       expand=False)
         table.add_column("figure", no_wrap=True, style="bold")
         table.add_column("value", no_wrap=True, justify="right")
         table.add_column("provenance", no_wrap=True)
-        table.add_column("note", overflow="fold")
+        if beside:
+            table.add_column("note", overflow="fold")
         for label, value, prov, note in rows:
             style = "bold red" if "DOES NOT FIT" in note else None
-            table.add_row(label, value, Text(prov, style=_PROVENANCE_STYLE.get(prov, "")), Text(note, style=style or ""))
+            cells = [label, value, Text(prov, style=_PROVENANCE_STYLE.get(prov, ""))]
+            table.add_row(*cells, *([Text(note, style=style or "")] if beside else []))
         console.print(table)
+        if not beside:
+            for label, _, _, note in rows:
+                if note:
+                    console.print(Text(f"{label}: {note}", style="bold red" if "DOES NOT FIT" in note else ""))
     if report.verb == "plan":
         heads, ranked = ranked_layouts(report)
         _table(console, Block("Layouts that fit, fastest first", heads, ranked[:10]))

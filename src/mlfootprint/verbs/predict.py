@@ -14,7 +14,7 @@ from ..report.schema import Report
 from ..workload import Workload
 from .common import add_count, base_report, resolve_model, reuses_traces
 from .parts import add_memory, add_run_footprint, add_time, check_training_tokens, site_inputs
-from .runnable import DEFAULTS, Run, default_precision, traced_run
+from .runnable import DEFAULTS, Run, default_precision, planner_decides, traced_run
 
 # predict answers for a training step unless told otherwise (and then gives time to train).
 DEFAULT_MODE = "train"
@@ -71,7 +71,8 @@ def predict(model: Any = None, workload: Workload | None = None, inputs: Sequenc
     peak_for_precision(dev, wl.precision)
     efficiency_for(dev, efficiency)
     site_inputs(site)
-    parallel_from(wl)
+    if not planner_decides(wl):  # a layout the planner chooses is checked by the planner
+        parallel_from(wl)
     spec = resolve_model(model, inputs, inputs_ref)
     tr, run = traced_run(spec, wl, dev, efficiency=efficiency, checkpoint_early_stop=False)
     rep = base_report("predict", spec, run.workload)

@@ -224,32 +224,38 @@ def _memory_bound(spec: Any, wl: Any, trace: Any, model: Any, other: float):
     prof = model.profile
     L = int(prof.n_blocks or 0)
     saved = {"none": 0.0, "selective": 0.0, "full": 0.0}  # bytes the blocks save per traced batch
+    # of which in a dtype other than the compute dtype (fp32 under autocast): what 16-bit working weights may halve
+    other_dtype = (C["act_shard_o"], C["act_repl_o"])
+    saved_other = {"none": 0.0, "selective": 0.0, "full": 0.0}
     if L:
         blocks = prof.group_of_block_range(0, L, False, False)
         vec = prof.saved_vector(blocks)
+        kept = prof.recompute_kept_vector(blocks)
         saved["none"] = sum(vec[k] for k in ACT_CLASSES)
         saved["selective"] = saved["none"] - vec[C["sq"]]
-        saved["full"] = sum(prof.recompute_kept_vector(blocks)[k] for k in ACT_CLASSES)
+        saved["full"] = sum(kept[k] for k in ACT_CLASSES)
+        saved_other["none"] = saved_other["selective"] = sum(vec[k] for k in other_dtype)
+        saved_other["full"] = sum(kept[k] for k in other_dtype)
     traced_batch = float(model.traced_batch)
     # The reference states and the trace's activations are those of the workload's working weights on one device
     # (Workload.mixed_weights_at(0, 1)); a layout whose weights differ (16-bit under ZeRO-3 or a model split, or fp32
     # from a 16-bit trace) is bounded from below by the smaller of the two states per parameter (16-bit: half the
     # weights and gradients, 12 of the fp32 copy's 8 bytes of optimizer states) and, from an autocast trace, half
-    # its activations (no 16-bit activation is smaller than half of an fp32 one)
+    # its activations that are not in the compute dtype (the fp32 residual stream autocast leaves)
     ref_weights = wl.mixed_weights_at(0, 1) if wl.mixed else None
 
     def bound(par: Layout) -> float:
         group = par.dp * par.cp
-        lw, lg, lo, act = w, g, o, 1.0
+        lw, lg, lo, halved = w, g, o, 0.0
         if ref_weights is not None and wl.mixed_weights_at(par.zero, par.model_split) != ref_weights:
             if ref_weights == "fp32":
-                lw, lg, lo, act = w / 2, g / 2, o, 0.5
+                lw, lg, lo, halved = w / 2, g / 2, o, saved_other[par.recompute] / 2
             else:
                 lw, lg, lo = w, g, o * 8 / 12
         states = (lw / (group if par.zero >= 3 else 1) + lg / (group if par.zero >= 2 else 1)
                   + (lo / (group if par.zero >= 1 else 1) if par.offload == "none" else 0.0))
         states /= par.tp * max(par.ep, 1)
-        per_mb = act * saved[par.recompute] * par.micro_batch / (traced_batch * par.cp * par.tp)
+        per_mb = (saved[par.recompute] - halved) * par.micro_batch / (traced_batch * par.cp * par.tp)
         if par.pp == 1 or not L:
             worst = states + per_mb
         else:
