@@ -46,6 +46,21 @@ def test_a_narrow_terminal_gets_the_notes_below_the_figures(args):
     assert "Parameters: 124,439,808" in lines
 
 
+def test_the_plan_table_keeps_its_figures_whole_and_its_reasons_below():
+    # at the default 100 columns the 'vs #1' column wrapped every row and plan's figures split ('78.3/6/GiB')
+    r = _cli("plan", "llama-2-7b", "--seq", "4096", "--batch", "256", "--hardware", "h100-sxm", "--devices", "16",
+             columns=100)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    rows = [line for line in lines if line[:3].strip().isdigit() and "GiB" in line]
+    assert len(rows) >= 3 and all(len(line.split()) >= 12 for line in rows)  # every figure on its row's line
+    assert "vs #1 (#1: its bottleneck):" in lines and any(line.startswith("  2: +") for line in lines)
+    r = _cli("count", "gpt2", columns=80)
+    assert all(line.rstrip().endswith(("FLOP", "—")) for line in r.stdout.splitlines()
+               if line.startswith(("GPT2LMHeadModel", "  lm_head")))
+
+
 def test_the_card_answers_first():
     r = _cli("analyze")
     out = r.stdout

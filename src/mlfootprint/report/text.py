@@ -142,18 +142,54 @@ def rich_table(heads: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
-def _table(console: Console, block: Block) -> None:
-    table = Table(title=block.title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+def _built(console: Console, title: str, headers: list[str], rows: list[list[str]], longest: list[int],
+           whole: set[int]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   expand=False)
-    for i, h in enumerate(block.headers):
+    for i, h in enumerate(headers):
         # names (the first column) are never folded mid-word, nor cut while they fit in 48 columns; a short
-        # second column (values) stays on one line; longer text folds
-        longest = max([len(str(row[i])) for row in block.rows if i < len(row)] + [len(h)])
-        keep = i == 0 or (i == 1 and longest <= 32)
+        # second column (values) stays on one line; the figures in ``whole`` too; longer text folds
+        keep = i == 0 or (i == 1 and longest[i] <= 32) or i in whole
         table.add_column(h, no_wrap=keep, overflow="ellipsis" if keep else "fold",
-                         min_width=min(longest, 48) if i == 0 else None)
-    for row in block.rows:
+                         min_width=min(longest[i], 48) if i == 0 or i in whole else None)
+    for row in rows:
         table.add_row(*row)
+    return table
+
+
+def _needed(headers: list[str], rows: list[list[str]], longest: list[int], whole: set[int]) -> int:
+    """The columns a table needs with the ``whole`` figures on one line and each other column folded into 16 (or
+    its own width, if less): rendered at a generous width and measured."""
+    wide = Console(file=io.StringIO(), width=1000, color_system=None, highlight=False, markup=False)
+    clipped = [[c if i in whole or i == 0 else c[:16] for i, c in enumerate(r)] for r in rows]
+    heads = [h if i in whole or i == 0 else h[:16] for i, h in enumerate(headers)]
+    wide.print(_built(wide, "", heads, clipped, longest, whole))
+    return max((len(line.rstrip()) for line in wide.file.getvalue().splitlines()), default=0)
+
+
+def _table(console: Console, block: Block) -> None:
+    headers, rows = list(block.headers), [[str(c) for c in r] for r in block.rows]
+    longest = [max([len(row[i]) for row in rows if i < len(row)] + [len(h)]) for i, h in enumerate(headers)]
+    # figures (cells of at most 12 characters: '78.36 GiB', '2.6 min') stay whole when the table still fits the
+    # terminal with them so; else a last column of text (plan's 'vs #1') goes below the table, row by row; else only
+    # the names are kept whole and the rest folds
+    cells = [max([len(row[i]) for row in rows if i < len(row)] + [0]) for i in range(len(headers))]
+    short = {i for i, n in enumerate(cells) if n <= 12}
+    below: list[tuple[str, str]] = []
+    below_head = ""
+    table = _built(console, block.title, headers, rows, longest, short)
+    if _needed(headers, rows, longest, short) > console.width:
+        if len(headers) > 2 and cells[-1] > 24 and \
+                _needed(headers[:-1], [r[:-1] for r in rows], longest[:-1], short) <= console.width:
+            below = [(r[0], r[-1]) for r in rows if len(r) == len(headers) and r[-1]]
+            below_head = headers[-1]
+            table = _built(console, block.title, headers[:-1], [r[:-1] for r in rows], longest[:-1], short)
+        else:
+            table = _built(console, block.title, headers, rows, longest, set())
     console.print(table)
+    if below:
+        console.print(f"{below_head}:")
+        for first, text in below:
+            console.print(f"  {first}: {text}")
     if block.note:
         console.print(block.note)
