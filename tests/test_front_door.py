@@ -158,6 +158,19 @@ def test_llama_on_one_h100_does_not_fit_and_each_suggestion_does():
         assert checked["peak_bytes"] <= checked["device_bytes"]
 
 
+def test_a_suggestion_that_changes_the_working_weights_is_an_upper_bound():
+    # --zero 3 switches --mixed-weights auto to 16-bit weights, but the suggestion is sized on the autocast trace
+    # (an fp32 residual stream): it read '75.33 GiB' where the changed run has 70.30; now 'at most', and no less
+    wl = dict(mode="train", seq=4096, batch=8, hardware="h100-sxm", dp=2, devices=2)
+    m = memory("llama-2-7b", Workload(**wl)).sections["memory"]
+    zero3 = next(s for s in m["suggestions"] if s["change"] == "--zero 3")
+    assert zero3["at_most"] is True
+    checked = memory("llama-2-7b", Workload(**wl, zero=3)).sections["memory"]
+    assert checked["fits"] is True and checked["peak_bytes"] <= zero3["peak_bytes"]
+    assert all(not s["at_most"] for s in m["suggestions"] if "--zero 3" not in s["change"] and "--tp" not in s["change"]
+               and "--pp" not in s["change"])
+
+
 def test_a_workload_that_does_not_fit_says_so_on_stderr_when_the_answer_goes_elsewhere(tmp_path):
     r = _cli("analyze", "llama-2-7b", "--mode", "train", "--seq", "4096", "--batch", "8", "--hardware", "h100-sxm",
              "--format", "json")

@@ -241,7 +241,8 @@ def fit_lines(report: Report) -> list[str]:
         width = max(len(s["change"]) for s in suggestions)
         for s in suggestions:
             where = f"on {s['devices']:,} device{'s' if s['devices'] > 1 else ''}"
-            lines.append(f"    {s['change']:<{width}}  {units.gb(s['peak_bytes'])} per device {where}")
+            bound = "at most " if s.get("at_most") else ""
+            lines.append(f"    {s['change']:<{width}}  {bound}{units.gb(s['peak_bytes'])} per device {where}")
     else:
         lines.append("  None of the single changes tried fits (recomputation, ZeRO, micro-batch 1, bf16, "
                      "quantization, more devices, LoRA).")
@@ -259,7 +260,8 @@ def fit_sentence(report: Report) -> str:
     suggestions = m.get("suggestions") or []
     if suggestions:
         text += " Changes that fit (checked by the memory model): " + "; ".join(
-            f"{s['change']} ({units.gb(s['peak_bytes'])} per device on {s['devices']:,})" for s in suggestions) + "."
+            f"{s['change']} ({'at most ' if s.get('at_most') else ''}{units.gb(s['peak_bytes'])} per device on "
+            f"{s['devices']:,})" for s in suggestions) + "."
     return text
 
 

@@ -323,7 +323,8 @@ def _verdict(report: Report) -> str:
     text = f"{peak} per device of {cap}."
     if report.get("time") is None and report.verb in ("analyze", "predict"):
         text += " No time, energy, CO2e or cost is given for a run that cannot happen."
-    items = "".join(f"<li><code>{esc(s['change'])}</code>: {esc(units.gb(s['peak_bytes']))} per device on "
+    items = "".join(f"<li><code>{esc(s['change'])}</code>: {'at most ' if s.get('at_most') else ''}"
+                    f"{esc(units.gb(s['peak_bytes']))} per device on "
                     f"{s['devices']:,} device{'s' if s['devices'] > 1 else ''}</li>" for s in m.get("suggestions") or [])
     advice = (f"<div>Changes that fit (each checked by the memory model):</div><ul>{items}</ul>" if items else
               "<div>None of the single changes tried fits.</div>")

@@ -202,6 +202,7 @@ class FitSuggestion:
     change: str  # the options to add, e.g. "--zero 3" or "--devices 4 --zero 3"
     peak_bytes: int  # per device, with the change
     devices: int  # devices the changed layout uses
+    at_most: bool = False  # sized on a trace of other working weights (autocast's fp32 stream): an upper bound
 
 
 @dataclass

@@ -377,7 +377,11 @@ def fit_suggestions(spec: ModelSpec, wl: Workload, mm: MemoryModel, layout: Layo
             return False
         if peak > device_bytes:
             return False
-        found.append({"change": label, "peak_bytes": int(peak), "devices": candidate.devices})
+        # a change to 16-bit working weights (ZeRO-3, a model split) sized on an autocast trace: its fp32
+        # residual stream makes the figure an upper bound
+        at_most = bool(wl.mixed and wl.mixed_weights_at(layout.zero, layout.model_split) == "fp32"
+                       and wl.mixed_weights_at(candidate.zero, candidate.model_split) == "16-bit")
+        found.append({"change": label, "peak_bytes": int(peak), "devices": candidate.devices, "at_most": at_most})
         return True
 
     alone = [knob for knob in knobs if not attempt([knob])]  # one change; those that do not fit alone:
