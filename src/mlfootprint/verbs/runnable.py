@@ -295,27 +295,24 @@ def _largest_micro_batch(mm: MemoryModel, wl: Workload, layout: Layout, device_b
             continue
         if fits:
             fitting.append(candidate)
-    if fitting and layout.pp > 1 and device is not None and spec is not None and trace is not None:
-        try:
-            best, _ = fastest(spec, wl, trace, device, fitting, efficiency=efficiency)
-        except UserError:
-            best = fitting[0]
-        b = best.micro_batch
-        if b == layout.micro_batch:
-            return wl, layout, None
-        return wl.with_defaults(micro_batch=b), best, (
-            f"micro-batch {b} with {per_replica // b} accumulation steps: of the micro-batches of the {per_replica} "
-            f"samples per replica that fit (the memory model), the fastest over {layout.pp} pipeline stages (a larger "
-            "one leaves fewer micro-batches to fill the pipeline; give --micro-batch to choose)")
+            if layout.pp == 1:
+                break  # no pipeline to fill: the largest that fits
     if fitting:
-        best = fitting[0]
+        best, why = fitting[0], "the largest micro-batch of the {n} samples per replica that fits (chosen by the " \
+                                "memory model; give --micro-batch to choose)"
+        if layout.pp > 1 and device is not None and spec is not None and trace is not None:
+            try:
+                best, _ = fastest(spec, wl, trace, device, fitting, efficiency=efficiency)
+            except UserError:
+                pass
+            why = (f"of the micro-batches of the {{n}} samples per replica that fit (the memory model), the fastest "
+                   f"over {layout.pp} pipeline stages (a larger one leaves fewer micro-batches to fill the pipeline; "
+                   "give --micro-batch to choose)")
         b = best.micro_batch
         if b == layout.micro_batch:
             return wl, layout, None
-        return wl.with_defaults(micro_batch=b), best, (
-                f"micro-batch {b} with {per_replica // b} accumulation steps: the largest micro-batch of the "
-                f"{per_replica} samples per replica that fits (chosen by the memory model; give --micro-batch "
-                "to choose)")
+        return wl.with_defaults(micro_batch=b), best, (f"micro-batch {b} with {per_replica // b} accumulation steps: "
+                                                       + why.format(n=per_replica))
     # nothing fits: show the most frugal micro-batch, so the figure and the advice start from there
     frugal = layout.replace(micro_batch=1, grad_accum=per_replica)
     return wl.with_defaults(micro_batch=1), frugal, (
