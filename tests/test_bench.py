@@ -362,3 +362,13 @@ def test_the_prediction_bench_compares_with_is_for_the_eager_kernels_it_runs() -
     # a stack the user names is kept
     named = predictions(spec, w.with_changes(fusion="fused"), tr, get_device("h200"), "given")
     assert named["peak_bytes"][0] == fused and "eager" not in named["peak_bytes"][1]
+
+
+def test_the_median_interval_states_its_own_coverage():
+    # the interval between order statistics j and k covers the median with probability sum C(n, i)/2^n, j <= i < k:
+    # at 3 runs min..max, 1 - 2/8 = 75% (it was labelled 95%); at 5 runs also min..max, 1 - 2/32 = 93.75%
+    assert stats.median_ci_level(3) == pytest.approx(0.75)
+    assert stats.median_ci_level(5) == pytest.approx(0.9375)
+    assert stats.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    assert all(stats.median_ci_level(n) >= 0.95 for n in range(6, 200))
+    assert stats.summarize([1.0, 2.0, 3.0])["latency_median_ci_level"] == pytest.approx(0.75)

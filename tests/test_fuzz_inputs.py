@@ -716,3 +716,15 @@ def test_the_api_refuses_the_same_inputs(call, message, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFOOTPRINT_HISTORY", str(tmp_path / "h.sqlite"))
     with pytest.raises(UserError, match=re.escape(message)):
         call(mf)
+
+
+def test_a_report_without_any_section_is_refused(tmp_path):
+    # '{"schema": ..., "verb": "analyze"}' rendered as an empty card and compared as a column of blanks, exit 0
+    from conftest import run_cli
+
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"schema": "mlfootprint.report/1", "verb": "analyze"}')
+    for argv in (["report", str(partial)], ["compare", str(partial), str(partial)]):
+        out = run_cli(*argv)
+        assert out.returncode == 2 and "holds no section of figures" in out.stderr, (argv, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

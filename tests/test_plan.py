@@ -240,3 +240,20 @@ def test_the_memory_bound_does_not_prune_a_16_bit_layout_that_fits():
     assert best["step_s"] <= given.sections["time"]["step_s"] * (1 + 1e-9)
     rep = mf.plan("llama-2-7b", wl)
     assert rep.sections["workload"]["grad_accum"] == best["global_batch"] // (64 * rep.sections["workload"]["micro_batch"])
+
+
+def test_rows_name_their_working_weights_when_they_differ():
+    # gpt2 on 8 H100: ZeRO-3 beat ZeRO-0/1/2 by 54% of work with nothing saying the ZeRO-0 rows run PyTorch AMP's
+    # fp32 working weights (--mixed-weights auto); now a weights column and the reason in 'vs #1'
+    import mlfootprint as mf
+    from mlfootprint.report.layout import ranked_layouts
+
+    rep = mf.plan("gpt2", mf.Workload(hardware="h100-sxm", devices=8, precision="bf16-mixed"))
+    layouts = rep.sections["plan"]["layouts"]
+    for row in layouts:
+        assert row["weights"] == ("16-bit" if row["zero"] == 3 or row["tp"] * row["pp"] * row["cp"] > 1 else "fp32")
+    heads, rows = ranked_layouts(rep)
+    if len({row["weights"] for row in layouts}) > 1:
+        assert "weights" in heads
+        best = layouts[0]["weights"]
+        assert all(("working weights" in row["why"]) == (row["weights"] != best) for row in layouts[1:])

@@ -348,9 +348,11 @@ def bench_view(report: Report) -> tuple[list[Row], list[str]]:
     unit = "samples" if m.get("token_unit") == "samples" else "tokens"
     runs = f"{m.get('runs', 0):,} runs after {m.get('warmup_runs', 0):,} warm-up on {m.get('device', 'this machine')}"
     spread = ""
-    if _num(m.get("latency_median_ci_low_s")) and _num(m.get("latency_median_ci_high_s")):
-        spread = (f"95% CI of the median {units.seconds(m['latency_median_ci_low_s'])}–"
-                  f"{units.seconds(m['latency_median_ci_high_s'])}; ")
+    level = m.get("latency_median_ci_level")
+    if _num(m.get("latency_median_ci_low_s")) and _num(m.get("latency_median_ci_high_s")) and \
+            not (_num(level) and level < 0.5):  # one or two runs bound nothing
+        spread = (f"{f'{100 * level:.0f}%' if _num(level) else '95%'} CI of the median "
+                  f"{units.seconds(m['latency_median_ci_low_s'])}–{units.seconds(m['latency_median_ci_high_s'])}; ")
     rows: list[Row] = [("Latency (median)", units.seconds(m["latency_median_s"]), _prov(report, "measured.latency_median_s"),
                         "; ".join(p for p in (f"{spread}p90 {units.seconds(m.get('latency_p90_s'))}; {runs}",
                                               _against(vs, "step_s")) if p))]

@@ -197,7 +197,10 @@ def ranked_layouts(report: Report) -> tuple[list[str], list[list[str]]]:
     """plan: one row per layout, best first."""
     p = report.get("plan") or {}
     rows = []
-    for row in p.get("layouts") or []:
+    layouts = p.get("layouts") or []
+    # the working weights, when the rows differ in them (AMP's fp32 below ZeRO-3 on one device's model, 16-bit else)
+    weights = len({row.get("weights") for row in layouts}) > 1
+    for row in layouts:
         vp = row.get("vp", 1)
         pipe = f"{row['pp']}" + (f"×{vp}" if vp > 1 else "") + (" zb" if row.get("schedule") == "zero-bubble" else "")
         rows.append([str(row["rank"]), str(row["tp"]), pipe, str(row.get("cp", 1)), str(row["dp"]),
@@ -205,8 +208,13 @@ def ranked_layouts(report: Report) -> tuple[list[str], list[list[str]]]:
                      {"selective": "sel"}.get(row["recompute"], row["recompute"]),
                      units.gb(row["peak_bytes"]), units.seconds(row["step_s"]), f"{100 * row['mfu']:.1f}%",
                      units.si(row["tokens_per_s"], digits=3), row.get("why") or row["bottleneck"]])
-    return ["#", "tp", "pp×vp", "cp", "dp", "zero", "mb", "recomp", "mem/dev", "step", "MFU", "tok/s",
-            "vs #1 (#1: its bottleneck)"], rows
+        if weights:
+            rows[-1].insert(8, str(row.get("weights") or "—"))
+    heads = ["#", "tp", "pp×vp", "cp", "dp", "zero", "mb", "recomp", "mem/dev", "step", "MFU", "tok/s",
+             "vs #1 (#1: its bottleneck)"]
+    if weights:
+        heads.insert(8, "weights")
+    return heads, rows
 
 
 

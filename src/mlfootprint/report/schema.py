@@ -180,7 +180,11 @@ class Report:
             data = parse_json(text, f"report {p}", not_json="is not a JSON report (it does not parse)")
         except UserError as exc:
             raise UserError(f"{exc.cli_message}; pass a file written with --format json") from None
-        return cls.from_dict(data, origin=str(p))
+        report = cls.from_dict(data, origin=str(p))
+        if not report.sections:  # every verb writes at least one section: this file has lost its figures
+            raise UserError(f"report {p} holds no section of figures (only its schema and verb); pass a whole "
+                            "report written with --format json")
+        return report
 
 
 # The shapes of the free-form fields that renderers walk (typed ``dict[str, Any]`` in sections.py): a report read

@@ -375,6 +375,7 @@ class MeasuredSection(Section):
     latency_median_ci_low_s: float | None = None
     latency_median_ci_high_s: float | None = None
     latency_median_ci_fraction: float | None = None
+    latency_median_ci_level: float | None = None  # the interval's exact coverage (0.75 at 3 runs, 0.95 from about 12)
     latency_samples: int | None = None
     ranks: int | None = None  # track, several ranks: all ranks, and those that reported steps
     ranks_reporting: int | None = None
@@ -461,6 +462,7 @@ class PlanLayout:
     stage_layers: list[int] | None = None  # blocks per pipeline stage
     bubble_fraction: float = 0.0  # bubble / the slowest stage's busy time
     why: str = ""  # why it loses to #1: the parts of the step that grew most ("+18% bubble")
+    weights: str | None = None  # working weights under mixed precision: fp32 (PyTorch AMP) or 16-bit
 
 
 @dataclass

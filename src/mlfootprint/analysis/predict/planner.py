@@ -64,6 +64,7 @@ class Candidate:
     fits: bool | None = None
     memory: Any = None
     why: str = ""  # why it loses to the best layout ("" for the best)
+    weights: str | None = None  # the working weights under mixed precision (Workload.mixed_weights_at): fp32 or 16-bit
 
     def to_dict(self) -> dict[str, Any]:
         p = self.par
@@ -73,7 +74,7 @@ class Candidate:
              "peak_bytes": self.peak_bytes, "fits": self.fits, "bottleneck": self.st.bottleneck,
              "breakdown": dict(self.st.breakdown), "cp": p.cp, "vp": p.vp, "schedule": p.schedule,
              "cp_comm": p.cp_comm, "stage_layers": list(self.st.stages) or None,
-             "bubble_fraction": self.st.bubble_fraction, "why": self.why}
+             "bubble_fraction": self.st.bubble_fraction, "why": self.why, "weights": self.weights}
         return d
 
 
@@ -430,8 +431,12 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         fitting.sort(key=rank)
         fitting = fitting[:top]
     best = fitting[0]
+    for c in fitting:
+        c.weights = wl.mixed_weights_at(c.par.zero, c.par.model_split) if wl.mixed else None
     for c in fitting[1:]:
         c.why = why_slower(c, best)
+        if c.weights != best.weights and c.weights:
+            c.why += f" ({c.weights} working weights)"  # what the ZeRO stage or split brings with it
     explanation = explain(best, dev, devices, capacity)
     notes = [f"global batch {wl.batch} {'sequences' if shape.tokens_per_sample else 'samples'} "
              f"({trace.tokens:,} tokens per step)",
