@@ -219,3 +219,15 @@ def test_compare_cli_errors_exit_2(tmp_path):
         assert res.returncode == 2 and msg in res.stderr and res.stderr.count("\n") == 1
     res = run_cli("compare", files[0])
     assert res.returncode == 2 and "two or more reports" in res.stderr
+
+
+def test_the_terminal_answers_first(tmp_path):
+    # compare printed every report's assumptions after the table (33 of them, 151 lines for two analyze reports);
+    # now the comparison, the Pareto front and the reports, and the assumptions with --details
+    paths = save(tmp_path, [SMALL, MID])
+    short = run_cli("compare", *paths)
+    assert short.returncode == 0, short.stderr
+    assert "Comparison" in short.stdout and "Pareto" in short.stdout and "Assumptions" not in short.stdout
+    assert "small runs alone" not in short.stdout and "--details" in short.stdout
+    full = run_cli("compare", *paths, "--details")
+    assert "Assumptions" in full.stdout and "small runs alone" in full.stdout

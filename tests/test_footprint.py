@@ -429,7 +429,10 @@ def test_cli_catalog_defaults(tmp_path):
 def test_cli_table_and_lists(tmp_path):
     p = _cli("--energy-kwh", "12", "--region", "us", "--facility", "laptop", tmp_path=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert "co2e_g" in p.stdout and "Assumptions" in p.stdout
+    # the answer first, every figure and assumption with --details
+    assert "CO2e" in p.stdout and "Energy given" in p.stdout and "Assumptions" not in p.stdout
+    p = _cli("--energy-kwh", "12", "--region", "us", "--facility", "laptop", "--details", tmp_path=tmp_path)
+    assert p.returncode == 0 and "co2e_g" in p.stdout and "Assumptions" in p.stdout
     p = _cli("--list-regions", tmp_path=tmp_path)
     assert p.returncode == 0 and "aws:us-east-1" in p.stdout and "gcp:us-central1" in p.stdout
     p = _cli("--help", tmp_path=tmp_path)

@@ -377,9 +377,24 @@ def bench_view(report: Report) -> tuple[list[Row], list[str]]:
     return rows, lines
 
 
+def footprint_view(report: Report) -> tuple[list[Row], list[str]]:
+    """footprint: energy, carbon, water and cost, and the device time or energy they came from."""
+    fp = report.get("footprint") or {}
+    rows: list[Row] = []
+    inputs = fp.get("inputs") or {}
+    for key, label in (("device_hours", "Device time"), ("energy_j", "Energy given")):
+        given = inputs.get(key)
+        if isinstance(given, dict) and _num(given.get("value")) and not (key == "energy_j" and "device_hours" in inputs):
+            hw = (inputs.get("hardware") or {}).get("value") if isinstance(inputs.get("hardware"), dict) else None
+            note = "; ".join(str(p) for p in (given.get("source"), f"on {hw}" if hw else None) if p)
+            rows.append((label, units.by_key(key, given["value"]), _prov(report, f"footprint.inputs.{key}.value"),
+                         note))
+    return rows + footprint_rows(report), []
+
+
 VIEWS: dict[str, View] = {
     "analyze": card_view, "predict": card_view, "count": count_view, "memory": memory_view, "plan": plan_view,
-    "mfu": mfu_view, "bench": bench_view,
+    "mfu": mfu_view, "bench": bench_view, "footprint": footprint_view,
 }
 
 

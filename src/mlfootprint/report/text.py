@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import card
-from .layout import Block, blocks, pred_measured_block, predicted_vs_measured, ranked_layouts
+from .layout import Block, blocks, compare_blocks, pred_measured_block, predicted_vs_measured, ranked_layouts
 from .render import renderer, text_width
 from .schema import Report
 
@@ -48,6 +48,12 @@ def render_table(report: Report, args: argparse.Namespace | None) -> str:
     view = card.VIEWS.get(report.verb)
     if view is not None and not details:
         _compact(console, report, view, args)
+    elif report.verb == "compare" and not details:
+        # the comparison, its Pareto front and the reports compared; their assumptions with --details
+        console.print(Text("mlfootprint compare", style="bold"))
+        for block in compare_blocks(report.get("compare") or {}):
+            _table(console, block)
+        console.print(Text(card.footer(report), style="dim"))
     else:
         _full(console, report, args)
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
