@@ -168,6 +168,15 @@ def test_output_file_in_missing_folder_leaves_nothing(tmp_path):
     assert not target.exists()
 
 
+def test_models_list_names_the_columns_a_narrow_terminal_leaves_out():
+    # at 80 columns 'context' and 'experts' were cut mid-header ('vocab  co') without a word
+    narrow = run_cli("models", "list", env={"COLUMNS": "80"})
+    assert narrow.returncode == 0 and max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert "Not shown at this width: context, experts" in " ".join(narrow.stdout.split())
+    wide = run_cli("models", "list", env={"COLUMNS": "140"})
+    assert "experts" in wide.stdout.splitlines()[1] and "Not shown" not in wide.stdout
+
+
 def test_models_list_and_show():
     proc = run_cli("models", "list", "--format", "json")
     assert proc.returncode == 0

@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 
 from .markdown import md_escape, md_link, safe_url
-from .render import renderer
+from .render import renderer, text_width
 from .schema import Report
 from .text import console_for
 
@@ -47,14 +47,22 @@ _MODELS_NOTE = "kv: key/value heads. Family, sources, hub ids and counted parame
 
 @renderer("table", verb="models")
 def models_table(report: Report, args: argparse.Namespace | None = None) -> str:
-    table = Table(title="mlfootprint models", caption=_MODELS_NOTE, caption_justify="left", box=None,
-                  title_justify="left", pad_edge=False)
     rows = _model_rows(report)
-    for i, (h, _) in enumerate(_MODEL_COLUMNS):
-        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=True,
-                         min_width=max([len(r[i]) for r in rows] + [len(h)]))
+    widths = [max([len(r[i]) for r in rows] + [len(h)]) for i, (h, _) in enumerate(_MODEL_COLUMNS)]
+    # the columns that fit the terminal, from the left; the others are named in the caption (they were cut silently)
+    shown = len(widths)
+    while shown > 2 and sum(widths[:shown]) + 2 * (shown - 1) > text_width(args):
+        shown -= 1
+    note = _MODELS_NOTE
+    if shown < len(widths):
+        left_out = ", ".join(h for h, _ in _MODEL_COLUMNS[shown:])
+        note += f". Not shown at this width: {left_out} (a wider terminal, --width or --format md shows them)"
+    table = Table(title="mlfootprint models", caption=note, caption_justify="left", box=None,
+                  title_justify="left", pad_edge=False)
+    for i, (h, _) in enumerate(_MODEL_COLUMNS[:shown]):
+        table.add_column(h, justify="left" if i < 2 else "right", no_wrap=True, min_width=widths[i])
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*row[:shown])
     return _print(table, args)
 
 
