@@ -237,7 +237,7 @@ class Workload:
         object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
         self._check()
         if self.devices is not None and "dp" not in self.given:
-            object.__setattr__(self, "dp", self.devices // (self.tp * self.pp * self.cp))
+            object.__setattr__(self, "dp", self.devices // self.model_split)
         if self.shard_group is not None and self.dp % self.shard_group:
             raise UserError(f"--shard-group {self.shard_group} does not divide the {self.dp} data-parallel ranks; "
                             f"use a divisor of {self.dp}")
@@ -297,7 +297,7 @@ class Workload:
         if self.hardware is not None and (not isinstance(self.hardware, str) or not self.hardware.strip()):
             raise UserError(f"--hardware must be a device id (see 'mlfootprint hardware list'), got {self.hardware!r}")
         if self.devices is not None:
-            group = self.tp * self.pp * self.cp
+            group = self.model_split
             names = f"--tp {self.tp} × --pp {self.pp}" + (f" × --cp {self.cp}" if self.cp > 1 else "")
             if self.devices % group:
                 raise UserError(f"--devices {self.devices} is not divisible by {names} = {group}; "
@@ -348,13 +348,18 @@ class Workload:
         return self.mixed and self.mixed_weights_resolved == "16-bit"
 
     @property
+    def model_split(self) -> int:
+        """The devices one replica's model is split over, tp × pp × cp (``Layout.model_split``)."""
+        return self.tp * self.pp * self.cp
+
+    @property
     def mixed_weights_resolved(self) -> str:
         """``mixed_weights`` as given, or under ``auto`` 16-bit with ZeRO-3 (FSDP's ``param_dtype`` and DeepSpeed's
         bf16/fp16 engines gather and compute with 16-bit weights, keeping the fp32 shard with the optimizer) or with
         tensor, pipeline or context parallelism (Megatron-LM and NeMo cast the model to its 16-bit compute dtype and
         keep fp32 main copies in the optimizer, as do DeepSpeed's pipeline engine and TorchTitan), and fp32 otherwise
         (PyTorch AMP: DDP, with or without ZeroRedundancyOptimizer, under autocast)."""
-        return self.mixed_weights_at(self.zero, self.tp * self.pp * self.cp)
+        return self.mixed_weights_at(self.zero, self.model_split)
 
     def mixed_weights_at(self, zero: int, split: int = 1) -> str:
         """``mixed_weights_resolved`` under ZeRO stage ``zero`` with the model split over ``split`` = tp × pp × cp
@@ -372,7 +377,7 @@ class Workload:
         gradients (DeepSpeed's ``communication_data_type`` default), except under bf16 with the model split over
         devices, where Megatron-LM accumulates and reduces them in fp32 main gradients (its arguments force
         ``accumulate_allreduce_grads_in_fp32`` with ``--bf16``)."""
-        return self.grad_reduce_at(self.zero, self.tp * self.pp * self.cp)
+        return self.grad_reduce_at(self.zero, self.model_split)
 
     def grad_reduce_at(self, zero: int, split: int = 1) -> str:
         """``grad_reduce_resolved`` under ZeRO stage ``zero`` with the model split over ``split`` devices."""

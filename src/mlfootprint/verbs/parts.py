@@ -304,7 +304,7 @@ def add_run_footprint(rep: Report, time: TimeSection, total_params: int | None,
 
 def _mixed_states_rule(wl: Workload, lay: Any) -> str:
     """The model states and traced activations of mixed-precision training, as the layout sized them."""
-    zero, split = (lay.zero, lay.model_split) if lay is not None else (wl.zero, wl.tp * wl.pp * wl.cp)
+    zero, split = (lay.zero, lay.model_split) if lay is not None else (wl.zero, wl.model_split)
     if wl.mixed_weights_at(zero, split) == "fp32":
         why = ("--mixed-weights fp32" if wl.mixed_weights != "auto" else
                "--mixed-weights auto without ZeRO-3 or a model split over devices")

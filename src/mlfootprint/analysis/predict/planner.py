@@ -349,7 +349,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     order = {r: i for i, r in enumerate(RECOMPUTE_CHOICES)}
 
     def rank(c: Candidate) -> tuple:
-        return (-c.tokens_per_s, c.par.tp * c.par.pp * c.par.cp, c.par.vp, c.par.zero, order[c.par.recompute],
+        return (-c.tokens_per_s, c.par.model_split, c.par.vp, c.par.zero, order[c.par.recompute],
                 c.par.zeropp, c.par.micro_batch)
 
     cands.sort(key=rank)

@@ -32,17 +32,18 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
     expert_trainable = sum(math.prod(p.shape) for p in trace.params if p.trainable and p.expert)
     act_bytes = wl.precision_info.compute_bytes
     moe = trace.moe
-    # the gradients' reduction dtype by layout (Workload.grad_reduce_at): below ZeRO-3 on one device's model, below
-    # ZeRO-3 with the model split over devices, and under ZeRO-3
-    gather_elem, reduce_elem = communication_dtypes(wl.precision_info, wl.grad_reduce_at(0))
-    reduce_elem_split = communication_dtypes(wl.precision_info, wl.grad_reduce_at(0, 2))[1]
-    reduce_elem3 = communication_dtypes(wl.precision_info, wl.grad_reduce_at(3))[1]
+    # the gradients' reduction dtype and the working weights' by layout case (ModelShape.layout_case: one device's
+    # model below ZeRO-3, a model split below ZeRO-3, ZeRO-3), as Workload.grad_reduce_at / mixed_weights_at resolve
+    cases = ((0, 1), (0, 2), (3, 1))
+    gather_elem = communication_dtypes(wl.precision_info)[0]
+    reduce_elem, reduce_elem_split, reduce_elem3 = (communication_dtypes(wl.precision_info, wl.grad_reduce_at(z, s))[1]
+                                                    for z, s in cases)
     weight_bytes = float(total * act_bytes if wl.mixed else trace.param_bytes)
     if wl.precision == "fp8-mixed":
         weight_bytes = float(total * gather_elem)
-    # layouts whose working weights are fp32 under mixed precision (PyTorch AMP; FSDP without param_dtype) gather
-    # and broadcast fp32 weights: by case, as the reductions above
-    fp32_cases = tuple(bool(wl.mixed and wl.mixed_weights_at(z, s) == "fp32") for z, s in ((0, 1), (0, 2), (3, 1)))
+    # fp32 working weights under mixed precision (PyTorch AMP; FSDP without param_dtype) are gathered and broadcast
+    # in fp32
+    fp32_cases = tuple(bool(wl.mixed and wl.mixed_weights_at(z, s) == "fp32") for z, s in cases)
     return ModelShape(
         batch=global_batch or wl.batch,
         tokens_per_sample=tokens_per_sample(spec, traced, trace),

@@ -141,21 +141,27 @@ class ModelShape:
     # below ZeRO-3, a model split below ZeRO-3, ZeRO-3 (Workload.mixed_weights_at)
     fp32_weight_cases: tuple[bool, bool, bool] = (False, False, False)
 
+    @staticmethod
+    def layout_case(zero: int, split: int = 1) -> int:
+        """The cases the dtypes are resolved for (``model_shape``): 0 one device's model below ZeRO-3, 1 a model split
+        over devices below ZeRO-3, 2 ZeRO-3."""
+        return 2 if zero >= 3 else (1 if split > 1 else 0)
+
     def gathered_weights(self, zero: int, split: int = 1) -> tuple[float, float]:
         """(the weights in the dtype they are gathered or broadcast in, bytes per element) under ZeRO stage ``zero``
         with the model split over ``split`` devices."""
-        case = 2 if zero >= 3 else (1 if split > 1 else 0)
-        if self.fp32_weight_cases[case] and self.weight_elem_bytes:
+        if self.fp32_weight_cases[self.layout_case(zero, split)] and self.weight_elem_bytes:
             return self.weight_bytes * 4.0 / self.weight_elem_bytes, 4.0
         return self.weight_bytes, self.weight_elem_bytes
 
     def gradient_reduction(self, zero: int, split: int = 1) -> tuple[float, float]:
         """(the gradient buffer in the dtype it is reduced in, bytes per element) under ZeRO stage ``zero`` with the
         model split over ``split`` = tp × pp × cp devices."""
-        if zero >= 3 and self.reduce_elem_bytes_zero3 is not None:
+        case = self.layout_case(zero, split)
+        if case == 2 and self.reduce_elem_bytes_zero3 is not None:
             return float(self.reduce_bytes_zero3 if self.reduce_bytes_zero3 is not None else self.grad_bytes), \
                 self.reduce_elem_bytes_zero3
-        if zero < 3 and split > 1 and self.reduce_elem_bytes_split is not None:
+        if case == 1 and self.reduce_elem_bytes_split is not None:
             return float(self.reduce_bytes_split if self.reduce_bytes_split is not None else self.grad_bytes), \
                 self.reduce_elem_bytes_split
         return float(self.reduce_bytes if self.reduce_bytes is not None else self.grad_bytes), self.reduce_elem_bytes
