@@ -295,6 +295,43 @@ def test_pp_16_on_a_126_layer_model_from_the_command_line(tmp_path):
     assert rep["time"]["breakdown"]["bubble_s"] > 0
 
 
+def test_virtual_stages_with_only_devices_leave_the_pipeline_to_the_planner(tmp_path):
+    # --vp needs --pp > 1 on a layout of your own; with --devices and no --pp the planner chooses the pipeline, so a
+    # given --vp fixes its virtual stages and rules out the unpipelined layouts (it was refused up front before)
+    with pytest.raises(UserError, match="needs pipeline parallelism"):
+        Workload(vp=2, mode="train")
+    assert Workload(vp=2, mode="train", devices=8).pp == 1  # open: the planner's
+    with pytest.raises(UserError, match="needs pipeline parallelism"):  # --pp given as 1: refused
+        Workload(vp=2, mode="train", devices=8, pp=1)
+    with pytest.raises(UserError, match="needs pipeline parallelism"):  # a layout of your own (--dp) keeps pp = 1
+        Layout.from_workload(Workload(vp=2, mode="train", devices=8, dp=8))
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(tmp_path_config(tmp_path)), "--devices", "8", "--vp", "2", "--hardware", "h100-sxm",
+                 "--batch", "64", "--seq", "32", "--top", "3", "--format", "json", "-o", str(out)]) == 0
+    rows = json.loads(out.read_text())["plan"]["layouts"]
+    assert rows and all(r["pp"] > 1 and r["vp"] == 2 for r in rows)
+    assert main(["plan", str(tmp_path_config(tmp_path)), "--devices", "8", "--hardware", "h100-sxm",
+                 "--batch", "64", "--seq", "32", "--top", "10", "--format", "json", "-o", str(out)]) == 0
+    assert any(r["vp"] != 2 for r in json.loads(out.read_text())["plan"]["layouts"])  # what --vp 2 rules out
+
+
+def test_expert_parallelism_on_a_model_without_experts_is_named_by_plan(tmp_path, capsys):
+    # every layout was refused by the memory model, and plan said "no layout ... is possible ... use another device
+    # count" where the fix is to drop --ep
+    assert main(["plan", str(tmp_path_config(tmp_path)), "--devices", "8", "--ep", "2", "--hardware", "h100-sxm",
+                 "--batch", "64", "--seq", "32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlfootprint: error: --ep 2 needs a mixture-of-experts model; ") and \
+        err.endswith(" has no experts (drop --ep)") and "\n" not in err, err
+
+
+def tmp_path_config(tmp_path):
+    path = tmp_path / "config.json"
+    if not path.exists():
+        path.write_text(json.dumps(dict(DEEP, num_hidden_layers=8, hidden_size=16, intermediate_size=32)))
+    return path
+
+
 def test_a_pipeline_of_your_own_takes_the_fastest_micro_batch_that_fits():
     # --dp 2 --pp 2 without --micro-batch: 16 samples per replica. The largest micro-batch that fits (16) is one
     # micro-batch per step, a bubble of (p - 1)/m = 1 whole step; the card takes the fastest that fits instead, and each

@@ -278,7 +278,9 @@ class Workload:
         if self.offload_activations and self.mode != "train":
             raise UserError("--offload-activations moves the activations a training step saves for its backward; "
                             "add --mode train, or drop --offload-activations")
-        _check_pipeline(self.pp, self.vp, self.schedule)
+        # with --devices and no --pp, the planner chooses the pipeline a given --vp needs (its layout is checked)
+        planner_pipes = (self.devices or 1) > 1 and "pp" not in self.given
+        _check_pipeline(self.pp, self.vp, self.schedule, pp_open=planner_pipes)
         _check_expert_tp(self.etp, self.tp, self.ep)
         if not isinstance(self.user_hooks, bool):
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
@@ -609,8 +611,8 @@ def offload_fraction(value: Any) -> float:
     return float(value)
 
 
-def _check_pipeline(pp: int, vp: int, schedule: str) -> None:
-    if vp > 1 and pp == 1:
+def _check_pipeline(pp: int, vp: int, schedule: str, pp_open: bool = False) -> None:
+    if vp > 1 and pp == 1 and not pp_open:
         raise UserError(f"--vp {vp} (virtual pipeline stages) needs pipeline parallelism; add --pp 2 or more, or drop --vp")
     if schedule == "zero-bubble" and vp > 1:
         raise UserError("--schedule zero-bubble is modeled as ZB-H1 (one stage per device); drop --vp, or use "

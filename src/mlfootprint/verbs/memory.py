@@ -55,9 +55,11 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     dev = get_device(wl.hardware) if wl.hardware else None
     wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
-    layout = Layout.from_workload(wl)
-    check_against_model(layout, spec.facts or {}, None, wl.training)
-    if dev is not None and planner_decides(wl):
+    planned = dev is not None and planner_decides(wl)
+    if not planned:  # (the planner's layouts are checked as it lays them out)
+        layout = Layout.from_workload(wl)
+        check_against_model(layout, spec.facts or {}, None, wl.training)
+    if planned:
         # only --devices given: the planner's layout, as analyze and predict take it (it plans from the whole model
         # at the global batch); its memory is then that layout's
         tr, run = traced_run(spec, wl, dev)

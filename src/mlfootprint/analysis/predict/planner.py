@@ -182,6 +182,8 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                     continue
                 rcs = [recompute] if recompute else list(RECOMPUTE_CHOICES)
                 if p == 1:
+                    if vp and vp > 1:
+                        continue  # virtual stages given: only pipelined layouts
                     pipes = [(1, schedule or "1f1b")]
                 elif schedule == "zero-bubble":
                     pipes = [(1, "zero-bubble")]
@@ -304,6 +306,8 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
     fixed = (tp or 1) * (pp or 1) * (cp or 1)
     if devices % fixed:
         raise UserError(f"--devices {devices} is not divisible by the fixed --tp × --pp × --cp = {fixed}")
+    if wl.ep > 1 and not (getattr(spec, "facts", None) or {}).get("experts"):
+        raise UserError(f"--ep {wl.ep} needs a mixture-of-experts model; {spec.name} has no experts (drop --ep)")
     dev = resolve_device(device)
     eff = efficiency_for(dev, efficiency)
     profile = build_profile(trace, dev, eff, wl.precision, getattr(wl, "fusion", None))
