@@ -155,3 +155,19 @@ def test_memory_components_prefer_what_is_alive_at_the_peak():
     del memory["at_peak"]
     # without it: the section's own components, never the headroom, capacity or host (off-device) bytes
     assert plots.memory_components(memory) == [("weights", 500.0), ("optimizer", 1000.0)]
+
+
+def test_plot_ticks_and_labels_carry_no_exponents_and_memory_is_in_gib(page):
+    # matplotlib's defaults printed '10^-2' on log axes and '5e-07' on a footprint bar of one step's kWh; the
+    # rest of the report writes plain numbers, and gives memory in GiB (the memory plot said GB, the card GiB)
+    texts = re.findall(r"<text[^>]*>(.*?)</text>", page, flags=re.S)
+    assert texts
+    assert not [t for t in texts if re.search(r"\d[eE][+-]?\d|\^|\$", t)]
+    memory = page[page.index('id="plot-memory"'):]
+    memory = memory[:memory.index("</svg>")]
+    labels = re.findall(r"<text[^>]*>(.*?)</text>", memory, flags=re.S)
+    assert any(t.endswith("per device") and ("iB" in t or t.startswith("bytes")) for t in labels), labels
+    assert not [t for t in labels if re.search(r"\d\s*[kMG]B\b", t)]
+    # one step's energy is joules, not 0.000002 kWh
+    assert plots._scaled([2e-6], "kWh") == (1 / 3.6e6, "J")
+    assert plots._scaled([0.5], "kWh") == (1e-3, "Wh") and plots._scaled([5.0], "kWh") == (1.0, "kWh")

@@ -78,6 +78,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _to_svg(fig: Any, plot_id: str, label: str) -> str:
+    _plain_ticks(fig)
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "mlfootprint"})
     text = buf.getvalue()
@@ -94,6 +95,20 @@ def _to_svg(fig: Any, plot_id: str, label: str) -> str:
     head = re.sub(r'\s(width|height)="[^"]*"', "", head)
     head = head.replace("<svg", f'<svg id="{prefix}" class="plot" role="img" aria-label="{_attr(label)}"', 1)
     return head + text[head_end:].strip()
+
+
+def _plain_ticks(fig: Any) -> None:
+    """Tick labels without exponent notation, as the rest of the report: matplotlib's own formatters (a log axis's
+    '10^3', a linear axis's '1e-5' offset) are replaced wherever a plot kept them; a log axis labels its decades only."""
+    from matplotlib.ticker import FuncFormatter, LogFormatter, NullFormatter, ScalarFormatter
+
+    plain = FuncFormatter(lambda v, _pos: si(v) if abs(v) >= 1e4 else plain_number(v, 3))
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_major_formatter(), (ScalarFormatter, LogFormatter)):
+                axis.set_major_formatter(plain)
+            if isinstance(axis.get_minor_formatter(), LogFormatter):
+                axis.set_minor_formatter(NullFormatter())
 
 
 def _attr(text: str) -> str:
@@ -216,7 +231,7 @@ def _plain(value: float) -> str:
 def _thousands() -> Any:
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda v, _pos: f"{v:,.0f}" if abs(v) >= 1000 else f"{v:g}")
+    return FuncFormatter(lambda v, _pos: f"{v:,.0f}" if abs(v) >= 1000 else plain_number(v, 3))
 
 
 def _si_formatter(unit: str) -> Any:
@@ -261,7 +276,9 @@ def memory_plot(memory: dict[str, Any], measured_peak: float | None = None, plot
     peak = memory.get("peak_bytes") if isinstance(memory.get("peak_bytes"), (int, float)) else None
     cap = memory.get("device_bytes") if isinstance(memory.get("device_bytes"), (int, float)) else None
     top = max([sum(v for _, v in comps), peak or 0, measured_peak or 0])
-    scale, unit = next(((f, u) for f, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if top >= 0.5 * f), (1.0, "bytes"))
+    # binary units, as the card and the tables give memory
+    scale, unit = next(((f, u) for f, u in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")) if top >= 0.5 * f),
+                       (1.0, "bytes"))
     fig = _figure(9.5, 2.9)
     ax = fig.subplots()
     left = 0.0
@@ -283,10 +300,10 @@ def memory_plot(memory: dict[str, Any], measured_peak: float | None = None, plot
             ax.axvline(cap / scale, color="#222222", lw=1.2, ls=":", label=f"device memory: {plain_number(cap / scale, 3)} {unit}")
             marks.append(cap / scale)
         else:  # a line far to the right would squash the bars to nothing: say it instead
-            title += f" (device memory {plain_number(cap / 1e9, 3)} GB, off the scale)"
+            title += f" (device memory {plain_number(cap / 2**30, 3)} GiB, off the scale)"
     ax.set_xlim(0, max(marks) * 1.05)
     ax.set_yticks([0], ["per device"])
-    ax.set_xlabel(f"{unit} (1e{int(round(math.log10(scale)))} bytes)" if scale > 1 else "bytes")
+    ax.set_xlabel(f"{unit} per device" if scale > 1 else "bytes per device")
     ax.set_title(title)
     ax.grid(axis="y", visible=False)
     fig.legend(loc="outside lower center", ncol=4)
@@ -408,13 +425,16 @@ def pred_measured_plot(pairs: Sequence[Any], plot_id: str = "plot-pred-measured"
 # -- footprint ----------------------------------------------------------------------------------
 
 def _scaled(values: Sequence[float], unit: str) -> tuple[float, str]:
+    """A divisor and unit that put the largest value between about 1 and 1,000 (one step's energy is a few joules)."""
     top = max(values) if values else 0
     if unit == "gCO2e":
-        return (1e6, "tCO2e") if top >= 1e6 else ((1e3, "kgCO2e") if top >= 1e3 else (1.0, "gCO2e"))
+        return (1e6, "tCO2e") if top >= 1e6 else ((1e3, "kgCO2e") if top >= 1e3 else
+                                                  ((1.0, "gCO2e") if top >= 1 else (1e-3, "mgCO2e")))
     if unit == "kWh":
-        return (1e6, "GWh") if top >= 1e6 else ((1e3, "MWh") if top >= 1e3 else (1.0, "kWh"))
+        return (1e6, "GWh") if top >= 1e6 else ((1e3, "MWh") if top >= 1e3 else (
+            (1.0, "kWh") if top >= 1 else ((1e-3, "Wh") if top >= 1e-3 else (1 / 3.6e6, "J"))))
     if unit == "L":
-        return (1e3, "m³") if top >= 1e3 else (1.0, "L")
+        return (1e3, "m³") if top >= 1e3 else ((1.0, "L") if top >= 1 else (1e-3, "mL"))
     return 1.0, unit
 
 
