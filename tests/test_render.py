@@ -285,3 +285,43 @@ def test_report_verb_bad_input_is_one_line_exit_2(tmp_path, content, expected):
 def test_every_verb_accepts_the_new_formats():
     res = run_cli("count", "--help")
     assert "latex" in res.stdout and "csv" in res.stdout and "html" in res.stdout
+
+
+def test_a_table_too_wide_says_its_constant_columns_once_then_falls_back_to_row_blocks():
+    # plan's ranking at 80 columns folded every figure to 3-4 characters a line ('non / e', '77. / 14 / GiB') even
+    # with its last column moved below: columns with one value in every row now go above it, once; narrower still,
+    # each row is a block of 'head value' pairs, never a figure broken mid-way
+    import io as _io
+    from rich.console import Console
+    from mlfootprint.report import text as text_mod
+    from mlfootprint.report.layout import Block
+
+    heads = ["#", "tp", "pp×vp", "cp", "dp", "zero", "mb", "recompute", "weights", "mem/dev", "step", "MFU", "tok/s",
+             "vs #1"]
+    rows = [[str(i), "1", "1", "1", "64", z, mb, "none", "16-bit", mem, step, mfu, tok, why]
+            for i, (z, mb, mem, step, mfu, tok, why) in enumerate([
+                ("3++", "4", "77.14 GiB", "5.35 s", "57.1%", "784 k", "compute"),
+                ("3", "4", "75.57 GiB", "5.36 s", "57.0%", "783 k", "+0.1% step (small parts)"),
+                ("3++", "2", "41.44 GiB", "5.39 s", "56.6%", "778 k", "+0.8% step: +1% work, +1% exposed DP traffic")],
+                start=1)]
+
+    def shown(width):
+        console = Console(file=_io.StringIO(), width=width, color_system=None, highlight=False, markup=False)
+        text_mod._table(console, Block("Layouts that fit, fastest first", heads, rows))
+        return console.file.getvalue().splitlines()
+
+    wide = shown(200)
+    assert not any(line.startswith("every row") for line in wide)  # fits: every column shown
+    assert any(line.split()[:3] == ["#", "tp", "pp×vp"] for line in wide)
+    lines = shown(80)
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0] == "Layouts that fit, fastest first"
+    assert lines[1] == "every row: tp 1 · pp×vp 1 · cp 1 · dp 64 · recompute none · weights 16-bit"
+    assert lines[2].split() == ["#", "zero", "mb", "mem/dev", "step", "MFU", "tok/s", "vs", "#1"]
+    assert lines[4].split() == ["1", "3++", "4", "77.14", "GiB", "5.35", "s", "57.1%", "784", "k", "compute"]
+    narrow = shown(40)
+    assert all(len(line) <= 40 for line in narrow)
+    assert narrow[1].startswith("every row: tp 1 · pp×vp 1")
+    body = " ".join(narrow[2:])
+    assert "1: zero 3++ · mb 4 · mem/dev 77.14 GiB" in body and "2: zero 3 · mb 4" in body
+    assert "tp 1" not in body  # said once, above

@@ -174,28 +174,52 @@ def _needed(headers: list[str], rows: list[list[str]], longest: list[int], whole
 
 
 def _table(console: Console, block: Block) -> None:
+    """A block as a table that fits the terminal. Figures (cells of at most 12 characters: '78.36 GiB', '2.6 min')
+    stay whole; when the table is too wide so, in turn: a last column of text (plan's 'vs #1') goes below the table,
+    row by row; columns with one value in every row are said once above it ('every row: tp 1 · dp 64'); each row
+    becomes a block of 'head value' pairs wrapped at words (a table folded to a character a line says nothing)."""
     headers, rows = list(block.headers), [[str(c) for c in r] for r in block.rows]
-    longest = [max([len(row[i]) for row in rows if i < len(row)] + [len(h)]) for i, h in enumerate(headers)]
-    # figures (cells of at most 12 characters: '78.36 GiB', '2.6 min') stay whole when the table still fits the
-    # terminal with them so; else a last column of text (plan's 'vs #1') goes below the table, row by row; else only
-    # the names are kept whole and the rest folds
-    cells = [max([len(row[i]) for row in rows if i < len(row)] + [0]) for i in range(len(headers))]
-    short = {i for i, n in enumerate(cells) if n <= 12}
-    below: list[tuple[str, str]] = []
-    below_head = ""
-    table = _built(console, block.title, headers, rows, longest, short)
-    if _needed(headers, rows, longest, short) > console.width:
-        if len(headers) > 2 and cells[-1] > 24 and \
-                _needed(headers[:-1], [r[:-1] for r in rows], longest[:-1], short) <= console.width:
-            below = [(r[0], r[-1]) for r in rows if len(r) == len(headers) and r[-1]]
-            below_head = headers[-1]
-            table = _built(console, block.title, headers[:-1], [r[:-1] for r in rows], longest[:-1], short)
-        else:
-            table = _built(console, block.title, headers, rows, longest, set())
-    console.print(table)
-    if below:
-        console.print(f"{below_head}:")
-        for first, text in below:
-            console.print(f"  {first}: {text}")
+    full = [r for r in rows if len(r) == len(headers)]
+    fitted = _fitted(console, headers, rows)
+    constant: list[int] = []
+    if fitted is None and len(full) >= 2 and len(full) == len(rows):
+        constant = [i for i in range(1, len(headers)) if len({r[i] for r in rows}) == 1]
+        keep = [i for i in range(len(headers)) if i not in constant]
+        if constant and len(keep) >= 2:
+            fitted = _fitted(console, [headers[i] for i in keep], [[r[i] for i in keep] for r in rows])
+    if block.title:
+        console.print(Text(block.title, style="italic"))
+    if constant:
+        console.print(Text("every row: " + " · ".join(f"{headers[i]} {rows[0][i]}" for i in constant)),
+                      overflow="fold")
+    if fitted is None:
+        for row in rows:
+            pairs = [f"{h} {c}" for i, (h, c) in enumerate(zip(headers, row)) if i and c and i not in constant]
+            console.print(Text(f"{row[0]}: " + " · ".join(pairs) if row else ""), overflow="fold")
+    else:
+        table, below_head, below = fitted
+        console.print(table)
+        if below:
+            console.print(f"{below_head}:")
+            for first, text in below:
+                console.print(f"  {first}: {text}")
     if block.note:
         console.print(block.note)
+
+
+def _fitted(console: Console, headers: list[str], rows: list[list[str]]
+            ) -> tuple[Table, str, list[tuple[str, str]]] | None:
+    """The table with its figures whole, or with its last text column moved below it (that column's head and
+    (first cell, text) pairs); None when neither fits. A table whose only cells are names and text folds."""
+    longest = [max([len(row[i]) for row in rows if i < len(row)] + [len(h)]) for i, h in enumerate(headers)]
+    cells = [max([len(row[i]) for row in rows if i < len(row)] + [0]) for i in range(len(headers))]
+    short = {i for i, n in enumerate(cells) if n <= 12}
+    if _needed(headers, rows, longest, short) <= console.width:
+        return _built(console, "", headers, rows, longest, short), "", []
+    if len(headers) > 2 and cells[-1] > 24 and \
+            _needed(headers[:-1], [r[:-1] for r in rows], longest[:-1], short) <= console.width:
+        below = [(r[0], r[-1]) for r in rows if len(r) == len(headers) and r[-1]]
+        return _built(console, "", headers[:-1], [r[:-1] for r in rows], longest[:-1], short), headers[-1], below
+    if not short - {0}:  # nothing to keep whole: names and text, which fold at words
+        return _built(console, "", headers, rows, longest, set()), "", []
+    return None
