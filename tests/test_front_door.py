@@ -331,19 +331,50 @@ def test_generate_footprint_covers_the_whole_call_not_its_prefill():
 
 
 def test_without_batch_the_step_of_several_replicas_is_stated_and_counted_as_such():
-    # no --batch with 4 data-parallel replicas: one sample each, a global batch of 4. The workload, the FLOPs, the
-    # time and MFU all cover those 4 samples (FLOPs once counted one sample under a 4-sample step time), the
-    # same answer as --batch 4
+    # no --batch with 4 data-parallel replicas of a layout of the user's own (--dp: the planner is not asked): the
+    # planner's global batch, about 4M tokens (4,194,304 / 128 = 32,768 sequences, a multiple of the 4 devices), as
+    # '--devices 4' alone lays out; it read one sample per replica before, 8,192× fewer than the same command line
+    # without the redundant --dp. The workload, the FLOPs, the time and MFU all cover those samples, the same
+    # answer as --batch 32768
     args = ["predict", "gpt2", "--seq", "128", "--hardware", "h100-sxm", "--devices", "4", "--dp", "4", "--zero", "1",
-            "--format", "json"]  # --dp: a layout of the user's own (the planner is not asked)
+            "--format", "json"]
     rep = json.loads(_cli(*args).stdout)
-    given = json.loads(_cli(*args, "--batch", "4").stdout)
+    given = json.loads(_cli(*args, "--batch", "32768").stdout)
+    planned = json.loads(_cli("predict", "gpt2", "--seq", "128", "--hardware", "h100-sxm", "--devices", "4",
+                              "--format", "json").stdout)
     w, f, t = rep["workload"], rep["flops"], rep["time"]
-    assert w["batch"] == 4 and "batch" in w["defaults"] and t["samples_per_step"] == 4
+    assert w["batch"] == 32768 == planned["workload"]["batch"] and "batch" in w["defaults"]
+    assert t["samples_per_step"] == 32768
+    assert w["micro_batch"] * w["grad_accum"] * 4 == 32768 and "micro_batch" in w["defaults"]
     assert f["model"] == given["flops"]["model"] and t["step_s"] == given["time"]["step_s"]
     assert t["mfu"] == pytest.approx(f["model"] / t["step_s"] / (4 * t["peak_flop_per_s"]), rel=1e-9)
-    assert any(a.startswith("batch 4: no --batch: one step is 1 sample(s) on each of the 4 data-parallel replicas")
-               for a in rep["assumptions"])
+    assert any(a.startswith("global batch 32,768 × 128 tokens: about 4,194,304 tokens, rounded up to a multiple "
+                            "of 4 devices") for a in rep["assumptions"])
+    # a whole step given (micro-batch and accumulation) is that step: one micro-batch of 2, 3 times, on 4 replicas
+    whole = json.loads(_cli(*args, "--micro-batch", "2", "--grad-accum", "3").stdout)
+    assert whole["workload"]["batch"] == 24
+
+
+def test_memory_of_a_layout_of_your_own_steps_over_the_planner_batch_at_a_traced_micro_batch():
+    # memory of gpt2 over 4 replicas without --batch: the global batch analyze and predict step over (about 4M
+    # tokens: 4,194,304 / 64 = 65,536 sequences), and the largest micro-batch that fits, its figures from its own
+    # trace (counted), the same as that micro-batch given; without a device to size one, one sample accumulated:
+    # the memory of one sample per replica, as before
+    base = dict(mode="train", seq=64, dp=4, zero=1, precision="bf16-mixed")
+    sized = memory("gpt2", Workload(**base, hardware="h100-sxm"))
+    w, m = sized.sections["workload"], sized.sections["memory"]
+    assert w["batch"] == 65536 and w["micro_batch"] > 1 and w["micro_batch"] * w["grad_accum"] * 4 == 65536
+    assert m["fits"] is True and sized.provenance["memory.activations_bytes"] == "counted"
+    assert m["breakdown"]["traced_batch"] == w["micro_batch"]
+    given = memory("gpt2", Workload(**base, hardware="h100-sxm", batch=65536, micro_batch=w["micro_batch"]))
+    assert given.sections["memory"]["peak_bytes"] == m["peak_bytes"]
+    bigger = memory("gpt2", Workload(**base, hardware="h100-sxm", batch=65536, micro_batch=2 * w["micro_batch"]))
+    assert bigger.sections["memory"]["fits"] is False  # the largest that fits
+    bare = memory("gpt2", Workload(**base))
+    assert bare.sections["workload"]["batch"] == 65536 and bare.sections["workload"]["micro_batch"] == 1
+    one_each = memory("gpt2", Workload(**base, batch=4))
+    assert bare.sections["memory"]["peak_bytes"] == one_each.sections["memory"]["peak_bytes"]
+    assert any("micro-batch 1 (no device memory to choose a larger one by" in a for a in bare.assumptions)
 
 
 def test_analyze_sizes_a_device_from_its_own_micro_batch_as_memory_does():

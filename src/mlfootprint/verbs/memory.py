@@ -16,7 +16,8 @@ from ..workload import Layout, Workload, check_against_model, micro_batch_of
 from .common import base_report, resolve_model, reuses_traces
 from .parts import add_memory
 from .predict import memory_extras
-from .runnable import default_precision, micro_batch_workload, planner_decides, runnable, traced_run
+from .runnable import default_precision, micro_batch_workload, own_layout_batch, planner_decides, runnable, \
+    traced_run
 
 
 @reuses_traces
@@ -56,7 +57,9 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     wl, precision_note = default_precision(wl, dev)
     spec = resolve_model(model, inputs, inputs_ref)
     planned = dev is not None and planner_decides(wl)
+    batch_note = None
     if not planned:  # (the planner's layouts are checked as it lays them out)
+        wl, batch_note = own_layout_batch(spec, wl, dev, per_replica=False)
         layout = Layout.from_workload(wl)
         check_against_model(layout, spec.facts or {}, None, wl.training)
     if planned:
@@ -70,6 +73,14 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
         if "batch" not in wl.given and not wl.micro_batch and wl.batch == 1:
             layout = layout.replace(micro_batch=tr.memory.batch)  # the batch of --input shapes / an inputs callable
         run = runnable(spec, wl, tr, dev, layout=layout, traced_wl=traced_wl)
+        if run.layout.micro_batch != layout.micro_batch:
+            # the micro-batch the memory model chose, traced itself (the figures are its trace's, not scaled)
+            traced_wl = micro_batch_workload(run.workload, run.layout.micro_batch)
+            tr = traced_step(spec, traced_wl)
+            chosen = runnable(spec, run.workload, tr, dev, layout=run.layout, traced_wl=traced_wl,
+                              choose_micro_batch=False)
+            chosen.notes = run.notes + chosen.notes
+            run = chosen
     rep = base_report("memory", spec, run.workload)
     params = parameter_stats(tr)
     rep.add(ParamsSection(**vars(params)), {k: "counted" for k in vars(params) if k != "by_dtype"
@@ -82,7 +93,7 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
                      max_batch_traces=sum(1 for _, _, new, _ in probes if new))  # traces made by the search itself
         derived = sorted(mb for mb, _, _, was_derived in probes if was_derived)
     add_memory(rep, run.estimate, run.workload, **extra)
-    for note in ([precision_note] if precision_note else []) + run.notes:
+    for note in ([precision_note] if precision_note else []) + ([batch_note] if batch_note else []) + run.notes:
         rep.assume(note, key=True)
     if max_batch:
         rep.mark("memory.max_batch", "counted")

@@ -139,7 +139,7 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
         batch, notes = planner_batch(spec, wl, wl.devices, efficiency_for(device, efficiency))
         wl, note = wl.with_defaults(batch=batch), notes[0] + ", laid out by the planner as 'mlfootprint plan' does"
     else:
-        wl, note = _at_global_batch(wl)
+        wl, note = own_layout_batch(spec, wl, device, efficiency)
     # the planner scales a trace without recomputation (a fixed --recompute is then traced at the micro-batch)
     tr = tracer(spec, wl.with_changes(recompute="none", given=wl.given) if planned and wl.recompute != "none"
                 else wl)
@@ -223,6 +223,36 @@ def _at_global_batch(wl: Workload) -> tuple[Workload, str | None]:
     if batch == wl.batch:
         return wl, None
     return wl.with_defaults(batch=batch), f"batch {batch}: {note}"
+
+
+def own_layout_batch(spec: ModelSpec, wl: Workload, device: Device | None, efficiency: Any = None, *,
+                     per_replica: bool = True) -> tuple[Workload, str | None]:
+    """The workload of a layout of the user's own at the global batch it steps over, with a note when not given.
+
+    Training a text model over data-parallel replicas without --batch, the global batch is the planner's
+    (``planner_batch``: about 4M tokens, a multiple of the devices) rounded up to whole steps of the micro-batch and
+    accumulation given, so that ``--devices 8`` and ``--devices 8 --dp 8`` step over the same samples (the layout of
+    your own read one sample per replica, 512× fewer). The micro-batch is then the memory model's choice on a device
+    of known size (``runnable``), else one sample, accumulated. Given --micro-batch and --grad-accum are a whole step;
+    one device, other models and other modes keep ``global_batch``'s reading (``per_replica=False``: the workload as
+    it is, for the memory model to read so)."""
+    devices = wl.devices or wl.dp * wl.model_split
+    text = spec.task in TEXT_TASKS and (wl.seq or (default_seq(spec) if spec.source != "factory" else None))
+    if not (wl.training and text and wl.dp > 1) or "batch" in wl.given or wl.batch != 1 \
+            or {"micro_batch", "grad_accum"} <= wl.given:
+        return _at_global_batch(wl) if per_replica else (wl, None)
+    want, notes = planner_batch(spec, wl, devices, efficiency_for(device, efficiency))
+    unit = wl.dp * (wl.micro_batch or 1) * (wl.grad_accum if "grad_accum" in wl.given else 1)
+    batch = math.ceil(want / unit) * unit
+    note = notes[0] if batch == want else notes[0].replace(f"global batch {want:,}", f"global batch {batch:,}").replace(
+        f"a multiple of {devices:,} devices", f"a multiple of {devices:,} devices and of {unit:,} "
+        f"(--dp {wl.dp} × micro-batch {wl.micro_batch or 1}" +
+        (f" × --grad-accum {wl.grad_accum}" if "grad_accum" in wl.given else "") + ")")
+    out = wl.with_defaults(batch=batch)
+    if wl.micro_batch is None and "grad_accum" not in wl.given and device_bytes_for(wl)[0] is None:
+        out = out.with_defaults(micro_batch=1)  # no device to choose one by: one sample, accumulated
+        note += "; micro-batch 1 (no device memory to choose a larger one by: give --hardware or --micro-batch)"
+    return out, note
 
 
 def planner_decides(wl: Workload) -> bool:
