@@ -358,8 +358,7 @@ def test_without_batch_the_step_of_several_replicas_is_stated_and_counted_as_suc
 def test_memory_of_a_layout_of_your_own_steps_over_the_planner_batch_at_a_traced_micro_batch():
     # memory of gpt2 over 4 replicas without --batch: the global batch analyze and predict step over (about 4M
     # tokens: 4,194,304 / 64 = 65,536 sequences), and the largest micro-batch that fits, its figures from its own
-    # trace (counted), the same as that micro-batch given; without a device to size one, one sample accumulated:
-    # the memory of one sample per replica, as before
+    # trace (counted), the same as that micro-batch given; without a device to size one, one sample accumulated
     base = dict(mode="train", seq=64, dp=4, zero=1, precision="bf16-mixed")
     sized = memory("gpt2", Workload(**base, hardware="h100-sxm"))
     w, m = sized.sections["workload"], sized.sections["memory"]
@@ -372,7 +371,8 @@ def test_memory_of_a_layout_of_your_own_steps_over_the_planner_batch_at_a_traced
     assert bigger.sections["memory"]["fits"] is False  # the largest that fits
     bare = memory("gpt2", Workload(**base))
     assert bare.sections["workload"]["batch"] == 65536 and bare.sections["workload"]["micro_batch"] == 1
-    one_each = memory("gpt2", Workload(**base, batch=4))
+    assert bare.sections["workload"]["grad_accum"] == 16384  # accumulated: the gradients live the whole step
+    one_each = memory("gpt2", Workload(**base, batch=65536, micro_batch=1))
     assert bare.sections["memory"]["peak_bytes"] == one_each.sections["memory"]["peak_bytes"]
     assert any("micro-batch 1 (no device memory to choose a larger one by" in a for a in bare.assumptions)
 
@@ -488,3 +488,44 @@ def test_human_output_has_no_exponent_notation(capsys):
     assert main(["claims", "--only", "gpt3-train-flops", "--only", "zero-offload-pytorch-limit"]) == 0
     table = capsys.readouterr().out
     assert "314 ZFLOP" in table and "1.4 G parameters" in table
+
+
+def test_a_layout_of_your_own_accumulates_the_batch_it_steps_over(tmp_path):
+    # sweep findings on the default batch of a layout of your own (training, several devices, no --batch):
+    # the accumulation the batch implies is the workload's and the layout's (the memory of a pipeline holds its
+    # in-flight micro-batches: with accumulation 1 it read one, and called 98 GiB of llama-2-70b 53 GiB, "fits");
+    # a fixed micro-batch rounds the batch to whole micro-batches; --grad-accum names its micro-batch; and a layout
+    # taken because of an option the planner does not search says so first
+    import mlfootprint as mf
+
+    tiny = "tests/data/configs/tiny-llama"
+    base = dict(mode="train", seq=32, hardware="h100-sxm", devices=4, precision="bf16-mixed")
+    own = mf.predict(tiny, mf.Workload(**base, pp=2, dp=2, zero=1, micro_batch=2, recompute="none"))
+    w = own.sections["workload"]
+    assert w["batch"] == 131072 and w["grad_accum"] == 131072 // (2 * 2)  # 4,194,304 / 32 tokens
+    given = mf.predict(tiny, mf.Workload(**base, pp=2, dp=2, zero=1, micro_batch=2, recompute="none", batch=131072))
+    assert own.sections["memory"]["peak_bytes"] == given.sections["memory"]["peak_bytes"]
+    three = mf.predict(tiny, mf.Workload(**base, micro_batch=3))  # the planner's, micro-batch fixed
+    w3 = three.sections["workload"]
+    assert w3["batch"] % (4 * 3) == 0 and w3["batch"] == w3["dp"] * 3 * w3["grad_accum"]
+    assert any("rounded up to a multiple of 4 devices × micro-batch 3" in a for a in three.assumptions)
+    accum = mf.predict(tiny, mf.Workload(**base, grad_accum=16))
+    wa = accum.sections["workload"]
+    assert wa["micro_batch"] * wa["grad_accum"] * wa["dp"] == wa["batch"] and wa["grad_accum"] == 16
+    shown = accum.key_assumptions[:3]  # the card's three
+    assert any(a.startswith("a layout of your own: the planner does not search --grad-accum 16") for a in shown)
+
+
+def test_expert_parallelism_alone_is_the_planner_first_row():
+    # --ep is a choice the planner takes as fixed (plan searches the rest around it); predict with only --devices
+    # and --ep took a layout of your own with ZeRO 0 where plan's first row had ZeRO 3
+    import mlfootprint as mf
+
+    moe = "tests/data/configs/tiny-qwen2-moe"
+    wl = mf.Workload(mode="train", seq=32, hardware="h100-sxm", devices=8, ep=4, precision="bf16-mixed")
+    best = mf.plan(moe, wl).sections["plan"]
+    got = mf.predict(moe, wl)
+    w = got.sections["workload"]
+    assert best["best"] == f"tp={w['tp']} pp={w['pp']} dp={w['dp']} ep=4 zero={w['zero']}" \
+        f"{'++' if w['zeropp'] else ''} micro-batch={w['micro_batch']} recompute={w['recompute']}"
+    assert got.sections["time"]["step_s"] == pytest.approx(best["step_s"], rel=1e-9)

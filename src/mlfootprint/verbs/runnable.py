@@ -36,7 +36,7 @@ DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
 # are a whole layout (the planner is not asked).
 _LAYOUT_OPTIONS = ("tp", "pp", "dp", "ep", "zero", "zeropp", "shard_group", "offload", "micro_batch", "grad_accum",
                    "recompute", "cp", "vp", "schedule", "cp_comm")
-_FIXABLE = ("tp", "pp", "cp", "vp", "zero", "micro_batch", "recompute", "schedule", "offload", "cp_comm")
+_FIXABLE = ("tp", "pp", "cp", "vp", "ep", "zero", "micro_batch", "recompute", "schedule", "offload", "cp_comm")
 _WHOLE_LAYOUT = ("tp", "pp", "zero", "micro_batch", "recompute")
 
 
@@ -160,7 +160,28 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
         run.suggestions = fit_suggestions(spec, run.workload, run.model, run.layout, run.device_bytes, device)
     if note:
         run.notes.append(note)
+    own = _own_layout_note(wl)
+    if own:
+        run.notes.insert(0, own)  # first: what the user most likely did not mean
     return tr, run
+
+
+def _own_layout_note(wl: Workload) -> str | None:
+    """Why the planner was not asked for a training layout on several devices: an option it does not search was
+    given (the rest of the layout then takes its defaults, which the user may not expect), or the whole layout."""
+    if not (wl.training and wl.devices and wl.devices > 1) or planner_decides(wl):
+        return None
+    given = set(_LAYOUT_OPTIONS) & wl.given
+    unsearched = sorted(given - set(_FIXABLE)) + (["recompute"] if "recompute" in given
+                                                   and wl.recompute not in RECOMPUTE_CHOICES else [])
+    if not unsearched:
+        return None  # the whole layout given
+    named = ", ".join(f"--{n.replace('_', '-')} {getattr(wl, n)}" for n in unsearched)
+    left = [f"--{n.replace('_', '-')} {getattr(wl, n)}" for n in ("tp", "pp", "zero", "recompute")
+            if n not in wl.given]
+    return (f"a layout of your own: the planner does not search {named}, so it was not asked"
+            + (f" and the rest takes its defaults ({', '.join(left)})" if left else "")
+            + "; drop it for the planner's layout ('mlfootprint plan' ranks them)")
 
 
 class MicroBatchTraces:
@@ -202,18 +223,25 @@ def micro_batch_workload(wl: Workload, micro_batch: int) -> Workload:
                            given=wl.given | ({"batch"} if "batch" in wl.given or micro_batch != 1 else set()))
 
 
-def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any) -> tuple[int, list[str]]:
+def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any, *, step: int | None = None,
+                  step_text: str = "") -> tuple[int, list[str]]:
     """The global batch the planner lays out: the batch given, or about ``plan_batch_tokens`` tokens of a text
-    model rounded up to a multiple of the devices (one sample per device for other models). ``plan`` and the
-    verbs whose layout the planner chooses share it, so the same command line gets the same layout."""
+    model rounded up to a multiple of the devices (× a given --micro-batch, so that every data-parallel degree
+    splits it into whole micro-batches; ``step``/``step_text``: another multiple, as the caller words it), one
+    sample per device for other models. ``plan`` and the verbs whose layout the planner chooses share it, so the
+    same command line gets the same layout."""
     if "batch" in wl.given:
         return wl.batch, []
     seq = wl.seq or (default_seq(spec) if spec.source != "factory" else None)
     if seq and spec.task in TEXT_TASKS:
+        if step is None:
+            micro = wl.micro_batch if "micro_batch" in wl.given and wl.micro_batch else 1
+            step = devices * micro
+            step_text = f"{devices:,} devices" + (f" × micro-batch {micro}" if micro > 1 else "")
         want = max(1, math.ceil(eff["plan_batch_tokens"] / seq))
-        batch = math.ceil(want / devices) * devices
+        batch = math.ceil(want / step) * step
         return batch, [f"global batch {batch:,} × {seq:,} tokens: about {int(eff['plan_batch_tokens']):,} tokens, "
-                       f"rounded up to a multiple of {devices:,} devices ({eff.factors['plan_batch_tokens'].source}; "
+                       f"rounded up to a multiple of {step_text} ({eff.factors['plan_batch_tokens'].source}; "
                        "give --batch for another)"]
     return devices, [f"global batch {devices:,}: one sample per device (give --batch for another)"]
 
@@ -241,24 +269,30 @@ def own_layout_batch(spec: ModelSpec, wl: Workload, device: Device | None, effic
     if not (wl.training and text and wl.dp > 1) or "batch" in wl.given or wl.batch != 1 \
             or {"micro_batch", "grad_accum"} <= wl.given:
         return _at_global_batch(wl) if per_replica else (wl, None)
-    want, notes = planner_batch(spec, wl, devices, efficiency_for(device, efficiency))
     unit = wl.dp * (wl.micro_batch or 1) * (wl.grad_accum if "grad_accum" in wl.given else 1)
-    batch = math.ceil(want / unit) * unit
-    note = notes[0] if batch == want else notes[0].replace(f"global batch {want:,}", f"global batch {batch:,}").replace(
-        f"a multiple of {devices:,} devices", f"a multiple of {devices:,} devices and of {unit:,} "
-        f"(--dp {wl.dp} × micro-batch {wl.micro_batch or 1}" +
-        (f" × --grad-accum {wl.grad_accum}" if "grad_accum" in wl.given else "") + ")")
+    whole = math.lcm(devices, unit)
+    parts = [f"--dp {wl.dp}"] + ([f"--micro-batch {wl.micro_batch}"] if wl.micro_batch else []) \
+        + ([f"--grad-accum {wl.grad_accum}"] if "grad_accum" in wl.given else [])
+    words = f"{devices:,} devices" if whole == devices else \
+        f"{devices:,} devices and of {unit:,} ({' × '.join(parts)})"
+    batch, notes = planner_batch(spec, wl, devices, efficiency_for(device, efficiency), step=whole, step_text=words)
+    note = notes[0]
     out = wl.with_defaults(batch=batch)
     if wl.micro_batch is None and "grad_accum" not in wl.given and device_bytes_for(wl)[0] is None:
         out = out.with_defaults(micro_batch=1)  # no device to choose one by: one sample, accumulated
         note += "; micro-batch 1 (no device memory to choose a larger one by: give --hardware or --micro-batch)"
+    if out.micro_batch is not None and "grad_accum" not in wl.given:
+        # the accumulation the batch implies (a defaulted batch is not read as one micro-batch per replica)
+        out = out.with_defaults(grad_accum=batch // (wl.dp * out.micro_batch))
+    elif out.micro_batch is None and "grad_accum" in wl.given:
+        out = out.with_defaults(micro_batch=batch // (wl.dp * wl.grad_accum))  # what the accumulation leaves
     return out, note
 
 
 def planner_decides(wl: Workload) -> bool:
     """Whether the planner chooses the layout, or the rest of it: training on several devices, where the options
     given fix some of the planner's choices (``planner_fixed``) but not the whole layout. All of --tp, --pp, --zero,
-    --micro-batch and --recompute given, or any option the planner does not search (--dp, --ep, --zeropp,
+    --micro-batch and --recompute given, or any option the planner does not search (--dp, --zeropp,
     --shard-group, --grad-accum, a recomputation it does not derive), is a layout of the user's own: what is left
     out takes its default."""
     if not (wl.training and wl.devices and wl.devices > 1):

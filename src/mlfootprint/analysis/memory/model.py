@@ -289,6 +289,16 @@ class MemoryModel:
             return 0
         return int(methods.value("fp8", "weight_copy_bytes"))
 
+    def _expert_share(self, layout: Layout) -> float:
+        """The trainable parameters one device of ``layout`` holds, as a share of what splitting all of them by tp
+        alone leaves: routed experts are split over ep × expert-tp ranks instead (1 without expert parallelism)."""
+        if layout.ep == 1 and layout.expert_tp == layout.tp:
+            return 1.0
+        trainable = [p for p in self.params if p.trainable]
+        by_tp = sum(p.numel / layout.tp for p in trainable)
+        held = sum(p.numel / (layout.expert_tp * layout.ep if p.expert else layout.tp) for p in trainable)
+        return held / by_tp if by_tp else 1.0
+
     @staticmethod
     def _tp_div(p: ParamInfo, lay: StateLayout) -> float:
         d = lay.tp_of(p) if p.matrix else 1
@@ -364,13 +374,14 @@ class MemoryModel:
                 info["optimizer_temporaries_modeled"] = True
                 info["optimizer_fused"] = True
             elif layout.optimizer == self.traced_optimizer:
-                # foreach temporaries span every parameter (a pipeline stage holds 1/pp of them); the
-                # single-tensor loop's, one tensor at a time, do not shrink with the stage
-                c[C["opt"]] = 1.0 / (shard * (layout.pp if foreach else 1))
+                # foreach temporaries span every parameter this device holds (a pipeline stage 1/pp of them,
+                # expert parallelism 1/ep of the experts); the single-tensor loop's, one tensor at a time, do not
+                # shrink with the stage
+                c[C["opt"]] = 1.0 / (shard * (layout.pp if foreach else 1)) * self._expert_share(layout)
             elif foreach:
                 total = sum(p.numel for p in self.params if p.trainable)
                 opt_const = (methods.value("optimizer_temporaries_foreach", layout.optimizer) * total * 4
-                             / (shard * layout.pp))
+                             / (shard * layout.pp)) * self._expert_share(layout)
                 info["optimizer_temporaries_modeled"] = True
             else:
                 largest = self._largest_trainable

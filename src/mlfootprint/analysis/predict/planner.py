@@ -177,7 +177,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                     zeros = [0]
                 if offload != "none" and zero is None:  # ZeRO-Offload moves the partitioned optimizer states
                     zeros = [1] if p > 1 else [1, 2, 3]
-                mbs = [micro_batch] if micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]
+                mbs = [b for b in ([micro_batch] if micro_batch else MICRO_BATCHES) if per_replica % b == 0]
                 if not mbs:
                     continue
                 rcs = [recompute] if recompute else list(RECOMPUTE_CHOICES)
@@ -320,7 +320,8 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         layouts = [p for p in layouts if p.recompute != "selective"]
     if not layouts:
         raise UserError(f"no layout of {devices} devices divides the global batch {wl.batch} into whole data-parallel "
-                        f"replicas and micro-batches; use a --batch that is a multiple of {devices}")
+                        f"replicas and micro-batches; use a --batch that is a multiple of {devices * (micro_batch or 1)}"
+                        + (f" (the devices × --micro-batch {micro_batch})" if micro_batch and micro_batch > 1 else ""))
     enumerated = len(layouts)
     capacity = float(device_capacity(wl, dev))
     mem_model = None
