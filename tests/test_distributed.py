@@ -161,3 +161,32 @@ def test_merge_command(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("mlfootprint: error:")
     with pytest.raises(UserError):
         merge_rank_files([tmp_path / "nothing.json"])
+
+
+@pytest.mark.parametrize("record,field", [
+    ({"rank": 0, "world_size": 1, "series": [{"step": 1, "step_s": "slow", "tokens": 10}]}, "series[0].step_s"),
+    ({"rank": "zero", "world_size": 1, "series": []}, "rank"),
+    ([1, 2], "the record"),
+    ({"rank": 0, "world_size": 1, "series": [], "flops": {"model_flops_per_token": "x"}},
+     "flops.model_flops_per_token"),
+    # one "missing" record per absent rank: 100 million of them filled the memory
+    ({"rank": 0, "world_size": 100_000_000, "series": []}, "world_size"),
+])
+def test_a_damaged_rank_file_is_named_in_one_line(tmp_path, record, field):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "rank0.jsonl").write_text(json.dumps({"kind": "final", "record": record}) + "\n")
+    res = run_cli("report", str(folder))
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip()
+    assert err.startswith(f"mlfootprint: error: {folder / 'rank0.jsonl'}: {field} is ") and "damaged" in err
+    assert "\n" not in err and "Traceback" not in res.stderr
+
+
+def test_rank_files_with_no_record_give_one_error_line(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "rank0.jsonl").write_bytes(b"\x00\xff binary")
+    res = run_cli("report", str(folder))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "hold no usable records" in res.stderr and "rank0.jsonl" in res.stderr

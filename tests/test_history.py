@@ -390,3 +390,42 @@ def test_history_refuses_the_formats_it_does_not_write(tmp_path, name):
     proc = run("history", "list", "--db", str(db), "-o", str(tmp_path / name))
     assert proc.returncode == 2 and "which this command does not write (table, json, md, html)" in proc.stderr
     assert not (tmp_path / name).exists()
+
+
+def test_a_damaged_entry_is_named_not_a_traceback(tmp_path, capsys):
+    # a listing column changed outside mlfootprint (text where a figure belongs) ended 'history list' in a TypeError
+    import sqlite3
+    from mlfootprint.cli import main
+
+    db = tmp_path / "h.db"
+    rep = tmp_path / "a.json"
+    assert main(["count", "tests/data/configs/tiny-gpt2", "--seq", "8", "-o", str(rep)]) == 0
+    assert main(["history", "add", "--db", str(db), str(rep)]) == 0
+    con = sqlite3.connect(db)
+    con.execute("UPDATE entries SET params_total = 'abc'")
+    con.commit()
+    con.close()
+    capsys.readouterr()
+    assert main(["history", "list", "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlfootprint: error: history entry 1 in ") and "is damaged: params_total holds 'abc'" in err
+    assert "\n" not in err
+
+
+def test_a_report_with_a_figure_beyond_any_float_is_refused_in_one_line(tmp_path, capsys):
+    # params.total = 10**400 passed the number check and ended report/compare/history add in an OverflowError
+    import json
+    from mlfootprint.cli import main
+
+    good = tmp_path / "a.json"
+    assert main(["count", "tests/data/configs/tiny-gpt2", "--seq", "8", "-o", str(good)]) == 0
+    data = json.loads(good.read_text())
+    data["params"]["total"] = 10**400
+    bad = tmp_path / "t4.json"
+    bad.write_text(json.dumps(data))
+    for argv in (["report", str(bad)], ["compare", str(good), str(bad)],
+                 ["history", "add", "--db", str(tmp_path / "h.db"), str(bad)]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mlfootprint: error: ") and "params.total: expected a number" in err and "\n" not in err

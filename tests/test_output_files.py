@@ -199,3 +199,34 @@ def test_the_signatures_name_every_verb_of_the_command_line():
     from mlfootprint.core.files import VERBS
 
     assert sorted(VERBS) == sorted(c.__name__.rsplit(".", 1)[1] for c in COMMANDS)
+
+
+def test_a_history_that_refuses_the_report_leaves_the_output_file_as_it_was(tmp_path, capsys):
+    # --save into a folder (or a file that is not a database) exited 2 after -o had written or replaced the report
+    tiny = "tests/data/configs/tiny-gpt2"
+    old = tmp_path / "b.json"
+    assert main(["count", tiny, "--seq", "16", "-o", str(old)]) == 0
+    before = old.read_bytes()
+    folder = tmp_path / "d"
+    folder.mkdir()
+    capsys.readouterr()
+    assert main(["count", tiny, "--seq", "8", "-o", str(old), "--save", "--db", str(folder)]) == 2
+    assert old.read_bytes() == before
+    capsys.readouterr()
+    new = tmp_path / "new.json"
+    assert main(["count", tiny, "--seq", "8", "-o", str(new), "--save", "--db", str(folder)]) == 2
+    assert not new.exists()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlfootprint: error:") and "\n" not in err
+
+
+def test_a_pipe_given_as_a_report_is_refused_at_once(tmp_path, capsys):
+    # 'report fifo.json' and 'compare a.json fifo.json' waited forever for a writer
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    for argv in (["report", str(fifo)], ["compare", str(fifo), str(fifo)]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"mlfootprint: error: cannot read report {fifo}: it is not a regular file (a pipe or a device); " \
+                      "give a file"

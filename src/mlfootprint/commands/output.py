@@ -67,12 +67,16 @@ def emit(report: Any, args: argparse.Namespace) -> None:
     if to_file and not getattr(args, "width", None):
         args.width = DEFAULT_WIDTH
     text = render(report, fmt, args)
+    entry = None
+    if getattr(args, "save", False):
+        # saved before -o is written: a history that refuses the report (a folder, a foreign file) leaves the
+        # output file as it was (-o was checked before any work, so the write below does not refuse)
+        entry = save_to_history(report, db=getattr(args, "db", None), label=getattr(args, "label", None))
     write_output(args, text)
     memory = report.get("memory") if hasattr(report, "get") else None
     if memory and memory.get("fits") is False:
         # said on stderr too: a JSON answer, a file or a pipe would not show it to the person who ran this
         print("mlfootprint: warning: the workload does not fit in device memory (see memory.suggestions)",
               file=sys.stderr)
-    if getattr(args, "save", False):
-        entry = save_to_history(report, db=getattr(args, "db", None), label=getattr(args, "label", None))
+    if entry is not None:
         print(f"mlfootprint: saved to the history as entry {entry}", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import json
 import math
+import stat
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,6 +113,10 @@ def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
     p = Path(path)
     shown = f"{what} {p}"
     try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            # a FIFO or a device would block the read, or never end: only regular files are read
+            raise UserError(f"cannot read {shown}: it is not a regular file (a pipe or a device); give a file")
         data = p.read_bytes()
     except IsADirectoryError:
         raise UserError(f"cannot read {shown}: it is a folder; give a file") from None
@@ -188,8 +193,13 @@ def _is_type(value: Any, name: str) -> bool:
     if name in ("number", "integer"):
         # JSON has one number type, and a figure counted as a whole number may be written as a float (a mean, a
         # hand-made report): the check is that it is a finite number, which is what every reader relies on.
-        return isinstance(value, (int, float)) and math.isfinite(value)
+        if isinstance(value, int):
+            return abs(value) <= _LARGEST_FIGURE  # beyond a float's range it is no figure any reader can use
+        return isinstance(value, float) and math.isfinite(value)
     return True
+
+
+_LARGEST_FIGURE = 2**1023
 
 
 def type_problem(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: str = "") -> str | None:

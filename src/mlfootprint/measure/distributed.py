@@ -181,7 +181,7 @@ def read_rank_file(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # unreadable, or not text: no record
         return None
     header: dict[str, Any] | None = None
     final: dict[str, Any] | None = None
@@ -433,19 +433,69 @@ def rank_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
+# More ranks than any job has run (the largest published runs are tens of thousands of devices): a world size
+# beyond it is a damaged file, and would make one "missing" record per absent rank.
+MAX_WORLD_SIZE = 1 << 20
+_ROW_NUMBERS = ("step_s", "tokens", "micro_steps", "samples")
+_SECTION_NUMBERS = {"flops": None, "peak": ("peak_flop_per_s",), "memory": ("peak_bytes",), "energy": ("energy_j",)}
+
+
+def _checked_record(rec: Any, path: Path) -> dict[str, Any]:
+    """A rank record whose fields the report reads have the types it reads them as; a UserError naming the file
+    and the field otherwise (a file written by hand, or damaged)."""
+    def bad(where: str, value: Any, want: str) -> UserError:
+        return UserError(f"{path}: {where} is {value!r:.40}, not {want}; the file is damaged (remove it, or "
+                         "report the other ranks' files)")
+
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                 and math.isfinite(value) and abs(value) <= 2**1023)
+
+    if not isinstance(rec, dict):
+        raise bad("the record", rec, "an object")
+    for key, low in (("rank", 0), ("world_size", 1)):
+        v = rec.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low or v > MAX_WORLD_SIZE):
+            raise bad(key, v, f"a whole number from {low} to {MAX_WORLD_SIZE:,}")
+    series = rec.get("series")
+    if series is not None and not isinstance(series, list):
+        raise bad("series", series, "a list of steps")
+    for i, row in enumerate(series or []):
+        if not isinstance(row, dict):
+            raise bad(f"series[{i}]", row, "an object")
+        for key in _ROW_NUMBERS:  # step_s is read from every step; the others may be absent (null)
+            if not number(row.get(key)) or (key == "step_s" and row.get(key) is None):
+                raise bad(f"series[{i}].{key}", row.get(key), "a finite number")
+    for section, keys in _SECTION_NUMBERS.items():
+        part = rec.get(section)
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise bad(section, part, "an object")
+        for key in keys or [k for k in part if k.endswith(("_per_token", "_per_micro_step"))]:
+            if not number(part.get(key)):
+                raise bad(f"{section}.{key}", part.get(key), "a finite number")
+    return rec
+
+
 def gather_rank_records(paths: Iterable[str | os.PathLike[str]], warmup: int | None = None
                         ) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
     """Every rank's record from per-rank files (ranks without a file marked missing), the warm-up steps and
     the job's model and workload: what rank 0 would have gathered, recoverable after any failure."""
     records = []
-    for f in rank_files(paths):
+    files = rank_files(paths)
+    skipped: list[Path] = []
+    for f in files:
         rec = read_rank_file(f)
         if rec is None:
-            logger.warning("mlfootprint: %s holds no usable record; skipped", f)
+            skipped.append(f)
             continue
-        records.append(rec)
+        records.append(_checked_record(rec, f))
     if not records:
-        raise UserError("the per-rank files hold no usable records (empty or unreadable)")
+        raise UserError(f"the per-rank files hold no usable records (empty or unreadable: "
+                        f"{', '.join(str(f) for f in skipped[:3])}{', …' if len(skipped) > 3 else ''})")
+    for f in skipped:  # the job is reported from the others; these are named
+        logger.warning("mlfootprint: %s holds no usable record; skipped", f)
     world = max(int(r.get("world_size") or 1) for r in records)
     seen = {int(r.get("rank", 0)) for r in records}
     for r in range(world):

@@ -45,8 +45,8 @@ import random
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -269,7 +269,7 @@ class History:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self._read(lambda con: con.execute(sql, params).fetchall())
-        return [Entry(*r) for r in rows or []]
+        return [self._entry_of(r) for r in rows or []]
 
     def entry(self, entry_id: int) -> Entry:
         """The listing row of one entry."""
@@ -277,7 +277,27 @@ class History:
         row = self._read(lambda con: con.execute(sql, (int(entry_id),)).fetchone())
         if not row:
             raise self._unknown(entry_id)
-        return Entry(*row)
+        return self._entry_of(row)
+
+    def _entry_of(self, row: Sequence[Any]) -> Entry:
+        """A listing row, its columns checked: a database changed by hand, or by another program, says which entry
+        is damaged rather than failing in the renderer."""
+        entry = Entry(*row)
+        for f in fields(Entry):
+            value = getattr(entry, f.name)
+            if f.name == "id":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif f.name in ("created_at", "verb", "report_schema"):
+                ok = isinstance(value, str)
+            elif f.name in ("model", "label", "tool"):
+                ok = value is None or isinstance(value, str)
+            else:
+                ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                       and math.isfinite(value) and abs(value) <= 2**1023)
+            if not ok:
+                raise UserError(f"history entry {row[0]!r} in {self.path} is damaged: {f.name} holds {value!r:.40} "
+                                "(changed outside mlfootprint); pass another --db")
+        return entry
 
     def get(self, entry_id: int) -> Report:
         """The stored report of entry `entry_id`."""
