@@ -33,6 +33,9 @@ MORE_BAD = [
     (("--batch", "6", "--dp", "4"), "--batch 6 cannot be split over --dp 4"),
     (("--mode", "train", "--pp", "3"), "--pp 3 exceeds the model's 2 layers"),
     (("--ep", "2"), "--ep 2 needs a mixture-of-experts model"),
+    # predict and analyze refused it; memory sized a bf16 run on a device without bf16
+    (("--mode", "train", "--hardware", "v100-32gb", "--precision", "bf16-mixed"),
+     "--precision bf16-mixed needs a bf16 peak: NVIDIA V100 SXM2 32GB (v100-32gb) has no bf16 peak"),
 ]
 
 

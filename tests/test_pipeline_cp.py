@@ -347,3 +347,26 @@ def test_a_pipeline_of_your_own_takes_the_fastest_micro_batch_that_fits():
     for other in (1, 16):
         given = mf.predict("gpt2", Workload(**base, micro_batch=other))
         assert chosen.sections["time"]["step_s"] <= given.sections["time"]["step_s"], other
+
+
+@pytest.mark.parametrize("options,reason", [
+    (["--devices", "8", "--pp", "2", "--vp", "8"], "use a --vp of at most"),
+    (["--devices", "6", "--tp", "3"], "--tp 3 does not divide the model's 4 attention heads; use one of: 1, 2, 4"),
+])
+def test_a_fixed_choice_the_model_refuses_is_named_not_every_layout(tmp_path, capsys, options, reason):
+    # every layout the planner made was refused by the memory model, and the message said to use another device
+    # count; the fixed choice's own reason is what to change
+    for verb in ("plan", "predict"):
+        capsys.readouterr()
+        assert main([verb, str(tmp_path_config(tmp_path)), "--mode", "train", "--hardware", "h100-sxm", "--seq", "32",
+                     *options]) == 2
+        err = capsys.readouterr().err.strip()
+        assert reason in err and "another device count" not in err and "\n" not in err, err
+
+
+def test_an_expert_split_the_model_refuses_is_named_by_plan(capsys):
+    capsys.readouterr()
+    assert main(["plan", "tests/data/configs/tiny-qwen2-moe", "--hardware", "h100-sxm", "--seq", "32", "--devices",
+                 "8", "--ep", "3", "--batch", "1024"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "mlfootprint: error: --ep 3 does not divide the model's 4 experts", err

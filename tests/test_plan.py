@@ -257,3 +257,18 @@ def test_rows_name_their_working_weights_when_they_differ():
         assert "weights" in heads
         best = layouts[0]["weights"]
         assert all(("working weights" in row["why"]) == (row["weights"] != best) for row in layouts[1:])
+
+
+def test_a_plan_of_an_image_model_counts_samples_not_tokens():
+    # plan's card and table said 'tokens/s' of a ViT, whose analyze and predict say samples/s
+    import mlfootprint as mf
+    from mlfootprint.report.render import render
+    from mlfootprint.report.layout import ranked_layouts
+
+    rep = mf.plan("tests/data/configs/tiny-vit", mf.Workload(hardware="h100-sxm", devices=2, batch=8))
+    text = render(rep, "table", None)
+    assert "samples/s" in text and "tokens/s" not in text and "tok/s" not in text
+    assert "samples/s" in ranked_layouts(rep)[0]
+    text = render(mf.plan("tests/data/configs/tiny-gpt2", mf.Workload(hardware="h100-sxm", devices=2, seq=32)),
+                  "table", None)
+    assert "tokens/s" in text and "samples/s" not in text

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import units
-from .layout import SCOPE_NOTES, Block, module_tree_block, op_block
+from .layout import SCOPE_NOTES, Block, module_tree_block, op_block, plan_counts_tokens
 from .schema import Report
 
 Row = tuple[str, str, str, str]  # label, value, provenance, note
@@ -299,7 +299,8 @@ def plan_view(report: Report) -> tuple[list[Row], list[str]]:
     rows: list[Row] = [
         ("Best layout", head, "", f"zero{rest}; the fastest of {p.get('considered', 0):,} layouts that fits"),
         ("Step time", units.seconds(p.get("step_s")), _prov(report, "plan.step_s"), f"bottleneck: {p.get('bottleneck')}"),
-        ("Throughput", f"{units.si(p.get('tokens_per_s', 0), digits=4)} tokens/s", _prov(report, "plan.tokens_per_s"), ""),
+        ("Throughput", f"{units.si(p.get('tokens_per_s', 0), digits=4)} "
+         f"{'tokens' if plan_counts_tokens(report) else 'samples'}/s", _prov(report, "plan.tokens_per_s"), ""),
         ("MFU", f"{100 * p.get('mfu', 0):.1f}%", _prov(report, "plan.mfu"), ""),
         ("Peak memory", f"{units.gb(p.get('peak_bytes'))} of {units.gb(p.get('device_bytes'))}",
          _prov(report, "plan.peak_bytes"), "per device"),

@@ -193,6 +193,12 @@ def blocks(report: Report, depth: int = 2, show_ops: bool = False, macs: bool = 
     return out
 
 
+def plan_counts_tokens(report: Report) -> bool:
+    """Whether a plan's throughput is in tokens (a sequence model; its workload states the sequence length) or in
+    samples (plan's ``tokens_per_s`` is then samples per second, as the trace counts them)."""
+    return bool((report.get("workload") or {}).get("seq"))
+
+
 def ranked_layouts(report: Report) -> tuple[list[str], list[list[str]]]:
     """plan: one row per layout, best first."""
     p = report.get("plan") or {}
@@ -210,8 +216,8 @@ def ranked_layouts(report: Report) -> tuple[list[str], list[list[str]]]:
                      units.si(row["tokens_per_s"], digits=3), row.get("why") or row["bottleneck"]])
         if weights:
             rows[-1].insert(8, str(row.get("weights") or "—"))
-    heads = ["#", "tp", "pp×vp", "cp", "dp", "zero", "mb", "recomp", "mem/dev", "step", "MFU", "tok/s",
-             "vs #1 (#1: its bottleneck)"]
+    heads = ["#", "tp", "pp×vp", "cp", "dp", "zero", "mb", "recomp", "mem/dev", "step", "MFU",
+             "tok/s" if plan_counts_tokens(report) else "samples/s", "vs #1 (#1: its bottleneck)"]
     if weights:
         heads.insert(8, "weights")
     return heads, rows

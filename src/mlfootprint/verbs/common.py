@@ -160,9 +160,16 @@ def add_count(rep: Report, tr: Trace, wl: Workload, *, ops: bool = True, modules
     if workload is not None and "batch" not in wl.given and tr.memory.batch != workload.get("batch"):
         workload["batch"] = tr.memory.batch  # the batch of --input shapes or of an inputs callable
         rep.assume(f"batch {tr.memory.batch}: the first dimension of the model's inputs, as no --batch was given")
-    if workload is not None and workload.get("seq") is None and tr.token_unit == "tokens" and wl.batch:
-        workload["seq"] = tr.tokens // wl.batch  # the model's default length, as traced
+    add_default_seq(rep, tr, wl.batch)
+    return params, flops
+
+
+def add_default_seq(rep: Report, tr: Trace, traced_batch: int | None) -> None:
+    """The report's sequence length when none was given: the model's default, as ``tr`` (of ``traced_batch``
+    samples) traced it, with its assumption."""
+    workload = rep.get("workload")
+    if workload is not None and workload.get("seq") is None and tr.token_unit == "tokens" and traced_batch:
+        workload["seq"] = tr.tokens // traced_batch  # the model's default length, as traced
         if not any(a.startswith("prompt length") for a in tr.assumptions):  # else the prompt's own assumption
             rep.assume(f"sequence length {workload['seq']}: the model's context length (at most 4096), as no --seq "
                        "was given", key=True)
-    return params, flops

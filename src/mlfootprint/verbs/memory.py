@@ -6,6 +6,7 @@ from typing import Any
 
 from ..analysis.count.params import parameter_stats
 from ..analysis.memory.model import max_batch
+from ..analysis.predict.roofline import peak_for_precision
 from ..hardware.catalog import get_device
 from ..core.errors import UserError
 from ..core.units import parse_size
@@ -13,7 +14,7 @@ from ..report.schema import Report
 from ..report.sections import ParamsSection
 from ..trace.cache import traced_step
 from ..workload import Layout, Workload, check_against_model, micro_batch_of
-from .common import base_report, resolve_model, reuses_traces
+from .common import add_default_seq, base_report, resolve_model, reuses_traces
 from .parts import add_memory
 from .predict import memory_extras
 from .runnable import default_precision, micro_batch_workload, own_layout_batch, planner_decides, runnable, \
@@ -55,11 +56,14 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
         raise UserError("--max-batch needs a device memory size: give --device-memory 80GB or --hardware ID")
     dev = get_device(wl.hardware) if wl.hardware else None
     wl, precision_note = default_precision(wl, dev)
+    if dev is not None and dev.kind != "cpu":
+        peak_for_precision(dev, wl.precision)  # a dtype the device cannot run is refused, as predict refuses it
     spec = resolve_model(model, inputs, inputs_ref)
     planned = dev is not None and planner_decides(wl)
     batch_note = None
     if not planned:  # (the planner's layouts are checked as it lays them out)
-        wl, batch_note = own_layout_batch(spec, wl, dev, per_replica=False)
+        # (the batch of --input shapes is the trace's, read below)
+        wl, batch_note = own_layout_batch(spec, wl, dev, per_replica=not (inputs or inputs_ref))
         layout = Layout.from_workload(wl)
         check_against_model(layout, spec.facts or {}, None, wl.training)
     if planned:
@@ -82,6 +86,7 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
             chosen.notes = run.notes + chosen.notes
             run = chosen
     rep = base_report("memory", spec, run.workload)
+    add_default_seq(rep, tr, tr.memory.batch or tr.workload.batch)
     params = parameter_stats(tr)
     rep.add(ParamsSection(**vars(params)), {k: "counted" for k in vars(params) if k != "by_dtype"
                                              and getattr(params, k) is not None})

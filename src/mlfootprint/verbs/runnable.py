@@ -145,7 +145,7 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
                 else wl)
     run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False, tracer=tracer)
     micro = run.layout.micro_batch
-    if run.workload.training and (micro != (tr.memory.batch or tr.workload.batch)
+    if (run.workload.training or run.layout.dp > 1) and (micro != (tr.memory.batch or tr.workload.batch)
                                   or _checkpointed(run.workload) != _checkpointed(tr.workload)
                                   or run.workload.weights_16bit != tr.workload.weights_16bit):
         # One device's micro-batch under the chosen layout, as the memory verb traces it (the class notes why)
@@ -167,15 +167,16 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
 
 
 def _own_layout_note(wl: Workload) -> str | None:
-    """Why the planner was not asked for a training layout on several devices: an option it does not search was
-    given (the rest of the layout then takes its defaults, which the user may not expect), or the whole layout."""
+    """Why the planner was not asked for a training layout on several devices, when an option it does not search
+    (--grad-accum, --zeropp, --shard-group, ...) was given without --dp: the rest of the layout then takes its
+    defaults, which the user may not expect. None for the whole layout given, or --dp (a layout by intent)."""
     if not (wl.training and wl.devices and wl.devices > 1) or planner_decides(wl):
         return None
     given = set(_LAYOUT_OPTIONS) & wl.given
     unsearched = sorted(given - set(_FIXABLE)) + (["recompute"] if "recompute" in given
                                                    and wl.recompute not in RECOMPUTE_CHOICES else [])
-    if not unsearched:
-        return None  # the whole layout given
+    if not set(unsearched) - {"dp"}:
+        return None  # the whole layout given, or --dp: a layout of one's own by intent
     named = ", ".join(f"--{n.replace('_', '-')} {getattr(wl, n)}" for n in unsearched)
     left = [f"--{n.replace('_', '-')} {getattr(wl, n)}" for n in ("tp", "pp", "zero", "recompute")
             if n not in wl.given]

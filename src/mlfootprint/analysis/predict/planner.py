@@ -37,7 +37,7 @@ from .efficiency import efficiency_for
 from .roofline import build_profile
 from .shape import model_shape
 from .step import StepTime, step_time
-from ...workload import Layout, max_virtual_stages, stage_layers
+from ...workload import Layout, check_against_model, max_virtual_stages, stage_layers
 from ..memory.model import memory_model
 from .prediction import _flops, resolve_device
 
@@ -308,6 +308,13 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         raise UserError(f"--devices {devices} is not divisible by the fixed --tp × --pp × --cp = {fixed}")
     if wl.ep > 1 and not (getattr(spec, "facts", None) or {}).get("experts"):
         raise UserError(f"--ep {wl.ep} needs a mixture-of-experts model; {spec.name} has no experts (drop --ep)")
+    # the fixed choices against the model, before the search: a --tp that does not divide the heads, a --vp too
+    # deep for --pp's stages or an --ep that does not divide the experts get their own reason (every layout the
+    # search made was refused, and the message said to use another device count)
+    fixed_split = (tp or 1) * (pp or 1) * (cp or 1)
+    if not devices % fixed_split:
+        check_against_model(Layout(tp=tp or 1, pp=pp or 1, vp=(vp or 1) if pp else 1, cp=cp or 1, ep=wl.ep,
+                                   dp=devices // fixed_split), getattr(spec, "facts", None) or {}, None, True)
     dev = resolve_device(device)
     eff = efficiency_for(dev, efficiency)
     profile = build_profile(trace, dev, eff, wl.precision, getattr(wl, "fusion", None))
@@ -442,7 +449,7 @@ def plan(spec: Any, wl: Any, trace: Any, device: str | Device, devices: int, *, 
         c.why = why_slower(c, best)
         if c.weights != best.weights and c.weights:
             c.why += f" ({c.weights} working weights)"  # what the ZeRO stage or split brings with it
-    explanation = explain(best, dev, devices, capacity)
+    explanation = explain(best, dev, devices, capacity, "samples" if trace.token_unit == "samples" else "tokens")
     notes = [f"global batch {wl.batch} {'sequences' if shape.tokens_per_sample else 'samples'} "
              f"({trace.tokens:,} tokens per step)",
              f"{enumerated:,} layouts enumerated; {pruned:,} pruned by a lower bound on their memory (the biggest "
@@ -531,7 +538,7 @@ def _thrift(par: Layout) -> tuple:
     return (par.micro_batch, -par.zero, -RECOMPUTE_CHOICES.index(par.recompute), par.vp, par.zeropp)
 
 
-def explain(c: Candidate, dev: Device, devices: int, capacity: float | None = None) -> str:
+def explain(c: Candidate, dev: Device, devices: int, capacity: float | None = None, unit: str = "tokens") -> str:
     st = c.st
     total = st.step_s
     parts = sorted(st.breakdown.items(), key=lambda kv: -kv[1])
@@ -548,5 +555,5 @@ def explain(c: Candidate, dev: Device, devices: int, capacity: float | None = No
     mem = ""
     if c.peak_bytes is not None:
         mem = f"; peak memory {c.peak_bytes / 2**30:.1f} GiB of {(capacity or dev.memory_bytes) / 2**30:.1f} GiB per device"
-    return (f"best: {c.par.label()} — {c.tokens_per_s:,.0f} tokens/s, MFU {c.mfu:.1%}; bottleneck: {st.bottleneck} "
+    return (f"best: {c.par.label()} — {c.tokens_per_s:,.0f} {unit}/s, MFU {c.mfu:.1%}; bottleneck: {st.bottleneck} "
             f"({shares}{'; communication: ' + ', '.join(detail) if detail else ''}){mem}")
