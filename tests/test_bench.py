@@ -285,7 +285,7 @@ def test_cli_bench_json(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--repeats", "0"], "--repeats must be a positive whole number"),
+    (["--repeats", "0"], "--repeats must be a whole number from 1 to 100,000"),
     (["--dp", "2"], "bench runs on one device"),
     (["--device", "cuda"], "no CUDA device"),
     (["--threshold", "2"], "--threshold must be a fraction"),

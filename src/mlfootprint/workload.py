@@ -54,6 +54,8 @@ MIXED_WEIGHTS = ("auto", "fp32", "16-bit")
 
 # Sanity bounds: far above anything real, low enough that arithmetic on them stays exact and fast.
 _MAX_COUNT = MAX_COUNT  # the one bound of core/validate.py
+_MAX_TOKENS = 1e18  # tokens to train on: 100,000× the largest published runs
+_MIN_DEVICE_MEMORY, _MAX_DEVICE_MEMORY = 2**10, 2**50  # a device's memory: 1 KiB to 1 PiB
 
 
 def _check_choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -310,11 +312,15 @@ class Workload:
         for name in ("tokens",):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value <= 0):
-                raise UserError(f"--{name} must be a positive number, got {value!r}")
+                                      or not math.isfinite(value) or value < 1 or value != int(value)
+                                      or value > _MAX_TOKENS):
+                raise UserError(f"--{name} must be a whole number of tokens from 1 to {_MAX_TOKENS:,.0f} (the largest "
+                                f"runs train on about 15 trillion), got {value!r}")
         if self.device_memory is not None and (isinstance(self.device_memory, bool)
-                                               or not isinstance(self.device_memory, int) or self.device_memory < 1):
-            raise UserError(f"--device-memory must be a positive size such as 80GB, got {self.device_memory!r}")
+                                               or not isinstance(self.device_memory, int)
+                                               or not _MIN_DEVICE_MEMORY <= self.device_memory <= _MAX_DEVICE_MEMORY):
+            raise UserError(f"--device-memory must be a size from 1 KiB to 1 PiB such as 80GB, got "
+                            f"{self.device_memory!r}")
         if self.other_bytes is not None and (isinstance(self.other_bytes, bool)
                                              or not isinstance(self.other_bytes, int) or self.other_bytes < 0):
             raise UserError(f"--other-bytes must be zero or a positive size such as 1GB, got {self.other_bytes!r}")

@@ -69,6 +69,10 @@ class _OutOfMemory(Exception):
         self.message = message
 
 
+# More timed runs than any statistic needs (a p99 is stable from a few thousand): a bigger count is a typo, and
+# --repeats is not bounded by --max-time.
+MAX_REPEATS = 100_000
+
 def is_oom(exc: BaseException) -> bool:
     """Out of device or host memory, as PyTorch and Python report it."""
     oom_type = getattr(torch, "OutOfMemoryError", None)
@@ -456,8 +460,10 @@ class BenchRun:
 
 def check_options(wl: Workload, repeats: int | None, warmup: int, max_time_s: float | None, threshold: float) -> None:
     check_workload(wl)
-    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
-        raise UserError(f"--repeats must be a positive whole number, got {repeats!r}")
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int)
+                                or not 1 <= repeats <= MAX_REPEATS):
+        raise UserError(f"--repeats must be a whole number from 1 to {MAX_REPEATS:,} (--max-time bounds the "
+                        f"runs without it), got {repeats!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise UserError(f"--warmup must be a whole number >= 0, got {warmup!r}")
     if wl.training and warmup < 1:

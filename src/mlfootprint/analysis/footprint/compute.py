@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...core.errors import UserError
-from ...core.units import J_PER_KWH
+from ...core.units import J_PER_KWH, plain_number
 from .data import FootprintData, GridRegion, Sourced, load_data
 from .embodied import amortized_embodied_g
 from .hardware import DeviceFacts, lookup_device
@@ -44,7 +44,7 @@ def check_number(name: str, value: float | None, *, positive: bool = False, at_m
     if at_least is not None and value < at_least:
         raise UserError(f"{name} must be >= {at_least:g}, got {value:g}")
     if at_most is not None and value > at_most:
-        raise UserError(f"{name} must be <= {at_most:g}, got {value:g}")
+        raise UserError(f"{name} must be at most {plain_number(at_most)}, got {value:g}")
 
 
 class _Recorder:
@@ -105,12 +105,16 @@ class FootprintInputs:
 
     def check(self) -> None:
         """Every number finite and in range, and no two inputs that say the same thing differently."""
+        # upper bounds far past any real run (100,000 devices for 10 years is 8.8e9 device-hours; the dirtiest grids
+        # emit about 1,000 gCO2e/kWh; data centres use 0-10 L/kWh): beyond them a figure is a typo, not a workload
         for label, value, limits in (
-                ("device-hours", self.device_hours, {}), ("hours", self.hours, {}), ("power (W)", self.power_w, {}),
-                ("utilization", self.utilization, {"positive": True, "at_most": 1.0}), ("energy", self.energy_j, {}),
-                ("PUE", self.pue, {"at_least": 1.0}), ("WUE (L/kWh)", self.wue_l_per_kwh, {}),
-                ("grid intensity (gCO2e/kWh)", self.intensity_g_per_kwh, {}),
-                ("water intensity (L/kWh)", self.water_l_per_kwh, {}),
+                ("device-hours", self.device_hours, {"at_most": 1e12}), ("hours", self.hours, {"at_most": 1e6}),
+                ("power (W)", self.power_w, {"at_most": 1e6}),
+                ("utilization", self.utilization, {"positive": True, "at_most": 1.0}),
+                ("energy", self.energy_j, {"at_most": 3.6e21}),
+                ("PUE", self.pue, {"at_least": 1.0}), ("WUE (L/kWh)", self.wue_l_per_kwh, {"at_most": 1000.0}),
+                ("grid intensity (gCO2e/kWh)", self.intensity_g_per_kwh, {"at_most": 10000.0}),
+                ("water intensity (L/kWh)", self.water_l_per_kwh, {"at_most": 1000.0}),
                 ("price per device-hour", self.price_per_hour, {}), ("price per kWh", self.price_per_kwh, {}),
                 ("inferences", self.inferences, {}), ("energy per inference (J)", self.energy_per_inference_j, {}),
                 ("params", self.params, {}), ("lifespan (years)", self.lifespan_years, {"positive": True}),
