@@ -351,6 +351,12 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
     add("wue-huge", ["footprint", "--device-hours", "100", "--hardware", "a100-80gb", "--wue", "1e300"])
     add("intensity-huge", ["footprint", "--device-hours", "100", "--hardware", "a100-80gb", "--intensity", "1e9"])
     add("bench-repeats-huge", ["bench", GPT2, "--repeats", "99999999999"])
+    # options of another mode were shown in the workload and ignored (sweep, stop 40)
+    add("recompute-inference", ["predict", GPT2, "--mode", "inference", "--hardware", "h100-sxm", "--recompute", "full"])
+    add("grad-accum-inference", ["predict", GPT2, "--mode", "inference", "--hardware", "h100-sxm", "--batch", "2",
+                                 "--grad-accum", "2"])
+    add("gen-tokens-train", ["memory", GPT2, "--mode", "train", "--gen-tokens", "100"])
+    add("lora-targets-without-rank", ["memory", GPT2, "--mode", "train", "--lora-targets", "c_attn"])
     add("lora-rank-huge", ["memory", GPT2, "--mode", "train", "--lora-rank", "100000"])
     add("lora-rank-huge-count", ["count", GPT2, "--mode", "train", "--lora-rank", "100000"])
     add("lora-targets-none-match", ["count", GPT2, "--mode", "train", "--lora-rank", "4", "--lora-targets", "zzz"])

@@ -280,6 +280,20 @@ class Workload:
         if self.offload_activations and self.mode != "train":
             raise UserError("--offload-activations moves the activations a training step saves for its backward; "
                             "add --mode train, or drop --offload-activations")
+        # options that mean something only in another mode were shown in the workload and then ignored (checked
+        # against a mode given: a verb's own default mode is applied after this workload is made)
+        stated = "mode" in self.given
+        if stated and self.mode != "train" and "recompute" in self.given and self.recompute != "none":
+            raise UserError(f"--recompute {self.recompute} redoes a training step's forward in its backward; add "
+                            "--mode train, or drop --recompute")
+        if stated and self.mode != "train" and "grad_accum" in self.given and self.grad_accum != 1:
+            raise UserError(f"--grad-accum {self.grad_accum} accumulates a training step's gradients; add --mode train, "
+                            "or drop --grad-accum")
+        if stated and "gen_tokens" in self.given and self.mode != "generate":
+            raise UserError(f"--gen-tokens sets how many tokens --mode generate produces; add --mode generate, or drop "
+                            f"--gen-tokens (this workload is {self.mode})")
+        if "lora_targets" in self.given and self.lora_targets and not self.lora_rank:
+            raise UserError("--lora-targets names the modules LoRA adapts; add --lora-rank R, or drop --lora-targets")
         # with --devices and no --pp, the planner chooses the pipeline a given --vp needs (its layout is checked)
         planner_pipes = (self.devices or 1) > 1 and "pp" not in self.given
         _check_pipeline(self.pp, self.vp, self.schedule, pp_open=planner_pipes)
