@@ -233,3 +233,17 @@ def test_the_command_exits_without_teardown_yet_loses_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlfootprint", "count", "no-such-model"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("mlfootprint: error: unknown model 'no-such-model'")
+
+
+def test_an_unknown_option_points_to_the_verb_help(capsys):
+    # argparse's leftover arguments were reported by the top-level parser: "(see 'mlfootprint --help')", where the
+    # options the user wanted are in the verb's help
+    from mlfootprint.cli import main
+
+    for argv, where in ((["bench", TINY, "--runs", "0"], "mlfootprint bench"),
+                        (["history", "list", "--frob"], "mlfootprint history"),
+                        (["--frob"], "mlfootprint")):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mlfootprint: error: unrecognized arguments: ") and err.endswith(f"(see '{where} --help')")

@@ -351,6 +351,7 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
     add("wue-huge", ["footprint", "--device-hours", "100", "--hardware", "a100-80gb", "--wue", "1e300"])
     add("intensity-huge", ["footprint", "--device-hours", "100", "--hardware", "a100-80gb", "--intensity", "1e9"])
     add("bench-repeats-huge", ["bench", GPT2, "--repeats", "99999999999"])
+    add("inferences-zero", ["footprint", "--energy-per-inference-j", "5", "--inferences", "0"])
     # options of another mode were shown in the workload and ignored (sweep, stop 40)
     add("recompute-inference", ["predict", GPT2, "--mode", "inference", "--hardware", "h100-sxm", "--recompute", "full"])
     add("grad-accum-inference", ["predict", GPT2, "--mode", "inference", "--hardware", "h100-sxm", "--batch", "2",
@@ -704,6 +705,12 @@ def test_a_config_beyond_the_layer_limit_is_refused_before_building(tmp_path):
         resolve(str(tmp_path / "deep"))
     _write_file(tmp_path / "ok" / "config.json", json.dumps({**cfg, "n_layer": 512}))
     assert resolve(str(tmp_path / "ok")).facts["layers"] == 512
+    # a size past a C long: PyTorch's error carried its C++ source line and stack frames into the one line
+    _write_file(tmp_path / "huge" / "config.json", json.dumps({**cfg, "n_positions": 10**30}))
+    with pytest.raises(UserError) as err:
+        __import__("mlfootprint").count(str(tmp_path / "huge"))
+    assert "Exception raised from" not in str(err.value) and "frame #" not in str(err.value)
+    assert str(err.value).startswith("cannot build 'huge': ")
     # A config saved with a UTF-8 byte-order mark (Windows editors) reads as any other.
     _write_file(tmp_path / "bom" / "config.json", b"\xef\xbb\xbf" + json.dumps(cfg).encode())
     assert resolve(str(tmp_path / "bom")).facts["layers"] == 2

@@ -104,7 +104,12 @@ def _named_files(args: argparse.Namespace) -> list[tuple[str, str]]:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named with the verb's own help (argparse names the top-level parser's)
+            words = list(sys.argv[1:] if argv is None else argv)
+            verb = getattr(args, "verb", None) or next((w for w in words if not w.startswith("-")), None)
+            where = f"mlfootprint {verb}" if verb else "mlfootprint"
+            raise UserError(f"unrecognized arguments: {' '.join(extra)} (see '{where} --help')")
         if not getattr(args, "func", None):
             parser.print_help()
             return 0

@@ -181,6 +181,7 @@ def _innermost(exc: BaseException) -> str:
     """The reason a model failed to build, without the wrappers' class names: transformers' config validators wrap a
     ValueError in their own error ("Class validation error for validator ...: ValueError: <the reason>")."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text.split(" Exception raised from ", 1)[0]  # PyTorch's C++ context: its source line and stack frames
     for marker in ("ValueError: ", "TypeError: ", "AssertionError: "):
         if marker in text:
             text = text.rsplit(marker, 1)[1]

@@ -116,7 +116,7 @@ class FootprintInputs:
                 ("grid intensity (gCO2e/kWh)", self.intensity_g_per_kwh, {"at_most": 10000.0}),
                 ("water intensity (L/kWh)", self.water_l_per_kwh, {"at_most": 1000.0}),
                 ("price per device-hour", self.price_per_hour, {}), ("price per kWh", self.price_per_kwh, {}),
-                ("inferences", self.inferences, {}), ("energy per inference (J)", self.energy_per_inference_j, {}),
+                ("inferences", self.inferences, {"at_least": 1}), ("energy per inference (J)", self.energy_per_inference_j, {}),
                 ("params", self.params, {}), ("lifespan (years)", self.lifespan_years, {"positive": True}),
                 ("lifetime utilization", self.lifetime_utilization, {"positive": True, "at_most": 1.0}),
                 ("embodied carbon (kg)", self.embodied_kg, {})):
