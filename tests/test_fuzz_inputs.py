@@ -352,6 +352,8 @@ def build_cases(f: dict[str, Path]) -> list[tuple[str, list[str], dict]]:
     add("intensity-huge", ["footprint", "--device-hours", "100", "--hardware", "a100-80gb", "--intensity", "1e9"])
     add("bench-repeats-huge", ["bench", GPT2, "--repeats", "99999999999"])
     add("inferences-zero", ["footprint", "--energy-per-inference-j", "5", "--inferences", "0"])
+    # a text file as the code of a model: the advice was to drop --input, then the model was 'unknown'
+    add("callable-in-a-text-file", ["count", str(CONFIGS / "tiny-gpt2" / "config.json") + ":make", "--input", "2x3"])
     # options of another mode were shown in the workload and ignored (sweep, stop 40)
     add("recompute-inference", ["predict", GPT2, "--mode", "inference", "--hardware", "h100-sxm", "--recompute", "full"])
     add("grad-accum-inference", ["predict", GPT2, "--mode", "inference", "--hardware", "h100-sxm", "--batch", "2",

@@ -230,3 +230,26 @@ def test_a_pipe_given_as_a_report_is_refused_at_once(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err == f"mlfootprint: error: cannot read report {fifo}: it is not a regular file (a pipe or a device); " \
                       "give a file"
+
+
+def test_path_messages_say_what_the_path_is(tmp_path, capsys, monkeypatch):
+    # 'd/' was called a link to d; a claims folder 'does not exist'; /dev/null as the history 'disk I/O error'; a
+    # history folder from $MLFOOTPRINT_HISTORY was to be fixed with --db
+    folder = tmp_path / "d"
+    folder.mkdir()
+    cases = [(["count", "tests/data/configs/tiny-gpt2", "-o", f"{folder}/"], f"cannot write {folder}/: it is a folder"),
+             (["claims", "--file", str(folder)], f"claims file {folder} is a folder; give a .toml file"),
+             (["history", "list", "--db", "/dev/null"], None)]
+    for argv, message in cases:
+        capsys.readouterr()
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        if message is None:  # reading an empty device: no history yet, nothing written
+            assert code == 0, err
+            continue
+        assert code == 2 and err == f"mlfootprint: error: {message}" + err.split(message, 1)[1], err
+        assert "link" not in err and "does not exist" not in err
+    monkeypatch.setenv("MLFOOTPRINT_HISTORY", str(folder))
+    capsys.readouterr()
+    assert main(["history", "list"]) == 2
+    assert capsys.readouterr().err.strip().endswith("is a folder; set $MLFOOTPRINT_HISTORY to a file path, or pass --db")

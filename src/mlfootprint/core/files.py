@@ -67,7 +67,8 @@ def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Refuse, with one line saying why and what to do, anything but a new file, an empty file, or a regular
     file mlfootprint wrote (any regular file with ``force``). Returns the resolved target."""
     target = resolve_target(path)
-    shown = str(path) if str(path) == str(target) else f"{path} (a link to {target})"
+    # a path shown as typed unless a link was followed ('d/' names the folder d itself, no link)
+    shown = str(path) if Path(path) == target else f"{path} (a link to {target})"
     try:
         st = os.stat(target)
     except FileNotFoundError:

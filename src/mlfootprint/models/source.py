@@ -28,6 +28,11 @@ def resolve(model: str | None, inputs: Sequence[str] = (), inputs_ref: str | Non
     input_specs: tuple[InputSpec, ...] = tuple(parse_input(s) for s in inputs)
     path = Path(name)
     is_factory = looks_like_callable_ref(name) and not path.exists()
+    code_file, colon, _ = name.rpartition(":")
+    if colon and not path.exists() and Path(code_file).is_file() and not code_file.endswith(".py"):
+        # 'notes.txt:make': it is read as a file with a callable; the advice about --input was beside the point
+        raise UserError(f"{code_file} is not a Python file: a model from code is path/to/file.py:callable or "
+                        "package.module:callable")
     if (input_specs or inputs_ref) and not is_factory:
         raise UserError(f"--input and --inputs apply to a module:callable model; {name!r} makes its own inputs from "
                         "--batch and --seq: drop them")

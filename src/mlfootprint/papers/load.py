@@ -120,7 +120,8 @@ def load_claims(extra: list[str] | None = None, kinds: list[str] | None = None,
     claims: dict[str, Claim] = {}
     for path, trust in _claim_sources(extra):
         if not path.is_file():
-            raise UserError(f"claims file {path} does not exist")
+            raise UserError(f"claims file {path} " + ("is a folder; give a .toml file" if path.is_dir() else
+                                                      "does not exist"))
         for claim in parse_claims(load_file(path), str(path), kinds):
             _check_code(claim, trust, allow_code)
             claims[claim.id] = claim  # a later file overrides a claim with the same id

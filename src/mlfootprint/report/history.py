@@ -175,6 +175,12 @@ class History:
             raise UserError(f"busy_timeout_s must be a number of seconds >= 0, got {busy_timeout_s!r}")
         self.path = resolve_path(path)
         self.busy_timeout_s = float(busy_timeout_s)
+        # where the path came from, for the fix a message names: --db, or the environment variable
+        self._from_env = path is None and bool(os.environ.get(ENV_VAR))
+
+    def _pass_db(self, what: str) -> str:
+        """'pass --db with <what>', or, for a path from the environment, 'set $MLFOOTPRINT_HISTORY to ...'."""
+        return f"set ${ENV_VAR} to {what}, or pass --db" if self._from_env else f"pass --db with {what}"
 
     def __repr__(self) -> str:
         return f"History({str(self.path)!r})"
@@ -347,7 +353,7 @@ class History:
         except OSError as exc:
             raise UserError(f"cannot read history database {p}: {exc.strerror or exc}") from None
         if p.is_dir():
-            raise UserError(f"history database {p} is a folder; pass --db with a file path")
+            raise UserError(f"history database {p} is a folder; {self._pass_db('a file path')}")
         return "new" if st.st_size == 0 else "exists"
 
     def _confirm_damage(self, timeout_s: float) -> str | None:
@@ -498,16 +504,20 @@ class History:
         if name.startswith("SQLITE_FULL"):
             return UserError(f"cannot write history database {self.path}: the disk is full; nothing was added")
         if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
-            return UserError(f"cannot write history database {self.path}: it is read-only; pass --db with a writable path")
+            return UserError(f"cannot write history database {self.path}: it is read-only; "
+                             f"{self._pass_db('a writable path')}")
         if name.startswith("SQLITE_CANTOPEN"):
             return UserError(f"cannot open history database {self.path}; check that its folder exists and is accessible")
         verb = "write" if writing else "read"
+        if self.path.exists() and not self.path.is_file():  # a device or a pipe: SQLite says 'disk I/O error'
+            return UserError(f"cannot {verb} history database {self.path}: it is not a regular file; "
+                             f"{self._pass_db('a file path')}")
         return UserError(f"cannot {verb} history database {self.path}: {exc}")
 
     def _corrupt(self, why: str) -> UserError:
         return UserError(
             f"history database {self.path} is unreadable ({why}); it was not touched; "
-            "move it aside or pass --db with another path"
+            f"move it aside or {self._pass_db('another path')}"
         )
 
     def _unknown(self, entry_id: int) -> UserError:
