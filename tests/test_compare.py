@@ -231,3 +231,16 @@ def test_the_terminal_answers_first(tmp_path):
     assert "small runs alone" not in short.stdout and "--details" in short.stdout
     full = run_cli("compare", *paths, "--details")
     assert "Assumptions" in full.stdout and "small runs alone" in full.stdout
+
+
+def test_a_text_field_as_an_axis_is_named_as_text(tmp_path, capsys):
+    # 'compare a b --x model.name' said the figure was unknown ('no report has it'): it is there, as text
+    from mlfootprint.cli import main
+
+    a = tmp_path / "a.json"
+    assert main(["count", "tests/data/configs/tiny-gpt2", "--seq", "8", "-o", str(a)]) == 0
+    for option, name in (("--x", "model.name"), ("--y", "workload.mode"), ("--maximize", "model.name")):
+        capsys.readouterr()
+        assert main(["compare", str(a), str(a), option, name]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"figure '{name}' is text, not a number" in err and "no report has it" not in err, err

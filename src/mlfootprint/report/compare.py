@@ -96,8 +96,9 @@ def direction(path: str, maximize: set[str], minimize: set[str]) -> str:
     return "higher" if path.rsplit(".", 1)[-1] in HIGHER_IS_BETTER else "lower"
 
 
-def resolve_figure(name: str, available: Sequence[str], what: str = "figure") -> str:
-    """A figure's full path from what the user typed; UserError naming the closest ones if unknown."""
+def resolve_figure(name: str, available: Sequence[str], what: str = "figure", text: Sequence[str] = ()) -> str:
+    """A figure's full path from what the user typed; UserError naming the closest ones if unknown (``text``: the
+    reports' fields that are not numbers, named as such)."""
     name = str(name).strip()
     avail = list(dict.fromkeys(available))
     if name in avail:
@@ -109,6 +110,9 @@ def resolve_figure(name: str, available: Sequence[str], what: str = "figure") ->
         return ends[0]
     if len(ends) > 1:
         raise UserError(f"{what} {name!r} is ambiguous: {', '.join(ends[:6])}; give the full dotted path")
+    if name in text:
+        raise UserError(f"{what} {name!r} is text, not a number: a Pareto front and a ranking need figures; "
+                        "pick a number (e.g. time.step_s, memory.peak_bytes)")
     shown = [p for p in avail if not p.startswith(("workload.", "model.", "footprint.inputs."))] or avail
     hint = suggest(name, avail + [p[len("metrics."):] for p in avail if p.startswith("metrics.")])
     listing = ", ".join(shown[:12]) + (", ..." if len(shown) > 12 else "")
@@ -182,13 +186,14 @@ def compare_reports(reports: Sequence[Report], files: Sequence[str], metrics: Se
         if f"metrics.{name}" not in available:  # all nan: still a known name
             available.append(f"metrics.{name}")
 
-    max_set = {resolve_figure(m, available, "--maximize figure") for m in maximize}
-    min_set = {resolve_figure(m, available, "--minimize figure") for m in minimize}
+    text = [p for r in reports for p, v in flat_figures(r, numeric_only=False).items() if isinstance(v, str)]
+    max_set = {resolve_figure(m, available, "--maximize figure", text) for m in maximize}
+    min_set = {resolve_figure(m, available, "--minimize figure", text) for m in minimize}
     both = max_set & min_set
     if both:
         raise UserError(f"{', '.join(sorted(both))} is given to both --maximize and --minimize; keep one")
-    x_path = resolve_figure(x, available, "--x figure") if x else None
-    y_path = resolve_figure(y, available, "--y figure") if y else None
+    x_path = resolve_figure(x, available, "--x figure", text) if x else None
+    y_path = resolve_figure(y, available, "--y figure", text) if y else None
     if x_path and y_path and x_path == y_path:
         raise UserError(f"--x and --y both name {x_path}; a Pareto front needs two different figures")
     x_path, y_path = _default_axes(x_path, y_path, flats, [f"metrics.{m}" for m in user])
