@@ -167,6 +167,8 @@ def test_merge_command(tmp_path):
     ({"rank": 0, "world_size": 1, "series": [{"step": 1, "step_s": "slow", "tokens": 10}]}, "series[0].step_s"),
     ({"rank": "zero", "world_size": 1, "series": []}, "rank"),
     ([1, 2], "the record"),
+    # an int past a float's range: checking it with math.isfinite raised OverflowError
+    ({"rank": 0, "world_size": 1, "series": [{"step": 1, "step_s": 10**400, "tokens": 10}]}, "series[0].step_s"),
     ({"rank": 0, "world_size": 1, "series": [], "flops": {"model_flops_per_token": "x"}},
      "flops.model_flops_per_token"),
     # one "missing" record per absent rank: 100 million of them filled the memory

@@ -193,13 +193,18 @@ def _is_type(value: Any, name: str) -> bool:
     if name in ("number", "integer"):
         # JSON has one number type, and a figure counted as a whole number may be written as a float (a mean, a
         # hand-made report): the check is that it is a finite number, which is what every reader relies on.
-        if isinstance(value, int):
-            return abs(value) <= _LARGEST_FIGURE  # beyond a float's range it is no figure any reader can use
-        return isinstance(value, float) and math.isfinite(value)
+        return is_figure(value)
     return True
 
 
-_LARGEST_FIGURE = 2**1023
+def is_figure(value: Any) -> bool:
+    """A number every reader can use: an int or float (not a bool), finite, and within a float's range (an int of
+    10**400 makes ``float()`` and ``math.isfinite`` raise)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**1023
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def type_problem(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: str = "") -> str | None:

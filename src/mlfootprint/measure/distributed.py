@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.validate import is_figure
 from ..core.files import write_text
 from . import stats
 from .bounded import call_bounded
@@ -448,8 +449,7 @@ def _checked_record(rec: Any, path: Path) -> dict[str, Any]:
                          "report the other ranks' files)")
 
     def number(value: Any) -> bool:
-        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                 and math.isfinite(value) and abs(value) <= 2**1023)
+        return value is None or is_figure(value)
 
     if not isinstance(rec, dict):
         raise bad("the record", rec, "an object")

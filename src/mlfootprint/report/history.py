@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import UserError
-from ..core.validate import decode_text, parse_json
+from ..core.validate import decode_text, is_figure, parse_json
 from .schema import Report, _json_default
 
 HISTORY_SCHEMA_VERSION = 1
@@ -298,8 +298,7 @@ class History:
             elif f.name in ("model", "label", "tool"):
                 ok = value is None or isinstance(value, str)
             else:
-                ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                       and math.isfinite(value) and abs(value) <= 2**1023)
+                ok = value is None or is_figure(value)
             if not ok:
                 raise UserError(f"history entry {row[0]!r} in {self.path} is damaged: {f.name} holds {value!r:.40} "
                                 "(changed outside mlfootprint); pass another --db")

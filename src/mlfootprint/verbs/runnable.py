@@ -233,8 +233,8 @@ def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any, *, step
     same command line gets the same layout."""
     if "batch" in wl.given:
         return wl.batch, []
-    seq = wl.seq or (default_seq(spec) if spec.source != "factory" else None)
-    if seq and spec.task in TEXT_TASKS:
+    seq = _text_seq(spec, wl)
+    if seq:
         if step is None:
             micro = wl.micro_batch if "micro_batch" in wl.given and wl.micro_batch else 1
             step = devices * micro
@@ -245,6 +245,12 @@ def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any, *, step
                        f"rounded up to a multiple of {step_text} ({eff.factors['plan_batch_tokens'].source}; "
                        "give --batch for another)"]
     return devices, [f"global batch {devices:,}: one sample per device (give --batch for another)"]
+
+
+def _text_seq(spec: ModelSpec, wl: Workload) -> int | None:
+    """The sequence length of a text model's samples (given, or the model's default); None for other models."""
+    seq = wl.seq or (default_seq(spec) if spec.source != "factory" else None)
+    return seq if seq and spec.task in TEXT_TASKS else None
 
 
 def _at_global_batch(wl: Workload) -> tuple[Workload, str | None]:
@@ -266,8 +272,7 @@ def own_layout_batch(spec: ModelSpec, wl: Workload, device: Device | None, effic
     one device, other models and other modes keep ``global_batch``'s reading (``per_replica=False``: the workload as
     it is, for the memory model to read so)."""
     devices = wl.devices or wl.dp * wl.model_split
-    text = spec.task in TEXT_TASKS and (wl.seq or (default_seq(spec) if spec.source != "factory" else None))
-    if not (wl.training and text and wl.dp > 1) or "batch" in wl.given or wl.batch != 1 \
+    if not (wl.training and _text_seq(spec, wl) and wl.dp > 1) or "batch" in wl.given or wl.batch != 1 \
             or {"micro_batch", "grad_accum"} <= wl.given:
         return _at_global_batch(wl) if per_replica else (wl, None)
     unit = wl.dp * (wl.micro_batch or 1) * (wl.grad_accum if "grad_accum" in wl.given else 1)

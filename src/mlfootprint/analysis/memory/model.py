@@ -211,6 +211,7 @@ class MemoryModel:
         self._cache: dict[Any, MemoryEstimate] = {}
         self._variants: dict[Any, MemoryModel] = {}
         self._states_cache: dict[StateLayout, States] = {}
+        self._expert_shares: dict[tuple[int, int, int], float] = {}
 
     def _pre_paths(self) -> set[str]:
         spans = self.trace.memory.blocks
@@ -294,10 +295,13 @@ class MemoryModel:
         alone leaves: routed experts are split over ep × expert-tp ranks instead (1 without expert parallelism)."""
         if layout.ep == 1 and layout.expert_tp == layout.tp:
             return 1.0
-        trainable = [p for p in self.params if p.trainable]
-        by_tp = sum(p.numel / layout.tp for p in trainable)
-        held = sum(p.numel / (layout.expert_tp * layout.ep if p.expert else layout.tp) for p in trainable)
-        return held / by_tp if by_tp else 1.0
+        key = (layout.tp, layout.ep, layout.expert_tp)  # once per split: the planner asks for every layout
+        if key not in self._expert_shares:
+            trainable = [p for p in self.params if p.trainable]
+            by_tp = sum(p.numel / layout.tp for p in trainable)
+            held = sum(p.numel / (layout.expert_tp * layout.ep if p.expert else layout.tp) for p in trainable)
+            self._expert_shares[key] = held / by_tp if by_tp else 1.0
+        return self._expert_shares[key]
 
     @staticmethod
     def _tp_div(p: ParamInfo, lay: StateLayout) -> float:
