@@ -377,6 +377,28 @@ def test_memory_of_a_layout_of_your_own_steps_over_the_planner_batch_at_a_traced
     assert any("micro-batch 1 (no device memory to choose a larger one by" in a for a in bare.assumptions)
 
 
+def test_one_device_trains_over_the_planner_batch_at_the_largest_micro_batch_that_fits():
+    # One device, as several: training gpt2 at seq 64 without --batch steps over about 4M tokens (4,194,304 / 64 =
+    # 65,536 sequences), accumulated over the largest micro-batch that fits. It trained one sample a step before, a
+    # micro-batch nobody runs on an 80 GB card (3.35 GiB of it at seq 1,024), and its MFU and time said so.
+    base = dict(mode="train", seq=64, precision="bf16-mixed", hardware="h100-sxm")
+    card = analyze("gpt2", Workload(**base))
+    w, m = card.sections["workload"], card.sections["memory"]
+    assert w["batch"] == 65536 and w["micro_batch"] > 1 and w["micro_batch"] * w["grad_accum"] == 65536
+    assert m["fits"] is True and m["breakdown"]["traced_batch"] == w["micro_batch"]
+    assert any(a.startswith("global batch 65,536 × 64 tokens: about 4,194,304 tokens (") for a in card.assumptions)
+    bigger = memory("gpt2", Workload(**base, batch=65536, micro_batch=2 * w["micro_batch"]))
+    assert bigger.sections["memory"]["fits"] is False  # the largest that fits
+    sized = memory("gpt2", Workload(**base))  # memory takes the same micro-batch, from its own trace
+    assert sized.sections["workload"]["micro_batch"] == w["micro_batch"]
+    assert sized.sections["memory"]["peak_bytes"] == m["peak_bytes"]
+    one = analyze("gpt2", Workload(**base, devices=1))  # --devices 1 is the same device
+    assert (one.sections["workload"]["batch"], one.sections["workload"]["micro_batch"]) == (65536, w["micro_batch"])
+    # inference keeps one sample (a latency), and a batch given is the batch
+    assert analyze("gpt2", Workload(mode="inference", seq=64, hardware="h100-sxm")).sections["workload"]["batch"] == 1
+    assert analyze("gpt2", Workload(**base, batch=8)).sections["workload"]["batch"] == 8
+
+
 def test_analyze_sizes_a_device_from_its_own_micro_batch_as_memory_does():
     # gpt2 over 4 replicas, one sample each. What does not grow with the batch (the embedding's full fp32 gradient,
     # 50,257 × 768 × 4 B = 154 MB, the layers' gradient buffers) is there once per micro-batch: a trace of the global

@@ -24,11 +24,12 @@ def add_model_options(p: argparse.ArgumentParser, required: bool = False) -> Non
 
 
 def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, mode_default: str = "inference",
-                         batch_default: str = "1; on several devices, one sample per data-parallel replica",
+                         batch_default: str = "training a text model, about 4M tokens as plan lays out; otherwise "
+                                              "one sample per data-parallel replica",
                          hardware_help: str = "") -> None:
     """The workload options; the defaults a verb gives them are said in its help (predict and plan train)."""
     g = p.add_argument_group("workload")
-    g.add_argument("--batch", type=int, default=None, help=f"global batch size (default {batch_default})")
+    g.add_argument("--batch", type=int, default=None, help=f"global batch size (default: {batch_default})")
     g.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context, at most 4096)")
     g.add_argument("--mode", type=_choice(MODES), default=None, help=f"{{{','.join(MODES)}}} (default {mode_default})")
     g.add_argument("--precision", type=_choice(PRECISIONS), default=None, help=f"{{{','.join(PRECISIONS)}}} (default: bf16-mixed to train, bf16 to serve, on a "

@@ -63,7 +63,9 @@ def memory(model: Any = None, workload: Workload | None = None, inputs: Sequence
     batch_note = None
     if not planned:  # (the planner's layouts are checked as it lays them out)
         # (the batch of --input shapes is the trace's, read below)
-        wl, batch_note = own_layout_batch(spec, wl, dev, per_replica=not (inputs or inputs_ref))
+        # (--max-batch searches the batch: the workload keeps the batch given, one sample per replica by default)
+        wl, batch_note = own_layout_batch(spec, wl, dev, per_replica=not (inputs or inputs_ref),
+                                          planner_default=not max_batch)
         layout = Layout.from_workload(wl)
         check_against_model(layout, spec.facts or {}, None, wl.training)
     if planned:

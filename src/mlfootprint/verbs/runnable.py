@@ -102,8 +102,7 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     layout = layout or mm.layout()
     device_bytes, prov, source = device_bytes_for(wl)
     # the planner's micro-batch is its choice (the fastest it found that fits), not the memory model's to enlarge
-    if choose_micro_batch and not planned and device_bytes is not None and wl.training and \
-            not ({"micro_batch", "grad_accum"} & wl.given):
+    if choose_micro_batch and not planned and micro_batch_open(wl):
         wl, layout, note = _largest_micro_batch(mm, wl, layout, device_bytes, spec=spec, trace=tr, device=device,
                                                 efficiency=efficiency)
         if note:
@@ -113,6 +112,12 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     if advise and est.fits is False:
         run.suggestions = fit_suggestions(spec, wl, mm, layout, device_bytes, device)
     return run
+
+
+def micro_batch_open(wl: Workload) -> bool:
+    """Whether the memory model chooses the training micro-batch of a layout of the user's own: none given, no
+    accumulation given, and a device of known memory to fit it to."""
+    return wl.training and not ({"micro_batch", "grad_accum"} & wl.given) and device_bytes_for(wl)[0] is not None
 
 
 def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficiency: Any = None,
@@ -238,13 +243,17 @@ def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any, *, step
         if step is None:
             micro = wl.micro_batch if "micro_batch" in wl.given and wl.micro_batch else 1
             step = devices * micro
-            step_text = f"{devices:,} devices" + (f" × micro-batch {micro}" if micro > 1 else "")
+            step_text = _devices_text(devices) + (f" × micro-batch {micro}" if micro > 1 else "")
         want = max(1, math.ceil(eff["plan_batch_tokens"] / seq))
         batch = math.ceil(want / step) * step
-        return batch, [f"global batch {batch:,} × {seq:,} tokens: about {int(eff['plan_batch_tokens']):,} tokens, "
-                       f"rounded up to a multiple of {step_text} ({eff.factors['plan_batch_tokens'].source}; "
-                       "give --batch for another)"]
+        rounded = f", rounded up to a multiple of {step_text}" if step > 1 else ""
+        return batch, [f"global batch {batch:,} × {seq:,} tokens: about {int(eff['plan_batch_tokens']):,} tokens"
+                       f"{rounded} ({eff.factors['plan_batch_tokens'].source}; give --batch for another)"]
     return devices, [f"global batch {devices:,}: one sample per device (give --batch for another)"]
+
+
+def _devices_text(n: int) -> str:
+    return f"{n:,} device" + ("s" if n != 1 else "")
 
 
 def _text_seq(spec: ModelSpec, wl: Workload) -> int | None:
@@ -261,26 +270,28 @@ def _at_global_batch(wl: Workload) -> tuple[Workload, str | None]:
 
 
 def own_layout_batch(spec: ModelSpec, wl: Workload, device: Device | None, efficiency: Any = None, *,
-                     per_replica: bool = True) -> tuple[Workload, str | None]:
+                     per_replica: bool = True, planner_default: bool = True) -> tuple[Workload, str | None]:
     """The workload of a layout of the user's own at the global batch it steps over, with a note when not given.
 
-    Training a text model over data-parallel replicas without --batch, the global batch is the planner's
+    Training a text model without --batch, on one device or several, the global batch is the planner's
     (``planner_batch``: about 4M tokens, a multiple of the devices) rounded up to whole steps of the micro-batch and
     accumulation given, so that ``--devices 8`` and ``--devices 8 --dp 8`` step over the same samples (the layout of
-    your own read one sample per replica, 512× fewer). The micro-batch is then the memory model's choice on a device
+    your own read one sample per replica, 512× fewer), and one device steps over what eight do (it trained one
+    sample at a time, at a micro-batch nobody runs). The micro-batch is then the memory model's choice on a device
     of known size (``runnable``), else one sample, accumulated. Given --micro-batch and --grad-accum are a whole step;
-    one device, other models and other modes keep ``global_batch``'s reading (``per_replica=False``: the workload as
-    it is, for the memory model to read so)."""
+    other models and other modes keep ``global_batch``'s reading (``per_replica=False``: the workload as it is, for
+    the memory model to read so; ``planner_default=False``: no planner's batch, for a caller that searches the
+    batch itself)."""
     devices = wl.devices or wl.dp * wl.model_split
-    if not (wl.training and _text_seq(spec, wl) and wl.dp > 1) or "batch" in wl.given or wl.batch != 1 \
+    if not (planner_default and wl.training and _text_seq(spec, wl)) or "batch" in wl.given or wl.batch != 1 \
             or {"micro_batch", "grad_accum"} <= wl.given:
         return _at_global_batch(wl) if per_replica else (wl, None)
     unit = wl.dp * (wl.micro_batch or 1) * (wl.grad_accum if "grad_accum" in wl.given else 1)
     whole = math.lcm(devices, unit)
     parts = [f"--dp {wl.dp}"] + ([f"--micro-batch {wl.micro_batch}"] if wl.micro_batch else []) \
         + ([f"--grad-accum {wl.grad_accum}"] if "grad_accum" in wl.given else [])
-    words = f"{devices:,} devices" if whole == devices else \
-        f"{devices:,} devices and of {unit:,} ({' × '.join(parts)})"
+    words = _devices_text(devices) if whole == devices else \
+        f"{_devices_text(devices)} and of {unit:,} ({' × '.join(parts)})"
     batch, notes = planner_batch(spec, wl, devices, efficiency_for(device, efficiency), step=whole, step_text=words)
     note = notes[0]
     out = wl.with_defaults(batch=batch)
