@@ -232,3 +232,45 @@ def test_a_report_read_back_with_a_negative_figure_is_refused(tmp_path, capsys, 
         assert main(verb) == 2
         err = capsys.readouterr().err
         assert f"{section}.{key}: expected a number of at least 0" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("path, value, said", [
+    (("workload", "batch"), -3, "workload.batch: expected a number of at least 1, got -3"),
+    (("workload", "dp"), 0, "workload.dp: expected a number of at least 1, got 0"),
+    (("workload", "mode"), "bogus", "workload.mode: expected one of inference, train, generate, got 'bogus'"),
+    (("workload", "zero"), 7, "workload.zero: expected one of 0, 1, 2, 3, got 7"),
+    (("workload", "zero"), True, "workload.zero: expected a number, got True"),
+    (("workload", "precision"), "fp64", "workload.precision: expected one of fp32, bf16, "),
+    (("verb",), "nosuchverb", "verb: expected one of analyze, count, "),
+])
+def test_a_report_read_back_with_a_workload_no_verb_could_run_is_refused(tmp_path, capsys, path, value, said):
+    # a schema-valid report with batch -3, mode "bogus" or verb "nosuchverb" was rendered as if it had been run: the
+    # workload's choices and counts are checked as Workload checks them, and the verb against those that write one
+    out = tmp_path / "p.json"
+    assert main(["predict", "gpt2", "--seq", "32", "--hardware", "a100-80gb", "--format", "json", "-o", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    (rep[path[0]] if len(path) == 2 else rep)[path[-1]] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(rep))
+    capsys.readouterr()
+    for verb in (["report", str(bad)], ["compare", str(out), str(bad)]):
+        assert main(verb) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1
+    assert main(["report", str(out)]) == 0  # the report as written reads back
+
+
+def test_every_verb_that_builds_a_report_is_one_a_report_may_name():
+    # REPORT_VERBS is what a report read back may name: a verb added without it would write reports that its own
+    # 'report' refuses
+    import re
+    from pathlib import Path
+
+    from mlfootprint.report.schema import REPORT_VERBS
+    src = Path(mf.__file__).parent
+    named = set()
+    for path in src.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        named |= set(re.findall(r'Report\(verb="([^"]+)"', text)) | set(re.findall(r'base_report\("([^"]+)"', text))
+    assert {"analyze", "predict", "history diff", "models show"} <= named  # the scan finds them
+    assert named <= set(REPORT_VERBS), named - set(REPORT_VERBS)

@@ -244,7 +244,8 @@ def _problem(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any], pat
             wanted = " or ".join(_JSON_TYPES.get(t, t) for t in names)
             return f"{where}: expected {wanted}, got {_short(value)}"
     if "minimum" in schema and _is_type(value, "number") and value < schema["minimum"]:
-        return f"{where}: expected a number of at least {schema['minimum']:g} (it cannot be negative), got {_short(value)}"
+        why = " (it cannot be negative)" if schema["minimum"] == 0 else ""
+        return f"{where}: expected a number of at least {schema['minimum']:g}{why}, got {_short(value)}"
     if isinstance(value, Mapping):
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")

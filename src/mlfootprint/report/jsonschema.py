@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..core.datafiles import package_data_dir
-from .schema import PROVENANCE_KINDS, SCHEMA
+from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MIXED_WEIGHTS, MODES, OFFLOAD,
+                        OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, SCHEDULES)
+from .schema import PROVENANCE_KINDS, REPORT_VERBS, SCHEMA
 from .sections import SECTIONS, Section
 from . import sections as sections_module
 
@@ -66,6 +68,24 @@ _NON_NEGATIVE_NAMES = {"mfu", "hfu", "peak_bytes", "weights_bytes", "gradients_b
                        "hardware", "recompute", "attention", "tokens", "devices"}
 
 
+# The workload's choices and counts, as Workload validates them: a report read back with mode "bogus" or batch -3
+# is refused, not rendered as if it had been run.
+_WORKLOAD_CHOICES: dict[str, tuple[Any, ...]] = {
+    "mode": MODES, "precision": tuple(PRECISIONS), "optimizer": OPTIMIZERS, "attention": ATTENTION,
+    "recompute": RECOMPUTE, "offload": OFFLOAD, "grad_reduce": GRAD_REDUCE, "grad_reduce_dtype": GRAD_REDUCE_DTYPE,
+    "mixed_weights": MIXED_WEIGHTS, "schedule": SCHEDULES, "cp_comm": CP_COMM, "quant": QUANT,
+    "fusion": FUSION + (None,), "zero": (0, 1, 2, 3)}
+_WORKLOAD_AT_LEAST_ONE = ("batch", "seq", "gen_tokens", "micro_batch", "grad_accum", "shard_group", "etp", "dp", "tp", "pp", "ep",
+                          "cp", "vp", "lora_rank")
+
+
+def _workload_values(props: dict[str, Any]) -> None:
+    for name, choices in _WORKLOAD_CHOICES.items():
+        props[name] = {**props[name], "enum": list(choices)}
+    for name in _WORKLOAD_AT_LEAST_ONE:
+        props[name]["minimum"] = 1
+
+
 def _non_negative(name: str) -> bool:
     return name in _NON_NEGATIVE_NAMES or name.endswith(_NON_NEGATIVE_SUFFIXES)
 
@@ -85,6 +105,8 @@ def _dataclass_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
             props[f.name]["minimum"] = 0
         if keep_none or not optional:  # only a None value of an optional field is left out
             required.append(f.name)
+    if cls.__name__ == "WorkloadSection":
+        _workload_values(props)
     out: dict[str, Any] = {"type": "object", "properties": props, "required": required}
     out["additionalProperties"] = bool(getattr(cls, "OPEN", False))
     if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}("):
@@ -110,7 +132,7 @@ def build_schema() -> dict[str, Any]:
         "properties": {
             "schema": {"const": SCHEMA},
             "tool": {"type": "string", "pattern": "^mlfootprint "},
-            "verb": {"type": "string"},
+            "verb": {"enum": list(REPORT_VERBS)},
             **section_props,
             "conventions": {"type": "object", "additionalProperties": {"type": "string"}},
             "provenance": {"type": "object", "additionalProperties": {"enum": list(PROVENANCE_KINDS)}},
