@@ -46,7 +46,7 @@ def stack_for(wl: Workload) -> tuple[str, str]:
     return default_fusion(device, device is not None and is_measured(device))
 
 
-def describe(mode: str, why: str, dropped: int, kept: int, traced_batch: int) -> str:
+def describe(mode: str, why: str, dropped: int, kept: int, traced_batch: int, loss: int = 0) -> str:
     """The assumption line of a training estimate."""
     if not fuses_activations(mode):
         return (f"the activations eager PyTorch keeps (--fusion {mode}, {why}); a fused-kernel or compiled stack "
@@ -55,13 +55,65 @@ def describe(mode: str, why: str, dropped: int, kept: int, traced_batch: int) ->
             "normalization and cast operators keeps its inputs and recomputes its intermediates in backward "
             f"(Megatron-LM's fused SwiGLU and GeLU, Transformer Engine's norms, Inductor); in the traced step "
             f"(batch {traced_batch}) {plain_number(dropped / 1e6)} MB of intermediates eager PyTorch keeps are not kept and "
-            f"{plain_number(kept / 1e6)} MB of chain inputs are kept in their place (rule and sources: "
-            "mlfootprint/analysis/memory/data/fusion_memory.toml; --fusion none for eager PyTorch)")
+            f"{plain_number(kept / 1e6)} MB of chain inputs are kept in their place"
+            + (f"; the loss is Megatron-LM's vocabulary-parallel cross entropy, whose backward writes into the kept "
+               "fp32 probabilities and which does not hold the logits past the loss: "
+               f"{plain_number(loss / 1e6)} MB fewer held" if loss else "")
+            + " (rule and sources: mlfootprint/analysis/memory/data/fusion_memory.toml; --fusion none for eager "
+            "PyTorch)")
 
 
 def fuses_activations(mode: str) -> bool:
     """Whether the stack ``mode`` keeps a fused chain's inputs instead of its intermediates (data file)."""
     return mode in FUSION_MEMORY.value("rule", "stacks")
+
+
+def fuses_loss(mode: str) -> bool:
+    """Whether the stack ``mode`` runs the language-model loss as Megatron-LM's in-place cross entropy (data file)."""
+    return mode in FUSION_MEMORY.value("loss", "stacks")
+
+
+def apply_fused_loss(allocs: Sequence[Any], records: Sequence[Any], reads: Sequence[SavedTensor],
+                     saved: Sequence[SavedTensor], events: Sequence[Any], fwd_end: int, output_embedding: str) -> int:
+    """The loss as Megatron-LM's vocabulary-parallel cross entropy runs it (``[loss]`` in the data file), on the
+    traced allocations (``timeline.Alloc``, changed in place): the T×V tensors the loss's backward allocates in the
+    root module take no new memory (they are written into the kept fp32 log-probabilities, which live until the last
+    of them is freed), and the logits the model returned, when nothing saved them for backward, are freed after their
+    last forward read. Returns the bytes no longer held."""
+    def record(op: int) -> Any:
+        return records[op] if 0 <= op < len(records) else None
+
+    in_place = frozenset(FUSION_MEMORY.value("loss", "in_place_backward"))
+    kept_op = FUSION_MEMORY.value("loss", "kept_output")
+    kept = [a for a in allocs if a.kind == "act" and a.phase == FORWARD and a.start < fwd_end <= a.end
+            and record(a.op) is not None and record(a.op).module == "" and record(a.op).op == kept_op]
+    written = [a for a in allocs if a.kind == "act" and a.phase != FORWARD and record(a.op) is not None
+               and record(a.op).module == "" and record(a.op).op in in_place]
+    freed = 0
+    if len(kept) == 1 and written:  # one loss, and its backward found: otherwise the trace is left as it is
+        buffer = kept[0]
+        for a in written:
+            if a.size <= buffer.size:  # (a gradient as large as the kept buffer at most: it is written into it)
+                buffer.end = max(buffer.end, a.end)
+                freed += a.size
+                a.size = 0
+    if not output_embedding:
+        return freed
+    packed = {s.storage for s in saved}
+    last_read: dict[int, int] = {}
+    for r in reads:
+        last_read[r.storage] = max(last_read.get(r.storage, -1), r.op_index)
+    index_of_event = [e.index for e in events]
+    for a in allocs:
+        rec = record(a.op)
+        if a.kind != "act" or a.phase != FORWARD or rec is None or not rec.model_flops or a.key in packed \
+                or not (a.start < fwd_end <= a.end) \
+                or not (rec.module == output_embedding or rec.module.startswith(output_embedding + ".")):
+            continue
+        read_at = bisect_right(index_of_event, last_read.get(a.key, a.op))
+        a.end = max(a.start + 1, min(read_at, fwd_end - 1))  # the logits: freed once the loss has read them
+        freed += a.size
+    return freed
 
 
 def _parent(path: str) -> str:

@@ -421,7 +421,7 @@ class MemoryModel:
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)
         stack_note = describe_fusion(prof.fusion, self._fusion_why, prof.fused_dropped, prof.fused_kept,
-                                     self.traced_batch) if training else ""
+                                     self.traced_batch, prof.fused_loss) if training else ""
         if stack_note:
             notes.append(stack_note)
         if info.get("optimizer_fused"):

@@ -33,7 +33,7 @@ import numpy as np
 
 from ...core.datafiles import SourcedConstants
 from ...trace.records import BACKWARD, FORWARD, OPTIMIZER, BlockSpan, MemoryFacts, SavedTensor, Trace
-from .fusion import apply_fusion, fuses_activations
+from .fusion import apply_fused_loss, apply_fusion, fuses_activations, fuses_loss
 
 CLASSES = ("act_shard_cd", "act_shard_o", "act_repl_cd", "act_repl_o", "sq", "head", "grad", "cast", "opt")
 C = {name: i for i, name in enumerate(CLASSES)}
@@ -81,6 +81,7 @@ class Profile:
     fusion: str = "none"  # the stack whose kept activations the profile describes (fusion.py)
     fused_dropped: int = 0  # traced bytes of chain intermediates that stack does not keep for backward
     fused_kept: int = 0  # traced bytes of chain inputs it keeps in their place
+    fused_loss: int = 0  # traced bytes the loss no longer holds as Megatron-LM's in-place cross entropy (fusion.py)
     notes: list[str] = field(default_factory=list)
     _cache: dict[Any, Any] = field(default_factory=dict)
 
@@ -487,6 +488,10 @@ def build_profile(tr: Trace, training: bool, compute_dtype: str, fusion: str = "
     fused = (0, 0)
     if training and fuses_activations(fusion):
         fused = apply_fusion(allocs, tr.records, facts.reads, events, fwd_end)
+    loss_freed = 0
+    if training and fuses_loss(fusion):
+        loss_freed = apply_fused_loss(allocs, tr.records, facts.reads, facts.saved, events, fwd_end,
+                                      facts.output_embedding)
     saved = _saved_instances(allocs, by_key, facts.saved)
     clf = _Classifier(tr, spans, facts.output_embedding)
     first_block_op = spans[0].start if spans else None
@@ -499,7 +504,7 @@ def build_profile(tr: Trace, training: bool, compute_dtype: str, fusion: str = "
                    grad_bytes=sum(a.size for a in allocs if a.kind == "grad"),
                    cast_bytes=sum(a.size for a in allocs if a.kind == "cast"),
                    seq=_seq_of(facts), compute_dtype=compute_dtype, training=training, fusion=fusion,
-                   fused_dropped=fused[0], fused_kept=fused[1])
+                   fused_dropped=fused[0], fused_kept=fused[1], fused_loss=loss_freed)
 
 
 def _allocations(events: list[Any]) -> tuple[list[Alloc], dict[int, list[int]]]:
