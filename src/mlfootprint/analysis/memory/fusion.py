@@ -100,9 +100,6 @@ def apply_fused_loss(allocs: Sequence[Any], records: Sequence[Any], reads: Seque
     if not output_embedding:
         return freed
     packed = {s.storage for s in saved}
-    last_read: dict[int, int] = {}
-    for r in reads:
-        last_read[r.storage] = max(last_read.get(r.storage, -1), r.op_index)
     index_of_event = [e.index for e in events]
     for a in allocs:
         rec = record(a.op)
@@ -110,7 +107,10 @@ def apply_fused_loss(allocs: Sequence[Any], records: Sequence[Any], reads: Seque
                 or not (a.start < fwd_end <= a.end) \
                 or not (rec.module == output_embedding or rec.module.startswith(output_embedding + ".")):
             continue
-        read_at = bisect_right(index_of_event, last_read.get(a.key, a.op))
+        # its reads: of its storage, up to the next allocation that reuses the storage's address
+        reused_at = min((b.op for b in allocs if b.key == a.key and b.op > a.op), default=len(records))
+        last = max((r.op_index for r in reads if r.storage == a.key and a.op <= r.op_index < reused_at), default=a.op)
+        read_at = bisect_right(index_of_event, last)
         a.end = max(a.start + 1, min(read_at, fwd_end - 1))  # the logits: freed once the loss has read them
         freed += a.size
     return freed
@@ -150,8 +150,9 @@ def apply_fusion(allocs: Sequence[Any], records: Sequence[Any], reads: Sequence[
             continue
         home = records[a.op].module
         if not home:
-            # the model's own loss (Hugging Face computes it in the root module) stays as traced: Megatron-LM's
-            # vocab-parallel cross-entropy keeps its fp32 softmax (exp_logits) as eager PyTorch its log-probabilities
+            # the model's own loss (Hugging Face computes it in the root module) keeps its forward as traced:
+            # Megatron-LM's vocab-parallel cross-entropy keeps its fp32 softmax (exp_logits) as eager PyTorch its
+            # log-probabilities (its backward and the logits: apply_fused_loss)
             continue
         if all(elementwise(op) and records[op].module in (home, _parent(home)) for op in ops):
             intermediate.add(j)
