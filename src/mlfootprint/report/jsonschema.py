@@ -75,8 +75,8 @@ _WORKLOAD_CHOICES: dict[str, tuple[Any, ...]] = {
     "recompute": RECOMPUTE, "offload": OFFLOAD, "grad_reduce": GRAD_REDUCE, "grad_reduce_dtype": GRAD_REDUCE_DTYPE,
     "mixed_weights": MIXED_WEIGHTS, "schedule": SCHEDULES, "cp_comm": CP_COMM, "quant": QUANT,
     "fusion": FUSION + (None,), "zero": (0, 1, 2, 3)}
-_WORKLOAD_AT_LEAST_ONE = ("batch", "seq", "gen_tokens", "micro_batch", "grad_accum", "shard_group", "etp", "dp", "tp", "pp", "ep",
-                          "cp", "vp", "lora_rank")
+_WORKLOAD_AT_LEAST_ONE = ("batch", "seq", "gen_tokens", "micro_batch", "grad_accum", "shard_group", "etp", "dp", "tp",
+                          "pp", "ep", "cp", "vp", "lora_rank")
 
 
 def _workload_values(props: dict[str, Any]) -> None:

@@ -26,8 +26,8 @@ SCHEMA = "mlfootprint.report/1"
 SCHEMA_VERSION = 1
 SECTIONS = ("model", "workload", "params", "flops", "memory", "time", "footprint", "measured", "claims")
 PROVENANCE_KINDS = ("counted", "modeled", "measured", "published", "assumed")
-# The verbs that build a Report (verbs/): a report read back names one of them (tests/test_report_schema_values.py
-# checks that every verb the package builds a Report for is here).
+# The verbs that build a Report (verbs/): a report read back names one of them (tests/test_verbs_contract.py checks
+# that every verb the package builds a Report for is here).
 REPORT_VERBS = ("analyze", "count", "memory", "predict", "plan", "mfu", "bench", "footprint", "claims", "compare",
                 "table", "track", "models", "models show", "hardware list", "hardware show", "hardware calibrate",
                 "history add", "history list", "history diff")

@@ -102,7 +102,8 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     layout = layout or mm.layout()
     device_bytes, prov, source = device_bytes_for(wl)
     # the planner's micro-batch is its choice (the fastest it found that fits), not the memory model's to enlarge
-    if choose_micro_batch and not planned and micro_batch_open(wl):
+    if choose_micro_batch and not planned and device_bytes is not None and wl.training and \
+            not ({"micro_batch", "grad_accum"} & wl.given):
         wl, layout, note = _largest_micro_batch(mm, wl, layout, device_bytes, spec=spec, trace=tr, device=device,
                                                 efficiency=efficiency)
         if note:
@@ -112,12 +113,6 @@ def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *,
     if advise and est.fits is False:
         run.suggestions = fit_suggestions(spec, wl, mm, layout, device_bytes, device)
     return run
-
-
-def micro_batch_open(wl: Workload) -> bool:
-    """Whether the memory model chooses the training micro-batch of a layout of the user's own: none given, no
-    accumulation given, and a device of known memory to fit it to."""
-    return wl.training and not ({"micro_batch", "grad_accum"} & wl.given) and device_bytes_for(wl)[0] is not None
 
 
 def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficiency: Any = None,
