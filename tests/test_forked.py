@@ -139,3 +139,83 @@ def test_cli_jobs_zero_is_a_one_line_error():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "jobs must be a whole number" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ speculative work
+
+
+def _wait_for(path, seconds=30.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+@linux_only
+def test_speculative_work_is_shared_claimed_once_and_returned_in_the_order_asked(tmp_path):
+    """The child claims its first item at once and holds it until the parent's own work has run (a file tells it);
+    the parent, asked for 3, 5 and 1, claims 2 away (not asked for), does 3 itself, and 5 (offered to the child
+    too) goes to whoever claims it first; 1 comes back from the child. Each item is worked on once."""
+    parent = os.getpid()
+    go = tmp_path / "go"
+
+    def work(x):
+        (tmp_path / f"did-{x}-{os.getpid()}").touch()
+        if os.getpid() == parent:
+            go.touch()
+        else:
+            _wait_for(go)
+        return x * x, os.getpid()
+
+    spec = forked.Speculation(work, [1, 2, 3], jobs=2)
+    assert spec.running
+    _wait_for(os.path.join(spec.folder, "0.claim"))  # the child has item 1
+    child = spec.pid
+    out = spec.share([3, 5, 1], work)
+    assert [v for v, _ in out] == [9, 25, 1]
+    assert out[0][1] == parent and out[2][1] == child != parent
+    did = sorted(p.name.split("-")[1] for p in tmp_path.glob("did-*"))
+    assert did == ["1", "3", "5"]  # 2 was never worked on; nothing twice
+    assert not spec.running and spec.folder is None  # the child ended, its folder removed
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # and reaped
+
+
+@linux_only
+def test_take_returns_what_the_child_finished_and_stops_the_rest(tmp_path):
+    parent = os.getpid()
+
+    def work(x):
+        if x == 2 and os.getpid() != parent:
+            threading.Event().wait(600)  # the child would be here for ten minutes
+        return -x
+
+    spec = forked.Speculation(work, [1, 2], jobs=2)
+    _wait_for(os.path.join(spec.folder, "0.done"))
+    _wait_for(os.path.join(spec.folder, "1.claim"))
+    folder = spec.folder
+    assert spec.take() == {0: -1}  # item 2 was not finished: the caller does it
+    assert not os.path.exists(folder) and not spec.running
+
+
+@linux_only
+def test_a_speculating_child_that_dies_leaves_its_items_to_the_parent(tmp_path):
+    parent = os.getpid()
+
+    def work(x):
+        if os.getpid() != parent:
+            os._exit(3)  # dies on its first item
+        return x + 100
+
+    spec = forked.Speculation(work, [1, 2], jobs=2)
+    _wait_for(os.path.join(spec.folder, "0.claim"))
+    assert spec.share([2, 1], work) == [102, 101]
+
+
+def test_no_speculation_with_one_job_or_nothing_to_do():
+    for spec in (forked.Speculation(lambda x: x, [1, 2], jobs=1), forked.Speculation(lambda x: x, [])):
+        assert not spec.running and spec.folder is None
+        assert spec.share([2, 3], lambda x: x * 2) == [4, 6]
+        assert spec.take() == {}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -272,3 +274,68 @@ def test_a_plan_of_an_image_model_counts_samples_not_tokens():
     text = render(mf.plan("tests/data/configs/tiny-gpt2", mf.Workload(hardware="h100-sxm", devices=2, seq=32)),
                   "table", None)
     assert "tokens/s" in text and "samples/s" not in text
+
+
+def test_micro_batches_traced_on_speculation_give_the_same_plan(monkeypatch):
+    # While the global batch is traced, the micro-batches the planner will probably ask for are traced in a forked
+    # worker (verbs/runnable.py micro_batch_traces); here a guess that differs from what is asked, in another order,
+    # and the plan must be the one made without it, with fewer traces made in this process
+    from mlfootprint.core import forked
+    from mlfootprint.trace import cache
+    from mlfootprint.verbs import runnable
+
+    if not forked.can_fork():
+        pytest.skip("forking is not safe here")
+    made: list[int] = []
+    fresh = cache.trace
+
+    def counted(spec, wl, **kw):
+        made.append(wl.batch)
+        return fresh(spec, wl, **kw)
+
+    monkeypatch.setattr(cache, "trace", counted)
+    wl = Workload(batch=64, seq=64, mode="train", precision="bf16-mixed", hardware="a100-80gb", devices=8)
+
+    def planned() -> tuple[dict, int]:
+        made.clear()
+        section = dict(mf.plan(TINY_LLAMA, wl, cache=False).sections["plan"])
+        section.pop("plan_s")
+        return section, len(made)
+
+    monkeypatch.setattr(runnable, "default_jobs", lambda: 1)
+    monkeypatch.setattr(forked, "default_jobs", lambda: 1)
+    alone, traced_alone = planned()
+    # the planner asks for (16, 16-bit), (32, 16-bit), (8, 16-bit) and (8, fp32) here; the guess has the last of
+    # them first, one it will not ask for, and another it asks for
+    monkeypatch.setattr(runnable, "likely_keys", lambda *a: [(8, "fp32"), (1, "16-bit"), (16, "16-bit")])
+    monkeypatch.setattr(forked, "default_jobs", lambda: 2)
+    prefetch = runnable.MicroBatchTraces.prefetch
+
+    def after_the_first_guess(self, keys):  # the worker's first trace is done before the planner asks (on a busy
+        folder = self.speculation.folder  # machine it might not be: the result is the same, only made here)
+        deadline = time.monotonic() + 120
+        while self.speculation.running and not os.path.exists(os.path.join(folder, "0.done")) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return prefetch(self, keys)
+
+    monkeypatch.setattr(runnable.MicroBatchTraces, "prefetch", after_the_first_guess)
+    shared, traced_here = planned()
+    assert shared == alone
+    assert traced_here < traced_alone
+
+
+def test_the_guess_of_micro_batches_is_for_models_that_must_be_split():
+    from mlfootprint.verbs.runnable import likely_keys
+
+    big, small = model_spec("gpt3-175b"), model_spec("gpt2")
+    wl = Workload(mode="train", precision="bf16-mixed")
+    gib80 = 80 * 2**30
+    # 175B parameters × 16 bytes of weights and Adam states cannot fit on one device: 16-bit working weights
+    assert likely_keys(big, wl, 1024, gib80) == [(1, "16-bit"), (2, "16-bit"), (4, "16-bit")]
+    assert likely_keys(big, wl, 1024, gib80, micro_batch=3) == [(3, "16-bit")]
+    assert likely_keys(big, Workload(mode="train", precision="bf16-mixed", mixed_weights="fp32"), 1024, gib80) \
+        == [(1, "fp32"), (2, "fp32"), (4, "fp32")]
+    # 124M parameters fit on one device (2 GB): its layouts' micro-batches depend on the activations, no guess
+    assert likely_keys(small, wl, 8, gib80) == []
+    assert likely_keys(big, wl, 1, gib80) == []

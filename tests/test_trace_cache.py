@@ -317,3 +317,35 @@ def test_a_remembered_task_is_read_back_only_for_its_own_key():
     for damage in ("", "{not json", json.dumps({"key": "another", "value": "masked-lm"})):
         path.write_text(damage)
         assert usercache.recall("tasks", key) is None  # truncated, corrupt or foreign: a miss, never an error
+
+
+def test_trace_ready_says_whether_a_trace_would_be_made():
+    # the planner starts its speculative micro-batch traces only while the global batch's trace is still to be made
+    spec = resolve_model(LLAMA, (), None)
+    assert not trace_cache.trace_ready(spec, TRAIN)
+    with reusing_traces():
+        traced_step(spec, TRAIN)
+        assert trace_cache.trace_ready(spec, TRAIN)  # made in this call
+    assert trace_cache.trace_ready(spec, TRAIN)  # stored on disk
+    assert not trace_cache.trace_ready(spec, TRAIN.with_changes(batch=3))
+    with reusing_traces(cache=False):
+        assert not trace_cache.trace_ready(spec, TRAIN)  # --no-cache: the disk is not read
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    assert not trace_cache.trace_ready(resolve_model(net, [torch.randn(4, 8)]), mf.Workload())  # never cached
+
+
+def test_warm_up_imports_the_models_code_before_a_fork():
+    # a worker forked after warm_up starts tracing at once, not importing transformers' model and torch._dynamo
+    # (a catalog model: resolving it imports nothing of transformers)
+    modules = ("torch._dynamo", "transformers.models.gpt2.modeling_gpt2")
+    script = ("import sys\n"
+              "import mlfootprint as mf\n"
+              "from mlfootprint.verbs.common import resolve_model\n"
+              "from mlfootprint.trace.cache import warm_up\n"
+              "spec = resolve_model('gpt2', (), None)\n"
+              f"print({modules[1]!r} in sys.modules)\n"
+              "warm_up(spec, mf.Workload(mode='train', seq=32, batch=2))\n"
+              f"print(all(m in sys.modules for m in {modules!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "True"]

@@ -18,13 +18,15 @@ every child has ended.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
 import sys
 import threading
+import time
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .errors import UserError
@@ -128,16 +130,223 @@ def run_shares(work: Callable[[list[T]], list[R]], shares: list[list[T]],
                 _end(pid, read)
 
 
+class Speculation:
+    """Work that will probably be asked for later, started now in one forked child on a CPU this process leaves
+    idle: ``work(item)`` for each item in order, each result kept (in a private temporary folder) as it is finished.
+
+    When the work is asked for, :meth:`share` divides it: the child keeps the item it is on and goes on through the
+    others, this process takes the next unclaimed one, and so on (each item is claimed by whoever gets to it first,
+    with a file created exclusively); items not asked for are claimed away from the child, and asked-for items it
+    was never given are offered to it too. :meth:`take` instead ends the child and returns what it finished.
+
+    The child runs at a lower priority (this process's own work comes first on a busy machine). Told to stop, it
+    unwinds (a file it was writing is removed by its writer's own clean-up, ``core/usercache.replace_atomically``)
+    and is killed if it has not ended within :data:`STOP_S`. Nothing is started with one job, where forking is not
+    safe (:func:`can_fork`), or with nothing to do; a child that fails or dies leaves its items to this process."""
+
+    STOP_S = 1.0
+
+    def __init__(self, work: Callable[[T], R], items: Sequence[T], jobs: int | None = None) -> None:
+        import tempfile
+
+        self.items = list(items)
+        self.pid = 0
+        self.folder: str | None = None
+        if not self.items or (jobs if jobs is not None else default_jobs()) < 2 or not can_fork():
+            return
+        self.folder = tempfile.mkdtemp(prefix="mlfootprint-speculation-")
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _speculate(work, self.items, self.folder)
+        self.pid = pid
+
+    @property
+    def running(self) -> bool:
+        return bool(self.pid)
+
+    def share(self, wanted: Sequence[T], work: Callable[[T], R]) -> list[R]:
+        """The results of ``work`` for each of ``wanted`` (hashable items), in its order, done between the child
+        and this process (``work`` here); then the child is ended."""
+        wanted = list(wanted)
+        if not self.pid or self.folder is None:
+            done = self.take()
+            return [done[self.items.index(w)] if w in self.items and self.items.index(w) in done else work(w)
+                    for w in wanted]
+        try:
+            return self._share(wanted, work, self.folder)
+        finally:
+            self._discard()
+
+    def _share(self, wanted: list[T], work: Callable[[T], R], folder: str) -> list[R]:
+        index = {i: w for i, w in enumerate(self.items)}
+        extra = list(dict.fromkeys(w for w in wanted if w not in self.items))
+        for j, w in enumerate(extra):
+            index[len(self.items) + j] = w
+        if extra:  # offered to the child after its own items
+            part = os.path.join(folder, "extra.part")
+            with open(part, "wb") as f:
+                pickle.dump(extra, f)
+            os.replace(part, os.path.join(folder, "extra"))
+        position = {w: i for i, w in reversed(list(index.items()))}
+        order = list(dict.fromkeys(position[w] for w in wanted))
+        for i, w in index.items():
+            if w not in wanted:
+                _claim(folder, i)  # not asked for: the child skips it
+        results: dict[int, R] = {}
+        for i in order:
+            if _claim(folder, i):
+                results[i] = work(index[i])
+        # the child's items: finished, or taken back here if the child is gone or stalled (no CPU used for STALL_S)
+        last, still = _cpu_ticks(self.pid), 0.0
+        while True:
+            results.update(self._finished([i for i in order if i not in results]))
+            missing = [i for i in order if i not in results]
+            if not missing:
+                break
+            if not self._alive() or still >= STALL_S:
+                self._stop()
+                for i in missing:
+                    results[i] = work(index[i])
+                break
+            time.sleep(0.01)
+            ticks = _cpu_ticks(self.pid)
+            still = still + 0.01 if ticks is not None and ticks == last else 0.0
+            last = ticks
+        return [results[position[w]] for w in wanted]  # in wanted's order
+
+    def take(self) -> dict[int, R]:
+        """End the child; the results it finished, by the item's position."""
+        self._stop()
+        done = self._finished(range(len(self.items))) if self.folder is not None else {}
+        self._discard()
+        return done
+
+    def _discard(self) -> None:
+        """End the child and remove its folder, results and all."""
+        import shutil
+
+        self._stop()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def _finished(self, positions: Any) -> dict[int, R]:
+        done: dict[int, R] = {}
+        for i in positions:
+            try:
+                with open(os.path.join(str(self.folder), f"{i}.done"), "rb") as f:
+                    done[i] = pickle.load(f)
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+                continue
+        return done
+
+    def _alive(self) -> bool:
+        if not self.pid:
+            return False
+        try:
+            ended = os.waitpid(self.pid, os.WNOHANG)[0]
+        except ChildProcessError:
+            ended = True
+        if ended:
+            self.pid = 0
+        return not ended
+
+    def _stop(self) -> None:
+        import signal
+
+        if not self._alive():
+            return
+        pid, self.pid = self.pid, 0
+        with _suppressed():
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.STOP_S
+        while True:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            if time.monotonic() > deadline:
+                with _suppressed():
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                return
+            time.sleep(0.005)
+
+    def __del__(self) -> None:
+        if self.pid or self.folder:
+            self._discard()  # no child outlives the caller's interest in it
+
+
+def _claim(folder: str, i: int) -> bool:
+    """Claim item ``i`` for this process: True if no one had (the claim file created exclusively)."""
+    try:
+        os.close(os.open(os.path.join(folder, f"{i}.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+class _Stop(BaseException):
+    """Raised in a speculating child told to stop, so that what it was writing is cleaned up as it unwinds."""
+
+
+def _speculate(work: Callable[[T], R], items: list[T], folder: str) -> None:
+    import signal
+
+    def stop(*_: Any) -> None:
+        raise _Stop
+
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, stop)
+        _as_child()
+        with _suppressed():
+            os.nice(10)  # speculative: the parent's own work comes first on a busy machine
+        i = 0
+        while True:
+            todo = list(items)
+            with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError):
+                with open(os.path.join(folder, "extra"), "rb") as f:
+                    todo += pickle.load(f)  # asked for by the parent, beyond the guess
+            if i >= len(todo):
+                break
+            if _claim(folder, i):
+                payload = pickle.dumps(work(todo[i]), protocol=pickle.HIGHEST_PROTOCOL)
+                part = os.path.join(folder, f"{i}.part")
+                with open(part, "wb") as f:
+                    f.write(payload)
+                os.replace(part, os.path.join(folder, f"{i}.done"))
+            i += 1
+    except BaseException:  # noqa: BLE001 - told to stop, or failed: the parent does the rest itself
+        code = 1
+    finally:
+        os._exit(code)
+
+
+@contextlib.contextmanager
+def _suppressed() -> Iterator[None]:
+    with contextlib.suppress(OSError, ChildProcessError):
+        yield
+
+
+def _as_child() -> None:
+    """A forked child's set-up: torch on one thread, no progress display, output to /dev/null."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # OpenMP's worker threads are not copied by a fork, and a child entering a parallel region that the
+        # parent's pool served waits for them forever (GNU libgomp): one thread, no parallel region.
+        torch.set_num_threads(1)
+    progress.install(None)
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # new streams: no lock another thread held at the fork
+
+
 def _child(work: Callable[[list[T]], list[R]], share: list[T], write: int) -> None:
     code = 0
     try:
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            # OpenMP's worker threads are not copied by a fork, and a child entering a parallel region that the
-            # parent's pool served waits for them forever (GNU libgomp): one thread, no parallel region.
-            torch.set_num_threads(1)
-        progress.install(None)
-        sys.stdout = sys.stderr = open(os.devnull, "w")  # new streams: no lock another thread held at the fork
+        _as_child()
         try:
             payload = pickle.dumps(("ok", work(share)))
         except UserError as exc:

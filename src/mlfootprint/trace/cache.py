@@ -79,6 +79,13 @@ def trace(spec: ModelSpec, wl: Workload, *, checkpoint_early_stop: bool = True) 
     return run_trace(spec, wl, checkpoint_early_stop=checkpoint_early_stop)
 
 
+def warm_up(spec: ModelSpec, wl: Workload) -> None:
+    """Import what tracing ``spec`` imports (:func:`.run.warm_up`), before forking workers that will trace it."""
+    from .run import warm_up as run_warm_up
+
+    run_warm_up(spec, wl)
+
+
 def traced_step(spec: ModelSpec, wl: Workload, *, checkpoint_early_stop: bool = True) -> Trace:
     """The trace of ``wl`` for ``spec``: from this verb call's memory, else the persistent cache (unless the
     caller's :func:`reusing_traces` turned it off), else a fresh :func:`~.run.trace` (then stored)."""
@@ -102,6 +109,18 @@ def traced_step(spec: ModelSpec, wl: Workload, *, checkpoint_early_stop: bool = 
         while len(scope.memo) > _MEMORY_ENTRIES:
             scope.memo.popitem(last=False)
     return tr
+
+
+def trace_ready(spec: ModelSpec, wl: Workload, *, checkpoint_early_stop: bool = True) -> bool:
+    """Whether :func:`traced_step` would return this trace without tracing: made in this verb call, or an entry in
+    the persistent cache (its file there, not yet read)."""
+    key = trace_key(spec, wl, checkpoint_early_stop=checkpoint_early_stop)
+    if key is None:
+        return False
+    scope = _SCOPE.get()
+    if scope is not None and key_digest(key) in scope.memo:
+        return True
+    return (scope is None or scope.persistent) and TraceCache().path_for(key).is_file()
 
 
 @dataclasses.dataclass

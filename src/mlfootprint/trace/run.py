@@ -60,6 +60,18 @@ def trace(spec: ModelSpec, wl: Workload, fake: bool = True, checkpoint_early_sto
     return result
 
 
+def warm_up(spec: ModelSpec, wl: Workload) -> None:
+    """Import what a fake trace of ``spec`` imports (the model's code, FakeTensorMode's ``torch._dynamo``: over a
+    second together) by building a shallow copy of the model on the meta device, so that a worker forked after it
+    starts tracing at once. What fails here is left for the trace to say."""
+    plan = _dedup.plan_for(spec, wl)
+    shallow = _dedup.variant(spec, plan, plan.base) if plan is not None else spec
+    with contextlib.suppress(Exception), isolated_global_state(), _quiet_torch_logs():
+        FakeTensorMode(allow_non_fake_inputs=True)
+        with torch.device("meta"):
+            build(shallow, wl)
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Any:
     """Python's cyclic garbage collector off for a fake trace: its hundreds of thousands of short-lived objects (fake

@@ -12,7 +12,7 @@ from ..core.errors import UserError
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.cache import traced_step
-from .runnable import MicroBatchTraces, default_precision, planner_batch, planner_fixed
+from .runnable import default_precision, micro_batch_traces, planner_batch, planner_fixed
 from ..workload import Workload
 from .common import base_report, resolve_model, reuses_traces
 
@@ -72,13 +72,17 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     # scales it to each layout.
     traced_wl = wl.with_changes(batch=batch, recompute="none", zero=0, micro_batch=None, dp=1, tp=1, pp=1, cp=1,
                                 vp=1, schedule="1f1b", devices=None, offload="none", zeropp=False, given=wl.given)
-    tr = traced_step(spec, traced_wl, checkpoint_early_stop=False)
     # a fixed --recompute full is traced at each micro-batch, as predict traces it (rows and predict agree)
     micro_wl = traced_wl.with_changes(recompute="full", given=traced_wl.given) if fixed["recompute"] == "full" \
         else traced_wl
-    res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, **fixed,
-                       trace_at=MicroBatchTraces(spec, micro_wl, lambda s, w: traced_step(
-                           s, w, checkpoint_early_stop=False)))
+    # (while the global batch is traced, the micro-batches the planner will probably ask for are, on a second CPU)
+    trace_at = micro_batch_traces(spec, micro_wl, lambda s, w: traced_step(s, w, checkpoint_early_stop=False),
+                                  traced_wl, dev, n, fixed["micro_batch"], checkpoint_early_stop=False)
+    try:
+        tr = traced_step(spec, traced_wl, checkpoint_early_stop=False)
+        res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, **fixed, trace_at=trace_at)
+    finally:
+        trace_at.end()
     best = res.best
     # the report's workload is the one the best layout runs: the traced sequence, the planner's layout
     par = best.par

@@ -19,16 +19,16 @@ from typing import Any
 from ..analysis.memory.model import MemoryEstimate, MemoryModel, device_bytes_for, memory_model
 from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.prediction import fastest
-from ..analysis.predict.planner import RECOMPUTE_CHOICES, NoLayoutFits, plan as plan_layouts
+from ..analysis.predict.planner import RECOMPUTE_CHOICES, NoLayoutFits, device_capacity, plan as plan_layouts
 from ..analysis.predict.shape import global_batch
 from ..core.datafiles import SourcedConstants
 from ..core.errors import UserError
-from ..core.forked import balanced_shares, can_fork, default_jobs, run_shares
+from ..core.forked import Speculation, balanced_shares, can_fork, default_jobs, run_shares
 from ..hardware.catalog import Device
 from ..models.hf import TEXT_TASKS, default_seq
 from ..models.spec import ModelSpec
 from ..trace.records import Trace
-from ..trace.cache import traced_step
+from ..trace.cache import trace_ready, traced_step, warm_up
 from ..workload import Layout, Workload
 
 DEFAULTS = SourcedConstants("verbs", "defaults.toml", "defaults")
@@ -77,19 +77,21 @@ class Run:
 def runnable(spec: ModelSpec, wl: Workload, tr: Trace, device: Device | None, *, efficiency: Any = None,
              layout: Layout | None = None, traced_wl: Workload | None = None,
              choose_micro_batch: bool = True, advise: bool = True,
-             tracer: Callable[[ModelSpec, Workload], Trace] | None = None) -> Run:
+             tracer: Callable[[ModelSpec, Workload], Trace] | None = None,
+             trace_at: MicroBatchTraces | None = None) -> Run:
     """Choose what the user left open (layout by the planner, micro-batch by the memory model), estimate the
     memory of the result and, when it does not fit, the changes that would.
 
     ``tr`` is a trace of ``traced_wl`` (default ``wl``: the whole model at the global batch, which the planner
     needs; the memory verb traces one device's micro-batch and passes its ``layout``). ``advise=False`` leaves
     the changes that fit to the caller (they trace more, so only the final estimate gets them). ``tracer`` lets
-    the planner size and time the layouts it shows from their own micro-batch's trace (``planner.plan``)."""
+    the planner size and time the layouts it shows from their own micro-batch's trace (``planner.plan``), through
+    ``trace_at`` when the caller made it (:func:`micro_batch_traces`)."""
     notes: list[str] = []
     planned = layout is None and device is not None and planner_decides(wl)
     if planned:
         try:
-            wl, layout, note = _planned(spec, wl, tr, device, efficiency, tracer)
+            wl, layout, note = _planned(spec, wl, tr, device, efficiency, tracer, trace_at)
         except NoLayoutFits as exc:
             if not _fixed_label(wl):
                 raise  # only --devices: nothing to show but why
@@ -141,9 +143,17 @@ def traced_run(spec: ModelSpec, wl: Workload, device: Device | None, *, efficien
     else:
         wl, note = own_layout_batch(spec, wl, device, efficiency)
     # the planner scales a trace without recomputation (a fixed --recompute is then traced at the micro-batch)
-    tr = tracer(spec, wl.with_changes(recompute="none", given=wl.given) if planned and wl.recompute != "none"
-                else wl)
-    run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False, tracer=tracer)
+    global_wl = wl.with_changes(recompute="none", given=wl.given) if planned and wl.recompute != "none" else wl
+    trace_at = None
+    if planned and device is not None:
+        trace_at = micro_batch_traces(spec, wl, tracer, global_wl, device, wl.devices or 1,
+                                      planner_fixed(wl)["micro_batch"], checkpoint_early_stop=checkpoint_early_stop)
+    try:
+        tr = tracer(spec, global_wl)
+        run = runnable(spec, wl, tr, device, efficiency=efficiency, advise=False, tracer=tracer, trace_at=trace_at)
+    finally:
+        if trace_at is not None:
+            trace_at.end()
     micro = run.layout.micro_batch
     if (run.workload.training or run.layout.dp > 1) and (micro != (tr.memory.batch or tr.workload.batch)
                                   or _checkpointed(run.workload) != _checkpointed(tr.workload)
@@ -189,28 +199,97 @@ class MicroBatchTraces:
     """The planner's ``trace_at``: a trace of one device's micro-batch of ``mb`` samples of ``wl`` with working
     weights of ``mixed_weights``. Each is traced, not derived from two others (``trace/scaling.py``): a step is not
     affine in the batch across every size (an embedding's reads are capped by its table, a batch of one skips
-    copies and reductions), and the layouts shown must be the ones ``predict`` then times. ``prefetch`` traces the
-    ones the planner expects to ask for in forked workers (``core/forked.py``), where that is safe."""
+    copies and reductions), and the layouts shown must be the ones ``predict`` then times. ``speculate`` starts
+    tracing the ones the planner will probably ask for in a forked worker before the planner knows them;
+    ``prefetch`` traces the ones the planner expects to ask for side by side (``core/forked.py``), where that is
+    safe. Either way a trace is the one ``tracer`` makes."""
 
     def __init__(self, spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]) -> None:
         self.spec, self.wl, self.tracer = spec, wl, tracer
         self.made: dict[tuple[int, str], Trace] = {}
+        self.speculation: Speculation | None = None
+
+    def speculate(self, keys: list[tuple[int, str]]) -> None:
+        """Start tracing ``keys`` (micro-batch, working weights) in a forked worker, while this process traces the
+        global batch and ranks the layouts by it (:meth:`prefetch` then shares the work with it)."""
+        self.end()
+        self.speculation = Speculation(self._trace, keys)
+
+    def workload(self, mb: int, mixed_weights: str) -> Workload:
+        """The workload the trace of micro-batch ``mb`` with working weights ``mixed_weights`` is made from."""
+        micro = micro_batch_workload(self.wl, mb)
+        return micro.with_changes(given=micro.given, mixed_weights=mixed_weights)
+
+    def end(self) -> None:
+        """Take what the speculating worker finished, and end it."""
+        if self.speculation is not None:
+            spec, self.speculation = self.speculation, None
+            for i, tr in spec.take().items():
+                self.made.setdefault(spec.items[i], tr)
+
+    def _trace(self, key: tuple[int, str]) -> Trace:
+        return self.tracer(self.spec, self.workload(*key))
 
     def __call__(self, mb: int, mixed_weights: str) -> Trace:
         key = (mb, mixed_weights)
         if key not in self.made:
-            micro = micro_batch_workload(self.wl, mb)
-            self.made[key] = self.tracer(self.spec, micro.with_changes(given=micro.given, mixed_weights=mixed_weights))
+            self.end()
+        if key not in self.made:
+            self.made[key] = self._trace(key)
         return self.made[key]
 
     def prefetch(self, keys: list[tuple[int, str]]) -> None:
         todo = [k for k in dict.fromkeys(keys) if k not in self.made]
+        if self.speculation is not None and self.speculation.running and min(len(todo), default_jobs()) <= 2:
+            # the speculating worker and this process share what is left (no other CPU to give work to)
+            speculation, self.speculation = self.speculation, None
+            self.made.update(zip(todo, speculation.share(todo, self._trace)))
+            return
+        self.end()  # more CPUs than two: the speculating worker hands over what it finished, workers do the rest
+        todo = [k for k in todo if k not in self.made]
         jobs = min(len(todo), default_jobs())
         if jobs < 2 or not can_fork():
             return  # traced here, when asked
         shares = [[todo[i] for i in share] for share in balanced_shares(todo, lambda k: 1.0, lambda k: k, jobs)]
         for share, traces in zip(shares, run_shares(lambda share: [self(*k) for k in share], shares)):
             self.made.update(zip(share, traces))
+
+
+def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace],
+                       global_wl: Workload, device: Device, devices: int, micro_batch: int | None, *,
+                       checkpoint_early_stop: bool) -> MicroBatchTraces:
+    """The planner's ``trace_at`` for a plan of ``devices`` × ``device`` (``micro_batch``: a given one); while the
+    global batch's trace (``global_wl``) is still to be made, the micro-batches the planner will probably ask for
+    (:func:`likely_keys`) are started meanwhile on a second CPU, after the model's code is imported (once, here)."""
+    trace_at = MicroBatchTraces(spec, wl, tracer)
+    if not trace_ready(spec, global_wl, checkpoint_early_stop=checkpoint_early_stop):
+        keys = [k for k in likely_keys(spec, wl, devices, float(device_capacity(wl, device)), micro_batch)
+                if not trace_ready(spec, trace_at.workload(*k), checkpoint_early_stop=checkpoint_early_stop)]
+        if keys:
+            warm_up(spec, global_wl)
+            trace_at.speculate(keys)
+    return trace_at
+
+
+def likely_keys(spec: ModelSpec, wl: Workload, devices: int, device_bytes: float,
+                micro_batch: int | None = None) -> list[tuple[int, str]]:
+    """The (micro-batch, working weights) traces a plan of ``devices`` devices of ``device_bytes`` each will most
+    probably ask for, guessed before any trace: for a model whose weights and Adam states (16 bytes a parameter,
+    counted roughly from the config's shape) cannot fit on one device, every layout splits or shards it, so the
+    16-bit working weights of such layouts (``Workload.mixed_weights_at``) at ``micro_batch`` (a given one), else
+    at micro-batches 1, 2 and 4. No guess (empty) for a model that fits on one device (its layouts' micro-batches
+    depend on the activations, which only the trace knows) or one without a config's shape. A wrong guess is only
+    work a second CPU did meanwhile."""
+    f = getattr(spec, "facts", None) or {}
+    layers, hidden, ffn, vocab = (f.get(k) for k in ("layers", "hidden", "ffn", "vocab"))
+    if not all(isinstance(v, int) and v > 0 for v in (layers, hidden, ffn, vocab)) or devices < 2:
+        return []
+    experts = f.get("experts") if isinstance(f.get("experts"), int) else 1
+    params = layers * (4 * hidden * hidden + 3 * hidden * ffn * max(1, experts)) + vocab * hidden
+    if params * 16 <= device_bytes:
+        return []
+    weights = wl.mixed_weights_at(3, devices)
+    return [(mb, weights) for mb in ([micro_batch] if micro_batch else [1, 2, 4])]
 
 
 def _checkpointed(wl: Workload) -> str:
@@ -330,13 +409,14 @@ def _fixed_label(wl: Workload) -> str:
 
 
 def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficiency: Any,
-             tracer: Callable[[ModelSpec, Workload], Trace] | None = None) -> tuple[Workload, Layout, str]:
+             tracer: Callable[[ModelSpec, Workload], Trace] | None = None,
+             trace_at: MicroBatchTraces | None = None) -> tuple[Workload, Layout, str]:
     """The planner's best layout for ``wl.devices`` devices (the trace is the whole model at the global batch),
     the first row of ``plan``'s table (the same number of layouts ranked again from their own micro-batches)."""
     if tr.workload.recompute != "none":
         raise UserError("internal: the planner needs a trace without recomputation")
     res = plan_layouts(spec, wl, tr, device, wl.devices, efficiency=efficiency, **planner_fixed(wl),
-                       trace_at=MicroBatchTraces(spec, wl, tracer) if tracer else None)
+                       trace_at=trace_at or (MicroBatchTraces(spec, wl, tracer) if tracer else None))
     best = res.best
     full = best.memory.layout  # the layout the memory model checked (precision, accumulation, sequence parallel)
     # the stack's choices, not the planner's
