@@ -219,3 +219,16 @@ def test_no_speculation_with_one_job_or_nothing_to_do():
         assert not spec.running and spec.folder is None
         assert spec.share([2, 3], lambda x: x * 2) == [4, 6]
         assert spec.take() == {}
+
+
+@linux_only
+def test_no_speculation_where_no_temporary_folder_can_be_made(monkeypatch):
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    spec = forked.Speculation(lambda x: x, [1], jobs=2)
+    assert not spec.running and spec.folder is None
+    assert spec.share([1], lambda x: x + 1) == [2]

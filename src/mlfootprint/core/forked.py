@@ -142,7 +142,8 @@ class Speculation:
     The child runs at a lower priority (this process's own work comes first on a busy machine). Told to stop, it
     unwinds (a file it was writing is removed by its writer's own clean-up, ``core/usercache.replace_atomically``)
     and is killed if it has not ended within :data:`STOP_S`. Nothing is started with one job, where forking is not
-    safe (:func:`can_fork`), or with nothing to do; a child that fails or dies leaves its items to this process."""
+    safe (:func:`can_fork`), with nothing to do, or where no temporary folder or process can be had; a child that
+    fails or dies leaves its items to this process."""
 
     STOP_S = 1.0
 
@@ -154,10 +155,14 @@ class Speculation:
         self.folder: str | None = None
         if not self.items or (jobs if jobs is not None else default_jobs()) < 2 or not can_fork():
             return
-        self.folder = tempfile.mkdtemp(prefix="mlfootprint-speculation-")
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        pid = os.fork()
+        try:
+            self.folder = tempfile.mkdtemp(prefix="mlfootprint-speculation-")
+            pid = os.fork()
+        except OSError:  # no temporary folder, or no process to be had: the work is done here, when asked
+            self._discard()
+            return
         if pid == 0:  # the child: never returns
             _speculate(work, self.items, self.folder)
         self.pid = pid
