@@ -27,6 +27,7 @@ time; point-to-point sends of b·s·h activations forward and gradients back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Union
 
 from ...core.datafiles import SourcedConstants
@@ -52,8 +53,10 @@ class RingLatency:
         return next(hop for name, _, hop, _ in self.protocols if name == "simple")
 
 
+@lru_cache(maxsize=2)
 def ring_latency(inside_node: bool) -> RingLatency:
-    """NCCL's ring latency model for a group inside one node (NVLink) or across nodes (the network)."""
+    """NCCL's ring latency model for a group inside one node (NVLink) or across nodes (the network); read from the
+    data files once per process (the planner times thousands of layouts)."""
     link = "nvlink" if inside_node else "net"
     names = COLLECTIVES.value("ring", "protocols")
     return RingLatency(link, tuple((str(p), float(COLLECTIVES.value("ring", f"{p}_base_s")),
