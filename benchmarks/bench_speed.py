@@ -1,7 +1,7 @@
 """Speed of the commands users iterate on, as whole processes, with a cold and a warm trace cache (issue 16).
 
     python benchmarks/bench_speed.py                 # everything (several minutes on 2 cores)
-    python benchmarks/bench_speed.py --only count    # one case: count, plan, memory, max-batch, claims, help
+    python benchmarks/bench_speed.py --only count    # one case: count, plan, plan-1-job, memory, max-batch, claims, help
     python benchmarks/bench_speed.py --repeat 3      # each figure the median of 3 runs, with their range
 
 Each command runs as a fresh process, as a user types it, first with an empty trace cache (cold: a new
@@ -9,7 +9,8 @@ Each command runs as a fresh process, as a user types it, first with an empty tr
 time and its peak memory, beside the issue's target: the larger of the process's own peak RSS (``os.wait4``'s
 resource usage of that child) and the peak proportional set size of it and its forked workers together (sampled
 every 250 ms from /proc: ``claims`` forks one worker per CPU, and PSS counts the pages they share once).
-``claims`` runs again with ``--jobs 1`` (one process, no workers): its baseline in the same run.
+``claims`` and ``plan`` run again with ``--jobs 1`` (one process, no workers): their baselines in the same run, with
+the ratio printed.
 ``count`` is also compared with PyTorch's FlopCounterMode alone on the same model as a whole process (it imports
 torch and transformers, builds the model from the same catalog config on fake tensors and runs one train step,
 forward + backward + AdamW, under FlopCounterMode), measured in the same run; the ratio is printed. Nothing is
@@ -36,6 +37,9 @@ CASES: list[tuple[str, list[str], dict[str, float]]] = [
     ("count", ["count", "llama-2-70b", "--mode", "train", "--seq", "4096"], {}),  # its target is the ratio
     ("plan", ["plan", "gpt3-175b", "--devices", "12288", "--hardware", "h100-sxm", "--seq", "2048", "--batch", "6144"],
      {"cold": 5.0, "warm": 2.0}),
+    # the same in one process (no speculating or prefetching workers): the baseline of the line above
+    ("plan-1-job", ["plan", "gpt3-175b", "--devices", "12288", "--hardware", "h100-sxm", "--seq", "2048", "--batch",
+                    "6144", "--jobs", "1"], {}),
     # the same plan from a config.json path (its task remembered in the cache folder: a warm run needs no transformers)
     ("plan-config", ["plan", str(ROOT / "benchmarks" / "data" / "models" / "megatron-gpt-175b"), "--devices", "12288",
                      "--hardware", "h100-sxm", "--seq", "2048", "--batch", "6144"], {"cold": 5.0, "warm": 2.0}),
@@ -147,6 +151,7 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                MLFOOTPRINT_NO_PROGRESS="1")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; each figure is one whole process")
+    measured: dict[str, tuple[float, float]] = {}  # case -> (cold, warm) wall seconds
     for name, argv, targets in CASES:
         if args.only and name not in args.only:
             continue
@@ -165,6 +170,11 @@ def main() -> None:
         print(f"  cold cache  {fmt(cold[0], cold[1], targets.get('cold'), cold[3])}")
         print(f"  warm cache  {fmt(warm[0], warm[1], targets.get('warm'), warm[3])}")
         print(f"  cache: {traces} trace(s), {size / 1e6:.1f} MB")
+        measured[name] = (cold[0], warm[0])
+        shared = name.removesuffix("-1-job")
+        if shared != name and shared in measured:  # the one-process baseline of a case measured in this run
+            print(f"  {shared} with its workers: cold {measured[shared][0] / cold[0]:.2f} ×, warm "
+                  f"{measured[shared][1] / warm[0]:.2f} × this one-process run")
         if name == "count":
             model, seq = argv[1], argv[argv.index("--seq") + 1]
             baseline = [sys.executable, "-c", FLOPCOUNTER, str(CATALOG / f"{model}.json"), seq]

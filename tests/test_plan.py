@@ -296,19 +296,16 @@ def test_micro_batches_traced_on_speculation_give_the_same_plan(monkeypatch):
     monkeypatch.setattr(cache, "trace", counted)
     wl = Workload(batch=64, seq=64, mode="train", precision="bf16-mixed", hardware="a100-80gb", devices=8)
 
-    def planned() -> tuple[dict, int]:
+    def planned(jobs: int) -> tuple[dict, int]:
         made.clear()
-        section = dict(mf.plan(TINY_LLAMA, wl, cache=False).sections["plan"])
+        section = dict(mf.plan(TINY_LLAMA, wl, cache=False, jobs=jobs).sections["plan"])
         section.pop("plan_s")
         return section, len(made)
 
-    monkeypatch.setattr(runnable, "default_jobs", lambda: 1)
-    monkeypatch.setattr(forked, "default_jobs", lambda: 1)
-    alone, traced_alone = planned()
+    alone, traced_alone = planned(jobs=1)  # --jobs 1: no worker, every trace made here
     # the planner asks for (16, 16-bit), (32, 16-bit), (8, 16-bit) and (8, fp32) here; the guess has the last of
     # them first, one it will not ask for, and another it asks for
     monkeypatch.setattr(runnable, "likely_keys", lambda *a: [(8, "fp32"), (1, "16-bit"), (16, "16-bit")])
-    monkeypatch.setattr(forked, "default_jobs", lambda: 2)
     prefetch = runnable.MicroBatchTraces.prefetch
 
     def after_the_first_guess(self, keys):  # the worker's first trace is done before the planner asks (on a busy
@@ -320,7 +317,7 @@ def test_micro_batches_traced_on_speculation_give_the_same_plan(monkeypatch):
         return prefetch(self, keys)
 
     monkeypatch.setattr(runnable.MicroBatchTraces, "prefetch", after_the_first_guess)
-    shared, traced_here = planned()
+    shared, traced_here = planned(jobs=2)
     assert shared == alone
     assert traced_here < traced_alone
 
@@ -339,3 +336,19 @@ def test_the_guess_of_micro_batches_is_for_models_that_must_be_split():
     # 124M parameters fit on one device (2 GB): its layouts' micro-batches depend on the activations, no guess
     assert likely_keys(small, wl, 8, gib80) == []
     assert likely_keys(big, wl, 1, gib80) == []
+
+
+def test_plan_jobs_is_checked_and_one_job_forks_nothing(monkeypatch, capsys):
+    from mlfootprint.core import forked
+
+    def no_fork():
+        raise AssertionError("--jobs 1 forked a worker")
+
+    monkeypatch.setattr(forked.os, "fork", no_fork)
+    args = ["plan", "gpt2", "--devices", "8", "--hardware", "a100-80gb", "--seq", "256", "--batch", "64", "--top", "2"]
+    assert main([*args, "--jobs", "1"]) == 0
+    capsys.readouterr()
+    for bad in ("0", "-2"):
+        assert main([*args, "--jobs", bad]) == 2
+        err = capsys.readouterr().err
+        assert "jobs must be a whole number of processes, 1 or more" in err and len(err.strip().splitlines()) == 1

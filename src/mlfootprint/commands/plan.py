@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          hardware_help="required")
     add_prediction_options(p, zeropp=False)
     p.add_argument("--top", type=int, default=10, help="layouts to show (default 10)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="processes that trace the layouts' micro-batches (default: one per CPU, at most 4; 1: no "
+                        "workers; Linux forks workers, elsewhere everything runs in one process)")
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -27,4 +30,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace):
     from ..verbs.plan import plan  # torch loads with the verb, not for --help
     return plan(args.model, workload_from(args), args.input, args.inputs_ref, efficiency=args.efficiency,
-                top=args.top, cache=args.cache)
+                top=args.top, cache=args.cache, jobs=args.jobs)

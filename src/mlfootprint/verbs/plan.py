@@ -9,6 +9,7 @@ from ..analysis.predict.efficiency import efficiency_for
 from ..analysis.predict.planner import plan as plan_layouts
 from ..analysis.predict.roofline import peak_for_precision
 from ..core.errors import UserError
+from ..core.forked import check_jobs
 from ..report.schema import Report
 from ..report.sections import PlanLayout, PlanSection
 from ..trace.cache import traced_step
@@ -19,7 +20,8 @@ from .common import base_report, resolve_model, reuses_traces
 
 @reuses_traces
 def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[Any] = (),
-         inputs_ref: str | None = None, *, efficiency: Any = None, top: int = 10, cache: bool = True) -> Report:
+         inputs_ref: str | None = None, *, efficiency: Any = None, top: int = 10, cache: bool = True,
+         jobs: int | None = None) -> Report:
     """Ranked parallel layouts of ``workload.devices`` × ``workload.hardware`` that fit in memory.
 
     The workload's tp/pp/zero/micro_batch/recompute/offload, when given, fix those choices; its mode is
@@ -33,6 +35,9 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
         top: how many fitting layouts to rank.
         cache: reuse a trace from the persistent trace cache (default True); False (``--no-cache``) traces
             anew and stores nothing.
+        jobs: processes that trace the layouts' micro-batches (``--jobs``); default None: one per CPU this process
+            may use, at most four; 1: this process alone. Workers are forked copies of this process, on Linux only;
+            the figures are the same whatever the split.
 
     Returns:
         A Report with a ``plan`` section: the best layout, its step time, MFU and bottleneck, and the ranking.
@@ -50,6 +55,7 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
         raise UserError("plan needs --devices N (how many devices to lay out)")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise UserError(f"--top must be a positive whole number, got {top}")
+    jobs = check_jobs(jobs)
     n = wl.devices
     fixed = planner_fixed(wl)
     tp, pp, cp = fixed["tp"], fixed["pp"], fixed["cp"]
@@ -77,7 +83,7 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
         else traced_wl
     # (while the global batch is traced, the micro-batches the planner will probably ask for are, on a second CPU)
     trace_at = micro_batch_traces(spec, micro_wl, lambda s, w: traced_step(s, w, checkpoint_early_stop=False),
-                                  traced_wl, dev, n, fixed["micro_batch"], checkpoint_early_stop=False)
+                                  traced_wl, dev, n, fixed["micro_batch"], checkpoint_early_stop=False, jobs=jobs)
     try:
         tr = traced_step(spec, traced_wl, checkpoint_early_stop=False)
         res = plan_layouts(spec, traced_wl, tr, dev, n, efficiency=efficiency, top=top, **fixed, trace_at=trace_at)

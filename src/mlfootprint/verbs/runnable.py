@@ -204,16 +204,21 @@ class MicroBatchTraces:
     ``prefetch`` traces the ones the planner expects to ask for side by side (``core/forked.py``), where that is
     safe. Either way a trace is the one ``tracer`` makes."""
 
-    def __init__(self, spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace]) -> None:
+    def __init__(self, spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace],
+                 jobs: int | None = None) -> None:
         self.spec, self.wl, self.tracer = spec, wl, tracer
+        self.jobs = jobs  # processes at most, this one included (None: default_jobs())
         self.made: dict[tuple[int, str], Trace] = {}
         self.speculation: Speculation | None = None
+
+    def _jobs(self) -> int:
+        return self.jobs if self.jobs is not None else default_jobs()
 
     def speculate(self, keys: list[tuple[int, str]]) -> None:
         """Start tracing ``keys`` (micro-batch, working weights) in a forked worker, while this process traces the
         global batch and ranks the layouts by it (:meth:`prefetch` then shares the work with it)."""
         self.end()
-        self.speculation = Speculation(self._trace, keys)
+        self.speculation = Speculation(self._trace, keys, jobs=self._jobs())
 
     def workload(self, mb: int, mixed_weights: str) -> Workload:
         """The workload the trace of micro-batch ``mb`` with working weights ``mixed_weights`` is made from."""
@@ -240,14 +245,14 @@ class MicroBatchTraces:
 
     def prefetch(self, keys: list[tuple[int, str]]) -> None:
         todo = [k for k in dict.fromkeys(keys) if k not in self.made]
-        if self.speculation is not None and self.speculation.running and min(len(todo), default_jobs()) <= 2:
+        if self.speculation is not None and self.speculation.running and min(len(todo), self._jobs()) <= 2:
             # the speculating worker and this process share what is left (no other CPU to give work to)
             speculation, self.speculation = self.speculation, None
             self.made.update(zip(todo, speculation.share(todo, self._trace)))
             return
         self.end()  # more CPUs than two: the speculating worker hands over what it finished, workers do the rest
         todo = [k for k in todo if k not in self.made]
-        jobs = min(len(todo), default_jobs())
+        jobs = min(len(todo), self._jobs())
         if jobs < 2 or not can_fork():
             return  # traced here, when asked
         shares = [[todo[i] for i in share] for share in balanced_shares(todo, lambda k: 1.0, lambda k: k, jobs)]
@@ -257,11 +262,12 @@ class MicroBatchTraces:
 
 def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpec, Workload], Trace],
                        global_wl: Workload, device: Device, devices: int, micro_batch: int | None, *,
-                       checkpoint_early_stop: bool) -> MicroBatchTraces:
+                       checkpoint_early_stop: bool, jobs: int | None = None) -> MicroBatchTraces:
     """The planner's ``trace_at`` for a plan of ``devices`` × ``device`` (``micro_batch``: a given one); while the
     global batch's trace (``global_wl``) is still to be made, the micro-batches the planner will probably ask for
-    (:func:`likely_keys`) are started meanwhile on a second CPU, after the model's code is imported (once, here)."""
-    trace_at = MicroBatchTraces(spec, wl, tracer)
+    (:func:`likely_keys`) are started meanwhile on a second CPU, after the model's code is imported (once, here);
+    ``jobs``: processes at most, this one included (None: one per CPU, at most four)."""
+    trace_at = MicroBatchTraces(spec, wl, tracer, jobs)
     if not trace_ready(spec, global_wl, checkpoint_early_stop=checkpoint_early_stop):
         keys = [k for k in likely_keys(spec, wl, devices, float(device_capacity(wl, device)), micro_batch)
                 if not trace_ready(spec, trace_at.workload(*k), checkpoint_early_stop=checkpoint_early_stop)]
