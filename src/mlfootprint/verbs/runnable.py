@@ -228,9 +228,9 @@ class MicroBatchTraces:
     def end(self) -> None:
         """Take what the speculating worker finished, and end it."""
         if self.speculation is not None:
-            spec, self.speculation = self.speculation, None
-            for i, tr in spec.take().items():
-                self.made.setdefault(spec.items[i], tr)
+            pending, self.speculation = self.speculation, None
+            for i, tr in pending.take().items():
+                self.made.setdefault(pending.items[i], tr)
 
     def _trace(self, key: tuple[int, str]) -> Trace:
         return self.tracer(self.spec, self.workload(*key))
