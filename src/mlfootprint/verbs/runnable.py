@@ -268,7 +268,8 @@ def micro_batch_traces(spec: ModelSpec, wl: Workload, tracer: Callable[[ModelSpe
     (:func:`likely_keys`) are started meanwhile on a second CPU, after the model's code is imported (once, here);
     ``jobs``: processes at most, this one included (None: one per CPU, at most four)."""
     trace_at = MicroBatchTraces(spec, wl, tracer, jobs)
-    if not trace_ready(spec, global_wl, checkpoint_early_stop=checkpoint_early_stop):
+    if trace_at._jobs() >= 2 and can_fork() and not trace_ready(spec, global_wl,
+                                                                  checkpoint_early_stop=checkpoint_early_stop):
         keys = [k for k in likely_keys(spec, wl, devices, float(device_capacity(wl, device)), micro_batch)
                 if not trace_ready(spec, trace_at.workload(*k), checkpoint_early_stop=checkpoint_early_stop)]
         if keys:
