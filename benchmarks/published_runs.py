@@ -52,10 +52,12 @@ FEATURE_FIELDS = {
     "vp": ("vp", "virtual_stages", "virtual_pipeline"),
     "cp": ("cp", "context_parallel"),
     "shard_group": ("shard_group",),
-    "async-tp": ("tp_comm_overlap",),
+    "async-tp": ("tp_comm_overlap",),  # with tp_overlap = "async-tp" (FEATURE_VALUES)
     "comm-overlap": ("tp_comm_overlap",),
     "pp-comm-overlap": ("pp_comm_overlap",),
 }
+# Further fields a feature sets, with their values: PyTorch's async TP is TP-comm overlap of its own kind.
+FEATURE_VALUES = {"async-tp": {"tp_overlap": "async-tp"}}
 # Features the step model always applies (no field to set): pipeline stages split as Megatron-LM / Llama 3 do,
 # the first and last stages one block short when the layers do not divide (workload.stage_layers).
 ALWAYS_MODELLED = frozenset({"uneven-stages"})
@@ -63,7 +65,7 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "pp_comm_overlap", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
+                           "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
 
 
 # --------------------------------------------------------------------------- the data
@@ -207,8 +209,10 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
         if feature in ALWAYS_MODELLED or (feature == "torch.compile" and "fusion" in kw):
             continue
         name = field_for(feature)
-        if name:
+        values = FEATURE_VALUES.get(feature, {})
+        if name and all(k in accepted for k in values):
             kw[name] = True
+            kw.update(values)
         else:
             missing.append(feature)
     cp = run.get("cp", 1)

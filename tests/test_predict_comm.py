@@ -400,6 +400,61 @@ def test_tp_exposed_unless_tp_comm_overlap():
     assert on.step_s == pytest.approx(off.step_s - 16 * one / INTRA)
 
 
+def test_async_tp_hides_its_calibrated_share_of_what_userbuffers_hide():
+    """tp_s = 5 s of collectives. Under 20 s of compute userbuffers hide all 5 s, async TP 0.19 × 5 = 0.95 s
+    (exposed 4.05 s); under 2 s of compute userbuffers hide 2 s (exposed 3 s), async TP 0.19 × 2 (exposed 4.62 s)."""
+    from mlfootprint.analysis.predict.step import STEP_MODEL, _Communication, _tp_exposed
+
+    share = STEP_MODEL.value("communication", "async_tp_hidden_share")
+    assert share == 0.19  # the data file's calibrated value; the cases below are hand-derived from it
+    ub = Layout(tp=8, tp_comm_overlap=True)
+    at = Layout(tp=8, tp_comm_overlap=True, tp_overlap="async-tp")
+    assert _tp_exposed(_Communication(tp_s=5.0), Layout(tp=8), 20.0) == 5.0
+    assert _tp_exposed(_Communication(tp_s=5.0), ub, 20.0) == 0.0
+    assert _tp_exposed(_Communication(tp_s=5.0), at, 20.0) == pytest.approx(4.05)
+    assert _tp_exposed(_Communication(tp_s=5.0), ub, 2.0) == pytest.approx(3.0)
+    assert _tp_exposed(_Communication(tp_s=5.0), at, 2.0) == pytest.approx(4.62)
+    # tp_overlap alone changes nothing: it says how an overlap that is on hides the collectives
+    assert _tp_exposed(_Communication(tp_s=5.0), Layout(tp=8, tp_overlap="async-tp"), 20.0) == 5.0
+    c = _Communication(tp_s=5.0)
+    _tp_exposed(c, at, 20.0)
+    assert any("async TP" in n and "19%" in n for n in c.notes)
+
+
+def test_async_tp_through_predict_the_label_and_the_command_line(capsys):
+    """Without a pipeline the step is linear in the hidden time: step(async) = step(off) − 0.19 × (step(off) −
+    step(userbuffers)) when the compute exceeds the collectives (as here: 70B on TP 8)."""
+    wl = Workload(mode="train", batch=64, seq=4096, hardware="h100-sxm", devices=64, tp=8, pp=1, dp=8, zero=1,
+                  micro_batch=1, precision="bf16-mixed", mixed_weights="16-bit")
+    step = {}
+    for name, changes in (("off", {}), ("userbuffers", {"tp_comm_overlap": True}),
+                          ("async-tp", {"tp_comm_overlap": True, "tp_overlap": "async-tp"})):
+        rep = mf.predict("llama-2-70b", wl.with_changes(**changes))
+        step[name] = rep.sections["time"]["step_s"]
+    assert step["userbuffers"] < step["async-tp"] < step["off"]
+    assert step["off"] - step["async-tp"] == pytest.approx(0.19 * (step["off"] - step["userbuffers"]), rel=1e-6)
+    on = wl.with_changes(tp_comm_overlap=True, tp_overlap="async-tp")
+    assert Layout.from_workload(on).label().endswith("tp-comm-overlap=async-tp")
+    assert Layout.from_workload(wl.with_changes(tp_comm_overlap=True)).label().endswith("tp-comm-overlap")
+    with pytest.raises(UserError, match="tp_overlap"):
+        Workload(tp_overlap="nccl")
+    with pytest.raises(UserError, match="add tp_comm_overlap"):  # the API names its keywords
+        Workload(tp=8, tp_overlap="async-tp")
+    with pytest.raises(UserError, match="tp_overlap"):
+        Layout(tp=8, tp_overlap="nccl")
+    # the command line: the option reaches the step; without --tp-comm-overlap it is a one-line error
+    argv = ["predict", "llama-2-70b", "--mode", "train", "--batch", "64", "--seq", "4096", "--hardware", "h100-sxm",
+            "--devices", "64", "--tp", "8", "--pp", "1", "--zero", "1", "--micro-batch", "1", "--precision",
+            "bf16-mixed", "--format", "json"]
+    assert main(argv + ["--tp-comm-overlap", "--tp-overlap", "async-tp"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["time"]["step_s"] == pytest.approx(step["async-tp"], rel=1e-9)
+    assert out["workload"]["tp_overlap"] == "async-tp"
+    assert main(argv + ["--tp-overlap", "async-tp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "add --tp-comm-overlap" in err and len(err.splitlines()) == 1
+
+
 # --------------------------------------------------------------------------- precision defaults
 
 

@@ -250,6 +250,26 @@ def test_the_a100_gemm_level_is_calibrated_on_calibration_rows_only():
     assert DS.sources["torchtitan-a100-2024"]["split"] == "calibration"
 
 
+def test_the_async_tp_share_is_calibrated_on_a_calibration_pair_only():
+    # step_model.toml's async_tp_hidden_share names the two rows it was solved from: the same source's 2D run with
+    # and without async TP, both calibration rows, differing in that feature alone
+    step = tomllib.loads((ROOT / "src" / "mlfootprint" / "analysis" / "predict" / "data" / "step_model.toml").read_text())
+    entry = step["communication"]["async_tp_hidden_share"]
+    assert entry["provenance"] == "calibrated"
+    off, on = RUNS["torchtitan-t4-70b-256-2d-fp8"], RUNS["torchtitan-t4-70b-256-2d-asynctp-fp8"]
+    assert off["id"] in entry["source"] and on["id"] in entry["source"]
+    assert {off["split"], on["split"]} == {"calibration"} and DS.sources[on["source"]]["split"] == "calibration"
+    differ = {k for k in off.keys() | on.keys() if off.get(k) != on.get(k)}
+    assert differ == {"id", "features", "published", "passage", "assumed", "framework"}
+    assert set(on["features"]) - set(off["features"]) == {"async-tp"}
+    # the feature sets TP-comm overlap of PyTorch's kind; a Workload without tp_overlap reports it as not modelled
+    accepted = pr.workload_fields()
+    wl, missing, _ = pr.workload_for(on, accepted)
+    assert (wl.tp_comm_overlap, wl.tp_overlap, missing) == (True, "async-tp", [])
+    wl, missing, _ = pr.workload_for(on, accepted - {"tp_overlap"})
+    assert not wl.tp_comm_overlap and missing == ["async-tp"]
+
+
 def test_korthikanti_iteration_times_reproduce_the_papers_mfu():
     # Korthikanti et al. 2022, model FLOPs per iteration 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)); MFU against
     # 312 TFLOP/s: the paper prints 41.5% (22B), 51.4% (175B), 56.0% (530B), 56.3% (1T) for the present work.

@@ -38,6 +38,10 @@ CP_COMM = ("ring", "all-gather", "all-to-all")
 # when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
 # Megatron-LM with --overlap-grad-reduce), or after the last micro-batch's backward (Megatron-LM's default)
 GRAD_REDUCE = ("overlap", "after-backward")
+# how TP-comm overlap hides the tensor-parallel collectives: Megatron/Transformer Engine's userbuffers (each GEMM split
+# into chunks, a chunk's collective under the next chunk's GEMM), or PyTorch's async tensor parallelism (the
+# micro-pipelined collective matmuls torch.compile makes; TorchTitan's enable_async_tensor_parallel)
+TP_OVERLAP = ("userbuffers", "async-tp")
 # the dtype the data-parallel gradients are reduced in under mixed precision: auto (the gradients' own dtype: fp32
 # under autocast over fp32 weights, which PyTorch DDP reduces as they are, unless ZeRO-3, whose FSDP param_dtype makes
 # them 16-bit; 16-bit with 16-bit working weights, DeepSpeed's communication_data_type default), the 16-bit compute
@@ -113,6 +117,10 @@ class Workload:
             replicates across the groups (None: the whole data-parallel group).
         tp_comm_overlap: tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine
             ``--tp-comm-overlap``); default False: exposed.
+        tp_overlap: how ``tp_comm_overlap`` hides them: ``userbuffers`` (default: Megatron/Transformer Engine's
+            chunked GEMMs, hidden up to the forward and backward compute) or ``async-tp`` (PyTorch's async tensor
+            parallelism under torch.compile, as TorchTitan runs it: the calibrated share of that hidden,
+            analysis/predict/data/step_model.toml [communication] async_tp_hidden_share).
         pp_comm_overlap: pipeline sends and receives of the interleaved schedule (``vp`` > 1) overlapped with the
             steady state's compute, fill and flush exposed (Megatron-Core ``overlap_p2p_comm``, NeMo's default
             with virtual stages); default False: exposed.
@@ -163,7 +171,8 @@ class Workload:
     With ``devices`` and no ``dp``, the data-parallel degree is what is left: ``devices / (tp × pp × cp)``.
     Defaults: ``batch=1``, ``mode="inference"``, ``precision="fp32"``, ``optimizer="adamw"``,
     ``attention="sdpa"``, ``gen_tokens=128``, ``grad_accum=1``, ``recompute="none"``, ``zero=0``,
-    ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=cp=vp=1``, ``schedule="1f1b"``, ``cp_comm="ring"``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
+    ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=cp=vp=1``, ``schedule="1f1b"``, ``cp_comm="ring"``,
+    ``tp_overlap="userbuffers"``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
     :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it with
     ``with_changes``.
 
@@ -194,6 +203,7 @@ class Workload:
     zeropp: bool = False
     shard_group: int | None = None
     tp_comm_overlap: bool = False
+    tp_overlap: str = "userbuffers"
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "auto"
@@ -269,7 +279,7 @@ class Workload:
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
                               ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
                               ("grad-reduce", GRAD_REDUCE), ("grad-reduce-dtype", GRAD_REDUCE_DTYPE),
-                              ("mixed-weights", MIXED_WEIGHTS)):
+                              ("mixed-weights", MIXED_WEIGHTS), ("tp-overlap", TP_OVERLAP)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.fusion is not None:
             _check_choice("fusion", self.fusion, FUSION)
@@ -302,6 +312,9 @@ class Workload:
             raise UserError(f"user_hooks must be True or False, got {self.user_hooks!r}")
         if not isinstance(self.tp_comm_overlap, bool):
             raise UserError(f"tp_comm_overlap must be True or False, got {self.tp_comm_overlap!r}")
+        if "tp_overlap" in self.given and not self.tp_comm_overlap:
+            raise UserError(f"--tp-overlap {self.tp_overlap} says how --tp-comm-overlap hides the tensor-parallel "
+                            "collectives; add --tp-comm-overlap, or drop --tp-overlap")
         if not isinstance(self.pp_comm_overlap, bool):
             raise UserError(f"pp_comm_overlap must be True or False, got {self.pp_comm_overlap!r}")
         if self.shard_group is not None and self.zero == 0:
@@ -479,6 +492,7 @@ class Layout:
         zeropp: ZeRO++ quantized/hierarchical communication, with ``zero=3`` (default False).
         shard_group: FSDP/HSDP sharding group, a divisor of ``dp`` (default None: ZeRO shards over all of dp).
         tp_comm_overlap: tensor-parallel collectives hidden under the GEMMs (default False: exposed).
+        tp_overlap: how, ``userbuffers`` (default) or ``async-tp``; see :class:`Workload`.
         pp_comm_overlap: the interleaved schedule's pipeline sends hidden in its steady state (default False).
         grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
         etp: expert tensor-parallel size, a divisor of ``tp`` (default None: ``tp``); see :class:`Workload`.
@@ -512,6 +526,7 @@ class Layout:
     offload_activations: float = 0.0  # fraction of each block's saved activations held in host memory (MEMO)
     shard_group: int | None = None  # FSDP/HSDP: ZeRO shards inside groups of this many dp ranks (None: all of dp)
     tp_comm_overlap: bool = False  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
+    tp_overlap: str = "userbuffers"  # how: Megatron/TE userbuffers, or PyTorch's async TP (TorchTitan)
     pp_comm_overlap: bool = False  # interleaved pipeline sends overlapped in the steady state (overlap_p2p_comm)
     grad_reduce: str = "overlap"  # gradient reduction under the backward, or after it (Megatron-LM's default)
     etp: int | None = None  # expert tensor parallelism (MoE Parallel Folding); None: tp
@@ -528,7 +543,7 @@ class Layout:
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         for name, allowed in (("offload", OFFLOAD), ("recompute", RECOMPUTE), ("precision", PRECISIONS),
                               ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
-                              ("grad-reduce", GRAD_REDUCE)):
+                              ("grad-reduce", GRAD_REDUCE), ("tp-overlap", TP_OVERLAP)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
@@ -586,7 +601,7 @@ class Layout:
             s += f" shard-group={self.shard_group}"
         s += f" micro-batch={self.micro_batch} recompute={self.recompute}"
         if self.tp_comm_overlap:
-            s += " tp-comm-overlap"
+            s += " tp-comm-overlap" + ("" if self.tp_overlap == "userbuffers" else f"={self.tp_overlap}")
         if self.pp_comm_overlap and self.pp > 1 and self.vp > 1:
             s += " pp-comm-overlap"
         if self.grad_reduce != "overlap":
@@ -608,8 +623,8 @@ class Layout:
                    precision=wl.precision, optimizer=wl.optimizer, grad_accum=grad_accum_of(wl),
                    sequence_parallel=wl.sequence_parallel_on,
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
-                   tp_comm_overlap=wl.tp_comm_overlap, pp_comm_overlap=wl.pp_comm_overlap,
-                   grad_reduce=wl.grad_reduce, etp=wl.etp,
+                   tp_comm_overlap=wl.tp_comm_overlap, tp_overlap=wl.tp_overlap,
+                   pp_comm_overlap=wl.pp_comm_overlap, grad_reduce=wl.grad_reduce, etp=wl.etp,
                    offload_activations=wl.offload_activations if wl.training else 0.0,
                    cp=wl.cp, vp=wl.vp, schedule=wl.schedule, cp_comm=wl.cp_comm)
 

@@ -5,7 +5,7 @@ import argparse
 
 from ..core.units import parse_size
 from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MIXED_WEIGHTS, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
-                        RECOMPUTE, SCHEDULES, Workload)
+                        RECOMPUTE, SCHEDULES, TP_OVERLAP, Workload)
 
 
 def _choice(allowed: tuple[str, ...]):
@@ -83,6 +83,10 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
         g.add_argument("--tp-comm-overlap", action="store_true", default=None,
                        help="tensor-parallel collectives overlapped with the GEMMs (Megatron/Transformer Engine "
                             "--tp-comm-overlap; default: exposed)")
+        g.add_argument("--tp-overlap", type=_choice(TP_OVERLAP), default=None,
+                       help="with --tp-comm-overlap, how the collectives are hidden: userbuffers (Megatron/Transformer "
+                            "Engine's chunked GEMMs: hidden up to the compute; default) or async-tp (PyTorch's async "
+                            "tensor parallelism under torch.compile, as TorchTitan runs it: a calibrated share hidden)")
         g.add_argument("--pp-comm-overlap", action="store_true", default=None,
                        help="with --pp and --vp > 1: the interleaved schedule's sends and receives overlapped with "
                             "its steady state's compute, fill and flush exposed (Megatron-Core overlap_p2p_comm, "

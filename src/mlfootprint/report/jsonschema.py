@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from ..core.datafiles import package_data_dir
 from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MIXED_WEIGHTS, MODES, OFFLOAD,
-                        OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, SCHEDULES)
+                        OPTIMIZERS, PRECISIONS, QUANT, RECOMPUTE, SCHEDULES, TP_OVERLAP)
 from .schema import PROVENANCE_KINDS, REPORT_VERBS, SCHEMA
 from .sections import SECTIONS, Section
 from . import sections as sections_module
@@ -73,7 +73,7 @@ _NON_NEGATIVE_NAMES = {"mfu", "hfu", "peak_bytes", "weights_bytes", "gradients_b
 _WORKLOAD_CHOICES: dict[str, tuple[Any, ...]] = {
     "mode": MODES, "precision": tuple(PRECISIONS), "optimizer": OPTIMIZERS, "attention": ATTENTION,
     "recompute": RECOMPUTE, "offload": OFFLOAD, "grad_reduce": GRAD_REDUCE, "grad_reduce_dtype": GRAD_REDUCE_DTYPE,
-    "mixed_weights": MIXED_WEIGHTS, "schedule": SCHEDULES, "cp_comm": CP_COMM, "quant": QUANT,
+    "mixed_weights": MIXED_WEIGHTS, "schedule": SCHEDULES, "cp_comm": CP_COMM, "tp_overlap": TP_OVERLAP, "quant": QUANT,
     "fusion": FUSION + (None,), "zero": (0, 1, 2, 3)}
 _WORKLOAD_AT_LEAST_ONE = ("batch", "seq", "gen_tokens", "micro_batch", "grad_accum", "shard_group", "etp", "dp", "tp",
                           "pp", "ep", "cp", "vp", "lora_rank")

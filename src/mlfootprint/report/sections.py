@@ -100,6 +100,7 @@ class WorkloadSection(Section):
     zeropp: bool = False
     shard_group: int | None = None
     tp_comm_overlap: bool = False
+    tp_overlap: str = "userbuffers"  # how TP-comm overlap hides the collectives
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "auto"

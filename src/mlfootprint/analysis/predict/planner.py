@@ -150,6 +150,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
     out: list[Layout] = []
     B = wl.batch
     tp_overlap = bool(getattr(wl, "tp_comm_overlap", False))
+    tp_overlap_how = getattr(wl, "tp_overlap", "userbuffers")  # the stack's, not searched
     pp_overlap = bool(getattr(wl, "pp_comm_overlap", False))  # the stack's, not searched
     grad_reduce = getattr(wl, "grad_reduce", "overlap")  # the stack's, not searched
     etp = getattr(wl, "etp", None)  # the user's expert tensor parallelism: layouts whose tp it divides
@@ -199,6 +200,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                                     out.append(Layout(dp=dp, tp=t, pp=p, ep=ep, zero=z, micro_batch=b, recompute=rc,
                                                       zeropp=zpp, offload=offload, cp=c, vp=v, schedule=sched,
                                                       cp_comm=cp_comm, tp_comm_overlap=tp_overlap,
+                                                      tp_overlap=tp_overlap_how,
                                                       pp_comm_overlap=pp_overlap,
                                                       grad_reduce=grad_reduce, etp=etp))
     return out

@@ -143,7 +143,8 @@ def parallel_from(wl: Any) -> Layout:
                   grad_accum=max(1, per_replica // mb),
                   recompute=wl.recompute if wl.training else "none", offload=wl.offload if wl.training else "none",
                   zeropp=bool(getattr(wl, "zeropp", False)), shard_group=shard_group,
-                  tp_comm_overlap=bool(wl.tp_comm_overlap), pp_comm_overlap=bool(wl.pp_comm_overlap),
+                  tp_comm_overlap=bool(wl.tp_comm_overlap), tp_overlap=wl.tp_overlap,
+                  pp_comm_overlap=bool(wl.pp_comm_overlap),
                   grad_reduce=wl.grad_reduce, etp=wl.etp, cp=cp, vp=wl.vp,
                   schedule=wl.schedule, cp_comm=wl.cp_comm,
                   offload_activations=getattr(wl, "offload_activations", 0.0) if wl.training else 0.0)

@@ -431,15 +431,8 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
         c.cp_x = max(c.cp_s - attention_s, 0.0)
     else:
         c.cp_x = c.cp_s  # the all-gathers and all-to-alls sit before attention: on the critical path
-    # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap splits the GEMMs into
-    # chunks and runs each chunk's collective under the next one's GEMM (then only what exceeds the compute).
-    if par.tp_comm_overlap:
-        c.tp_x = max(0.0, c.tp_s - (fwd_s + bwd_s))
-        if c.tp_s:
-            c.notes.append("TP-comm overlap: the tensor-parallel collectives run under the layers' GEMMs; exposed "
-                           "is what exceeds the forward and backward compute")
-    else:
-        c.tp_x = c.tp_s
+    # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap hides them (_tp_exposed).
+    c.tp_x = _tp_exposed(c, par, fwd_s + bwd_s)
     # 1F1B's sends and receives block the stage between micro-batches (no p2p overlap): exposed; with p2p overlap
     # the interleaved schedule's steady state hides them under the next chunk (_pipeline_exposed).
     c.pp_x = _pipeline_exposed(c.pp_s, par, m, fwd_s, bwd_s) if c.pp_s else 0.0
@@ -454,6 +447,28 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
     # The token dispatch feeds the experts and the combine feeds the next layer: nothing to hide under.
     c.ep_x = c.ep_s
     return c
+
+
+def _tp_exposed(c: _Communication, par: Layout, compute_s: float) -> float:
+    """The exposed part of the tensor-parallel collectives (``c.tp_s``), with a note on how it was found.
+
+    Without TP-comm overlap, all of it: each collective sits between dependent GEMMs. With Megatron/Transformer
+    Engine's userbuffers (``tp_overlap="userbuffers"``) each GEMM runs in chunks, a chunk's collective under the next
+    chunk's GEMM: exposed is only what exceeds the forward and backward compute. PyTorch's async tensor parallelism
+    (``"async-tp"``) hides a calibrated share of what the compute could hide (step_model.toml [communication]
+    async_tp_hidden_share): TorchTitan's measured gain from it is far below what a full overlap would give."""
+    if not par.tp_comm_overlap or not c.tp_s:
+        return c.tp_s
+    hideable = min(c.tp_s, compute_s)
+    if par.tp_overlap == "async-tp":
+        share = float(STEP_MODEL.value("communication", "async_tp_hidden_share"))
+        c.notes.append(f"async TP (PyTorch's micro-pipelined collective matmuls under torch.compile): "
+                       f"{share:.0%} of the tensor-parallel collectives the compute could hide is hidden, the share "
+                       "calibrated on TorchTitan's 2D runs with and without it (step_model.toml [communication])")
+        return c.tp_s - share * hideable
+    c.notes.append("TP-comm overlap: the tensor-parallel collectives run under the layers' GEMMs; exposed "
+                   "is what exceeds the forward and backward compute")
+    return c.tp_s - hideable
 
 
 def _pipeline_exposed(pp_s: float, par: Layout, m: int, fwd_s: float, bwd_s: float) -> float:
