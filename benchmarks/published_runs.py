@@ -172,7 +172,7 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw["etp"] = run["etp"]
         else:
             missing.append("etp")
-    if run.get("grad_reduce_dtype", "compute") != "compute":  # fp32 gradient reduction (the framework's code)
+    if "grad_reduce_dtype" in run:  # the dtype the framework reduces the gradients in (its code or config)
         if "grad_reduce_dtype" in accepted:
             kw["grad_reduce_dtype"] = run["grad_reduce_dtype"]
         else:

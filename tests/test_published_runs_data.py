@@ -196,6 +196,21 @@ def test_llama3_layout_follows_the_papers_section_3_3_2():
         assert run["recompute"] == "none"  # Sec. 3.3.2: 8K sequences without activation checkpointing
 
 
+def test_dgx_cloud_rows_run_their_recipes_configs():
+    # dgxc-benchmarking's configs (llama3.1/llama3.1_*.yaml at 35a9aec, nemo_megatron/gpt3_175b_hydra.yaml at
+    # 8f5cbb3): distributed_fused_adam with grad_sync_dtype bf16, ub_tp_comm_overlap on wherever TP > 1 (the 8B
+    # config has TP 1 and ub_tp_comm_overlap false), no recomputation; the benchmark passes "compute" on
+    rows = [r for r in DS.runs if r["source"] == "dgxc-nemo-24.09"]
+    assert len(rows) == 9
+    for run in rows:
+        assert run["grad_reduce_dtype"] == "compute" and run["zero"] == 1 and run["recompute"] == "none", run["id"]
+        assert ("comm-overlap" in run.get("features", [])) == (run["tp"] > 1), run["id"]
+        assert any(a.startswith("the recipe's own config") for a in run["assumed"]), run["id"]
+        wl, missing, _ = pr.workload_for(run, pr.workload_fields())
+        assert wl.grad_reduce_dtype == "compute" and wl.tp_comm_overlap == (run["tp"] > 1) and not missing, run["id"]
+        assert wl.tp_overlap == "userbuffers"
+
+
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
     checked = 0
     for run in DS.runs:
