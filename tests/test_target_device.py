@@ -235,6 +235,21 @@ def test_fp8_mixed_on_a_gpu_keeps_transformer_engine_fp8_copies():
     assert cpu_fp8["activations_bytes"] == cpu_bf16["activations_bytes"]
 
 
+def test_fp8_copies_under_zero3_are_those_of_the_gathered_blocks():
+    # methods.toml [fp8]: under ZeRO-3 the FP8 casts go with each gathered block (Transformer Engine caches them
+    # only with is_first_microbatch, which FSDP and DeepSpeed do not pass; torchao casts at each use). Llama 2 7B:
+    # a block's linear weights are 4 × 4096² + 3 × 4096 × 11008 = 202,375,168 elements; 2 bytes each for the FP8
+    # copy and its transpose; ZeRO-3 holds 2 blocks at once (zero.gathered_blocks) -> 809,500,672 bytes, where
+    # ZeRO-1 keeps all 32 blocks' copies (12,952,010,752 bytes).
+    block = 4 * 4096 ** 2 + 3 * 4096 * 11008
+    wl = mf.Workload(mode="train", seq=512, batch=8, micro_batch=1, precision="fp8-mixed", hardware="h100-sxm",
+                     devices=8, tp=1, pp=1)
+    z3 = mf.memory("llama-2-7b", wl.with_changes(zero=3), other_bytes=0).sections["memory"]
+    z1 = mf.memory("llama-2-7b", wl.with_changes(zero=1), other_bytes=0).sections["memory"]
+    assert z1["breakdown"]["fp8_weight_copies_bytes"] == 2 * 32 * block == 12_952_010_752
+    assert z3["breakdown"]["fp8_weight_copies_bytes"] == 2 * 2 * block == 809_500_672
+
+
 def test_fp32_attention_takes_the_memory_efficient_kernel():
     # Flash attention needs fp16/bf16; CUDA's next choice, the memory-efficient kernel, takes fp32 (kernels.toml
     # [sdpa]): still no T×T tensor; its logsumexp is padded to a multiple of 32 queries.

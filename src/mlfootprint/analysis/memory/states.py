@@ -279,6 +279,7 @@ class _Totals:
     host: float = 0.0
     nvme: float = 0.0
     fp8_copies: float = 0.0
+    block_fp8: dict[int, float] = field(default_factory=dict)  # per block signature, its FP8 weight copies
     trainable_elems: float = 0.0
     block_weight: dict[int, float] = field(default_factory=dict)  # per block signature, its weight bytes
     block_count: dict[int, int] = field(default_factory=dict)  # ... and how many blocks share it
@@ -316,7 +317,9 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
         st.notes.append(f"ZeRO++ hpZ: a secondary copy of the 16-bit weights partitioned over the {lay.hpz_ranks} "
                         "data-parallel rank(s) in a node (counted in weights)")
         t.weights += secondary
-    if t.fp8_copies:
+    if t.fp8_copies and train and lay.zero >= 3 and zero_dp > 1 and not zo:
+        _fp8_copies_of_gathered_blocks(st, t, lay)
+    elif t.fp8_copies:
         st.breakdown["fp8_weight_copies_bytes"] = int(round(t.fp8_copies))
         st.notes.append(f"fp8-mixed: Transformer Engine keeps each linear weight's FP8 copy and its FP8 transpose "
                         f"({lay.fp8_copy_bytes} bytes per element, counted in weights) from step to step")
@@ -359,6 +362,8 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
             t.bf16_equiv += 2 * n * count
             if lay.fp8_copy_bytes and quantizable(p) and lay.quant == "none":
                 t.fp8_copies += lay.fp8_copy_bytes * n * count
+                if p.group >= 0:
+                    t.block_fp8[sig] = t.block_fp8.get(sig, 0.0) + lay.fp8_copy_bytes * n
             t.weights_full += b * count
             if p.group >= 0:
                 t.block_weight[sig] = t.block_weight.get(sig, 0.0) + b
@@ -391,6 +396,21 @@ def _zero3_working_set(st: States, t: _Totals, lay: StateLayout, zero_dp: int) -
                     f"({gathered_blocks} × the largest block, capped at stage3_max_live_parameters); parameters "
                     f"under {persist:,} elements stay whole (stage3_param_persistence_threshold)")
     t.weights += gathered
+
+
+def _fp8_copies_of_gathered_blocks(st: States, t: _Totals, lay: StateLayout) -> None:
+    """Under ZeRO-3 no FP8 weight copy lives from micro-batch to micro-batch: the weights are gathered block by
+    block and freed, and the FP8 casts of a gathered block go with it (methods.toml [fp8]). What is on the device
+    is the copies of the blocks gathered at once (the current and the prefetched), and the whole FP8 copies of the
+    weights outside the blocks, which stay gathered."""
+    gathered_blocks = int(methods.value("zero", "gathered_blocks"))
+    in_blocks = sum(c * t.block_count.get(sig, 1) for sig, c in t.block_fp8.items())
+    live = gathered_blocks * max(t.block_fp8.values(), default=0.0) + (t.fp8_copies - in_blocks)
+    st.breakdown["fp8_weight_copies_bytes"] = int(round(live))
+    st.notes.append(f"fp8-mixed under ZeRO-3: the FP8 copies ({lay.fp8_copy_bytes} bytes per element, counted in "
+                    f"weights) are made from each gathered block and freed with it: {gathered_blocks} blocks' worth "
+                    "at a time, none kept from step to step")
+    t.weights += live
 
 
 def _reduce_bucket(st: States, t: _Totals, lay: StateLayout) -> None:
