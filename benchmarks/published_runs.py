@@ -26,6 +26,8 @@ per row; the same step times, as tests/test_published_runs_data.py checks).
 Nothing here asserts: the figures are for the record. Per split it prints the median and worst |error| and the
 count within 15%, for all rows and for the rows whose layout the predictor models fully; per source its median
 and worst |error| and its mean signed error (a source is one paper or table: one stack, often one machine).
+Where a source prints the peak memory per device (a row's ``published_memory_gib``), the predicted peak is set
+against it too: ``predicted / published - 1``, rows and median and worst |error| apart from the step times.
 """
 from __future__ import annotations
 
@@ -329,6 +331,9 @@ def evaluate(ds: Dataset, run: dict[str, Any], predictor: Predictor | None, acce
                predicted=from_step_s(pub["kind"], p["step_s"], run, flops), predicted_step_s=p["step_s"],
                error=p["step_s"] / published_step - 1.0, mfu=p["mfu"], fits=p["fits"], peak_bytes=p["peak_bytes"],
                layout=p["layout"], bottleneck=p["bottleneck"], breakdown=p["breakdown"])
+    if "published_memory_gib" in run and p["peak_bytes"]:
+        out["published_memory_gib"] = run["published_memory_gib"]
+        out["memory_error"] = p["peak_bytes"] / 2**30 / run["published_memory_gib"] - 1.0
     return out
 
 
@@ -362,6 +367,14 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for g in r.get("not_modelled", []):
             gaps[g] = gaps.get(g, 0) + 1
     out["not_modelled_counts"] = gaps
+    # the peak memory, where the source prints it
+    mem = [r for r in rows if "memory_error" in r]
+    out["memory"] = {"rows": len(mem)}
+    if mem:
+        worst = max(mem, key=lambda r: abs(r["memory_error"]))
+        out["memory"].update(median_abs_error=statistics.median(abs(r["memory_error"]) for r in mem),
+                             worst_abs_error=abs(worst["memory_error"]), worst_id=worst["id"],
+                             mean_error=statistics.fmean(r["memory_error"] for r in mem))
     return out
 
 
@@ -401,6 +414,7 @@ def print_table(rows: list[dict[str, Any]], summary: dict[str, Any], out: Any = 
         if s["failed"]:
             print(f"  {split:<11} failed: {', '.join(s['failed'])}", file=out)
     print_by_source(summary, out)
+    print_memory(rows, summary, out)
     if summary["not_modelled_counts"]:
         print("not modelled (rows): " + ", ".join(f"{k} {v}" for k, v in sorted(summary["not_modelled_counts"].items())),
               file=out)
@@ -414,6 +428,21 @@ def print_by_source(summary: dict[str, Any], out: Any = sys.stdout) -> None:
     for src, g in ran.items():
         print(f"  {src:<22} {g['split'][:5]:<5} n={g['rows']:>3}  median {g['median_abs_error'] * 100:5.1f}%  "
               f"worst {g['worst_abs_error'] * 100:5.1f}%  mean signed {g['mean_error'] * 100:+5.1f}%", file=out)
+
+
+def print_memory(rows: list[dict[str, Any]], summary: dict[str, Any], out: Any = sys.stdout) -> None:
+    """The predicted peak memory per device against the one the source prints (rows that carry it)."""
+    mem = [r for r in rows if "memory_error" in r]
+    if not mem:
+        return
+    w = max(len(r["id"]) for r in mem)
+    print("peak memory per device, where the source prints it (predicted / published - 1):", file=out)
+    for r in mem:
+        print(f"  {r['id']:<{w}}  published {r['published_memory_gib']:6.1f} GiB  predicted "
+              f"{r['peak_bytes'] / 2**30:6.1f} GiB  {r['memory_error'] * 100:+6.1f}%", file=out)
+    g = summary["memory"]
+    print(f"  memory n={g['rows']:>3}  median {g['median_abs_error'] * 100:5.1f}%  worst {g['worst_abs_error'] * 100:5.1f}% "
+          f"({g['worst_id']})  mean signed {g['mean_error'] * 100:+5.1f}%", file=out)
 
 
 def select(ds: Dataset, split: str, only: list[str]) -> list[dict[str, Any]]:

@@ -275,7 +275,7 @@ def test_the_async_tp_share_is_calibrated_on_a_calibration_pair_only():
     assert off["id"] in entry["source"] and on["id"] in entry["source"]
     assert {off["split"], on["split"]} == {"calibration"} and DS.sources[on["source"]]["split"] == "calibration"
     differ = {k for k in off.keys() | on.keys() if off.get(k) != on.get(k)}
-    assert differ == {"id", "features", "published", "passage", "assumed", "framework"}
+    assert differ == {"id", "features", "published", "published_memory_gib", "passage", "assumed", "framework"}
     assert set(on["features"]) - set(off["features"]) == {"async-tp"}
     # the feature sets TP-comm overlap of PyTorch's kind; a Workload without tp_overlap reports it as not modelled
     accepted = pr.workload_fields()
@@ -362,6 +362,31 @@ def test_summary_by_hand():
     assert "  p1                     valid n=  2  median   3.5%  worst   5.0%  mean signed  +3.5%" in out.getvalue()
     with pytest.raises(SystemExit):
         pr.select(DS, "all", ["no-such-run"])
+
+
+def test_memory_summary_by_hand_and_the_rows_that_carry_a_published_peak():
+    # predicted 76.5 GiB against 82.4 published: -7.16%; 90 against 75: +20%; median |.| of two = their mean
+    rows = [{"id": "a", "split": "calibration", "source": "p", "error": -0.1, "not_modelled": [],
+             "published_memory_gib": 82.4, "peak_bytes": 76.5 * 2**30, "memory_error": 76.5 / 82.4 - 1},
+            {"id": "b", "split": "calibration", "source": "p", "error": 0.1, "not_modelled": [],
+             "published_memory_gib": 75.0, "peak_bytes": 90.0 * 2**30, "memory_error": 90.0 / 75.0 - 1},
+            {"id": "c", "split": "calibration", "source": "p", "error": 0.0, "not_modelled": []}]
+    m = pr.summarize(rows)["memory"]
+    assert (m["rows"], m["worst_id"]) == (2, "b")
+    assert m["median_abs_error"] == pytest.approx((0.0716 + 0.2) / 2, abs=1e-4)
+    assert m["mean_error"] == pytest.approx((76.5 / 82.4 - 1 + 0.2) / 2)
+    out = io.StringIO()
+    pr.print_memory(rows, pr.summarize(rows), out)
+    assert "published   82.4 GiB  predicted   76.5 GiB    -7.2%" in out.getvalue()
+    assert pr.summarize(rows[2:])["memory"] == {"rows": 0}
+    # the data: a published peak only where the source defines one, in the row's own table row, under the device
+    from mlfootprint.hardware.catalog import get_device
+    carrying = [r for r in DS.runs if "published_memory_gib" in r]
+    assert len(carrying) == 17
+    for run in carrying:
+        assert "published_memory_gib" in DS.sources[run["source"]]["definitions"], run["id"]
+        assert f"| {run['published_memory_gib']:.1f} |" in run["passage"], run["id"]
+        assert 0 < run["published_memory_gib"] * 2**30 <= get_device(run["hardware"]).memory_bytes, run["id"]
 
 
 def test_a_small_row_end_to_end_matches_mlfootprint_predict():
