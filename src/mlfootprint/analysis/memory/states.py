@@ -298,7 +298,8 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
     if lay.quant != "none":
         st.breakdown["quantized_weights_bytes"] = int(t.quant_weights)
         st.breakdown["weights_bf16_bytes"] = int(t.bf16_equiv)
-    if train and lay.zero >= 3 and zero_dp > 1 and not zo:
+    zero3 = train and lay.zero >= 3 and zero_dp > 1 and not zo  # weights gathered block by block
+    if zero3:
         _zero3_working_set(st, t, lay, zero_dp)
     if train and not zo and lay.zero >= 2 and zero_dp > 1 and t.trainable_elems:
         _reduce_bucket(st, t, lay)
@@ -309,7 +310,7 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
         _stream_blocks(st, t, lay, zo)
     elif lay.offload != "none" and train:
         _offload_optimizer(st, t, lay)
-    if train and not zo and lay.zero >= 3 and lay.hpz_ranks and zero_dp > 1:
+    if zero3 and lay.hpz_ranks:
         # ZeRO++ hpZ (Wang et al. 2023, arXiv:2306.10209, Sec. 3.2): a second copy of the 16-bit weights, partitioned
         # over the node's data-parallel ranks only, from which the backward gathers them inside the node
         secondary = t.bf16_equiv / lay.hpz_ranks
@@ -317,7 +318,7 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
         st.notes.append(f"ZeRO++ hpZ: a secondary copy of the 16-bit weights partitioned over the {lay.hpz_ranks} "
                         "data-parallel rank(s) in a node (counted in weights)")
         t.weights += secondary
-    if t.fp8_copies and train and lay.zero >= 3 and zero_dp > 1 and not zo:
+    if t.fp8_copies and zero3:
         _fp8_copies_of_gathered_blocks(st, t, lay)
     elif t.fp8_copies:
         st.breakdown["fp8_weight_copies_bytes"] = int(round(t.fp8_copies))
