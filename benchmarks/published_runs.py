@@ -35,7 +35,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import math
 import statistics
 import sys
 import time
@@ -57,6 +56,7 @@ FEATURE_FIELDS = {
     "async-tp": ("tp_comm_overlap",),  # with tp_overlap = "async-tp" (FEATURE_VALUES)
     "comm-overlap": ("tp_comm_overlap",),
     "pp-comm-overlap": ("pp_comm_overlap",),
+    "fp8-params": ("fp8_weights",),  # NeMo's fp8_params: FP8 primary weights, gathered in FP8
 }
 # Further fields a feature sets, with their values: PyTorch's async TP is TP-comm overlap of its own kind.
 FEATURE_VALUES = {"async-tp": {"tp_overlap": "async-tp"}}
@@ -67,7 +67,7 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
+                           "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "fp8_weights", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
 
 
 # --------------------------------------------------------------------------- the data

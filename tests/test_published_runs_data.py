@@ -81,7 +81,7 @@ def test_every_run_is_complete_and_its_layout_multiplies_out(run):
             assert any("FLOPs" in a for a in run["assumed"]), "a counted FLOP basis is an assumption, said so"
     for feature in run.get("features", []):
         assert feature in ("torch.compile", "async-tp", "parallel-block", "sliding-window-attention", "comm-overlap",
-                           "interleaved-schedule", "uneven-stages", "pp-comm-overlap")
+                           "interleaved-schedule", "uneven-stages", "pp-comm-overlap", "fp8-params")
 
 
 def test_every_source_has_url_date_and_split():
@@ -209,6 +209,9 @@ def test_dgx_cloud_rows_run_their_recipes_configs():
         wl, missing, _ = pr.workload_for(run, pr.workload_fields())
         assert wl.grad_reduce_dtype == "compute" and wl.tp_comm_overlap == (run["tp"] > 1) and not missing, run["id"]
         assert wl.tp_overlap == "userbuffers"
+        # FP8 runs set fp8_params (configure.sh: +model.fp8_params=$FP8_ENABLED; gpt3_175b_hydra.yaml fp8_params:
+        # true): FP8 primary weights, the fp8-params feature
+        assert wl.fp8_weights == (run["precision"] == "fp8") == ("fp8-params" in run.get("features", [])), run["id"]
 
 
 def test_published_figures_agree_with_the_other_figures_their_sources_print():

@@ -260,3 +260,49 @@ def test_fp32_attention_takes_the_memory_efficient_kernel():
     assert not any(s.shape[-2:] == (40, 40) for s in tr.memory.saved if len(s.shape) >= 2)
     lse = [s for s in tr.memory.saved if s.dtype == "float32" and s.shape == (2, 4, 64)]
     assert len(lse) == 2  # batch 2 × 4 heads × 40 queries padded to 64
+
+
+def test_fp8_primary_weights_are_held_and_gathered_in_fp8():
+    # --fp8-weights (NeMo fp8_params, Megatron-LM --fp8-param-gather, torchao's FP8 all-gather; methods.toml [fp8]
+    # primary_weight_bytes): the FP8 linear layers' weights are FP8 (1 byte), the embedding, head and norms stay
+    # 16-bit, and of Transformer Engine's FP8 copy and transpose only the transpose is added. Llama 2 7B: 32 blocks
+    # of 4 × 4096² + 3 × 4096 × 11008 = 202,375,168 linear elements (6,476,005,376 in all); the embedding and the
+    # untied head 2 × 32000 × 4096 = 262,144,000 and 65 norms of 4096 = 266,240 elements stay 16-bit.
+    block = 4 * 4096 ** 2 + 3 * 4096 * 11008
+    linears, others = 32 * block, 2 * 32000 * 4096 + 65 * 4096
+    wl = mf.Workload(mode="train", seq=512, batch=8, micro_batch=1, precision="fp8-mixed", hardware="h100-sxm",
+                     devices=8, tp=1, pp=1, zero=1, mixed_weights="16-bit")
+    fp8_wl = wl.with_changes(fp8_weights=True)
+    z1 = mf.memory("llama-2-7b", wl, other_bytes=0).sections["memory"]
+    f1 = mf.memory("llama-2-7b", fp8_wl, other_bytes=0).sections["memory"]
+    assert f1["breakdown"]["fp8_weights_bytes"] == linears == 6_476_005_376
+    assert f1["breakdown"]["fp8_weight_copies_bytes"] == linears  # the transposes
+    assert z1["weights_bytes"] == 2 * (linears + others) + 2 * linears
+    assert f1["weights_bytes"] == linears + 2 * others + linears
+    assert f1["optimizer_bytes"] == z1["optimizer_bytes"] and f1["gradients_bytes"] == z1["gradients_bytes"]
+    # ZeRO-3 gathers two blocks at a time, each in FP8 now: half the 16-bit working set, and one byte of copies
+    z3 = mf.memory("llama-2-7b", wl.with_changes(zero=3), other_bytes=0).sections["memory"]["breakdown"]
+    f3 = mf.memory("llama-2-7b", fp8_wl.with_changes(zero=3), other_bytes=0).sections["memory"]["breakdown"]
+    assert z3["weights_gathered_bytes"] == 2 * 2 * block * 7 // 8 == 708_313_088
+    assert f3["weights_gathered_bytes"] == 2 * 1 * block * 7 // 8
+    assert f3["fp8_weight_copies_bytes"] == 2 * block
+    # the distributed optimizer's all-gather of the updated weights moves the FP8 ones in one byte: (s−1)/s of them
+    rep = mf.predict("llama-2-7b", fp8_wl)
+    volumes = rep.sections["time"]["communication_volume"]
+    assert volumes["dp_weight_gather_step_bytes"] == pytest.approx(7 / 8 * (linears + 2 * others), rel=1e-12)
+    assert any("1 B per element for the FP8 linear layers' weights" in a for a in rep.assumptions)
+    base = mf.predict("llama-2-7b", wl).sections["time"]["communication_volume"]
+    assert base["dp_weight_gather_step_bytes"] == pytest.approx(7 / 8 * 2 * (linears + others), rel=1e-12)
+
+
+def test_fp8_weights_need_fp8_mixed_training(capsys):
+    from mlfootprint.cli import main
+
+    for argv, says in ((["--precision", "bf16-mixed"], "needs --precision fp8-mixed"),
+                       (["--precision", "fp8-mixed", "--mode", "inference"], "use --quant fp8"),
+                       (["--precision", "fp8-mixed", "--mode", "train", "--mixed-weights", "fp32"], "drop one")):
+        assert main(["memory", "tests/data/configs/tiny-llama", "--fp8-weights", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    # auto working weights with FP8 primary weights are 16-bit (fp32 master copies with the optimizer)
+    assert mf.Workload(mode="train", precision="fp8-mixed", fp8_weights=True).mixed_weights_resolved == "16-bit"

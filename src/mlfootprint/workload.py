@@ -141,6 +141,11 @@ class Workload:
             FSDP and DeepSpeed gather in 16 bits, and under tensor, pipeline or context parallelism, which the
             frameworks that run them (Megatron-LM, NeMo, DeepSpeed's pipeline engine, TorchTitan) run over 16-bit
             weights; fp32 otherwise; see ``mixed_weights_resolved``). Ignored without mixed precision.
+        fp8_weights: FP8 primary weights under ``fp8-mixed`` training: the FP8 linear layers' working weights are
+            held in FP8 (one byte an element, the fp32 master copies kept with the optimizer) and gathered in FP8 by
+            data parallelism (NeMo's ``fp8_params``, Megatron-LM ``--fp8-param-gather`` over Transformer Engine's
+            ``fp8_model_init``; torchao's ``enable_fsdp_float8_all_gather`` under FSDP2); default False: 16-bit
+            working weights cast to FP8 after they are gathered. Implies 16-bit working weights for the other layers.
         etp: expert tensor-parallel size, a divisor of ``tp`` (Megatron Core's ``--expert-tensor-parallel-size``,
             MoE Parallel Folding): the routed experts split over ``etp`` ranks instead of ``tp``, and each
             expert-parallel group is ``ep`` ranks ``etp`` apart; default None: ``tp`` (ranks ``tp`` apart).
@@ -208,6 +213,7 @@ class Workload:
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "auto"
     mixed_weights: str = "auto"
+    fp8_weights: bool = False
     etp: int | None = None
     dp: int = 1
     tp: int = 1
@@ -317,6 +323,7 @@ class Workload:
                             "collectives; add --tp-comm-overlap, or drop --tp-overlap")
         if not isinstance(self.pp_comm_overlap, bool):
             raise UserError(f"pp_comm_overlap must be True or False, got {self.pp_comm_overlap!r}")
+        _check_fp8_weights(self)
         if self.shard_group is not None and self.zero == 0:
             raise UserError("--shard-group shards ZeRO's states inside groups of data-parallel ranks; add --zero 1, 2 "
                             "or 3 (--zero 3 is FSDP/HSDP)")
@@ -401,7 +408,8 @@ class Workload:
         devices (the planner weighs every layout from one workload)."""
         if self.mixed_weights != "auto":
             return self.mixed_weights
-        return "16-bit" if zero >= 3 or split > 1 else "fp32"
+        # FP8 primary weights come with fp32 master copies in the optimizer, as 16-bit working weights do
+        return "16-bit" if zero >= 3 or split > 1 or self.fp8_weights else "fp32"
 
     @property
     def grad_reduce_resolved(self) -> str:
@@ -644,6 +652,23 @@ def offload_fraction(value: Any) -> float:
             or not 0 <= value <= 1:
         raise UserError(f"--offload-activations takes a fraction between 0 and 1 (e.g. 0.5) or 'all', got {value!r}")
     return float(value)
+
+
+def _check_fp8_weights(wl: Workload) -> None:
+    """FP8 primary weights are a training scheme of fp8-mixed over 16-bit working weights (one-line UserErrors)."""
+    if not isinstance(wl.fp8_weights, bool):
+        raise UserError(f"fp8_weights must be True or False, got {wl.fp8_weights!r}")
+    if not wl.fp8_weights:
+        return
+    if wl.precision != "fp8-mixed":
+        raise UserError(f"--fp8-weights keeps the FP8 linear layers' weights in FP8, which needs --precision fp8-mixed "
+                        f"(got {wl.precision}); add --precision fp8-mixed, or drop --fp8-weights")
+    if "mode" in wl.given and wl.mode != "train":  # a verb's own default mode is applied after this is made
+        raise UserError("--fp8-weights is a training scheme (fp32 master copies with the optimizer); to serve FP8 "
+                        "weights use --quant fp8, or add --mode train")
+    if wl.mixed_weights == "fp32":
+        raise UserError("--fp8-weights replaces the 16-bit working weights by FP8 ones, which --mixed-weights fp32 "
+                        "(autocast over fp32 weights) does not have; drop one of them")
 
 
 def _check_pipeline(pp: int, vp: int, schedule: str, pp_open: bool = False) -> None:

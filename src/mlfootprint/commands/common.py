@@ -112,6 +112,11 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
                             "as Megatron-LM runs them; fp32 otherwise), fp32 (PyTorch AMP: "
                             "autocast casts them per operator) or 16-bit (16-bit weights and activations with fp32 "
                             "master weights in the optimizer: Megatron-LM, NeMo, DeepSpeed, FSDP's param_dtype)")
+        g.add_argument("--fp8-weights", action="store_true", default=None,
+                       help="with --precision fp8-mixed training: FP8 primary weights, the FP8 linear layers' weights "
+                            "held and gathered in FP8 with fp32 master copies in the optimizer (NeMo fp8_params, "
+                            "Megatron-LM --fp8-param-gather, torchao enable_fsdp_float8_all_gather; default: 16-bit "
+                            "weights cast to FP8 after the gather)")
         g.add_argument("--hardware", default=None, metavar="ID",
                        help="device id from 'mlfootprint hardware list'" + (f" ({hardware_help})" if hardware_help else ""))
         g.add_argument("--devices", type=int, default=None)

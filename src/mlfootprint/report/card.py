@@ -34,7 +34,8 @@ def workload_line(report: Report) -> str:
     defaults = set(wl.get("defaults") or [])
     parts = [str(wl.get("mode", ""))]
     precision = str(wl.get("precision", ""))
-    parts.append(precision + (" (default)" if "precision" in defaults and wl.get("mode") == "train" else ""))
+    parts.append(precision + (" (default)" if "precision" in defaults and wl.get("mode") == "train" else "")
+                 + (" with FP8 weights" if wl.get("fp8_weights") else ""))
     unit = (report.get("flops") or {}).get("token_unit", "tokens")
     batch = wl.get("batch")
     seq = wl.get("seq")

@@ -105,6 +105,7 @@ class WorkloadSection(Section):
     grad_reduce: str = "overlap"
     grad_reduce_dtype: str = "auto"
     mixed_weights: str = "auto"  # under mixed precision: fp32 weights under autocast, 16-bit working weights, or auto
+    fp8_weights: bool = False  # FP8 primary weights: the FP8 linear layers' weights held and gathered in FP8
     etp: int | None = None
     dp: int = 1
     tp: int = 1

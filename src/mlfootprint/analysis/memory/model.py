@@ -288,7 +288,10 @@ class MemoryModel:
         """Bytes per linear-weight element of Transformer Engine's FP8 weight copies: a GPU target's fp8-mixed."""
         if self.trace.kernels != "cuda" or layout.precision != "fp8-mixed":
             return 0
-        return int(methods.value("fp8", "weight_copy_bytes"))
+        copies = int(methods.value("fp8", "weight_copy_bytes"))
+        if self.training and self.wl.fp8_weights:  # the FP8 weight is its own cast: only the transpose is added
+            copies -= int(methods.value("fp8", "primary_weight_bytes"))
+        return copies
 
     def _expert_share(self, layout: Layout) -> float:
         """The trainable parameters one device of ``layout`` holds, as a share of what splitting all of them by tp
@@ -416,7 +419,8 @@ class MemoryModel:
                           offload=layout.offload, quant=quant, lora=self.lora, stage_groups=groups, last_stage=last,
                           fp8_copy_bytes=self._fp8_copy_bytes(layout), hpz_ranks=self._hpz_ranks(layout),
                           fp32_weights=training and self.wl.mixed_weights_at(layout.zero, layout.model_split) == "fp32",
-                          fp32_grads=training and self.wl.fp32_main_grads_at(layout.zero, layout.model_split))
+                          fp32_grads=training and self.wl.fp32_main_grads_at(layout.zero, layout.model_split),
+                          fp8_weights=training and self.wl.fp8_weights)
         st = self._states(lay)
         c, info = self._coefficients(layout, st)
         notes: list[str] = list(st.notes)

@@ -14,7 +14,10 @@ bf16 / fp16     2          2          4  (m, v in the parameter dtype, as torch.
 Mixed precision follows the ZeRO paper (Rajbhandari et al. 2020, Sec. 3.1) and
 Megatron-LM/DeepSpeed: 16-bit working weights and gradients, fp32 master
 weights in the optimizer (2Ψ + 2Ψ + KΨ, K = 12 for Adam). fp8-mixed keeps the
-same 16-bit working copy (FP8 weight casts are transient). With fp32 working
+same 16-bit working copy (FP8 weight casts are transient); with FP8 primary
+weights (``--fp8-weights``: NeMo's fp8_params, torchao's FP8 all-gather) the
+FP8 linear layers' working weights are FP8 (1 byte; the rest stay 16-bit), with
+the same fp32 master copies. With fp32 working
 weights (``--mixed-weights fp32``, the default without ZeRO-3: PyTorch AMP, DDP
 under autocast) the weights and gradients are fp32 and the weights are the
 optimizer's master copy (4Ψ + 4Ψ + 8Ψ): ZeRO-1/2 then shard 8 and 12 bytes of the
@@ -51,7 +54,7 @@ import math
 from dataclasses import dataclass, field
 
 from ...core.precision import precision as precision_of
-from ...trace.records import Trace
+from ...trace.records import ParamFact, Trace
 from . import methods
 
 
@@ -65,6 +68,7 @@ class ParamInfo:
     group: int  # block number, or -1 (before the blocks) / -2 (after)
     expert: bool = False
     tied_output: bool = False  # the input embedding that the output embedding shares
+    fp8_layer: bool = False  # an FP8 linear layer's weight (fp8_layer_weight), held in FP8 under FP8 primary weights
 
     @property
     def numel(self) -> int:
@@ -201,6 +205,8 @@ class StateLayout:
     fp32_weights: bool = False
     # 16-bit working weights whose gradients accumulate in fp32 (Megatron-LM's main_grad buffers under bf16)
     fp32_grads: bool = False
+    # FP8 primary weights (Workload.fp8_weights): the FP8 linear layers' trainable weights held in FP8
+    fp8_weights: bool = False
 
     @property
     def weight_bytes(self) -> int:
@@ -218,6 +224,13 @@ class StateLayout:
     def expert_tp(self) -> int:
         """The ranks a routed expert's matrices are split over: etp, else tp."""
         return self.etp if self.etp is not None else self.tp
+
+    def working_bytes(self, p: ParamInfo) -> int:
+        """A trainable working weight's bytes per element: FP8 for an FP8 linear layer's weight under FP8 primary
+        weights (:func:`fp8_layer_weight`), else ``weight_bytes``."""
+        if self.fp8_weights and self.training and p.fp8_layer:
+            return int(methods.value("fp8", "primary_weight_bytes"))
+        return self.weight_bytes
 
     def tp_of(self, p: ParamInfo) -> int:
         """The tensor-parallel split of one parameter (a routed expert's is expert_tp)."""
@@ -279,6 +292,7 @@ class _Totals:
     host: float = 0.0
     nvme: float = 0.0
     fp8_copies: float = 0.0
+    fp8_weights: float = 0.0  # FP8 primary weights: the FP8 linear layers' weights, before ZeRO-3 sharding
     block_fp8: dict[int, float] = field(default_factory=dict)  # per block signature, its FP8 weight copies
     trainable_elems: float = 0.0
     block_weight: dict[int, float] = field(default_factory=dict)  # per block signature, its weight bytes
@@ -318,12 +332,18 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
         st.notes.append(f"ZeRO++ hpZ: a secondary copy of the 16-bit weights partitioned over the {lay.hpz_ranks} "
                         "data-parallel rank(s) in a node (counted in weights)")
         t.weights += secondary
+    if t.fp8_weights:
+        st.breakdown["fp8_weights_bytes"] = int(round(t.fp8_weights))
+        st.notes.append("FP8 primary weights: the linear layers inside the blocks hold their working weights in FP8 "
+                        f"({int(methods.value('fp8', 'primary_weight_bytes'))} byte per element, gathered so under ZeRO-3), the other "
+                        "weights 16-bit, the fp32 master copies with the optimizer")
     if t.fp8_copies and zero3:
         _fp8_copies_of_gathered_blocks(st, t, lay)
     elif t.fp8_copies:
         st.breakdown["fp8_weight_copies_bytes"] = int(round(t.fp8_copies))
-        st.notes.append(f"fp8-mixed: Transformer Engine keeps each linear weight's FP8 copy and its FP8 transpose "
-                        f"({lay.fp8_copy_bytes} bytes per element, counted in weights) from step to step")
+        kept = "its FP8 weight's transpose" if t.fp8_weights else "each linear weight's FP8 copy and its FP8 transpose"
+        st.notes.append(f"fp8-mixed: Transformer Engine keeps {kept} ({lay.fp8_copy_bytes} byte(s) per element, "
+                        "counted in weights) from step to step")
         t.weights += t.fp8_copies
     st.weights_bytes = int(round(t.weights))
     st.gradients_bytes = int(round(t.grads + t.bucket))
@@ -359,7 +379,10 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
                 b = quantized_weight_bytes(int(n), lay.quant, qlora=lay.lora)
                 t.quant_weights += b * count
             else:
-                b = n * (wb if (p.trainable or not train) else prec.compute_bytes)
+                per = lay.working_bytes(p) if (train and p.trainable) else wb if not train else prec.compute_bytes
+                b = n * per
+                if train and p.trainable and per != wb:
+                    t.fp8_weights += b * count
             t.bf16_equiv += 2 * n * count
             if lay.fp8_copy_bytes and quantizable(p) and lay.quant == "none":
                 t.fp8_copies += lay.fp8_copy_bytes * n * count
@@ -485,6 +508,21 @@ def _sharded_shape(p: ParamInfo, lay: StateLayout) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def fp8_layer_weight(fact: ParamFact, head: str | None) -> bool:
+    """Whether a traced parameter is the weight of an FP8 linear layer, which FP8 primary weights hold in FP8: a
+    trainable matrix that is neither an embedding table nor the output head (``head``: its module path), as
+    Megatron-LM/NeMo run Transformer Engine's linear layers in the blocks and keep the output layer 16-bit, and
+    TorchTitan converts every linear layer but ``output`` to float8."""
+    return (fact.trainable and len(fact.shape) == 2 and not fact.embedding
+            and not (head and fact.name.startswith(head + ".")))
+
+
+def fp8_weight_elements(trace: Trace) -> int:
+    """Elements of the FP8 linear layers' weights in a trace (:func:`fp8_layer_weight`)."""
+    head = trace.memory.output_embedding
+    return sum(p.numel for p in trace.params if fp8_layer_weight(p, head))
+
+
 def params_from_trace(trace: Trace, block_paths: list[str], pre_paths: set[str] | None = None) -> list[ParamInfo]:
     """ParamInfo for each (unique) parameter the trace recorded, placed in its block or before/after them."""
     out: list[ParamInfo] = []
@@ -505,5 +543,6 @@ def params_from_trace(trace: Trace, block_paths: list[str], pre_paths: set[str] 
         if group is None:
             group = -1 if (pre_paths is None or module in pre_paths or not block_paths) else -2
         tied = bool(tied_name) and group == -1 and len(shape) == 2 and ("embed" in name or "wte" in name or "word" in name)
-        out.append(ParamInfo(name, tuple(shape), fact.dtype, fact.trainable, group, fact.expert, tied))
+        out.append(ParamInfo(name, tuple(shape), fact.dtype, fact.trainable, group, fact.expert, tied,
+                             fp8_layer_weight(fact, out_emb)))
     return out

@@ -269,7 +269,8 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     if shape.training and par.dp > 1:
         rule = communication_rule(wl.precision_info, wl.grad_reduce_at(par.zero, par.model_split),
                                   auto=wl.grad_reduce_dtype == "auto",
-                                  weights=wl.mixed_weights_at(par.zero, par.model_split))
+                                  weights=wl.mixed_weights_at(par.zero, par.model_split),
+                                  fp8_weights=wl.training and wl.fp8_weights)
         if par.zeropp and par.zero >= 3:
             rule += ("; under ZeRO++ the forward weight gathers move int8 (qwZ, 1 B per element), the backward ones "
                      "stay inside the node (hpZ) and the gradients move int4 (qgZ, 0.5 B per element)")

@@ -7,6 +7,8 @@ from typing import Any
 
 from ...core.errors import UserError
 from ..count.params import parameter_stats
+from ..memory import methods
+from ..memory.states import fp8_weight_elements
 from .step import ModelShape, communication_dtypes
 from ...workload import Layout
 
@@ -41,6 +43,9 @@ def model_shape(spec: Any, wl: Any, trace: Any, global_batch: int | None = None)
     weight_bytes = float(total * act_bytes if wl.mixed else trace.param_bytes)
     if wl.precision == "fp8-mixed":
         weight_bytes = float(total * gather_elem)
+        if wl.training and wl.fp8_weights:  # FP8 primary weights are gathered as they are held (memory/states.py)
+            fp8 = fp8_weight_elements(trace)
+            weight_bytes = float((total - fp8) * act_bytes + fp8 * methods.value("fp8", "primary_weight_bytes"))
     # fp32 working weights under mixed precision (PyTorch AMP; FSDP without param_dtype) are gathered and broadcast
     # in fp32
     fp32_cases = tuple(bool(wl.mixed and wl.mixed_weights_at(z, s) == "fp32") for z, s in cases)

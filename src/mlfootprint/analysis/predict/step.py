@@ -38,6 +38,7 @@ from typing import Any
 
 from ...core.datafiles import SourcedConstants
 from ...core.errors import UserError
+from ..memory import methods as memory_methods
 from . import comm
 from .efficiency import Efficiency
 from .roofline import PhaseProfile, Profile
@@ -69,13 +70,17 @@ def communication_dtypes(prec: Any, grad_reduce_dtype: str = "compute") -> tuple
 
 
 def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: bool = False,
-                       weights: str = "") -> str:
+                       weights: str = "", fp8_weights: bool = False) -> str:
     """The communication dtypes of a precision, in words (the report's assumption). ``grad_reduce_dtype`` is the
     resolved one; ``auto`` says the default chose it (``Workload.grad_reduce_resolved``); ``weights`` is the
-    working weights' dtype it was chosen with."""
+    working weights' dtype it was chosen with; ``fp8_weights``: FP8 primary weights (gathered in FP8)."""
     gather, reduce = communication_dtypes(prec, grad_reduce_dtype)
     if prec.mixed and weights == "fp32":
         gather = 4.0  # fp32 working weights are gathered (ZeRO-3) and broadcast (ZeRO-1/2) as they are
+    gathered = f"{gather:g} B per element"
+    if fp8_weights:
+        gathered = (f"{memory_methods.value('fp8', 'primary_weight_bytes'):g} B per element for the FP8 linear layers' weights (--fp8-weights: FP8 "
+                    f"primary weights), {prec.compute_bytes} B for the others")
     where = "analysis/predict/data/step_model.toml [communication]"
     if not prec.mixed:
         why = ""
@@ -94,7 +99,7 @@ def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: b
         why = f" (--grad-reduce-dtype fp32: Megatron-LM and NeMo under bf16, TorchTitan's default; {where})"
     else:
         why = f" (--grad-reduce-dtype compute: the 16-bit compute dtype, e.g. a DDP compression hook; {where})"
-    return (f"communication dtypes ({prec.name}): weight all-gathers {gather:g} B per element, gradient "
+    return (f"communication dtypes ({prec.name}): weight all-gathers {gathered}, gradient "
             f"reduction {reduce:g} B per element{why}")
 
 
