@@ -214,6 +214,19 @@ def test_dgx_cloud_rows_run_their_recipes_configs():
         assert wl.fp8_weights == (run["precision"] == "fp8") == ("fp8-params" in run.get("features", [])), run["id"]
 
 
+def test_megatron_bridge_rows_run_the_performance_scripts_of_their_table():
+    # scripts/performance at Megatron-Bridge d83f5a0d9 (the commit adding the 25.09 table): grad_reduce_in_fp32
+    # false in every config, the ds FP8 recipe by default (fp8_param_gather true), and the 70B and 405B recipes'
+    # tp_comm_overlap with userbuffers
+    rows = [r for r in DS.runs if r["source"] == "megatron-bridge-25.09"]
+    assert len(rows) == 3
+    for run in rows:
+        wl, missing, _ = pr.workload_for(run, pr.workload_fields())
+        assert not missing and wl.grad_reduce_dtype == "compute" and wl.fp8_weights, run["id"]
+        assert wl.tp_comm_overlap == (run["tp"] > 1) and wl.tp_overlap == "userbuffers", run["id"]
+        assert "d83f5a0d9" in run["assumed"][0], run["id"]
+
+
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
     checked = 0
     for run in DS.runs:
