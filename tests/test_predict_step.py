@@ -213,3 +213,84 @@ def test_measured_profile_is_not_derated(tmp_path, monkeypatch):
     assert eff["matmul"] == 1.0 and eff["memory_bandwidth"] == 1.0
     assert eff.curves is None
     assert math.isclose(efficiency_for(A100)["matmul"], 0.75)
+
+
+# --------------------------------------------------------------------------- sequence parallelism
+
+
+def test_phase_profile_unsharded_runs_the_replicated_part_whole_on_each_rank():
+    # 0.3 s of a phase's memory-bound vector kernels and 0.1 s of compute-bound ones are replicated without
+    # sequence parallelism: the sums (split over tp = 4 like every operator) gain 3 × each
+    ph = PhaseProfile(compute_s=1.0, memory_s=0.5, by_class={"matmul": 0.9, "vector": 0.6},
+                      replicated={"vector": (0.1, 0.3)})
+    out = ph.unsharded(4)
+    assert (out.compute_s, out.memory_s) == pytest.approx((1.3, 1.4))
+    assert out.by_class == pytest.approx({"matmul": 0.9, "vector": 1.8})
+    assert out.replicated == {"vector": pytest.approx((0.4, 1.2))}
+    assert ph.compute_s == 1.0 and ph.replicated == {"vector": (0.1, 0.3)}  # the profile itself is unchanged
+    assert ph.unsharded(1) is ph and PhaseProfile(compute_s=1.0).unsharded(8).compute_s == 1.0
+    # scaled and plus carry the replicated part
+    assert ph.scaled(2.0).replicated == {"vector": (0.2, 0.6)}
+    assert ph.plus(ph).replicated == {"vector": (0.2, 0.6)}
+
+
+def test_without_sequence_parallelism_the_replicated_operators_run_tp_times_longer():
+    """A profile whose forward holds 0.4 s and backward 0.8 s of replicated memory-bound kernels (of 1.4 s and
+    2.8 s): with sequence parallelism they are split over tp like the rest; without it each rank runs them whole,
+    (tp − 1) × their split time more. No data parallelism, so no collective's overlap changes with it."""
+    prof = profile()
+    prof.phases["forward"] = PhaseProfile(compute_s=1.0, memory_s=0.4, ops=100, model_flops=10**15,
+                                          replicated={"vector": (0.0, 0.4)})
+    prof.phases["backward"] = PhaseProfile(compute_s=2.0, memory_s=0.8, ops=200, model_flops=2 * 10**15,
+                                           replicated={"vector": (0.0, 0.8)})
+    eff = efficiency_for(A100, EXACT)
+    for tp in (2, 4):
+        on = step_time(prof, SHAPE, Layout(tp=tp, micro_batch=16, sequence_parallel=True), A100, eff)
+        off = step_time(prof, SHAPE, Layout(tp=tp, micro_batch=16, sequence_parallel=False), A100, eff)
+        # the replicated share is 0.4 / 1.4 of the forward and 0.8 / 2.8 of the backward: 2/7 of each
+        split = 2 / 7 * (on.phases["forward_s"] + on.phases["backward_s"])
+        assert off.breakdown["memory_s"] - on.breakdown["memory_s"] == pytest.approx((tp - 1) * split)
+        assert off.breakdown["compute_s"] == on.breakdown["compute_s"]
+        assert off.step_s - on.step_s == pytest.approx((tp - 1) * split)
+        assert off.phases["forward_s"] == pytest.approx(on.phases["forward_s"] * (1 + (tp - 1) * 2 / 7))
+
+
+def test_the_replicated_operators_are_the_norms_the_dropouts_after_row_parallel_linears_and_the_residuals():
+    # Korthikanti et al. 2022, Sec. 4.2.2: under tensor parallelism without sequence parallelism the layer norms,
+    # the dropouts after attention and MLP and the residual adds run on the whole sequence on every rank; the
+    # GEMMs, the attention core and the activation are split
+    import mlfootprint as mf
+    from mlfootprint.analysis.memory.timeline import tp_replicated
+    from mlfootprint.trace.run import trace
+    from mlfootprint.verbs.common import resolve_model
+
+    tr = trace(resolve_model("gpt2", (), None),
+               mf.Workload(mode="train", seq=64, batch=2, precision="bf16-mixed", hardware="h100-sxm"))
+    replicated = tp_replicated(tr)
+    block = {r.module for r in tr.records if r.module.startswith("transformer.h.0")}
+    assert {m for m in block if replicated(m)} == {"transformer.h.0", "transformer.h.0.ln_1", "transformer.h.0.ln_2",
+                                                   "transformer.h.0.attn.resid_dropout", "transformer.h.0.mlp.dropout"}
+    assert not any(replicated(m) for m in ("transformer.wte", "transformer.ln_f", "lm_head", ""))
+    # through predict: sequence parallelism off costs (tp − 1)/tp of the replicated work at tp, so the extra time
+    # at tp 4 is 1.5 × that at tp 2 (3/4 over 1/2)
+    def step(tp: int, sp: bool) -> float:
+        wl = mf.Workload(mode="train", seq=1024, batch=16, micro_batch=4, precision="bf16-mixed", hardware="h100-sxm",
+                         devices=tp, tp=tp, pp=1, zero=0, recompute="none", sequence_parallel=sp)
+        return mf.predict("gpt2", wl).sections["time"]["breakdown"]["memory_s"]
+    extra2, extra4 = step(2, False) - step(2, True), step(4, False) - step(4, True)
+    assert extra2 > 0 and extra4 / extra2 == pytest.approx(1.5, rel=1e-9)
+
+
+def test_a_layout_the_planner_completes_keeps_a_given_no_sequence_parallel():
+    # --tp fixed, the rest chosen by the planner: the user's --no-sequence-parallel holds in memory and in time
+    import mlfootprint as mf
+
+    def run(sp):
+        wl = mf.Workload(mode="train", seq=1024, batch=16, precision="bf16-mixed", hardware="a100-80gb", devices=4,
+                         tp=4, sequence_parallel=sp)
+        return mf.predict("gpt2", wl)
+    off, on = run(False), run(None)
+    assert any("without sequence parallelism" in a for a in off.assumptions)
+    assert any("no sequence parallelism: the norms" in a for a in off.assumptions)
+    assert any("with sequence parallelism" in a for a in on.assumptions)
+    assert off.sections["time"]["breakdown"]["memory_s"] > on.sections["time"]["breakdown"]["memory_s"]

@@ -27,7 +27,7 @@ then ``max_t Σ_c coef_c · live_c(t)``: one matrix-vector product, no re-tracin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -441,10 +441,18 @@ class _Classifier:
         self._cache[key] = (block, shard)
         return block, shard
 
-    def _block_shard(self, path: str, forward_like: bool) -> bool:
-        typ = self.types.get(path, "")
+    def replicated_operators(self, path: str) -> bool:
+        """See :func:`tp_replicated`."""
+        if self.block_of(path) is None:
+            return False
+        return self._is_norm(path) or path in self.after_row or path in self.block_index
+
+    def _is_norm(self, path: str) -> bool:
         leaf = path.rpartition(".")[2]
-        if "Norm" in typ or "norm" in leaf.lower() or leaf.startswith("ln"):
+        return "Norm" in self.types.get(path, "") or "norm" in leaf.lower() or leaf.startswith("ln")
+
+    def _block_shard(self, path: str, forward_like: bool) -> bool:
+        if self._is_norm(path):
             return False
         if path in self.after_row:
             return False
@@ -459,6 +467,19 @@ class _Classifier:
                 # column-parallel: its output is sharded; the gradient of its input is all-reduced (full)
                 return forward_like
         return any(any(k in part.lower() for k in self.sharded_parts) for part in parts)
+
+
+def tp_replicated(tr: Trace) -> Callable[[str], bool]:
+    """Whether the operators of module ``path`` run on the whole tensor on every tensor-parallel rank when there is
+    no sequence parallelism (Korthikanti et al. 2022, Sec. 4.2.2): inside a block, its norms, the dropouts after its
+    row-parallel linears and its own operators (the residual adds) — the modules whose outputs the activation
+    classifier keeps replicated; the linears' GEMMs are split either way, and outside the blocks the embedding and
+    the head are vocabulary-parallel. For the step-time model: one reading of the modules for memory and time."""
+    facts = getattr(tr, "memory", None)
+    if facts is None or not facts.blocks:
+        return lambda path: False
+    clf = _Classifier(tr, _top_level_blocks(facts.blocks), facts.output_embedding)
+    return clf.replicated_operators
 
 
 def _top_level_blocks(spans: list[BlockSpan]) -> list[BlockSpan]:

@@ -104,6 +104,13 @@ def _divisors(n: int) -> list[int]:
     return sorted(out)
 
 
+def sequence_parallel_at(wl: Any, tp: int) -> bool:
+    """Sequence parallelism in a layout of tensor-parallel degree ``tp``: the workload's when given
+    (``--no-sequence-parallel``), else on whenever tp > 1, as the planner assumes."""
+    given = getattr(wl, "sequence_parallel", None)
+    return tp > 1 and (given is None or bool(given))
+
+
 def device_capacity(wl: Any, device: Device) -> int:
     """One device's memory a layout must fit in: ``--device-memory`` when given, else the catalog's."""
     return int(getattr(wl, "device_memory", None) or device.memory_bytes)
@@ -115,7 +122,8 @@ def _memory_checker(spec: Any, wl: Any, trace: Any, device: Device, model: Any =
 
     def check(par: Layout) -> tuple[float, bool, Any]:
         m = max(1, wl.batch // (par.dp * par.micro_batch))
-        layout = par.replace(precision=wl.precision, optimizer=wl.optimizer, grad_accum=m, sequence_parallel=par.tp > 1)
+        layout = par.replace(precision=wl.precision, optimizer=wl.optimizer, grad_accum=m,
+                             sequence_parallel=sequence_parallel_at(wl, par.tp))
         try:
             est = model.per_device(layout).with_device(capacity, "assumed" if getattr(wl, "device_memory", None)
                                                        else "published")
@@ -202,7 +210,8 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                                                       cp_comm=cp_comm, tp_comm_overlap=tp_overlap,
                                                       tp_overlap=tp_overlap_how,
                                                       pp_comm_overlap=pp_overlap,
-                                                      grad_reduce=grad_reduce, etp=etp))
+                                                      grad_reduce=grad_reduce, etp=etp,
+                                                      sequence_parallel=sequence_parallel_at(wl, t)))
     return out
 
 

@@ -260,7 +260,10 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
     out.extend(eff.describe(used))
     out.extend(profile.fallbacks)
     if par.devices > 1:
-        out.append("work splits evenly over the dp × tp × cp devices (sequence parallelism under tensor parallelism); "
+        split = ("sequence parallelism under tensor parallelism" if par.sequence_parallel or par.tp == 1 else
+                 "no sequence parallelism: the norms, the dropouts after the row-parallel linears and the residual "
+                 f"stream run whole on each of the {par.tp} tensor-parallel ranks")
+        out.append(f"work splits evenly over the dp × tp × cp devices ({split}); "
                    "pipeline stages by their blocks, the head and loss on the last; the slowest stage sets the step")
         out.append(f"rank order {RANK_ORDER}; a group uses intra-node bandwidth when it fits in one node of "
                    f"{dev.devices_per_node or 1} devices, inter-node bandwidth otherwise; a data-parallel group with "

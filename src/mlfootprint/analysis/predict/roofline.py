@@ -58,13 +58,19 @@ class PhaseProfile:
     bytes: int = 0
     by_class: dict[str, float] = field(default_factory=dict)
     host_s: float = 0.0  # eager host time to dispatch the phase once (host.py; 0: not modelled), not scaled
+    # the part of the sums above that tensor parallelism leaves whole on every rank without sequence parallelism
+    # (norms, the dropouts after row-parallel linears, the residual stream: memory/timeline.tp_replicated), by class
+    replicated: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def time_s(self) -> float:
         return self.compute_s + self.memory_s
 
-    def add(self, cls: str, tc: float, tm: float, r: Any) -> None:
+    def add(self, cls: str, tc: float, tm: float, r: Any, replicated: bool = False) -> None:
         self.add_totals(cls, tc, tm, 1, r.model_flops, r.other_flops, r.bytes_read + r.bytes_written)
+        if replicated:
+            c, m = self.replicated.get(cls, (0.0, 0.0))
+            self.replicated[cls] = (c + (tc if tc >= tm and tc > 0 else 0.0), m + (0.0 if tc >= tm and tc > 0 else tm))
 
     def add_totals(self, cls: str, tc: float, tm: float, ops: int, model_flops: int, other_flops: int,
                    nbytes: int) -> None:
@@ -82,14 +88,32 @@ class PhaseProfile:
     def scaled(self, k: float) -> PhaseProfile:
         return PhaseProfile(self.compute_s * k, self.memory_s * k, self.ops, int(self.model_flops * k),
                             int(self.other_flops * k), int(self.bytes * k),
-                            {c: v * k for c, v in self.by_class.items()}, self.host_s)
+                            {c: v * k for c, v in self.by_class.items()}, self.host_s,
+                            {c: (tc * k, tm * k) for c, (tc, tm) in self.replicated.items()})
 
     def plus(self, other: PhaseProfile) -> PhaseProfile:
         out = PhaseProfile(self.compute_s + other.compute_s, self.memory_s + other.memory_s, self.ops + other.ops,
                            self.model_flops + other.model_flops, self.other_flops + other.other_flops,
-                           self.bytes + other.bytes, dict(self.by_class), self.host_s + other.host_s)
+                           self.bytes + other.bytes, dict(self.by_class), self.host_s + other.host_s,
+                           dict(self.replicated))
         for c, v in other.by_class.items():
             out.by_class[c] = out.by_class.get(c, 0.0) + v
+        for c, (tc, tm) in other.replicated.items():
+            a, b = out.replicated.get(c, (0.0, 0.0))
+            out.replicated[c] = (a + tc, b + tm)
+        return out
+
+    def unsharded(self, tp: int) -> PhaseProfile:
+        """The sums with the replicated part run whole on each of ``tp`` tensor-parallel ranks, as without sequence
+        parallelism (the sums, like every traced operator's, were split over tp): its time × tp."""
+        if tp <= 1 or not self.replicated:
+            return self
+        out = self.plus(PhaseProfile())
+        for c, (tc, tm) in self.replicated.items():
+            out.compute_s += (tp - 1) * tc
+            out.memory_s += (tp - 1) * tm
+            out.by_class[c] = out.by_class.get(c, 0.0) + (tp - 1) * (tc + tm)
+            out.replicated[c] = (tp * tc, tp * tm)
         return out
 
 
@@ -231,12 +255,17 @@ def peak_for_precision(device: Any, precision: str) -> tuple[float, str]:
         raise UserError(f"--precision {precision} needs a {dtype} peak: {exc}") from None
 
 
-def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None
+# operator classes tensor parallelism always splits (their matrices are split), with or without sequence parallelism
+_SPLIT_CLASSES = frozenset({"matmul", "attention", "conv"})
+
+
+def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: Any = None
                 ) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int, dict[str, dict[tuple, GemmBin]]]:
     """Sum each kernel's (compute, memory) time by phase, for the transformer blocks' forward and for
     unfused attention's forward core (its two products and every kernel between them); total the recompute
     FLOPs of fused backward kernels. A kernel for which ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes
-    into that bin instead of the sums."""
+    into that bin instead of the sums. ``replicated(module)``: whether a kernel outside the matrix classes
+    runs whole on every tensor-parallel rank without sequence parallelism (PhaseProfile.replicated)."""
     phases: dict[str, PhaseProfile] = {}
     block_fwd = PhaseProfile()
     attn_fwd = PhaseProfile()
@@ -260,10 +289,11 @@ def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None
         ph = phases.get(r.phase)
         if ph is None:
             ph = phases[r.phase] = PhaseProfile()
-        ph.add(cls, tc, tm, r)
+        repl = replicated is not None and cls not in _SPLIT_CLASSES and replicated(r.module or "")
+        ph.add(cls, tc, tm, r, repl)
         if r.phase == "forward":
             if _BLOCK_RE.search(r.module or ""):
-                block_fwd.add(cls, tc, tm, r)
+                block_fwd.add(cls, tc, tm, r, repl)
             # Selective recomputation (Korthikanti et al. 2022, Sec. 4.2) re-runs the attention core: from the
             # scores product to the values product, with the softmax, mask and dropout between them.
             product = bool(r.attention_flops) and not _fused_attention(r.op)
@@ -296,7 +326,10 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     else:
         # the workload's attention picks the fused kernel's rate where the device class has one for it (flash2)
         attention = getattr(getattr(trace, "workload", None), "attention", None)
-        profile = _build_profile(kernels, device, eff, precision, mode, attention=attention)
+        from ..memory.timeline import tp_replicated  # the memory model's reading of the same modules
+
+        profile = _build_profile(kernels, device, eff, precision, mode, attention=attention,
+                                 replicated=tp_replicated(trace))
     profile.fusion = summary
     if mode == "none" and getattr(device, "kind", "") == "gpu" and not eff.curves:
         _add_host_time(profile, kernels, trace,
@@ -362,7 +395,7 @@ def _table_applies(eff: Efficiency, factor: str) -> bool:
 
 
 def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, fusion: str = "none",
-                   attention: str | None = None) -> Profile:
+                   attention: str | None = None, replicated: Any = None) -> Profile:
     peak, peak_dtype = peak_for_precision(device, precision)
     fallbacks: list[str] = []
     bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
@@ -489,7 +522,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             b.other_s += r.other_flops / vector_rate
         return key, fill
 
-    phases, block_fwd, attn_fwd, fused, bins = _accumulate(records, op_time, gemm_bin)
+    phases, block_fwd, attn_fwd, fused, bins = _accumulate(records, op_time, gemm_bin, replicated)
     overhead, overhead_source = per_op_overhead(device, eff)
     rates = {c: peak * eff[c] for c in ("matmul", "attention", "conv")}
     rates["vector"] = vector_rate

@@ -225,6 +225,10 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     k = gemm_scale(shape, par)
     fwd, bwd, opt = profile.phase("forward", k), profile.phase("backward", k), profile.phase("optimizer", k)
     rc, extra_flops = _recomputation(profile, shape, par, k)
+    if par.tp > 1 and not par.sequence_parallel:
+        # without sequence parallelism every tensor-parallel rank runs the norms, the dropouts after the row-parallel
+        # linears and the residual stream on the whole sequence (Korthikanti et al. 2022, Sec. 4.2.2)
+        fwd, bwd, rc = fwd.unsharded(par.tp), bwd.unsharded(par.tp), rc.unsharded(par.tp)
     stages, model_k, block_k = _stage_factors(profile, shape, par, k)
     # the slowest stage: its share of the blocks (and, on the last stage, the head and loss), × pp
     work = fwd.plus(bwd).scaled(share * model_k).plus(rc.scaled(share * block_k))
