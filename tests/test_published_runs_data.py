@@ -227,6 +227,17 @@ def test_megatron_bridge_rows_run_the_performance_scripts_of_their_table():
         assert "d83f5a0d9" in run["assumed"][0], run["id"]
 
 
+def test_runs_from_before_sequence_parallelism_run_without_it():
+    # Megatron-LM's --sequence-parallel arrived on 2022-04-28 (cfd2e21607, with Korthikanti et al. 2022): the
+    # Narayanan et al. runs (examples/sc21 at de7dc40f88, 2021) had none, and BLOOM's script passes none
+    rows = [r for r in DS.runs if (r["source"] == "narayanan-2021" and r["tp"] > 1) or r["id"] == "bloom-176b-384"]
+    assert len(rows) == 10  # nine Narayanan runs with TP > 1, and BLOOM
+    for run in rows:
+        wl, missing, _ = pr.workload_for(run, pr.workload_fields())
+        assert wl.sequence_parallel is False and not wl.sequence_parallel_on, run["id"]
+        assert run["assumed"][0].startswith("no sequence parallelism"), run["id"]
+
+
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
     checked = 0
     for run in DS.runs:
