@@ -294,3 +294,34 @@ def test_a_layout_the_planner_completes_keeps_a_given_no_sequence_parallel():
     assert any("no sequence parallelism: the norms" in a for a in off.assumptions)
     assert any("with sequence parallelism" in a for a in on.assumptions)
     assert off.sections["time"]["breakdown"]["memory_s"] > on.sections["time"]["breakdown"]["memory_s"]
+
+
+# --------------------------------------------------------------------------- ring context parallelism's kernels
+
+
+def test_ring_context_parallelism_runs_attention_at_the_rate_of_its_blocks_keys():
+    """Ring CP calls the fused kernel once per K/V block of S/cp keys; a device class whose attention rate depends on
+    the key length (attention.toml: H100's rises from 4K to 8K keys) runs those calls at the S/cp rate. The other
+    methods call it over all the keys (Llama 3's all-gather; Ulysses splits heads), and past the table's last point
+    the rate is flat."""
+    from mlfootprint.analysis.predict.attention_rate import attention_rate
+    from mlfootprint.analysis.predict.step import ring_attention_slowdown
+
+    h100 = get_device("h100-sxm")
+    rate = attention_rate(h100, None)
+    prof = dataclasses.replace(profile(), attention=rate)
+    prof.phases["forward"] = PhaseProfile(compute_s=1.0, ops=100, model_flops=10**15,
+                                          by_class={"matmul": 0.8, "attention": 0.2})
+    shp = dataclasses.replace(SHAPE, tokens_per_sample=8192, head_dim=128, heads=8, kv_heads=8)
+    slower = rate.share_at(8192, 128) / rate.share_at(1024, 128)
+    assert slower > 1.05  # 8K keys run faster than 1K keys on the H100 class
+    assert ring_attention_slowdown(prof, shp, Layout(cp=8)) == pytest.approx(slower)
+    assert ring_attention_slowdown(prof, shp, Layout(cp=8, cp_comm="all-gather")) == 1.0
+    assert ring_attention_slowdown(prof, shp, Layout(cp=8, cp_comm="all-to-all")) == 1.0
+    assert ring_attention_slowdown(prof, dataclasses.replace(shp, tokens_per_sample=65536), Layout(cp=8)) == 1.0
+    assert ring_attention_slowdown(profile(), shp, Layout(cp=8)) == 1.0  # a flat attention factor
+    # the forward's attention (0.2 of its 1.0 s) takes `slower` times as long; the matmuls do not change
+    eff = efficiency_for(h100, EXACT)
+    ring = step_time(prof, shp, Layout(cp=8, micro_batch=1), h100, eff)
+    gather = step_time(prof, shp, Layout(cp=8, micro_batch=1, cp_comm="all-gather"), h100, eff)
+    assert ring.phases["forward_s"] / gather.phases["forward_s"] == pytest.approx(0.8 + 0.2 * slower)

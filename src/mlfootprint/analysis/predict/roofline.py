@@ -103,6 +103,16 @@ class PhaseProfile:
             out.replicated[c] = (a + tc, b + tm)
         return out
 
+    def with_class_slower(self, cls: str, factor: float) -> PhaseProfile:
+        """The sums with class ``cls``'s time × ``factor`` (≥ 1), the extra as compute."""
+        extra = self.by_class.get(cls, 0.0) * (factor - 1.0)
+        if extra <= 0:
+            return self
+        out = self.plus(PhaseProfile())
+        out.compute_s += extra
+        out.by_class[cls] = out.by_class.get(cls, 0.0) + extra
+        return out
+
     def unsharded(self, tp: int) -> PhaseProfile:
         """The sums with the replicated part run whole on each of ``tp`` tensor-parallel ranks, as without sequence
         parallelism (the sums, like every traced operator's, were split over tp): its time × tp."""

@@ -225,6 +225,9 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     k = gemm_scale(shape, par)
     fwd, bwd, opt = profile.phase("forward", k), profile.phase("backward", k), profile.phase("optimizer", k)
     rc, extra_flops = _recomputation(profile, shape, par, k)
+    if par.cp > 1:
+        slower = ring_attention_slowdown(profile, shape, par)
+        fwd, bwd, rc = (p.with_class_slower("attention", slower) for p in (fwd, bwd, rc))
     if par.tp > 1 and not par.sequence_parallel:
         # without sequence parallelism every tensor-parallel rank runs the norms, the dropouts after the row-parallel
         # linears and the residual stream on the whole sequence (Korthikanti et al. 2022, Sec. 4.2.2)
@@ -581,6 +584,19 @@ def _expert_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
                    f"tokens × top-{max(shape.top_k, 1)} × hidden × {shape.act_bytes} B{cf}, (ep-1)/ep of it "
                    "leaving the device (balanced routing), to peers in the node over its links and to the others "
                    "over the device's own network link at once; exposed (the experts wait for the dispatch)")
+
+
+def ring_attention_slowdown(profile: Profile, shape: ModelShape, par: Layout) -> float:
+    """How much slower ring context parallelism runs the fused attention than the traced call's rate says: each of
+    its cp steps calls the kernel on one K/V block of S/cp keys (Megatron-Core/Transformer Engine's CP), which a
+    class that rates the kernel by its key length (attention.toml) runs at the rate of S/cp keys, not of the S
+    keys the trace's one call holds. 1 for the all-gather (Llama 3: one call over all the keys) and all-to-all
+    (Ulysses: the whole sequence, heads split) methods, and where attention is rated by a flat factor."""
+    rate = profile.attention
+    seq, head_dim = shape.tokens_per_sample, shape.head_dim
+    if par.cp <= 1 or par.cp_comm != "ring" or rate is None or not seq or not head_dim:
+        return 1.0
+    return max(1.0, rate.share_at(int(seq), int(head_dim)) / rate.share_at(max(1, int(seq) // par.cp), int(head_dim)))
 
 
 def _group_ranks_per_node(n: int, stride: int, per_node: int) -> int:
