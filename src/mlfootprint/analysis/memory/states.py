@@ -334,9 +334,10 @@ def model_states(params: list[ParamInfo] | ParamSet, lay: StateLayout) -> States
         t.weights += secondary
     if t.fp8_weights:
         st.breakdown["fp8_weights_bytes"] = int(round(t.fp8_weights))
+        fp8_bytes = int(methods.value("fp8", "primary_weight_bytes"))
         st.notes.append("FP8 primary weights: the linear layers inside the blocks hold their working weights in FP8 "
-                        f"({int(methods.value('fp8', 'primary_weight_bytes'))} byte per element, gathered so under ZeRO-3), the other "
-                        "weights 16-bit, the fp32 master copies with the optimizer")
+                        f"({fp8_bytes} byte per element, gathered so under ZeRO-3), the other weights 16-bit, the fp32 "
+                        "master copies with the optimizer")
     if t.fp8_copies and zero3:
         _fp8_copies_of_gathered_blocks(st, t, lay)
     elif t.fp8_copies:
@@ -379,9 +380,8 @@ def _add_up(pset: ParamSet, lay: StateLayout, zero_dp: int) -> _Totals:
                 b = quantized_weight_bytes(int(n), lay.quant, qlora=lay.lora)
                 t.quant_weights += b * count
             else:
-                per = lay.working_bytes(p) if (train and p.trainable) else wb if not train else prec.compute_bytes
-                b = n * per
-                if train and p.trainable and per != wb:
+                b = n * (lay.working_bytes(p) if (train and p.trainable) else wb if not train else prec.compute_bytes)
+                if train and p.trainable and lay.fp8_weights and p.fp8_layer:
                     t.fp8_weights += b * count
             t.bf16_equiv += 2 * n * count
             if lay.fp8_copy_bytes and quantizable(p) and lay.quant == "none":

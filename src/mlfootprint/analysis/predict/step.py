@@ -79,8 +79,9 @@ def communication_rule(prec: Any, grad_reduce_dtype: str = "compute", *, auto: b
         gather = 4.0  # fp32 working weights are gathered (ZeRO-3) and broadcast (ZeRO-1/2) as they are
     gathered = f"{gather:g} B per element"
     if fp8_weights:
-        gathered = (f"{memory_methods.value('fp8', 'primary_weight_bytes'):g} B per element for the FP8 linear layers' weights (--fp8-weights: FP8 "
-                    f"primary weights), {prec.compute_bytes} B for the others")
+        fp8 = memory_methods.value("fp8", "primary_weight_bytes")
+        gathered = (f"{fp8:g} B per element for the FP8 linear layers' weights (--fp8-weights: FP8 primary weights), "
+                    f"{prec.compute_bytes} B for the others")
     where = "analysis/predict/data/step_model.toml [communication]"
     if not prec.mixed:
         why = ""
