@@ -443,7 +443,12 @@ class Workload:
     @property
     def sequence_parallel_on(self) -> bool:
         """Sequence parallelism as applied: as given, else on under tensor parallelism (as ``plan`` assumes)."""
-        return self.tp > 1 if self.sequence_parallel is None else bool(self.sequence_parallel and self.tp > 1)
+        return self.sequence_parallel_at(self.tp)
+
+    def sequence_parallel_at(self, tp: int) -> bool:
+        """``sequence_parallel_on`` at tensor-parallel degree ``tp`` (the planner weighs every layout from one
+        workload): as given (``--no-sequence-parallel``), else on whenever tp > 1."""
+        return tp > 1 if self.sequence_parallel is None else bool(self.sequence_parallel and tp > 1)
 
     # -- new workloads from this one -----------------------------------------------------------
     def with_changes(self, *, given: frozenset[str] | set[str] | None = None, **changes: Any) -> Workload:

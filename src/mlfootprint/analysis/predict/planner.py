@@ -104,13 +104,6 @@ def _divisors(n: int) -> list[int]:
     return sorted(out)
 
 
-def sequence_parallel_at(wl: Any, tp: int) -> bool:
-    """Sequence parallelism in a layout of tensor-parallel degree ``tp``: the workload's when given
-    (``--no-sequence-parallel``), else on whenever tp > 1, as the planner assumes."""
-    given = getattr(wl, "sequence_parallel", None)
-    return tp > 1 and (given is None or bool(given))
-
-
 def device_capacity(wl: Any, device: Device) -> int:
     """One device's memory a layout must fit in: ``--device-memory`` when given, else the catalog's."""
     return int(getattr(wl, "device_memory", None) or device.memory_bytes)
@@ -123,7 +116,7 @@ def _memory_checker(spec: Any, wl: Any, trace: Any, device: Device, model: Any =
     def check(par: Layout) -> tuple[float, bool, Any]:
         m = max(1, wl.batch // (par.dp * par.micro_batch))
         layout = par.replace(precision=wl.precision, optimizer=wl.optimizer, grad_accum=m,
-                             sequence_parallel=sequence_parallel_at(wl, par.tp))
+                             sequence_parallel=wl.sequence_parallel_at(par.tp))
         try:
             est = model.per_device(layout).with_device(capacity, "assumed" if getattr(wl, "device_memory", None)
                                                        else "published")
@@ -211,7 +204,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                                                       tp_overlap=tp_overlap_how,
                                                       pp_comm_overlap=pp_overlap,
                                                       grad_reduce=grad_reduce, etp=etp,
-                                                      sequence_parallel=sequence_parallel_at(wl, t)))
+                                                      sequence_parallel=wl.sequence_parallel_at(t)))
     return out
 
 
