@@ -238,6 +238,27 @@ def test_runs_from_before_sequence_parallelism_run_without_it():
         assert run["assumed"][0].startswith("no sequence parallelism"), run["id"]
 
 
+def test_runs_without_flash_attention_time_their_frameworks_own_attention():
+    # Megatron-LM before FlashAttention (Narayanan et al. 2021, Korthikanti et al. 2022) and MegaScale's baseline,
+    # Megatron-LM at 285068c8: the merge that adds FlashAttention behind --use-flash-attn, off by default, with
+    # FlashAttention-2 one of MegaScale's own 'efficient operators' (section 3.3): Megatron's unfused core attention.
+    # BLOOM's Megatron-DeepSpeed ran the same with ALiBi; transformers' BLOOM takes no attention function, so its
+    # eager code is what is traced, and the row says so
+    unfused = [r for r in DS.runs if r["source"] in ("narayanan-2021", "korthikanti-2022")
+               or r.get("framework") == "Megatron-LM (commit 285068c8)"]
+    assert len(unfused) == 10 + 8 + 9
+    for run in unfused:
+        wl, missing, _ = pr.workload_for(run, pr.workload_fields())
+        assert wl.attention == "unfused" and not missing, run["id"]
+        if run["source"] == "megascale-2024":  # the stored s² scores fit an 80 GB part only with SP on
+            assert wl.sequence_parallel_on and any("--use-flash-attn" in a for a in run["assumed"]), run["id"]
+    bloom = next(r for r in DS.runs if r["id"] == "bloom-176b-384")
+    assert pr.workload_for(bloom, pr.workload_fields())[0].attention == "eager"
+    assert any(a.startswith("attention eager") and "ALiBi" in a for a in bloom["assumed"])
+    megascale_own = [r for r in DS.runs if r["source"] == "megascale-2024" and "MegaScale" in r["framework"]]
+    assert len(megascale_own) == 8 and all(r.get("attention", "sdpa") == "sdpa" for r in megascale_own)  # FA2
+
+
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
     checked = 0
     for run in DS.runs:

@@ -173,3 +173,10 @@ def test_a_model_with_its_own_attention_code_says_it_was_not_applied(tmp_path):
     tr = _trace(str(tmp_path / "config.json"), "unfused")
     assert any("BloomForCausalLM runs its own attention code" in n and "not applied" in n for n in tr.assumptions)
     assert not any(n.startswith("attention: unfused") for n in tr.assumptions)
+    # and what is traced is its eager code as it runs, causal mask included: the same operators as --attention
+    # eager (built with the registered function, the SDPA mask builder gave it no mask and its mask add vanished)
+    eager = _trace(str(tmp_path / "config.json"), "eager")
+    ops = lambda t: sorted((r.op, r.phase) for r in t.records)  # noqa: E731
+    assert ops(tr) == ops(eager)
+    assert [(r.model_flops, r.other_flops, r.bytes_read) for r in tr.records] == \
+        [(r.model_flops, r.other_flops, r.bytes_read) for r in eager.records]

@@ -246,6 +246,11 @@ def build(spec: ModelSpec, wl: Workload) -> BuiltModel:
         if wl.attention == "unfused":
             # a model whose attention is its own code (BLOOM's ALiBi baddbmm) takes no attention function
             takes_functions = bool(getattr(type(module), "_supports_attention_backend", False))
+            if not takes_functions:
+                # built as eager: the registered function's mask builder (SDPA's: no mask for a plain causal
+                # model) would leave such a model's own code without its causal mask
+                with _no_init(transformers), _ConstantSchedules():
+                    module = from_config(config, attn_implementation="eager", **kwargs)
             assumptions.append(UNFUSED_NOTE if takes_functions else
                                f"{type(module).__name__} runs its own attention code, which takes no attention "
                                "function in transformers: --attention unfused not applied, its eager attention traced")
