@@ -126,7 +126,9 @@ def test_all_and_numbers_and_the_mode():
     assert Workload(mode="train", offload_activations="all").offload_activations == 1.0
     assert Workload(mode="train", offload_activations="0.25").offload_activations == 0.25
     with pytest.raises(UserError, match="training step saves"):
-        Workload(offload_activations=0.5)
+        Workload(mode="inference", offload_activations=0.5)
+    # without a mode, the option makes the step a training one (tests/test_implied_training.py)
+    assert Workload(offload_activations=0.5).mode == "train"
     # listed like every workload field: 0 when not used
     assert Workload(mode="train").to_dict()["offload_activations"] == 0.0
     assert Workload(mode="train", offload_activations=1).to_dict()["offload_activations"] == 1.0

@@ -21,6 +21,11 @@ from .core.precision import PRECISION_NAMES, Precision, precision
 from .core.validate import MAX_COUNT
 
 MODES = ("inference", "train", "generate")
+# Options only a training step has. Given without --mode, they make the workload a training one: the verbs that
+# default to inference (analyze, count, memory) would otherwise drop them unseen. Each counts when given at a value
+# other than its default; --optimizer when given at all (it names the optimizer of a training step).
+TRAINING_ONLY = ("optimizer", "zero", "zeropp", "shard_group", "recompute", "grad_accum", "grad_reduce",
+                 "grad_reduce_dtype", "offload_activations", "lora_rank", "fp8_weights")
 PRECISIONS = PRECISION_NAMES
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adafactor", "adam-8bit", "lion", "zo-sgd")
 # selective: Korthikanti et al.'s attention core; selective-op: PyTorch selective activation checkpointing with
@@ -95,7 +100,9 @@ class Workload:
     Args (all keyword-only; those passed are recorded in ``given``):
         batch: global batch, samples per optimizer step (default 1).
         seq: sequence length; None takes the model's own (its context length, at most 4096).
-        mode: ``inference``, ``train`` or ``generate``.
+        mode: ``inference``, ``train`` or ``generate``. Not given, an option only a training step has
+            (``TRAINING_ONLY``: ``optimizer``, ``zero`` 1-3, ``recompute``, ``grad_accum``, ``lora_rank``, ...) makes it
+            ``train`` (``training_implied_by`` names them; the report states it).
         precision: ``fp32``, ``bf16``, ``fp16``, ``bf16-mixed``, ``fp16-mixed`` or ``fp8-mixed``. Not given, the
             verbs take ``bf16-mixed`` (training) or ``bf16`` (serving) on a device whose catalog entry has a bf16
             peak, ``fp32`` otherwise (``verbs/runnable.py``, stated in the report's assumptions).
@@ -253,6 +260,8 @@ class Workload:
             object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         object.__setattr__(self, "given", frozenset(kwargs if given is None else given))
         object.__setattr__(self, "offload_activations", offload_fraction(self.offload_activations))
+        if self.training_implied_by:
+            object.__setattr__(self, "mode", "train")
         self._check()
         if self.devices is not None and "dp" not in self.given:
             object.__setattr__(self, "dp", self.devices // self.model_split)
@@ -363,6 +372,14 @@ class Workload:
     @property
     def training(self) -> bool:
         return self.mode == "train"
+
+    @property
+    def training_implied_by(self) -> tuple[str, ...]:
+        """Without --mode, the training-only options given (``TRAINING_ONLY``), which make this a training step."""
+        if "mode" in self.given:
+            return ()
+        return tuple(name for name in TRAINING_ONLY if name in self.given
+                     and (name == "optimizer" or getattr(self, name) != _DEFAULTS[name]))
 
     @property
     def precision_info(self) -> Precision:
@@ -480,6 +497,10 @@ class Workload:
         """From command-line options: those left at None keep the defaults and are not given."""
         names = {f.name for f in fields(cls)} - {"given"}
         return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+
+# each field's default, which a training-only option must differ from to imply training (Workload.training_implied_by)
+_DEFAULTS = {f.name: f.default for f in fields(Workload)}
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,10 @@ def base_report(verb: str, spec: ModelSpec | None, wl: Workload | None) -> Repor
         if not wl.hardware:
             prov["kernels"] = "assumed"
         rep.add(WorkloadSection(**data), prov)
+        if wl.training_implied_by:
+            options = ", ".join("--" + name.replace("_", "-") for name in wl.training_implied_by)
+            rep.assume(f"mode train: implied by {options}, which only a training step has (no --mode given); pass "
+                       "--mode inference or generate to serve the model instead", key=True)
     rep.conventions = dict(CONVENTIONS)
     return rep
 
