@@ -52,3 +52,25 @@ def test_count_with_an_optimizer_and_no_mode_counts_a_training_step(tmp_path):
     note = "mode train: implied by --optimizer, which only a training step has (no --mode given)"
     assert any(a.startswith(note) for a in rep["assumptions"]) and rep["key_assumptions"][0].startswith(note)
     assert not any(a.startswith("mode train: implied") for a in json.loads(stated.stdout)["assumptions"])
+
+
+def test_a_lora_fine_tune_steps_over_a_fine_tuning_batch_not_a_pre_training_one():
+    # Llama 2's supervised fine-tuning: 64 sequences a step (Touvron et al. 2023, section 3.1), where pre-training
+    # steps over about 4M tokens (section 2.2): at seq 32 that was 131,072 sequences for a LoRA run of the tiny model
+    from mlfootprint.analysis.predict.efficiency import efficiency_for
+    from mlfootprint.hardware.catalog import get_device
+    from mlfootprint.verbs.common import resolve_model
+    from mlfootprint.verbs.runnable import planner_batch
+
+    rep = mf.memory(TINY, mf.Workload(lora_rank=4, seq=32, hardware="a100-80gb"))  # training implied, no batch
+    w = rep.sections["workload"]
+    assert w["mode"] == "train" and w["batch"] == 64 and "batch" in w["defaults"]
+    assert any(a.startswith("global batch 64 × 32 tokens: a fine-tuning batch of 64 samples (Touvron et al., Llama 2")
+               for a in rep.assumptions)
+    spec, eff = resolve_model(TINY, []), efficiency_for(get_device("a100-80gb"), None)
+    # rounded up to a multiple of the devices, as the pre-training batch is; a batch given is the batch
+    assert planner_batch(spec, mf.Workload(lora_rank=4, seq=32, devices=48), 48, eff)[0] == 96
+    assert planner_batch(spec, mf.Workload(lora_rank=4, seq=32, devices=8), 8, eff)[0] == 64
+    assert planner_batch(spec, mf.Workload(lora_rank=4, seq=32, batch=8), 1, eff)[0] == 8
+    full = planner_batch(spec, mf.Workload(mode="train", seq=32, devices=8), 8, eff)[0]
+    assert full == 4_194_304 // 32  # without LoRA: the pre-training batch of about 4M tokens

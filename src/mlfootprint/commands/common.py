@@ -24,7 +24,8 @@ def add_model_options(p: argparse.ArgumentParser, required: bool = False) -> Non
 
 
 def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, mode_default: str = "inference",
-                         batch_default: str = "training a text model, about 4M tokens as plan lays out; otherwise "
+                         batch_default: str = "training a text model, about 4M tokens as plan lays out (a LoRA "
+                                              "fine-tune: 64 samples); otherwise "
                                               "one sample per data-parallel replica",
                          hardware_help: str = "") -> None:
     """The workload options; the defaults a verb gives them are said in its help (predict and plan train)."""

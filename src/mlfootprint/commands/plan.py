@@ -14,9 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and recomputation for --devices N, keep those that fit in memory, rank them by "
                                    "predicted throughput and explain the winner's bottleneck. Fix any choice with "
                                    "--tp/--pp/--zero/--micro-batch/--recompute. --batch is the global batch "
-                                   "(default: about 4M tokens, a multiple of N).")
+                                   "(default: about 4M tokens, or 64 samples for a LoRA fine-tune, a multiple of N).")
     add_model_options(p)
-    add_workload_options(p, mode_default="train", batch_default="about 4M tokens, a multiple of --devices",
+    add_workload_options(p, mode_default="train", batch_default="about 4M tokens, or 64 samples for a LoRA fine-tune, a multiple of --devices",
                          hardware_help="required")
     add_prediction_options(p, zeropp=False)
     p.add_argument("--top", type=int, default=10, help="layouts to show (default 10)")

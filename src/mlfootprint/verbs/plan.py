@@ -25,8 +25,8 @@ def plan(model: Any = None, workload: Workload | None = None, inputs: Sequence[A
     """Ranked parallel layouts of ``workload.devices`` × ``workload.hardware`` that fit in memory.
 
     The workload's tp/pp/zero/micro_batch/recompute/offload, when given, fix those choices; its mode is
-    training. Without a batch, the global batch is about 4M tokens (``plan_batch_tokens``), a multiple of
-    the devices.
+    training. Without a batch, the global batch is about 4M tokens (``plan_batch_tokens``), or for a LoRA
+    fine-tune 64 samples (``finetune_batch_samples``), a multiple of the devices.
 
     Args:
         model, workload, inputs, inputs_ref: as for :func:`mlfootprint.count`; ``workload.hardware`` and

@@ -313,10 +313,11 @@ def micro_batch_workload(wl: Workload, micro_batch: int) -> Workload:
 def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any, *, step: int | None = None,
                   step_text: str = "") -> tuple[int, list[str]]:
     """The global batch the planner lays out: the batch given, or about ``plan_batch_tokens`` tokens of a text
-    model rounded up to a multiple of the devices (× a given --micro-batch, so that every data-parallel degree
-    splits it into whole micro-batches; ``step``/``step_text``: another multiple, as the caller words it), one
-    sample per device for other models. ``plan`` and the verbs whose layout the planner chooses share it, so the
-    same command line gets the same layout."""
+    model (``finetune_batch_samples`` samples of a LoRA fine-tune: a fine-tuning step) rounded up to a multiple of
+    the devices (× a given --micro-batch, so that every data-parallel degree splits it into whole micro-batches;
+    ``step``/``step_text``: another multiple, as the caller words it), one sample per device for other models.
+    ``plan`` and the verbs whose layout the planner chooses share it, so the same command line gets the same
+    layout."""
     if "batch" in wl.given:
         return wl.batch, []
     seq = _text_seq(spec, wl)
@@ -325,9 +326,14 @@ def planner_batch(spec: ModelSpec, wl: Workload, devices: int, eff: Any, *, step
             micro = wl.micro_batch if "micro_batch" in wl.given and wl.micro_batch else 1
             step = devices * micro
             step_text = _devices_text(devices) + (f" × micro-batch {micro}" if micro > 1 else "")
+        rounded = f", rounded up to a multiple of {step_text}" if step > 1 else ""
+        if wl.lora_rank:  # a LoRA fine-tune: a fine-tuning step's samples, not a pre-training step's tokens
+            batch = math.ceil(int(eff["finetune_batch_samples"]) / step) * step
+            return batch, [f"global batch {batch:,} × {seq:,} tokens: a fine-tuning batch of "
+                           f"{int(eff['finetune_batch_samples'])} samples{rounded} "
+                           f"({eff.factors['finetune_batch_samples'].source}; give --batch for another)"]
         want = max(1, math.ceil(eff["plan_batch_tokens"] / seq))
         batch = math.ceil(want / step) * step
-        rounded = f", rounded up to a multiple of {step_text}" if step > 1 else ""
         return batch, [f"global batch {batch:,} × {seq:,} tokens: about {int(eff['plan_batch_tokens']):,} tokens"
                        f"{rounded} ({eff.factors['plan_batch_tokens'].source}; give --batch for another)"]
     return devices, [f"global batch {devices:,}: one sample per device (give --batch for another)"]
