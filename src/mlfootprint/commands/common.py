@@ -32,9 +32,10 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
     g = p.add_argument_group("workload")
     g.add_argument("--batch", type=int, default=None, help=f"global batch size (default: {batch_default})")
     g.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context, at most 4096)")
-    g.add_argument("--mode", type=_choice(MODES), default=None, help=f"{{{','.join(MODES)}}} (default {mode_default}" + (
-                       "" if mode_default == "train" else "; train when an option only a training step has, such as "
-                       "--optimizer, --zero, --recompute or --lora-rank, is given") + ")")
+    implied = "" if mode_default == "train" else \
+        "; train when an option only a training step has, such as --optimizer, --zero, --recompute or --lora-rank, is given"
+    g.add_argument("--mode", type=_choice(MODES), default=None,
+                   help=f"{{{','.join(MODES)}}} (default {mode_default}{implied})")
     g.add_argument("--precision", type=_choice(PRECISIONS), default=None, help=f"{{{','.join(PRECISIONS)}}} (default: bf16-mixed to train, bf16 to serve, on a "
                         "device with a bf16 peak; fp32 otherwise)")
     g.add_argument("--optimizer", type=_choice(OPTIMIZERS), default=None, help=f"{{{','.join(OPTIMIZERS)}}} (default adamw)")

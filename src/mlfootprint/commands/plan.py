@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--tp/--pp/--zero/--micro-batch/--recompute. --batch is the global batch "
                                    "(default: about 4M tokens, or 64 samples for a LoRA fine-tune, a multiple of N).")
     add_model_options(p)
-    add_workload_options(p, mode_default="train", batch_default="about 4M tokens, or 64 samples for a LoRA fine-tune, a multiple of --devices",
+    add_workload_options(p, mode_default="train",
+                         batch_default="about 4M tokens, or 64 samples for a LoRA fine-tune, a multiple of --devices",
                          hardware_help="required")
     add_prediction_options(p, zeropp=False)
     p.add_argument("--top", type=int, default=10, help="layouts to show (default 10)")
