@@ -33,7 +33,8 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
     g.add_argument("--batch", type=int, default=None, help=f"global batch size (default: {batch_default})")
     g.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context, at most 4096)")
     implied = "" if mode_default == "train" else \
-        "; train when an option only a training step has, such as --optimizer, --zero, --recompute or --lora-rank, is given"
+        "; train when an option only a training step has, such as --optimizer, --zero, --recompute or --lora-rank, " \
+        "is given"
     g.add_argument("--mode", type=_choice(MODES), default=None,
                    help=f"{{{','.join(MODES)}}} (default {mode_default}{implied})")
     g.add_argument("--precision", type=_choice(PRECISIONS), default=None, help=f"{{{','.join(PRECISIONS)}}} (default: bf16-mixed to train, bf16 to serve, on a "
