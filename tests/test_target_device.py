@@ -228,6 +228,17 @@ def test_fp8_mixed_on_a_gpu_keeps_transformer_engine_fp8_copies():
     fp8_saved = {s.storage: s for s in tr.memory.saved if s.dtype == "float8_e4m3fn"}
     assert len(fp8_saved) == 2 * 15
     assert any("FP8 linear layers" in a and "×15" in a for a in tr.assumptions)
+    # each FP8 linear's backward GEMMs are its own, as the 16-bit ones are (they once fell to the root module: the
+    # autograd node of the FP8 linear, a custom Function, is made before its forward runs, under no_grad)
+    def backward_by_module(t):
+        out: dict[str, int] = {}
+        for r in t.records:
+            if r.phase == "backward" and r.model_flops:
+                out[r.module] = out.get(r.module, 0) + r.model_flops
+        return out
+    fp8_bwd = backward_by_module(tr)
+    assert "" not in fp8_bwd and fp8_bwd["model.layers.1.mlp.up_proj"] == 2 * 2 * (4 * 64) * 64 * 176
+    assert fp8_bwd == backward_by_module(trace(resolve(tiny), tr.workload.with_changes(precision="bf16-mixed")))
     # the CPU target keeps today's behaviour: fp8-mixed is bf16-mixed there
     cpu_bf16, _, _ = run("bf16-mixed", None)
     cpu_fp8, _, _ = run("fp8-mixed", None)

@@ -234,8 +234,10 @@ class RecordingMode(TorchDispatchMode):
             how = classify(func)
             self._how[func] = how
         module = self._module()
-        if self.stack and torch.is_grad_enabled():
-            # tag the autograd node this op just created (if any; setdefault keeps the creator's module)
+        if self.stack:
+            # tag the autograd node this op just created (if any; setdefault keeps the creator's module). With grad
+            # off too: a custom autograd Function's node takes its sequence number before its forward runs, under
+            # no_grad, so its forward's first op tags it (an FP8 linear's backward GEMMs are then the linear's)
             self._node_module.setdefault(torch._C._autograd._get_sequence_nr() - 1, module)
         index = len(self.records)
         flat_out, _ = tree_flatten(out)
