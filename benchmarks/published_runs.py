@@ -11,7 +11,8 @@ and the error is the predicted step time against it: ``predicted / published - 1
 
 A layout feature the predictor does not take yet (virtual pipeline stages ``vp``, context parallelism ``cp``, an
 FSDP sharding group, async TP, ...) is passed when ``mlfootprint.Workload`` has a field for it (torch.compile as
-``fusion="compiled"``, a row's ``fusion``, ``attention``, ``grad_reduce`` and ``grad_reduce_dtype`` as given);
+``fusion="compiled"``, a row's ``fusion``, ``attention``, ``grad_reduce``, ``grad_reduce_dtype`` and ``tp_backward`` as
+given);
 otherwise the row says "not modelled: vp" and is counted apart. Context parallelism without a ``cp`` field is
 folded into data parallelism when the run has no pipeline (the same tokens and attention work per device), or
 else (or when the batch does not split over dp x cp replicas) into cp-times shorter sequences over cp-times
@@ -67,7 +68,8 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "fp8_weights", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations"})
+                           "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "fp8_weights", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations",
+                           "tp_backward"})
 
 
 # --------------------------------------------------------------------------- the data
@@ -191,6 +193,11 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw["grad_reduce"] = run["grad_reduce"]
         else:
             missing.append(f"grad_reduce {run['grad_reduce']}")
+    if run.get("tp_backward", "overlap") != "overlap":  # the framework's backward TP collectives (TP BACKWARD)
+        if "tp_backward" in accepted:
+            kw["tp_backward"] = run["tp_backward"]
+        else:
+            missing.append(f"tp_backward {run['tp_backward']}")
 
     def field_for(feature: str) -> str | None:
         return next((f for f in FEATURE_FIELDS.get(feature, ()) if f in accepted), None)

@@ -17,8 +17,10 @@ TINY = str(ROOT / "tests" / "data" / "configs" / "tiny-gpt2")
     (dict(lora_rank=8), ("lora_rank",)),
     (dict(offload_activations="all"), ("offload_activations",)),
     (dict(grad_reduce="after-backward", zero=1), ("zero", "grad_reduce")),
+    (dict(tp_backward="exposed"), ("tp_backward",)),
     # at their defaults these options say nothing about the mode
     (dict(zero=0), ()), (dict(recompute="none"), ()), (dict(grad_accum=1), ()), (dict(fp8_weights=False), ()),
+    (dict(tp_backward="overlap"), ()),
     (dict(batch=8, seq=128), ()),
 ])
 def test_training_only_options_imply_training_unless_a_mode_is_given(options, implied):

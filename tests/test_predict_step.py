@@ -237,7 +237,8 @@ def test_phase_profile_unsharded_runs_the_replicated_part_whole_on_each_rank():
 def test_without_sequence_parallelism_the_replicated_operators_run_tp_times_longer():
     """A profile whose forward holds 0.4 s and backward 0.8 s of replicated memory-bound kernels (of 1.4 s and
     2.8 s): with sequence parallelism they are split over tp like the rest; without it each rank runs them whole,
-    (tp − 1) × their split time more. No data parallelism, so no collective's overlap changes with it."""
+    (tp − 1) × their split time more. No data parallelism, so no collective's overlap changes with it; the backward's
+    tensor-parallel collectives exposed (--tp-backward exposed), so sequence parallelism re-gathers no input."""
     prof = profile()
     prof.phases["forward"] = PhaseProfile(compute_s=1.0, memory_s=0.4, ops=100, model_flops=10**15,
                                           replicated={"vector": (0.0, 0.4)})
@@ -245,8 +246,10 @@ def test_without_sequence_parallelism_the_replicated_operators_run_tp_times_long
                                            replicated={"vector": (0.0, 0.8)})
     eff = efficiency_for(A100, EXACT)
     for tp in (2, 4):
-        on = step_time(prof, SHAPE, Layout(tp=tp, micro_batch=16, sequence_parallel=True), A100, eff)
-        off = step_time(prof, SHAPE, Layout(tp=tp, micro_batch=16, sequence_parallel=False), A100, eff)
+        on = step_time(prof, SHAPE, Layout(tp=tp, micro_batch=16, sequence_parallel=True, tp_backward="exposed"),
+                       A100, eff)
+        off = step_time(prof, SHAPE, Layout(tp=tp, micro_batch=16, sequence_parallel=False, tp_backward="exposed"),
+                        A100, eff)
         # the replicated share is 0.4 / 1.4 of the forward and 0.8 / 2.8 of the backward: 2/7 of each
         split = 2 / 7 * (on.phases["forward_s"] + on.phases["backward_s"])
         assert off.breakdown["memory_s"] - on.breakdown["memory_s"] == pytest.approx((tp - 1) * split)

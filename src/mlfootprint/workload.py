@@ -25,7 +25,7 @@ MODES = ("inference", "train", "generate")
 # default to inference (analyze, count, memory) would otherwise drop them unseen. Each counts when given at a value
 # other than its default; --optimizer when given at all (it names the optimizer of a training step).
 TRAINING_ONLY = ("optimizer", "zero", "zeropp", "shard_group", "recompute", "grad_accum", "grad_reduce",
-                 "grad_reduce_dtype", "offload_activations", "lora_rank", "fp8_weights")
+                 "grad_reduce_dtype", "tp_backward", "offload_activations", "lora_rank", "fp8_weights")
 PRECISIONS = PRECISION_NAMES
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adafactor", "adam-8bit", "lion", "zo-sgd")
 # selective: Korthikanti et al.'s attention core; selective-op: PyTorch selective activation checkpointing with
@@ -43,6 +43,11 @@ CP_COMM = ("ring", "all-gather", "all-to-all")
 # when the data-parallel gradient reduction runs: bucket by bucket under the backward (PyTorch DDP, FSDP, DeepSpeed,
 # Megatron-LM with --overlap-grad-reduce), or after the last micro-batch's backward (Megatron-LM's default)
 GRAD_REDUCE = ("overlap", "after-backward")
+# how the backward's tensor-parallel collectives run: each column-parallel linear's input-gradient all-reduce (under
+# sequence parallelism its reduce-scatter, and the re-gather of the input it saved sharded) under that linear's own
+# GEMMs (Megatron-LM since its async all-reduce of 2021-09, Megatron-Core, Transformer Engine), or each after the
+# linear's backward, on the critical path (PyTorch tensor parallelism (DTensor), Megatron-LM before 2021-09)
+TP_BACKWARD = ("overlap", "exposed")
 # how TP-comm overlap hides the tensor-parallel collectives: Megatron/Transformer Engine's userbuffers (each GEMM split
 # into chunks, a chunk's collective under the next chunk's GEMM), or PyTorch's async tensor parallelism (the
 # micro-pipelined collective matmuls torch.compile makes; TorchTitan's enable_async_tensor_parallel)
@@ -134,6 +139,12 @@ class Workload:
         grad_reduce: when the data-parallel gradient reduction runs: ``overlap`` (default: bucket by bucket under
             the backward, as PyTorch DDP, FSDP and DeepSpeed do) or ``after-backward`` (after the last
             micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
+        tp_backward: how the backward's tensor-parallel collectives run: ``overlap`` (default: Megatron-LM's since
+            its async all-reduce of 2021-09, Megatron-Core's and Transformer Engine's: a column-parallel linear's
+            input-gradient all-reduce runs under its weight-gradient GEMM; under sequence parallelism its
+            reduce-scatter does, and the re-gather of the input it saved sharded runs under its input-gradient GEMM)
+            or ``exposed`` (PyTorch tensor parallelism (DTensor), Megatron-LM before 2021-09: each after the
+            linear's backward, on the critical path). Training with ``tp`` > 1 only.
         grad_reduce_dtype: the dtype the data-parallel gradient reduction moves under mixed precision: ``auto``
             (default: the gradients' own dtype, see ``grad_reduce_resolved``: fp32 under autocast over fp32 weights
             as PyTorch DDP reduces them, 16-bit under ZeRO-3 and with 16-bit working weights, fp32 under bf16 with
@@ -184,7 +195,7 @@ class Workload:
     Defaults: ``batch=1``, ``mode="inference"``, ``precision="fp32"``, ``optimizer="adamw"``,
     ``attention="sdpa"``, ``gen_tokens=128``, ``grad_accum=1``, ``recompute="none"``, ``zero=0``,
     ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=cp=vp=1``, ``schedule="1f1b"``, ``cp_comm="ring"``,
-    ``tp_overlap="userbuffers"``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
+    ``tp_overlap="userbuffers"``, ``tp_backward="overlap"``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
     :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it with
     ``with_changes``.
 
@@ -218,6 +229,7 @@ class Workload:
     tp_overlap: str = "userbuffers"
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
+    tp_backward: str = "overlap"
     grad_reduce_dtype: str = "auto"
     mixed_weights: str = "auto"
     fp8_weights: bool = False
@@ -293,7 +305,8 @@ class Workload:
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
                               ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
-                              ("grad-reduce", GRAD_REDUCE), ("grad-reduce-dtype", GRAD_REDUCE_DTYPE),
+                              ("grad-reduce", GRAD_REDUCE), ("tp-backward", TP_BACKWARD),
+                              ("grad-reduce-dtype", GRAD_REDUCE_DTYPE),
                               ("mixed-weights", MIXED_WEIGHTS), ("tp-overlap", TP_OVERLAP)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.fusion is not None:
@@ -529,6 +542,8 @@ class Layout:
         tp_overlap: how, ``userbuffers`` (default) or ``async-tp``; see :class:`Workload`.
         pp_comm_overlap: the interleaved schedule's pipeline sends hidden in its steady state (default False).
         grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
+        tp_backward: the backward's tensor-parallel collectives under the column-parallel linears' GEMMs,
+            ``overlap`` (default), or ``exposed``; see :class:`Workload`.
         etp: expert tensor-parallel size, a divisor of ``tp`` (default None: ``tp``); see :class:`Workload`.
         cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default), ``all-gather`` or
             ``all-to-all``.
@@ -563,6 +578,7 @@ class Layout:
     tp_overlap: str = "userbuffers"  # how: Megatron/TE userbuffers, or PyTorch's async TP (TorchTitan)
     pp_comm_overlap: bool = False  # interleaved pipeline sends overlapped in the steady state (overlap_p2p_comm)
     grad_reduce: str = "overlap"  # gradient reduction under the backward, or after it (Megatron-LM's default)
+    tp_backward: str = "overlap"  # backward TP collectives under the column-parallel GEMMs (Megatron), or exposed
     etp: int | None = None  # expert tensor parallelism (MoE Parallel Folding); None: tp
     cp: int = 1  # context parallelism: each sequence split over cp devices
     vp: int = 1  # virtual pipeline stages per device (interleaved 1F1B when > 1)
@@ -577,7 +593,7 @@ class Layout:
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         for name, allowed in (("offload", OFFLOAD), ("recompute", RECOMPUTE), ("precision", PRECISIONS),
                               ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
-                              ("grad-reduce", GRAD_REDUCE), ("tp-overlap", TP_OVERLAP)):
+                              ("grad-reduce", GRAD_REDUCE), ("tp-overlap", TP_OVERLAP), ("tp-backward", TP_BACKWARD)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
@@ -640,6 +656,8 @@ class Layout:
             s += " pp-comm-overlap"
         if self.grad_reduce != "overlap":
             s += f" grad-reduce={self.grad_reduce}"
+        if self.tp > 1 and self.tp_backward != "overlap":
+            s += f" tp-backward={self.tp_backward}"
         if self.etp is not None and self.etp != self.tp:
             s += f" etp={self.etp}"
         if self.offload != "none":
@@ -658,8 +676,8 @@ class Layout:
                    sequence_parallel=wl.sequence_parallel_on,
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
                    tp_comm_overlap=wl.tp_comm_overlap, tp_overlap=wl.tp_overlap,
-                   pp_comm_overlap=wl.pp_comm_overlap, grad_reduce=wl.grad_reduce, etp=wl.etp,
-                   offload_activations=wl.offload_activations if wl.training else 0.0,
+                   pp_comm_overlap=wl.pp_comm_overlap, grad_reduce=wl.grad_reduce, tp_backward=wl.tp_backward,
+                   etp=wl.etp, offload_activations=wl.offload_activations if wl.training else 0.0,
                    cp=wl.cp, vp=wl.vp, schedule=wl.schedule, cp_comm=wl.cp_comm)
 
 

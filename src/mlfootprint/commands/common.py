@@ -5,7 +5,7 @@ import argparse
 
 from ..core.units import parse_size
 from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MIXED_WEIGHTS, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
-                        RECOMPUTE, SCHEDULES, TP_OVERLAP, Workload)
+                        RECOMPUTE, SCHEDULES, TP_BACKWARD, TP_OVERLAP, Workload)
 
 
 def _choice(allowed: tuple[str, ...]):
@@ -104,6 +104,12 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
                        help="when the data-parallel gradient reduction runs: overlap (bucket by bucket under the "
                             "backward, as PyTorch DDP, FSDP and DeepSpeed do; default) or after-backward (after the "
                             "last micro-batch's backward, exposed: Megatron-LM without --overlap-grad-reduce)")
+        g.add_argument("--tp-backward", type=_choice(TP_BACKWARD), default=None,
+                       help="with --tp > 1 in training: how the backward's tensor-parallel collectives run: overlap "
+                            "(each column-parallel linear's input-gradient all-reduce, or under sequence parallelism "
+                            "its reduce-scatter and its input's re-gather, under that linear's own GEMMs: Megatron-LM "
+                            "since 2021-09, Megatron-Core, Transformer Engine; default) or exposed (after each "
+                            "linear's backward: PyTorch tensor parallelism, Megatron-LM before 2021-09)")
         g.add_argument("--grad-reduce-dtype", type=_choice(GRAD_REDUCE_DTYPE), default=None,
                        help="the dtype data-parallel gradients are reduced in under mixed precision: auto (their own "
                             "dtype: fp32 under autocast over fp32 weights, as PyTorch DDP reduces them; 16-bit with "

@@ -211,7 +211,7 @@ _FREE_FORM_SHAPES: dict[tuple[str, str], dict[str, Any]] = {
         "shard_group": {"type": ["integer", "null"]}, "etp": {"type": ["integer", "null"]},
         "offload_activations": {"type": "number"},
         **{k: {"type": "string"} for k in ("offload", "recompute", "precision", "optimizer", "schedule", "cp_comm",
-                                           "grad_reduce", "tp_overlap")},
+                                           "grad_reduce", "tp_overlap", "tp_backward")},
         **{k: {"type": "boolean"} for k in ("sequence_parallel", "zeropp", "tp_comm_overlap",
                                                             "pp_comm_overlap")}},
         "additionalProperties": _SCALAR},

@@ -441,6 +441,28 @@ class _Classifier:
         self._cache[key] = (block, shard)
         return block, shard
 
+    def _nearest_linear(self, parts: list[str]) -> tuple[str, int]:
+        """The tensor-parallel kind of the innermost parallel linear on a module path (``row``, ``column``, or ``""``
+        for none) and the index of its name in ``parts``."""
+        for i in range(len(parts) - 1, -1, -1):
+            name = parts[i]
+            parent = parts[i - 1] if i > 0 else ""
+            if name in self.row or (name == "dense" and parent == "output"):
+                return "row", i
+            if name in self.column or (name == "dense" and parent == "intermediate"):
+                return "column", i
+        return "", -1
+
+    def column_group(self, path: str) -> str | None:
+        """See :func:`tp_readings`."""
+        if self.block_of(path) is None:
+            return None
+        parts = path.split(".")
+        kind, i = self._nearest_linear(parts)
+        if kind != "column":
+            return None
+        return "attention" if any("attn" in p.lower() or "attention" in p.lower() for p in parts[:i]) else "mlp"
+
     def replicated_operators(self, path: str) -> bool:
         """See :func:`tp_replicated`."""
         if self.block_of(path) is None:
@@ -457,15 +479,11 @@ class _Classifier:
         if path in self.after_row:
             return False
         parts = path.split(".")
-        for i in range(len(parts) - 1, -1, -1):
-            name = parts[i]
-            parent = parts[i - 1] if i > 0 else ""
-            if name in self.row or (name == "dense" and parent == "output"):
-                # row-parallel: its output is all-reduced (full); the gradient of its input is sharded
-                return not forward_like
-            if name in self.column or (name == "dense" and parent in ("intermediate",)):
-                # column-parallel: its output is sharded; the gradient of its input is all-reduced (full)
-                return forward_like
+        kind, _ = self._nearest_linear(parts)
+        if kind == "row":  # its output is all-reduced (full); the gradient of its input is sharded
+            return not forward_like
+        if kind == "column":  # its output is sharded; the gradient of its input is all-reduced (full)
+            return forward_like
         return any(any(k in part.lower() for k in self.sharded_parts) for part in parts)
 
 
@@ -475,11 +493,31 @@ def tp_replicated(tr: Trace) -> Callable[[str], bool]:
     row-parallel linears and its own operators (the residual adds) — the modules whose outputs the activation
     classifier keeps replicated; the linears' GEMMs are split either way, and outside the blocks the embedding and
     the head are vocabulary-parallel. For the step-time model: one reading of the modules for memory and time."""
+    return tp_readings(tr)[0]
+
+
+def tp_readings(tr: Trace) -> tuple[Callable[[str], bool], Callable[[str], tuple[str, int, bool] | None]]:
+    """Two readings of a trace's modules under tensor parallelism, from one classifier: :func:`tp_replicated`'s, and
+    for a module path inside a column-parallel linear of the blocks (None elsewhere): (its group, the elements of
+    its module's weight, whether that weight is trained). The group is the linear Megatron-LM fuses, whose input
+    gradient is all-reduced once per layer in the backward: ``attention`` (the query, key and value projections)
+    or ``mlp`` (the first MLP linear, gate and up together). For the step-time model: the GEMMs a backward
+    tensor-parallel collective runs under, a weight-gradient GEMM being the one that writes the weight's elements."""
     facts = getattr(tr, "memory", None)
     if facts is None or not facts.blocks:
-        return lambda path: False
+        return (lambda path: False), (lambda path: None)
     clf = _Classifier(tr, _top_level_blocks(facts.blocks), facts.output_embedding)
-    return clf.replicated_operators
+    weights = {p.name.rpartition(".")[0]: (p.numel, p.trainable) for p in tr.params if p.name.endswith(".weight")}
+    cache: dict[str, tuple[str, int, bool] | None] = {}
+
+    def column(path: str) -> tuple[str, int, bool] | None:
+        if path not in cache:
+            group = clf.column_group(path)
+            numel, trainable = weights.get(path, (0, False))
+            cache[path] = (group, numel, trainable) if group else None
+        return cache[path]
+
+    return clf.replicated_operators, column
 
 
 def _top_level_blocks(spans: list[BlockSpan]) -> list[BlockSpan]:

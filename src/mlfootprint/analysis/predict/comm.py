@@ -130,6 +130,12 @@ def all_to_all_time(nbytes: float, n: int, node_ranks: int, intra: float, inter:
     return rounds * (max(inside, across) + (n - 1) * per_step_latency(latency_s))
 
 
+# The column-parallel linears of a transformer layer, each with one input-gradient all-reduce in the backward
+# (Megatron-LM: the fused query-key-value projection and the first MLP linear; a parallel attention+MLP block's two
+# branches each have one).
+TP_COLUMN_LINEARS_PER_LAYER = 2
+
+
 def tp_all_reduces_per_layer(training: bool, full_recompute: bool, parallel_block: bool = False) -> int:
     """Megatron: 2 in forward (attention and MLP output), 2 in backward; a recomputed forward repeats its 2.
 
@@ -141,7 +147,7 @@ def tp_all_reduces_per_layer(training: bool, full_recompute: bool, parallel_bloc
     forward = 1 if parallel_block else 2
     if not training:
         return forward
-    return forward + 2 + (forward if full_recompute else 0)
+    return forward + TP_COLUMN_LINEARS_PER_LAYER + (forward if full_recompute else 0)
 
 
 # ZeRO++ (Wang et al. 2023, arXiv:2306.10209, Sec. 4): qwZ gathers weights block-quantized to int8 (1 byte per

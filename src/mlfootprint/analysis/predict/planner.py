@@ -154,6 +154,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
     tp_overlap_how = getattr(wl, "tp_overlap", "userbuffers")  # the stack's, not searched
     pp_overlap = bool(getattr(wl, "pp_comm_overlap", False))  # the stack's, not searched
     grad_reduce = getattr(wl, "grad_reduce", "overlap")  # the stack's, not searched
+    tp_backward = getattr(wl, "tp_backward", "overlap")  # the stack's, not searched
     etp = getattr(wl, "etp", None)  # the user's expert tensor parallelism: layouts whose tp it divides
     for t in tps:
         if devices % t or (etp is not None and (t % etp or ep <= 1)):
@@ -203,7 +204,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                                                       cp_comm=cp_comm, tp_comm_overlap=tp_overlap,
                                                       tp_overlap=tp_overlap_how,
                                                       pp_comm_overlap=pp_overlap,
-                                                      grad_reduce=grad_reduce, etp=etp,
+                                                      grad_reduce=grad_reduce, tp_backward=tp_backward, etp=etp,
                                                       sequence_parallel=wl.sequence_parallel_at(t)))
     return out
 

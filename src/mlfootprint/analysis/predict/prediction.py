@@ -279,8 +279,12 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                      "stay inside the node (hpZ) and the gradients move int4 (qgZ, 0.5 B per element)")
         out.append(rule)
     if par.tp > 1 and not par.tp_comm_overlap:
-        out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under the "
-                   "GEMMs)")
+        if shape.training and par.tp_backward == "overlap":
+            out.append("tensor-parallel collectives exposed but the backward's column-parallel ones (no TP-comm "
+                       "overlap; --tp-comm-overlap hides them all under the GEMMs)")
+        else:
+            out.append("tensor-parallel collectives exposed (no TP-comm overlap; --tp-comm-overlap hides them under "
+                       "the GEMMs)" + ("; --tp-backward exposed: the backward's too" if shape.training else ""))
     if par.pp > 1 and not (par.pp_comm_overlap and par.vp > 1):
         out.append("pipeline sends and receives exposed (blocking p2p between micro-batches; with --vp > 1, "
                    "--pp-comm-overlap hides the interleaved schedule's steady-state sends)")

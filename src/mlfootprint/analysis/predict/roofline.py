@@ -46,6 +46,7 @@ _TORCH_DTYPES = {
     "float8_e4m3fnuz": "fp8", "float8_e5m2fnuz": "fp8", "int8": "int8", "uint8": "int8",
 }
 _BLOCK_RE = re.compile(r"(^|\.)\d+(\.|$)")
+_ITEMSIZE = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
 
 
 @dataclass
@@ -146,6 +147,9 @@ class GemmBin:
 
 
 BLOCK_FORWARD = "block_forward"  # the key of the blocks' forward GEMMs in Profile.gemm_bins
+# the keys of the blocks' column-parallel linears' backward GEMMs in Profile.gemm_bins: this + "group/kind"
+COLUMN_BACKWARD = "column_backward:"
+GRADIENT_GEMMS = ("dgrad", "wgrad")  # a linear's backward: the input gradient, then the weight gradient
 
 
 @dataclass
@@ -169,6 +173,10 @@ class Profile:
     gemm: GemmCurve | None = None  # the size table 16-bit GEMMs are rated by (None: the flat matmul factor)
     gemm_bins: dict[str, dict[tuple, GemmBin]] = field(default_factory=dict)
     attention: AttentionRate | None = None  # the class rate 16-bit fused attention was timed at (None: the factor)
+    # the backward GEMMs of the blocks' column-parallel linears, by the group Megatron-LM fuses into one linear
+    # (memory/timeline.tp_readings: attention, mlp) and kind, keyed "group/dgrad" and "group/wgrad": a subset of the
+    # backward phase
+    column_backward: dict[str, PhaseProfile] = field(default_factory=dict)
     host_modelled: bool = False  # phases carry the eager host time (host.py): the step waits on the slower side
     host_scale: float = 1.0  # this host's dispatch time against the reference host's (hardware calibrate)
     _at: dict[tuple[str, float], PhaseProfile] = field(default_factory=dict, repr=False)
@@ -181,13 +189,26 @@ class Profile:
         """The repeated blocks' forward (what full recomputation re-runs), GEMMs at ``gemm_scale``."""
         return self._with_gemms(BLOCK_FORWARD, self.block_forward, gemm_scale)
 
+    def column_backward_at(self, gemm_scale: float = 1.0) -> dict[str, PhaseProfile]:
+        """The backward GEMMs of the blocks' column-parallel linears by "group/kind", GEMMs at ``gemm_scale``."""
+        return {g: self._with_gemms(COLUMN_BACKWARD + g, base, gemm_scale)
+                for g, base in sorted(self.column_backward.items())}
+
+    def column_backward_s(self, gemm_scale: float = 1.0) -> dict[str, dict[str, float]]:
+        """Their time by group, then kind: {"attention": {"dgrad": s, "wgrad": s}, ...} (:meth:`column_backward_at`)."""
+        out: dict[str, dict[str, float]] = {}
+        for key, p in self.column_backward_at(gemm_scale).items():
+            group, _, kind = key.partition("/")
+            out.setdefault(group, dict.fromkeys(GRADIENT_GEMMS, 0.0))[kind] = p.time_s
+        return out
+
     def gemm_efficiency(self, gemm_scale: float = 1.0) -> float | None:
         """FLOP-weighted mean efficiency of the table-rated GEMMs of one step at ``gemm_scale`` (None: no table)."""
         if self.gemm is None:
             return None
         flops = ideal = 0.0
         for name, bins in self.gemm_bins.items():
-            if name == BLOCK_FORWARD:
+            if name == BLOCK_FORWARD or name.startswith(COLUMN_BACKWARD):
                 continue
             for b in bins.values():
                 flops += b.model_flops
@@ -269,14 +290,18 @@ def peak_for_precision(device: Any, precision: str) -> tuple[float, str]:
 _SPLIT_CLASSES = frozenset({"matmul", "attention", "conv"})
 
 
-def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: Any = None
-                ) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int, dict[str, dict[tuple, GemmBin]]]:
-    """Sum each kernel's (compute, memory) time by phase, for the transformer blocks' forward and for
-    unfused attention's forward core (its two products and every kernel between them); total the recompute
-    FLOPs of fused backward kernels. A kernel for which ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes
-    into that bin instead of the sums. ``replicated(module)``: whether a kernel outside the matrix classes
-    runs whole on every tensor-parallel rank without sequence parallelism (PhaseProfile.replicated)."""
+def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: Any = None, column: Any = None
+                ) -> tuple[dict[str, PhaseProfile], PhaseProfile, PhaseProfile, int, dict[str, dict[tuple, GemmBin]],
+                           dict[str, PhaseProfile]]:
+    """Sum each kernel's (compute, memory) time by phase, for the transformer blocks' forward, for
+    unfused attention's forward core (its two products and every kernel between them) and for the backward GEMMs
+    of the blocks' column-parallel linears by group; total the recompute FLOPs of fused backward kernels. A kernel
+    for which ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes into that bin instead of the sums.
+    ``replicated(module)``: whether a kernel outside the matrix classes runs whole on every tensor-parallel rank
+    without sequence parallelism (PhaseProfile.replicated); ``column(module)``: the column-parallel group of a
+    module, or None (memory/timeline.tp_readings)."""
     phases: dict[str, PhaseProfile] = {}
+    columns: dict[str, PhaseProfile] = {}
     block_fwd = PhaseProfile()
     attn_fwd = PhaseProfile()
     fused = 0
@@ -285,11 +310,24 @@ def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: An
     for r in records:
         cls = op_class(r)
         binned = gemm_bin(r, cls) if gemm_bin is not None else None
+        group = None
+        if r.phase == "backward" and cls == "matmul" and column is not None:
+            found = column(r.module or "")
+            if found:
+                # a trained linear's backward: the input-gradient GEMM and the weight-gradient one, which writes the
+                # weight's elements (a frozen LoRA base runs the first only)
+                name, numel, trained = found
+                size = _ITEMSIZE.get((r.out_dtype or "").replace("torch.", ""), 0)
+                wgrad = trained and numel > 0 and r.bytes_written == numel * size
+                group = f"{name}/{GRADIENT_GEMMS[wgrad]}"
         if binned is not None:
             key, fill = binned
             places = [r.phase]
             if r.phase == "forward" and _BLOCK_RE.search(r.module or ""):
                 places.append(BLOCK_FORWARD)
+            if group:
+                places.append(COLUMN_BACKWARD + group)
+                columns.setdefault(group, PhaseProfile())
             for place in places:
                 b = bins.setdefault(place, {}).setdefault(key, GemmBin())
                 fill(b)
@@ -301,6 +339,8 @@ def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: An
             ph = phases[r.phase] = PhaseProfile()
         repl = replicated is not None and cls not in _SPLIT_CLASSES and replicated(r.module or "")
         ph.add(cls, tc, tm, r, repl)
+        if group:
+            columns.setdefault(group, PhaseProfile()).add(cls, tc, tm, r)
         if r.phase == "forward":
             if _BLOCK_RE.search(r.module or ""):
                 block_fwd.add(cls, tc, tm, r, repl)
@@ -315,7 +355,7 @@ def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: An
                 core = r.module if core is None else None
         elif r.phase == "backward":
             fused += r.recompute_flops
-    return phases, block_fwd, attn_fwd, fused, bins
+    return phases, block_fwd, attn_fwd, fused, bins, columns
 
 
 def resolve_fusion(device: Any, eff: Efficiency, fusion: str | None) -> tuple[str, str]:
@@ -336,10 +376,11 @@ def build_profile(trace: Any, device: Any, eff: Efficiency, precision: str, fusi
     else:
         # the workload's attention picks the fused kernel's rate where the device class has one for it (flash2)
         attention = getattr(getattr(trace, "workload", None), "attention", None)
-        from ..memory.timeline import tp_replicated  # the memory model's reading of the same modules
+        from ..memory.timeline import tp_readings  # the memory model's reading of the same modules
 
+        replicated, column = tp_readings(trace)
         profile = _build_profile(kernels, device, eff, precision, mode, attention=attention,
-                                 replicated=tp_replicated(trace))
+                                 replicated=replicated, column=column)
     profile.fusion = summary
     if mode == "none" and getattr(device, "kind", "") == "gpu" and not eff.curves:
         _add_host_time(profile, kernels, trace,
@@ -405,7 +446,7 @@ def _table_applies(eff: Efficiency, factor: str) -> bool:
 
 
 def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, fusion: str = "none",
-                   attention: str | None = None, replicated: Any = None) -> Profile:
+                   attention: str | None = None, replicated: Any = None, column: Any = None) -> Profile:
     peak, peak_dtype = peak_for_precision(device, precision)
     fallbacks: list[str] = []
     bw = device.memory_bandwidth_bytes_per_s * eff["memory_bandwidth"]
@@ -532,7 +573,7 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
             b.other_s += r.other_flops / vector_rate
         return key, fill
 
-    phases, block_fwd, attn_fwd, fused, bins = _accumulate(records, op_time, gemm_bin, replicated)
+    phases, block_fwd, attn_fwd, fused, bins, columns = _accumulate(records, op_time, gemm_bin, replicated, column)
     overhead, overhead_source = per_op_overhead(device, eff)
     rates = {c: peak * eff[c] for c in ("matmul", "attention", "conv")}
     rates["vector"] = vector_rate
@@ -550,7 +591,8 @@ def _build_profile(records: Any, device: Any, eff: Efficiency, precision: str, f
         fallbacks.append(f"16-bit fused attention on {device.id} rated by its class, not the flat attention factor: "
                          f"{attn_rate.how}")
     return Profile(phases, block_fwd, attn_fwd, fused, overhead, peak, peak_dtype, rates, fallbacks, overhead_source,
-                   gemm=table, gemm_bins=bins, attention=attn_rate if rated_by_class else None)
+                   gemm=table, gemm_bins=bins, attention=attn_rate if rated_by_class else None,
+                   column_backward=columns)
 
 
 def _build_profile_curves(trace: Any, records: Any, device: Any, eff: Efficiency, precision: str) -> Profile:
@@ -586,6 +628,9 @@ def _build_profile_curves(trace: Any, records: Any, device: Any, eff: Efficiency
             tm = nbytes / (mem_curve(nbytes) if mem_curve is not None else bw)
         return tc, tm
 
-    phases, block_fwd, attn_fwd, fused, _ = _accumulate(records, op_time)
+    from ..memory.timeline import tp_readings
+
+    phases, block_fwd, attn_fwd, fused, _, columns = _accumulate(records, op_time, column=tp_readings(trace)[1])
     base.phases, base.block_forward, base.attention_forward, base.fused_recompute_flops = phases, block_fwd, attn_fwd, fused
+    base.column_backward = columns
     return base

@@ -249,7 +249,11 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     fwd_s, bwd_s, rc_s = fwd.time_s * share * model_k, bwd.time_s * share * model_k, rc.time_s * share * block_k
     attention_s = (fwd.by_class.get("attention", 0.0) + bwd.by_class.get("attention", 0.0)) * share * block_k \
         + rc.by_class.get("attention", 0.0) * share * block_k
-    c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s)
+    # the backward GEMMs of the slowest stage's column-parallel linears, by group: what the backward's tensor-parallel
+    # collectives run under (_tp_exposed)
+    column_s = {g: {kind: t * share * block_k for kind, t in kinds.items()}
+                for g, kinds in profile.column_backward_s(k).items()} if shape.training and par.tp > 1 else {}
+    c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s, column_s)
     if shape.training and activation_offload_bytes > 0:
         _activation_offload(c, activation_offload_bytes, m, eff, fwd_s, bwd_s + rc_s)
 
@@ -411,12 +415,18 @@ class _Communication:
     volumes: dict[str, float] = field(default_factory=dict)  # bytes sent per device per step
     notes: list[str] = field(default_factory=list)
     by_collective: dict[str, float] = field(default_factory=dict)  # dp_<collective>_s and dp_<collective>_exposed_s
+    # the backward's tensor-parallel collectives of the column-parallel linears, per group (attention, mlp) over the
+    # step: one all-reduce of the input gradient each per layer and micro-batch (under sequence parallelism its
+    # reduce-scatter and the input's re-gather, the same bytes); 0 without tensor parallelism or training
+    tp_column_s: float = 0.0
 
 
 def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency, m: int, fwd_s: float,
-                   bwd_s: float, attention_s: float = 0.0) -> _Communication:
+                   bwd_s: float, attention_s: float = 0.0, column_s: dict[str, dict[str, float]] | None = None
+                   ) -> _Communication:
     """Tensor-, pipeline- and expert-parallel traffic, the data-parallel gradient sync and offload transfers,
-    and how much of each is exposed (not hidden under the compute it overlaps with)."""
+    and how much of each is exposed (not hidden under the compute it overlaps with). ``column_s``: the backward
+    GEMM time of the column-parallel linears over the step, by group and kind (``Profile.column_backward_s``)."""
     c = _Communication()
     n = par.devices
     links = _links(device) if n > 1 else (1.0, 1.0, 1)
@@ -444,8 +454,9 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
         c.cp_x = max(c.cp_s - attention_s, 0.0)
     else:
         c.cp_x = c.cp_s  # the all-gathers and all-to-alls sit before attention: on the critical path
-    # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap hides them (_tp_exposed).
-    c.tp_x = _tp_exposed(c, par, fwd_s + bwd_s)
+    # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap hides them, or the backward's run
+    # under the column-parallel linears' own GEMMs (_tp_exposed).
+    c.tp_x = _tp_exposed(c, par, fwd_s + bwd_s, column_s)
     # 1F1B's sends and receives block the stage between micro-batches (no p2p overlap): exposed; with p2p overlap
     # the interleaved schedule's steady state hides them under the next chunk (_pipeline_exposed).
     c.pp_x = _pipeline_exposed(c.pp_s, par, m, fwd_s, bwd_s) if c.pp_s else 0.0
@@ -462,16 +473,30 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
     return c
 
 
-def _tp_exposed(c: _Communication, par: Layout, compute_s: float) -> float:
+def _regathers_input(par: Layout) -> bool:
+    """Whether the backward gathers the column-parallel linears' inputs again: Megatron-LM's and Transformer Engine's
+    sequence parallelism (``tp_backward`` overlap), not PyTorch's tensor parallelism (DTensor, async TP), whose
+    autograd keeps the gathered input."""
+    return par.sequence_parallel and par.tp_backward == "overlap" \
+        and not (par.tp_comm_overlap and par.tp_overlap == "async-tp")
+
+
+def _tp_exposed(c: _Communication, par: Layout, compute_s: float,
+                column_s: dict[str, dict[str, float]] | None = None) -> float:
     """The exposed part of the tensor-parallel collectives (``c.tp_s``), with a note on how it was found.
 
-    Without TP-comm overlap, all of it: each collective sits between dependent GEMMs. With Megatron/Transformer
-    Engine's userbuffers (``tp_overlap="userbuffers"``) each GEMM runs in chunks, a chunk's collective under the next
+    Without TP-comm overlap, all of it but what :func:`_tp_backward_hidden` hides (``tp_backward`` overlap): each
+    collective sits between dependent GEMMs, the backward's column-parallel ones beside their linear's own GEMMs.
+    With Megatron/Transformer Engine's userbuffers (``tp_overlap="userbuffers"``) each GEMM runs in chunks, a chunk's collective under the next
     chunk's GEMM: exposed is only what exceeds the forward and backward compute. PyTorch's async tensor parallelism
     (``"async-tp"``) hides a calibrated share of what the compute could hide (step_model.toml [communication]
     async_tp_hidden_share): TorchTitan's measured gain from it is far below what a full overlap would give."""
-    if not par.tp_comm_overlap or not c.tp_s:
+    if not c.tp_s:
         return c.tp_s
+    if not par.tp_comm_overlap:
+        if par.tp_backward != "overlap" or not c.tp_column_s:
+            return c.tp_s
+        return c.tp_s - _tp_backward_hidden(c, par, column_s or {})
     hideable = min(c.tp_s, compute_s)
     if par.tp_overlap == "async-tp":
         share = float(STEP_MODEL.value("communication", "async_tp_hidden_share"))
@@ -482,6 +507,41 @@ def _tp_exposed(c: _Communication, par: Layout, compute_s: float) -> float:
     c.notes.append("TP-comm overlap: the tensor-parallel collectives run under the layers' GEMMs; exposed "
                    "is what exceeds the forward and backward compute")
     return c.tp_s - hideable
+
+
+def _tp_backward_hidden(c: _Communication, par: Layout, column_s: dict[str, dict[str, float]]) -> float:
+    """What of the backward's tensor-parallel collectives runs under the column-parallel linears' own GEMMs
+    (Megatron-LM's async all-reduce, default since 2021-09, ``--no-async-tensor-model-parallel-allreduce`` to turn it
+    off; Megatron-Core; Transformer Engine), with a note.
+
+    A column-parallel linear's backward computes the input gradient (dgrad), starts its all-reduce and computes the
+    weight gradient (wgrad) under it; under sequence parallelism it starts the re-gather of its input under dgrad
+    and the reduce-scatter of the input gradient under wgrad (megatron/core/tensor_parallel/layers.py at 285068c8,
+    LinearWithGradAccumulationAndAsyncCommunication.backward; Korthikanti et al. 2022, Sec. 6.2, "we overlap
+    all-reduce communication with the linear weight's gradient computation"). Per group g (the fused QKV, the first
+    MLP linear) with input- and weight-gradient GEMM times D_g and W_g over the step (a frozen weight, as under
+    LoRA, has no W_g), and its collectives T (one all-reduce per layer and micro-batch; under sequence parallelism
+    an all-gather and a reduce-scatter, half each): hidden min(T, W_g), or min(T/2, D_g) + min(T/2, W_g). The
+    row-parallel linears' backward (the all-gather of the output gradient under sequence parallelism) stays exposed.
+    Groups the module names do not tell apart share the GEMMs of all of them."""
+    t = c.tp_column_s
+    n = comm.TP_COLUMN_LINEARS_PER_LAYER
+    groups = [(g.get("dgrad", 0.0), g.get("wgrad", 0.0)) for g in column_s.values()]
+    if not any(d + w for d, w in groups):
+        c.notes.append("backward tensor-parallel overlap: no column-parallel linear found by its module name "
+                       "(analysis/memory/data/tensor_parallel.toml), nothing hidden")
+        return 0.0
+    pairs = [(t, d, w) for d, w in groups] if len(groups) == n else \
+        [(n * t, sum(d for d, _ in groups), sum(w for _, w in groups))]
+    sp = par.sequence_parallel
+    hidden = sum(min(tt / 2, d) + min(tt / 2, w) if sp else min(tt, w) for tt, d, w in pairs)
+    what = ("its reduce-scatter of the input gradient under the weight-gradient GEMM and the re-gather of its input "
+            "under the input-gradient GEMM" if sp else "its input-gradient all-reduce under the weight-gradient GEMM")
+    c.notes.append(f"backward tensor-parallel overlap (Megatron-LM's async all-reduce, Megatron-Core, Transformer "
+                   f"Engine): each column-parallel linear runs {what}; {plain_number(hidden, 3)} s of the "
+                   f"{plain_number(n * t, 3)} s these collectives take is hidden; --tp-backward exposed for PyTorch "
+                   "tensor parallelism")
+    return hidden
 
 
 def _pipeline_exposed(pp_s: float, par: Layout, m: int, fwd_s: float, bwd_s: float) -> float:
@@ -531,14 +591,27 @@ def _tensor_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
     inside = par.tp <= dpn
     bw, lat = _link(links, eff, inside)
     per_layer = comm.tp_all_reduces_per_layer(shape.training, par.recompute == "full", shape.parallel_block)
-    count = per_layer * (shape.layers / par.pp) * m
+    layer_steps = (shape.layers / par.pp) * m  # a stage's layers × micro-batches
+    count = per_layer * layer_steps
     if shape.parallel_block:
         c.notes.append(f"parallel attention+MLP blocks: the two outputs are summed before one tensor-parallel all-reduce "
                        f"in the forward, the backward all-reduces each branch's input gradient ({per_layer} per layer "
                        "and micro-batch, GPT-NeoX's gpt_j_residual)")
     vol = comm.all_reduce_volume(act_elems * shape.act_bytes, par.tp)
+    one = comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)  # an all-reduce (an all-gather + a reduce-scatter)
+    if shape.training:
+        c.tp_column_s = layer_steps * one
+        if _regathers_input(par):
+            # Megatron-LM's sequence parallelism keeps a column-parallel linear's input sharded for the backward and
+            # gathers it again there (megatron/core/tensor_parallel/layers.py, LinearWithGradAccumulationAndAsync-
+            # Communication; Transformer Engine's Linear likewise): an all-gather per such linear, per layer and
+            # micro-batch, half an all-reduce's bytes each
+            count += comm.TP_COLUMN_LINEARS_PER_LAYER / 2 * layer_steps
+            c.notes.append("sequence parallelism keeps each column-parallel linear's input sharded for the backward "
+                           "and gathers it again there (Megatron-LM, Transformer Engine): one more all-gather per such "
+                           "linear, layer and micro-batch")
     c.volumes["tp_bytes"] = vol * count
-    c.tp_s = count * comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)
+    c.tp_s = count * one
     if not inside:
         c.notes.append(f"the tensor-parallel group of {par.tp} spans nodes ({dpn} devices per node): inter-node bandwidth")
 
