@@ -259,6 +259,22 @@ def test_runs_without_flash_attention_time_their_frameworks_own_attention():
     assert len(megascale_own) == 8 and all(r.get("attention", "sdpa") == "sdpa" for r in megascale_own)  # FA2
 
 
+def test_runs_whose_framework_ran_the_backward_tp_collectives_after_each_linear_say_so():
+    # TP BACKWARD in the data file: Megatron-LM overlaps a column-parallel linear's input-gradient all-reduce with its
+    # weight-gradient GEMM since 16c90445e7 (2021-09-02); Narayanan et al.'s script is of 2021-08-10, BigScience's
+    # Megatron-DeepSpeed all-reduces in _CopyToModelParallelRegion's backward, TorchTitan's DTensor after the matmul
+    exposed = {r["id"] for r in DS.runs if r["tp"] > 1 and (r["source"] in ("narayanan-2021", "bloom-2022")
+                                                           or r["source"].startswith("torchtitan"))}
+    assert len(exposed) == 9 + 1 + 7
+    for run in DS.runs:
+        wl, missing, _ = pr.workload_for(run, pr.workload_fields())
+        assert wl.tp_backward == ("exposed" if run["id"] in exposed else "overlap"), run["id"]
+        assert not any("tp_backward" in m for m in missing), run["id"]
+    # where the source does not say, the row says it took the default (Llama 3's own stack)
+    for run in (r for r in DS.runs if r["source"] == "llama3-2024"):
+        assert any(a.startswith("tp_backward overlap") for a in run["assumed"]), run["id"]
+
+
 def test_published_figures_agree_with_the_other_figures_their_sources_print():
     checked = 0
     for run in DS.runs:
