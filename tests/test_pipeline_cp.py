@@ -110,11 +110,14 @@ def test_uneven_stages_the_slowest_sets_the_step():
     st = step_time(profile(), shape(layers=18), Layout(pp=4, micro_batch=1), FAST, EFF)
     assert st.stages == (4, 5, 5, 4)
     assert st.breakdown["compute_s"] == pytest.approx(3.0 * 5 / 18)
-    assert st.breakdown["bubble_s"] == pytest.approx(3 / 16 * 3.0 * 5 / 18)
+    # the bubble is the other stages' fill and drain (4 + 5 + 4 blocks), once each per step, 1/16 of their work
+    assert st.breakdown["bubble_s"] == pytest.approx((4 + 5 + 4) / 18 * 3.0 / 16)
     # 80% of the forward in the blocks, 20% (head, loss) on the last stage: 0.8 × 4/18 + 0.2 = 0.3778 of the
     # model, more than a middle stage's 0.8 × 5/18 = 0.2222
     st = step_time(profile(block_share=0.8), shape(layers=18), Layout(pp=4, micro_batch=1), FAST, EFF)
     assert st.breakdown["compute_s"] == pytest.approx(3.0 * (0.8 * 4 / 18 + 0.2))
+    # the last stage paces the step; the bubble is the others': 0.8 × (4 + 5 + 5) / 18 of the work, over 16
+    assert st.breakdown["bubble_s"] == pytest.approx(3.0 * 0.8 * 14 / 18 / 16)
     assert any("uneven pipeline stages: 4, 5 × 2, 4" in n for n in st.notes)
 
 

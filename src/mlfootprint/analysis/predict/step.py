@@ -12,7 +12,8 @@ Scaling from the trace to one device (stated in every report):
 - pipeline stages hold ``workload.stage_layers(layers, pp)`` blocks each; the
   blocks' work splits by layer count, the rest of the model (head, loss,
   embedding) runs on the last stage; the slowest stage sets the step time;
-- the schedule's bubble, per micro-batch time t of the slowest stage: 1F1B
+- the schedule's bubble, per micro-batch time t of the other stages (their mean: the
+  slowest stage paces the m micro-batches, the others fill and drain): 1F1B
   (p−1)·t, i.e. (p−1)/m of the ideal m·t (Narayanan et al. 2021, arXiv:2104.04473,
   Sec. 2.2.1); interleaved with v virtual stages (p−1)·t/v, with v× the
   point-to-point sends (Sec. 2.2.2); zero-bubble ZB-H1 (p−1)·(T_F + T_B − T_W)
@@ -233,7 +234,7 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
         # without sequence parallelism every tensor-parallel rank runs the norms, the dropouts after the row-parallel
         # linears and the residual stream on the whole sequence (Korthikanti et al. 2022, Sec. 4.2.2)
         fwd, bwd, rc = fwd.unsharded(par.tp), bwd.unsharded(par.tp), rc.unsharded(par.tp)
-    stages, model_k, block_k = _stage_factors(profile, shape, par, k)
+    stages, model_k, block_k, others_k, others_block_k = _stage_factors(profile, shape, par, k)
     # the slowest stage: its share of the blocks (and, on the last stage, the head and loss), × pp
     work = fwd.plus(bwd).scaled(share * model_k).plus(rc.scaled(share * block_k))
     floor_extra = _weight_streaming_floor(profile, shape, par, m, work.time_s)
@@ -258,7 +259,10 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
         _activation_offload(c, activation_offload_bytes, m, eff, fwd_s, bwd_s + rc_s)
 
     pipe_work = work.time_s + floor_extra + overhead_fb + c.tp_x + c.pp_x + c.ep_x + c.cp_x + c.act_x
-    bubble, bubble_note = _bubble(par, m, pipe_work, fwd_s + rc_s, bwd_s)
+    # the bubble is the other stages' fill and drain: their mean work in place of the slowest stage's
+    others_work = pipe_work + (fwd.time_s + bwd.time_s) * share * (others_k - model_k) \
+        + rc.time_s * share * (others_block_k - block_k)
+    bubble, bubble_note = _bubble(par, m, others_work, fwd_s + rc_s, bwd_s)
     step = pipe_work + bubble + opt_dev.time_s + overhead_opt + c.dp_x + c.off_s
     breakdown = {
         "compute_s": work.compute_s + opt_dev.compute_s,
@@ -311,15 +315,19 @@ def _stage_text(stages: tuple[int, ...]) -> str:
 
 
 def _stage_factors(profile: Profile, shape: ModelShape, par: Layout, k: float = 1.0
-                   ) -> tuple[tuple[int, ...], float, float]:
+                   ) -> tuple[tuple[int, ...], float, float, float, float]:
     """(blocks per stage, the slowest stage's share of the model's forward/backward × pp, its share of the
-    blocks × pp). Balanced stages give (…, 1, 1).
+    blocks × pp, and the same two for the mean of the other stages). Balanced stages give (…, 1, 1, 1, 1).
 
     A stage's share of the forward/backward: its blocks' part of the traced blocks' work plus, on the last stage,
     the work outside the blocks (the head and the loss; the embedding lookup on the first stage is a gather,
-    counted with the rest on the last). The block share of the backward is taken to be the forward's."""
+    counted with the rest on the last). The block share of the backward is taken to be the forward's.
+
+    The other stages set the bubble: under 1F1B the slowest stage paces the m micro-batches and the others' fill
+    and drain add Σ_{j ≠ slowest} (t_f,j + t_b,j), the first micro-batch's forward reaching it and the last one's
+    backward leaving it; (p − 1) times the slowest stage's time when the stages are equal."""
     if par.pp == 1 or not shape.layers:
-        return (), 1.0, 1.0
+        return (), 1.0, 1.0, 1.0, 1.0
     stages = stage_layers(int(shape.layers), par.pp)
     L = float(sum(stages))
     fwd = profile.phase("forward", k).time_s
@@ -329,7 +337,9 @@ def _stage_factors(profile: Profile, shape: ModelShape, par: Layout, k: float = 
     shares[-1] += rest
     model_k = max(shares) * par.pp
     block_k = max(stages) / L * par.pp
-    return stages, model_k, block_k
+    others_k = (sum(shares) - max(shares)) / (par.pp - 1) * par.pp
+    others_block_k = (L - max(stages)) / (par.pp - 1) / L * par.pp
+    return stages, model_k, block_k, others_k, others_block_k
 
 
 def _bubble(par: Layout, m: int, pipe_work: float, fwd_s: float, bwd_s: float) -> tuple[float, str]:
@@ -347,9 +357,9 @@ def _bubble(par: Layout, m: int, pipe_work: float, fwd_s: float, bwd_s: float) -
                                      f"and weight gradients, {w:g} each")
     if par.vp > 1:
         return one_f_one_b / par.vp, (f"pipeline: interleaved 1F1B with {par.vp} virtual stages per device, bubble "
-                                      f"(p-1)/(v·m) = {(p - 1) / (par.vp * m):.3g} of the busy time with p={p}, "
+                                      f"(p-1)/(v·m) = {(p - 1) / (par.vp * m):.3g} of the other stages' busy time with p={p}, "
                                       f"m={m} (Narayanan et al. 2021, Sec. 2.2.2); {par.vp}× the point-to-point sends")
-    return one_f_one_b, (f"pipeline: 1F1B, bubble (p-1)/m = {(p - 1) / m:.3g} of the busy time with p={p}, m={m} "
+    return one_f_one_b, (f"pipeline: 1F1B, bubble (p-1)/m = {(p - 1) / m:.3g} of the other stages' busy time with p={p}, m={m} "
                          "(Narayanan et al. 2021, Sec. 2.2.1)")
 
 
