@@ -65,9 +65,14 @@ def filled_db(tmp_path: Path, n: int = 30) -> Path:
 
 # -- the store -------------------------------------------------------------------
 def test_round_trip_add_list_filter_show_diff(tmp_path):
-    db = tmp_path / "sub" / "dir" / "h.sqlite"  # parent folders are created
+    db = tmp_path / "sub" / "dir" / "h.sqlite"
     h = History(db)
     assert h.list() == [] and not db.exists()  # reading never creates the file
+    # a path the user names must be in an existing folder (as -o's): a typo does not start a history elsewhere
+    with pytest.raises(UserError, match=r"folder .*sub/dir does not exist; create it or pass (--)?db with a path"):
+        h.add(make_report("gpt2", "count"))
+    assert not (tmp_path / "sub").exists()
+    db.parent.mkdir(parents=True)
     a = h.add(make_report("gpt2", "count"), label="baseline")
     b = h.add(make_report("gpt2", "predict", flops=3.3e12, step=0.25, fits=False))
     c = h.add(make_report("Llama-2-7b", "memory", params=6_738_415_616))
@@ -125,6 +130,11 @@ def test_default_location_and_save_helper(tmp_path, monkeypatch):
     entry = save_to_history(make_report(), db=tmp_path / "saved.sqlite", label="run 1")
     assert History(tmp_path / "saved.sqlite").list()[0].id == entry
     assert History(tmp_path / "saved.sqlite").list()[0].label == "run 1"
+    if sys.platform != "win32":  # the default location's folders are made; a named path's must exist
+        assert History().add(make_report()) == 1 and default_path().is_file()
+        monkeypatch.setenv("MLFOOTPRINT_HISTORY", str(tmp_path / "typo" / "h.sqlite"))
+        with pytest.raises(UserError, match=r"folder .*typo does not exist; create it or set \$MLFOOTPRINT_HISTORY"):
+            History().add(make_report())
 
 
 def test_empty_file_is_a_new_history(tmp_path):
@@ -152,7 +162,7 @@ _WRITER = textwrap.dedent(
 
 
 def test_two_processes_writing_concurrently_lose_nothing(tmp_path):
-    db = tmp_path / "fresh" / "h.sqlite"  # both also race to create it
+    db = tmp_path / "h.sqlite"  # both also race to create it
     start = time.time() + 1.5
     procs = [
         subprocess.Popen([sys.executable, "-c", _WRITER, str(db), who, str(start)],

@@ -177,6 +177,9 @@ class History:
         self.busy_timeout_s = float(busy_timeout_s)
         # where the path came from, for the fix a message names: --db, or the environment variable
         self._from_env = path is None and bool(os.environ.get(ENV_VAR))
+        # a path the user named (--db, the environment variable) must be in an existing folder, as -o's must: a typo
+        # would otherwise start a new history in a new folder; the default location's folder is made
+        self._named = path not in (None, "") or self._from_env
 
     def _pass_db(self, what: str) -> str:
         """'pass --db with <what>', or, for a path from the environment, 'set $MLFOOTPRINT_HISTORY to ...'."""
@@ -417,6 +420,9 @@ class History:
 
     def _ensure_parent(self) -> None:
         parent = self.path.parent
+        if self._named and not parent.is_dir():
+            raise UserError(f"cannot start a history at {self.path}: folder {parent} does not exist; create it or "
+                            f"{self._pass_db('a path in an existing folder')}")
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
