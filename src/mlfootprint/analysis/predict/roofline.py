@@ -180,6 +180,7 @@ class Profile:
     host_modelled: bool = False  # phases carry the eager host time (host.py): the step waits on the slower side
     host_scale: float = 1.0  # this host's dispatch time against the reference host's (hardware calibrate)
     _at: dict[tuple[str, float], PhaseProfile] = field(default_factory=dict, repr=False)
+    _column_at: dict[float, dict[str, dict[str, float]]] = field(default_factory=dict, repr=False)
 
     def phase(self, name: str, gemm_scale: float = 1.0) -> PhaseProfile:
         """The phase's sums with its GEMMs at ``gemm_scale`` × their traced FLOPs per call."""
@@ -195,11 +196,15 @@ class Profile:
                 for g, base in sorted(self.column_backward.items())}
 
     def column_backward_s(self, gemm_scale: float = 1.0) -> dict[str, dict[str, float]]:
-        """Their time by group, then kind: {"attention": {"dgrad": s, "wgrad": s}, ...} (:meth:`column_backward_at`)."""
-        out: dict[str, dict[str, float]] = {}
-        for key, p in self.column_backward_at(gemm_scale).items():
-            group, _, kind = key.partition("/")
-            out.setdefault(group, dict.fromkeys(GRADIENT_GEMMS, 0.0))[kind] = p.time_s
+        """Their time by group, then kind: {"attention": {"dgrad": s, "wgrad": s}, ...} (:meth:`column_backward_at`);
+        the planner asks once per layout, so kept per GEMM scale. Read-only."""
+        out = self._column_at.get(gemm_scale)
+        if out is None:
+            out = {}
+            for key, p in self.column_backward_at(gemm_scale).items():
+                group, _, kind = key.partition("/")
+                out.setdefault(group, dict.fromkeys(GRADIENT_GEMMS, 0.0))[kind] = p.time_s
+            self._column_at[gemm_scale] = out
         return out
 
     def gemm_efficiency(self, gemm_scale: float = 1.0) -> float | None:
