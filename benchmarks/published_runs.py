@@ -68,8 +68,8 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 # share one trace. Any other field, including ones added later, is part of the trace's key.
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
-                           "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "fp8_weights", "grad_reduce", "grad_reduce_dtype", "etp", "offload_activations",
-                           "tp_backward"})
+                           "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "fp8_weights", "grad_reduce", "grad_reduce_dtype", "etp",
+                           "offload_activations", "tp_backward"})
 
 
 # --------------------------------------------------------------------------- the data

@@ -195,9 +195,9 @@ class Workload:
     Defaults: ``batch=1``, ``mode="inference"``, ``precision="fp32"``, ``optimizer="adamw"``,
     ``attention="sdpa"``, ``gen_tokens=128``, ``grad_accum=1``, ``recompute="none"``, ``zero=0``,
     ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=cp=vp=1``, ``schedule="1f1b"``, ``cp_comm="ring"``,
-    ``tp_overlap="userbuffers"``, ``tp_backward="overlap"``, ``quant="none"``, ``user_hooks=True``; the other fields None. A bad value raises
-    :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it with
-    ``with_changes``.
+    ``tp_overlap="userbuffers"``, ``tp_backward="overlap"``, ``quant="none"``, ``user_hooks=True``; the other fields
+    None. A bad value raises :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it
+    with ``with_changes``.
 
     Example:
         >>> wl = mf.Workload(batch=8, seq=1024, mode="train", precision="bf16-mixed", hardware="a100-80gb")

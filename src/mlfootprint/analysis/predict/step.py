@@ -357,10 +357,11 @@ def _bubble(par: Layout, m: int, pipe_work: float, fwd_s: float, bwd_s: float) -
                                      f"and weight gradients, {w:g} each")
     if par.vp > 1:
         return one_f_one_b / par.vp, (f"pipeline: interleaved 1F1B with {par.vp} virtual stages per device, bubble "
-                                      f"(p-1)/(v·m) = {(p - 1) / (par.vp * m):.3g} of the other stages' busy time with p={p}, "
-                                      f"m={m} (Narayanan et al. 2021, Sec. 2.2.2); {par.vp}× the point-to-point sends")
-    return one_f_one_b, (f"pipeline: 1F1B, bubble (p-1)/m = {(p - 1) / m:.3g} of the other stages' busy time with p={p}, m={m} "
-                         "(Narayanan et al. 2021, Sec. 2.2.1)")
+                                      f"(p-1)/(v·m) = {(p - 1) / (par.vp * m):.3g} of the other stages' busy time "
+                                      f"with p={p}, m={m} (Narayanan et al. 2021, Sec. 2.2.2); {par.vp}× the "
+                                      "point-to-point sends")
+    return one_f_one_b, (f"pipeline: 1F1B, bubble (p-1)/m = {(p - 1) / m:.3g} of the other stages' busy time with "
+                         f"p={p}, m={m} (Narayanan et al. 2021, Sec. 2.2.1)")
 
 
 def _host_wait(profile: Profile, par: Layout, m: int, phases: tuple[PhaseProfile, ...],
@@ -497,8 +498,8 @@ def _tp_exposed(c: _Communication, par: Layout, compute_s: float,
 
     Without TP-comm overlap, all of it but what :func:`_tp_backward_hidden` hides (``tp_backward`` overlap): each
     collective sits between dependent GEMMs, the backward's column-parallel ones beside their linear's own GEMMs.
-    With Megatron/Transformer Engine's userbuffers (``tp_overlap="userbuffers"``) each GEMM runs in chunks, a chunk's collective under the next
-    chunk's GEMM: exposed is only what exceeds the forward and backward compute. PyTorch's async tensor parallelism
+    With Megatron/Transformer Engine's userbuffers (``tp_overlap="userbuffers"``) each GEMM runs in chunks, a chunk's
+    collective under the next chunk's GEMM: exposed is only what exceeds the forward and backward compute. PyTorch's async tensor parallelism
     (``"async-tp"``) hides a calibrated share of what the compute could hide (step_model.toml [communication]
     async_tp_hidden_share): TorchTitan's measured gain from it is far below what a full overlap would give."""
     if not c.tp_s:
@@ -608,7 +609,8 @@ def _tensor_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
                        f"in the forward, the backward all-reduces each branch's input gradient ({per_layer} per layer "
                        "and micro-batch, GPT-NeoX's gpt_j_residual)")
     vol = comm.all_reduce_volume(act_elems * shape.act_bytes, par.tp)
-    one = comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)  # an all-reduce (an all-gather + a reduce-scatter)
+    # one all-reduce (or an all-gather and a reduce-scatter, half the bytes each)
+    one = comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)
     if shape.training:
         c.tp_column_s = layer_steps * one
         if _regathers_input(par):
