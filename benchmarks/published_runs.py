@@ -193,7 +193,7 @@ def workload_for(run: dict[str, Any], accepted: set[str] | None = None) -> tuple
             kw["grad_reduce"] = run["grad_reduce"]
         else:
             missing.append(f"grad_reduce {run['grad_reduce']}")
-    if run.get("tp_backward", "overlap") != "overlap":  # the framework's backward TP collectives (TP BACKWARD)
+    if "tp_backward" in run:  # the framework's backward TP collectives (TP BACKWARD)
         if "tp_backward" in accepted:
             kw["tp_backward"] = run["tp_backward"]
         else:

@@ -20,7 +20,7 @@ TINY = str(ROOT / "tests" / "data" / "configs" / "tiny-gpt2")
     (dict(tp_backward="exposed"), ("tp_backward",)),
     # at their defaults these options say nothing about the mode
     (dict(zero=0), ()), (dict(recompute="none"), ()), (dict(grad_accum=1), ()), (dict(fp8_weights=False), ()),
-    (dict(tp_backward="overlap"), ()),
+    (dict(tp_backward="auto"), ()),
     (dict(batch=8, seq=128), ()),
 ])
 def test_training_only_options_imply_training_unless_a_mode_is_given(options, implied):

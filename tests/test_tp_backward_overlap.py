@@ -1,6 +1,7 @@
 """The backward's tensor-parallel collectives under the column-parallel linears' own GEMMs (Megatron-LM's async
-all-reduce since 2021-09, Megatron-Core, Transformer Engine; ``tp_backward="overlap"``, the default), or exposed
-(PyTorch tensor parallelism, Megatron-LM before it: ``"exposed"``), against hand-derived seconds.
+all-reduce since 2021-09, Megatron-Core, Transformer Engine; ``tp_backward="overlap"``, the default ``auto`` on the
+fused stack), or exposed (PyTorch tensor parallelism, Megatron-LM before it: ``"exposed"``, ``auto`` on PyTorch's
+eager or compiled stack), against hand-derived seconds.
 
 The synthetic profile and links are those of tests/test_predict_step.py: forward 1 s and backward 2 s for the whole
 traced batch of 64, a100-80gb links (300 GB/s inside a node), network efficiency 1, no collective latency. The
@@ -16,6 +17,7 @@ import pytest
 
 import mlfootprint as mf
 from mlfootprint.analysis.predict.efficiency import efficiency_for
+from mlfootprint.analysis.predict.fusion import FusionSummary
 from mlfootprint.analysis.predict.roofline import PhaseProfile, build_profile
 from mlfootprint.analysis.predict.step import ModelShape, step_time
 from mlfootprint.core.errors import UserError
@@ -37,9 +39,11 @@ SHAPE = ModelShape(batch=64, tokens_per_sample=2048, layers=4, hidden=1024, act_
 TINY = str(ROOT / "tests" / "data" / "configs" / "tiny-gpt2")
 
 
-def run(columns: dict[str, float], **layout):
-    """The step with the column-parallel linears' backward GEMMs taking ``columns`` seconds per device (by group)."""
+def run(columns: dict[str, float], stack: str = "fused", **layout):
+    """The step with the column-parallel linears' backward GEMMs taking ``columns`` seconds per device (by group),
+    timed as the ``stack`` fusion mode's."""
     prof = profile()
+    prof.fusion = FusionSummary(stack, "test")
     # dgrad and wgrad each half of a group's time; 1/8 of the traced work on each device
     prof.column_backward = {f"{g}/{kind}": PhaseProfile(compute_s=8 * t / 2)
                             for g, t in columns.items() for kind in ("dgrad", "wgrad")}
@@ -89,6 +93,21 @@ def test_linears_not_told_apart_share_their_gemms_and_unnamed_ones_hide_nothing(
     none = run({})
     assert none.communication["tp_exposed_s"] == pytest.approx(16 * ONE)
     assert any("no column-parallel linear found" in n for n in none.notes)
+
+
+def test_auto_takes_the_target_stacks_way():
+    long = {"attention": 0.1, "mlp": 0.2}
+    assert Layout(tp=2).tp_backward == "auto" and Workload().tp_backward == "auto"
+    fused = run(long)  # Megatron / Transformer Engine: under the GEMMs
+    assert fused.tp_backward == "overlap" and fused.communication["tp_exposed_s"] == pytest.approx(8 * ONE)
+    for stack in ("none", "compiled"):  # PyTorch's tensor parallelism: after each linear's backward
+        torch_tp = run(long, stack, sequence_parallel=True)
+        assert torch_tp.tp_backward == "exposed", stack
+        assert torch_tp.communication["tp_s"] == torch_tp.communication["tp_exposed_s"] == pytest.approx(16 * ONE)
+        assert any("on PyTorch's eager or compiled stack" in n for n in torch_tp.notes)
+    # a value given wins over the stack's
+    assert run(long, "none", tp_backward="overlap").communication["tp_exposed_s"] == pytest.approx(8 * ONE)
+    assert run(long, "fused", tp_backward="exposed").communication["tp_exposed_s"] == pytest.approx(16 * ONE)
 
 
 def test_tp_comm_overlap_and_inference_are_unchanged():

@@ -46,8 +46,10 @@ GRAD_REDUCE = ("overlap", "after-backward")
 # how the backward's tensor-parallel collectives run: each column-parallel linear's input-gradient all-reduce (under
 # sequence parallelism its reduce-scatter, and the re-gather of the input it saved sharded) under that linear's own
 # GEMMs (Megatron-LM since its async all-reduce of 2021-09, Megatron-Core, Transformer Engine), or each after the
-# linear's backward, on the critical path (PyTorch tensor parallelism (DTensor), Megatron-LM before 2021-09)
-TP_BACKWARD = ("overlap", "exposed")
+# linear's backward, on the critical path (PyTorch tensor parallelism (DTensor), Megatron-LM before 2021-09); auto:
+# the target stack's (overlap on the fused stack, Megatron / Transformer Engine; exposed on PyTorch's eager or
+# compiled stack)
+TP_BACKWARD = ("auto", "overlap", "exposed")
 # how TP-comm overlap hides the tensor-parallel collectives: Megatron/Transformer Engine's userbuffers (each GEMM split
 # into chunks, a chunk's collective under the next chunk's GEMM), or PyTorch's async tensor parallelism (the
 # micro-pipelined collective matmuls torch.compile makes; TorchTitan's enable_async_tensor_parallel)
@@ -139,12 +141,13 @@ class Workload:
         grad_reduce: when the data-parallel gradient reduction runs: ``overlap`` (default: bucket by bucket under
             the backward, as PyTorch DDP, FSDP and DeepSpeed do) or ``after-backward`` (after the last
             micro-batch's backward, exposed: Megatron-LM without ``--overlap-grad-reduce``).
-        tp_backward: how the backward's tensor-parallel collectives run: ``overlap`` (default: Megatron-LM's since
-            its async all-reduce of 2021-09, Megatron-Core's and Transformer Engine's: a column-parallel linear's
+        tp_backward: how the backward's tensor-parallel collectives run: ``overlap`` (Megatron-LM's since its async
+            all-reduce of 2021-09, Megatron-Core's and Transformer Engine's: a column-parallel linear's
             input-gradient all-reduce runs under its weight-gradient GEMM; under sequence parallelism its
-            reduce-scatter does, and the re-gather of the input it saved sharded runs under its input-gradient GEMM)
-            or ``exposed`` (PyTorch tensor parallelism (DTensor), Megatron-LM before 2021-09: each after the
-            linear's backward, on the critical path). Training with ``tp`` > 1 only.
+            reduce-scatter does, and the re-gather of the input it saved sharded runs under its input-gradient GEMM),
+            ``exposed`` (PyTorch tensor parallelism (DTensor), Megatron-LM before 2021-09: each after the linear's
+            backward, on the critical path) or ``auto`` (default: the target stack's, ``overlap`` on the fused
+            stack, ``exposed`` on PyTorch's eager or compiled one; the report says which). Training with ``tp`` > 1.
         grad_reduce_dtype: the dtype the data-parallel gradient reduction moves under mixed precision: ``auto``
             (default: the gradients' own dtype, see ``grad_reduce_resolved``: fp32 under autocast over fp32 weights
             as PyTorch DDP reduces them, 16-bit under ZeRO-3 and with 16-bit working weights, fp32 under bf16 with
@@ -195,7 +198,7 @@ class Workload:
     Defaults: ``batch=1``, ``mode="inference"``, ``precision="fp32"``, ``optimizer="adamw"``,
     ``attention="sdpa"``, ``gen_tokens=128``, ``grad_accum=1``, ``recompute="none"``, ``zero=0``,
     ``zeropp=False``, ``offload="none"``, ``dp=tp=pp=ep=cp=vp=1``, ``schedule="1f1b"``, ``cp_comm="ring"``,
-    ``tp_overlap="userbuffers"``, ``tp_backward="overlap"``, ``quant="none"``, ``user_hooks=True``; the other fields
+    ``tp_overlap="userbuffers"``, ``tp_backward="auto"``, ``quant="none"``, ``user_hooks=True``; the other fields
     None. A bad value raises :class:`~mlfootprint.core.errors.UserError` when the Workload is made. Frozen: change it
     with ``with_changes``.
 
@@ -229,7 +232,7 @@ class Workload:
     tp_overlap: str = "userbuffers"
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
-    tp_backward: str = "overlap"
+    tp_backward: str = "auto"
     grad_reduce_dtype: str = "auto"
     mixed_weights: str = "auto"
     fp8_weights: bool = False
@@ -543,7 +546,7 @@ class Layout:
         pp_comm_overlap: the interleaved schedule's pipeline sends hidden in its steady state (default False).
         grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
         tp_backward: the backward's tensor-parallel collectives under the column-parallel linears' GEMMs,
-            ``overlap`` (default), or ``exposed``; see :class:`Workload`.
+            ``overlap``, or ``exposed``, or ``auto`` (default: the step model's target stack's); see :class:`Workload`.
         etp: expert tensor-parallel size, a divisor of ``tp`` (default None: ``tp``); see :class:`Workload`.
         cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default), ``all-gather`` or
             ``all-to-all``.
@@ -578,7 +581,7 @@ class Layout:
     tp_overlap: str = "userbuffers"  # how: Megatron/TE userbuffers, or PyTorch's async TP (TorchTitan)
     pp_comm_overlap: bool = False  # interleaved pipeline sends overlapped in the steady state (overlap_p2p_comm)
     grad_reduce: str = "overlap"  # gradient reduction under the backward, or after it (Megatron-LM's default)
-    tp_backward: str = "overlap"  # backward TP collectives under the column-parallel GEMMs (Megatron), or exposed
+    tp_backward: str = "auto"  # backward TP collectives under the column-parallel GEMMs (Megatron), exposed, or auto
     etp: int | None = None  # expert tensor parallelism (MoE Parallel Folding); None: tp
     cp: int = 1  # context parallelism: each sequence split over cp devices
     vp: int = 1  # virtual pipeline stages per device (interleaved 1F1B when > 1)
@@ -656,7 +659,7 @@ class Layout:
             s += " pp-comm-overlap"
         if self.grad_reduce != "overlap":
             s += f" grad-reduce={self.grad_reduce}"
-        if self.tp > 1 and self.tp_backward != "overlap":
+        if self.tp > 1 and self.tp_backward != "auto":
             s += f" tp-backward={self.tp_backward}"
         if self.etp is not None and self.etp != self.tp:
             s += f" etp={self.etp}"

@@ -108,8 +108,9 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
                        help="with --tp > 1 in training: how the backward's tensor-parallel collectives run: overlap "
                             "(each column-parallel linear's input-gradient all-reduce, or under sequence parallelism "
                             "its reduce-scatter and its input's re-gather, under that linear's own GEMMs: Megatron-LM "
-                            "since 2021-09, Megatron-Core, Transformer Engine; default) or exposed (after each "
-                            "linear's backward: PyTorch tensor parallelism, Megatron-LM before 2021-09)")
+                            "since 2021-09, Megatron-Core, Transformer Engine), exposed (after each linear's "
+                            "backward: PyTorch tensor parallelism, Megatron-LM before 2021-09) or auto (default: "
+                            "overlap on the fused stack, exposed on PyTorch's eager or compiled one, see --fusion)")
         g.add_argument("--grad-reduce-dtype", type=_choice(GRAD_REDUCE_DTYPE), default=None,
                        help="the dtype data-parallel gradients are reduced in under mixed precision: auto (their own "
                             "dtype: fp32 under autocast over fp32 weights, as PyTorch DDP reduces them; 16-bit with "

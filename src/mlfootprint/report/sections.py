@@ -103,7 +103,7 @@ class WorkloadSection(Section):
     tp_overlap: str = "userbuffers"  # how TP-comm overlap hides the collectives
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
-    tp_backward: str = "overlap"  # the backward's TP collectives under the column-parallel linears' GEMMs, or exposed
+    tp_backward: str = "auto"  # the backward's TP collectives under the column-parallel linears' GEMMs, exposed, or auto
     grad_reduce_dtype: str = "auto"
     mixed_weights: str = "auto"  # under mixed precision: fp32 weights under autocast, 16-bit working weights, or auto
     fp8_weights: bool = False  # FP8 primary weights: the FP8 linear layers' weights held and gathered in FP8

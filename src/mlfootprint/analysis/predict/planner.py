@@ -154,7 +154,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
     tp_overlap_how = getattr(wl, "tp_overlap", "userbuffers")  # the stack's, not searched
     pp_overlap = bool(getattr(wl, "pp_comm_overlap", False))  # the stack's, not searched
     grad_reduce = getattr(wl, "grad_reduce", "overlap")  # the stack's, not searched
-    tp_backward = getattr(wl, "tp_backward", "overlap")  # the stack's, not searched
+    tp_backward = getattr(wl, "tp_backward", "auto")  # the stack's, not searched
     etp = getattr(wl, "etp", None)  # the user's expert tensor parallelism: layouts whose tp it divides
     for t in tps:
         if devices % t or (etp is not None and (t % etp or ep <= 1)):

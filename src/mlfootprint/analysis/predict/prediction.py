@@ -279,7 +279,7 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
                      "stay inside the node (hpZ) and the gradients move int4 (qgZ, 0.5 B per element)")
         out.append(rule)
     if par.tp > 1 and not par.tp_comm_overlap:
-        if shape.training and par.tp_backward == "overlap":
+        if shape.training and st.tp_backward == "overlap":
             out.append("tensor-parallel collectives exposed but the backward's column-parallel ones (no TP-comm "
                        "overlap; --tp-comm-overlap hides them all under the GEMMs)")
         else:

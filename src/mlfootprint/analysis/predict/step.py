@@ -193,6 +193,15 @@ class StepTime:
     stages: tuple[int, ...] = ()  # blocks per pipeline stage (empty without pipeline parallelism)
     bubble_fraction: float = 0.0  # bubble / the slowest stage's busy time (1F1B: (p-1)/m)
     host_wait_s: float = 0.0  # eager: what the GPU waits on the host per step (in overhead_s; host.py)
+    tp_backward: str = "overlap"  # how the backward's TP collectives ran: the layout's, auto resolved (tp_backward_of)
+
+
+def tp_backward_of(par: Layout, fusion: str) -> str:
+    """The layout's ``tp_backward``, ``auto`` resolved by the stack the step is timed on: Megatron-LM's and Transformer
+    Engine's overlap on the fused stack, PyTorch's exposed collectives on its eager (``none``) or compiled one."""
+    if par.tp_backward != "auto":
+        return par.tp_backward
+    return "overlap" if fusion == "fused" else "exposed"
 
 
 def _links(device: Any) -> tuple[float, float, int]:
@@ -254,7 +263,8 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     # collectives run under (_tp_exposed)
     column_s = {g: {kind: t * share * block_k for kind, t in kinds.items()}
                 for g, kinds in profile.column_backward_s(k).items()} if shape.training and par.tp > 1 else {}
-    c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s, column_s)
+    tp_backward = tp_backward_of(par, profile.fusion.mode)
+    c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s, column_s, tp_backward)
     if shape.training and activation_offload_bytes > 0:
         _activation_offload(c, activation_offload_bytes, m, eff, fwd_s, bwd_s + rc_s)
 
@@ -298,7 +308,7 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
                      "operators' own traffic")
     return StepTime(step, breakdown, phases, comm_d, m, extra_flops, shape.scale,
                     _bottleneck(breakdown, comm_d, sum(host_wait)),
-                    c.volumes, notes, stages, bubble / pipe_work if pipe_work else 0.0, sum(host_wait))
+                    c.volumes, notes, stages, bubble / pipe_work if pipe_work else 0.0, sum(host_wait), tp_backward)
 
 
 def _stage_text(stages: tuple[int, ...]) -> str:
@@ -433,11 +443,12 @@ class _Communication:
 
 
 def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency, m: int, fwd_s: float,
-                   bwd_s: float, attention_s: float = 0.0, column_s: dict[str, dict[str, float]] | None = None
-                   ) -> _Communication:
+                   bwd_s: float, attention_s: float = 0.0, column_s: dict[str, dict[str, float]] | None = None,
+                   tp_backward: str = "overlap") -> _Communication:
     """Tensor-, pipeline- and expert-parallel traffic, the data-parallel gradient sync and offload transfers,
     and how much of each is exposed (not hidden under the compute it overlaps with). ``column_s``: the backward
-    GEMM time of the column-parallel linears over the step, by group and kind (``Profile.column_backward_s``)."""
+    GEMM time of the column-parallel linears over the step, by group and kind (``Profile.column_backward_s``);
+    ``tp_backward``: the layout's, resolved (:func:`tp_backward_of`)."""
     c = _Communication()
     n = par.devices
     links = _links(device) if n > 1 else (1.0, 1.0, 1)
@@ -445,7 +456,7 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
     act_elems = par.micro_batch * shape.tokens_per_sample / par.cp * shape.hidden \
         if shape.tokens_per_sample and shape.hidden else None
     if par.tp > 1:
-        _tensor_parallel(c, shape, par, eff, links, m, act_elems)
+        _tensor_parallel(c, shape, par, eff, links, m, act_elems, tp_backward)
     if par.pp > 1:
         _pipeline(c, shape, par, eff, links, m, act_elems)
     if par.ep > 1 and shape.experts and act_elems is not None and shape.layers:
@@ -467,7 +478,7 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
         c.cp_x = c.cp_s  # the all-gathers and all-to-alls sit before attention: on the critical path
     # TP all-reduces sit between dependent GEMMs: exposed, unless TP-comm overlap hides them, or the backward's run
     # under the column-parallel linears' own GEMMs (_tp_exposed).
-    c.tp_x = _tp_exposed(c, par, fwd_s + bwd_s, column_s)
+    c.tp_x = _tp_exposed(c, par, fwd_s + bwd_s, column_s, tp_backward)
     # 1F1B's sends and receives block the stage between micro-batches (no p2p overlap): exposed; with p2p overlap
     # the interleaved schedule's steady state hides them under the next chunk (_pipeline_exposed).
     c.pp_x = _pipeline_exposed(c.pp_s, par, m, fwd_s, bwd_s) if c.pp_s else 0.0
@@ -484,16 +495,16 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
     return c
 
 
-def _regathers_input(par: Layout) -> bool:
+def _regathers_input(par: Layout, tp_backward: str) -> bool:
     """Whether the backward gathers the column-parallel linears' inputs again: Megatron-LM's and Transformer Engine's
     sequence parallelism (``tp_backward`` overlap), not PyTorch's tensor parallelism (DTensor, async TP), whose
     autograd keeps the gathered input."""
-    return par.sequence_parallel and par.tp_backward == "overlap" \
+    return par.sequence_parallel and tp_backward == "overlap" \
         and not (par.tp_comm_overlap and par.tp_overlap == "async-tp")
 
 
 def _tp_exposed(c: _Communication, par: Layout, compute_s: float,
-                column_s: dict[str, dict[str, float]] | None = None) -> float:
+                column_s: dict[str, dict[str, float]] | None = None, tp_backward: str = "overlap") -> float:
     """The exposed part of the tensor-parallel collectives (``c.tp_s``), with a note on how it was found.
 
     Without TP-comm overlap, all of it but what :func:`_tp_backward_hidden` hides (``tp_backward`` overlap): each
@@ -505,7 +516,7 @@ def _tp_exposed(c: _Communication, par: Layout, compute_s: float,
     if not c.tp_s:
         return c.tp_s
     if not par.tp_comm_overlap:
-        if par.tp_backward != "overlap" or not c.tp_column_s:
+        if tp_backward != "overlap" or not c.tp_column_s:
             return c.tp_s
         return c.tp_s - _tp_backward_hidden(c, par, column_s or {})
     hideable = min(c.tp_s, compute_s)
@@ -594,7 +605,8 @@ def _link(links: tuple[float, float, int], eff: Efficiency, inside: bool) -> tup
 
 
 def _tensor_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
-                     links: tuple[float, float, int], m: int, act_elems: float | None) -> None:
+                     links: tuple[float, float, int], m: int, act_elems: float | None,
+                     tp_backward: str = "overlap") -> None:
     if act_elems is None or not shape.layers:
         raise UserError("tensor parallelism is modeled for transformer models (layers, hidden size and sequence "
                         "length known); use --tp 1 for this model")
@@ -613,7 +625,11 @@ def _tensor_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Eff
     one = comm.transfer_time(vol, bw, eff["network"], 2 * (par.tp - 1), lat)
     if shape.training:
         c.tp_column_s = layer_steps * one
-        if _regathers_input(par):
+        if tp_backward == "exposed" and par.tp_backward == "auto":
+            c.notes.append("backward tensor-parallel collectives exposed: on PyTorch's eager or compiled stack, tensor "
+                           "parallelism (DTensor) runs each after the linear's backward (--tp-backward auto; "
+                           "--tp-backward overlap for Megatron-LM's or Transformer Engine's under those GEMMs)")
+        if _regathers_input(par, tp_backward):
             # Megatron-LM's sequence parallelism keeps a column-parallel linear's input sharded for the backward and
             # gathers it again there (megatron/core/tensor_parallel/layers.py, LinearWithGradAccumulationAndAsync-
             # Communication; Transformer Engine's Linear likewise): an all-gather per such linear, per layer and
