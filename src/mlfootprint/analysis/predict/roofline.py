@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.errors import UserError
-from ...core.precision import precision as precision_of
+from ...core.precision import DTYPE_BYTES, precision as precision_of
 from ...hardware.catalog import dtype_for_precision
 from .efficiency import Efficiency
 from . import host
@@ -46,7 +46,6 @@ _TORCH_DTYPES = {
     "float8_e4m3fnuz": "fp8", "float8_e5m2fnuz": "fp8", "int8": "int8", "uint8": "int8",
 }
 _BLOCK_RE = re.compile(r"(^|\.)\d+(\.|$)")
-_ITEMSIZE = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
 
 
 @dataclass
@@ -303,8 +302,8 @@ def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: An
     of the blocks' column-parallel linears by group; total the recompute FLOPs of fused backward kernels. A kernel
     for which ``gemm_bin(r, cls)`` gives a bin (a table-rated GEMM) goes into that bin instead of the sums.
     ``replicated(module)``: whether a kernel outside the matrix classes runs whole on every tensor-parallel rank
-    without sequence parallelism (PhaseProfile.replicated); ``column(module)``: the column-parallel group of a
-    module, or None (memory/timeline.tp_readings)."""
+    without sequence parallelism (PhaseProfile.replicated); ``column(module)``: (group, weight elements, trained)
+    of a module inside a column-parallel linear, or None (memory/timeline.tp_readings)."""
     phases: dict[str, PhaseProfile] = {}
     columns: dict[str, PhaseProfile] = {}
     block_fwd = PhaseProfile()
@@ -322,7 +321,7 @@ def _accumulate(records: Any, op_time: Any, gemm_bin: Any = None, replicated: An
                 # a trained linear's backward: the input-gradient GEMM and the weight-gradient one, which writes the
                 # weight's elements (a frozen LoRA base runs the first only)
                 name, numel, trained = found
-                size = _ITEMSIZE.get((r.out_dtype or "").replace("torch.", ""), 0)
+                size = DTYPE_BYTES.get((r.out_dtype or "").replace("torch.", ""), 0)
                 wgrad = trained and numel > 0 and r.bytes_written == numel * size
                 group = f"{name}/{GRADIENT_GEMMS[wgrad]}"
         if binned is not None:
