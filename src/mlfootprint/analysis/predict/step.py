@@ -44,7 +44,7 @@ from . import comm
 from .efficiency import Efficiency
 from .roofline import PhaseProfile, Profile
 from ...workload import Layout, check_context_parallel, stage_layers
-from ...core.units import plain_number
+from ...core.units import plain_number, si
 
 STEP_MODEL = SourcedConstants("analysis.predict", "step_model.toml", "step_model")
 RANK_ORDER = "tp, dp, pp (tensor-parallel ranks adjacent, then data-parallel, then pipeline stages; Megatron-LM's default order)"
@@ -264,11 +264,13 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     column_s = {g: {kind: t * share * block_k for kind, t in kinds.items()}
                 for g, kinds in profile.column_backward_s(k).items()} if shape.training and par.tp > 1 else {}
     tp_backward = tp_backward_of(par, profile.fusion.mode)
-    c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s, column_s, tp_backward)
+    c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s, column_s, tp_backward,
+                       None if profile.fusion.mode == "fused" else profile.rates["memory"])
+    copies_s = c.fsdp_copy_fwd_s + c.fsdp_copy_bwd_s
     if shape.training and activation_offload_bytes > 0:
         _activation_offload(c, activation_offload_bytes, m, eff, fwd_s, bwd_s + rc_s)
 
-    pipe_work = work.time_s + floor_extra + overhead_fb + c.tp_x + c.pp_x + c.ep_x + c.cp_x + c.act_x
+    pipe_work = work.time_s + floor_extra + copies_s + overhead_fb + c.tp_x + c.pp_x + c.ep_x + c.cp_x + c.act_x
     # the bubble is the other stages' fill and drain: their mean work in place of the slowest stage's
     others_work = pipe_work + (fwd.time_s + bwd.time_s) * share * (others_k - model_k) \
         + rc.time_s * share * (others_block_k - block_k)
@@ -276,7 +278,7 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     step = pipe_work + bubble + opt_dev.time_s + overhead_opt + c.dp_x + c.off_s
     breakdown = {
         "compute_s": work.compute_s + opt_dev.compute_s,
-        "memory_s": work.memory_s + floor_extra + opt_dev.memory_s,
+        "memory_s": work.memory_s + floor_extra + copies_s + opt_dev.memory_s,
         "overhead_s": overhead_fb + overhead_opt,
         "communication_s": c.tp_x + c.pp_x + c.ep_x + c.cp_x + c.dp_x + c.off_s + c.act_x,
         "bubble_s": bubble,
@@ -290,8 +292,8 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
         comm_d.update(cp_s=c.cp_s, cp_exposed_s=c.cp_x)
     per_op = profile.per_op_overhead_s / par.pp * m
     phases = {
-        "forward_s": fwd_s + per_op * fwd.ops + host_wait[0],
-        "backward_s": bwd_s + per_op * bwd.ops + host_wait[1],
+        "forward_s": fwd_s + per_op * fwd.ops + host_wait[0] + c.fsdp_copy_fwd_s,
+        "backward_s": bwd_s + per_op * bwd.ops + host_wait[1] + c.fsdp_copy_bwd_s,
         "recompute_s": rc_s + per_op * rc.ops + host_wait[2],
         "optimizer_s": opt_dev.time_s + overhead_opt,
     }
@@ -440,15 +442,21 @@ class _Communication:
     # step: one all-reduce of the input gradient each per layer and micro-batch (under sequence parallelism its
     # reduce-scatter and the input's re-gather, the same bytes); 0 without tensor parallelism or training
     tp_column_s: float = 0.0
+    # FSDP2's buffer copies on the compute stream over the step (ZeRO-3 on PyTorch's stack, _fsdp2_copies): memory
+    # time, not communication, run in the forward (copy-out) and the backward (copy-out and copy-in)
+    fsdp_copy_fwd_s: float = 0.0
+    fsdp_copy_bwd_s: float = 0.0
 
 
 def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency, m: int, fwd_s: float,
                    bwd_s: float, attention_s: float = 0.0, column_s: dict[str, dict[str, float]] | None = None,
-                   tp_backward: str = "overlap") -> _Communication:
+                   tp_backward: str = "overlap", memory_bw: float | None = None) -> _Communication:
     """Tensor-, pipeline- and expert-parallel traffic, the data-parallel gradient sync and offload transfers,
     and how much of each is exposed (not hidden under the compute it overlaps with). ``column_s``: the backward
     GEMM time of the column-parallel linears over the step, by group and kind (``Profile.column_backward_s``);
-    ``tp_backward``: the layout's, resolved (:func:`tp_backward_of`)."""
+    ``tp_backward``: the layout's, resolved (:func:`tp_backward_of`); ``memory_bw``: the achieved memory bandwidth
+    (bytes/s) of a step timed on PyTorch's eager or compiled stack, whose ZeRO-3 (FSDP2) copies its collectives'
+    buffers on the compute stream (None: the fused stack, which does not)."""
     c = _Communication()
     n = par.devices
     links = _links(device) if n > 1 else (1.0, 1.0, 1)
@@ -464,7 +472,7 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
     if par.cp > 1:
         _context_parallel(c, shape, par, eff, links, m, attention_s)
     if shape.training and par.dp * par.cp > 1:
-        _data_parallel(c, shape, par, eff, links, m, fwd_s, bwd_s)
+        _data_parallel(c, shape, par, eff, links, m, fwd_s, bwd_s, memory_bw)
     if shape.training and par.offload != "none":
         # Gradients go down to the host and updated weights come back every step.
         c.off_s = (shape.grad_bytes + shape.weight_bytes) / (par.tp * par.pp) / par.zero_shards \
@@ -761,7 +769,8 @@ def _context_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Ef
 
 
 def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Efficiency,
-                   links: tuple[float, float, int], m: int, fwd_s: float, bwd_s: float) -> None:
+                   links: tuple[float, float, int], m: int, fwd_s: float, bwd_s: float,
+                   memory_bw: float | None = None) -> None:
     """The data-parallel collectives, their times on their links and what of each the compute beside it hides.
 
     Windows: each micro-batch's forward hides the next layer's weight gather (ZeRO-3); each micro-batch's
@@ -841,6 +850,8 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         exposed["weight_gather_step"] = times["weight_gather_step"]
     c.dp_s = sum(times.values())
     c.dp_x = sum(exposed.values())
+    if memory_bw and par.zero >= 3 and not par.zeropp:
+        _fsdp2_copies(c, [(w, g) for w, g, *_ in groups], weight_elem, reduce_elem, m, memory_bw)
     for n, t in times.items():
         c.by_collective[f"dp_{n}_s"] = t
         c.by_collective[f"dp_{n}_exposed_s"] = exposed[n]
@@ -854,6 +865,28 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         c.notes.append(_OVERLAP_RULE[par.zero].format(layers=layers, pieces=pieces)
                        + ("; the all-reduce across replica groups joins the last micro-batch's gradient reduction"
                           if "grad_all_reduce_groups" in times else ""))
+
+
+def _fsdp2_copies(c: _Communication, groups: list[tuple[float, float]], weight_elem: float, reduce_elem: float,
+                  m: int, memory_bw: float) -> None:
+    """FSDP2's two copies on the compute stream (step_model.toml [fsdp2]), per micro-batch: after each of the two
+    weight all-gathers (forward, and backward after the forward resharded) the gathered buffer is copied out into the
+    parameters (read and write: ``unshard_copy_out_passes`` × the gathered weights), and before the gradient
+    reduce-scatter the unsharded gradients, in the working weights' dtype, are copied into the reduce-dtype buffer
+    (``reduce_copy_in_passes`` × elements × (their bytes + the reduce dtype's)). ``groups``: (gathered weights,
+    gradients in the reduce dtype) per device, dense and routed experts apart."""
+    out_passes = float(STEP_MODEL.value("fsdp2", "unshard_copy_out_passes"))
+    in_passes = float(STEP_MODEL.value("fsdp2", "reduce_copy_in_passes"))
+    copy_out = out_passes * sum(w for w, _ in groups)
+    copy_in = in_passes * sum(g / reduce_elem for _, g in groups) * (weight_elem + reduce_elem)
+    c.fsdp_copy_fwd_s = m * copy_out / memory_bw
+    c.fsdp_copy_bwd_s = m * (copy_out + copy_in) / memory_bw
+    c.volumes["fsdp_copy_bytes"] = m * (2 * copy_out + copy_in)
+    c.notes.append(f"FSDP2 (ZeRO-3 on PyTorch's stack) copies on the compute stream, per micro-batch: each weight "
+                   f"all-gather's buffer into the parameters ({si(copy_out, 'B')} read and written, forward and "
+                   f"backward) and the gradients into the reduce-scatter buffer ({si(copy_in, 'B')}): "
+                   f"{c.fsdp_copy_fwd_s + c.fsdp_copy_bwd_s:.3g} s per step at the memory bandwidth, nothing hides "
+                   "them (DeepSpeed and Megatron, the fused stack, gather into and reduce from buffers in place)")
 
 
 _AFTER_BACKWARD = ("no gradient overlap (--grad-reduce after-backward): the gradient reduction runs after the last "
