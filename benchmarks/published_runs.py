@@ -298,7 +298,8 @@ class Predictor:
         return {"step_s": pred.step_s, "mfu": pred.mfu, "model_flops": pred.model_flops,
                 "params": parameter_stats(tr).total, "facts": dict(spec.facts or {}),
                 "peak_bytes": run.estimate.peak_bytes, "fits": run.fits, "layout": pred.layout.label(),
-                "bottleneck": pred.bottleneck, "breakdown": dict(pred.breakdown)}
+                "bottleneck": pred.bottleneck, "breakdown": dict(pred.breakdown),
+                "communication": dict(pred.communication)}
 
 
 def predict_via_api(ref: str, wl: Any) -> dict[str, Any]:
@@ -337,7 +338,8 @@ def evaluate(ds: Dataset, run: dict[str, Any], predictor: Predictor | None, acce
     out.update(published_kind=pub["kind"], published=pub["value"], published_step_s=published_step,
                predicted=from_step_s(pub["kind"], p["step_s"], run, flops), predicted_step_s=p["step_s"],
                error=p["step_s"] / published_step - 1.0, mfu=p["mfu"], fits=p["fits"], peak_bytes=p["peak_bytes"],
-               layout=p["layout"], bottleneck=p["bottleneck"], breakdown=p["breakdown"])
+               layout=p["layout"], bottleneck=p["bottleneck"], breakdown=p["breakdown"],
+               communication=p.get("communication", {}))
     if "published_memory_gib" in run and p["peak_bytes"]:
         out["published_memory_gib"] = run["published_memory_gib"]
         out["memory_error"] = p["peak_bytes"] / 2**30 / run["published_memory_gib"] - 1.0
