@@ -886,7 +886,8 @@ def _fsdp2_copies(c: _Communication, groups: list[tuple[float, float]], weight_e
                    f"all-gather's buffer into the parameters ({si(copy_out, 'B')} read and written, forward and "
                    f"backward) and the gradients into the reduce-scatter buffer ({si(copy_in, 'B')}): "
                    f"{c.fsdp_copy_fwd_s + c.fsdp_copy_bwd_s:.3g} s per step at the memory bandwidth, nothing hides "
-                   "them (DeepSpeed and Megatron, the fused stack, gather into and reduce from buffers in place)")
+                   "them (DeepSpeed's ZeRO-3 and Megatron gather into and reduce from buffers in place: ZeRO++ and "
+                   "ZeRO-3 on the fused stack pay neither copy)")
 
 
 _AFTER_BACKWARD = ("no gradient overlap (--grad-reduce after-backward): the gradient reduction runs after the last "
