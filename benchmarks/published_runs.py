@@ -69,7 +69,7 @@ ALWAYS_MODELLED = frozenset({"uneven-stages"})
 LAYOUT_FIELDS = frozenset({"dp", "tp", "pp", "ep", "devices", "micro_batch", "grad_accum", "zero", "zeropp", "offload",
                            "sequence_parallel", "given", "cp", "vp", "schedule", "cp_comm", "shard_group",
                            "tp_comm_overlap", "tp_overlap", "pp_comm_overlap", "fp8_weights", "grad_reduce", "grad_reduce_dtype", "etp",
-                           "offload_activations", "tp_backward"})
+                           "offload_activations", "tp_backward", "zero_impl"})
 
 
 # --------------------------------------------------------------------------- the data

@@ -20,10 +20,11 @@ from mlfootprint.analysis.predict.step import step_time
 from mlfootprint.hardware.catalog import get_device
 from mlfootprint.workload import Layout
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from test_predict_step import EXACT, SHAPE, profile
 
 A100 = get_device("a100-80gb")
+TINY = str(ROOT / "tests" / "data" / "configs" / "tiny-gpt2")
 COPY_OUT_S = 2 * 2e9 / 1e12  # one gather's copy-out: the 2e9 B buffer read, the parameters written
 COPY_IN_S = 1e9 * (2 + 4) / 1e12  # bf16 gradients read, the fp32 reduce-scatter input written
 
@@ -46,7 +47,8 @@ def test_zero3_on_pytorchs_stack_pays_the_copy_out_twice_and_the_copy_in_once_pe
     # the collectives themselves are the same on either stack
     assert eager.communication["dp_s"] == pytest.approx(fused.communication["dp_s"])
     assert eager.communication["dp_exposed_s"] == pytest.approx(fused.communication["dp_exposed_s"])
-    assert any("FSDP2" in n and "4 GB read and written" in n and "6 GB" in n for n in eager.notes)
+    assert any(n.startswith("ZeRO-3 as PyTorch's FSDP2") and "4 GB read and written" in n and "6 GB" in n
+               for n in eager.notes)
     assert not any("FSDP2" in n for n in fused.notes) and "fsdp_copy_bytes" not in fused.volumes
 
 
@@ -77,7 +79,42 @@ def test_predict_names_the_copies_on_the_eager_stack_and_not_on_the_fused_one():
     eager = json.loads(run_cli(*common, "--fusion", "none").stdout)
     fused = json.loads(run_cli(*common, "--fusion", "fused").stdout)
     params = 124_439_808
-    note = next(a for a in eager["assumptions"] if "FSDP2" in a)
+    note = next(a for a in eager["assumptions"] if a.startswith("ZeRO-3 as PyTorch's FSDP2"))
     assert f"{2 * 2 * params / 1e6:.0f} MB read and written" in note
     assert f"the reduce-scatter buffer ({4 * params / 1e6:.0f} MB)" in note
-    assert not any("FSDP2" in a for a in fused["assumptions"])
+    assert not any(a.startswith("ZeRO-3 as PyTorch's FSDP2") for a in fused["assumptions"])
+    assert any("ZeRO-3 as DeepSpeed and Megatron run it" in a for a in fused["assumptions"])
+
+
+def test_zero_impl_names_which_zero3_runs_whatever_the_stack():
+    # --zero-impl deepspeed on the eager stack: DeepSpeed's in-place buffers, no copies
+    ds = run("none", dp=8, zero=3, micro_batch=8, zero_impl="deepspeed")
+    assert ds.zero_impl == "deepspeed" and "fsdp_copy_bytes" not in ds.volumes
+    assert ds.step_s == pytest.approx(run("fused", dp=8, zero=3, micro_batch=8).step_s)
+    # --zero-impl fsdp2 on the fused stack: FSDP2's copies all the same
+    fsdp = run("fused", dp=8, zero=3, micro_batch=8, zero_impl="fsdp2")
+    assert fsdp.zero_impl == "fsdp2"
+    assert fsdp.volumes["fsdp_copy_bytes"] == pytest.approx(2 * 4e9 + 6e9)
+    # auto: FSDP2 on PyTorch's stacks, DeepSpeed's on the fused one and under ZeRO++
+    assert run("compiled", dp=8, zero=3, micro_batch=8).zero_impl == "fsdp2"
+    assert run("fused", dp=8, zero=3, micro_batch=8).zero_impl == "deepspeed"
+    assert run("none", dp=8, zero=3, zeropp=True, micro_batch=8).zero_impl == "deepspeed"
+
+
+def test_fsdp2_runs_no_zeropp_and_a_bad_zero_impl_is_a_one_line_error():
+    bad = run_cli("predict", "gpt2", "--mode", "train", "--zero", "3", "--zeropp", "--dp", "16", "--devices", "16",
+                  "--hardware", "h100-sxm", "--zero-impl", "fsdp2")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "--zeropp is DeepSpeed's ZeRO++" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    typo = run_cli("predict", "gpt2", "--mode", "train", "--zero-impl", "fsdp3")
+    assert typo.returncode == 2 and "Did you mean: fsdp2?" in typo.stderr
+
+
+def test_the_planner_offers_zeropp_only_where_deepspeed_may_run():
+    """ZeRO++ layouts (DeepSpeed's) are searched under auto, never under --zero-impl fsdp2."""
+    common = ["plan", TINY, "--devices", "16", "--hardware", "h100-sxm", "--zero", "3", "--seq", "128",
+              "--batch", "64", "--top", "50", "--format", "json"]
+    auto = json.loads(run_cli(*common).stdout)["plan"]["layouts"]
+    fsdp = json.loads(run_cli(*common, "--zero-impl", "fsdp2").stdout)["plan"]["layouts"]
+    assert any(lay["zeropp"] for lay in auto)
+    assert fsdp and not any(lay["zeropp"] for lay in fsdp)

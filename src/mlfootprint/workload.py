@@ -25,7 +25,7 @@ MODES = ("inference", "train", "generate")
 # default to inference (analyze, count, memory) would otherwise drop them unseen. Each counts when given at a value
 # other than its default; --optimizer when given at all (it names the optimizer of a training step).
 TRAINING_ONLY = ("optimizer", "zero", "zeropp", "shard_group", "recompute", "grad_accum", "grad_reduce",
-                 "grad_reduce_dtype", "tp_backward", "offload_activations", "lora_rank", "fp8_weights")
+                 "grad_reduce_dtype", "tp_backward", "zero_impl", "offload_activations", "lora_rank", "fp8_weights")
 PRECISIONS = PRECISION_NAMES
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adafactor", "adam-8bit", "lion", "zo-sgd")
 # selective: Korthikanti et al.'s attention core; selective-op: PyTorch selective activation checkpointing with
@@ -50,6 +50,11 @@ GRAD_REDUCE = ("overlap", "after-backward")
 # the target stack's (overlap on the fused stack, Megatron / Transformer Engine; exposed on PyTorch's eager or
 # compiled stack)
 TP_BACKWARD = ("auto", "overlap", "exposed")
+# which ZeRO-3 runs: PyTorch's FSDP2, which copies each weight all-gather's buffer into the parameters and the gradients
+# into the reduce-scatter buffer on the compute stream, or DeepSpeed's ZeRO-3, which gathers into and reduces from
+# buffers in place (as Megatron's distributed optimizer does); auto: FSDP2 on PyTorch's eager or compiled stack,
+# in place on the fused stack and under ZeRO++ (DeepSpeed's)
+ZERO_IMPL = ("auto", "fsdp2", "deepspeed")
 # how TP-comm overlap hides the tensor-parallel collectives: Megatron/Transformer Engine's userbuffers (each GEMM split
 # into chunks, a chunk's collective under the next chunk's GEMM), or PyTorch's async tensor parallelism (the
 # micro-pipelined collective matmuls torch.compile makes; TorchTitan's enable_async_tensor_parallel)
@@ -148,6 +153,11 @@ class Workload:
             ``exposed`` (PyTorch tensor parallelism (DTensor), Megatron-LM before 2021-09: each after the linear's
             backward, on the critical path) or ``auto`` (default: the target stack's, ``overlap`` on the fused
             stack, ``exposed`` on PyTorch's eager or compiled one; the report says which). Training with ``tp`` > 1.
+        zero_impl: which ZeRO-3 runs: ``fsdp2`` (PyTorch's FSDP2: each weight all-gather's buffer copied into the
+            parameters, forward and backward, and the gradients copied into the reduce-scatter buffer, on the
+            compute stream), ``deepspeed`` (DeepSpeed's ZeRO-3, and Megatron's: gathered into and reduced from
+            buffers in place, no copies) or ``auto`` (default: ``fsdp2`` on PyTorch's eager or compiled stack,
+            ``deepspeed`` on the fused stack and with ``zeropp``). Training with ``zero=3``.
         grad_reduce_dtype: the dtype the data-parallel gradient reduction moves under mixed precision: ``auto``
             (default: the gradients' own dtype, see ``grad_reduce_resolved``: fp32 under autocast over fp32 weights
             as PyTorch DDP reduces them, 16-bit under ZeRO-3 and with 16-bit working weights, fp32 under bf16 with
@@ -233,6 +243,7 @@ class Workload:
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     tp_backward: str = "auto"
+    zero_impl: str = "auto"
     grad_reduce_dtype: str = "auto"
     mixed_weights: str = "auto"
     fp8_weights: bool = False
@@ -309,7 +320,7 @@ class Workload:
                               ("recompute", RECOMPUTE), ("offload", OFFLOAD), ("quant", QUANT),
                               ("attention", ATTENTION), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
                               ("grad-reduce", GRAD_REDUCE), ("tp-backward", TP_BACKWARD),
-                              ("grad-reduce-dtype", GRAD_REDUCE_DTYPE),
+                              ("zero-impl", ZERO_IMPL), ("grad-reduce-dtype", GRAD_REDUCE_DTYPE),
                               ("mixed-weights", MIXED_WEIGHTS), ("tp-overlap", TP_OVERLAP)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.fusion is not None:
@@ -318,6 +329,7 @@ class Workload:
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+        _check_zero_impl(self.zero_impl, self.zeropp)
         if self.offload_activations and self.mode != "train":
             raise UserError("--offload-activations moves the activations a training step saves for its backward; "
                             "add --mode train, or drop --offload-activations")
@@ -547,6 +559,8 @@ class Layout:
         grad_reduce: the gradient reduction under the backward, ``overlap`` (default), or ``after-backward``.
         tp_backward: the backward's tensor-parallel collectives under the column-parallel linears' GEMMs,
             ``overlap``, or ``exposed``, or ``auto`` (default: the step model's target stack's); see :class:`Workload`.
+        zero_impl: which ZeRO-3 runs, ``fsdp2``, ``deepspeed`` or ``auto`` (default: the target stack's); see
+            :class:`Workload`.
         etp: expert tensor-parallel size, a divisor of ``tp`` (default None: ``tp``); see :class:`Workload`.
         cp, cp_comm: context-parallel degree (default 1) and its exchange, ``ring`` (default), ``all-gather`` or
             ``all-to-all``.
@@ -582,6 +596,7 @@ class Layout:
     pp_comm_overlap: bool = False  # interleaved pipeline sends overlapped in the steady state (overlap_p2p_comm)
     grad_reduce: str = "overlap"  # gradient reduction under the backward, or after it (Megatron-LM's default)
     tp_backward: str = "auto"  # backward TP collectives under the column-parallel GEMMs (Megatron), exposed, or auto
+    zero_impl: str = "auto"  # ZeRO-3 as PyTorch's FSDP2 (buffer copies on the compute stream), DeepSpeed's, or auto
     etp: int | None = None  # expert tensor parallelism (MoE Parallel Folding); None: tp
     cp: int = 1  # context parallelism: each sequence split over cp devices
     vp: int = 1  # virtual pipeline stages per device (interleaved 1F1B when > 1)
@@ -596,10 +611,12 @@ class Layout:
             raise UserError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         for name, allowed in (("offload", OFFLOAD), ("recompute", RECOMPUTE), ("precision", PRECISIONS),
                               ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("cp-comm", CP_COMM),
-                              ("grad-reduce", GRAD_REDUCE), ("tp-overlap", TP_OVERLAP), ("tp-backward", TP_BACKWARD)):
+                              ("grad-reduce", GRAD_REDUCE), ("tp-overlap", TP_OVERLAP), ("tp-backward", TP_BACKWARD),
+                              ("zero-impl", ZERO_IMPL)):
             _check_choice(name, getattr(self, name.replace("-", "_")), allowed)
         if self.zeropp and self.zero != 3:
             raise UserError("--zeropp applies to ZeRO stage 3; add --zero 3")
+        _check_zero_impl(self.zero_impl, self.zeropp)
         if self.shard_group is not None:
             _check_positive("shard-group", self.shard_group, optional=False)
             if self.dp % self.shard_group:
@@ -661,6 +678,8 @@ class Layout:
             s += f" grad-reduce={self.grad_reduce}"
         if self.tp > 1 and self.tp_backward != "auto":
             s += f" tp-backward={self.tp_backward}"
+        if self.zero >= 3 and self.zero_impl != "auto":
+            s += f" zero-impl={self.zero_impl}"
         if self.etp is not None and self.etp != self.tp:
             s += f" etp={self.etp}"
         if self.offload != "none":
@@ -680,8 +699,14 @@ class Layout:
                    shard_group=wl.shard_group if wl.training and wl.zero else None,
                    tp_comm_overlap=wl.tp_comm_overlap, tp_overlap=wl.tp_overlap,
                    pp_comm_overlap=wl.pp_comm_overlap, grad_reduce=wl.grad_reduce, tp_backward=wl.tp_backward,
-                   etp=wl.etp, offload_activations=wl.offload_activations if wl.training else 0.0,
+                   zero_impl=wl.zero_impl, etp=wl.etp, offload_activations=wl.offload_activations if wl.training else 0.0,
                    cp=wl.cp, vp=wl.vp, schedule=wl.schedule, cp_comm=wl.cp_comm)
+
+
+def _check_zero_impl(zero_impl: str, zeropp: bool) -> None:
+    if zeropp and zero_impl == "fsdp2":
+        raise UserError("--zeropp is DeepSpeed's ZeRO++, which PyTorch's FSDP2 does not run; drop --zero-impl fsdp2 "
+                        "(or --zeropp)")
 
 
 def offload_fraction(value: Any) -> float:

@@ -5,7 +5,7 @@ import argparse
 
 from ..core.units import parse_size
 from ..workload import (ATTENTION, CP_COMM, FUSION, GRAD_REDUCE, GRAD_REDUCE_DTYPE, MIXED_WEIGHTS, MODES, OFFLOAD, OPTIMIZERS, PRECISIONS, QUANT,
-                        RECOMPUTE, SCHEDULES, TP_BACKWARD, TP_OVERLAP, Workload)
+                        RECOMPUTE, SCHEDULES, TP_BACKWARD, TP_OVERLAP, Workload, ZERO_IMPL)
 
 
 def _choice(allowed: tuple[str, ...]):
@@ -111,6 +111,12 @@ def add_workload_options(p: argparse.ArgumentParser, parallel: bool = True, *, m
                             "since 2021-09, Megatron-Core, Transformer Engine), exposed (after each linear's "
                             "backward: PyTorch tensor parallelism, Megatron-LM before 2021-09) or auto (default: "
                             "overlap on the fused stack, exposed on PyTorch's eager or compiled one, see --fusion)")
+        g.add_argument("--zero-impl", type=_choice(ZERO_IMPL), default=None,
+                       help="with --zero 3 in training: which ZeRO-3 runs: fsdp2 (PyTorch's FSDP2: each weight "
+                            "all-gather's buffer copied into the parameters and the gradients into the reduce-scatter "
+                            "buffer, on the compute stream), deepspeed (DeepSpeed's ZeRO-3, as Megatron's: gathered "
+                            "into and reduced from buffers in place) or auto (default: fsdp2 on PyTorch's eager or "
+                            "compiled stack, deepspeed on the fused stack and with --zeropp, see --fusion)")
         g.add_argument("--grad-reduce-dtype", type=_choice(GRAD_REDUCE_DTYPE), default=None,
                        help="the dtype data-parallel gradients are reduced in under mixed precision: auto (their own "
                             "dtype: fp32 under autocast over fp32 weights, as PyTorch DDP reduces them; 16-bit with "

@@ -31,7 +31,7 @@ TRACED_MEMORY = ("trace", "memory")
 _WORKLOAD_KEYS = ("mode", "batch", "seq", "precision", "optimizer", "attention", "micro_batch", "grad_accum",
                   "recompute", "zero", "zeropp", "offload", "offload_activations", "dp", "tp", "pp", "ep", "cp", "vp",
                   "schedule", "cp_comm", "sequence_parallel", "grad_reduce", "grad_reduce_dtype", "tp_backward",
-                  "devices", "lora_rank", "quant", "fusion", "mixed_weights")
+                  "zero_impl", "devices", "lora_rank", "quant", "fusion", "mixed_weights")
 
 Checker = Callable[[Claim], Outcome]
 CHECKERS: dict[str, Checker] = {}

@@ -104,6 +104,7 @@ class WorkloadSection(Section):
     pp_comm_overlap: bool = False
     grad_reduce: str = "overlap"
     tp_backward: str = "auto"  # the backward's TP collectives under the column-parallel linears' GEMMs, exposed, or auto
+    zero_impl: str = "auto"  # which ZeRO-3 runs: PyTorch's FSDP2 (buffer copies on the compute stream), DeepSpeed's, or auto
     grad_reduce_dtype: str = "auto"
     mixed_weights: str = "auto"  # under mixed precision: fp32 weights under autocast, 16-bit working weights, or auto
     fp8_weights: bool = False  # FP8 primary weights: the FP8 linear layers' weights held and gathered in FP8

@@ -435,7 +435,7 @@ def _planned(spec: ModelSpec, wl: Workload, tr: Trace, device: Device, efficienc
     # the stack's choices, not the planner's
     full = full.replace(tp_comm_overlap=wl.tp_comm_overlap, tp_overlap=wl.tp_overlap,
                         pp_comm_overlap=wl.pp_comm_overlap, grad_reduce=wl.grad_reduce,
-                        tp_backward=wl.tp_backward, etp=wl.etp)
+                        tp_backward=wl.tp_backward, zero_impl=wl.zero_impl, etp=wl.etp)
     wl = wl.with_defaults(tp=full.tp, pp=full.pp, zero=full.zero, zeropp=full.zeropp, micro_batch=full.micro_batch,
                           recompute=full.recompute, cp=full.cp, vp=full.vp, schedule=full.schedule)
     memory = f" of {wl.device_memory / 2**30:.1f} GiB each (--device-memory)" if wl.device_memory else ""

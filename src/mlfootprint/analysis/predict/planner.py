@@ -155,6 +155,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
     pp_overlap = bool(getattr(wl, "pp_comm_overlap", False))  # the stack's, not searched
     grad_reduce = getattr(wl, "grad_reduce", "overlap")  # the stack's, not searched
     tp_backward = getattr(wl, "tp_backward", "auto")  # the stack's, not searched
+    zero_impl = getattr(wl, "zero_impl", "auto")  # the stack's, not searched (FSDP2 runs no ZeRO++)
     etp = getattr(wl, "etp", None)  # the user's expert tensor parallelism: layouts whose tp it divides
     for t in tps:
         if devices % t or (etp is not None and (t % etp or ep <= 1)):
@@ -194,7 +195,7 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                     vps = [vp] if vp else [v for v in VIRTUAL_STAGES if layers and v <= max_virtual_stages(layers, p)]
                     pipes = [(v, "1f1b") for v in vps]
                 for z in zeros:
-                    variants = [False, True] if (z == 3 and t * c * dp > dpn) else [False]
+                    variants = [False, True] if (z == 3 and t * c * dp > dpn and zero_impl != "fsdp2") else [False]
                     for zpp in variants:
                         for b in mbs:
                             for rc in rcs:
@@ -204,7 +205,8 @@ def enumerate_layouts(spec: Any, wl: Any, devices: int, device: Device, *, tp: i
                                                       cp_comm=cp_comm, tp_comm_overlap=tp_overlap,
                                                       tp_overlap=tp_overlap_how,
                                                       pp_comm_overlap=pp_overlap,
-                                                      grad_reduce=grad_reduce, tp_backward=tp_backward, etp=etp,
+                                                      grad_reduce=grad_reduce, tp_backward=tp_backward,
+                                                      zero_impl=zero_impl, etp=etp,
                                                       sequence_parallel=wl.sequence_parallel_at(t)))
     return out
 

@@ -277,6 +277,9 @@ def _assumptions(wl: Any, dev: Device, eff: Efficiency, profile: Profile, shape:
         if par.zeropp and par.zero >= 3:
             rule += ("; under ZeRO++ the forward weight gathers move int8 (qwZ, 1 B per element), the backward ones "
                      "stay inside the node (hpZ) and the gradients move int4 (qgZ, 0.5 B per element)")
+        if par.zero >= 3 and st.zero_impl == "deepspeed":
+            rule += ("; ZeRO-3 as DeepSpeed and Megatron run it, gathering into and reducing from buffers in place "
+                     "(--zero-impl fsdp2 for PyTorch's FSDP2, which copies them on the compute stream)")
         out.append(rule)
     if par.tp > 1 and not par.tp_comm_overlap:
         if shape.training and st.tp_backward == "overlap":

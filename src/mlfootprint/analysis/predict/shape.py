@@ -150,6 +150,7 @@ def parallel_from(wl: Any) -> Layout:
                   zeropp=bool(getattr(wl, "zeropp", False)), shard_group=shard_group,
                   tp_comm_overlap=bool(wl.tp_comm_overlap), tp_overlap=wl.tp_overlap,
                   pp_comm_overlap=bool(wl.pp_comm_overlap),
-                  grad_reduce=wl.grad_reduce, tp_backward=wl.tp_backward, etp=wl.etp, cp=cp, vp=wl.vp,
+                  grad_reduce=wl.grad_reduce, tp_backward=wl.tp_backward, zero_impl=wl.zero_impl, etp=wl.etp,
+                  cp=cp, vp=wl.vp,
                   schedule=wl.schedule, cp_comm=wl.cp_comm, sequence_parallel=wl.sequence_parallel_on,
                   offload_activations=getattr(wl, "offload_activations", 0.0) if wl.training else 0.0)

@@ -194,6 +194,7 @@ class StepTime:
     bubble_fraction: float = 0.0  # bubble / the slowest stage's busy time (1F1B: (p-1)/m)
     host_wait_s: float = 0.0  # eager: what the GPU waits on the host per step (in overhead_s; host.py)
     tp_backward: str = "overlap"  # how the backward's TP collectives ran: the layout's, auto resolved (tp_backward_of)
+    zero_impl: str = "deepspeed"  # which ZeRO-3 ran: the layout's, auto resolved (zero_impl_of)
 
 
 def tp_backward_of(par: Layout, fusion: str) -> str:
@@ -202,6 +203,14 @@ def tp_backward_of(par: Layout, fusion: str) -> str:
     if par.tp_backward != "auto":
         return par.tp_backward
     return "overlap" if fusion == "fused" else "exposed"
+
+
+def zero_impl_of(par: Layout, fusion: str) -> str:
+    """The layout's ``zero_impl``, ``auto`` resolved by the stack the step is timed on: PyTorch's FSDP2 on its eager
+    (``none``) or compiled stack, DeepSpeed's (buffers in place, as Megatron's) on the fused stack and under ZeRO++."""
+    if par.zero_impl != "auto":
+        return par.zero_impl
+    return "deepspeed" if fusion == "fused" or par.zeropp else "fsdp2"
 
 
 def _links(device: Any) -> tuple[float, float, int]:
@@ -264,8 +273,9 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
     column_s = {g: {kind: t * share * block_k for kind, t in kinds.items()}
                 for g, kinds in profile.column_backward_s(k).items()} if shape.training and par.tp > 1 else {}
     tp_backward = tp_backward_of(par, profile.fusion.mode)
+    zero_impl = zero_impl_of(par, profile.fusion.mode)
     c = _communication(shape, par, device, eff, m, fwd_s, bwd_s + rc_s, attention_s, column_s, tp_backward,
-                       None if profile.fusion.mode == "fused" else profile.rates["memory"])
+                       profile.rates["memory"] if zero_impl == "fsdp2" else None)
     copies_s = c.fsdp_copy_fwd_s + c.fsdp_copy_bwd_s
     if shape.training and activation_offload_bytes > 0:
         _activation_offload(c, activation_offload_bytes, m, eff, fwd_s, bwd_s + rc_s)
@@ -310,7 +320,8 @@ def step_time(profile: Profile, shape: ModelShape, par: Layout, device: Any, eff
                      "operators' own traffic")
     return StepTime(step, breakdown, phases, comm_d, m, extra_flops, shape.scale,
                     _bottleneck(breakdown, comm_d, sum(host_wait)),
-                    c.volumes, notes, stages, bubble / pipe_work if pipe_work else 0.0, sum(host_wait), tp_backward)
+                    c.volumes, notes, stages, bubble / pipe_work if pipe_work else 0.0, sum(host_wait), tp_backward,
+                    zero_impl)
 
 
 def _stage_text(stages: tuple[int, ...]) -> str:
@@ -455,8 +466,8 @@ def _communication(shape: ModelShape, par: Layout, device: Any, eff: Efficiency,
     and how much of each is exposed (not hidden under the compute it overlaps with). ``column_s``: the backward
     GEMM time of the column-parallel linears over the step, by group and kind (``Profile.column_backward_s``);
     ``tp_backward``: the layout's, resolved (:func:`tp_backward_of`); ``memory_bw``: the achieved memory bandwidth
-    (bytes/s) of a step timed on PyTorch's eager or compiled stack, whose ZeRO-3 (FSDP2) copies its collectives'
-    buffers on the compute stream (None: the fused stack, which does not)."""
+    (bytes/s) when ZeRO-3 runs as PyTorch's FSDP2 (:func:`zero_impl_of`), which copies its collectives' buffers on
+    the compute stream (None: DeepSpeed's or Megatron's, which do not)."""
     c = _Communication()
     n = par.devices
     links = _links(device) if n > 1 else (1.0, 1.0, 1)
@@ -882,12 +893,13 @@ def _fsdp2_copies(c: _Communication, groups: list[tuple[float, float]], weight_e
     c.fsdp_copy_fwd_s = m * copy_out / memory_bw
     c.fsdp_copy_bwd_s = m * (copy_out + copy_in) / memory_bw
     c.volumes["fsdp_copy_bytes"] = m * (2 * copy_out + copy_in)
-    c.notes.append(f"FSDP2 (ZeRO-3 on PyTorch's stack) copies on the compute stream, per micro-batch: each weight "
+    c.notes.append(f"ZeRO-3 as PyTorch's FSDP2 (--zero-impl fsdp2; auto's choice on PyTorch's eager or compiled "
+                   f"stack) copies on the compute stream, per micro-batch: each weight "
                    f"all-gather's buffer into the parameters ({si(copy_out, 'B')} read and written, forward and "
                    f"backward) and the gradients into the reduce-scatter buffer ({si(copy_in, 'B')}): "
                    f"{c.fsdp_copy_fwd_s + c.fsdp_copy_bwd_s:.3g} s per step at the memory bandwidth, nothing hides "
-                   "them (DeepSpeed's ZeRO-3 and Megatron gather into and reduce from buffers in place: ZeRO++ and "
-                   "ZeRO-3 on the fused stack pay neither copy)")
+                   "them (DeepSpeed's ZeRO-3 and Megatron gather into and reduce from buffers in place: "
+                   "--zero-impl deepspeed pays neither copy)")
 
 
 _AFTER_BACKWARD = ("no gradient overlap (--grad-reduce after-backward): the gradient reduction runs after the last "
