@@ -893,8 +893,8 @@ def _fsdp2_copies(c: _Communication, groups: list[tuple[float, float]], weight_e
     c.fsdp_copy_fwd_s = m * copy_out / memory_bw
     c.fsdp_copy_bwd_s = m * (copy_out + copy_in) / memory_bw
     c.volumes["fsdp_copy_bytes"] = m * (2 * copy_out + copy_in)
-    c.notes.append(f"ZeRO-3 as PyTorch's FSDP2 (--zero-impl fsdp2; auto's choice on PyTorch's eager or compiled "
-                   f"stack) copies on the compute stream, per micro-batch: each weight "
+    c.notes.append("ZeRO-3 as PyTorch's FSDP2 (--zero-impl fsdp2; auto's choice on PyTorch's eager or compiled "
+                   "stack) copies on the compute stream, per micro-batch: each weight "
                    f"all-gather's buffer into the parameters ({si(copy_out, 'B')} read and written, forward and "
                    f"backward) and the gradients into the reduce-scatter buffer ({si(copy_in, 'B')}): "
                    f"{c.fsdp_copy_fwd_s + c.fsdp_copy_bwd_s:.3g} s per step at the memory bandwidth, nothing hides "
