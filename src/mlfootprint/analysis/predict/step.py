@@ -861,7 +861,7 @@ def _data_parallel(c: _Communication, shape: ModelShape, par: Layout, eff: Effic
         exposed["weight_gather_step"] = times["weight_gather_step"]
     c.dp_s = sum(times.values())
     c.dp_x = sum(exposed.values())
-    if memory_bw and par.zero >= 3 and not par.zeropp:
+    if memory_bw and par.zero >= 3:  # memory_bw only for FSDP2, which runs no ZeRO++ (zero_impl_of)
         _fsdp2_copies(c, [(w, g) for w, g, *_ in groups], weight_elem, reduce_elem, m, memory_bw)
     for n, t in times.items():
         c.by_collective[f"dp_{n}_s"] = t
